@@ -1,0 +1,44 @@
+# Gateway suite: build, test, lint, bench, run.
+SHELL := /bin/bash
+NODE ?= node
+TEST_DIR ?= build/test
+TEST_FILES = $(shell find $(TEST_DIR) -name '*.test.js' | sort)
+
+.PHONY: all deps build test test-only lint format bench run clean
+
+all: build
+
+## deps: Debian build/test prerequisites and npm packages (native addons built locally, checked loudly)
+deps:
+	@scripts/deps.sh
+
+## build: compile TypeScript (strict) into build/
+build: deps
+	@npx tsc -p tsconfig.json
+
+## test: the whole suite with node:test (installs what it needs first)
+test: build
+	@$(NODE) --test --test-reporter=spec --test-reporter-destination=stdout $(TEST_FILES)
+
+## test-only: run tests without reinstalling (TEST_DIR=build/test/pki to narrow)
+test-only:
+	@npx tsc -p tsconfig.json && $(NODE) --test $(TEST_FILES)
+
+## lint: biome (lint + format check) and the type checker
+lint: deps
+	@npx biome check .
+	@npx tsc -p tsconfig.json --noEmit
+
+format:
+	@npx biome check --write .
+
+## bench: benchmarks, printed as a table beside reference runs
+bench: build
+	@$(NODE) build/bench/run.js
+
+## run: the local demo deployment (see README)
+run: build
+	@$(NODE) build/daemons/quickstart.js
+
+clean:
+	rm -rf build

@@ -1,0 +1,62 @@
+/**
+ * Stable error codes shared by logs, metrics, CLI exit codes, API responses and tests.
+ * A code, once published, keeps its meaning: add new codes, never repurpose old ones.
+ */
+export const ErrorCodes = {
+  // certificates (X.509 and OpenSSH alike)
+  E_CERT_EXPIRED: 'certificate has expired',
+  E_CERT_NOT_YET_VALID: 'certificate is not yet valid',
+  E_CERT_UNTRUSTED: 'certificate does not chain to a trusted authority',
+  E_CERT_SIGNATURE: 'certificate signature is invalid (tampered or wrong issuer key)',
+  E_CERT_WRONG_TYPE: 'certificate is of the wrong type for this use',
+  E_CERT_WRONG_PRINCIPAL: 'certificate does not name the required principal',
+  E_CERT_IDENTITY: 'certificate identity (URI SAN) does not match',
+  E_CERT_USAGE: 'certificate key usage or extended key usage does not allow this use',
+  E_CERT_CRITICAL_OPTION: 'certificate carries an unknown critical option or extension',
+  E_CERT_MALFORMED: 'certificate could not be parsed',
+  E_CERT_REVOKED: 'certificate has been revoked',
+  E_CERT_WEAK_ALGORITHM: 'certificate uses a refused algorithm',
+  E_CERT_CHAIN_TOO_LONG: 'certificate chain exceeds the allowed path length',
+  E_CSR_INVALID: 'certificate signing request is malformed or its signature is invalid',
+  E_KEY_UNSUPPORTED: 'key type is not supported',
+  // access grants
+  E_GRANT_MISSING: 'client certificate carries no access grant',
+  E_GRANT_MALFORMED: 'access grant could not be parsed',
+  E_GRANT_EXPIRED: 'access grant has expired',
+  E_GRANT_TARGET: 'access grant does not cover this target',
+  E_GRANT_GATEWAY: 'access grant names another gateway',
+  E_GRANT_ORG: 'access grant belongs to another organization',
+  // SSH transport
+  E_SSH_AUTH: 'SSH authentication failed',
+  E_SSH_HOST_CERT: 'SSH host certificate refused',
+  E_SSH_SIGNATURE: 'SSH signature is invalid',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** An error that carries a stable code; `detail` is for humans and may change. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ? `${ErrorCodes[code]}: ${detail}` : ErrorCodes[code], options);
+    this.name = 'GatewayError';
+    this.code = code;
+  }
+}
+
+/** The outcome of a pure security decision: accepted with a value, or refused with a code and a reason. */
+export type Verdict<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; reason: string };
+
+export function accept<T>(value: T): Verdict<T> {
+  return { ok: true, value };
+}
+
+export function refuse<T = never>(code: ErrorCode, reason: string): Verdict<T> {
+  return { ok: false, code, reason };
+}
+
+/** Unwraps a verdict, throwing a GatewayError on refusal. */
+export function unwrap<T>(verdict: Verdict<T>): T {
+  if (verdict.ok) return verdict.value;
+  throw new GatewayError(verdict.code, verdict.reason);
+}
