@@ -30,6 +30,13 @@ export const ErrorCodes = {
   E_SSH_AUTH: 'SSH authentication failed',
   E_SSH_HOST_CERT: 'SSH host certificate refused',
   E_SSH_SIGNATURE: 'SSH signature is invalid',
+  // runtime and local state (lib/runtime, lib/store)
+  E_CONFIG_INVALID: 'configuration is invalid',
+  E_STORE_VERSION: 'state database schema is not compatible with this version',
+  E_STORE_PERMISSIONS: 'state directory or file has unsafe permissions',
+  E_SEALED_TAMPERED: 'sealed value failed authentication (tampered, truncated or wrong context)',
+  E_SEALED_MALFORMED: 'sealed value is malformed or of an unknown version',
+  E_SEALED_KEY: 'sealing key is missing, unreadable, of the wrong size or unsafe',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
