@@ -37,6 +37,8 @@ export const ErrorCodes = {
   E_SEALED_TAMPERED: 'sealed value failed authentication (tampered, truncated or wrong context)',
   E_SEALED_MALFORMED: 'sealed value is malformed or of an unknown version',
   E_SEALED_KEY: 'sealing key is missing, unreadable, of the wrong size or unsafe',
+  // identities (lib/protocol/identity)
+  E_IDENTITY_MALFORMED: 'identity URI is malformed',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
