@@ -1,0 +1,121 @@
+/**
+ * Renders a config schema for people: `--help` text and a documented sample config file (for docs/ and
+ * packaging). Both come from the same declaration the loader enforces, so they stay true.
+ */
+import {
+  type ConfigSchema,
+  configEnvName,
+  defaultConfigPath,
+  envName,
+  flagName,
+  formatValue,
+  type KeySpec,
+  type ValueType,
+} from './config-schema.js';
+
+const PLACEHOLDERS: Record<ValueType, string> = {
+  string: 'text',
+  int: 'n',
+  bool: '',
+  duration: 'duration',
+  list: 'a,b,...',
+  path: 'path',
+};
+
+function placeholder(spec: KeySpec): string {
+  return spec.placeholder ?? PLACEHOLDERS[spec.type];
+}
+
+function defaultText(spec: KeySpec): string {
+  if (spec.default !== undefined) return `default: ${formatValue(spec.type, spec.default) || '(empty)'}`;
+  return spec.optional ? 'optional' : 'required';
+}
+
+function wrap(text: string, width: number, indent: string): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(indent + line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(indent + line);
+  return lines;
+}
+
+export interface HelpOptions {
+  /** Program name as invoked, e.g. "infisical-proxy". */
+  program: string;
+  version: string;
+  /** Extra usage lines, e.g. subcommands: ["init    create the instance CAs"]. */
+  commands?: readonly string[];
+}
+
+/** The text printed by `--help`. */
+export function renderHelp(schema: ConfigSchema, options: HelpOptions): string {
+  const out: string[] = [
+    `${options.program} ${options.version}: ${schema.summary}`,
+    '',
+    `Usage: ${options.program}${options.commands?.length ? ' [command]' : ''} [options]`,
+  ];
+  if (options.commands?.length) {
+    out.push('', 'Commands:', ...options.commands.map((line) => `  ${line}`));
+  }
+  out.push(
+    '',
+    'Options (each also settable as an environment variable or a config file key;',
+    'precedence: flags > environment > config file > built-in default):',
+    '',
+  );
+  for (const [key, spec] of Object.entries(schema.keys)) {
+    const arg = placeholder(spec);
+    const flag =
+      spec.type === 'bool' ? `${flagName(key)}, --no-${flagName(key).slice(2)}` : `${flagName(key)} <${arg}>`;
+    out.push(`  ${flag}`);
+    out.push(...wrap(`${spec.description} (${defaultText(spec)})`, 76, '      '));
+    out.push(`      env ${envName(schema, key)}, config key ${key}`);
+  }
+  out.push(
+    `  --config <path>`,
+    `      Config file (default: ${defaultConfigPath(schema)}; env ${configEnvName(schema)})`,
+    '  -h, --help',
+    '      Print this help and exit',
+    '  --version',
+    '      Print the version and exit',
+    '',
+    'Durations read 250ms, 30s, 5m, 24h, 7d or 1h30m. Lists are comma-separated.',
+    '',
+  );
+  return out.join('\n');
+}
+
+/** A complete, commented sample config file; every key is commented out at its default. */
+export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${schema.daemon}`): string {
+  const out: string[] = [
+    `# ${defaultConfigPath(schema)}: configuration of ${program}.`,
+    `# ${schema.summary}`,
+    '#',
+    '# Format: one "key = value" per line. Lines starting with # are comments; a # after a value is not',
+    '# (quote the value with "..." to keep blanks). Lists are comma-separated; durations read 250ms, 30s,',
+    "# 5m, 24h, 7d or 1h30m; relative paths are resolved against this file's directory. Unknown keys are",
+    '# refused at start with the line number.',
+    '# Precedence: command-line flags > environment variables > this file > built-in defaults.',
+  ];
+  for (const [key, spec] of Object.entries(schema.keys)) {
+    out.push('');
+    out.push(...wrap(spec.description, 110, '# '));
+    const env = `Environment: ${envName(schema, key)}. Flag: ${flagName(key)}.`;
+    const kind = spec.placeholder ?? spec.type;
+    out.push(
+      `# Type: ${kind}. ${spec.default === undefined ? (spec.optional ? 'Optional. ' : 'Required. ') : ''}${env}`,
+    );
+    if (spec.secret)
+      out.push('# Secret: prefer a systemd credential or an environment file readable only by the service.');
+    const shown =
+      spec.default !== undefined ? formatValue(spec.type, spec.default) : (spec.example ?? `<${placeholder(spec)}>`);
+    out.push(`#${key} = ${shown}`);
+  }
+  out.push('');
+  return out.join('\n');
+}

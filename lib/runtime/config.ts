@@ -1,0 +1,336 @@
+/**
+ * The config loader: built-in defaults < config file < environment < flags, into a frozen typed object.
+ * A refusal names the key and where the bad value came from, e.g.
+ *   /etc/infisical/proxy.conf line 7: key "ssh_listen": expected host:port (got "2222")
+ * and every problem is reported at once, so an operator fixes the file in one pass.
+ *
+ * File format (/etc/infisical/<daemon>.conf):
+ *   - one `key = value` per line; keys are the snake_case names shown by --help;
+ *   - lines whose first non-blank character is `#` are comments; blank lines are ignored;
+ *   - no inline comments: ` #` inside an unquoted value is refused (quote the value if you mean it);
+ *   - a value may be wrapped in double quotes to keep leading/trailing blanks (no escapes inside);
+ *   - lists are comma-separated; durations read 250ms, 30s, 5m, 24h, 7d or 1h30m;
+ *   - relative paths are resolved against the config file's directory (flags/env: the working directory);
+ *   - unknown and repeated keys are refused.
+ * Environment variables set to the empty string count as unset (container tools often pass empty ones).
+ */
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { GatewayError } from '../protocol/errors.js';
+import {
+  type ConfigOf,
+  type ConfigSchema,
+  configEnvName,
+  defaultConfigPath,
+  envName,
+  flagName,
+  formatValue,
+  type KeySpec,
+  type Keys,
+  parseValue,
+} from './config-schema.js';
+
+export type Origin =
+  | { source: 'default' }
+  | { source: 'file'; path: string; line: number }
+  | { source: 'env'; name: string }
+  | { source: 'flag'; flag: string };
+
+export function describeOrigin(origin: Origin): string {
+  switch (origin.source) {
+    case 'default':
+      return 'built-in default';
+    case 'file':
+      return `${origin.path} line ${origin.line}`;
+    case 'env':
+      return `environment ${origin.name}`;
+    case 'flag':
+      return `flag ${origin.flag}`;
+  }
+}
+
+/** A refused configuration: `problems` lists each one, already prefixed with its source. */
+export class ConfigError extends GatewayError {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super('E_CONFIG_INVALID', problems.length === 1 ? problems[0] : `\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+interface RawValue {
+  raw: string;
+  origin: Origin;
+}
+
+export type CommandLine =
+  | { action: 'help' }
+  | { action: 'version' }
+  | {
+      action: 'run';
+      /** Raw flag values by config key; lists may repeat (`--proxy a --proxy b`). */
+      flags: ReadonlyMap<string, RawValue>;
+      configPath?: string;
+      positionals: readonly string[];
+    };
+
+/**
+ * Parses argv (without node and script) against the schema: `--key value`, `--key=value`, `--bool`,
+ * `--no-bool`, `--config path`, `--help`/`-h`, `--version`. Unknown or repeated flags are refused.
+ * Positionals (subcommands) are returned for the daemon to interpret; `--` ends flag parsing.
+ */
+export function parseCommandLine(schema: ConfigSchema, argv: readonly string[]): CommandLine {
+  const byFlag = new Map(Object.keys(schema.keys).map((key) => [flagName(key), key]));
+  const flags = new Map<string, RawValue>();
+  const positionals: string[] = [];
+  const problems: string[] = [];
+  let configPath: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (arg === '--help' || arg === '-h') return { action: 'help' };
+    if (arg === '--version') return { action: 'version' };
+    if (!arg.startsWith('--')) {
+      if (arg.startsWith('-') && arg.length > 1) problems.push(`flag ${arg}: unknown flag (see --help)`);
+      else positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    let inline = eq === -1 ? undefined : arg.slice(eq + 1);
+    let key = byFlag.get(flag);
+    if (!key && flag.startsWith('--no-') && inline === undefined) {
+      const positive = byFlag.get(`--${flag.slice(5)}`);
+      if (positive && schema.keys[positive]?.type === 'bool') {
+        key = positive;
+        inline = 'false';
+      }
+    }
+    if (flag === '--config') {
+      const value = inline ?? argv[++i];
+      if (value === undefined) problems.push('flag --config: expected a path');
+      else configPath = value;
+      continue;
+    }
+    const spec = key ? schema.keys[key] : undefined;
+    if (!key || !spec) {
+      problems.push(`flag ${flag}: unknown flag (see --help)`);
+      continue;
+    }
+    let raw = inline;
+    if (raw === undefined && spec.type === 'bool') raw = 'true';
+    if (raw === undefined) {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('--')) {
+        problems.push(`flag ${flag}: key "${key}": expected a value`);
+        continue;
+      }
+      raw = next;
+      i++;
+    }
+    const previous = flags.get(key);
+    if (previous && spec.type !== 'list') {
+      problems.push(`flag ${flag}: key "${key}": given more than once`);
+      continue;
+    }
+    flags.set(key, { raw: previous ? `${previous.raw},${raw}` : raw, origin: { source: 'flag', flag } });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { action: 'run', flags, positionals, ...(configPath !== undefined ? { configPath } : {}) };
+}
+
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/** Reads a config file; undefined when it does not exist. Other failures (permissions, size) are refused. */
+export function readConfigFile(path: string): string | undefined {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new ConfigError([`${path}: cannot read (${code ?? String(err)})`]);
+  }
+  if (data.length > MAX_CONFIG_BYTES) throw new ConfigError([`${path}: larger than ${MAX_CONFIG_BYTES} bytes`]);
+  return data.toString('utf8');
+}
+
+/** Parses config file text into raw values by key; problems are appended, never thrown. */
+export function parseConfigText(
+  schema: ConfigSchema,
+  text: string,
+  path: string,
+  problems: string[],
+): Map<string, RawValue> {
+  const values = new Map<string, RawValue>();
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  lines.forEach((line, index) => {
+    const where = `${path} line ${index + 1}`;
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) return;
+    const eq = trimmed.indexOf('=');
+    if (eq === -1) {
+      problems.push(`${where}: expected "key = value"`);
+      return;
+    }
+    const key = trimmed.slice(0, eq).trim();
+    let raw = trimmed.slice(eq + 1).trim();
+    const spec = schema.keys[key];
+    if (!spec) {
+      const hint = closestKey(key, Object.keys(schema.keys));
+      problems.push(`${where}: unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
+      return;
+    }
+    const previous = values.get(key);
+    if (previous?.origin.source === 'file') {
+      problems.push(`${where}: key "${key}": already set on line ${previous.origin.line}`);
+      return;
+    }
+    if (raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) raw = raw.slice(1, -1);
+    else if (/\s#/.test(raw)) {
+      problems.push(`${where}: key "${key}": inline comments are not supported (put the comment on its own line)`);
+      return;
+    }
+    values.set(key, { raw, origin: { source: 'file', path, line: index + 1 } });
+  });
+  return values;
+}
+
+export interface LoadOptions {
+  /** Parsed flags; omit to ignore flags. */
+  commandLine?: CommandLine;
+  /** Environment; defaults to none (pass process.env explicitly). */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Working directory for relative paths from flags and environment. */
+  cwd?: string;
+  /** Injected for tests; returns undefined when the file does not exist. */
+  readFile?: (path: string) => string | undefined;
+}
+
+export interface LoadedConfig<S extends Keys> {
+  readonly config: ConfigOf<S>;
+  /** Where each key's value came from; undefined for an optional key left unset. */
+  readonly origins: { readonly [N in keyof S]: Origin | undefined };
+  readonly configPath: string;
+  readonly configFileFound: boolean;
+}
+
+/**
+ * Merges defaults < file < environment < flags and validates every key. The config file path is
+ * --config, else $INFISICAL_<DAEMON>_CONFIG, else /etc/infisical/<daemon>.conf; an explicitly named file
+ * must exist, the default one may be absent. Throws ConfigError (E_CONFIG_INVALID) listing every problem.
+ */
+export function loadConfig<S extends Keys>(schema: ConfigSchema<S>, options: LoadOptions = {}): LoadedConfig<S> {
+  const env = options.env ?? {};
+  const cwd = options.cwd ?? process.cwd();
+  const readFile = options.readFile ?? readConfigFile;
+  const commandLine = options.commandLine;
+  const flags = commandLine?.action === 'run' ? commandLine.flags : new Map<string, RawValue>();
+  const problems: string[] = [];
+
+  const explicitPath =
+    (commandLine?.action === 'run' ? commandLine.configPath : undefined) ?? nonEmpty(env[configEnvName(schema)]);
+  const configPath = explicitPath ?? defaultConfigPath(schema);
+  const text = readFile(configPath);
+  if (text === undefined && explicitPath !== undefined) problems.push(`${configPath}: config file not found`);
+  const fileValues =
+    text === undefined ? new Map<string, RawValue>() : parseConfigText(schema, text, configPath, problems);
+
+  // A misspelt variable with our prefix would otherwise be silently ignored.
+  const prefix = `INFISICAL_${schema.daemon.toUpperCase().replaceAll('-', '_')}_`;
+  const known = new Set([configEnvName(schema), ...Object.keys(schema.keys).map((key) => envName(schema, key))]);
+  for (const name of Object.keys(env)) {
+    if (name.startsWith(prefix) && !known.has(name)) problems.push(`environment ${name}: unknown variable`);
+  }
+
+  const config: Record<string, unknown> = {};
+  const origins: Record<string, Origin | undefined> = {};
+  for (const [key, spec] of Object.entries(schema.keys) as [string, KeySpec][]) {
+    const name = envName(schema, key);
+    const envRaw = nonEmpty(env[name]);
+    const chosen: RawValue | undefined =
+      flags.get(key) ??
+      (envRaw !== undefined ? { raw: envRaw, origin: { source: 'env', name } } : undefined) ??
+      fileValues.get(key);
+    if (!chosen) {
+      if (spec.default !== undefined) {
+        config[key] = spec.default;
+        origins[key] = { source: 'default' };
+      } else if (spec.optional) {
+        config[key] = undefined;
+        origins[key] = undefined;
+      } else {
+        problems.push(`key "${key}": required; set it in ${configPath}, ${name} or ${flagName(key)}`);
+      }
+      continue;
+    }
+    const baseDir = chosen.origin.source === 'file' ? dirname(chosen.origin.path) : cwd;
+    const parsed = parseValue(spec.type, chosen.raw, baseDir);
+    const problem = parsed.ok ? spec.validate?.(parsed.value as never) : parsed.expected;
+    if (problem) {
+      const got = spec.secret ? '' : ` (got "${chosen.raw}")`;
+      problems.push(`${describeOrigin(chosen.origin)}: key "${key}": ${problem}${got}`);
+      continue;
+    }
+    if (parsed.ok) config[key] = parsed.value;
+    origins[key] = chosen.origin;
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({
+    config: Object.freeze(config) as ConfigOf<S>,
+    origins: Object.freeze(origins) as LoadedConfig<S>['origins'],
+    configPath,
+    configFileFound: text !== undefined,
+  });
+}
+
+/** The effective configuration for a startup log line: secrets redacted, each value with its origin. */
+export function describeConfig<S extends Keys>(
+  schema: ConfigSchema<S>,
+  loaded: LoadedConfig<S>,
+): Record<string, { value: string | null; from: string }> {
+  const out: Record<string, { value: string | null; from: string }> = {};
+  for (const [key, spec] of Object.entries(schema.keys) as [string, KeySpec][]) {
+    const value = (loaded.config as Record<string, unknown>)[key];
+    const origin = (loaded.origins as Record<string, Origin | undefined>)[key];
+    out[key] = {
+      value: value === undefined ? null : spec.secret ? '<redacted>' : formatValue(spec.type, value),
+      from: origin ? describeOrigin(origin) : 'unset',
+    };
+  }
+  return out;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+/** A close key name for "did you mean", by edit distance ≤ 2. */
+function closestKey(input: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const d = editDistance(input, candidate);
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}

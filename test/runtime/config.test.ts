@@ -1,0 +1,269 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, describeConfig, loadConfig, parseCommandLine, readConfigFile } from '../../lib/runtime/config.js';
+import { renderHelp, renderSampleConfig } from '../../lib/runtime/config-doc.js';
+import {
+  defineSchema,
+  each,
+  formatDuration,
+  hostPort,
+  intRange,
+  keys,
+  parseDuration,
+  parseHostPort,
+} from '../../lib/runtime/config-schema.js';
+import { runtimeKeys } from '../../lib/runtime/runtime-keys.js';
+
+const schema = defineSchema('proxy', 'test proxy', {
+  ...runtimeKeys({ opsListen: '127.0.0.1:9464' }),
+  ssh_listen: keys.string({ default: '0.0.0.0:2222', description: 'SSH listener.', validate: hostPort }),
+  max_streams: keys.int({ default: 100, description: 'Streams per tunnel.', validate: intRange(1, 10_000) }),
+  keepalive: keys.duration({ default: 15_000, description: 'Keepalive interval.' }),
+  strict: keys.bool({ default: true, description: 'Be strict.' }),
+  proxies: keys.list({ default: [], description: 'Peers.', validate: each(hostPort) }),
+  ca_file: keys.path({ optional: true, description: 'CA bundle.' }),
+  ca_url: keys.string({ description: 'CA URL.', example: 'https://ca.example:8443' }),
+  token: keys.string({
+    optional: true,
+    secret: true,
+    description: 'Enrollment token.',
+    validate: (v) => (v.length >= 8 ? undefined : 'expected at least 8 characters'),
+  }),
+  listen_alias: keys.string({ optional: true, env: 'PROXY_LISTEN', description: 'Custom env name.' }),
+});
+
+const PATH = '/etc/infisical/proxy.conf';
+const files = (text: string | undefined) => (p: string) => (p === PATH ? text : undefined);
+
+function refusal(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    assert.equal(err.code, 'E_CONFIG_INVALID');
+    return err;
+  }
+  assert.fail('expected a refusal');
+}
+
+test('precedence: defaults < file < environment < flags, with origins', () => {
+  const text = ['# comment', 'ca_url = https://file', 'max_streams = 7', 'keepalive = 1m', 'strict = no', ''].join(
+    '\n',
+  );
+  const cli = parseCommandLine(schema, ['--keepalive', '5s', '--no-strict']);
+  const { config, origins, configFileFound } = loadConfig(schema, {
+    commandLine: cli,
+    env: { INFISICAL_PROXY_MAX_STREAMS: '9', INFISICAL_PROXY_KEEPALIVE: '2m', INFISICAL_PROXY_SSH_LISTEN: '' },
+    readFile: files(text),
+  });
+  assert.equal(configFileFound, true);
+  assert.equal(config.ca_url, 'https://file');
+  assert.deepEqual(origins.ca_url, { source: 'file', path: PATH, line: 2 });
+  assert.equal(config.max_streams, 9);
+  assert.deepEqual(origins.max_streams, { source: 'env', name: 'INFISICAL_PROXY_MAX_STREAMS' });
+  assert.equal(config.keepalive, 5000);
+  assert.deepEqual(origins.keepalive, { source: 'flag', flag: '--keepalive' });
+  assert.equal(config.strict, false);
+  // empty environment variable counts as unset
+  assert.equal(config.ssh_listen, '0.0.0.0:2222');
+  assert.deepEqual(origins.ssh_listen, { source: 'default' });
+  assert.equal(config.ca_file, undefined);
+  assert.equal(origins.ca_file, undefined);
+  assert.ok(Object.isFrozen(config));
+  assert.throws(() => {
+    (config as { max_streams: number }).max_streams = 1;
+  });
+});
+
+test('typed values: durations, lists, paths relative to the config file, custom env name', () => {
+  const text = 'ca_url = x\nproxies = a.example:1, [::1]:2 ,\nca_file = certs/ca.pem\n';
+  const cli = parseCommandLine(schema, ['--ca-url=y']);
+  const { config } = loadConfig(schema, {
+    commandLine: cli,
+    env: { PROXY_LISTEN: 'alias' },
+    readFile: files(text),
+  });
+  assert.deepEqual(config.proxies, ['a.example:1', '[::1]:2']);
+  assert.equal(config.ca_file, '/etc/infisical/certs/ca.pem');
+  assert.equal(config.ca_url, 'y');
+  assert.equal(config.listen_alias, 'alias');
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('250ms'), 250);
+  assert.equal(parseDuration('24h'), 86_400_000);
+  assert.equal(parseDuration('30'), undefined);
+  assert.equal(parseDuration('5 m'), undefined);
+  assert.equal(formatDuration(5_400_000), '1h30m');
+  assert.deepEqual(parseHostPort('[::1]:9464'), { host: '::1', port: 9464 });
+  assert.equal(parseHostPort('host:70000'), undefined);
+  const flagPath = loadConfig(schema, {
+    commandLine: parseCommandLine(schema, ['--ca-file', 'rel.pem', '--ca-url', 'z']),
+    cwd: '/srv',
+    readFile: files(undefined),
+  });
+  assert.equal(flagPath.config.ca_file, '/srv/rel.pem');
+  assert.equal(flagPath.configFileFound, false);
+});
+
+test('a bad file value names the file, line, key and expectation', () => {
+  const text = '\n\n\n\n\nca_url = x\nssh_listen = 2222\n';
+  const err = refusal(() => loadConfig(schema, { readFile: files(text) }));
+  assert.deepEqual(err.problems, [
+    '/etc/infisical/proxy.conf line 7: key "ssh_listen": expected host:port (IPv6 as [addr]:port) (got "2222")',
+  ]);
+  assert.match(err.message, /^configuration is invalid: \/etc\/infisical\/proxy.conf line 7: key "ssh_listen"/);
+});
+
+test('bad environment and flag values name their source', () => {
+  const err = refusal(() =>
+    loadConfig(schema, {
+      commandLine: parseCommandLine(schema, ['--max-streams', '0', '--ca-url', 'x']),
+      env: { INFISICAL_PROXY_KEEPALIVE: '15' },
+      readFile: files(undefined),
+    }),
+  );
+  assert.deepEqual(err.problems, [
+    'flag --max-streams: key "max_streams": expected an integer from 1 to 10000 (got "0")',
+    'environment INFISICAL_PROXY_KEEPALIVE: key "keepalive": expected a duration like 30s, 5m, 24h or 1h30m (got "15")',
+  ]);
+});
+
+test('every file problem is reported at once: unknown, repeated, malformed, inline comment', () => {
+  const text = [
+    'ca_url = x',
+    'ssh_lisen = 1.2.3.4:5',
+    'ca_url = y',
+    'just words',
+    'log_level = info # loud',
+    'strict = maybe',
+  ].join('\n');
+  const err = refusal(() => loadConfig(schema, { readFile: files(text) }));
+  assert.deepEqual(err.problems, [
+    `${PATH} line 2: unknown key "ssh_lisen" (did you mean "ssh_listen"?)`,
+    `${PATH} line 3: key "ca_url": already set on line 1`,
+    `${PATH} line 4: expected "key = value"`,
+    `${PATH} line 5: key "log_level": inline comments are not supported (put the comment on its own line)`,
+    `${PATH} line 6: key "strict": expected true or false (got "maybe")`,
+  ]);
+  // quoting keeps a # and blanks
+  const quoted = loadConfig(schema, { readFile: files('ca_url = " a # b "\n') });
+  assert.equal(quoted.config.ca_url, ' a # b ');
+});
+
+test('required keys, missing explicit files and unknown variables are refused', () => {
+  const missing = refusal(() => loadConfig(schema, { readFile: files(undefined) }));
+  assert.deepEqual(missing.problems, [
+    'key "ca_url": required; set it in /etc/infisical/proxy.conf, INFISICAL_PROXY_CA_URL or --ca-url',
+  ]);
+  const explicit = refusal(() =>
+    loadConfig(schema, {
+      env: { INFISICAL_PROXY_CONFIG: '/nope.conf', INFISICAL_PROXY_CA_URL: 'x' },
+      readFile: files(undefined),
+    }),
+  );
+  assert.deepEqual(explicit.problems, ['/nope.conf: config file not found']);
+  const typo = refusal(() =>
+    loadConfig(schema, {
+      env: { INFISICAL_PROXY_CA_UR: 'x', INFISICAL_PROXY_CA_URL: 'x' },
+      readFile: files(undefined),
+    }),
+  );
+  assert.deepEqual(typo.problems, ['environment INFISICAL_PROXY_CA_UR: unknown variable']);
+});
+
+test('secret values are never echoed', () => {
+  const err = refusal(() => loadConfig(schema, { readFile: files('ca_url = x\ntoken = hunter2\n') }));
+  assert.deepEqual(err.problems, [`${PATH} line 2: key "token": expected at least 8 characters`]);
+  const loaded = loadConfig(schema, { readFile: files('ca_url = x\ntoken = hunter2hunter2\n') });
+  const described = describeConfig(schema, loaded);
+  assert.deepEqual(described.token, { value: '<redacted>', from: `${PATH} line 2` });
+  assert.deepEqual(described.keepalive, { value: '15s', from: 'built-in default' });
+  assert.ok(!JSON.stringify(described).includes('hunter2'));
+});
+
+test('command line: help, version, config, positionals, repeated lists, refusals', () => {
+  assert.deepEqual(parseCommandLine(schema, ['--ca-url', 'x', '--help']), { action: 'help' });
+  assert.deepEqual(parseCommandLine(schema, ['--version']), { action: 'version' });
+  const cli = parseCommandLine(schema, [
+    'init',
+    '--config=/x.conf',
+    '--proxies',
+    'a:1',
+    '--proxies=b:2',
+    '--',
+    '--raw',
+  ]);
+  assert.equal(cli.action, 'run');
+  if (cli.action !== 'run') return;
+  assert.equal(cli.configPath, '/x.conf');
+  assert.deepEqual(cli.positionals, ['init', '--raw']);
+  const { config } = loadConfig(schema, {
+    commandLine: cli,
+    env: { INFISICAL_PROXY_CA_URL: 'x' },
+    readFile: (p) => (p === '/x.conf' ? '' : undefined),
+  });
+  assert.deepEqual(config.proxies, ['a:1', 'b:2']);
+  const err = refusal(() => parseCommandLine(schema, ['--bogus', '--max-streams', '1', '--max-streams', '2', '-x']));
+  assert.deepEqual(err.problems, [
+    'flag --bogus: unknown flag (see --help)',
+    'flag --max-streams: key "max_streams": given more than once',
+    'flag -x: unknown flag (see --help)',
+  ]);
+  assert.deepEqual(refusal(() => parseCommandLine(schema, ['--ca-url'])).problems, [
+    'flag --ca-url: key "ca_url": expected a value',
+  ]);
+});
+
+test('schema definitions refuse bad names and defaults that fail their own validation', () => {
+  assert.throws(
+    () => defineSchema('proxy', 's', { bad: keys.string({ default: 'nope', description: 'd', validate: hostPort }) }),
+    /default of key "bad"/,
+  );
+  assert.throws(() => defineSchema('proxy', 's', { BadName: keys.string({ description: 'd' }) }), /bad key name/);
+  assert.throws(() => defineSchema('proxy', 's', { config: keys.string({ description: 'd' }) }), /bad key name/);
+});
+
+test('the sample config documents every key and, uncommented, loads as the defaults', () => {
+  const sample = renderSampleConfig(schema);
+  for (const key of Object.keys(schema.keys)) assert.match(sample, new RegExp(`^#${key} = `, 'm'));
+  assert.match(sample, /Environment: INFISICAL_PROXY_SSH_LISTEN\. Flag: --ssh-listen\./);
+  // Uncomment the keys that have defaults; the example for the required one; drop the optional ones.
+  const optional = new Set(['ca_file', 'token', 'listen_alias', 'state_directory']);
+  const uncommented = sample
+    .split('\n')
+    .filter((line) => !optional.has(/^#([a-z_]+) = /.exec(line)?.[1] ?? ''))
+    .map((line) => line.replace(/^#([a-z_]+ = )/, '$1'))
+    .join('\n');
+  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  const path = join(dir, 'proxy.conf');
+  writeFileSync(path, uncommented);
+  const fromFile = loadConfig(schema, {
+    commandLine: parseCommandLine(schema, ['--config', path]),
+    readFile: readConfigFile,
+  });
+  const fromDefaults = loadConfig(schema, {
+    env: { INFISICAL_PROXY_CA_URL: 'https://ca.example:8443' },
+    readFile: () => undefined,
+  });
+  assert.deepEqual({ ...fromFile.config }, { ...fromDefaults.config });
+  assert.equal(fromFile.origins.keepalive?.source, 'file');
+});
+
+test('help text names every flag, variable and default', () => {
+  const help = renderHelp(schema, { program: 'infisical-proxy', version: '1.2.3' });
+  assert.match(help, /^infisical-proxy 1\.2\.3: test proxy/);
+  assert.match(help, /--ssh-listen <text>/);
+  assert.match(help, /--strict, --no-strict/);
+  assert.match(help, /env INFISICAL_PROXY_SSH_LISTEN, config key ssh_listen/);
+  assert.match(help, /\(default: 15s\)/);
+  assert.match(help, /CA URL\. \(required\)/);
+  assert.match(help, /--config <path>/);
+});
+
+test('readConfigFile: absent is undefined, unreadable is refused', () => {
+  assert.equal(readConfigFile('/nonexistent/infisical.conf'), undefined);
+  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  assert.deepEqual(refusal(() => readConfigFile(dir)).problems, [`${dir}: cannot read (EISDIR)`]);
+});
