@@ -84,9 +84,11 @@ export function verifyWithKey(
   } catch (err) {
     return refuse('E_CERT_MALFORMED', `signature blob: ${(err as Error).message}`);
   }
-  if (algorithm === 'ssh-rsa') return refuse('E_CERT_WEAK_ALGORITHM', 'SHA-1 ssh-rsa signatures are refused');
+  // ssh-rsa (SHA-1) is absent from ALLOWED, so this one check refuses it and any key/algorithm mismatch.
   if (!(ALLOWED[key.algorithm] as readonly string[]).includes(algorithm)) {
-    return refuse('E_CERT_WEAK_ALGORITHM', `signature algorithm ${algorithm} does not fit a ${key.algorithm} key`);
+    const why =
+      algorithm === 'ssh-rsa' ? 'SHA-1 ssh-rsa signatures are refused' : `does not fit a ${key.algorithm} key`;
+    return refuse('E_CERT_WEAK_ALGORITHM', `signature algorithm ${algorithm}: ${why}`);
   }
   if (key.algorithm === 'ssh-rsa' && key.bits < RSA_MIN_BITS) {
     return refuse('E_CERT_WEAK_ALGORITHM', `RSA key of ${key.bits} bits is below ${RSA_MIN_BITS}`);
