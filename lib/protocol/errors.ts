@@ -39,6 +39,29 @@ export const ErrorCodes = {
   E_SEALED_KEY: 'sealing key is missing, unreadable, of the wrong size or unsafe',
   // identities (lib/protocol/identity)
   E_IDENTITY_MALFORMED: 'identity URI is malformed',
+  // CA API, tokens and policy (lib/ca)
+  E_REQUEST_INVALID: 'request body does not match the schema',
+  E_REQUEST_TOO_LARGE: 'request body is too large',
+  E_REQUEST_MALFORMED: 'request body is not valid JSON',
+  E_AUTH_REQUIRED: 'authentication is required',
+  E_AUTH_INVALID: 'credentials are invalid',
+  E_TOKEN_EXPIRED: 'token has expired',
+  E_TOKEN_REVOKED: 'token has been revoked',
+  E_TOKEN_USED: 'one-time token was already used',
+  E_FORBIDDEN: 'caller may not do this',
+  E_NOT_FOUND: 'no such object',
+  E_CONFLICT: 'object already exists',
+  E_RATE_LIMITED: 'too many attempts; try again later',
+  E_POLICY_DENIED: 'no policy rule allows this access',
+  E_ORG_MISMATCH: 'object belongs to another organization',
+  E_SUBJECT_REVOKED: 'gateway, proxy or identity has been revoked',
+  // routing and streams (lib/proxy, lib/gateway, lib/client)
+  E_ROUTE_FORBIDDEN: 'proxy refuses to route this connection',
+  E_GATEWAY_OFFLINE: 'gateway has no tunnel on this proxy',
+  E_TARGET_NOT_ALLOWED: 'target is not in the gateway allowlist',
+  E_TARGET_UNREACHABLE: 'gateway could not reach the target',
+  E_LIMIT: 'a connection or stream limit was reached',
+  E_TIMEOUT: 'peer was too slow',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
