@@ -78,6 +78,14 @@ export function encode(node: Node): Buffer {
   return buf(asn1.toDer(node).getBytes());
 }
 
+/** A DER tag + definite length header for `len` content bytes. */
+export function header(tag: number, len: number): Buffer {
+  if (len < 0x80) return Buffer.from([tag, len]);
+  const bytes: number[] = [];
+  for (let v = len; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return Buffer.from([tag, 0x80 | bytes.length, ...bytes]);
+}
+
 // ---- OIDs (BigInt arcs) ----
 
 export function encodeOid(dotted: string): Buffer {
