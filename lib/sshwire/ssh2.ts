@@ -1,0 +1,95 @@
+/**
+ * The patched ssh2 (patches/ssh2+1.17.0.patch) as the rest of sshwire sees it: its types, the options the
+ * patch adds, and the algorithm lists both our client and our server use.
+ *
+ * The patch adds, all opt-in:
+ *  - `certificate` beside `privateKey` (client config and `publickey` auth methods): user certificate auth;
+ *  - `{ key, certificate }` entries in a Server's `hostKeys`: host certificates;
+ *  - the `*-cert-v01@openssh.com` names in `algorithms.serverHostKey` (client): accept host certificates,
+ *    whose blob then reaches `hostVerifier`.
+ */
+import { createRequire } from 'node:module';
+import ssh2 from 'ssh2';
+
+declare module 'ssh2' {
+  interface ConnectConfig {
+    /** OpenSSH user certificate for `privateKey`: blob or text line (patched ssh2). */
+    certificate?: Buffer | string;
+  }
+  interface PublicKeyAuthMethod {
+    /** OpenSSH user certificate for `key` (patched ssh2). */
+    certificate?: Buffer | string;
+  }
+  interface EncryptedPrivateKey {
+    /** OpenSSH host certificate for `key` (patched ssh2). */
+    certificate?: Buffer | string;
+  }
+}
+
+export const Client = ssh2.Client;
+export type Client = ssh2.Client;
+export const Server = ssh2.Server;
+export type Server = ssh2.Server;
+export type {
+  AuthContext,
+  ClientChannel,
+  ClientInfo,
+  Connection,
+  PublicKeyAuthContext,
+  ServerChannel,
+  TcpConnectionDetails,
+  TcpipBindInfo,
+} from 'ssh2';
+
+/** Fails loudly when node_modules holds an unpatched ssh2 (the options above would be silently ignored). */
+function assertPatched(): void {
+  const keyParser = createRequire(import.meta.url)('ssh2/lib/protocol/keyParser.js') as Record<string, unknown>;
+  if (typeof keyParser['parseCertificate'] !== 'function') {
+    throw new Error('ssh2 lacks the certificate patch (patches/ssh2+1.17.0.patch): run `npx patch-package`');
+  }
+}
+assertPatched();
+
+export const CERT_SUFFIX = '-cert-v01@openssh.com';
+
+/** Host certificate algorithms a client accepts, best first (the key types lib/sshcert supports). */
+export const CERT_HOST_KEY_ALGORITHMS = [
+  'ssh-ed25519-cert-v01@openssh.com',
+  'ecdsa-sha2-nistp256-cert-v01@openssh.com',
+  'rsa-sha2-512-cert-v01@openssh.com',
+  'rsa-sha2-256-cert-v01@openssh.com',
+] as const;
+
+/**
+ * Transport algorithms for both sides: no SHA-1 anywhere, no CBC, no compression (a peer that offers only
+ * weaker ones fails the handshake instead of being downgraded).
+ */
+export const TRANSPORT_ALGORITHMS = {
+  kex: [
+    'curve25519-sha256',
+    'curve25519-sha256@libssh.org',
+    'ecdh-sha2-nistp256',
+    'ecdh-sha2-nistp384',
+    'ecdh-sha2-nistp521',
+    'diffie-hellman-group16-sha512',
+    'diffie-hellman-group18-sha512',
+    'diffie-hellman-group14-sha256',
+  ],
+  cipher: [
+    'aes128-gcm@openssh.com',
+    'aes256-gcm@openssh.com',
+    'chacha20-poly1305@openssh.com',
+    'aes128-ctr',
+    'aes192-ctr',
+    'aes256-ctr',
+  ],
+  hmac: ['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-512'],
+  compress: ['none'],
+} satisfies ssh2.Algorithms;
+
+/** Client algorithms: the transport list above, and host certificates only. */
+export const CLIENT_ALGORITHMS: ssh2.Algorithms = {
+  ...TRANSPORT_ALGORITHMS,
+  // The patch extends ssh2's runtime list; @types/ssh2 has a closed union for these names.
+  serverHostKey: [...CERT_HOST_KEY_ALGORITHMS] as unknown as ssh2.ServerHostKeyAlgorithm[],
+};
