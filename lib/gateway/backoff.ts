@@ -1,0 +1,61 @@
+/**
+ * Reconnect delays for the tunnel supervisors: exponential growth, full jitter, a cap. Pure: the random
+ * source is injected, so the schedule is tested without sleeping.
+ *
+ * Full jitter (a uniform draw in [0, ceiling)) spreads a herd of gateways that lost the same proxy at the same
+ * instant; the small base gets a restarted proxy its gateways back within about two seconds.
+ */
+
+export interface BackoffPolicy {
+  /** Ceiling of the first retry's delay in ms (the first retry waits at most this). */
+  baseMs: number;
+  /** Largest ceiling in ms, whatever the attempt. */
+  capMs: number;
+  /** Growth of the ceiling per failed attempt. */
+  factor: number;
+  /** A tunnel that stayed up this long resets the attempt counter. */
+  stableMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({
+  baseMs: 250,
+  capMs: 30_000,
+  factor: 2,
+  stableMs: 10_000,
+});
+
+/** The ceiling of retry number `attempt` (0 = first retry): min(cap, base · factor^attempt). */
+export function backoffCeiling(attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF): number {
+  const n = Math.max(0, Math.floor(attempt));
+  // Past ~60 doublings the power overflows to Infinity; min() with the cap keeps it finite.
+  return Math.min(policy.capMs, policy.baseMs * policy.factor ** n);
+}
+
+/** Delay before retry number `attempt`: uniform in [0, ceiling). `random` returns [0, 1) like Math.random. */
+export function backoffDelay(attempt: number, random: () => number, policy: BackoffPolicy = DEFAULT_BACKOFF): number {
+  const r = random();
+  const unit = Number.isFinite(r) ? Math.min(Math.max(r, 0), 1 - Number.EPSILON) : 0;
+  return Math.floor(unit * backoffCeiling(attempt, policy));
+}
+
+/**
+ * The attempt number after a tunnel went down: back to 0 when it had stayed up long enough (a proxy
+ * restart, not a flapping peer), else one more than before.
+ */
+export function nextAttempt(
+  attempt: number,
+  upForMs: number | undefined,
+  policy: BackoffPolicy = DEFAULT_BACKOFF,
+): number {
+  if (upForMs !== undefined && upForMs >= policy.stableMs) return 0;
+  return attempt + 1;
+}
+
+/** Refuses a policy that would spin (zero cap) or never retry (non-finite values). */
+export function checkBackoffPolicy(p: BackoffPolicy): string | undefined {
+  if (!(p.baseMs > 0 && Number.isFinite(p.baseMs))) return 'baseMs must be a positive number';
+  if (!(p.capMs >= p.baseMs && Number.isFinite(p.capMs))) return 'capMs must be finite and at least baseMs';
+  if (!(p.factor >= 1 && Number.isFinite(p.factor))) return 'factor must be at least 1';
+  if (!(p.stableMs >= 0 && Number.isFinite(p.stableMs))) return 'stableMs must be a non-negative number';
+  return undefined;
+}
