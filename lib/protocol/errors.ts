@@ -62,6 +62,8 @@ export const ErrorCodes = {
   E_TARGET_UNREACHABLE: 'gateway could not reach the target',
   E_LIMIT: 'a connection or stream limit was reached',
   E_TIMEOUT: 'peer was too slow',
+  // platform client (lib/client)
+  E_PROXY_UNREACHABLE: 'proxy could not be reached (connection refused, reset or closed early)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
