@@ -25,7 +25,7 @@ export function buildName(spec: NameSpec): der.Node {
     [OID.commonName, spec.commonName],
   ] as const) {
     if (value === undefined) continue;
-    if (value.length === 0 || value.length > MAX_NAME_ATTR || /[\u0000-\u001f]/.test(value)) {
+    if (value.length === 0 || value.length > MAX_NAME_ATTR || [...value].some((ch) => ch.charCodeAt(0) < 0x20)) {
       throw new RangeError(`bad name attribute ${JSON.stringify(value)}`);
     }
     rdns.push(der.set(der.seq(der.oid(type), der.utf8(value))));

@@ -82,7 +82,7 @@ export function parseCertificate(input: Buffer): ParsedCert {
   const tbs = der.readSeq(tbsNode, 'TBSCertificate', 6, 10);
   let i = 0;
   const v = der.isCtx(tbs[0], 0) ? (der.readCtx(tbs[i++], 0, true, 'version').value as der.Node[]) : undefined;
-  if (!v || v.length !== 1 || der.readUint(v[0], 'version') !== 2) throw new der.DerError('only X.509 v3 is accepted');
+  if (v?.length !== 1 || der.readUint(v[0], 'version') !== 2) throw new der.DerError('only X.509 v3 is accepted');
   const serial = der.readIntBytes(tbs[i++], 'serial');
   const tbsSigAlg = der.encode(tbs[i++]!);
   const issuer = nameBytes(tbs[i++], 'issuer');

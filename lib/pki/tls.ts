@@ -1,0 +1,137 @@
+/**
+ * mTLS glue for Node's `tls`: options for listeners and dialers, and `checkPeer`, the one path from a TLS socket
+ * to THE verifier (verify.ts). OpenSSL's own chain check is switched off (rejectUnauthorized: false) so that the
+ * decision, its clock and its error code are ours; the handshake still proves the peer holds the cert's key.
+ * A socket is therefore untrusted until checkPeer accepts it: use `onVerifiedConnection` / `connectVerified`,
+ * or call checkPeer yourself in 'secureConnection' / 'secureConnect' before reading or writing a byte.
+ */
+import { constants, type KeyObject } from 'node:crypto';
+import { once } from 'node:events';
+import tls from 'node:tls';
+import { type ErrorCode, GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { type VerifiedPeer, type VerifyOptions, verifyCertificateChain } from './verify.js';
+import { toPem } from './x509.js';
+
+export interface MtlsCredentials {
+  /** Our private key. */
+  key: KeyObject | string;
+  /** Our certificate chain as PEM, leaf first (a bundle or a list). */
+  chain: string | readonly string[];
+  /** PEM certificates of the CAs the peer's chain must end at (also advertised to clients). */
+  anchors: string | readonly string[];
+  /** ALPN protocols, in preference order. */
+  alpn?: readonly string[];
+}
+
+/** Everything the verifier needs except the chain and the clock, which come from the socket and the caller. */
+export type PeerExpectations = Omit<VerifyOptions, 'chain' | 'now'>;
+
+const MAX_PEER_CHAIN = 8;
+
+function common(c: MtlsCredentials) {
+  const key = typeof c.key === 'string' ? c.key : (c.key.export({ type: 'pkcs8', format: 'pem' }) as string);
+  const opts: tls.SecureContextOptions & { ALPNProtocols?: string[] } = {
+    key,
+    cert: typeof c.chain === 'string' ? c.chain : c.chain.join(''),
+    ca: typeof c.anchors === 'string' ? c.anchors : [...c.anchors],
+    minVersion: 'TLSv1.3',
+  };
+  if (c.alpn?.length) opts.ALPNProtocols = [...c.alpn];
+  return opts;
+}
+
+/** Options for `tls.createServer`: TLS 1.3 only, client certificate requested, no session tickets. */
+export function mtlsServerOptions(c: MtlsCredentials): tls.TlsOptions {
+  return {
+    ...common(c),
+    requestCert: true,
+    rejectUnauthorized: false,
+    // No resumption: every connection gets a full handshake, so checkPeer always sees the whole chain and
+    // judges it with today's clock and revocation list.
+    secureOptions: constants.SSL_OP_NO_TICKET,
+  };
+}
+
+/** Options for `tls.connect`. `servername` is sent as SNI; identity is checked by checkPeer, not by Node. */
+export function mtlsClientOptions(
+  c: MtlsCredentials & { host: string; port: number; servername?: string },
+): tls.ConnectionOptions {
+  const opts: tls.ConnectionOptions = {
+    ...common(c),
+    host: c.host,
+    port: c.port,
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+  };
+  // SNI must be a host name, never an IP literal (RFC 6066).
+  const sni = c.servername ?? c.host;
+  if (!/^[0-9.]+$/.test(sni) && !sni.includes(':')) opts.servername = sni;
+  return opts;
+}
+
+/** The peer's certificates as DER, leaf first, following Node's issuer links (bounded). */
+export function peerChain(socket: tls.TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let cert = socket.getPeerCertificate(true) as tls.DetailedPeerCertificate | Record<string, never>;
+  while (cert && 'raw' in cert && cert.raw && out.length < MAX_PEER_CHAIN) {
+    if (out.some((b) => b.equals(cert.raw))) break; // a self-signed root links to itself
+    out.push(cert.raw);
+    cert = cert.issuerCertificate;
+  }
+  return out;
+}
+
+/** Verifies the peer of an established TLS socket with THE verifier. */
+export function checkPeer(socket: tls.TLSSocket, expectations: PeerExpectations, now: Date): Verdict<VerifiedPeer> {
+  if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_USAGE', `protocol ${socket.getProtocol()} refused`);
+  const chain = peerChain(socket);
+  if (chain.length === 0) return refuse('E_CERT_UNTRUSTED', 'peer presented no certificate');
+  return verifyCertificateChain({ ...expectations, chain, now });
+}
+
+/**
+ * Calls `handler` for connections whose peer the verifier accepted; others are destroyed before any byte is
+ * read, and reported to `onRefused`. `expectations` may depend on the socket (e.g. on the ALPN protocol).
+ */
+export function onVerifiedConnection(
+  server: tls.Server,
+  expectations: PeerExpectations | ((socket: tls.TLSSocket) => PeerExpectations),
+  clock: () => Date,
+  handler: (socket: tls.TLSSocket, peer: VerifiedPeer) => void,
+  onRefused?: (socket: tls.TLSSocket, code: ErrorCode, reason: string) => void,
+): void {
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    const exp = typeof expectations === 'function' ? expectations(socket) : expectations;
+    const v = checkPeer(socket, exp, clock());
+    if (v.ok) {
+      handler(socket, v.value);
+      return;
+    }
+    onRefused?.(socket, v.code, v.reason);
+    socket.destroy();
+  });
+}
+
+/** Connects and resolves only once the server's certificate passed the verifier; rejects with a GatewayError. */
+export async function connectVerified(
+  options: tls.ConnectionOptions,
+  expectations: PeerExpectations,
+  clock: () => Date,
+): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
+  const socket = tls.connect(options);
+  try {
+    await once(socket, 'secureConnect');
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+  const v = checkPeer(socket, expectations, clock());
+  if (!v.ok) {
+    socket.destroy();
+    throw new GatewayError(v.code, v.reason);
+  }
+  return { socket, peer: v.value };
+}
+
+/** PEM of a DER certificate (re-exported for callers assembling `chain`). */
+export const certificatePem = (der: Buffer): string => toPem(der);
