@@ -1,0 +1,319 @@
+/** THE verifier: accepts our chains, refuses every kind of bad certificate with its own code (injected clock). */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  type CaIssuer,
+  createIntermediateCa,
+  generateKeyPairSync,
+  type IssuedCert,
+  issueCertificate,
+  issueGatewayServerCert,
+  issuePlatformInnerClientCert,
+  issuePlatformOuterClientCert,
+  issueProxyServerCert,
+  loadIssuer,
+  loadTrustAnchors,
+  parseCertificate,
+  toPem,
+  type VerifyOptions,
+  validity,
+  verifyCertificateChain,
+} from '../../lib/pki/index.js';
+import { signatureAlgorithmFor } from '../../lib/pki/keys.js';
+import { unwrap, type Verdict } from '../../lib/protocol/errors.js';
+import { type AccessGrant, encodeGrant, GRANT_EXTENSION_OID } from '../../lib/protocol/grant.js';
+import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/protocol/identity.js';
+import { hierarchy, T0, TD } from './fixtures.js';
+
+const h = hierarchy('ecdsa-p256', 'Acme');
+const other = hierarchy('ecdsa-p256', 'Acme'); // another org's CAs with the very same names
+const key = generateKeyPairSync();
+const GW = gatewayUri(TD, 'acme', 'gw-1');
+const ACTOR = identityUri(TD, 'acme', 'alice');
+const nowSec = Math.floor(T0.getTime() / 1000);
+const grant: AccessGrant = {
+  version: 1,
+  grantId: 'grant-1',
+  orgId: 'acme',
+  gatewayId: 'gw-1',
+  actor: ACTOR,
+  target: { host: 'db.internal', port: 5432 },
+  notAfter: nowSec + 120,
+};
+
+const gwCert = unwrap(issueGatewayServerCert(h.issuer, { subjectKey: key.publicKey, uri: GW, now: T0 }));
+const inner = unwrap(issuePlatformInnerClientCert(h.issuer, { subjectKey: key.publicKey, uri: ACTOR, grant, now: T0 }));
+const outer = unwrap(
+  issuePlatformOuterClientCert(h.issuer, {
+    subjectKey: key.publicKey,
+    uri: ACTOR,
+    now: T0,
+    route: { version: 1, orgId: 'acme', gatewayId: 'gw-1' },
+  }),
+);
+const anchors = unwrap(loadTrustAnchors(h.root.pem));
+
+function run(leaf: IssuedCert | Buffer, over: Partial<VerifyOptions> = {}, inter: IssuedCert = h.inter) {
+  const der = Buffer.isBuffer(leaf) ? leaf : leaf.der;
+  return verifyCertificateChain({ chain: [der, inter.der], anchors, now: T0, purpose: 'serverAuth', ...over });
+}
+
+function refused(v: Verdict<unknown>, code: string) {
+  assert.equal(v.ok, false, `expected ${code}, got accepted`);
+  assert.equal(!v.ok && v.code, code, !v.ok ? v.reason : '');
+}
+
+/** A CaIssuer over any cert, even one loadIssuer would refuse (to build bad chains on purpose). */
+function rawIssuer(cert: IssuedCert, privateKey: CaIssuer['privateKey']): CaIssuer {
+  const parsed = parseCertificate(cert.der);
+  return {
+    certificate: parsed,
+    certificatePem: cert.pem,
+    privateKey,
+    algorithm: unwrap(signatureAlgorithmFor(privateKey)),
+    keyId: parsed.subjectKeyId!,
+  };
+}
+
+test('accepts our 2-level chains, ECDSA and RSA, and reports the leaf', () => {
+  const v = run(gwCert, { expectedUri: GW });
+  assert.ok(v.ok, !v.ok ? v.reason : '');
+  assert.equal(v.value.serialHex, gwCert.serialHex);
+  assert.deepEqual(v.value.uris, [GW]);
+  assert.equal(v.value.issuerFingerprint, parseCertificate(h.inter.der).fingerprint256);
+  assert.equal(v.value.anchorFingerprint, parseCertificate(h.root.der).fingerprint256);
+  assert.equal(v.value.pathLength, 3);
+  assert.equal(v.value.grant, undefined);
+
+  const r = hierarchy('rsa-2048', 'RsaOrg');
+  const rk = generateKeyPairSync('rsa-2048');
+  const rc = unwrap(issueGatewayServerCert(r.issuer, { subjectKey: rk.publicKey, uri: GW, now: T0 }));
+  const rv = verifyCertificateChain({
+    chain: rc.pem + r.inter.pem,
+    anchors: r.root.pem,
+    now: T0,
+    purpose: 'serverAuth',
+  });
+  assert.ok(rv.ok, !rv.ok ? rv.reason : '');
+});
+
+test('chain input: PEM bundle, extra unrelated certs, the root included, any order of intermediates', () => {
+  assert.ok(
+    verifyCertificateChain({ chain: gwCert.pem + h.inter.pem, anchors: h.root.pem, now: T0, purpose: 'serverAuth' }).ok,
+  );
+  assert.ok(run(gwCert, { chain: [gwCert.der, other.inter.der, h.root.der, h.inter.der] }).ok);
+});
+
+test('inner client cert: grant decoded and checked; outer client cert: route decoded', () => {
+  const ctx = { orgId: 'acme', gatewayId: 'gw-1', target: { host: 'db.internal', port: 5432 }, mode: 'tcp' as const };
+  const v = run(inner, { purpose: 'clientAuth', expectedUri: ACTOR, grantContext: ctx });
+  assert.ok(v.ok, !v.ok ? v.reason : '');
+  assert.deepEqual(v.value.grant, grant);
+  const o = run(outer, { purpose: 'clientAuth', requireRoute: true });
+  assert.ok(o.ok, !o.ok ? o.reason : '');
+  assert.deepEqual(o.value.route, { version: 1, orgId: 'acme', gatewayId: 'gw-1' });
+  refused(run(inner, { purpose: 'clientAuth', requireRoute: true }), 'E_CERT_WRONG_TYPE');
+});
+
+test('refuses expired and not-yet-valid certificates, honouring the skew', () => {
+  const after = (ms: number) => new Date(gwCert.notAfter.getTime() + ms);
+  assert.ok(run(gwCert, { now: after(30_000) }).ok, 'within the 60 s skew');
+  refused(run(gwCert, { now: after(61_000) }), 'E_CERT_EXPIRED');
+  refused(run(gwCert, { now: after(1000), skewSec: 0 }), 'E_CERT_EXPIRED');
+  const before = new Date(gwCert.notBefore.getTime() - 61_000);
+  refused(run(gwCert, { now: before }), 'E_CERT_NOT_YET_VALID');
+  // An expired intermediate fails the chain even when the leaf is fine.
+  const shortInter = unwrap(
+    createIntermediateCa(h.rootIssuer, {
+      subjectKey: h.interKey.publicKey,
+      subject: { commonName: 'Short' },
+      now: T0,
+      lifetimeSec: 600,
+    }),
+  );
+  const shortIssuer = unwrap(loadIssuer(shortInter.pem, h.interKey.privateKey));
+  const leaf = unwrap(
+    issueGatewayServerCert(shortIssuer, { subjectKey: key.publicKey, uri: GW, now: T0, lifetimeSec: 60 }),
+  );
+  refused(run(leaf, { now: new Date(T0.getTime() + 3600_000), skewSec: 0 }, shortInter), 'E_CERT_EXPIRED');
+});
+
+test('refuses a chain from another CA, even one with identical names (cross-org)', () => {
+  const foreign = unwrap(issueGatewayServerCert(other.issuer, { subjectKey: key.publicKey, uri: GW, now: T0 }));
+  refused(run(foreign, {}, other.inter), 'E_CERT_UNTRUSTED');
+  refused(run(gwCert, { anchors: other.root.pem }), 'E_CERT_UNTRUSTED');
+  refused(run(gwCert, { chain: [gwCert.der] }), 'E_CERT_UNTRUSTED'); // intermediate missing
+});
+
+test('refuses tampered certificates (TBS byte flipped, signature flipped)', () => {
+  const tbsFlip = Buffer.from(gwCert.der);
+  const at = tbsFlip.indexOf(Buffer.from('gw-1'));
+  assert.ok(at > 0);
+  tbsFlip[at] = 'G'.charCodeAt(0);
+  refused(run(tbsFlip), 'E_CERT_SIGNATURE');
+  const sigFlip = Buffer.from(gwCert.der);
+  sigFlip[sigFlip.length - 5]! ^= 0x01;
+  refused(run(sigFlip), 'E_CERT_SIGNATURE');
+  const interFlip = Buffer.from(h.inter.der);
+  interFlip[interFlip.indexOf(Buffer.from('Intermediate'))] = 'i'.charCodeAt(0);
+  // The leaf's issuer name no longer matches the tampered intermediate's subject: no path.
+  assert.equal(run(gwCert, { chain: [gwCert.der, interFlip] }).ok, false);
+});
+
+test('refuses the wrong EKU, a missing EKU and a CA used as a leaf', () => {
+  refused(run(gwCert, { purpose: 'clientAuth' }), 'E_CERT_USAGE');
+  refused(run(inner, { purpose: 'serverAuth' }), 'E_CERT_USAGE');
+  const noEku = unwrap(
+    issueCertificate(h.issuer, {
+      subjectKey: key.publicKey,
+      subject: { commonName: 'no-eku' },
+      ...validity({ now: T0, lifetimeSec: 600 }),
+      keyUsage: ['digitalSignature'],
+      san: { uris: [GW] },
+    }),
+  );
+  refused(run(noEku), 'E_CERT_USAGE');
+  refused(run(h.inter, { chain: [h.inter.der] }), 'E_CERT_WRONG_TYPE');
+});
+
+test('refuses the wrong URI identity and the wrong host', () => {
+  refused(run(gwCert, { expectedUri: gatewayUri(TD, 'acme', 'gw-2') }), 'E_CERT_IDENTITY');
+  refused(run(gwCert, { expectedUri: gatewayUri(TD, 'other', 'gw-1') }), 'E_CERT_IDENTITY');
+  const proxy = unwrap(
+    issueProxyServerCert(h.issuer, {
+      subjectKey: key.publicKey,
+      uri: instanceProxyUri(TD, 'p1'),
+      now: T0,
+      dnsNames: ['proxy.example.com'],
+      ipAddresses: ['127.0.0.1', '::1'],
+    }),
+  );
+  assert.ok(run(proxy, { expectedHost: 'PROXY.example.com' }).ok);
+  assert.ok(run(proxy, { expectedHost: '127.0.0.1' }).ok);
+  assert.ok(run(proxy, { expectedHost: '0:0::1' }).ok);
+  refused(run(proxy, { expectedHost: 'evil.example.com' }), 'E_CERT_IDENTITY');
+  refused(run(proxy, { expectedHost: '127.0.0.2' }), 'E_CERT_IDENTITY');
+});
+
+test('refuses revoked leaves and intermediates; isRevoked sees the issuer fingerprint', () => {
+  const seen: [string, string][] = [];
+  const ok = run(gwCert, {
+    isRevoked: (serial, issuer) => {
+      seen.push([serial, issuer.fingerprint256]);
+      return false;
+    },
+  });
+  assert.ok(ok.ok);
+  assert.deepEqual(seen, [
+    [gwCert.serialHex, parseCertificate(h.inter.der).fingerprint256],
+    [h.inter.serialHex, parseCertificate(h.root.der).fingerprint256],
+  ]);
+  refused(run(gwCert, { isRevoked: (s) => s === gwCert.serialHex }), 'E_CERT_REVOKED');
+  refused(run(gwCert, { isRevoked: (s) => s === h.inter.serialHex }), 'E_CERT_REVOKED');
+});
+
+test('refuses a CA:false intermediate and an exceeded pathLen', () => {
+  const notCaKey = generateKeyPairSync();
+  const notCa = unwrap(
+    issueCertificate(h.issuer, {
+      subjectKey: notCaKey.publicKey,
+      subject: { commonName: 'Not a CA' },
+      ...validity({ now: T0, lifetimeSec: 3600 }),
+      keyUsage: ['digitalSignature', 'keyCertSign'],
+      extKeyUsage: ['1.3.6.1.5.5.7.3.1'],
+    }),
+  );
+  const underNotCa = unwrap(
+    issueGatewayServerCert(rawIssuer(notCa, notCaKey.privateKey), { subjectKey: key.publicKey, uri: GW, now: T0 }),
+  );
+  refused(run(underNotCa, { chain: [underNotCa.der, notCa.der, h.inter.der] }), 'E_CERT_WRONG_TYPE');
+
+  // root (pathLen 1) → inter (pathLen 0) → inter2 → leaf: inter allows no intermediate below it.
+  const k2 = generateKeyPairSync();
+  const inter2 = unwrap(
+    createIntermediateCa(h.issuer, {
+      subjectKey: k2.publicKey,
+      subject: { commonName: 'Inter 2' },
+      now: T0,
+      lifetimeSec: 3600,
+    }),
+  );
+  const deep = unwrap(
+    issueGatewayServerCert(unwrap(loadIssuer(inter2.pem, k2.privateKey)), {
+      subjectKey: key.publicKey,
+      uri: GW,
+      now: T0,
+    }),
+  );
+  refused(run(deep, { chain: [deep.der, inter2.der, h.inter.der] }), 'E_CERT_CHAIN_TOO_LONG');
+});
+
+test('refuses an unknown critical extension, accepts an unknown non-critical one', () => {
+  const make = (critical: boolean) =>
+    unwrap(
+      issueCertificate(h.issuer, {
+        subjectKey: key.publicKey,
+        subject: { commonName: 'ext' },
+        ...validity({ now: T0, lifetimeSec: 600 }),
+        keyUsage: ['digitalSignature'],
+        extKeyUsage: ['1.3.6.1.5.5.7.3.1'],
+        san: { uris: [GW] },
+        extraExtensions: [{ oid: '1.3.6.1.4.1.55555.1', critical, value: Buffer.from('0500', 'hex') }],
+      }),
+    );
+  refused(run(make(true)), 'E_CERT_CRITICAL_OPTION');
+  assert.ok(run(make(false)).ok);
+});
+
+test('grants: missing, for another target / gateway / org / mode, expired (injected clock), or not the subject', () => {
+  const ctx = { orgId: 'acme', gatewayId: 'gw-1', target: { host: 'db.internal', port: 5432 }, mode: 'tcp' as const };
+  const client = (over: Partial<VerifyOptions>) => run(inner, { purpose: 'clientAuth', ...over });
+  refused(run(outer, { purpose: 'clientAuth', requireGrant: true }), 'E_GRANT_MISSING');
+  refused(run(outer, { purpose: 'clientAuth', grantContext: ctx }), 'E_GRANT_MISSING');
+  refused(client({ grantContext: { ...ctx, target: { host: 'db.internal', port: 22 } } }), 'E_GRANT_TARGET');
+  refused(client({ grantContext: { ...ctx, target: { name: 'db' } } }), 'E_GRANT_TARGET');
+  refused(client({ grantContext: { ...ctx, gatewayId: 'gw-2' } }), 'E_GRANT_GATEWAY');
+  refused(client({ grantContext: { ...ctx, orgId: 'other' } }), 'E_GRANT_ORG');
+  // 30 s after the grant's end the cert is still inside the skew: only the grant check can refuse.
+  const late = new Date((grant.notAfter + 30) * 1000);
+  assert.ok(client({ now: late }).ok, 'the certificate itself is still acceptable');
+  refused(client({ now: late, grantContext: ctx }), 'E_GRANT_EXPIRED');
+
+  const otherActor = unwrap(
+    issueCertificate(h.issuer, {
+      subjectKey: key.publicKey,
+      subject: { commonName: 'mallory' },
+      ...validity({ now: T0, lifetimeSec: 120 }),
+      keyUsage: ['digitalSignature'],
+      extKeyUsage: ['1.3.6.1.5.5.7.3.2'],
+      san: { uris: [identityUri(TD, 'acme', 'mallory')] },
+      extraExtensions: [{ oid: GRANT_EXTENSION_OID, critical: false, value: unwrap(encodeGrant(grant)) }],
+    }),
+  );
+  refused(run(otherActor, { purpose: 'clientAuth', grantContext: ctx }), 'E_CERT_IDENTITY');
+  const badGrant = unwrap(
+    issueCertificate(h.issuer, {
+      subjectKey: key.publicKey,
+      subject: { commonName: 'alice' },
+      ...validity({ now: T0, lifetimeSec: 120 }),
+      keyUsage: ['digitalSignature'],
+      extKeyUsage: ['1.3.6.1.5.5.7.3.2'],
+      san: { uris: [ACTOR] },
+      extraExtensions: [{ oid: GRANT_EXTENSION_OID, critical: false, value: Buffer.from('300100', 'hex') }],
+    }),
+  );
+  refused(run(badGrant, { purpose: 'clientAuth' }), 'E_GRANT_MALFORMED');
+});
+
+test('refuses malformed input', () => {
+  refused(run(Buffer.from('3003020100', 'hex')), 'E_CERT_MALFORMED');
+  refused(run(gwCert.der.subarray(0, gwCert.der.length - 3)), 'E_CERT_MALFORMED');
+  refused(verifyCertificateChain({ chain: 'not a pem', anchors, now: T0, purpose: 'serverAuth' }), 'E_CERT_MALFORMED');
+  refused(verifyCertificateChain({ chain: [], anchors, now: T0, purpose: 'serverAuth' }), 'E_CERT_MALFORMED');
+  const many = Array.from({ length: 20 }, () => h.inter.der);
+  refused(run(gwCert, { chain: [gwCert.der, ...many] }), 'E_CERT_MALFORMED');
+  assert.equal(loadTrustAnchors('nothing').ok, false);
+  // Trailing garbage after a DER cert is not a cert.
+  refused(run(Buffer.concat([gwCert.der, Buffer.from([0])])), 'E_CERT_MALFORMED');
+  assert.match(toPem(gwCert.der), /^-----BEGIN CERTIFICATE-----\n/);
+});
