@@ -28,13 +28,15 @@ const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const HEADER_BYTES = 1 + ID_BYTES + NONCE_BYTES;
 
-/** A loaded sealing key. The material stays in a KeyObject: it is never printed by accident. */
+// Key material by key, reachable only from this module (not a property anyone can read or log).
+const keyObjects = new WeakMap<SealingKey, KeyObject>();
+
+/** A loaded sealing key. The material stays in a KeyObject outside the instance: never printed by accident. */
 export class SealingKey {
   /** First 8 bytes of SHA-256 over a label and the key: names the key without revealing it. */
   readonly id: Buffer;
   /** Where it came from, for logs: "credential /run/credentials/…" or "file /var/lib/…". */
   readonly source: string;
-  readonly #key: KeyObject;
 
   constructor(material: Buffer, source: string) {
     if (material.length !== KEY_BYTES) {
@@ -42,17 +44,12 @@ export class SealingKey {
     }
     this.id = createHash('sha256').update('infisical sealing key id\0').update(material).digest().subarray(0, ID_BYTES);
     this.source = source;
-    this.#key = createSecretKey(material);
+    keyObjects.set(this, createSecretKey(material));
   }
 
   /** Hex key id for logs. */
   get idHex(): string {
     return this.id.toString('hex');
-  }
-
-  /** @internal used by Sealer only */
-  keyObject(): KeyObject {
-    return this.#key;
   }
 }
 
@@ -187,7 +184,7 @@ export class Sealer {
     header[0] = VERSION;
     this.current.id.copy(header, 1);
     randomBytes(NONCE_BYTES).copy(header, 1 + ID_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.current.keyObject(), header.subarray(1 + ID_BYTES), {
+    const cipher = createCipheriv('aes-256-gcm', keyObjects.get(this.current)!, header.subarray(1 + ID_BYTES), {
       authTagLength: TAG_BYTES,
     });
     cipher.setAAD(aad(header, context));
@@ -213,7 +210,7 @@ export class Sealer {
       );
     }
     const nonce = sealed.subarray(1 + ID_BYTES, HEADER_BYTES);
-    const decipher = createDecipheriv('aes-256-gcm', key.keyObject(), nonce, { authTagLength: TAG_BYTES });
+    const decipher = createDecipheriv('aes-256-gcm', keyObjects.get(key)!, nonce, { authTagLength: TAG_BYTES });
     decipher.setAAD(aad(sealed, context));
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     try {
