@@ -150,9 +150,13 @@ export function authenticateUser(conn: Connection, opts: AuthenticateOptions): P
         ctx.reject(['publickey']);
         return;
       }
-      last = verifyUserAuth(ctx, opts.trustedUserCaKeys, now(), opts);
-      if (last.ok) {
-        if (ctx.method === 'publickey' && ctx.signature !== undefined) verified = last.value;
+      const verdict = verifyUserAuth(ctx, opts.trustedUserCaKeys, now(), opts);
+      // Clients try several keys (ssh offers the certificate, then the plain key): report the
+      // certificate's refusal rather than a later generic one
+      const keepSpecific = !last.ok && last.code !== 'E_SSH_AUTH' && !verdict.ok && verdict.code === 'E_SSH_AUTH';
+      if (!keepSpecific) last = verdict;
+      if (verdict.ok) {
+        if (ctx.method === 'publickey' && ctx.signature !== undefined) verified = verdict.value;
         ctx.accept();
       } else if (++attempts >= maxAttempts) {
         fail('too many authentication attempts');
