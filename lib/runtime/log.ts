@@ -5,7 +5,6 @@
  * the daemons log per connection, not per packet, so this costs little.
  */
 import { pino } from 'pino';
-import type { LogLevel } from './runtime-keys.js';
 
 export type Logger = pino.Logger;
 
@@ -29,7 +28,8 @@ export interface LoggerOptions {
   /** Short daemon name, e.g. "proxy". */
   daemon: string;
   version: string;
-  level: LogLevel;
+  /** One of LOG_LEVELS (config key log_level validates it; pino throws on anything else). */
+  level: string;
   /** Where lines go; default stdout (fd 1), synchronously. Tests pass a stream. */
   destination?: pino.DestinationStream;
 }
