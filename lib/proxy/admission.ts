@@ -1,0 +1,126 @@
+/**
+ * The proxy's own decisions, pure (data and a clock in, a Verdict out). Certificate checks themselves are not
+ * here: lib/sshcert (through lib/sshwire `verifyUserAuth`) and lib/pki (`checkPeer`) make them; these functions
+ * only read what a verified certificate says and decide what it may do at this proxy:
+ *
+ *   admitGateway  a verified SSH user cert + the SSH user name → the gateway that may hold tunnels here
+ *   admitForward  a `tcpip-forward` bind address → allowed only for the cert's own gateway name
+ *   admitRoute    a verified outer TLS client cert → the (org, gateway) it may reach
+ *
+ * Instance and org proxies differ only in their ProxyScope: which org (if any) every cert must belong to.
+ */
+import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { parseIdentity, parseIdentityOfKind } from '../protocol/identity.js';
+import type { SshCertificate } from '../sshcert/index.js';
+
+export interface ProxyScope {
+  scope: 'instance' | 'org';
+  /** Set for an org proxy: every gateway and platform cert must belong to it. */
+  orgId?: string;
+  /** The installation's trust domain (from the proxy's own identity URI). */
+  trustDomain: string;
+}
+
+/** A gateway as admitted at SSH login. */
+export interface GatewayLogin {
+  orgId: string;
+  gatewayId: string;
+  /** The gateway URI (the cert's key id). */
+  uri: string;
+  serial: bigint;
+  /** Milliseconds since the epoch; the tunnel is closed then. */
+  validBeforeMs: number;
+}
+
+/** A platform connection as admitted after the TLS handshake. */
+export interface RouteDecision {
+  orgId: string;
+  gatewayId: string;
+  /** The platform identity URI (the outer cert's URI SAN). */
+  identityUri: string;
+  serialHex: string;
+  notAfterMs: number;
+}
+
+/** What the TLS verifier hands over (a subset of lib/pki VerifiedPeer). */
+export interface VerifiedOuterCert {
+  uris: string[];
+  serialHex: string;
+  notAfter: Date;
+  route?: { orgId: string; gatewayId: string };
+}
+
+export const PORT_FORWARDING_EXTENSION = 'permit-port-forwarding';
+
+/**
+ * Runs after lib/sshcert accepted `cert` (CA, type, validity, principal = username). Refuses a cert whose one
+ * principal is not the user name, whose key id is not a gateway URI of our trust domain naming that same
+ * gateway, of another org on an org proxy, or without permit-port-forwarding.
+ */
+export function admitGateway(cert: SshCertificate, username: string, scope: ProxyScope): Verdict<GatewayLogin> {
+  if (cert.principals.length !== 1 || cert.principals[0] !== username) {
+    return refuse('E_CERT_WRONG_PRINCIPAL', `a gateway cert names exactly its gateway; user is "${username}"`);
+  }
+  const id = parseIdentityOfKind(cert.keyId, 'gateway');
+  if (!id.ok) return refuse('E_CERT_IDENTITY', `key id: ${id.reason}`);
+  if (id.value.trustDomain !== scope.trustDomain) {
+    return refuse('E_CERT_IDENTITY', `key id is in trust domain ${id.value.trustDomain}`);
+  }
+  if (id.value.id !== username) return refuse('E_CERT_IDENTITY', 'key id names another gateway than the principal');
+  if (scope.scope === 'org' && id.value.orgId !== scope.orgId) {
+    return refuse('E_ORG_MISMATCH', `gateway of org ${id.value.orgId} on a proxy of org ${scope.orgId}`);
+  }
+  if (!(PORT_FORWARDING_EXTENSION in cert.extensions)) {
+    return refuse('E_CERT_USAGE', 'certificate does not permit port forwarding');
+  }
+  // u64 "forever" and anything past JS's Date range collapse to the largest safe value.
+  const validBeforeMs =
+    cert.validBefore >= 8_640_000_000_000n ? Number.MAX_SAFE_INTEGER : Number(cert.validBefore) * 1000;
+  return accept({
+    orgId: id.value.orgId,
+    gatewayId: id.value.id,
+    uri: cert.keyId,
+    serial: cert.serial,
+    validBeforeMs,
+  });
+}
+
+/** `tcpip-forward`: the bind address must be the gateway's own name (SPEC §4.3). */
+export function admitForward(gateway: GatewayLogin, bindAddr: string, bindPort: number): Verdict<{ port: number }> {
+  if (bindAddr !== gateway.gatewayId) {
+    return refuse(
+      'E_CERT_WRONG_PRINCIPAL',
+      `gateway ${gateway.gatewayId} asked to forward the name "${bindAddr.slice(0, 128)}"`,
+    );
+  }
+  if (!Number.isInteger(bindPort) || bindPort < 0 || bindPort > 65535)
+    return refuse('E_ROUTE_FORBIDDEN', 'bad bind port');
+  return accept({ port: bindPort });
+}
+
+/**
+ * Runs after lib/pki accepted the outer cert (CA, clientAuth, validity, route present). The identity must be
+ * a platform identity of the route's org and of our trust domain; an org proxy serves its own org only.
+ */
+export function admitRoute(peer: VerifiedOuterCert, scope: ProxyScope): Verdict<RouteDecision> {
+  const route = peer.route;
+  if (!route) return refuse('E_ROUTE_FORBIDDEN', 'client certificate names no gateway route');
+  if (peer.uris.length !== 1) return refuse('E_CERT_IDENTITY', 'client certificate must carry exactly one URI');
+  const id = parseIdentity(peer.uris[0]);
+  if (!id.ok) return refuse('E_CERT_IDENTITY', id.reason);
+  if (id.value.kind !== 'identity') return refuse('E_CERT_IDENTITY', `a ${id.value.kind} cannot open streams`);
+  if (id.value.trustDomain !== scope.trustDomain) {
+    return refuse('E_CERT_IDENTITY', `identity is in trust domain ${id.value.trustDomain}`);
+  }
+  if (id.value.orgId !== route.orgId) return refuse('E_ORG_MISMATCH', 'route names another org than the identity');
+  if (scope.scope === 'org' && route.orgId !== scope.orgId) {
+    return refuse('E_ORG_MISMATCH', `route to org ${route.orgId} on a proxy of org ${scope.orgId}`);
+  }
+  return accept({
+    orgId: route.orgId,
+    gatewayId: route.gatewayId,
+    identityUri: peer.uris[0]!,
+    serialHex: peer.serialHex,
+    notAfterMs: peer.notAfter.getTime(),
+  });
+}

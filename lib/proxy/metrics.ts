@@ -1,0 +1,63 @@
+/** The proxy's Prometheus series (infisical_proxy_*), over lib/runtime's per-daemon registry. */
+import type { Counter } from 'prom-client';
+import type { ErrorCode } from '../protocol/errors.js';
+import type { DaemonMetrics } from '../runtime/metrics.js';
+import type { Direction } from './pipe.js';
+
+export interface ProxyGauges {
+  tunnels: number;
+  gateways: number;
+  streams: number;
+  bufferedBytes: number;
+  sshConnections: number;
+}
+
+export class ProxyMetrics {
+  readonly #refusals: Counter<'listener' | 'code'>;
+  readonly #streams: Counter;
+  readonly #tunnels: Counter;
+  readonly #revocations: Counter<'kind'>;
+  readonly #bytes: Record<Direction, Counter.Internal>;
+
+  constructor(metrics: DaemonMetrics, gauges: () => ProxyGauges) {
+    const p = metrics.prefix;
+    const gauge = (name: keyof ProxyGauges, series: string, help: string) =>
+      metrics.gauge(`${p}${series}`, help, [], (g) => {
+        g.set(gauges()[name]);
+      });
+    gauge('tunnels', 'tunnels', 'Tunnels held by gateways now.');
+    gauge('gateways', 'gateways', 'Gateways with at least one tunnel now.');
+    gauge('streams', 'streams', 'Platform streams carried now.');
+    gauge('bufferedBytes', 'buffered_bytes', 'Bytes held in stream buffers now (bounded by backpressure).');
+    gauge('sshConnections', 'ssh_connections', 'SSH connections, authenticated or not.');
+    this.#refusals = metrics.counter(`${p}refusals_total`, 'Refused connections and requests, by stable error code.', [
+      'listener',
+      'code',
+    ]);
+    this.#streams = metrics.counter(`${p}streams_total`, 'Platform streams opened.');
+    this.#tunnels = metrics.counter(`${p}tunnels_total`, 'Tunnels opened.');
+    this.#revocations = metrics.counter(`${p}revocations_total`, 'Revocation entries applied.', ['kind']);
+    const bytes = metrics.counter(`${p}bytes_total`, 'Bytes relayed (up: platform to gateway).', ['direction']);
+    this.#bytes = { up: bytes.labels('up'), down: bytes.labels('down') };
+  }
+
+  refusal(listener: 'ssh' | 'tls', code: ErrorCode): void {
+    this.#refusals.inc({ listener, code });
+  }
+
+  streamOpened(): void {
+    this.#streams.inc();
+  }
+
+  tunnelOpened(): void {
+    this.#tunnels.inc();
+  }
+
+  revocation(kind: string): void {
+    this.#revocations.inc({ kind });
+  }
+
+  bytes(direction: Direction, n: number): void {
+    this.#bytes[direction].inc(n);
+  }
+}

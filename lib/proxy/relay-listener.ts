@@ -1,0 +1,268 @@
+/**
+ * The TLS side of the proxy: platforms connect with their outer client cert; the proxy decides, writes ONE
+ * status line (lib/protocol/relay) and splices the connection into a `forwarded-tcpip` channel of the gateway's
+ * tunnel. After the line it never interprets a byte: the platform's inner mTLS runs end to end with the gateway.
+ *
+ * Decisions, in order, each refusal answered with a status line and a close:
+ *   ALPN = RELAY_ALPN · lib/pki checkPeer (proxy PKI client CA(s), clientAuth, route extension, revocation)
+ *   · admitRoute (identity org = route org; an org proxy serves its org only) · stream revocations
+ *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT)
+ *   · the newest healthy tunnel that opens a channel.
+ */
+import { type TLSSocket, type Server as TlsServer, createServer as tlsServer } from 'node:tls';
+import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.js';
+import type { TrustAnchors } from '../pki/verify.js';
+import { type ErrorCode, GatewayError } from '../protocol/errors.js';
+import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
+import { admitRoute, type ProxyScope, type RouteDecision } from './admission.js';
+import { type Direction, type Splice, splice } from './pipe.js';
+import type { RevocationList } from './revocations.js';
+import type { GatewayTunnel } from './ssh-listener.js';
+import type { Tunnel, TunnelTable } from './tunnel-table.js';
+
+export interface RelayLimits {
+  /** TLS handshake, and then the gateway's answer to the channel open. */
+  handshakeTimeoutMs: number;
+  /** A stream with no byte either way for this long is closed. */
+  idleTimeoutMs: number;
+  /** Concurrent platform connections (beyond: dropped at accept). */
+  maxConnections: number;
+  /** Tunnels tried for one stream before answering E_GATEWAY_OFFLINE. */
+  maxTunnelAttempts: number;
+}
+
+export interface ActiveStream {
+  readonly id: number;
+  readonly route: RouteDecision;
+  readonly tunnelId: number;
+  readonly openedAtMs: number;
+  readonly splice: Splice;
+}
+
+export interface RelayEvents {
+  refused(code: ErrorCode, reason: string, fields: Record<string, unknown>): void;
+  streamOpened(stream: ActiveStream): void;
+  streamClosed(stream: ActiveStream, end: string, reason: string): void;
+  bytes(direction: Direction, n: number): void;
+}
+
+export interface RelayListenerOptions {
+  credentials: MtlsCredentials;
+  /** Read per connection, so a reload applies to the next one. */
+  trust: () => { scope: ProxyScope; anchors: TrustAnchors };
+  table: TunnelTable<GatewayTunnel>;
+  revocations: RevocationList;
+  limits: RelayLimits;
+  events: RelayEvents;
+  now?: () => number;
+  /** Sees every byte the relay reads or writes on a platform connection after the handshake (tests). */
+  tap?: (direction: Direction, chunk: Buffer) => void;
+}
+
+export class RelayListener {
+  readonly #o: RelayListenerOptions;
+  readonly #now: () => number;
+  readonly #server: TlsServer;
+  readonly #streams = new Map<number, ActiveStream>();
+  #nextStream = 1;
+  limits: RelayLimits;
+
+  constructor(options: RelayListenerOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+    this.limits = options.limits;
+    this.#server = tlsServer({
+      ...mtlsServerOptions({ ...options.credentials, alpn: [RELAY_ALPN] }),
+      handshakeTimeout: options.limits.handshakeTimeoutMs,
+      allowHalfOpen: true,
+    });
+    this.#server.maxConnections = options.limits.maxConnections;
+    this.#server.on('drop', (d?: { remoteAddress?: string }) =>
+      options.events.refused('E_LIMIT', 'too many platform connections', { remote: d?.remoteAddress }),
+    );
+    this.#server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      const timeout = err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
+      options.events.refused(
+        timeout ? 'E_TIMEOUT' : 'E_ROUTE_FORBIDDEN',
+        `TLS handshake failed: ${err.code ?? err.message}`,
+        {
+          remote: socket.remoteAddress,
+        },
+      );
+      socket.destroy();
+    });
+    this.#server.on('secureConnection', (socket: TLSSocket) => void this.#onConnection(socket));
+  }
+
+  get streams(): ReadonlyMap<number, ActiveStream> {
+    return this.#streams;
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        const addr = this.#server.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : port);
+      });
+    });
+  }
+
+  /** New key, chain and anchors for new handshakes; established streams are untouched. Throws if unusable. */
+  setCredentials(credentials: MtlsCredentials): void {
+    this.#server.setSecureContext(mtlsServerOptions({ ...credentials, alpn: [RELAY_ALPN] }));
+  }
+
+  setLimits(limits: RelayLimits): void {
+    this.limits = limits;
+    this.#server.maxConnections = limits.maxConnections;
+  }
+
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /** Closes every stream matching `predicate`; returns how many. */
+  closeStreams(predicate: (s: ActiveStream) => boolean, reason: string): number {
+    let n = 0;
+    for (const s of [...this.#streams.values()]) {
+      if (!predicate(s)) continue;
+      s.splice.close(reason);
+      n++;
+    }
+    return n;
+  }
+
+  /** Bytes held for all streams now (unread + unwritten, both sides). */
+  bufferedBytes(): number {
+    let n = 0;
+    for (const s of this.#streams.values()) n += s.splice.buffered();
+    return n;
+  }
+
+  async #onConnection(socket: TLSSocket): Promise<void> {
+    socket.on('error', () => {});
+    const remote = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    const answer = (status: RelayStatus): void => {
+      const line = encodeStatus(status);
+      this.#o.tap?.('down', line);
+      if (!status.ok) {
+        this.#o.events.refused(status.code, status.message, { remote: remote.address });
+        socket.end(line);
+        socket.setTimeout(this.limits.handshakeTimeoutMs, () => socket.destroy());
+      } else {
+        socket.write(line);
+      }
+    };
+    const deny = (code: ErrorCode, message: string): void => answer({ ok: false, code, message });
+
+    if (socket.alpnProtocol !== RELAY_ALPN) return deny('E_ROUTE_FORBIDDEN', `ALPN ${RELAY_ALPN} is required`);
+    const { scope, anchors } = this.#o.trust();
+    const now = this.#now();
+    const peer = checkPeer(
+      socket,
+      {
+        anchors,
+        purpose: 'clientAuth',
+        requireRoute: true,
+        isRevoked: (serialHex) => this.#o.revocations.certificateRevoked(serialHex) !== undefined,
+      },
+      new Date(now),
+    );
+    if (!peer.ok) return deny(peer.code, peer.reason);
+    const route = admitRoute(peer.value, scope);
+    if (!route.ok) return deny(route.code, route.reason);
+    if (this.#o.revocations.streamRevoked(route.value))
+      return deny('E_CERT_REVOKED', 'identity or certificate revoked');
+
+    const candidates = this.#o.table.candidates(route.value.orgId, route.value.gatewayId, now);
+    if (!candidates.ok) return deny(candidates.code, candidates.reason);
+    const opened = await this.#openChannel(candidates.value, remote);
+    if (!opened) return deny('E_GATEWAY_OFFLINE', `no tunnel of gateway ${route.value.gatewayId} opened a channel`);
+    if (socket.destroyed) {
+      opened.channel.destroy();
+      this.#o.table.streamClosed(opened.tunnel.id);
+      return;
+    }
+    answer({ ok: true });
+    this.#carry(socket, opened, route.value);
+  }
+
+  /** Tries the candidates best first; a stream slot is held while trying, so the per-gateway limit holds. */
+  async #openChannel(
+    candidates: Tunnel<GatewayTunnel>[],
+    origin: { address: string; port: number },
+  ): Promise<{ tunnel: Tunnel<GatewayTunnel>; channel: Awaited<ReturnType<GatewayTunnel['openStream']>> } | undefined> {
+    for (const tunnel of candidates.slice(0, this.limits.maxTunnelAttempts)) {
+      if (!this.#o.table.get(tunnel.id)) continue; // closed while we tried another
+      this.#o.table.streamOpened(tunnel.id);
+      try {
+        const channel = await withTimeout(tunnel.handle.openStream(origin), this.limits.handshakeTimeoutMs, (late) =>
+          late.destroy(),
+        );
+        this.#o.table.setHealthy(tunnel.id, true);
+        return { tunnel, channel };
+      } catch {
+        this.#o.table.streamClosed(tunnel.id);
+        this.#o.table.setHealthy(tunnel.id, false);
+      }
+    }
+    return undefined;
+  }
+
+  #carry(
+    socket: TLSSocket,
+    opened: { tunnel: Tunnel<GatewayTunnel>; channel: Awaited<ReturnType<GatewayTunnel['openStream']>> },
+    route: RouteDecision,
+  ): void {
+    const events = this.#o.events;
+    const tap = this.#o.tap;
+    const s = splice(socket, opened.channel, {
+      idleTimeoutMs: this.limits.idleTimeoutMs,
+      onBytes: (d, n) => events.bytes(d, n),
+      ...(tap ? { tap } : {}),
+    });
+    const stream: ActiveStream = {
+      id: this.#nextStream++,
+      route,
+      tunnelId: opened.tunnel.id,
+      openedAtMs: this.#now(),
+      splice: s,
+    };
+    this.#streams.set(stream.id, stream);
+    events.streamOpened(stream);
+    // The outer cert bounds the stream too: no access outlives the certificate it was opened with.
+    const left = route.notAfterMs - this.#now();
+    const expiry = setTimeout(() => s.close('client certificate expired'), Math.max(0, Math.min(left, 2 ** 31 - 1)));
+    expiry.unref();
+    void s.done.then(({ end, reason }) => {
+      clearTimeout(expiry);
+      this.#streams.delete(stream.id);
+      this.#o.table.streamClosed(opened.tunnel.id);
+      events.streamClosed(stream, end, reason);
+    });
+  }
+}
+
+/** Rejects after `ms`; a value that arrives later is handed to `discard` (a channel nobody will use). */
+function withTimeout<T>(p: Promise<T>, ms: number, discard: (late: T) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let timedOut = false;
+    const t = setTimeout(() => {
+      timedOut = true;
+      reject(new GatewayError('E_TIMEOUT', 'gateway did not answer the channel open'));
+    }, ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        if (timedOut) discard(v);
+        else resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,143 @@
+/**
+ * The router: which tunnels each gateway holds here, and which one a new stream takes. Pure bookkeeping (no
+ * sockets): the SSH listener adds and removes tunnels, the relay asks for candidates and accounts streams.
+ *
+ * A gateway may hold several tunnels at once (renewal makes the new one before the old one drains; redundancy).
+ * New streams go to the newest healthy, unexpired tunnel; a tunnel that failed to open a channel is marked
+ * unhealthy and tried only after every healthy one. Tunnels are keyed by the org named in the gateway's
+ * *certificate*, so a platform of org B can never be routed to org A's gateway of the same name.
+ */
+import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import type { GatewayLogin } from './admission.js';
+
+export interface Tunnel<H> {
+  readonly id: number;
+  readonly gateway: GatewayLogin;
+  /** The port answered to `tcpip-forward` (bind port 0 gets one allocated); forwarded-tcpip names it. */
+  readonly boundPort: number;
+  readonly openedAtMs: number;
+  healthy: boolean;
+  /** Streams carried now. */
+  streams: number;
+  /** The listener's own connection object. */
+  readonly handle: H;
+}
+
+export interface TunnelTableOptions {
+  /** Concurrent streams per gateway (all its tunnels together). */
+  maxStreamsPerGateway: number;
+}
+
+const key = (orgId: string, gatewayId: string): string => `${orgId}\n${gatewayId}`;
+
+export class TunnelTable<H> {
+  readonly #byGateway = new Map<string, Tunnel<H>[]>();
+  readonly #byId = new Map<number, Tunnel<H>>();
+  #nextId = 1;
+  #streams = 0;
+  maxStreamsPerGateway: number;
+
+  constructor(options: TunnelTableOptions) {
+    this.maxStreamsPerGateway = options.maxStreamsPerGateway;
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Streams carried by every tunnel. */
+  get streamCount(): number {
+    return this.#streams;
+  }
+
+  /** Gateways with at least one tunnel. */
+  get gatewayCount(): number {
+    return this.#byGateway.size;
+  }
+
+  add(gateway: GatewayLogin, boundPort: number, handle: H, nowMs: number): Tunnel<H> {
+    const tunnel: Tunnel<H> = {
+      id: this.#nextId++,
+      gateway,
+      boundPort,
+      openedAtMs: nowMs,
+      healthy: true,
+      streams: 0,
+      handle,
+    };
+    const k = key(gateway.orgId, gateway.gatewayId);
+    const list = this.#byGateway.get(k) ?? [];
+    list.push(tunnel);
+    this.#byGateway.set(k, list);
+    this.#byId.set(tunnel.id, tunnel);
+    return tunnel;
+  }
+
+  get(id: number): Tunnel<H> | undefined {
+    return this.#byId.get(id);
+  }
+
+  /** Forgets a tunnel; its stream count leaves the totals (the streams themselves die with it). */
+  remove(id: number): boolean {
+    const tunnel = this.#byId.get(id);
+    if (!tunnel) return false;
+    this.#byId.delete(id);
+    this.#streams -= tunnel.streams;
+    const k = key(tunnel.gateway.orgId, tunnel.gateway.gatewayId);
+    const list = (this.#byGateway.get(k) ?? []).filter((t) => t.id !== id);
+    if (list.length) this.#byGateway.set(k, list);
+    else this.#byGateway.delete(k);
+    return true;
+  }
+
+  setHealthy(id: number, healthy: boolean): void {
+    const tunnel = this.#byId.get(id);
+    if (tunnel) tunnel.healthy = healthy;
+  }
+
+  /** Streams carried for one gateway, over all its tunnels. */
+  streamsOf(orgId: string, gatewayId: string): number {
+    return (this.#byGateway.get(key(orgId, gatewayId)) ?? []).reduce((n, t) => n + t.streams, 0);
+  }
+
+  /**
+   * Tunnels to try for a new stream of (orgId, gatewayId), best first: healthy before unhealthy, newest first
+   * within each; expired ones never. Refuses E_GATEWAY_OFFLINE when none is left, E_LIMIT when the gateway
+   * already carries its maximum of streams.
+   */
+  candidates(orgId: string, gatewayId: string, nowMs: number): Verdict<Tunnel<H>[]> {
+    const live = (this.#byGateway.get(key(orgId, gatewayId)) ?? []).filter(
+      // The org check repeats the key on purpose: routing across orgs must be impossible, not just unlikely.
+      (t) => t.gateway.orgId === orgId && t.gateway.gatewayId === gatewayId && t.gateway.validBeforeMs > nowMs,
+    );
+    if (live.length === 0) return refuse('E_GATEWAY_OFFLINE', `gateway ${gatewayId} has no tunnel here`);
+    if (this.streamsOf(orgId, gatewayId) >= this.maxStreamsPerGateway) {
+      return refuse('E_LIMIT', `gateway ${gatewayId} carries its maximum of ${this.maxStreamsPerGateway} streams`);
+    }
+    const order = (t: Tunnel<H>) => (t.healthy ? 0 : 1);
+    return accept([...live].sort((a, b) => order(a) - order(b) || b.openedAtMs - a.openedAtMs || b.id - a.id));
+  }
+
+  streamOpened(id: number): void {
+    const tunnel = this.#byId.get(id);
+    if (!tunnel) return;
+    tunnel.streams++;
+    this.#streams++;
+  }
+
+  streamClosed(id: number): void {
+    const tunnel = this.#byId.get(id);
+    if (!tunnel || tunnel.streams === 0) return;
+    tunnel.streams--;
+    this.#streams--;
+  }
+
+  /** Every tunnel matching `predicate` (revocation sweeps, expiry, drain). */
+  filter(predicate: (t: Tunnel<H>) => boolean): Tunnel<H>[] {
+    return [...this.#byId.values()].filter(predicate);
+  }
+
+  all(): Tunnel<H>[] {
+    return [...this.#byId.values()];
+  }
+}
