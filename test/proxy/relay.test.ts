@@ -1,0 +1,199 @@
+/**
+ * The TLS relay over real sockets: platform outer certs from World, in-process gateways on lib/sshwire.
+ * Each refusal is checked by the status line's stable code and by the proxy's refusal counter.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { ProxyServer } from '../../lib/proxy/proxy.js';
+import { World } from '../helpers/world.js';
+import { closed, connectGateway, dialProxy, eventually, proxyCredentials, roundTrip, startProxy } from './harness.js';
+
+const world = new World();
+const outerA = (o: Partial<Parameters<World['platformOuter']>[0]> = {}) =>
+  world.platformOuter({ orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance', ...o });
+
+async function refused(proxy: ProxyServer, outer: ReturnType<World['platformOuter']>, code: string, o = {}) {
+  const before = proxy.refusals().get(`tls:${code}`) ?? 0;
+  const t0 = Date.now();
+  const { status, socket } = await dialProxy(world, proxy, outer, o);
+  assert.equal(status.ok, false);
+  assert.equal(status.ok ? '' : status.code, code, status.ok ? '' : status.message);
+  await closed(socket);
+  assert.equal(proxy.refusals().get(`tls:${code}`), before + 1);
+  return Date.now() - t0;
+}
+
+describe('relay: instance proxy', () => {
+  let proxy: ProxyServer;
+  before(async () => {
+    proxy = await startProxy(world, { scope: 'instance' });
+  });
+  after(() => proxy.stop());
+
+  it('carries bytes both ways to the named gateway', async () => {
+    const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+    const { status, socket } = await dialProxy(world, proxy, outerA());
+    assert.deepEqual(status, { ok: true });
+    const data = Buffer.alloc(256 * 1024, 7);
+    assert.ok((await roundTrip(socket, data)).equals(data));
+    assert.equal(proxy.stats().streams, 1);
+    socket.end();
+    await eventually(() => proxy.stats().streams === 0);
+    gw.close();
+    await eventually(() => proxy.table.size === 0);
+  });
+
+  it('answers an offline gateway at once', async () => {
+    const ms = await refused(proxy, outerA({ gatewayId: 'nobody' }), 'E_GATEWAY_OFFLINE');
+    assert.ok(ms < 5000, `took ${ms} ms`);
+  });
+
+  it("never routes org B's platform to org A's gateway of the same name", async () => {
+    const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+    await refused(
+      proxy,
+      world.platformOuter({ orgId: 'org-b', gatewayId: 'gw-1', scope: 'instance' }),
+      'E_GATEWAY_OFFLINE',
+    );
+    gw.close();
+    await eventually(() => proxy.table.size === 0);
+  });
+
+  it('refuses outer certs of another CA, of an org CA, expired, and without ALPN', async () => {
+    await refused(proxy, outerA({ ca: world.stray.pkiClient }), 'E_CERT_UNTRUSTED');
+    await refused(proxy, world.platformOuter({ orgId: 'org-a', gatewayId: 'gw-1', scope: 'org' }), 'E_CERT_UNTRUSTED');
+    await refused(proxy, outerA({ expired: true }), 'E_CERT_EXPIRED');
+    await refused(proxy, outerA(), 'E_ROUTE_FORBIDDEN', { alpn: null });
+  });
+
+  it('refuses a revoked identity and a revoked certificate, and closes their live streams', async () => {
+    const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+    const mallory = outerA({ identityId: 'mallory' });
+    const live = await dialProxy(world, proxy, mallory);
+    assert.ok(live.status.ok);
+    const other = await dialProxy(world, proxy, outerA({ identityId: 'alice' }));
+    assert.ok(other.status.ok);
+    assert.deepEqual(proxy.revoke({ kind: 'identity', orgId: 'org-a', subject: 'mallory' }), {
+      tunnels: 0,
+      streams: 1,
+    });
+    await closed(live.socket);
+    assert.equal(proxy.stats().streams, 1); // alice's stream stays
+    await refused(proxy, outerA({ identityId: 'mallory' }), 'E_CERT_REVOKED');
+
+    const cert = outerA({ identityId: 'bob' });
+    proxy.revoke({ kind: 'certificate', subject: cert.issued.serialHex });
+    await refused(proxy, cert, 'E_CERT_REVOKED');
+    other.socket.destroy();
+    gw.close();
+    await eventually(() => proxy.table.size === 0 && proxy.stats().streams === 0);
+  });
+
+  it('sends new streams to the newest healthy tunnel, and falls back when it goes', async () => {
+    const seen: string[] = [];
+    const tagged = (tag: string) => (ch: import('node:stream').Duplex) => {
+      seen.push(tag);
+      ch.on('error', () => {});
+      ch.end(tag);
+    };
+    const old = await connectGateway(world, proxy, {
+      orgId: 'org-a',
+      gatewayId: 'gw-1',
+      scope: 'instance',
+      onStream: tagged('old'),
+    });
+    const renewed = await connectGateway(world, proxy, {
+      orgId: 'org-a',
+      gatewayId: 'gw-1',
+      scope: 'instance',
+      onStream: tagged('new'),
+    });
+    assert.equal(proxy.table.size, 2);
+    for (let i = 0; i < 3; i++) {
+      const { status, socket } = await dialProxy(world, proxy, outerA());
+      assert.ok(status.ok);
+      socket.resume();
+      await closed(socket);
+    }
+    assert.deepEqual(seen, ['new', 'new', 'new']);
+    renewed.close();
+    await eventually(() => proxy.table.size === 1);
+    const { status, socket } = await dialProxy(world, proxy, outerA());
+    assert.ok(status.ok);
+    socket.resume();
+    await closed(socket);
+    assert.equal(seen.at(-1), 'old');
+    old.close();
+    await eventually(() => proxy.table.size === 0);
+  });
+
+  it('holds a gateway to its maximum of streams', async () => {
+    const p = await startProxy(world, { scope: 'instance', limits: { maxStreamsPerGateway: 2 } });
+    try {
+      const gw = await connectGateway(world, p, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+      const a = await dialProxy(world, p, outerA());
+      const b = await dialProxy(world, p, outerA());
+      assert.ok(a.status.ok && b.status.ok);
+      await refused(p, outerA(), 'E_LIMIT');
+      a.socket.destroy();
+      await eventually(() => p.stats().streams === 1);
+      const c = await dialProxy(world, p, outerA());
+      assert.ok(c.status.ok);
+      b.socket.destroy();
+      c.socket.destroy();
+      gw.close();
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('reloads certificates and trust without dropping a tunnel or a stream', async () => {
+    const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+    const { status, socket } = await dialProxy(world, proxy, outerA());
+    assert.ok(status.ok);
+    const fresh = proxyCredentials(world, 'instance', undefined, 'p1');
+    proxy.reload(fresh);
+    const data = Buffer.from('still here after reload');
+    assert.ok((await roundTrip(socket, data)).equals(data));
+    assert.equal(proxy.table.size, 1);
+    // New handshakes use the new certificates; the old tunnel keeps carrying new streams.
+    const second = await dialProxy(world, proxy, outerA());
+    assert.ok(second.status.ok);
+    assert.equal(
+      second.socket.getPeerX509Certificate()?.fingerprint256,
+      new (await import('node:crypto')).X509Certificate(fresh.tlsChain).fingerprint256,
+    );
+    // A bad reload throws and changes nothing.
+    assert.throws(() => proxy.reload({ ...fresh, pkiClientCaPems: ['not a pem'] }));
+    assert.throws(() => proxy.reload({ ...fresh, tlsKey: world.proxyTls({ scope: 'instance', proxyId: 'p1' }).key }));
+    const third = await dialProxy(world, proxy, outerA());
+    assert.ok(third.status.ok);
+    for (const s of [socket, second.socket, third.socket]) s.destroy();
+    gw.close();
+    await eventually(() => proxy.table.size === 0 && proxy.stats().streams === 0);
+  });
+});
+
+describe('relay: org proxy', () => {
+  let proxy: ProxyServer;
+  before(async () => {
+    proxy = await startProxy(world, { scope: 'org', orgId: 'org-a' });
+  });
+  after(() => proxy.stop());
+
+  it('carries its org, refuses instance and other-org outer certs', async () => {
+    const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'org' });
+    const ok = await dialProxy(world, proxy, outerA({ scope: 'org' }), { scope: 'org', orgId: 'org-a' });
+    assert.ok(ok.status.ok);
+    ok.socket.destroy();
+    const o = { scope: 'org' as const, orgId: 'org-a' };
+    await refused(proxy, outerA(), 'E_CERT_UNTRUSTED', o);
+    await refused(
+      proxy,
+      world.platformOuter({ orgId: 'org-b', gatewayId: 'gw-1', scope: 'org' }),
+      'E_CERT_UNTRUSTED',
+      o,
+    );
+    gw.close();
+  });
+});
