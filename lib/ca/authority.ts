@@ -1,0 +1,342 @@
+/**
+ * The Authority: the CA's decisions and signatures, with no knowledge of HTTP. Usable in-process (tests, the
+ * proxy and gateway fixtures) on an in-memory or temporary database with an injected clock:
+ *
+ *   const ca = Authority.open({ db: ':memory:', sealKey: randomBytes(32), trustDomain: 'example.test', now });
+ *   const { clientId, clientSecret } = unwrap(await ca.init());
+ *
+ * Every method mirrors one API route and returns a Verdict (refusals carry stable codes); methods that hash
+ * secrets are async. Certificates are returned only after their records have committed.
+ */
+
+import type {
+  AddPolicyRequest,
+  AuditResponse,
+  CaBundle,
+  CreateEnrollmentTokenRequest,
+  CreateIdentityRequest,
+  CreateIdentityResponse,
+  EnrollmentTokenResponse,
+  GatewayEnrollRequest,
+  GatewayEnrollResponse,
+  GrantRequest,
+  GrantResponse,
+  HealthResponse,
+  ListGatewaysResponse,
+  ListOrgsResponse,
+  ListPoliciesResponse,
+  ListProxiesResponse,
+  LoginRequest,
+  LoginResponse,
+  OrgInfo,
+  PolicyRuleBody,
+  ProxyEnrollRequest,
+  ProxyEnrollResponse,
+  RevocationFeed,
+  RevokeRequest,
+  RevokeResponse,
+} from '../protocol/api.js';
+import { GatewayError, refuse, unwrap, type Verdict } from '../protocol/errors.js';
+import { isValidTrustDomain } from '../protocol/identity.js';
+import type { Logger } from '../runtime/log.js';
+import * as access from './access.js';
+import { AuditTrail } from './audit.js';
+import type { AuthorityContext, AuthorityLimits, Caller, RequestInfo } from './context.js';
+import { iso, ok, requireOrgMember } from './context.js';
+import { enrollGateway, enrollProxy, proxyInfo } from './enroll.js';
+import { issueGrant } from './grants.js';
+import { type ApiServerCredentials, Keyring } from './keyring.js';
+import * as orgs from './orgs.js';
+import { type BucketPolicy, RateLimiter } from './ratelimit.js';
+import { authenticatePeer, type Peer, renewGateway, renewProxy, type SignedRequest } from './renew.js';
+import { auditSince, revocationsSince, revoke } from './revocation.js';
+import { DEFAULT_SCRYPT } from './secrets.js';
+import { CaStore } from './store.js';
+
+export type { ApiServerCredentials, AuthorityLimits, Caller, Peer, RequestInfo, SignedRequest };
+
+export const DEFAULT_TRUST_DOMAIN = 'infisical.local';
+export const VERSION = '0.1.0';
+
+export const DEFAULT_LIMITS: AuthorityLimits = {
+  tokenTtlSec: 15 * 60,
+  enrollmentTokenTtlSec: 60 * 60,
+  maxEnrollmentTokenTtlSec: 7 * 24 * 3600,
+  grantTtlSec: 5 * 60,
+  maxGrantTtlSec: 60 * 60,
+  gatewayTlsLifetimeSec: 7 * 24 * 3600,
+  gatewaySshLifetimeSec: 24 * 3600,
+  proxyTlsLifetimeSec: 30 * 24 * 3600,
+  proxySshLifetimeSec: 30 * 24 * 3600,
+  scrypt: DEFAULT_SCRYPT,
+};
+
+export interface RateLimits {
+  loginPerClient: BucketPolicy;
+  loginPerSource: BucketPolicy;
+  enrollPerSource: BucketPolicy;
+}
+export const DEFAULT_RATE_LIMITS: RateLimits = {
+  loginPerClient: { burst: 10, perSecond: 0.2 },
+  loginPerSource: { burst: 30, perSecond: 1 },
+  enrollPerSource: { burst: 30, perSecond: 1 },
+};
+
+export interface AuthorityOptions {
+  /** A CaStore, or a database path (':memory:' for tests). */
+  db: CaStore | string;
+  /** 32-byte key sealing the CA private keys at rest. */
+  sealKey: Buffer;
+  /** Required to match the stored one once initialized; default "infisical.local" for a new instance. */
+  trustDomain?: string;
+  now?: () => Date;
+  logger?: Logger;
+  limits?: Partial<AuthorityLimits>;
+  rateLimits?: Partial<RateLimits>;
+  version?: string;
+}
+
+export interface InitResult {
+  trustDomain: string;
+  adminClientId: string;
+  /** Printed once; only its scrypt hash is stored. */
+  adminClientSecret: string;
+}
+
+export class Authority {
+  readonly ctx: AuthorityContext;
+
+  private constructor(ctx: AuthorityContext) {
+    this.ctx = ctx;
+  }
+
+  static open(options: AuthorityOptions): Authority {
+    const store = typeof options.db === 'string' ? CaStore.open(options.db) : options.db;
+    const stored = store.getMeta('trust_domain');
+    const trustDomain = options.trustDomain ?? stored ?? DEFAULT_TRUST_DOMAIN;
+    if (!isValidTrustDomain(trustDomain)) throw new GatewayError('E_CONFIG_INVALID', `bad trust domain ${trustDomain}`);
+    if (stored !== undefined && stored !== trustDomain) {
+      throw new GatewayError(
+        'E_CONFIG_INVALID',
+        `this CA was initialized for trust domain ${stored}, not ${trustDomain}`,
+      );
+    }
+    const now = options.now ?? (() => new Date());
+    const rl = { ...DEFAULT_RATE_LIMITS, ...options.rateLimits };
+    return new Authority({
+      store,
+      keyring: new Keyring(store, options.sealKey),
+      audit: new AuditTrail(store, now, options.logger),
+      now,
+      trustDomain,
+      version: options.version ?? VERSION,
+      limits: { ...DEFAULT_LIMITS, ...options.limits },
+      rate: {
+        loginByClient: new RateLimiter(rl.loginPerClient),
+        loginBySource: new RateLimiter(rl.loginPerSource),
+        enrollBySource: new RateLimiter(rl.enrollPerSource),
+      },
+    });
+  }
+
+  get store(): CaStore {
+    return this.ctx.store;
+  }
+  get trustDomain(): string {
+    return this.ctx.trustDomain;
+  }
+  get initialized(): boolean {
+    return this.ctx.store.getMeta('initialized_at') !== undefined;
+  }
+
+  /** Creates the instance CAs and the admin credential. Refused (E_CONFLICT) when already initialized. */
+  async init(): Promise<Verdict<InitResult>> {
+    if (this.initialized) return refuse('E_CONFLICT', 'this CA is already initialized');
+    const ctx = this.ctx;
+    const now = ctx.now();
+    const admin = await access.createAdminIdentity(ctx).catch((err: unknown) => err as Error);
+    if (admin instanceof Error) throw admin;
+    ctx.store.transaction(() => {
+      if (ctx.store.getMeta('initialized_at') !== undefined) throw new GatewayError('E_CONFLICT', 'initialized twice');
+      ctx.store.setMeta('trust_domain', ctx.trustDomain);
+      ctx.store.setMeta('initialized_at', now.toISOString());
+      ctx.keyring.createInstance(ctx.trustDomain, now);
+      ctx.audit.insert({ actor: 'local-admin', subject: ctx.trustDomain, action: 'init', outcome: 'ok' });
+    });
+    return ok({ trustDomain: ctx.trustDomain, adminClientId: admin.clientId, adminClientSecret: admin.clientSecret });
+  }
+
+  /** Issues (or replaces) the HTTPS API server certificate; returns it with the fingerprint clients pin. */
+  issueApiServerCertificate(
+    names: { dnsNames: string[]; ipAddresses: string[] },
+    lifetimeSec?: number,
+  ): ApiServerCredentials {
+    const creds = this.ctx.store.transaction(() =>
+      this.ctx.keyring.issueApiServerCertificate(names, this.ctx.now(), lifetimeSec),
+    );
+    this.ctx.audit.record({
+      actor: 'local-admin',
+      subject: creds.fingerprint256,
+      action: 'api-cert.issue',
+      outcome: 'ok',
+    });
+    return creds;
+  }
+
+  apiServerCredentials(): ApiServerCredentials {
+    return this.ctx.keyring.apiServerCredentials();
+  }
+
+  /** The caller the local CLI acts as (root on the CA host, with the state directory and seal key). */
+  localAdmin(): Caller {
+    return { orgId: null, identityId: 'local', role: 'admin', groups: [], rowId: 0 };
+  }
+
+  health(): HealthResponse {
+    return { ok: true, version: this.ctx.version };
+  }
+
+  caBundle(): CaBundle {
+    const k = this.ctx.keyring;
+    return {
+      trustDomain: this.ctx.trustDomain,
+      instance: {
+        proxySshClientCaKey: k.sshPublic(null, 'proxy-ssh-client'),
+        proxySshServerCaKey: k.sshPublic(null, 'proxy-ssh-server'),
+        proxyPkiClientCaCert: k.x509Pem(null, 'proxy-pki-client'),
+        proxyPkiServerCaCert: k.x509Pem(null, 'proxy-pki-server'),
+      },
+      revocationFeedKey: k.feedPublicKeyPem(),
+    };
+  }
+
+  // ---- identities and tokens ------------------------------------------------------------------------------
+
+  login(req: LoginRequest, info: RequestInfo = {}): Promise<Verdict<LoginResponse>> {
+    return access.login(this.ctx, req, info);
+  }
+  authenticate(accessToken: string | undefined): Verdict<Caller> {
+    return access.authenticate(this.ctx, accessToken);
+  }
+  /** Logs in and resolves the token in one step (fixtures). */
+  async callerFor(clientId: string, clientSecret: string): Promise<Verdict<Caller & { accessToken: string }>> {
+    const session = await this.login({ clientId, clientSecret });
+    if (!session.ok) return session;
+    const caller = this.authenticate(session.value.accessToken);
+    return caller.ok ? ok({ ...caller.value, accessToken: session.value.accessToken }) : caller;
+  }
+  revokeAccessToken(accessToken: string): boolean {
+    return access.revokeAccessToken(this.ctx, accessToken);
+  }
+  createIdentity(caller: Caller, orgId: string, req: CreateIdentityRequest): Promise<Verdict<CreateIdentityResponse>> {
+    return access.createIdentity(this.ctx, caller, orgId, req);
+  }
+  createEnrollmentToken(
+    caller: Caller,
+    orgId: string | null,
+    req: CreateEnrollmentTokenRequest,
+  ): Verdict<EnrollmentTokenResponse> {
+    return access.createEnrollmentToken(this.ctx, caller, orgId, req);
+  }
+
+  // ---- orgs and policies ----------------------------------------------------------------------------------
+
+  createOrg(caller: Caller, orgId: string): Verdict<OrgInfo> {
+    return orgs.createOrg(this.ctx, caller, orgId);
+  }
+  listOrgs(caller: Caller): Verdict<ListOrgsResponse> {
+    return orgs.listOrgs(this.ctx, caller);
+  }
+  deleteOrg(caller: Caller, orgId: string): Verdict<{ orgId: string; revoked: number }> {
+    return orgs.deleteOrg(this.ctx, caller, orgId);
+  }
+  addPolicy(caller: Caller, orgId: string, req: AddPolicyRequest): Verdict<PolicyRuleBody> {
+    return orgs.addPolicy(this.ctx, caller, orgId, req);
+  }
+  listPolicies(caller: Caller, orgId: string): Verdict<ListPoliciesResponse> {
+    return orgs.listPolicies(this.ctx, caller, orgId);
+  }
+  deletePolicy(caller: Caller, orgId: string, ruleId: string): Verdict<{ deleted: string }> {
+    return orgs.deletePolicy(this.ctx, caller, orgId, ruleId);
+  }
+
+  // ---- enrollment, renewal, grants --------------------------------------------------------------------------
+
+  enrollProxy(caller: Caller | null, req: ProxyEnrollRequest, info: RequestInfo = {}): Verdict<ProxyEnrollResponse> {
+    return enrollProxy(this.ctx, caller, req, info);
+  }
+  enrollGateway(
+    caller: Caller | null,
+    req: GatewayEnrollRequest,
+    info: RequestInfo = {},
+  ): Verdict<GatewayEnrollResponse> {
+    return enrollGateway(this.ctx, caller, req, info);
+  }
+  renewGateway(req: SignedRequest, info: RequestInfo = {}): Verdict<GatewayEnrollResponse> {
+    return renewGateway(this.ctx, req, info);
+  }
+  renewProxy(req: SignedRequest, info: RequestInfo = {}): Verdict<ProxyEnrollResponse> {
+    return renewProxy(this.ctx, req, info);
+  }
+  authenticatePeer(req: SignedRequest, freshness: { timestamp: number; nonce: string }): Verdict<Peer> {
+    return authenticatePeer(this.ctx, req, freshness);
+  }
+  issueGrant(caller: Caller, req: GrantRequest, info: RequestInfo = {}): Verdict<GrantResponse> {
+    return issueGrant(this.ctx, caller, req, info);
+  }
+
+  listGateways(caller: Caller, orgId: string): Verdict<ListGatewaysResponse> {
+    const allowed = requireOrgMember(caller, orgId);
+    if (!allowed.ok) return allowed;
+    return ok({
+      gateways: this.ctx.store.listGateways(orgId).map((g) => ({
+        orgId: g.orgId,
+        gatewayId: g.gatewayId,
+        uri: g.uri,
+        enrolledAt: iso(g.enrolledAt),
+        revoked: g.revokedAt !== null,
+      })),
+    });
+  }
+  /** Every proxy for the admin; the instance's and its own org's for anyone else. */
+  listProxies(caller: Caller): Verdict<ListProxiesResponse> {
+    const rows = this.ctx.store
+      .listProxies()
+      .filter((p) => caller.role === 'admin' || p.orgId === null || p.orgId === caller.orgId);
+    return ok({
+      proxies: rows.map((p) => ({ ...proxyInfo(p), orgId: p.orgId, uri: p.uri, revoked: p.revokedAt !== null })),
+    });
+  }
+
+  // ---- revocation and audit ---------------------------------------------------------------------------------
+
+  revoke(caller: Caller, req: RevokeRequest): Verdict<RevokeResponse> {
+    return revoke(this.ctx, caller, req);
+  }
+  /** The feed as a caller sees it: the admin everything; an org identity its org's and the instance's. */
+  revocationsSince(viewer: Caller | Peer, since: number): RevocationFeed {
+    const orgId =
+      'role' in viewer
+        ? viewer.role === 'admin'
+          ? undefined
+          : (viewer.orgId ?? undefined)
+        : viewer.kind === 'instance-proxy'
+          ? undefined
+          : (viewer.orgId ?? undefined);
+    return revocationsSince(this.ctx, since, orgId);
+  }
+  audit(caller: Caller, since: number): Verdict<AuditResponse> {
+    return auditSince(this.ctx, caller, since);
+  }
+
+  /** Forgets expired tokens and nonces; the daemon calls it now and then. */
+  prune(): void {
+    this.ctx.store.pruneExpired(this.ctx.now().getTime());
+  }
+
+  close(): void {
+    this.ctx.store.close();
+  }
+}
+
+export { unwrap };

@@ -1,0 +1,102 @@
+/**
+ * What every part of the Authority shares: the store, the keyring, the audit trail, the clock, the limits, and
+ * the authorization rules (who may act on which org). Authorization is decided here once; the operations in
+ * sibling files call these helpers and never re-implement them.
+ */
+import { createHash } from 'node:crypto';
+import type { Role } from '../protocol/api.js';
+import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
+import type { AuditEvent, AuditTrail } from './audit.js';
+import type { Keyring } from './keyring.js';
+import type { RateLimiter } from './ratelimit.js';
+import type { ScryptParams } from './secrets.js';
+import type { CaStore } from './store.js';
+
+/** An authenticated API caller (a logged-in identity, or the local CLI acting as admin). */
+export interface Caller {
+  orgId: string | null;
+  identityId: string;
+  role: Role;
+  groups: string[];
+  /** identities.row_id; 0 for the local CLI. */
+  rowId: number;
+}
+
+/** Where a request came from: a network address for rate limits and audit. */
+export interface RequestInfo {
+  source?: string;
+}
+
+export interface AuthorityLimits {
+  /** Access token lifetime (default 15 min). */
+  tokenTtlSec: number;
+  enrollmentTokenTtlSec: number;
+  maxEnrollmentTokenTtlSec: number;
+  /** Grant lifetime when the request names none (default 5 min), and the most a request may ask. */
+  grantTtlSec: number;
+  maxGrantTtlSec: number;
+  gatewayTlsLifetimeSec: number;
+  gatewaySshLifetimeSec: number;
+  proxyTlsLifetimeSec: number;
+  proxySshLifetimeSec: number;
+  scrypt: ScryptParams;
+}
+
+export interface AuthorityContext {
+  store: CaStore;
+  keyring: Keyring;
+  audit: AuditTrail;
+  now: () => Date;
+  trustDomain: string;
+  version: string;
+  limits: AuthorityLimits;
+  rate: { loginByClient: RateLimiter; loginBySource: RateLimiter; enrollBySource: RateLimiter };
+}
+
+/** The audit actor name of a caller. */
+export function actorOf(caller: Caller): string {
+  if (caller.role === 'admin') return caller.rowId === 0 ? 'local-admin' : `admin:${caller.identityId}`;
+  return `org:${caller.orgId}/identity:${caller.identityId}`;
+}
+
+/** A refusal that is also audited (one row + one log line). */
+export function deny<T = never>(
+  ctx: AuthorityContext,
+  e: Omit<AuditEvent, 'outcome' | 'code' | 'reason'>,
+  code: ErrorCode,
+  reason: string,
+): Verdict<T> {
+  ctx.audit.record({ ...e, outcome: 'refused', code, reason });
+  return refuse(code, reason);
+}
+
+export function requireAdmin(caller: Caller): Verdict<Caller> {
+  return caller.role === 'admin' ? ok(caller) : refuse('E_FORBIDDEN', 'only the instance admin may do this');
+}
+
+/** The instance admin, or an org-admin of exactly this org. Another org's caller gets E_ORG_MISMATCH. */
+export function requireOrgAdmin(caller: Caller, orgId: string): Verdict<Caller> {
+  if (caller.role === 'admin') return ok(caller);
+  if (caller.orgId !== orgId) return refuse('E_ORG_MISMATCH', `caller belongs to org ${caller.orgId}, not ${orgId}`);
+  return caller.role === 'org-admin' ? ok(caller) : refuse('E_FORBIDDEN', 'only an org-admin may do this');
+}
+
+/** Any identity of this org (or the admin). */
+export function requireOrgMember(caller: Caller, orgId: string): Verdict<Caller> {
+  if (caller.role === 'admin' || caller.orgId === orgId) return ok(caller);
+  return refuse('E_ORG_MISMATCH', `caller belongs to org ${caller.orgId}, not ${orgId}`);
+}
+
+/** The org exists and was not deleted. */
+export function requireLiveOrg(ctx: AuthorityContext, orgId: string): Verdict<true> {
+  const org = ctx.store.getOrg(orgId);
+  if (!org || org.deletedAt !== null) return refuse('E_NOT_FOUND', `no org ${orgId}`);
+  return ok(true);
+}
+
+export function ok<T>(value: T): Verdict<T> {
+  return { ok: true, value };
+}
+
+export const iso = (ms: number): string => new Date(ms).toISOString();
+export const sha256Hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');

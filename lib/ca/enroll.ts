@@ -1,0 +1,247 @@
+/**
+ * Enrollment of gateways and proxies: who may enroll (an org-admin / the admin, or a one-time enrollment
+ * token naming exactly this gateway or proxy), and what they receive (their certs, the CAs they must trust, the
+ * proxies they may attach to, the revocation feed key). Renewal (renew.ts) reuses the bundles.
+ */
+import { issueGatewayServerCert, issueProxyServerCert } from '../pki/profiles.js';
+import type {
+  GatewayEnrollRequest,
+  GatewayEnrollResponse,
+  ProxyEnrollRequest,
+  ProxyEnrollResponse,
+  ProxyInfo,
+} from '../protocol/api.js';
+import { refuse, type Verdict } from '../protocol/errors.js';
+import { gatewayUri, instanceProxyUri, orgProxyUri } from '../protocol/identity.js';
+import { consumeEnrollmentToken } from './access.js';
+import {
+  type AuthorityContext,
+  actorOf,
+  type Caller,
+  deny,
+  iso,
+  ok,
+  type RequestInfo,
+  requireAdmin,
+  requireLiveOrg,
+  requireOrgAdmin,
+} from './context.js';
+import { catchIssuance, parseSubjectKeys, recordX509, type SubjectKeys, sanOf, signRecordedSsh } from './issue.js';
+import { authorityId } from './keyring.js';
+import type { ProxyRow } from './store.js';
+
+export function enrollGateway(
+  ctx: AuthorityContext,
+  caller: Caller | null,
+  req: GatewayEnrollRequest,
+  info: RequestInfo,
+): Verdict<GatewayEnrollResponse> {
+  const { orgId, gatewayId } = req;
+  const uri = gatewayUri(ctx.trustDomain, orgId, gatewayId);
+  const actor = req.enrollmentToken ? 'enrollment-token' : caller ? actorOf(caller) : 'anonymous';
+  const event = { actor, subject: uri, action: 'gateway.enroll', orgId, source: info.source ?? null };
+  const gate = admit(ctx, caller, req.enrollmentToken, info, () => requireOrgAdmin(caller!, orgId));
+  if (!gate.ok) return deny(ctx, event, gate.code, gate.reason);
+  const live = requireLiveOrg(ctx, orgId);
+  if (!live.ok) return deny(ctx, event, live.code, live.reason);
+  const existing = ctx.store.gateway(orgId, gatewayId);
+  if (existing?.revokedAt != null || ctx.store.isRevoked('gateway', orgId, gatewayId)) {
+    return deny(ctx, event, 'E_SUBJECT_REVOKED', `gateway ${gatewayId} was revoked; enroll under a new id`);
+  }
+  const keys = parseSubjectKeys(req.csr, req.sshPublicKey);
+  if (!keys.ok) return deny(ctx, event, keys.code, keys.reason);
+  const result = catchIssuance(() =>
+    ctx.store.transaction((): Verdict<GatewayEnrollResponse> => {
+      if (req.enrollmentToken) {
+        const used = consumeEnrollmentToken(ctx, req.enrollmentToken, { kind: 'gateway', orgId, subjectId: gatewayId });
+        if (!used.ok) return used;
+      }
+      ctx.store.upsertGateway(orgId, gatewayId, uri, ctx.now().getTime());
+      const bundle = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor);
+      ctx.audit.insert({ ...event, outcome: 'ok' });
+      return ok(bundle);
+    }),
+  );
+  if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.audit.log({ ...event, outcome: 'ok' });
+  return result;
+}
+
+export function enrollProxy(
+  ctx: AuthorityContext,
+  caller: Caller | null,
+  req: ProxyEnrollRequest,
+  info: RequestInfo,
+): Verdict<ProxyEnrollResponse> {
+  const orgId = req.scope === 'org' ? (req.orgId ?? null) : null;
+  if (req.scope === 'org' && orgId === null) return refuse('E_REQUEST_INVALID', '$.orgId: required for an org proxy');
+  const uri =
+    orgId === null ? instanceProxyUri(ctx.trustDomain, req.proxyId) : orgProxyUri(ctx.trustDomain, orgId, req.proxyId);
+  const actor = req.enrollmentToken ? 'enrollment-token' : caller ? actorOf(caller) : 'anonymous';
+  const event = { actor, subject: uri, action: 'proxy.enroll', orgId, source: info.source ?? null };
+  const gate = admit(ctx, caller, req.enrollmentToken, info, () =>
+    orgId === null ? requireAdmin(caller!) : requireOrgAdmin(caller!, orgId),
+  );
+  if (!gate.ok) return deny(ctx, event, gate.code, gate.reason);
+  if (orgId !== null) {
+    const live = requireLiveOrg(ctx, orgId);
+    if (!live.ok) return deny(ctx, event, live.code, live.reason);
+  }
+  const existing = ctx.store.proxy(orgId, req.proxyId);
+  if (existing?.revokedAt != null || ctx.store.isRevoked('proxy', orgId, req.proxyId)) {
+    return deny(ctx, event, 'E_SUBJECT_REVOKED', `proxy ${req.proxyId} was revoked; enroll under a new id`);
+  }
+  const keys = parseSubjectKeys(req.csr, req.sshPublicKey);
+  if (!keys.ok) return deny(ctx, event, keys.code, keys.reason);
+  const row: Omit<ProxyRow, 'revokedAt'> = {
+    orgId,
+    proxyId: req.proxyId,
+    scope: req.scope,
+    uri,
+    hostnames: [...new Set(req.hostnames.map((h) => h.toLowerCase()))],
+    sshAddress: req.sshAddress,
+    tlsAddress: req.tlsAddress,
+    enrolledAt: ctx.now().getTime(),
+  };
+  const result = catchIssuance(() =>
+    ctx.store.transaction((): Verdict<ProxyEnrollResponse> => {
+      if (req.enrollmentToken) {
+        const used = consumeEnrollmentToken(ctx, req.enrollmentToken, { kind: 'proxy', orgId, subjectId: req.proxyId });
+        if (!used.ok) return used;
+      }
+      ctx.store.upsertProxy(row);
+      const bundle = proxyBundle(ctx, row, keys.value, actor);
+      ctx.audit.insert({ ...event, outcome: 'ok' });
+      return ok(bundle);
+    }),
+  );
+  if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.audit.log({ ...event, outcome: 'ok' });
+  return result;
+}
+
+/**
+ * An enrollment is admitted by a token (checked and spent later, in the issuing transaction; only rate-limited
+ * here) or by an authenticated caller passing `check`.
+ */
+function admit(
+  ctx: AuthorityContext,
+  caller: Caller | null,
+  token: string | undefined,
+  info: RequestInfo,
+  check: () => Verdict<Caller>,
+): Verdict<true> {
+  if (token) {
+    const limited = ctx.rate.enrollBySource.take(info.source ?? 'local', ctx.now().getTime());
+    return limited.ok ? ok(true) : limited;
+  }
+  if (!caller) return refuse('E_AUTH_REQUIRED', 'an access token or an enrollment token is required');
+  const allowed = check();
+  return allowed.ok ? ok(true) : allowed;
+}
+
+/** Issues and records a gateway's certs; call inside a transaction. */
+export function gatewayBundle(
+  ctx: AuthorityContext,
+  orgId: string,
+  gatewayId: string,
+  keys: SubjectKeys,
+  requestedBy: string,
+): GatewayEnrollResponse {
+  const uri = gatewayUri(ctx.trustDomain, orgId, gatewayId);
+  const now = ctx.now();
+  const l = ctx.limits;
+  const server = ctx.keyring.x509(orgId, 'gateway-server');
+  const tls = recordX509(
+    ctx,
+    issueGatewayServerCert(server, { subjectKey: keys.tls, uri, now, lifetimeSec: l.gatewayTlsLifetimeSec }),
+    { kind: 'gateway-tls', authorityId: authorityId(orgId, 'gateway-server'), orgId, subjectUri: uri, requestedBy },
+  );
+  // One SSH user cert per proxy scope: instance proxies trust the instance SSH client CA, org proxies the org's.
+  const sshCertificates = (['instance', 'org'] as const).map((scope) => {
+    const caOrg = scope === 'instance' ? null : orgId;
+    const ca = ctx.keyring.ssh(caOrg, 'proxy-ssh-client');
+    const certificate = signRecordedSsh(
+      ctx,
+      ca,
+      {
+        publicKey: keys.ssh,
+        type: 'user',
+        keyId: uri,
+        principals: [gatewayId],
+        lifetimeSec: l.gatewaySshLifetimeSec,
+        extensions: { 'permit-port-forwarding': '' },
+      },
+      { kind: `gateway-ssh-${scope}`, authorityId: ca.id, orgId, subjectUri: uri, requestedBy },
+    );
+    return { scope, certificate };
+  });
+  return {
+    gatewayUri: uri,
+    tlsCertificateChain: tls + server.certificatePem,
+    sshCertificates,
+    trust: {
+      sshHostCaKeys: [
+        { scope: 'instance', key: ctx.keyring.sshPublic(null, 'proxy-ssh-server') },
+        { scope: 'org', key: ctx.keyring.sshPublic(orgId, 'proxy-ssh-server') },
+      ],
+      gatewayClientCaCerts: [ctx.keyring.x509Pem(orgId, 'gateway-client')],
+    },
+    proxies: ctx.store.proxiesFor(orgId).map(proxyInfo),
+    revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
+    notAfter: iso(now.getTime() + Math.min(l.gatewayTlsLifetimeSec, l.gatewaySshLifetimeSec) * 1000),
+  };
+}
+
+/** Issues and records a proxy's certs (its scope's CAs only); call inside a transaction. */
+export function proxyBundle(
+  ctx: AuthorityContext,
+  proxy: Omit<ProxyRow, 'revokedAt'>,
+  keys: SubjectKeys,
+  requestedBy: string,
+): ProxyEnrollResponse {
+  const now = ctx.now();
+  const l = ctx.limits;
+  const { orgId, uri } = proxy;
+  const server = ctx.keyring.x509(orgId, 'proxy-pki-server');
+  const tls = recordX509(
+    ctx,
+    issueProxyServerCert(server, {
+      subjectKey: keys.tls,
+      uri,
+      now,
+      lifetimeSec: l.proxyTlsLifetimeSec,
+      ...sanOf(proxy.hostnames),
+    }),
+    { kind: 'proxy-tls', authorityId: authorityId(orgId, 'proxy-pki-server'), orgId, subjectUri: uri, requestedBy },
+  );
+  const hostCa = ctx.keyring.ssh(orgId, 'proxy-ssh-server');
+  const sshHostCertificate = signRecordedSsh(
+    ctx,
+    hostCa,
+    { publicKey: keys.ssh, type: 'host', keyId: uri, principals: proxy.hostnames, lifetimeSec: l.proxySshLifetimeSec },
+    { kind: 'proxy-ssh-host', authorityId: hostCa.id, orgId, subjectUri: uri, requestedBy },
+  );
+  return {
+    proxyUri: uri,
+    tlsCertificateChain: tls + server.certificatePem,
+    sshHostCertificate,
+    trust: {
+      sshUserCaKeys: [ctx.keyring.sshPublic(orgId, 'proxy-ssh-client')],
+      pkiClientCaCerts: [ctx.keyring.x509Pem(orgId, 'proxy-pki-client')],
+    },
+    revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
+    notAfter: iso(now.getTime() + Math.min(l.proxyTlsLifetimeSec, l.proxySshLifetimeSec) * 1000),
+  };
+}
+
+export function proxyInfo(p: ProxyRow): ProxyInfo {
+  return {
+    proxyId: p.proxyId,
+    scope: p.scope,
+    hostname: p.hostnames[0] ?? '',
+    hostnames: p.hostnames,
+    sshAddress: p.sshAddress,
+    tlsAddress: p.tlsAddress,
+  };
+}

@@ -1,0 +1,244 @@
+/**
+ * The keyring: every certificate authority of the instance and of each org (SPEC §2), created here, sealed at
+ * rest (AES-256-GCM, bound to the CA's id), unsealed on first use and cached. Each per-org CA is its own root,
+ * with its own key: nothing is shared between two orgs, or between an org and the instance.
+ *
+ * X.509 CAs are ECDSA P-256 roots; SSH CAs and the revocation-feed key are Ed25519.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { type CaIssuer, createRootCa, issueCertificate, loadIssuer, validity } from '../pki/ca.js';
+import { generateKeyPairSync as generateX509KeyPair, privateKeyPem } from '../pki/keys.js';
+import { OID, parseCertificate, pemBlocks } from '../pki/x509.js';
+import { GatewayError, unwrap } from '../protocol/errors.js';
+import { formatPublicKey, publicKeyBlob } from '../sshcert/index.js';
+import type { AuthorityRow, CaStore } from './store.js';
+import { seal, unseal } from './store-adapter.js';
+
+export const PROXY_CA_PURPOSES = [
+  'proxy-ssh-client',
+  'proxy-ssh-server',
+  'proxy-pki-client',
+  'proxy-pki-server',
+] as const;
+export const ORG_CA_PURPOSES = [...PROXY_CA_PURPOSES, 'gateway-client', 'gateway-server'] as const;
+export type CaPurpose = (typeof ORG_CA_PURPOSES)[number];
+const SSH_PURPOSES = new Set<string>(['proxy-ssh-client', 'proxy-ssh-server']);
+
+const CA_LIFETIME_SEC = 10 * 365 * 24 * 3600;
+export const API_CERT_LIFETIME_SEC = 2 * 365 * 24 * 3600;
+const FEED_ID = 'instance:revocation-feed';
+const API_ROOT_ID = 'instance:api-root';
+const API_SERVER_ID = 'instance:api-server';
+
+/** The id of a CA row: "instance:<purpose>" or "org:<orgId>:<purpose>" (ids cannot contain ':'). */
+export function authorityId(orgId: string | null, purpose: string): string {
+  return orgId === null ? `instance:${purpose}` : `org:${orgId}:${purpose}`;
+}
+
+export interface SshAuthority {
+  id: string;
+  privateKey: KeyObject;
+  /** OpenSSH text form of the CA public key, as sshd's TrustedUserCAKeys / known_hosts @cert-authority use it. */
+  publicKeyText: string;
+}
+
+export interface ApiServerCredentials {
+  /** Leaf then the API root CA. */
+  certificateChainPem: string;
+  privateKeyPem: string;
+  /** SHA-256 of the leaf DER, lowercase hex: what clients pin. */
+  fingerprint256: string;
+  notAfter: Date;
+}
+
+export class Keyring {
+  readonly #store: CaStore;
+  readonly #sealKey: Buffer;
+  readonly #x509 = new Map<string, CaIssuer>();
+  readonly #ssh = new Map<string, SshAuthority>();
+  #feed: KeyObject | undefined;
+
+  constructor(store: CaStore, sealKey: Buffer) {
+    this.#store = store;
+    this.#sealKey = sealKey;
+  }
+
+  /** The four instance proxy CAs, the API root and the revocation-feed key. Call inside a transaction. */
+  createInstance(trustDomain: string, now: Date): void {
+    for (const purpose of PROXY_CA_PURPOSES) this.#create(null, purpose, trustDomain, now);
+    this.#createX509Root(
+      API_ROOT_ID,
+      null,
+      'api-root',
+      { organization: label(trustDomain), commonName: 'CA API root' },
+      now,
+    );
+    const feed = generateKeyPairSync('ed25519');
+    this.#insert(FEED_ID, null, 'revocation-feed', 'ed25519', publicPem(feed.publicKey), feed.privateKey, now, null);
+  }
+
+  /** The six CAs of one org, each an independent root. Call inside a transaction. */
+  createOrg(orgId: string, trustDomain: string, now: Date): void {
+    for (const purpose of ORG_CA_PURPOSES) this.#create(orgId, purpose, trustDomain, now);
+  }
+
+  /** An X.509 CA ready to sign. Throws E_NOT_FOUND when it does not exist or its key was destroyed. */
+  x509(orgId: string | null, purpose: CaPurpose | 'api-root'): CaIssuer {
+    const id = authorityId(orgId, purpose);
+    const cached = this.#x509.get(id);
+    if (cached) return cached;
+    const row = this.#row(id, 'x509');
+    const issuer = unwrap(loadIssuer(row.public, this.#privateKey(row)));
+    this.#x509.set(id, issuer);
+    return issuer;
+  }
+
+  /** The CA certificate PEM (no private key needed). */
+  x509Pem(orgId: string | null, purpose: CaPurpose): string {
+    return this.#row(authorityId(orgId, purpose), 'x509').public;
+  }
+
+  ssh(orgId: string | null, purpose: CaPurpose): SshAuthority {
+    const id = authorityId(orgId, purpose);
+    const cached = this.#ssh.get(id);
+    if (cached) return cached;
+    const row = this.#row(id, 'ssh');
+    const ca = { id, privateKey: this.#privateKey(row), publicKeyText: row.public };
+    this.#ssh.set(id, ca);
+    return ca;
+  }
+
+  sshPublic(orgId: string | null, purpose: CaPurpose): string {
+    return this.#row(authorityId(orgId, purpose), 'ssh').public;
+  }
+
+  feedKey(): KeyObject {
+    this.#feed ??= this.#privateKey(this.#row(FEED_ID, 'ed25519'));
+    return this.#feed;
+  }
+
+  feedPublicKeyPem(): string {
+    return this.#row(FEED_ID, 'ed25519').public;
+  }
+
+  /** Drops cached keys of an org (after its deletion). */
+  forget(orgId: string): void {
+    for (const purpose of ORG_CA_PURPOSES) {
+      this.#x509.delete(authorityId(orgId, purpose));
+      this.#ssh.delete(authorityId(orgId, purpose));
+    }
+  }
+
+  /**
+   * Issues (or replaces) the API server certificate: a key generated here, a leaf from the API root with the
+   * given DNS names and IP addresses. Clients pin its SHA-256.
+   */
+  issueApiServerCertificate(
+    names: { dnsNames: string[]; ipAddresses: string[] },
+    now: Date,
+    lifetimeSec = API_CERT_LIFETIME_SEC,
+  ): ApiServerCredentials {
+    const root = this.x509(null, 'api-root');
+    const key = generateX509KeyPair('ecdsa-p256');
+    const leaf = unwrap(
+      issueCertificate(root, {
+        subjectKey: key.publicKey,
+        subject: { commonName: 'infisical-ca API' },
+        ...validity({ now, lifetimeSec }),
+        keyUsage: ['digitalSignature'],
+        extKeyUsage: [OID.serverAuth],
+        san: names,
+      }),
+    );
+    this.#store.db.prepare('DELETE FROM authorities WHERE id = ?').run(API_SERVER_ID);
+    this.#insert(API_SERVER_ID, null, 'api-server', 'x509', leaf.pem, key.privateKey, now, leaf.notAfter.getTime());
+    return this.apiServerCredentials();
+  }
+
+  apiServerCredentials(): ApiServerCredentials {
+    const row = this.#row(API_SERVER_ID, 'x509');
+    const key = this.#privateKey(row);
+    const root = this.#row(API_ROOT_ID, 'x509').public;
+    const leafDer = pemBlocks(row.public, 'CERTIFICATE', 1)[0]!;
+    const parsed = parseCertificate(leafDer);
+    return {
+      certificateChainPem: row.public + root,
+      privateKeyPem: privateKeyPem(key),
+      fingerprint256: parsed.fingerprint256,
+      notAfter: parsed.notAfter,
+    };
+  }
+
+  #create(orgId: string | null, purpose: CaPurpose, trustDomain: string, now: Date): void {
+    const id = authorityId(orgId, purpose);
+    if (SSH_PURPOSES.has(purpose)) {
+      const pair = generateKeyPairSync('ed25519');
+      const text = formatPublicKey(publicKeyBlob(pair.publicKey), id);
+      this.#insert(id, orgId, purpose, 'ssh', text, pair.privateKey, now, null);
+      return;
+    }
+    const title = `${orgId === null ? 'instance' : 'org'} ${purpose.replace('-pki-', ' PKI ').replaceAll('-', ' ')} CA`;
+    this.#createX509Root(id, orgId, purpose, { organization: label(orgId ?? trustDomain), commonName: title }, now);
+  }
+
+  #createX509Root(
+    id: string,
+    orgId: string | null,
+    purpose: string,
+    subject: { organization: string; commonName: string },
+    now: Date,
+  ): void {
+    const pair = generateX509KeyPair('ecdsa-p256');
+    const cert = unwrap(createRootCa({ privateKey: pair.privateKey, subject, now, lifetimeSec: CA_LIFETIME_SEC }));
+    this.#insert(id, orgId, purpose, 'x509', cert.pem, pair.privateKey, now, cert.notAfter.getTime());
+  }
+
+  #insert(
+    id: string,
+    orgId: string | null,
+    purpose: string,
+    kind: AuthorityRow['kind'],
+    pub: string,
+    privateKey: KeyObject,
+    now: Date,
+    notAfter: number | null,
+  ): void {
+    const der = privateKey.export({ type: 'pkcs8', format: 'der' });
+    this.#store.insertAuthority({
+      id,
+      orgId,
+      purpose,
+      kind,
+      public: pub,
+      sealedKey: seal(this.#sealKey, der, sealContext(id)),
+      createdAt: now.getTime(),
+      notAfter,
+    });
+  }
+
+  #row(id: string, kind: AuthorityRow['kind']): AuthorityRow {
+    const row = this.#store.getAuthority(id);
+    if (!row || row.kind !== kind) throw new GatewayError('E_NOT_FOUND', `certificate authority ${id}`);
+    return row;
+  }
+
+  #privateKey(row: AuthorityRow): KeyObject {
+    if (!row.sealedKey) throw new GatewayError('E_NOT_FOUND', `key of ${row.id} was destroyed`);
+    const der = unseal(this.#sealKey, row.sealedKey, sealContext(row.id));
+    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  }
+}
+
+function sealContext(id: string): string {
+  return `infisical-ca/authority/${id}`;
+}
+
+function publicPem(key: KeyObject): string {
+  const pub = key.type === 'public' ? key : createPublicKey(key);
+  return pub.export({ type: 'spki', format: 'pem' }) as string;
+}
+
+/** X.500 attributes are at most 64 characters: long org ids are named by a hash prefix instead. */
+function label(name: string): string {
+  return name.length <= 64 ? name : `id-${createHash('sha256').update(name).digest('hex').slice(0, 32)}`;
+}

@@ -1,0 +1,179 @@
+/**
+ * Renewal and peer-authenticated reads. A gateway or proxy proves itself with its CURRENT certificate and a
+ * signature by that certificate's key over the exact request bytes; the body (or query) carries a timestamp
+ * (±5 min) and a one-time nonce. The certificate is judged by THE verifier (lib/pki/verify) against the one CA
+ * that issued that kind of certificate for that org or the instance, then matched against our own records.
+ */
+import { createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { DerError } from '../pki/der.js';
+import { verifyCertificateChain } from '../pki/verify.js';
+import { parseCertificate } from '../pki/x509.js';
+import {
+  type GatewayEnrollResponse,
+  type ProxyEnrollResponse,
+  parseBody,
+  RenewRequest,
+  requestSignatureHash,
+  SIGNED_REQUEST_SKEW_SEC,
+} from '../protocol/api.js';
+import { refuse, type Verdict } from '../protocol/errors.js';
+import { parseIdentity } from '../protocol/identity.js';
+import { type AuthorityContext, deny, ok, type RequestInfo, sha256Hex } from './context.js';
+import { gatewayBundle, proxyBundle } from './enroll.js';
+import { catchIssuance, parseSubjectKeys } from './issue.js';
+
+/** A request signed with a peer's current certificate key. */
+export interface SignedRequest {
+  /** DER of the current certificate (X-Infisical-Cert). */
+  certificate: Buffer;
+  /** X-Infisical-Signature. */
+  signature: Buffer;
+  /** The exact bytes signed: the body, or for a GET the request target ("/v1/revocations?since=..."). */
+  signed: Buffer;
+}
+
+export interface Peer {
+  kind: 'gateway' | 'org-proxy' | 'instance-proxy';
+  orgId: string | null;
+  id: string;
+  uri: string;
+  serial: string;
+}
+
+const NONCE_TTL_MS = 2 * SIGNED_REQUEST_SKEW_SEC * 1000;
+
+/** Authenticates a signed request; `freshness` comes from the signed bytes (body fields or query). */
+export function authenticatePeer(
+  ctx: AuthorityContext,
+  req: SignedRequest,
+  freshness: { timestamp: number; nonce: string },
+): Verdict<Peer> {
+  const now = ctx.now();
+  let parsed: ReturnType<typeof parseCertificate>;
+  try {
+    parsed = parseCertificate(req.certificate);
+  } catch (err) {
+    if (err instanceof DerError) return refuse('E_CERT_MALFORMED', err.message);
+    throw err;
+  }
+  if (parsed.san.uris.length !== 1) return refuse('E_CERT_IDENTITY', 'certificate must name exactly one URI');
+  const id = parseIdentity(parsed.san.uris[0]);
+  if (!id.ok) return refuse('E_CERT_IDENTITY', id.reason);
+  const who = id.value;
+  if (who.kind === 'identity') return refuse('E_CERT_WRONG_TYPE', 'only gateways and proxies sign requests');
+  if (who.trustDomain !== ctx.trustDomain) return refuse('E_CERT_UNTRUSTED', 'certificate of another trust domain');
+  const orgId = who.kind === 'instance-proxy' ? null : who.orgId;
+  const uri = parsed.san.uris[0]!;
+  if (orgId !== null && ctx.store.getOrg(orgId)?.deletedAt !== null) {
+    return refuse('E_SUBJECT_REVOKED', `org ${orgId} does not exist or was deleted`);
+  }
+  const anchor = ctx.keyring.x509Pem(orgId, who.kind === 'gateway' ? 'gateway-server' : 'proxy-pki-server');
+  const verified = verifyCertificateChain({
+    chain: req.certificate,
+    anchors: anchor,
+    now,
+    purpose: 'serverAuth',
+    expectedUri: uri,
+    isRevoked: (serialHex) => ctx.store.isRevoked('certificate', orgId, serialHex),
+  });
+  if (!verified.ok) return verified;
+  const record = ctx.store.certificate(verified.value.serialHex);
+  if (!record || record.fingerprint !== sha256Hex(req.certificate) || record.subjectUri !== uri) {
+    return refuse('E_CERT_UNTRUSTED', 'certificate is not one this CA issued');
+  }
+  const revoked =
+    who.kind === 'gateway'
+      ? ctx.store.gateway(who.orgId, who.id)?.revokedAt != null || ctx.store.isRevoked('gateway', orgId, who.id)
+      : ctx.store.proxy(orgId, who.id)?.revokedAt != null || ctx.store.isRevoked('proxy', orgId, who.id);
+  if (revoked) return refuse('E_SUBJECT_REVOKED', `${who.kind} ${who.id} was revoked`);
+
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: parsed.spki, format: 'der', type: 'spki' });
+  } catch {
+    return refuse('E_KEY_UNSUPPORTED', 'certificate key cannot be loaded');
+  }
+  let good = false;
+  try {
+    good = verify(requestSignatureHash(key), req.signed, key, req.signature);
+  } catch {
+    good = false;
+  }
+  if (!good) return refuse('E_AUTH_INVALID', 'request signature does not verify with the certificate key');
+  const skew = Math.abs(freshness.timestamp - Math.floor(now.getTime() / 1000));
+  if (skew > SIGNED_REQUEST_SKEW_SEC) return refuse('E_AUTH_INVALID', `timestamp is ${skew} s away from the CA clock`);
+  if (!ctx.store.useNonce(freshness.nonce, now.getTime() + NONCE_TTL_MS)) {
+    return refuse('E_TOKEN_USED', 'nonce was already used (replayed request)');
+  }
+  return ok({ kind: who.kind, orgId, id: who.id, uri, serial: verified.value.serialHex });
+}
+
+export function renewGateway(
+  ctx: AuthorityContext,
+  req: SignedRequest,
+  info: RequestInfo,
+): Verdict<GatewayEnrollResponse> {
+  const renewal = prepare(ctx, req, info, 'gateway.renew');
+  if (!renewal.ok) return renewal;
+  const { peer, keys, event } = renewal.value;
+  if (peer.kind !== 'gateway' || peer.orgId === null) {
+    return deny(ctx, event, 'E_CERT_WRONG_TYPE', 'a gateway certificate is required');
+  }
+  const orgId = peer.orgId;
+  const result = catchIssuance(() =>
+    ctx.store.transaction(() => {
+      ctx.store.upsertGateway(orgId, peer.id, peer.uri, ctx.now().getTime());
+      const bundle = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri);
+      ctx.audit.insert({ ...event, outcome: 'ok' });
+      return ok(bundle);
+    }),
+  );
+  if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.audit.log({ ...event, outcome: 'ok' });
+  return result;
+}
+
+export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: RequestInfo): Verdict<ProxyEnrollResponse> {
+  const renewal = prepare(ctx, req, info, 'proxy.renew');
+  if (!renewal.ok) return renewal;
+  const { peer, keys, event } = renewal.value;
+  if (peer.kind === 'gateway') return deny(ctx, event, 'E_CERT_WRONG_TYPE', 'a proxy certificate is required');
+  const row = ctx.store.proxy(peer.orgId, peer.id);
+  if (!row) return deny(ctx, event, 'E_NOT_FOUND', `no proxy ${peer.id}`);
+  const result = catchIssuance(() =>
+    ctx.store.transaction(() => {
+      const renewed = { ...row, enrolledAt: ctx.now().getTime() };
+      ctx.store.upsertProxy(renewed);
+      const bundle = proxyBundle(ctx, renewed, keys, peer.uri);
+      ctx.audit.insert({ ...event, outcome: 'ok' });
+      return ok(bundle);
+    }),
+  );
+  if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.audit.log({ ...event, outcome: 'ok' });
+  return result;
+}
+
+function prepare(ctx: AuthorityContext, req: SignedRequest, info: RequestInfo, action: string) {
+  const base = {
+    actor: 'unauthenticated-peer',
+    subject: 'unknown',
+    action,
+    orgId: null as string | null,
+    source: info.source ?? null,
+  };
+  let json: unknown;
+  try {
+    json = JSON.parse(req.signed.toString('utf8'));
+  } catch {
+    return refuse('E_REQUEST_MALFORMED', 'body is not JSON');
+  }
+  const body = parseBody(RenewRequest, json);
+  if (!body.ok) return body;
+  const peer = authenticatePeer(ctx, req, body.value);
+  if (!peer.ok) return deny(ctx, base, peer.code, peer.reason);
+  const event = { ...base, actor: peer.value.uri, subject: peer.value.uri, orgId: peer.value.orgId };
+  const keys = parseSubjectKeys(body.value.csr, body.value.sshPublicKey);
+  if (!keys.ok) return deny(ctx, event, keys.code, keys.reason);
+  return ok({ peer: peer.value, keys: keys.value, event });
+}

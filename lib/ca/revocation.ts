@@ -1,0 +1,159 @@
+/**
+ * Revocation and the signed revocation feed. A revocation is a row with a growing seq; daemons poll
+ * `revocationsSince(seq)` and check the feed's Ed25519 signature with the key they got at enrollment, so a
+ * relayed or cached feed cannot be forged. The audit log is read the same way (seq-paged).
+ */
+import { sign } from 'node:crypto';
+import {
+  type AuditResponse,
+  type RevocationFeed,
+  type RevokeRequest,
+  type RevokeResponse,
+  revocationFeedBytes,
+} from '../protocol/api.js';
+import type { Verdict } from '../protocol/errors.js';
+import {
+  type AuthorityContext,
+  actorOf,
+  type Caller,
+  deny,
+  iso,
+  ok,
+  requireAdmin,
+  requireOrgAdmin,
+} from './context.js';
+
+export const FEED_PAGE = 1000;
+export const AUDIT_PAGE = 1000;
+
+export function revoke(ctx: AuthorityContext, caller: Caller, req: RevokeRequest): Verdict<RevokeResponse> {
+  const { kind, subject } = req;
+  const event = {
+    actor: actorOf(caller),
+    subject: `${kind}:${subject}`,
+    action: `revoke.${kind}`,
+    orgId: req.orgId ?? null,
+  };
+  const nowMs = ctx.now().getTime();
+  // Resolve which org the subject belongs to, then authorize against THAT org (never the caller's claim).
+  let orgId: string | null;
+  let apply: () => void = () => {};
+  switch (kind) {
+    case 'gateway':
+    case 'identity': {
+      if (req.orgId === undefined)
+        return deny(ctx, event, 'E_REQUEST_INVALID', `$.orgId: required to revoke a ${kind}`);
+      orgId = req.orgId;
+      if (kind === 'gateway') {
+        if (!ctx.store.gateway(orgId, subject))
+          return authorizedNotFound(ctx, caller, orgId, event, `no gateway ${subject}`);
+        apply = () => ctx.store.revokeGateway(orgId!, subject, nowMs);
+      } else {
+        const identity = ctx.store.identity(orgId, subject);
+        if (!identity) return authorizedNotFound(ctx, caller, orgId, event, `no identity ${subject}`);
+        apply = () => ctx.store.revokeIdentity(identity.rowId, nowMs);
+      }
+      break;
+    }
+    case 'proxy': {
+      orgId = req.orgId ?? null;
+      if (!ctx.store.proxy(orgId, subject)) return authorizedNotFound(ctx, caller, orgId, event, `no proxy ${subject}`);
+      apply = () => ctx.store.revokeProxy(orgId, subject, nowMs);
+      break;
+    }
+    case 'grant': {
+      const grant = ctx.store.grant(subject);
+      if (!grant) return authorizedNotFound(ctx, caller, req.orgId ?? caller.orgId, event, `no grant ${subject}`);
+      orgId = grant.orgId;
+      break;
+    }
+    case 'certificate': {
+      const cert = ctx.store.certificate(subject.toLowerCase());
+      if (!cert) return authorizedNotFound(ctx, caller, req.orgId ?? caller.orgId, event, `no certificate ${subject}`);
+      orgId = cert.orgId;
+      break;
+    }
+  }
+  if (req.orgId !== undefined && req.orgId !== orgId) {
+    return deny(ctx, event, 'E_ORG_MISMATCH', `${kind} ${subject} does not belong to org ${req.orgId}`);
+  }
+  const allowed = orgId === null ? requireAdmin(caller) : requireOrgAdmin(caller, orgId);
+  if (!allowed.ok) return deny(ctx, { ...event, orgId }, allowed.code, allowed.reason);
+  const normalized = kind === 'certificate' ? subject.toLowerCase() : subject;
+  const seq = ctx.store.transaction(() => {
+    apply();
+    const n = ctx.store.insertRevocation({
+      kind,
+      orgId,
+      subject: normalized,
+      reason: req.reason ?? null,
+      revokedBy: event.actor,
+      at: nowMs,
+    });
+    ctx.audit.insert({ ...event, orgId, outcome: 'ok', reason: req.reason ?? null });
+    return n;
+  });
+  ctx.audit.log({ ...event, orgId, outcome: 'ok', reason: req.reason ?? null });
+  return ok({ seq });
+}
+
+/** A missing subject is reported as such only to a caller allowed to know about that org. */
+function authorizedNotFound(
+  ctx: AuthorityContext,
+  caller: Caller,
+  orgId: string | null,
+  event: { actor: string; subject: string; action: string; orgId: string | null },
+  reason: string,
+): Verdict<never> {
+  const allowed = orgId === null ? requireAdmin(caller) : requireOrgAdmin(caller, orgId);
+  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
+  return deny(ctx, event, 'E_NOT_FOUND', reason);
+}
+
+/**
+ * The signed feed after `since`. `orgId` undefined: every entry (the admin, instance proxies); otherwise that
+ * org's entries and the instance's (an org's gateways and proxies, its identities).
+ */
+export function revocationsSince(ctx: AuthorityContext, since: number, orgId?: string): RevocationFeed {
+  const rows = ctx.store.revocationsSince(since, FEED_PAGE, orgId);
+  const complete = rows.length < FEED_PAGE;
+  const seq = complete ? Math.max(since, ctx.store.latestRevocationSeq()) : rows[rows.length - 1]!.seq;
+  const unsigned = {
+    since,
+    seq,
+    issuedAt: ctx.now().toISOString(),
+    entries: rows.map((r) => ({ seq: r.seq, kind: r.kind, orgId: r.orgId, subject: r.subject, at: iso(r.at) })),
+  };
+  const signature = sign(null, revocationFeedBytes(unsigned), ctx.keyring.feedKey()).toString('base64');
+  return { ...unsigned, signature };
+}
+
+/** Audit rows after `since`: all for the admin, the org's own for an org-admin. */
+export function auditSince(ctx: AuthorityContext, caller: Caller, since: number): Verdict<AuditResponse> {
+  if (caller.role === 'member')
+    return deny(
+      ctx,
+      { actor: actorOf(caller), subject: 'audit', action: 'audit.read', orgId: caller.orgId },
+      'E_FORBIDDEN',
+      'members may not read the audit log',
+    );
+  const rows = ctx.store.auditSince(
+    since,
+    AUDIT_PAGE,
+    caller.role === 'admin' ? undefined : (caller.orgId ?? undefined),
+  );
+  return ok({
+    seq: rows.length > 0 ? rows[rows.length - 1]!.seq : since,
+    entries: rows.map((r) => ({
+      seq: r.seq,
+      at: iso(r.at),
+      actor: r.actor,
+      subject: r.subject,
+      action: r.action,
+      outcome: r.outcome,
+      code: r.code,
+      reason: r.reason,
+      orgId: r.orgId,
+    })),
+  });
+}

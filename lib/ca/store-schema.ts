@@ -1,0 +1,158 @@
+/**
+ * The CA database schema, as forward-only migrations. Times are integer milliseconds since the epoch. An org id
+ * of '' means "the instance" (instance proxies, the admin identity), so UNIQUE keys work without NULLs.
+ */
+import type { Migration } from './store-adapter.js';
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description:
+      'authorities, orgs, identities, tokens, policies, gateways, proxies, certificates, grants, ' +
+      'revocations, nonces, audit',
+    sql: `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+
+CREATE TABLE authorities (
+  id TEXT PRIMARY KEY,
+  org_id TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('x509', 'ssh', 'ed25519')),
+  public TEXT NOT NULL,
+  sealed_key BLOB,
+  created_at INTEGER NOT NULL,
+  not_after INTEGER
+) STRICT;
+
+CREATE TABLE orgs (
+  org_id TEXT PRIMARY KEY CHECK (org_id <> ''),
+  created_at INTEGER NOT NULL,
+  deleted_at INTEGER
+) STRICT;
+
+CREATE TABLE identities (
+  row_id INTEGER PRIMARY KEY,
+  org_id TEXT NOT NULL,
+  identity_id TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'org-admin', 'member')),
+  groups_json TEXT NOT NULL DEFAULT '[]',
+  client_id TEXT NOT NULL UNIQUE,
+  secret_hash TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER,
+  UNIQUE (org_id, identity_id)
+) STRICT;
+
+CREATE TABLE access_tokens (
+  token_hash TEXT PRIMARY KEY,
+  identity_row INTEGER NOT NULL REFERENCES identities (row_id) ON DELETE CASCADE,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  revoked_at INTEGER
+) STRICT;
+CREATE INDEX access_tokens_identity ON access_tokens (identity_row);
+
+CREATE TABLE enrollment_tokens (
+  token_hash TEXT PRIMARY KEY,
+  org_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('gateway', 'proxy')),
+  subject_id TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  used_at INTEGER
+) STRICT;
+
+CREATE TABLE policies (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  org_id TEXT NOT NULL,
+  rule_id TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  gateways_json TEXT NOT NULL,
+  targets_json TEXT NOT NULL,
+  modes_json TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  UNIQUE (org_id, rule_id)
+);
+
+CREATE TABLE gateways (
+  org_id TEXT NOT NULL,
+  gateway_id TEXT NOT NULL,
+  uri TEXT NOT NULL,
+  enrolled_at INTEGER NOT NULL,
+  renewed_at INTEGER,
+  revoked_at INTEGER,
+  PRIMARY KEY (org_id, gateway_id)
+) STRICT;
+
+CREATE TABLE proxies (
+  org_id TEXT NOT NULL,
+  proxy_id TEXT NOT NULL,
+  scope TEXT NOT NULL CHECK (scope IN ('instance', 'org')),
+  uri TEXT NOT NULL,
+  hostnames_json TEXT NOT NULL,
+  ssh_address TEXT NOT NULL,
+  tls_address TEXT NOT NULL,
+  enrolled_at INTEGER NOT NULL,
+  renewed_at INTEGER,
+  revoked_at INTEGER,
+  PRIMARY KEY (org_id, proxy_id)
+) STRICT;
+
+CREATE TABLE certificates (
+  serial TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  authority_id TEXT NOT NULL,
+  org_id TEXT NOT NULL,
+  subject_uri TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  not_after INTEGER NOT NULL,
+  requested_by TEXT NOT NULL,
+  grant_id TEXT,
+  created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX certificates_subject ON certificates (subject_uri);
+
+CREATE TABLE grants (
+  grant_id TEXT PRIMARY KEY,
+  org_id TEXT NOT NULL,
+  gateway_id TEXT NOT NULL,
+  identity_id TEXT NOT NULL,
+  target_json TEXT NOT NULL,
+  mode TEXT NOT NULL,
+  rule_id TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE revocations (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL CHECK (kind IN ('gateway', 'proxy', 'identity', 'grant', 'certificate')),
+  org_id TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  reason TEXT,
+  revoked_by TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  UNIQUE (kind, org_id, subject)
+);
+
+CREATE TABLE request_nonces (
+  nonce TEXT PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  action TEXT NOT NULL,
+  outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused')),
+  code TEXT,
+  reason TEXT,
+  org_id TEXT NOT NULL,
+  source TEXT
+);
+`,
+  },
+];

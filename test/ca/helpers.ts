@@ -1,0 +1,112 @@
+/** Test helpers for the CA: an in-memory Authority on a stepping clock, and client-side keys and CSRs. */
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Authority, type AuthorityOptions, type Caller } from '../../lib/ca/authority.js';
+import { createCsrPem } from '../../lib/pki/csr.js';
+import { generateKeyPairSync as x509Pair } from '../../lib/pki/keys.js';
+import { unwrap } from '../../lib/protocol/errors.js';
+import { formatPublicKey, publicKeyBlob } from '../../lib/sshcert/index.js';
+
+export const CHEAP_SCRYPT = { N: 2 ** 10, r: 8, p: 1 };
+export const TD = 'example.test';
+
+export class Clock {
+  ms: number;
+  constructor(start = Date.UTC(2030, 0, 1)) {
+    this.ms = start;
+  }
+  now = (): Date => new Date(this.ms);
+  advance(sec: number): void {
+    this.ms += sec * 1000;
+  }
+}
+
+export interface Fixture {
+  ca: Authority;
+  clock: Clock;
+  admin: Caller;
+  adminClientId: string;
+  adminClientSecret: string;
+}
+
+export async function newAuthority(options: Partial<AuthorityOptions> = {}): Promise<Fixture> {
+  const clock = new Clock();
+  const ca = Authority.open({
+    db: ':memory:',
+    sealKey: randomBytes(32),
+    trustDomain: TD,
+    now: clock.now,
+    limits: { scrypt: CHEAP_SCRYPT },
+    ...options,
+  });
+  const init = unwrap(await ca.init());
+  const admin = unwrap(await ca.callerFor(init.adminClientId, init.adminClientSecret));
+  return { ca, clock, admin, adminClientId: init.adminClientId, adminClientSecret: init.adminClientSecret };
+}
+
+/** An org with an org-admin and a member; returns their callers and credentials. */
+export async function newOrg(f: Fixture, orgId: string) {
+  unwrap(f.ca.createOrg(f.admin, orgId));
+  const adminCreds = unwrap(await f.ca.createIdentity(f.admin, orgId, { identityId: 'boss', role: 'org-admin' }));
+  const memberCreds = unwrap(
+    await f.ca.createIdentity(f.admin, orgId, { identityId: 'alice', role: 'member', groups: ['dba'] }),
+  );
+  const orgAdmin = unwrap(await f.ca.callerFor(adminCreds.clientId, adminCreds.clientSecret));
+  const member = unwrap(await f.ca.callerFor(memberCreds.clientId, memberCreds.clientSecret));
+  return { orgAdmin, member, adminCreds, memberCreds };
+}
+
+export interface ClientKeys {
+  tlsKey: KeyObject;
+  csr: string;
+  sshKey: KeyObject;
+  sshPublicKey: string;
+}
+
+export function clientKeys(alg: 'ecdsa-p256' | 'rsa-2048' = 'ecdsa-p256'): ClientKeys {
+  const tls = x509Pair(alg);
+  const ssh = generateKeyPairSync('ed25519');
+  return {
+    tlsKey: tls.privateKey,
+    csr: createCsrPem({ privateKey: tls.privateKey, commonName: 'ignored' }),
+    sshKey: ssh.privateKey,
+    sshPublicKey: formatPublicKey(publicKeyBlob(ssh.publicKey), 'test'),
+  };
+}
+
+export function csrFor(alg: 'ecdsa-p256' | 'rsa-2048' = 'ecdsa-p256'): { key: KeyObject; csr: string } {
+  const k = x509Pair(alg);
+  return { key: k.privateKey, csr: createCsrPem({ privateKey: k.privateKey }) };
+}
+
+export class TempDir {
+  readonly path = mkdtempSync(join(tmpdir(), 'ca-test-'));
+  file(name: string): string {
+    return join(this.path, name);
+  }
+  write(name: string, data: string | Buffer): string {
+    const p = this.file(name);
+    writeFileSync(p, data, { mode: 0o600 });
+    return p;
+  }
+  remove(): void {
+    rmSync(this.path, { recursive: true, force: true });
+  }
+}
+
+/** Runs openssl; returns stdout+stderr, throwing with both on failure. */
+export function openssl(args: string[]): string {
+  return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function sshKeygen(args: string[]): string {
+  return execFileSync('ssh-keygen', args, { encoding: 'utf8', env: { ...process.env, TZ: 'UTC' }, stdio: 'pipe' });
+}
+
+/** Splits a PEM bundle into its certificates. */
+export function pemCerts(bundle: string): string[] {
+  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g) ?? [];
+}
