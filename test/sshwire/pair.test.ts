@@ -261,6 +261,27 @@ test('the client refuses a user certificate offered as the host certificate', as
   assert.match(err.message, /E_CERT_WRONG_TYPE/);
 });
 
+test('a host certificate is worthless without its key: the exchange must be signed by the certified key', async () => {
+  const thief = party();
+  const thiefKey = ssh2.utils.parseKey(thief.pem);
+  assert.ok(!(thiefKey instanceof Error));
+  // A server that presents the proxy's (valid) certificate but holds another key
+  const server = createCertServer({ hostKey: proxyKey.pem, hostCertificate: proxyCert }, (conn) => {
+    conn.on('error', () => {});
+    (conn as unknown as ConnInternals)._protocol._hostKeys['ssh-ed25519-cert-v01@openssh.com'] = {
+      key: thiefKey,
+      certificate: proxyCert,
+    };
+  });
+  servers.push(server);
+  const port = await listen(server, 0);
+  const err = await connectWithCertificate(clientOptions(port)).then(
+    () => assert.fail('connection should have been refused'),
+    (e: Error) => e,
+  );
+  assert.match(err.message, /signature verification failed/);
+});
+
 test('a server refuses to start with a certificate for another key', () => {
   assert.throws(
     () => createCertServer({ hostKey: proxyKey.pem, hostCertificate: certify(hostCa, gwKey, 'host', ['x']) }),
