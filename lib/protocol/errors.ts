@@ -64,6 +64,8 @@ export const ErrorCodes = {
   E_TIMEOUT: 'peer was too slow',
   // platform client (lib/client)
   E_PROXY_UNREACHABLE: 'proxy could not be reached (connection refused, reset or closed early)',
+  // CA daemon (lib/ca)
+  E_INTERNAL: 'internal error; see the server log',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
