@@ -66,6 +66,7 @@ export const ErrorCodes = {
   E_PROXY_UNREACHABLE: 'proxy could not be reached (connection refused, reset or closed early)',
   // CA daemon (lib/ca)
   E_INTERNAL: 'internal error; see the server log',
+  E_CA_UNREACHABLE: 'CA API could not be reached (connection refused, reset, or closed early)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
