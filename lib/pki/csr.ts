@@ -7,7 +7,7 @@ import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { refuse, type Verdict } from '../protocol/errors.js';
 import { buildName, extension, generalNames, type NameSpec, type SanSpec, signStructure } from './build.js';
 import * as der from './der.js';
-import { algorithmFitsKey, describeKey, type KeyInfo, SIG_ALGS, spkiDer, WEAK_SIG_ALGS } from './keys.js';
+import { algorithmFitsKey, describeKey, type KeyInfo, rememberSpki, SIG_ALGS, spkiDer, WEAK_SIG_ALGS } from './keys.js';
 import { OID, pemBlocks, readGeneralNames, type SubjectAltNames, toPem } from './x509.js';
 
 export const MAX_CSR_DER = 16 * 1024;
@@ -78,6 +78,7 @@ function checkCsr(bytes: Buffer): Verdict<ParsedCsr> {
   let publicKey: KeyObject;
   try {
     publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    rememberSpki(publicKey, spki);
   } catch {
     return refuse('E_KEY_UNSUPPORTED', 'CSR public key cannot be loaded');
   }

@@ -88,7 +88,18 @@ export function header(tag: number, len: number): Buffer {
 
 // ---- OIDs (BigInt arcs) ----
 
+const oidCache = new Map<string, Buffer>();
+
 export function encodeOid(dotted: string): Buffer {
+  let out = oidCache.get(dotted);
+  if (!out) {
+    out = encodeOidUncached(dotted);
+    if (oidCache.size < 256) oidCache.set(dotted, out);
+  }
+  return out;
+}
+
+function encodeOidUncached(dotted: string): Buffer {
   if (!/^[0-2](\.(0|[1-9][0-9]*))+$/.test(dotted)) throw new RangeError(`bad OID ${dotted}`);
   const arcs = dotted.split('.').map((a) => BigInt(a));
   const [first, second] = [arcs[0]!, arcs[1]!];

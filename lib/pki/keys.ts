@@ -11,6 +11,7 @@ import {
 } from 'node:crypto';
 import { promisify } from 'node:util';
 import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import * as der from './der.js';
 
 export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048';
 export interface KeyPair {
@@ -56,30 +57,100 @@ export function generateKeyPairSync(alg: KeyAlgorithm = 'ecdsa-p256'): KeyPair {
  * small RSA with E_CERT_WEAK_ALGORITHM, unknown kinds with E_KEY_UNSUPPORTED.
  */
 export function describeKey(key: KeyObject): Verdict<KeyInfo> {
+  const cached = infoCache.get(key);
+  if (cached) return cached;
+  const info = describeKeyUncached(key);
+  infoCache.set(key, info);
+  return info;
+}
+
+// Reading a KeyObject's details and exporting it cost OpenSSL decoder round trips; a KeyObject is immutable,
+// so both are remembered per object.
+const infoCache = new WeakMap<KeyObject, Verdict<KeyInfo>>();
+const spkiCache = new WeakMap<KeyObject, Buffer>();
+
+function describeKeyUncached(key: KeyObject): Verdict<KeyInfo> {
   const d = key.asymmetricKeyDetails ?? {};
   switch (key.asymmetricKeyType) {
-    case 'ec': {
-      const curve = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' }[d.namedCurve ?? ''] as
-        | 'P-256'
-        | 'P-384'
-        | 'P-521'
-        | undefined;
-      return curve
-        ? accept({ type: 'ec', curve })
-        : refuse('E_KEY_UNSUPPORTED', `EC curve ${d.namedCurve} is not allowed`);
-    }
-    case 'rsa': {
-      const bits = d.modulusLength ?? 0;
-      if (bits < MIN_RSA_BITS)
-        return refuse('E_CERT_WEAK_ALGORITHM', `RSA key of ${bits} bits (minimum ${MIN_RSA_BITS})`);
-      if (bits > MAX_RSA_BITS) return refuse('E_KEY_UNSUPPORTED', `RSA key of ${bits} bits (maximum ${MAX_RSA_BITS})`);
-      return accept({ type: 'rsa', bits });
-    }
+    case 'ec':
+      return ecInfo(d.namedCurve ?? '');
+    case 'rsa':
+      return rsaInfo(d.modulusLength ?? 0);
     case 'ed25519':
       return accept({ type: 'ed25519' });
     default:
       return refuse('E_KEY_UNSUPPORTED', `key type ${String(key.asymmetricKeyType)} is not supported`);
   }
+}
+
+function ecInfo(curveName: string): Verdict<KeyInfo> {
+  const curve = (
+    { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' } as Record<string, 'P-256' | 'P-384' | 'P-521'>
+  )[curveName];
+  return curve ? accept({ type: 'ec', curve }) : refuse('E_KEY_UNSUPPORTED', `EC curve ${curveName} is not allowed`);
+}
+
+function rsaInfo(bits: number): Verdict<KeyInfo> {
+  if (bits < MIN_RSA_BITS) return refuse('E_CERT_WEAK_ALGORITHM', `RSA key of ${bits} bits (minimum ${MIN_RSA_BITS})`);
+  if (bits > MAX_RSA_BITS) return refuse('E_KEY_UNSUPPORTED', `RSA key of ${bits} bits (maximum ${MAX_RSA_BITS})`);
+  return accept({ type: 'rsa', bits });
+}
+
+const CURVE_OIDS: Record<string, string> = {
+  '1.2.840.10045.3.1.7': 'prime256v1',
+  '1.3.132.0.34': 'secp384r1',
+  '1.3.132.0.35': 'secp521r1',
+};
+
+/**
+ * Vets a SubjectPublicKeyInfo from its DER alone, with the same rules as describeKey. The verifier uses it for
+ * leaf keys, which it never needs to load (the TLS handshake already proved the peer holds that key).
+ */
+export function describeSpki(spki: Buffer): Verdict<KeyInfo> {
+  try {
+    const [algId, bitString] = der.readSeq(der.decode(spki, 4096), 'subjectPublicKeyInfo', 2, 2);
+    const alg = der.readSeq(algId, 'algorithm', 1, 2);
+    const algOid = der.readOid(alg[0], 'algorithm');
+    const key = der.readBits(bitString, 'subjectPublicKey');
+    if (algOid === '1.2.840.10045.2.1') {
+      const curve = alg[1] && alg[1].type === 6 ? CURVE_OIDS[der.readOid(alg[1], 'namedCurve')] : undefined;
+      return ecInfo(curve ?? 'unknown');
+    }
+    if (algOid === '1.2.840.113549.1.1.1') {
+      const [n] = der.readSeq(der.decode(key.bytes, 4096), 'RSAPublicKey', 2, 2);
+      const mod = der.readIntBytes(n, 'modulus');
+      const m = mod[0] === 0 ? mod.subarray(1) : mod;
+      return rsaInfo(m.length === 0 ? 0 : (m.length - 1) * 8 + (32 - Math.clz32(m[0]!)));
+    }
+    if (algOid === '1.3.101.112' && alg.length === 1 && key.bytes.length === 32) return accept({ type: 'ed25519' });
+    return refuse('E_KEY_UNSUPPORTED', `public key algorithm ${algOid} is not supported`);
+  } catch (err) {
+    if (err instanceof der.DerError) return refuse('E_CERT_MALFORMED', `public key: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Public keys of issuers, by SPKI: the same few CAs sign every peer, so they are loaded once. Bounded. */
+const issuerKeys = new Map<string, KeyObject>();
+const MAX_CACHED_KEYS = 512;
+
+export function publicKeyFromSpki(spki: Buffer): KeyObject {
+  const id = spki.toString('latin1');
+  let key = issuerKeys.get(id);
+  if (!key) {
+    key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    if (issuerKeys.size >= MAX_CACHED_KEYS) issuerKeys.delete(issuerKeys.keys().next().value!);
+    issuerKeys.set(id, key);
+    spkiCache.set(key, spki);
+  }
+  return key;
+}
+
+/** Tells spkiDer and describeKey the SPKI a freshly loaded key came from (saves an export and a lookup). */
+export function rememberSpki(key: KeyObject, spki: Buffer): void {
+  spkiCache.set(key, spki);
+  // Same rules, read from the DER: cheaper than asking OpenSSL for the key's details.
+  infoCache.set(key, describeSpki(spki));
 }
 
 /** The signature algorithm an issuer key uses: ECDSA with the curve's matching SHA-2, RSA with SHA-256. */
@@ -123,8 +194,13 @@ export function algorithmFitsKey(alg: SignatureAlgorithm, key: KeyInfo): boolean
 
 /** SubjectPublicKeyInfo DER, straight from Node (the bytes that go into certs and CSRs). */
 export function spkiDer(key: KeyObject): Buffer {
-  const pub = key.type === 'private' ? createPublicKey(key) : key;
-  return pub.export({ type: 'spki', format: 'der' });
+  let spki = spkiCache.get(key);
+  if (!spki) {
+    const pub = key.type === 'private' ? createPublicKey(key) : key;
+    spki = pub.export({ type: 'spki', format: 'der' });
+    spkiCache.set(key, spki);
+  }
+  return spki;
 }
 
 export function privateKeyPem(key: KeyObject): string {

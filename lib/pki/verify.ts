@@ -20,7 +20,15 @@ import {
 } from '../protocol/grant.js';
 import { ipBytes } from './build.js';
 import { DerError } from './der.js';
-import { algorithmFitsKey, describeKey, type KeyInfo, SIG_ALGS, WEAK_SIG_ALGS } from './keys.js';
+import {
+  algorithmFitsKey,
+  describeKey,
+  describeSpki,
+  type KeyInfo,
+  publicKeyFromSpki,
+  SIG_ALGS,
+  WEAK_SIG_ALGS,
+} from './keys.js';
 import { certificateInputs, OID, type ParsedCert, parseCertificate } from './x509.js';
 
 export type Purpose = 'serverAuth' | 'clientAuth';
@@ -182,7 +190,7 @@ function buildPath(certs: ParsedCert[], trust: TrustAnchors): Verdict<{ path: Pa
       if (path.includes(candidate) || !issuedBy(current, candidate)) continue;
       let key: KeyObject;
       try {
-        key = createPublicKey({ key: candidate.spki, format: 'der', type: 'spki' });
+        key = publicKeyFromSpki(candidate.spki);
       } catch {
         note('E_CERT_MALFORMED', 'issuer public key cannot be loaded');
         continue;
@@ -238,12 +246,7 @@ function checkSignature(
 function checkKeys(path: ParsedCert[], anchorKey: Verdict<KeyInfo>): Verdict<never> | undefined {
   if (!anchorKey.ok) return refuse(anchorKey.code, `trust anchor key: ${anchorKey.reason}`);
   for (const cert of path) {
-    let info: Verdict<KeyInfo>;
-    try {
-      info = describeKey(createPublicKey({ key: cert.spki, format: 'der', type: 'spki' }));
-    } catch {
-      return refuse('E_CERT_MALFORMED', 'public key cannot be loaded');
-    }
+    const info = describeSpki(cert.spki);
     if (!info.ok) return refuse(info.code, `${cert.subjectCn ?? 'certificate'}: ${info.reason}`);
     if (cert.serialNegative) return refuse('E_CERT_MALFORMED', 'negative serial number');
   }
