@@ -39,16 +39,11 @@ export function backoffDelay(attempt: number, random: () => number, policy: Back
 }
 
 /**
- * The attempt number after a tunnel went down: back to 0 when it had stayed up long enough (a proxy
- * restart, not a flapping peer), else one more than before.
+ * The retry number to use after a tunnel that was up went down: back to 0 when it had stayed up long enough
+ * (a proxy restart: reconnect fast), else unchanged (a flapping peer keeps backing off).
  */
-export function nextAttempt(
-  attempt: number,
-  upForMs: number | undefined,
-  policy: BackoffPolicy = DEFAULT_BACKOFF,
-): number {
-  if (upForMs !== undefined && upForMs >= policy.stableMs) return 0;
-  return attempt + 1;
+export function attemptAfterTunnel(attempt: number, upForMs: number, policy: BackoffPolicy = DEFAULT_BACKOFF): number {
+  return upForMs >= policy.stableMs ? 0 : attempt;
 }
 
 /** Refuses a policy that would spin (zero cap) or never retry (non-finite values). */

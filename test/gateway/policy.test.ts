@@ -10,11 +10,11 @@ import {
   resolveTarget,
 } from '../../lib/gateway/allowlist.js';
 import {
+  attemptAfterTunnel,
   backoffCeiling,
   backoffDelay,
   checkBackoffPolicy,
   DEFAULT_BACKOFF,
-  nextAttempt,
 } from '../../lib/gateway/backoff.js';
 import { earliestRenewal, renewalDelay, renewalTime } from '../../lib/gateway/renewal.js';
 
@@ -50,9 +50,8 @@ describe('backoff', () => {
     assert.ok(many.every((d) => d >= 0 && d < DEFAULT_BACKOFF.capMs));
   });
   it('resets after a stable tunnel, grows after a flap', () => {
-    assert.equal(nextAttempt(5, 60_000), 0);
-    assert.equal(nextAttempt(5, 100), 6);
-    assert.equal(nextAttempt(0, undefined), 1);
+    assert.equal(attemptAfterTunnel(5, 60_000), 0);
+    assert.equal(attemptAfterTunnel(5, 100), 5);
   });
   it('refuses policies that would spin or never retry', () => {
     assert.equal(checkBackoffPolicy(DEFAULT_BACKOFF), undefined);
