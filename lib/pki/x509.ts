@@ -236,6 +236,7 @@ function commonName(name: der.Node): string | undefined {
 
 /** Splits PEM text into DER blocks of the given label. Bounded: at most `max` blocks. */
 export function pemBlocks(text: string, label: string, max = 16): Buffer[] {
+  if (text.length > max * 32 * 1024) throw new der.DerError('PEM input too large');
   const re = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\r\\n\\t ]*?)-----END ${label}-----`, 'g');
   const out: Buffer[] = [];
   for (const m of text.matchAll(re)) {
