@@ -1,0 +1,251 @@
+/**
+ * The CA API route table: for each route its method, path, how the caller authenticates, the body schema, and
+ * the Authority method it calls. Reading this file is reading the API (see lib/protocol/api.ts for the shapes).
+ */
+import {
+  AddPolicyRequest,
+  CreateEnrollmentTokenRequest,
+  CreateIdentityRequest,
+  CreateInstanceTokenRequest,
+  CreateOrgRequest,
+  GatewayEnrollRequest,
+  type GrantRequest,
+  GrantRequest as GrantRequestSchema,
+  LoginRequest,
+  PATHS,
+  ProxyEnrollRequest,
+  RenewRequest,
+  RevokeRequest,
+} from '../protocol/api.js';
+import { refuse, type Verdict } from '../protocol/errors.js';
+import type { Schema } from '../protocol/validate.js';
+import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
+
+/**
+ * public: no credential. bearer: an access token. enroll: an access token or an enrollment token in the body.
+ * signed: the current certificate signs the body. feed: an access token, or the certificate signs the path.
+ */
+export type RouteAuth = 'public' | 'bearer' | 'enroll' | 'signed' | 'feed';
+
+export interface RouteInput {
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: unknown;
+  caller: Caller | null;
+  peer: Peer | null;
+  signed: SignedRequest | null;
+  info: RequestInfo;
+}
+
+export interface Route {
+  name: string;
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  auth: RouteAuth;
+  body?: Schema;
+  /** 201 for creations. */
+  status?: number;
+  handle(ca: Authority, r: RouteInput): Verdict<unknown> | Promise<Verdict<unknown>>;
+}
+
+const ok = <T>(value: T): Verdict<T> => ({ ok: true, value });
+const must = (r: RouteInput): Caller => r.caller as Caller;
+const p = (r: RouteInput, name: string): string => r.params[name] as string;
+
+export const ROUTES: readonly Route[] = [
+  { name: 'health', method: 'GET', path: PATHS.health, auth: 'public', handle: (ca) => ok(ca.health()) },
+  { name: 'ca-bundle', method: 'GET', path: PATHS.caBundle, auth: 'public', handle: (ca) => ok(ca.caBundle()) },
+  {
+    name: 'login',
+    method: 'POST',
+    path: PATHS.login,
+    auth: 'public',
+    body: LoginRequest,
+    handle: (ca, r) => ca.login(r.body as never, r.info),
+  },
+  {
+    name: 'org.create',
+    method: 'POST',
+    path: PATHS.orgs,
+    auth: 'bearer',
+    body: CreateOrgRequest,
+    status: 201,
+    handle: (ca, r) => ca.createOrg(must(r), (r.body as { orgId: string }).orgId),
+  },
+  { name: 'org.list', method: 'GET', path: PATHS.orgs, auth: 'bearer', handle: (ca, r) => ca.listOrgs(must(r)) },
+  {
+    name: 'org.delete',
+    method: 'DELETE',
+    path: PATHS.org,
+    auth: 'bearer',
+    handle: (ca, r) => ca.deleteOrg(must(r), p(r, 'orgId')),
+  },
+  {
+    name: 'identity.create',
+    method: 'POST',
+    path: PATHS.identities,
+    auth: 'bearer',
+    body: CreateIdentityRequest,
+    status: 201,
+    handle: (ca, r) => ca.createIdentity(must(r), p(r, 'orgId'), r.body as never),
+  },
+  {
+    name: 'enrollment-token.create',
+    method: 'POST',
+    path: PATHS.enrollmentTokens,
+    auth: 'bearer',
+    body: CreateEnrollmentTokenRequest,
+    status: 201,
+    handle: (ca, r) => ca.createEnrollmentToken(must(r), p(r, 'orgId'), r.body as never),
+  },
+  {
+    name: 'enrollment-token.create-instance',
+    method: 'POST',
+    path: PATHS.instanceEnrollmentTokens,
+    auth: 'bearer',
+    body: CreateInstanceTokenRequest,
+    status: 201,
+    handle: (ca, r) => ca.createEnrollmentToken(must(r), null, r.body as never),
+  },
+  {
+    name: 'policy.add',
+    method: 'POST',
+    path: PATHS.policies,
+    auth: 'bearer',
+    body: AddPolicyRequest,
+    status: 201,
+    handle: (ca, r) => ca.addPolicy(must(r), p(r, 'orgId'), r.body as never),
+  },
+  {
+    name: 'policy.list',
+    method: 'GET',
+    path: PATHS.policies,
+    auth: 'bearer',
+    handle: (ca, r) => ca.listPolicies(must(r), p(r, 'orgId')),
+  },
+  {
+    name: 'policy.delete',
+    method: 'DELETE',
+    path: PATHS.policy,
+    auth: 'bearer',
+    handle: (ca, r) => ca.deletePolicy(must(r), p(r, 'orgId'), p(r, 'ruleId')),
+  },
+  {
+    name: 'gateway.list',
+    method: 'GET',
+    path: PATHS.gateways,
+    auth: 'bearer',
+    handle: (ca, r) => ca.listGateways(must(r), p(r, 'orgId')),
+  },
+  {
+    name: 'proxy.list',
+    method: 'GET',
+    path: PATHS.proxies,
+    auth: 'bearer',
+    handle: (ca, r) => ca.listProxies(must(r)),
+  },
+  {
+    name: 'proxy.enroll',
+    method: 'POST',
+    path: PATHS.proxyEnroll,
+    auth: 'enroll',
+    body: ProxyEnrollRequest,
+    handle: (ca, r) => ca.enrollProxy(r.caller, r.body as never, r.info),
+  },
+  {
+    name: 'gateway.enroll',
+    method: 'POST',
+    path: PATHS.gatewayEnroll,
+    auth: 'enroll',
+    body: GatewayEnrollRequest,
+    handle: (ca, r) => ca.enrollGateway(r.caller, r.body as never, r.info),
+  },
+  {
+    name: 'proxy.renew',
+    method: 'POST',
+    path: PATHS.proxyRenew,
+    auth: 'signed',
+    body: RenewRequest,
+    handle: (ca, r) => ca.renewProxy(r.signed as SignedRequest, r.info),
+  },
+  {
+    name: 'gateway.renew',
+    method: 'POST',
+    path: PATHS.gatewayRenew,
+    auth: 'signed',
+    body: RenewRequest,
+    handle: (ca, r) => ca.renewGateway(r.signed as SignedRequest, r.info),
+  },
+  {
+    name: 'grant.issue',
+    method: 'POST',
+    path: PATHS.grants,
+    auth: 'bearer',
+    body: GrantRequestSchema,
+    handle: (ca, r) => ca.issueGrant(must(r), r.body as GrantRequest, r.info),
+  },
+  {
+    name: 'revoke',
+    method: 'POST',
+    path: PATHS.revocations,
+    auth: 'bearer',
+    body: RevokeRequest,
+    handle: (ca, r) => ca.revoke(must(r), r.body as never),
+  },
+  {
+    name: 'revocations',
+    method: 'GET',
+    path: PATHS.revocations,
+    auth: 'feed',
+    handle: (ca, r) => {
+      const since = sinceOf(r.query);
+      if (!since.ok) return since;
+      return ok(ca.revocationsSince((r.caller ?? r.peer) as Caller | Peer, since.value));
+    },
+  },
+  {
+    name: 'audit',
+    method: 'GET',
+    path: PATHS.audit,
+    auth: 'bearer',
+    handle: (ca, r) => {
+      const since = sinceOf(r.query);
+      return since.ok ? ca.audit(must(r), since.value) : since;
+    },
+  },
+];
+
+export function sinceOf(query: URLSearchParams): Verdict<number> {
+  const raw = query.get('since') ?? '0';
+  if (!/^\d{1,15}$/.test(raw)) return refuse('E_REQUEST_INVALID', 'since: expected a non-negative integer');
+  return ok(Number(raw));
+}
+
+const ID_SEGMENT = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
+
+/** Finds the route for a path; `allowed` lists the methods of a path that exists with another method. */
+export function matchRoute(
+  method: string,
+  pathname: string,
+): { route: Route; params: Record<string, string> } | { allowed: string[] } | null {
+  const parts = pathname.split('/');
+  const allowed: string[] = [];
+  for (const route of ROUTES) {
+    const tpl = route.path.split('/');
+    if (tpl.length !== parts.length) continue;
+    const params: Record<string, string> = {};
+    let match = true;
+    for (let i = 0; i < tpl.length && match; i++) {
+      const t = tpl[i]!;
+      const v = parts[i]!;
+      if (t.startsWith(':')) {
+        if (ID_SEGMENT.test(v)) params[t.slice(1)] = v;
+        else match = false;
+      } else if (t !== v) match = false;
+    }
+    if (!match) continue;
+    if (route.method === method) return { route, params };
+    allowed.push(route.method);
+  }
+  return allowed.length > 0 ? { allowed } : null;
+}

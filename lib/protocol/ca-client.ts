@@ -1,0 +1,315 @@
+/**
+ * A typed HTTPS client of the CA API (lib/protocol/api.ts), used by the proxy, the gateway and connect.
+ *
+ * Trust: the client pins the CA API server certificate by its SHA-256 fingerprint (printed by
+ * `infisical-ca init`). The TLS handshake completes and the pin is checked BEFORE a byte of the request (which
+ * may carry a secret or a token) is written. No CA store, host name or chain is consulted: the pin is the trust.
+ *
+ * Refusals from the server, and transport failures, are thrown as CaApiError (a GatewayError with the server's
+ * code and the HTTP status; status 0 for transport failures).
+ */
+
+import type { KeyObject } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { type IncomingMessage, request } from 'node:http';
+import { isIP } from 'node:net';
+import { connect, type TLSSocket } from 'node:tls';
+import {
+  type AddPolicyRequest,
+  type AuditResponse,
+  type CaBundle,
+  type CreateEnrollmentTokenRequest,
+  type CreateIdentityRequest,
+  type CreateIdentityResponse,
+  type EnrollmentTokenResponse,
+  type GatewayEnrollRequest,
+  type GatewayEnrollResponse,
+  type GrantRequest,
+  type GrantResponse,
+  HEADER_CERT,
+  HEADER_SIGNATURE,
+  type HealthResponse,
+  type ListGatewaysResponse,
+  type ListOrgsResponse,
+  type ListPoliciesResponse,
+  type ListProxiesResponse,
+  type LoginRequest,
+  type LoginResponse,
+  type OrgInfo,
+  PATHS,
+  type PolicyRuleBody,
+  type ProxyEnrollRequest,
+  type ProxyEnrollResponse,
+  pathFor,
+  type RevocationFeed,
+  type RevokeRequest,
+  type RevokeResponse,
+  signRequestBytes,
+  verifyRevocationFeed,
+} from './api.js';
+import { type ErrorCode, ErrorCodes, GatewayError } from './errors.js';
+
+export class CaApiError extends GatewayError {
+  /** HTTP status; 0 when no response was received. */
+  readonly status: number;
+  constructor(code: ErrorCode, detail: string, status: number, options?: { cause?: unknown }) {
+    super(code, detail, options);
+    this.name = 'CaApiError';
+    this.status = status;
+  }
+}
+
+export interface CaClientOptions {
+  /** "https://ca.example.com:8443" */
+  url: string;
+  /** SHA-256 of the API server certificate: 64 hex digits, colons and a "sha256:" prefix allowed. Several
+   * pins may be given (during a certificate change). */
+  fingerprint: string | readonly string[];
+  accessToken?: string;
+  /** Whole-request timeout, default 15 s. */
+  timeoutMs?: number;
+  /** Largest response body accepted, default 4 MiB. */
+  maxResponseBytes?: number;
+  /** Clock for signed requests' timestamps (tests). */
+  now?: () => Date;
+}
+
+/** The current certificate and key a gateway or proxy signs renewals and feed reads with. */
+export interface CurrentCredentials {
+  /** The current leaf: DER, or PEM (the first block of a chain is used). */
+  certificate: Buffer | string;
+  privateKey: KeyObject;
+}
+
+export function normalizeFingerprint(fp: string): string {
+  const hex = fp
+    .trim()
+    .replace(/^sha256:/i, '')
+    .replaceAll(':', '')
+    .toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new GatewayError('E_CONFIG_INVALID', 'fingerprint must be 64 hex digits');
+  return hex;
+}
+
+export class CaClient {
+  readonly #url: URL;
+  readonly #pins: Set<string>;
+  readonly #options: CaClientOptions;
+
+  constructor(options: CaClientOptions) {
+    const url = new URL(options.url);
+    if (url.protocol !== 'https:') throw new GatewayError('E_CONFIG_INVALID', 'CA API URL must be https://');
+    this.#url = url;
+    const pins = typeof options.fingerprint === 'string' ? [options.fingerprint] : options.fingerprint;
+    if (pins.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'at least one fingerprint is required');
+    this.#pins = new Set(pins.map(normalizeFingerprint));
+    this.#options = options;
+  }
+
+  /** A client of the same server with this access token. */
+  withToken(accessToken: string): CaClient {
+    return new CaClient({ ...this.#options, accessToken });
+  }
+
+  /** Logs in and returns a client carrying the access token (and the login response). */
+  async loginAs(req: LoginRequest): Promise<{ client: CaClient; session: LoginResponse }> {
+    const session = await this.login(req);
+    return { client: this.withToken(session.accessToken), session };
+  }
+
+  health = () => this.#call<HealthResponse>('GET', PATHS.health);
+  caBundle = () => this.#call<CaBundle>('GET', PATHS.caBundle);
+  login = (req: LoginRequest) => this.#call<LoginResponse>('POST', PATHS.login, req);
+  createOrg = (orgId: string) => this.#call<OrgInfo>('POST', PATHS.orgs, { orgId });
+  listOrgs = () => this.#call<ListOrgsResponse>('GET', PATHS.orgs);
+  deleteOrg = (orgId: string) =>
+    this.#call<{ orgId: string; revoked: number }>('DELETE', pathFor(PATHS.org, { orgId }));
+  createIdentity = (orgId: string, req: CreateIdentityRequest) =>
+    this.#call<CreateIdentityResponse>('POST', pathFor(PATHS.identities, { orgId }), req);
+  createEnrollmentToken = (orgId: string, req: CreateEnrollmentTokenRequest) =>
+    this.#call<EnrollmentTokenResponse>('POST', pathFor(PATHS.enrollmentTokens, { orgId }), req);
+  /** An instance-proxy enrollment token (admin). */
+  createInstanceEnrollmentToken = (req: { kind: 'proxy'; subjectId: string; ttlSeconds?: number }) =>
+    this.#call<EnrollmentTokenResponse>('POST', PATHS.instanceEnrollmentTokens, req);
+  addPolicy = (orgId: string, req: AddPolicyRequest) =>
+    this.#call<PolicyRuleBody>('POST', pathFor(PATHS.policies, { orgId }), req);
+  listPolicies = (orgId: string) => this.#call<ListPoliciesResponse>('GET', pathFor(PATHS.policies, { orgId }));
+  deletePolicy = (orgId: string, ruleId: string) =>
+    this.#call<{ deleted: string }>('DELETE', pathFor(PATHS.policy, { orgId, ruleId }));
+  listGateways = (orgId: string) => this.#call<ListGatewaysResponse>('GET', pathFor(PATHS.gateways, { orgId }));
+  listProxies = () => this.#call<ListProxiesResponse>('GET', PATHS.proxies);
+  enrollProxy = (req: ProxyEnrollRequest) => this.#call<ProxyEnrollResponse>('POST', PATHS.proxyEnroll, req);
+  enrollGateway = (req: GatewayEnrollRequest) => this.#call<GatewayEnrollResponse>('POST', PATHS.gatewayEnroll, req);
+  issueGrant = (req: GrantRequest) => this.#call<GrantResponse>('POST', PATHS.grants, req);
+  revoke = (req: RevokeRequest) => this.#call<RevokeResponse>('POST', PATHS.revocations, req);
+  audit = (since = 0) => this.#call<AuditResponse>('GET', `${PATHS.audit}?since=${since}`);
+
+  /** Renews a gateway's certs, authenticated by its current certificate and key. */
+  renewGateway(
+    req: { csr: string; sshPublicKey: string },
+    current: CurrentCredentials,
+  ): Promise<GatewayEnrollResponse> {
+    return this.#signedPost<GatewayEnrollResponse>(PATHS.gatewayRenew, req, current);
+  }
+
+  renewProxy(req: { csr: string; sshPublicKey: string }, current: CurrentCredentials): Promise<ProxyEnrollResponse> {
+    return this.#signedPost<ProxyEnrollResponse>(PATHS.proxyRenew, req, current);
+  }
+
+  /**
+   * Revocations after `since`, authenticated by the current certificate (or, without one, the access token).
+   * With `feedKey` (from enrollment), the feed's signature is checked and a bad one throws E_CERT_SIGNATURE.
+   */
+  async revocations(
+    since: number,
+    opts: { current?: CurrentCredentials; feedKey?: string } = {},
+  ): Promise<RevocationFeed> {
+    let target = `${PATHS.revocations}?since=${Math.max(0, Math.floor(since))}`;
+    let headers: Record<string, string> = {};
+    if (opts.current) {
+      target += `&timestamp=${this.#nowSec()}&nonce=${randomBytes(16).toString('base64url')}`;
+      headers = this.#signatureHeaders(Buffer.from(target, 'utf8'), opts.current);
+    }
+    const feed = await this.#call<RevocationFeed>('GET', target, undefined, headers);
+    if (opts.feedKey) {
+      const v = verifyRevocationFeed(feed, opts.feedKey);
+      if (!v.ok) throw new CaApiError(v.code, v.reason, 200);
+    }
+    return feed;
+  }
+
+  #nowSec(): number {
+    return Math.floor((this.#options.now?.() ?? new Date()).getTime() / 1000);
+  }
+
+  #signatureHeaders(signed: Buffer, current: CurrentCredentials): Record<string, string> {
+    const der = typeof current.certificate === 'string' ? firstPemBlock(current.certificate) : current.certificate;
+    return { [HEADER_CERT]: der.toString('base64'), [HEADER_SIGNATURE]: signRequestBytes(signed, current.privateKey) };
+  }
+
+  #signedPost<T>(path: string, req: { csr: string; sshPublicKey: string }, current: CurrentCredentials): Promise<T> {
+    const body = Buffer.from(
+      JSON.stringify({ ...req, timestamp: this.#nowSec(), nonce: randomBytes(16).toString('base64url') }),
+      'utf8',
+    );
+    return this.#call<T>('POST', path, body, this.#signatureHeaders(body, current));
+  }
+
+  async #call<T>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string> = { accept: 'application/json', ...extra };
+    if (payload) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    if (this.#options.accessToken && !extra[HEADER_CERT])
+      headers['authorization'] = `Bearer ${this.#options.accessToken}`;
+    const timeoutMs = this.#options.timeoutMs ?? 15_000;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const socket = await this.#connectPinned(deadline);
+    try {
+      const res = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = request({
+          method,
+          path,
+          headers: { host: this.#url.host, ...headers },
+          createConnection: () => socket,
+          signal: deadline,
+        });
+        req.once('response', resolve);
+        req.once('error', reject);
+        req.end(payload);
+      });
+      const text = await readLimited(res, this.#options.maxResponseBytes ?? 4 * 1024 * 1024);
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        throw new CaApiError(
+          'E_INTERNAL',
+          `CA answered ${res.statusCode} with a body that is not JSON`,
+          res.statusCode ?? 0,
+        );
+      }
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) return json as T;
+      const err = json as { code?: string; message?: string };
+      const code = typeof err.code === 'string' && err.code in ErrorCodes ? (err.code as ErrorCode) : 'E_INTERNAL';
+      throw new CaApiError(code, String(err.message ?? `HTTP ${status}`), status);
+    } catch (err) {
+      if (err instanceof CaApiError) throw err;
+      if (deadline.aborted)
+        throw new CaApiError('E_TIMEOUT', `no answer from the CA within ${timeoutMs} ms`, 0, { cause: err });
+      throw new CaApiError('E_CA_UNREACHABLE', (err as Error).message, 0, { cause: err });
+    } finally {
+      socket.destroy();
+    }
+  }
+
+  /** Connects, finishes the TLS handshake and checks the pin; only then is the socket handed to HTTP. */
+  #connectPinned(signal: AbortSignal): Promise<TLSSocket> {
+    const host = this.#url.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = Number(this.#url.port || 443);
+    return new Promise((resolve, reject) => {
+      const socket = connect({
+        host,
+        port,
+        ...(isIP(host) === 0 ? { servername: host } : {}),
+        // The pin replaces chain validation: the CA's API certificate is not in any public store.
+        rejectUnauthorized: false,
+        minVersion: 'TLSv1.2',
+        ALPNProtocols: ['http/1.1'],
+      });
+      const onAbort = () => {
+        socket.destroy();
+        reject(new CaApiError('E_TIMEOUT', 'TLS connection to the CA timed out', 0));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      socket.once('error', (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(new CaApiError('E_CA_UNREACHABLE', err.message, 0, { cause: err }));
+      });
+      socket.once('secureConnect', () => {
+        signal.removeEventListener('abort', onAbort);
+        const cert = socket.getPeerCertificate();
+        const seen = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : '';
+        if (!this.#pins.has(seen)) {
+          socket.destroy();
+          reject(
+            new CaApiError(
+              'E_CERT_UNTRUSTED',
+              `CA API certificate ${seen || '(none)'} does not match the pinned fingerprint`,
+              0,
+            ),
+          );
+          return;
+        }
+        resolve(socket);
+      });
+    });
+  }
+}
+
+function readLimited(res: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        res.destroy();
+        reject(new CaApiError('E_REQUEST_TOO_LARGE', `CA response exceeds ${limit} bytes`, res.statusCode ?? 0));
+        return;
+      }
+      chunks.push(c);
+    });
+    res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.once('error', reject);
+  });
+}
+
+function firstPemBlock(pem: string): Buffer {
+  const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/.exec(pem);
+  if (!m) throw new GatewayError('E_CERT_MALFORMED', 'no PEM certificate');
+  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+}
