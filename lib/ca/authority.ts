@@ -39,6 +39,7 @@ import type {
 import { GatewayError, refuse, unwrap, type Verdict } from '../protocol/errors.js';
 import { isValidTrustDomain } from '../protocol/identity.js';
 import type { Logger } from '../runtime/log.js';
+import { Sealer, SealingKey } from '../store/sealed.js';
 import * as access from './access.js';
 import { AuditTrail } from './audit.js';
 import type { AuthorityContext, AuthorityLimits, Caller, RequestInfo } from './context.js';
@@ -85,8 +86,8 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
 export interface AuthorityOptions {
   /** A CaStore, or a database path (':memory:' for tests). */
   db: CaStore | string;
-  /** 32-byte key sealing the CA private keys at rest. */
-  sealKey: Buffer;
+  /** Seals the CA private keys at rest: a lib/store Sealer, or 32 raw key bytes (tests). */
+  sealKey: Sealer | Buffer;
   /** Required to match the stored one once initialized; default "infisical.local" for a new instance. */
   trustDomain?: string;
   now?: () => Date;
@@ -125,7 +126,10 @@ export class Authority {
     const rl = { ...DEFAULT_RATE_LIMITS, ...options.rateLimits };
     return new Authority({
       store,
-      keyring: new Keyring(store, options.sealKey),
+      keyring: new Keyring(
+        store,
+        options.sealKey instanceof Sealer ? options.sealKey : new Sealer(new SealingKey(options.sealKey, 'in-memory')),
+      ),
       audit: new AuditTrail(store, now, options.logger),
       now,
       trustDomain,

@@ -11,8 +11,8 @@ import { generateKeyPairSync as generateX509KeyPair, privateKeyPem } from '../pk
 import { OID, parseCertificate, pemBlocks } from '../pki/x509.js';
 import { GatewayError, unwrap } from '../protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../sshcert/index.js';
+import type { Sealer } from '../store/sealed.js';
 import type { AuthorityRow, CaStore } from './store.js';
-import { seal, unseal } from './store-adapter.js';
 
 export const PROXY_CA_PURPOSES = [
   'proxy-ssh-client',
@@ -53,14 +53,14 @@ export interface ApiServerCredentials {
 
 export class Keyring {
   readonly #store: CaStore;
-  readonly #sealKey: Buffer;
+  readonly #sealer: Sealer;
   readonly #x509 = new Map<string, CaIssuer>();
   readonly #ssh = new Map<string, SshAuthority>();
   #feed: KeyObject | undefined;
 
-  constructor(store: CaStore, sealKey: Buffer) {
+  constructor(store: CaStore, sealer: Sealer) {
     this.#store = store;
-    this.#sealKey = sealKey;
+    this.#sealer = sealer;
   }
 
   /** The four instance proxy CAs, the API root and the revocation-feed key. Call inside a transaction. */
@@ -210,7 +210,7 @@ export class Keyring {
       purpose,
       kind,
       public: pub,
-      sealedKey: seal(this.#sealKey, der, sealContext(id)),
+      sealedKey: this.#sealer.seal(der, sealContext(id)),
       createdAt: now.getTime(),
       notAfter,
     });
@@ -224,7 +224,7 @@ export class Keyring {
 
   #privateKey(row: AuthorityRow): KeyObject {
     if (!row.sealedKey) throw new GatewayError('E_NOT_FOUND', `key of ${row.id} was destroyed`);
-    const der = unseal(this.#sealKey, row.sealedKey, sealContext(row.id));
+    const der = this.#sealer.open(row.sealedKey, sealContext(row.id));
     return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
   }
 }

@@ -2,14 +2,12 @@
  * The CA database schema, as forward-only migrations. Times are integer milliseconds since the epoch. An org id
  * of '' means "the instance" (instance proxies, the admin identity), so UNIQUE keys work without NULLs.
  */
-import type { Migration } from './store-adapter.js';
+import type { Migration } from '../store/db.js';
 
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    description:
-      'authorities, orgs, identities, tokens, policies, gateways, proxies, certificates, grants, ' +
-      'revocations, nonces, audit',
+    name: 'ca initial schema',
     sql: `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 

@@ -3,9 +3,11 @@
  * the Authority calls it inside `transaction()` so that an issued certificate, its records and its audit row
  * commit together, before the certificate is returned to anyone.
  */
+
+import Database from 'better-sqlite3';
 import type { GrantMode } from '../protocol/grant.js';
+import { type Db, migrate, openDatabase } from '../store/db.js';
 import type { PolicyRule } from './policy.js';
-import { type Db, migrate, openDatabase } from './store-adapter.js';
 import { MIGRATIONS } from './store-schema.js';
 
 /** '' in the database, null in the domain: "the instance, not an org". */
@@ -116,9 +118,10 @@ export class CaStore {
     this.db = db;
   }
 
-  /** Opens a database file (or ':memory:') and migrates it forward. */
+  /** Opens a database file (0600 in a 0700 directory, WAL, synchronous=FULL) or ':memory:', migrated forward. */
   static open(path: string): CaStore {
-    return CaStore.wrap(openDatabase(path));
+    if (path === ':memory:') return CaStore.wrap(new Database(':memory:'));
+    return new CaStore(openDatabase({ path, migrations: MIGRATIONS }));
   }
 
   /** Migrates an already-open better-sqlite3 database (tests, lib/store). */
