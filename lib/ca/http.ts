@@ -126,8 +126,8 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       let json: unknown;
       try {
         json = JSON.parse(raw.toString('utf8'));
-      } catch {
-        return fail(res, 'E_REQUEST_MALFORMED', 'body is not valid JSON');
+      } catch (err) {
+        return fail(res, 'E_REQUEST_MALFORMED', (err as Error).message.slice(0, 200));
       }
       const valid = parseBody(route.body, json);
       if (!valid.ok) return fail(res, valid.code, valid.reason);

@@ -446,18 +446,15 @@ export class CaStore {
   }
   grant(grantId: string): GrantRow | undefined {
     const r = this.db.prepare('SELECT * FROM grants WHERE grant_id = ?').get(grantId) as Raw | undefined;
-    if (!r) return undefined;
-    return {
-      grantId: r['grant_id'] as string,
-      orgId: r['org_id'] as string,
-      gatewayId: r['gateway_id'] as string,
-      identityId: r['identity_id'] as string,
-      targetJson: r['target_json'] as string,
-      mode: r['mode'] as GrantMode,
-      ruleId: r['rule_id'] as string,
-      createdAt: r['created_at'] as number,
-      expiresAt: r['expires_at'] as number,
-    };
+    return r && toGrant(r);
+  }
+  /** The newest grants of an org first. */
+  listGrants(orgId: string, limit: number): GrantRow[] {
+    return (
+      this.db
+        .prepare('SELECT * FROM grants WHERE org_id = ? ORDER BY created_at DESC LIMIT ?')
+        .all(orgId, limit) as Raw[]
+    ).map(toGrant);
   }
 
   // ---- revocations ----------------------------------------------------------------------------------------------
@@ -599,5 +596,19 @@ function toCertificate(r: Raw): CertificateRow {
     requestedBy: r['requested_by'] as string,
     grantId: nul(r['grant_id']),
     createdAt: r['created_at'] as number,
+  };
+}
+
+function toGrant(r: Raw): GrantRow {
+  return {
+    grantId: r['grant_id'] as string,
+    orgId: r['org_id'] as string,
+    gatewayId: r['gateway_id'] as string,
+    identityId: r['identity_id'] as string,
+    targetJson: r['target_json'] as string,
+    mode: r['mode'] as GrantMode,
+    ruleId: r['rule_id'] as string,
+    createdAt: r['created_at'] as number,
+    expiresAt: r['expires_at'] as number,
   };
 }

@@ -1,0 +1,295 @@
+#!/usr/bin/env node
+/**
+ * infisical-ca: the certificate authority and control plane. This file only wires: commands → lib/ca.
+ * Configuration: flags > environment (INFISICAL_CA_*) > /etc/infisical/ca.conf > defaults (lib/ca/config.ts).
+ * Admin subcommands act on the local state directory as the instance admin (see lib/ca/cli.ts).
+ */
+import type { ArgumentsCamelCase, Argv } from 'yargs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { VERSION } from '../lib/ca/authority.js';
+import * as cli from '../lib/ca/cli.js';
+import { caConfigSchema } from '../lib/ca/config.js';
+import { asCaConfig, type CaConfig, serve } from '../lib/ca/serve.js';
+import { REVOCATION_KINDS } from '../lib/protocol/api.js';
+import { GatewayError } from '../lib/protocol/errors.js';
+import { GRANT_MODES, type GrantMode } from '../lib/protocol/grant.js';
+import { loadConfig } from '../lib/runtime/config.js';
+import { createLogger } from '../lib/runtime/log.js';
+import type { LogLevel } from '../lib/runtime/runtime-keys.js';
+
+/** Flags that set config keys (the rest of a command's flags are its own arguments). */
+const CONFIG_FLAGS: Record<string, keyof typeof caConfigSchema.keys> = {
+  listen: 'listen',
+  'trust-domain': 'trust_domain',
+  'api-name': 'api_names',
+  'state-dir': 'state_directory',
+  'token-ttl': 'token_ttl',
+  'grant-ttl': 'grant_ttl',
+  'log-level': 'log_level',
+  'ops-listen': 'ops_listen',
+  'ops-allow-remote': 'ops_allow_remote',
+  'drain-timeout': 'drain_timeout',
+};
+
+type Args = ArgumentsCamelCase<Record<string, unknown>>;
+
+function configOf(argv: Args): CaConfig {
+  const flags = new Map<string, { raw: string; origin: { source: 'flag'; flag: string } }>();
+  for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
+    const value = argv[flag];
+    if (value === undefined) continue;
+    flags.set(key, {
+      raw: Array.isArray(value) ? value.join(',') : String(value),
+      origin: { source: 'flag', flag: `--${flag}` },
+    });
+  }
+  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
+  const loaded = loadConfig(caConfigSchema, {
+    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
+    env: process.env,
+  });
+  return asCaConfig(loaded.config);
+}
+
+/** Runs a command, printing its output as text or JSON; failures print a code and exit non-zero. */
+function run(fn: (argv: Args, config: CaConfig) => Promise<cli.Output | undefined> | cli.Output | undefined) {
+  return async (argv: Args) => {
+    try {
+      const output = await fn(argv, configOf(argv));
+      if (output) process.stdout.write(`${argv['json'] ? JSON.stringify(output.json, null, 2) : output.text}\n`);
+    } catch (err) {
+      const code = err instanceof GatewayError ? err.code : 'E_INTERNAL';
+      const message = (err as Error).message;
+      if (argv['json']) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
+      else process.stderr.write(`infisical-ca: ${code}: ${message}\n`);
+      process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+    }
+  };
+}
+
+const str = (argv: Args, name: string): string => String(argv[name]);
+const list = (argv: Args, name: string): string[] => ((argv[name] as unknown[] | undefined) ?? []).map(String);
+
+function globalOptions(y: Argv): Argv {
+  return y
+    .option('config', { type: 'string', describe: 'config file (default /etc/infisical/ca.conf)', global: true })
+    .option('state-dir', {
+      type: 'string',
+      describe: 'state directory (default $STATE_DIRECTORY or /var/lib/infisical-ca)',
+      global: true,
+    })
+    .option('json', { type: 'boolean', describe: 'print results as JSON', global: true })
+    .option('log-level', { type: 'string', describe: 'fatal|error|warn|info|debug|trace', global: true })
+    .option('trust-domain', { type: 'string', describe: 'SPIFFE trust domain (fixed at init)', global: true });
+}
+
+await globalOptions(yargs(hideBin(process.argv)))
+  .scriptName('infisical-ca')
+  .usage('$0 <command> [options]\n\nCertificate authority and control plane of the gateway suite.')
+  .command(
+    'init',
+    'create the instance CAs, the admin credential (printed once) and the API server certificate',
+    (y) =>
+      y.option('api-name', {
+        type: 'array',
+        string: true,
+        describe: 'API cert DNS names / IPs (default localhost,127.0.0.1)',
+      }),
+    run((_a, config) => cli.initCommand(config)),
+  )
+  .command(
+    'serve',
+    'run the HTTPS API and the ops endpoint (READY=1, SIGHUP reload, SIGTERM drain)',
+    (y) =>
+      y
+        .option('listen', { type: 'string', describe: 'API address host:port (default 0.0.0.0:8443)' })
+        .option('ops-listen', { type: 'string', describe: 'ops endpoint host:port (default 127.0.0.1:9471)' })
+        .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
+        .option('token-ttl', { type: 'string', describe: 'access token lifetime (default 15m)' })
+        .option('grant-ttl', { type: 'string', describe: 'default grant lifetime (default 5m)' })
+        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
+    run(async (_a, config) => {
+      const logger = createLogger({ daemon: 'ca', version: VERSION, level: config.log_level as LogLevel });
+      await serve(config, logger);
+      return undefined;
+    }),
+  )
+  .command(
+    'api-cert',
+    're-issue the API server certificate (then re-pin clients and SIGHUP serve)',
+    (y) => y.option('api-name', { type: 'array', string: true, describe: 'DNS names / IPs' }),
+    run((_a, config) => cli.apiCertCommand(config)),
+  )
+  .command('org', 'create, list or delete orgs (each org gets six CAs of its own)', (y) =>
+    y
+      .command(
+        'create <orgId>',
+        'create an org',
+        {},
+        run((a, c) => cli.orgCommands.create(c, str(a, 'orgId'))),
+      )
+      .command(
+        'list',
+        'list orgs',
+        {},
+        run((_a, c) => cli.orgCommands.list(c)),
+      )
+      .command(
+        'delete <orgId>',
+        'delete an org: revoke all it had, destroy its CA keys',
+        {},
+        run((a, c) => cli.orgCommands.delete(c, str(a, 'orgId'))),
+      )
+      .demandCommand(1),
+  )
+  .command('identity', 'machine identities of an org (client id + secret)', (y) =>
+    y
+      .command(
+        'create <orgId> <identityId>',
+        'create an identity; prints its secret once',
+        (z) =>
+          z
+            .option('role', { choices: ['member', 'org-admin'] as const, default: 'member' as const })
+            .option('group', { type: 'array', string: true, describe: 'groups (for policy rules group:<name>)' }),
+        run((a, c) =>
+          cli.identityCommands.create(
+            c,
+            str(a, 'orgId'),
+            str(a, 'identityId'),
+            a['role'] as 'member' | 'org-admin',
+            list(a, 'group'),
+          ),
+        ),
+      )
+      .command(
+        'list <orgId>',
+        'list identities',
+        {},
+        run((a, c) => cli.identityCommands.list(c, str(a, 'orgId'))),
+      )
+      .demandCommand(1),
+  )
+  .command(
+    'token',
+    'create a one-time enrollment token for a gateway or proxy',
+    (y) =>
+      y
+        .option('org', { type: 'string', describe: 'org id (omit for an instance proxy)' })
+        .option('kind', { choices: ['gateway', 'proxy'] as const, demandOption: true })
+        .option('subject', { type: 'string', demandOption: true, describe: 'gateway or proxy id' })
+        .option('ttl', { type: 'number', describe: 'seconds (default 3600)' }),
+    run((a, c) =>
+      cli.tokenCommand(
+        c,
+        (a['org'] as string | undefined) ?? null,
+        a['kind'] as 'gateway' | 'proxy',
+        str(a, 'subject'),
+        a['ttl'] as number | undefined,
+      ),
+    ),
+  )
+  .command('proxy', 'enrolled proxies', (y) =>
+    y
+      .command(
+        'list',
+        'list proxies',
+        {},
+        run((_a, c) => cli.listCommands.proxies(c)),
+      )
+      .demandCommand(1),
+  )
+  .command('gateway', 'enrolled gateways', (y) =>
+    y
+      .command(
+        'list <orgId>',
+        'list gateways of an org',
+        {},
+        run((a, c) => cli.listCommands.gateways(c, str(a, 'orgId'))),
+      )
+      .demandCommand(1),
+  )
+  .command('grant', 'issued access grants', (y) =>
+    y
+      .command(
+        'list <orgId>',
+        'newest grants of an org',
+        (z) => z.option('limit', { type: 'number', default: 50 }),
+        run((a, c) => cli.listCommands.grants(c, str(a, 'orgId'), Number(a['limit']))),
+      )
+      .demandCommand(1),
+  )
+  .command('policy', 'access policy rules of an org (deny by default)', (y) =>
+    y
+      .command(
+        'add <orgId>',
+        'add a rule: <subject> may reach <targets> through <gateways> in <modes>',
+        (z) =>
+          z
+            .option('id', { type: 'string' })
+            .option('subject', { type: 'string', demandOption: true, describe: 'identity:<id> or group:<name>' })
+            .option('gateway', { type: 'array', string: true, demandOption: true, describe: 'gateway ids or *' })
+            .option('target', {
+              type: 'array',
+              string: true,
+              demandOption: true,
+              describe: 'host:ports or name:<target>',
+            })
+            .option('mode', { type: 'array', string: true, choices: GRANT_MODES, default: ['tcp'] }),
+        run((a, c) =>
+          cli.policyCommands.add(c, str(a, 'orgId'), {
+            ...(a['id'] ? { id: str(a, 'id') } : {}),
+            subject: str(a, 'subject'),
+            gateways: list(a, 'gateway'),
+            targets: list(a, 'target'),
+            modes: list(a, 'mode') as GrantMode[],
+          }),
+        ),
+      )
+      .command(
+        'list <orgId>',
+        'list rules',
+        {},
+        run((a, c) => cli.policyCommands.list(c, str(a, 'orgId'))),
+      )
+      .command(
+        'delete <orgId> <ruleId>',
+        'delete a rule',
+        {},
+        run((a, c) => cli.policyCommands.delete(c, str(a, 'orgId'), str(a, 'ruleId'))),
+      )
+      .demandCommand(1),
+  )
+  .command(
+    'revoke <kind> <subject>',
+    'revoke a gateway, proxy, identity, grant or certificate (published in the signed feed)',
+    (y) =>
+      y
+        .positional('kind', { choices: REVOCATION_KINDS })
+        .option('org', {
+          type: 'string',
+          describe: 'org id (required for gateway and identity; omit for an instance proxy)',
+        })
+        .option('reason', { type: 'string' }),
+    run((a, c) =>
+      cli.revokeCommand(
+        c,
+        a['kind'] as (typeof REVOCATION_KINDS)[number],
+        str(a, 'subject'),
+        a['org'] as string | undefined,
+        a['reason'] as string | undefined,
+      ),
+    ),
+  )
+  .command(
+    'audit',
+    'print audit entries (logins, issuance, denials, revocations)',
+    (y) => y.option('since', { type: 'number', default: 0, describe: 'entries after this seq' }),
+    run((a, c) => cli.auditCommand(c, Number(a['since']))),
+  )
+  .demandCommand(1, 'name a command (see --help)')
+  .strict()
+  .version(VERSION)
+  .help()
+  .wrap(Math.min(120, process.stdout.columns || 100))
+  .parseAsync();

@@ -1,0 +1,235 @@
+/**
+ * The admin subcommands of `infisical-ca`. They operate on the local state directory directly (as root on the CA
+ * host, with the sealing key), acting as the instance admin: no credential to store, and safe next to a
+ * running `serve` because both go through SQLite transactions (WAL, busy timeout) and the server caches nothing
+ * that these commands change (orgs, tokens, policies and revocations are read from the database per request).
+ *
+ * Each command returns what it did as data; the entry point prints it as text or, with --json, as JSON.
+ */
+import { isIP } from 'node:net';
+import type { ProxyScope, RevocationKind } from '../protocol/api.js';
+import { unwrap } from '../protocol/errors.js';
+import type { GrantMode } from '../protocol/grant.js';
+import type { Authority } from './authority.js';
+import type { CaConfig } from './serve.js';
+import { openState } from './serve.js';
+
+export interface Output {
+  json: unknown;
+  text: string;
+}
+
+const out = (json: unknown, text: string): Output => ({ json, text });
+
+function apiNames(names: readonly string[]): { dnsNames: string[]; ipAddresses: string[] } {
+  return { dnsNames: names.filter((n) => isIP(n) === 0), ipAddresses: names.filter((n) => isIP(n) !== 0) };
+}
+
+/** Creates the state directory, sealing key, instance CAs, admin credential and API server certificate. */
+export async function initCommand(config: CaConfig): Promise<Output> {
+  const { dir, authority } = openState(config, { create: true });
+  try {
+    const init = unwrap(await authority.init());
+    const api = authority.issueApiServerCertificate(apiNames(config.api_names));
+    const json = {
+      stateDirectory: dir,
+      trustDomain: init.trustDomain,
+      adminClientId: init.adminClientId,
+      adminClientSecret: init.adminClientSecret,
+      apiFingerprint: api.fingerprint256,
+      apiNames: config.api_names,
+      apiNotAfter: api.notAfter.toISOString(),
+    };
+    const text = [
+      `initialized the CA in ${dir} (trust domain ${init.trustDomain})`,
+      '',
+      'admin credential (shown once; store it now):',
+      `  client id:     ${init.adminClientId}`,
+      `  client secret: ${init.adminClientSecret}`,
+      '',
+      `API server certificate for ${config.api_names.join(', ')} (until ${json.apiNotAfter})`,
+      `  SHA-256 fingerprint (pin this): ${api.fingerprint256}`,
+    ].join('\n');
+    return out(json, text);
+  } finally {
+    authority.close();
+  }
+}
+
+/** Re-issues the API server certificate (new names or expiry); `serve` picks it up on SIGHUP. */
+export function apiCertCommand(config: CaConfig): Output {
+  return withAuthority(config, (ca) => {
+    const api = ca.issueApiServerCertificate(apiNames(config.api_names));
+    return out(
+      { apiFingerprint: api.fingerprint256, apiNames: config.api_names, apiNotAfter: api.notAfter.toISOString() },
+      `new API server certificate; SHA-256 fingerprint (re-pin clients, then SIGHUP serve): ${api.fingerprint256}`,
+    );
+  });
+}
+
+export function withAuthority<T>(config: CaConfig, fn: (ca: Authority) => T): T {
+  const { authority } = openState(config, { create: false });
+  try {
+    if (!authority.initialized)
+      throw new Error('this state directory holds no initialized CA; run `infisical-ca init`');
+    return fn(authority);
+  } finally {
+    authority.close();
+  }
+}
+
+export async function withAuthorityAsync<T>(config: CaConfig, fn: (ca: Authority) => Promise<T>): Promise<T> {
+  const { authority } = openState(config, { create: false });
+  try {
+    if (!authority.initialized)
+      throw new Error('this state directory holds no initialized CA; run `infisical-ca init`');
+    return await fn(authority);
+  } finally {
+    authority.close();
+  }
+}
+
+export const orgCommands = {
+  create: (config: CaConfig, orgId: string) =>
+    withAuthority(config, (ca) => {
+      const org = unwrap(ca.createOrg(ca.localAdmin(), orgId));
+      return out(org, `created org ${orgId} and its six certificate authorities`);
+    }),
+  list: (config: CaConfig) =>
+    withAuthority(config, (ca) => {
+      const { orgs } = unwrap(ca.listOrgs(ca.localAdmin()));
+      return out(orgs, orgs.map((o) => `${o.orgId}\t${o.createdAt}`).join('\n') || '(no orgs)');
+    }),
+  delete: (config: CaConfig, orgId: string) =>
+    withAuthority(config, (ca) => {
+      const r = unwrap(ca.deleteOrg(ca.localAdmin(), orgId));
+      return out(r, `deleted org ${orgId}: ${r.revoked} revocations published, its CA keys destroyed`);
+    }),
+};
+
+export const identityCommands = {
+  create: (config: CaConfig, orgId: string, identityId: string, role: 'member' | 'org-admin', groups: string[]) =>
+    withAuthorityAsync(config, async (ca) => {
+      const r = unwrap(await ca.createIdentity(ca.localAdmin(), orgId, { identityId, role, groups }));
+      const text = [
+        `created ${role} ${identityId} in org ${orgId} (shown once; store it now):`,
+        `  client id:     ${r.clientId}`,
+        `  client secret: ${r.clientSecret}`,
+      ].join('\n');
+      return out(r, text);
+    }),
+  list: (config: CaConfig, orgId: string) =>
+    withAuthority(config, (ca) => {
+      const rows = ca.store.listIdentities(orgId).map((i) => ({
+        identityId: i.identityId,
+        role: i.role,
+        groups: i.groups,
+        clientId: i.clientId,
+        revoked: i.revokedAt !== null,
+      }));
+      const text = rows.map((i) => `${i.identityId}\t${i.role}\t${i.groups.join(',')}\t${i.revoked ? 'revoked' : ''}`);
+      return out(rows, text.join('\n') || '(no identities)');
+    }),
+};
+
+export function tokenCommand(
+  config: CaConfig,
+  orgId: string | null,
+  kind: 'gateway' | 'proxy',
+  subjectId: string,
+  ttlSeconds?: number,
+): Output {
+  return withAuthority(config, (ca) => {
+    const t = unwrap(
+      ca.createEnrollmentToken(ca.localAdmin(), orgId, { kind, subjectId, ...(ttlSeconds ? { ttlSeconds } : {}) }),
+    );
+    const scope = orgId === null ? 'instance' : `org ${orgId}`;
+    return out(
+      t,
+      `one-time enrollment token for ${kind} ${subjectId} (${scope}), valid until ${t.expiresAt}:\n${t.token}`,
+    );
+  });
+}
+
+export const listCommands = {
+  proxies: (config: CaConfig) =>
+    withAuthority(config, (ca) => {
+      const { proxies } = unwrap(ca.listProxies(ca.localAdmin()));
+      const text = proxies.map(
+        (p) =>
+          `${p.scope === 'instance' ? 'instance' : `org ${p.orgId}`}\t${p.proxyId}\t${p.hostnames.join(',')}\t` +
+          `ssh ${p.sshAddress}\ttls ${p.tlsAddress}${p.revoked ? '\trevoked' : ''}`,
+      );
+      return out(proxies, text.join('\n') || '(no proxies)');
+    }),
+  gateways: (config: CaConfig, orgId: string) =>
+    withAuthority(config, (ca) => {
+      const { gateways } = unwrap(ca.listGateways(ca.localAdmin(), orgId));
+      const text = gateways.map((g) => `${g.gatewayId}\t${g.uri}\t${g.enrolledAt}${g.revoked ? '\trevoked' : ''}`);
+      return out(gateways, text.join('\n') || '(no gateways)');
+    }),
+  grants: (config: CaConfig, orgId: string, limit: number) =>
+    withAuthority(config, (ca) => {
+      const rows = ca.store.listGrants(orgId, limit);
+      const text = rows.map(
+        (g) =>
+          `${g.grantId}\t${g.identityId} → ${g.gatewayId} ${g.targetJson} ${g.mode}\tuntil ${new Date(g.expiresAt).toISOString()}`,
+      );
+      return out(rows, text.join('\n') || '(no grants)');
+    }),
+};
+
+export const policyCommands = {
+  add: (
+    config: CaConfig,
+    orgId: string,
+    rule: { id?: string; subject: string; gateways: string[]; targets: string[]; modes: GrantMode[] },
+  ) =>
+    withAuthority(config, (ca) => {
+      const r = unwrap(ca.addPolicy(ca.localAdmin(), orgId, rule));
+      return out(
+        r,
+        `added rule ${r.id}: ${r.subject} may reach ${r.targets.join(', ')} through ${r.gateways.join(', ')} (${r.modes.join(', ')})`,
+      );
+    }),
+  list: (config: CaConfig, orgId: string) =>
+    withAuthority(config, (ca) => {
+      const { rules } = unwrap(ca.listPolicies(ca.localAdmin(), orgId));
+      const text = rules.map(
+        (r) => `${r.id}\t${r.subject}\t${r.gateways.join(',')}\t${r.targets.join(',')}\t${r.modes.join(',')}`,
+      );
+      return out(rules, text.join('\n') || '(no rules: every grant is denied)');
+    }),
+  delete: (config: CaConfig, orgId: string, ruleId: string) =>
+    withAuthority(config, (ca) =>
+      out(unwrap(ca.deletePolicy(ca.localAdmin(), orgId, ruleId)), `deleted rule ${ruleId}`),
+    ),
+};
+
+export function revokeCommand(
+  config: CaConfig,
+  kind: RevocationKind,
+  subject: string,
+  orgId: string | undefined,
+  reason: string | undefined,
+): Output {
+  return withAuthority(config, (ca) => {
+    const r = unwrap(
+      ca.revoke(ca.localAdmin(), { kind, subject, ...(orgId ? { orgId } : {}), ...(reason ? { reason } : {}) }),
+    );
+    return out(r, `revoked ${kind} ${subject}${orgId ? ` of org ${orgId}` : ''} (feed seq ${r.seq})`);
+  });
+}
+
+export function auditCommand(config: CaConfig, since: number): Output {
+  return withAuthority(config, (ca) => {
+    const r = unwrap(ca.audit(ca.localAdmin(), since));
+    const text = r.entries.map(
+      (e) =>
+        `${e.seq}\t${e.at}\t${e.outcome}\t${e.action}\t${e.actor}\t${e.subject}${e.code ? `\t${e.code}` : ''}${e.reason ? `\t${e.reason}` : ''}`,
+    );
+    return out(r, text.join('\n') || '(no audit entries)');
+  });
+}
+
+export type { ProxyScope };

@@ -1,0 +1,35 @@
+/**
+ * The CA daemon's configuration keys (flags > environment > /etc/infisical/ca.conf > defaults). Declared once:
+ * the loader, --help and the sample config read this.
+ */
+import { defineSchema, durationRange, hostPort, keys } from '../runtime/config-schema.js';
+import { runtimeKeys } from '../runtime/runtime-keys.js';
+
+export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
+  listen: keys.string({
+    default: '0.0.0.0:8443',
+    placeholder: 'host:port',
+    description: 'Address of the HTTPS API (clients pin its certificate by SHA-256 fingerprint).',
+    validate: hostPort,
+  }),
+  trust_domain: keys.string({
+    optional: true,
+    placeholder: 'name',
+    description: 'SPIFFE trust domain, fixed by `init` (default infisical.local); later runs must agree with it.',
+  }),
+  api_names: keys.list({
+    default: ['localhost', '127.0.0.1'],
+    description: 'DNS names and IP addresses put in the API server certificate by `init` and `api-cert`.',
+  }),
+  token_ttl: keys.duration({
+    default: 15 * 60_000,
+    description: 'Lifetime of access tokens issued at login.',
+    validate: durationRange(60_000, 24 * 3_600_000),
+  }),
+  grant_ttl: keys.duration({
+    default: 5 * 60_000,
+    description: 'Lifetime of access grants when a request names none.',
+    validate: durationRange(10_000, 3_600_000),
+  }),
+  ...runtimeKeys({ opsListen: '127.0.0.1:9471' }),
+});

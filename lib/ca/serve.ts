@@ -1,0 +1,112 @@
+/**
+ * `infisical-ca serve`: the state directory → the Authority → the HTTPS API and the ops endpoint → READY=1.
+ * SIGHUP reloads the API certificate (re-issued by `infisical-ca api-cert`) for new connections; SIGTERM
+ * drains in-flight requests within drain_timeout.
+ */
+import { join } from 'node:path';
+import { GatewayError } from '../protocol/errors.js';
+import type { ConfigOf } from '../runtime/config-schema.js';
+import { parseHostPort } from '../runtime/config-schema.js';
+import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
+import type { Logger } from '../runtime/log.js';
+import { DaemonMetrics } from '../runtime/metrics.js';
+import { startOpsServer } from '../runtime/ops.js';
+import { SystemdNotifier } from '../runtime/systemd.js';
+import { prepareStateDirectory, stateDirectory } from '../store/db.js';
+import { loadSealingKey, Sealer } from '../store/sealed.js';
+import { Authority, VERSION } from './authority.js';
+import type { caConfigSchema } from './config.js';
+import { startCaServer } from './http.js';
+
+/** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
+export interface CaConfig {
+  readonly listen: string;
+  readonly trust_domain: string | undefined;
+  readonly api_names: readonly string[];
+  readonly token_ttl: number;
+  readonly grant_ttl: number;
+  readonly log_level: string;
+  readonly ops_listen: string;
+  readonly ops_allow_remote: boolean;
+  readonly state_directory: string | undefined;
+  readonly drain_timeout: number;
+}
+
+/** Loaded config as CaConfig; every key is validated by the loader, defaults make the required ones present. */
+export function asCaConfig(config: ConfigOf<(typeof caConfigSchema)['keys']>): CaConfig {
+  return config as unknown as CaConfig;
+}
+
+export interface CaState {
+  dir: string;
+  authority: Authority;
+}
+
+/** Opens the state directory: `<dir>/ca.db` and its sealing key (created only when `create`). */
+export function openState(config: CaConfig, options: { create: boolean; logger?: Logger }): CaState {
+  const dir = stateDirectory('ca', { override: config.state_directory, env: process.env });
+  prepareStateDirectory(dir);
+  const key = loadSealingKey({ keyFile: join(dir, 'sealing.key'), create: options.create });
+  const authority = Authority.open({
+    db: join(dir, 'ca.db'),
+    sealKey: new Sealer(key),
+    ...(config.trust_domain !== undefined ? { trustDomain: config.trust_domain } : {}),
+    limits: { tokenTtlSec: Math.round(config.token_ttl / 1000), grantTtlSec: Math.round(config.grant_ttl / 1000) },
+    version: VERSION,
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+  return { dir, authority };
+}
+
+export async function serve(config: CaConfig, logger: Logger): Promise<void> {
+  const notifier = new SystemdNotifier();
+  notifier.status('opening state');
+  const { dir, authority } = openState(config, { create: false, logger });
+  if (!authority.initialized) {
+    throw new GatewayError('E_CONFIG_INVALID', `${dir} holds no initialized CA: run \`infisical-ca init\` first`);
+  }
+  const listen = parseHostPort(config.listen)!;
+  const metrics = new DaemonMetrics('ca');
+  metrics.gauge(`${metrics.prefix}certificates_issued`, 'Certificates recorded in the database', [], (g) =>
+    g.set(authority.store.certificateCount()),
+  );
+  const server = await startCaServer({
+    authority,
+    host: listen.host,
+    port: listen.port,
+    tls: authority.apiServerCredentials(),
+    logger,
+    metrics,
+  });
+  const ops = await startOpsServer({
+    listen: config.ops_listen,
+    allowNonLoopback: config.ops_allow_remote,
+    metrics,
+    readiness: () => ({ ready: authority.initialized, reason: 'serving the CA API' }),
+  });
+  const pruner = setInterval(() => authority.prune(), 10 * 60_000);
+  pruner.unref();
+  const lifecycle = new Lifecycle({
+    notifier,
+    log: logger,
+    drainTimeoutMs: config.drain_timeout,
+    hooks: {
+      reload: () => {
+        server.setCredentials(authority.apiServerCredentials());
+      },
+      drain: async (deadlineMs) => {
+        clearInterval(pruner);
+        await server.drain(deadlineMs);
+        await ops.close();
+        authority.close();
+      },
+    },
+  });
+  installSignalHandlers(lifecycle);
+  const fingerprint = authority.apiServerCredentials().fingerprint256;
+  logger.info(
+    { url: server.url, ops: ops.url, stateDirectory: dir, fingerprint, trustDomain: authority.trustDomain },
+    'serving',
+  );
+  lifecycle.ready(`serving on ${server.url}`);
+}
