@@ -1,0 +1,82 @@
+/**
+ * The gateway's one admission decision for a platform stream (pure: chain, mode and clock in, verdict out).
+ * THE verifier (lib/pki/verify) judges the inner client cert: chain to this org's gateway client CA,
+ * clientAuth, validity, revocation by serial, and the access grant, which checkGrant (lib/protocol/grant)
+ * holds to this org, this gateway, the clock and the mode. The revocation list adds grant, identity and
+ * gateway revocations. The allowlist is the next step (it needs a DNS lookup): see allowlist.ts.
+ */
+import type { TrustAnchors, VerifiedPeer } from '../pki/verify.js';
+import { verifyCertificateChain } from '../pki/verify.js';
+import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { type AccessGrant, checkGrant, type GrantMode, type GrantTarget } from '../protocol/grant.js';
+import { MODE_ALPNS, type ModeAlpn } from '../protocol/relay.js';
+import { type RevocationSet, revocationCovers } from './revocations.js';
+
+export interface AdmissionContext {
+  orgId: string;
+  gatewayId: string;
+  /** The org's gateway client CA(s): inner client certs must chain here. */
+  anchors: TrustAnchors;
+  revoked: RevocationSet;
+  now: Date;
+}
+
+export interface Admitted {
+  peer: VerifiedPeer;
+  grant: AccessGrant;
+  mode: ModeAlpn;
+}
+
+/**
+ * Decides one stream. `alpn` is what the TLS handshake selected; `requested` is a target the platform asked
+ * for inside the stream (an absolute-form HTTP request), checked against the grant like everything else.
+ */
+export function admitStream(
+  chain: readonly Buffer[],
+  alpn: string | false | null | undefined,
+  ctx: AdmissionContext,
+  requested?: GrantTarget,
+): Verdict<Admitted> {
+  if (ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) {
+    return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
+  }
+  if (!alpn || !(MODE_ALPNS as readonly string[]).includes(alpn)) {
+    return refuse('E_TARGET_NOT_ALLOWED', `no mode selected: offer one of ${MODE_ALPNS.join(', ')} by ALPN`);
+  }
+  const mode = alpn as ModeAlpn;
+  const verified = verifyCertificateChain({
+    chain: [...chain],
+    anchors: ctx.anchors,
+    now: ctx.now,
+    purpose: 'clientAuth',
+    requireGrant: true,
+    isRevoked: (serial) => ctx.revoked.has('certificate', serial),
+  });
+  if (!verified.ok) return verified;
+  const peer = verified.value;
+  const grant = peer.grant!;
+  const decided = checkGrant(grant, {
+    orgId: ctx.orgId,
+    gatewayId: ctx.gatewayId,
+    target: requested ?? grant.target,
+    mode: mode as GrantMode,
+    now: ctx.now,
+  });
+  if (!decided.ok) return decided;
+  const stream = { grant, serialHex: peer.serialHex, gatewayId: ctx.gatewayId };
+  for (const kind of ['grant', 'identity'] as const) {
+    const subject = kind === 'grant' ? grant.grantId : grant.actor;
+    if (ctx.revoked.has(kind, subject, grant.orgId) || (kind === 'identity' && identityRevoked(ctx, stream))) {
+      return refuse(kind === 'grant' ? 'E_CERT_REVOKED' : 'E_SUBJECT_REVOKED', `${kind} ${subject} has been revoked`);
+    }
+  }
+  return accept({ peer, grant, mode });
+}
+
+function identityRevoked(ctx: AdmissionContext, stream: Parameters<typeof revocationCovers>[1]): boolean {
+  const id = stream.grant.actor.split('/').at(-1) ?? '';
+  return (
+    ctx.revoked.has('identity', id, stream.grant.orgId) &&
+    revocationCovers({ kind: 'identity', subject: id, orgId: stream.grant.orgId }, stream)
+  );
+}

@@ -1,0 +1,246 @@
+/**
+ * The inner mTLS server over real sockets: every mode, and every refusal a gateway owes (SPEC §6). Each
+ * refusal test checks the code the gateway recorded and that no byte reached the target: removing the check
+ * it names makes the test fail.
+ */
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import type tls from 'node:tls';
+import { World } from '../helpers/world.js';
+import { dialInner, echoServer, type Harness, httpServer, readAll, startHarness, waitFor } from './harness.js';
+
+const ORG = 'org-a';
+const GW = 'gw-1';
+const world = new World();
+let echo: Awaited<ReturnType<typeof echoServer>>;
+let web: Awaited<ReturnType<typeof httpServer>>;
+let h: Harness;
+
+before(async () => {
+  echo = await echoServer();
+  web = await httpServer();
+  h = await startHarness(world, { orgId: ORG, gatewayId: GW, ports: [echo.port, web.port] });
+});
+after(async () => {
+  await h.close();
+  await echo.close();
+  await web.close();
+});
+
+const id = { orgId: ORG, gatewayId: GW };
+const client = (o: Parameters<World['platformInner']>[0] extends infer P ? Partial<P> : never = {}) =>
+  world.platformInner({ orgId: ORG, gatewayId: GW, target: { host: '127.0.0.1', port: echo.port }, ...o });
+
+async function exchange(socket: tls.TLSSocket, text: string): Promise<string> {
+  const got = new Promise<string>((resolve) => {
+    let data = '';
+    socket.on('data', (d: Buffer) => {
+      data += d.toString();
+      if (data.length >= text.length) resolve(data);
+    });
+  });
+  socket.write(text);
+  return got;
+}
+
+/** Dials with `cred` and expects a refusal with `code`; the target must see no connection. */
+async function expectRefusal(cred: ReturnType<typeof client>, mode: string, code: string): Promise<void> {
+  const before = h.refusals.length;
+  const connections = echo.connections();
+  const socket = await dialInner(world, h.port, cred, mode, id);
+  socket.write('must not arrive');
+  const out = await readAll(socket);
+  assert.equal(out.data, '', 'a refused stream carries no byte');
+  await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
+  assert.equal(h.refusals.at(-1)?.code, code, h.refusals.at(-1)?.reason);
+  assert.equal(echo.connections(), connections, 'the target saw no connection');
+}
+
+describe('inner server: modes', () => {
+  it('tcp: pipes to the granted target and audits bytes each way', async () => {
+    const cred = client();
+    const socket = await dialInner(world, h.port, cred, 'tcp', id);
+    assert.equal(await exchange(socket, 'hello target'), 'hello target');
+    socket.end();
+    await waitFor(() => h.records.some((r) => r.grantId === cred.grant.grantId), 5000, 'stream record');
+    const rec = h.records.find((r) => r.grantId === cred.grant.grantId)!;
+    assert.equal(rec.outcome, 'ok');
+    assert.equal(rec.actor, cred.grant.actor);
+    assert.equal(rec.target, `127.0.0.1:${echo.port}`);
+    assert.equal(rec.bytesIn, 12);
+    assert.equal(rec.bytesOut, 12);
+    assert.equal(rec.mode, 'tcp');
+  });
+
+  it('ping: echoes, bounded', async () => {
+    const socket = await dialInner(
+      world,
+      h.port,
+      client({ target: { host: '127.0.0.1', port: echo.port } }),
+      'ping',
+      id,
+    );
+    assert.equal(await exchange(socket, 'ping-1'), 'ping-1');
+    socket.write(Buffer.alloc(70 * 1024, 1));
+    const out = await readAll(socket);
+    assert.ok(out.data.length <= 64 * 1024, 'never echoes more than the bound');
+  });
+
+  it('health: one JSON document', async () => {
+    const socket = await dialInner(world, h.port, client(), 'health', id);
+    const out = await readAll(socket);
+    assert.deepEqual(JSON.parse(out.data), { ok: true, gatewayId: GW });
+  });
+
+  it('http: reverse proxies to the granted target with the Host rewritten', async () => {
+    const cred = client({ target: { host: '127.0.0.1', port: web.port } });
+    const socket = await dialInner(world, h.port, cred, 'http', id);
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(
+        { createConnection: () => socket, method: 'POST', path: '/hello?x=1', headers: { host: 'whatever' } },
+        (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => {
+            text += d.toString();
+          });
+          res.on('end', () => resolve(text));
+        },
+      );
+      req.on('error', reject);
+      req.end('payload');
+    });
+    assert.deepEqual(JSON.parse(body), {
+      method: 'POST',
+      url: '/hello?x=1',
+      host: `127.0.0.1:${web.port}`,
+      body: 'payload',
+    });
+    socket.destroy();
+  });
+});
+
+describe('inner server: refusals', () => {
+  it("refuses another org's client cert (its CA is not this org's)", async () => {
+    const other = world.platformInner({
+      orgId: 'org-b',
+      gatewayId: GW,
+      target: { host: '127.0.0.1', port: echo.port },
+    });
+    await expectRefusal(other, 'tcp', 'E_CERT_UNTRUSTED');
+  });
+
+  it('refuses a cert from a CA nobody trusts', async () => {
+    await expectRefusal(client({ ca: world.stray.gatewayClient }), 'tcp', 'E_CERT_UNTRUSTED');
+  });
+
+  it('refuses an expired grant (injected clock past notAfter, cert still inside its skew)', async () => {
+    const cred = client({ lifetimeSec: 120 });
+    const skip = cred.grant.notAfter * 1000 - world.nowMs() + 30_000;
+    world.advance(skip);
+    try {
+      await expectRefusal(cred, 'tcp', 'E_GRANT_EXPIRED');
+    } finally {
+      world.advance(-skip);
+    }
+  });
+
+  it('refuses a grant naming another gateway of the same org', async () => {
+    await expectRefusal(client({ gatewayId: 'gw-2' }), 'tcp', 'E_GRANT_GATEWAY');
+  });
+
+  it('refuses a mode the grant does not allow', async () => {
+    await expectRefusal(client({ modes: ['ping'] }), 'tcp', 'E_GRANT_TARGET');
+  });
+
+  it('refuses a stream without a known mode with a TLS alert', async () => {
+    const before = h.refusals.length;
+    await assert.rejects(dialInner(world, h.port, client(), 'nonsense', id), {
+      code: 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL',
+    });
+    await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
+    assert.equal(h.refusals.at(-1)?.code, 'E_TARGET_NOT_ALLOWED');
+  });
+
+  it('refuses a target outside the allowlist, naming the key to change', async () => {
+    await expectRefusal(client({ target: { host: '127.0.0.1', port: 1 } }), 'tcp', 'E_TARGET_NOT_ALLOWED');
+    assert.match(h.refusals.at(-1)?.reason ?? '', /allow_ports/);
+    await expectRefusal(client({ target: { host: '10.1.2.3', port: echo.port } }), 'tcp', 'E_TARGET_NOT_ALLOWED');
+    assert.match(h.refusals.at(-1)?.reason ?? '', /allow_cidrs/);
+  });
+
+  it('refuses a revoked grant', async () => {
+    const cred = client();
+    h.revoked.add({ kind: 'grant', subject: cred.grant.grantId, orgId: ORG });
+    await expectRefusal(cred, 'tcp', 'E_CERT_REVOKED');
+  });
+
+  it('refuses a revoked identity and a revoked certificate serial', async () => {
+    const cred = client({ identityId: 'mallory' });
+    h.revoked.add({ kind: 'identity', subject: 'mallory', orgId: ORG });
+    await expectRefusal(cred, 'tcp', 'E_SUBJECT_REVOKED');
+    const cert = client();
+    h.revoked.add({ kind: 'certificate', subject: cert.issued.serialHex });
+    await expectRefusal(cert, 'tcp', 'E_CERT_REVOKED');
+  });
+
+  it('http: refuses an absolute-form request for another target (grant used for another target)', async () => {
+    const cred = client({ target: { host: '127.0.0.1', port: web.port } });
+    const socket = await dialInner(world, h.port, cred, 'http', id);
+    const seen = web.seen.length;
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(
+        { createConnection: () => socket, path: `http://127.0.0.1:${echo.port}/`, headers: { host: 'x' } },
+        (r) => {
+          let text = '';
+          r.on('data', (d: Buffer) => {
+            text += d.toString();
+          });
+          r.on('end', () => resolve({ status: r.statusCode ?? 0, body: text }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(res.status, 403);
+    assert.equal(JSON.parse(res.body).code, 'E_GRANT_TARGET');
+    assert.equal(web.seen.length, seen);
+    socket.destroy();
+  });
+});
+
+describe('inner server: stream lifetime', () => {
+  it('ends a stream when its grant expires, mid-transfer', async () => {
+    const cred = client({ lifetimeSec: 2 });
+    const socket = await dialInner(world, h.port, cred, 'tcp', id);
+    assert.equal(await exchange(socket, 'before'), 'before');
+    const out = readAll(socket);
+    // keep data flowing until the gateway cuts the stream
+    const pump = setInterval(() => socket.writable && socket.write('x'), 50);
+    await out;
+    clearInterval(pump);
+    await waitFor(() => h.records.some((r) => r.grantId === cred.grant.grantId), 5000);
+    const rec = h.records.find((r) => r.grantId === cred.grant.grantId)!;
+    assert.equal(rec.outcome, 'E_GRANT_EXPIRED');
+    assert.ok(rec.bytesIn > 6);
+  });
+
+  it('ends live streams when their grant, identity or this gateway is revoked', async () => {
+    for (const kind of ['grant', 'identity', 'gateway'] as const) {
+      const cred = client({ identityId: `bob-${kind}` });
+      const socket = await dialInner(world, h.port, cred, 'tcp', id);
+      assert.equal(await exchange(socket, 'live'), 'live');
+      const out = readAll(socket);
+      const subject = kind === 'grant' ? cred.grant.grantId : kind === 'identity' ? `bob-${kind}` : GW;
+      assert.equal(h.registry.revoke({ kind, subject, orgId: ORG }), 1);
+      await out;
+      const rec = h.records.find((r) => r.grantId === cred.grant.grantId)!;
+      assert.equal(rec.outcome, kind === 'grant' ? 'E_CERT_REVOKED' : 'E_SUBJECT_REVOKED');
+    }
+  });
+
+  it('refuses every stream once this gateway is revoked', async () => {
+    h.revoked.add({ kind: 'gateway', subject: GW, orgId: ORG });
+    await expectRefusal(client(), 'tcp', 'E_SUBJECT_REVOKED');
+  });
+});
