@@ -1,0 +1,98 @@
+/**
+ * Client-side errors name the hop that refused (the CA, a proxy, the gateway) so that a person reading
+ * `infisical-connect` output knows whom to ask, and scripts get a stable exit code per error code.
+ */
+import { type ErrorCode, ErrorCodes, GatewayError } from '../protocol/errors.js';
+
+export type Hop = 'ca' | 'proxy' | 'gateway' | 'local';
+
+export class ConnectError extends GatewayError {
+  readonly hop: Hop;
+  /** The proxy the error happened at (proxy and gateway hops). */
+  readonly proxyId: string | undefined;
+  /** Earlier failures when proxies were tried in turn (failover), oldest first. */
+  readonly attempts: readonly ConnectError[];
+  /** The message without the code's generic text. */
+  readonly detail: string;
+
+  constructor(
+    code: ErrorCode,
+    hop: Hop,
+    detail: string,
+    opts: { proxyId?: string; attempts?: readonly ConnectError[]; cause?: unknown } = {},
+  ) {
+    super(code, detail, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'ConnectError';
+    this.hop = hop;
+    this.detail = detail;
+    this.proxyId = opts.proxyId;
+    this.attempts = opts.attempts ?? [];
+  }
+
+  /** "refused by gateway (via proxy p1): E_…: message". */
+  describe(): string {
+    const where = this.hop === 'local' ? 'local error' : `refused by ${this.hop}`;
+    const via = this.proxyId ? (this.hop === 'proxy' ? ` ${this.proxyId}` : ` (via proxy ${this.proxyId})`) : '';
+    return `${where}${via}: ${this.code}: ${this.detail}`;
+  }
+}
+
+/** Wraps anything thrown by a hop as a ConnectError that names it; ConnectErrors pass through. */
+export function atHop(err: unknown, hop: Hop, proxyId?: string): ConnectError {
+  if (err instanceof ConnectError) return err;
+  const opts = { ...(proxyId === undefined ? {} : { proxyId }), cause: err };
+  if (err instanceof GatewayError) {
+    const generic = ErrorCodes[err.code];
+    const detail = err.message.startsWith(`${generic}: `) ? err.message.slice(generic.length + 2) : err.message;
+    return new ConnectError(err.code, hop, detail, opts);
+  }
+  return new ConnectError('E_PROXY_UNREACHABLE', hop, (err as Error)?.message ?? String(err), opts);
+}
+
+/**
+ * Should the next proxy be tried after this failure? Yes when the problem belongs to that one proxy (down,
+ * slow, no tunnel for the gateway, a certificate we refuse): another proxy may do. No when the refusal is
+ * about us (the route in our cert, policy, the grant, the target): every proxy leads to the same answer.
+ */
+export function shouldTryNextProxy(err: ConnectError): boolean {
+  switch (err.code) {
+    case 'E_PROXY_UNREACHABLE':
+    case 'E_GATEWAY_OFFLINE':
+    case 'E_TIMEOUT':
+    case 'E_LIMIT':
+      return true;
+    default:
+      // A proxy whose server certificate we refuse may be an impostor on that path; others are checked anew.
+      return err.hop === 'proxy' && err.code.startsWith('E_CERT_');
+  }
+}
+
+/** Exit status of `infisical-connect` per error code: stable, grouped by who must act. */
+export function exitCodeFor(code: ErrorCode | undefined): number {
+  if (code === undefined) return 1;
+  if (code.startsWith('E_AUTH_') || code.startsWith('E_TOKEN_') || code === 'E_RATE_LIMITED') return 3;
+  if (code === 'E_POLICY_DENIED' || code === 'E_FORBIDDEN' || code === 'E_SUBJECT_REVOKED') return 4;
+  if (code === 'E_ROUTE_FORBIDDEN' || code === 'E_ORG_MISMATCH') return 5;
+  if (code === 'E_GATEWAY_OFFLINE' || code === 'E_PROXY_UNREACHABLE') return 6;
+  if (code.startsWith('E_GRANT_') || code === 'E_TARGET_NOT_ALLOWED') return 7;
+  if (code === 'E_TARGET_UNREACHABLE') return 8;
+  if (code.startsWith('E_CERT_') || code === 'E_KEY_UNSUPPORTED' || code === 'E_CSR_INVALID') return 9;
+  if (code === 'E_TIMEOUT' || code === 'E_LIMIT') return 10;
+  if (code === 'E_CONFIG_INVALID' || code.startsWith('E_REQUEST_')) return 2;
+  return 1;
+}
+
+/** The exit codes, for `--help`. */
+export const EXIT_CODE_HELP = [
+  '0 ok',
+  '1 other error',
+  '2 bad flags or configuration',
+  '3 CA login refused (E_AUTH_*, E_TOKEN_*, E_RATE_LIMITED)',
+  '4 CA policy refused the grant (E_POLICY_DENIED, E_FORBIDDEN, E_SUBJECT_REVOKED)',
+  '5 proxy refused the route (E_ROUTE_FORBIDDEN)',
+  '6 no proxy could reach the gateway (E_GATEWAY_OFFLINE, E_PROXY_UNREACHABLE)',
+  '7 gateway refused the grant or target (E_GRANT_*, E_TARGET_NOT_ALLOWED)',
+  '8 gateway could not reach the target (E_TARGET_UNREACHABLE)',
+  '9 a certificate was refused (E_CERT_*)',
+  '10 timeout or limit (E_TIMEOUT, E_LIMIT)',
+].join('\n');
