@@ -1,0 +1,110 @@
+/**
+ * The gateway daemon's configuration keys (flags > environment INFISICAL_GATEWAY_* > /etc/infisical/gateway.conf
+ * > defaults). Declared once: the loader, --help and the sample config read this.
+ */
+import { defineSchema, durationRange, httpsUrl, intRange, keys } from '../runtime/config-schema.js';
+import { runtimeKeys } from '../runtime/runtime-keys.js';
+
+export const gatewayConfigSchema = defineSchema(
+  'gateway',
+  'gateway daemon: keeps SSH reverse tunnels to the proxies and serves end-to-end mTLS streams to private targets',
+  {
+    // enrollment (serve reads everything else from the state database)
+    ca_url: keys.string({
+      optional: true,
+      placeholder: 'https://host:port',
+      description: 'CA API URL used by `enroll`, renewal and the revocation feed.',
+      validate: httpsUrl,
+    }),
+    ca_fingerprint: keys.string({
+      optional: true,
+      placeholder: 'sha256:hex',
+      description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
+    }),
+    org_id: keys.string({ optional: true, placeholder: 'id', description: 'Organization this gateway belongs to.' }),
+    gateway_id: keys.string({
+      optional: true,
+      placeholder: 'id',
+      description: "This gateway's id (its SSH principal).",
+    }),
+    enrollment_token: keys.string({
+      optional: true,
+      secret: true,
+      description: 'One-time enrollment token (kind gateway) for `enroll`.',
+    }),
+    client_id: keys.string({ optional: true, description: 'Machine identity client id for `enroll` (org-admin).' }),
+    client_secret_file: keys.path({ optional: true, description: 'File holding the machine identity client secret.' }),
+    // allowlist: deny by default
+    allow_cidrs: keys.list({
+      default: [],
+      placeholder: 'cidr,...',
+      description: 'Addresses targets may have (after name resolution), e.g. 10.0.0.0/24, 127.0.0.1/32. Empty: none.',
+    }),
+    allow_hosts: keys.list({
+      default: [],
+      placeholder: 'name,...',
+      description:
+        'Host names grants may name, e.g. db.internal or *.svc.internal; their address must also be in allow_cidrs.',
+    }),
+    allow_ports: keys.list({
+      default: [],
+      placeholder: 'port,...',
+      description: 'Target ports or ranges, e.g. 5432, 8000-8099. Empty: none.',
+    }),
+    targets: keys.list({
+      default: [],
+      placeholder: 'name=host:port,...',
+      description: 'Named targets a grant may use instead of host and port, e.g. pg=db.internal:5432.',
+    }),
+    http_upstream_tls: keys.bool({ default: false, description: 'In http mode, speak HTTPS to the target.' }),
+    http_upstream_ca: keys.path({
+      optional: true,
+      description: "PEM CA bundle for targets' certificates in http mode (default: the system store).",
+    }),
+    // tunnels
+    keepalive_interval: keys.duration({
+      default: 10_000,
+      description: 'SSH keepalive period; a proxy silent for keepalive_count_max + 1 periods is dropped.',
+      validate: durationRange(100, 600_000),
+    }),
+    keepalive_count_max: keys.int({
+      default: 2,
+      description: 'Unanswered keepalives tolerated.',
+      validate: intRange(0, 100),
+    }),
+    reconnect_base: keys.duration({
+      default: 250,
+      description: 'Ceiling of the first reconnect delay (full jitter below it); doubles per failure.',
+      validate: durationRange(10, 60_000),
+    }),
+    reconnect_cap: keys.duration({
+      default: 30_000,
+      description: 'Largest reconnect delay ceiling.',
+      validate: durationRange(100, 3_600_000),
+    }),
+    max_streams: keys.int({
+      default: 10_000,
+      description: 'Concurrent streams; more are refused (E_LIMIT).',
+      validate: intRange(1, 1_000_000),
+    }),
+    handshake_timeout: keys.duration({
+      default: 10_000,
+      description: 'Time a platform has to finish the inner TLS handshake.',
+      validate: durationRange(100, 300_000),
+    }),
+    connect_timeout: keys.duration({
+      default: 10_000,
+      description: 'Time to connect to a target.',
+      validate: durationRange(100, 300_000),
+    }),
+    revocation_poll: keys.duration({
+      default: 10_000,
+      description: 'How often the signed revocation feed is read from the CA (0: never).',
+      validate: durationRange(0, 3_600_000),
+    }),
+    renew: keys.bool({ default: true, description: 'Renew certificates at about 2/3 of their lifetime.' }),
+    ...runtimeKeys({ opsListen: '127.0.0.1:9472' }),
+  },
+);
+
+export type GatewayConfigSchema = typeof gatewayConfigSchema;

@@ -1,0 +1,109 @@
+/**
+ * Enrollment and renewal, the gateway's side (SPEC §4.2, §4.5): keys are generated here and never leave the
+ * host; the CA gets a CSR and an SSH public key and answers with certificates, trust anchors and the proxy
+ * list, which become the GatewayState that `serve` runs on. Renewal sends fresh keys, authenticated by the
+ * current TLS key (lib/protocol/ca-client).
+ */
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createCsrPem } from '../pki/csr.js';
+import { generateKeyPair, loadPrivateKey, privateKeyPem } from '../pki/keys.js';
+import type { GatewayEnrollResponse } from '../protocol/api.js';
+import type { CaClient } from '../protocol/ca-client.js';
+import { GatewayError } from '../protocol/errors.js';
+import { parseIdentityOfKind } from '../protocol/identity.js';
+import { formatPublicKey, publicKeyBlob, toOpenSshPrivateKey } from '../sshcert/index.js';
+import type { GatewayState } from './state.js';
+
+interface FreshKeys {
+  tlsKeyPem: string;
+  csr: string;
+  sshPrivateKey: string;
+  sshPublicKey: string;
+}
+
+async function freshKeys(gatewayId: string): Promise<FreshKeys> {
+  const tls = await generateKeyPair('ecdsa-p256');
+  const ssh = generateKeyPairSync('ed25519').privateKey;
+  return {
+    tlsKeyPem: privateKeyPem(tls.privateKey),
+    // The CA's profile decides every name; the CN only helps people reading a CSR.
+    csr: createCsrPem({ privateKey: tls.privateKey, commonName: gatewayId }),
+    sshPrivateKey: toOpenSshPrivateKey(ssh, `infisical-gateway ${gatewayId}`),
+    sshPublicKey: formatPublicKey(publicKeyBlob(ssh), gatewayId),
+  };
+}
+
+/** Turns the CA's answer into the stored state, refusing an answer for another org or gateway. */
+export function stateFromResponse(
+  r: GatewayEnrollResponse,
+  ids: { orgId: string; gatewayId: string; caUrl: string; caFingerprint: string },
+  keys: Pick<FreshKeys, 'tlsKeyPem' | 'sshPrivateKey'>,
+): GatewayState {
+  const id = parseIdentityOfKind(r.gatewayUri, 'gateway');
+  if (!id.ok || id.value.orgId !== ids.orgId || id.value.id !== ids.gatewayId) {
+    throw new GatewayError('E_CERT_IDENTITY', `CA answered for ${r.gatewayUri}, not ${ids.orgId}/${ids.gatewayId}`);
+  }
+  if (r.sshCertificates.length === 0)
+    throw new GatewayError('E_CERT_MALFORMED', 'CA answered without SSH certificates');
+  if (r.trust.gatewayClientCaCerts.length === 0)
+    throw new GatewayError('E_CERT_MALFORMED', 'CA answered without a gateway client CA');
+  return {
+    orgId: ids.orgId,
+    gatewayId: ids.gatewayId,
+    gatewayUri: r.gatewayUri,
+    caUrl: ids.caUrl,
+    caFingerprint: ids.caFingerprint,
+    tlsKeyPem: keys.tlsKeyPem,
+    tlsChainPem: r.tlsCertificateChain,
+    sshPrivateKey: keys.sshPrivateKey,
+    sshCertificates: r.sshCertificates.map((c) => ({ scope: c.scope, certificate: c.certificate })),
+    sshHostCaKeys: r.trust.sshHostCaKeys.map((k) => ({ scope: k.scope, key: k.key })),
+    gatewayClientCaCerts: [...r.trust.gatewayClientCaCerts],
+    proxies: r.proxies.map((p) => ({
+      proxyId: p.proxyId,
+      scope: p.scope,
+      hostname: p.hostname,
+      sshAddress: p.sshAddress,
+      tlsAddress: p.tlsAddress,
+    })),
+    revocationFeedKey: r.revocationFeedKey,
+    notAfter: r.notAfter,
+  };
+}
+
+export interface EnrollOptions {
+  /** A client carrying an org-admin access token, or none when an enrollment token is given. */
+  client: CaClient;
+  caUrl: string;
+  caFingerprint: string;
+  orgId: string;
+  gatewayId: string;
+  enrollmentToken?: string;
+}
+
+export async function enroll(o: EnrollOptions): Promise<GatewayState> {
+  const keys = await freshKeys(o.gatewayId);
+  const response = await o.client.enrollGateway({
+    orgId: o.orgId,
+    gatewayId: o.gatewayId,
+    csr: keys.csr,
+    sshPublicKey: keys.sshPublicKey,
+    ...(o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {}),
+  });
+  return stateFromResponse(response, o, keys);
+}
+
+/** Renews every certificate with fresh keys, proving itself with the current TLS key. */
+export async function renew(client: CaClient, current: GatewayState): Promise<GatewayState> {
+  const keys = await freshKeys(current.gatewayId);
+  const response = await client.renewGateway(
+    { csr: keys.csr, sshPublicKey: keys.sshPublicKey },
+    { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) },
+  );
+  return stateFromResponse(response, current, keys);
+}
+
+/** The public half of the stored TLS key (for checks that the chain's leaf is ours). */
+export function tlsPublicKeyPem(state: GatewayState): string {
+  return createPublicKey(state.tlsKeyPem).export({ type: 'spki', format: 'pem' }) as string;
+}

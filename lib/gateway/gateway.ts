@@ -1,0 +1,335 @@
+/**
+ * The gateway's parts wired together (what `infisical-gateway serve` runs): TunnelPool (tunnels), InnerServer
+ * (streams), StreamRegistry (lifetime + audit), revocations, renewal and the revocation feed. No part here
+ * decides security; each decision lives in its module (admission.ts, allowlist.ts, lib/pki, lib/sshcert).
+ */
+import { X509Certificate } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { loadPrivateKey } from '../pki/keys.js';
+import type { CaClient } from '../protocol/ca-client.js';
+import { GatewayError, unwrap } from '../protocol/errors.js';
+import type { Audit } from '../runtime/log.js';
+import { parseCertificate, parsePublicKey } from '../sshcert/index.js';
+import { type Allowlist, type AllowlistConfig, parseAllowlist, type Resolver } from './allowlist.js';
+import type { BackoffPolicy } from './backoff.js';
+import { renew } from './enroll.js';
+import { InnerServer, type Refusal } from './inner.js';
+import type { ModeLimits, UpstreamTls } from './modes.js';
+import { type PoolLog, type PoolStatus, TunnelPool } from './pool.js';
+import { earliestRenewal, type RenewalWindow } from './renewal.js';
+import { type Revocation, RevocationSet } from './revocations.js';
+import type { GatewayState, GatewayStore } from './state.js';
+import { type StreamRecord, StreamRegistry } from './streams.js';
+import type { ProxyEndpoint, TunnelCredentials } from './tunnel.js';
+
+/** The config a running gateway uses (from lib/gateway/config.ts keys; reloadable except where noted). */
+export interface GatewaySettings {
+  allowlist: AllowlistConfig;
+  upstreamTls?: UpstreamTls;
+  keepaliveIntervalMs: number;
+  keepaliveCountMax: number;
+  backoff: BackoffPolicy;
+  maxStreams: number;
+  handshakeTimeoutMs: number;
+  limits?: Partial<ModeLimits>;
+  /** 0: never poll. */
+  revocationPollMs: number;
+  renew: boolean;
+}
+
+export interface GatewayHooks {
+  audit: Audit;
+  log: PoolLog & { error(fields: object, message: string): void };
+  store?: GatewayStore;
+  /** For renewal and the revocation feed; absent in tests that run offline. */
+  ca?: CaClient;
+  resolver?: Resolver;
+  now?: () => Date;
+  random?: () => number;
+  /** Every tunnel change (for READY/STATUS/metrics). */
+  onTunnels?: (status: PoolStatus) => void;
+  onStreamEnd?: (record: StreamRecord) => void;
+  onRefused?: (refusal: Refusal) => void;
+  version?: string;
+}
+
+const defaultResolver: Resolver = async (host) =>
+  (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+export class Gateway {
+  #state: GatewayState;
+  #settings: GatewaySettings;
+  readonly #hooks: GatewayHooks;
+  readonly revoked: RevocationSet;
+  readonly registry: StreamRegistry;
+  readonly inner: InnerServer;
+  readonly pool: TunnelPool;
+  #sshCreds: Map<string, TunnelCredentials>;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #feedTimer: NodeJS.Timeout | undefined;
+  #revokedSelf = false;
+
+  constructor(state: GatewayState, settings: GatewaySettings, hooks: GatewayHooks) {
+    this.#state = state;
+    this.#settings = settings;
+    this.#hooks = hooks;
+    this.revoked = new RevocationSet(hooks.store?.revocations() ?? []);
+    this.#sshCreds = sshCredentials(state);
+    const now = hooks.now ?? (() => new Date());
+    this.registry = new StreamRegistry({
+      gatewayId: state.gatewayId,
+      maxStreams: settings.maxStreams,
+      now: () => now().getTime(),
+      onEnd: (r) => this.#streamEnded(r),
+    });
+    this.inner = new InnerServer({
+      orgId: state.orgId,
+      gatewayId: state.gatewayId,
+      credentials: innerCredentials(state),
+      allowlist: allowlistOf(settings),
+      resolver: hooks.resolver ?? defaultResolver,
+      revoked: this.revoked,
+      registry: this.registry,
+      onRefused: (r) => this.#refused(r),
+      health: () => this.health(),
+      now,
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      ...(settings.limits ? { limits: settings.limits } : {}),
+      ...(settings.upstreamTls ? { upstreamTls: settings.upstreamTls } : {}),
+    });
+    this.pool = new TunnelPool({
+      gatewayId: state.gatewayId,
+      proxies: endpoints(state),
+      credentialsFor: (p) => this.#credentialsFor(p),
+      onChannel: (channel, _info, proxy) => this.inner.handle(channel, { proxyId: proxy.proxyId }),
+      backoff: settings.backoff,
+      keepaliveIntervalMs: settings.keepaliveIntervalMs,
+      keepaliveCountMax: settings.keepaliveCountMax,
+      log: hooks.log,
+      ...(hooks.random ? { random: hooks.random } : {}),
+      now: () => now().getTime(),
+    });
+    this.pool.on('change', (s) => hooks.onTunnels?.(s));
+  }
+
+  get state(): GatewayState {
+    return this.#state;
+  }
+
+  start(): void {
+    if (this.revoked.has('gateway', this.#state.gatewayId, this.#state.orgId)) {
+      throw new GatewayError('E_SUBJECT_REVOKED', `gateway ${this.#state.gatewayId} has been revoked`);
+    }
+    this.pool.start();
+    this.#scheduleRenewal();
+    this.#scheduleFeed(0);
+  }
+
+  /** The `health` mode's document and the ops endpoint's detail. */
+  health(): Record<string, unknown> {
+    const t = this.pool.status();
+    return {
+      ok: t.up > 0,
+      gatewayId: this.#state.gatewayId,
+      orgId: this.#state.orgId,
+      version: this.#hooks.version ?? 'dev',
+      tunnels: { up: t.up, total: t.total },
+      streams: this.registry.size,
+      proxies: t.proxies.map((p) => ({ proxyId: p.proxyId, state: p.state, streams: p.activeStreams })),
+    };
+  }
+
+  /**
+   * SIGHUP: new settings and/or state (re-read from SQLite). Everything is built before anything is swapped;
+   * established streams keep running. New SSH certificates are brought up make-before-break.
+   */
+  async reload(update: { settings?: GatewaySettings; state?: GatewayState }): Promise<void> {
+    const settings = update.settings ?? this.#settings;
+    const state = update.state ?? this.#state;
+    if (state.gatewayId !== this.#state.gatewayId || state.orgId !== this.#state.orgId) {
+      throw new GatewayError('E_CONFIG_INVALID', 'the state database now holds another gateway; restart instead');
+    }
+    const allowlist = allowlistOf(settings);
+    const creds = innerCredentials(state);
+    const ssh = sshCredentials(state);
+    this.inner.reload({ credentials: creds, allowlist, upstreamTls: settings.upstreamTls });
+    const sshChanged = JSON.stringify(state.sshCertificates) !== JSON.stringify(this.#state.sshCertificates);
+    this.#state = state;
+    this.#settings = settings;
+    this.#sshCreds = ssh;
+    this.pool.setProxies(endpoints(state));
+    if (sshChanged) {
+      const failures = await this.pool.renew();
+      for (const f of failures) this.#hooks.log.warn({ proxyId: f.proxyId, err: f.error }, 'make-before-break failed');
+    }
+    this.#scheduleRenewal();
+  }
+
+  /** Revocation entry point (operator or the CA's feed): remembered, and live streams it covers end now. */
+  revoke(r: Revocation & { seq?: number }): number {
+    this.#hooks.store?.addRevocation(r);
+    if (!this.revoked.add(r)) return 0;
+    const ended = this.registry.revoke(r);
+    this.#hooks.audit('gateway.revocation', {
+      kind: r.kind,
+      subject: r.subject,
+      orgId: r.orgId ?? null,
+      streamsEnded: ended,
+    });
+    if (r.kind === 'gateway' && r.subject === this.#state.gatewayId && (!r.orgId || r.orgId === this.#state.orgId)) {
+      this.#revokedSelf = true;
+      this.#hooks.log.error({ gatewayId: r.subject }, 'this gateway has been revoked: closing every tunnel');
+      void this.pool.close();
+    }
+    if (r.kind === 'proxy') {
+      this.pool.setProxies(endpoints(this.#state).filter((p) => p.proxyId !== r.subject));
+    }
+    return ended;
+  }
+
+  get revokedSelf(): boolean {
+    return this.#revokedSelf;
+  }
+
+  /** Renews now (the scheduler calls this); persists, then reloads make-before-break. */
+  async renewNow(): Promise<void> {
+    if (!this.#hooks.ca) throw new GatewayError('E_CONFIG_INVALID', 'no CA client configured for renewal');
+    const next = await renew(this.#hooks.ca, this.#state);
+    this.#hooks.store?.saveEnrollment(next);
+    this.#hooks.audit('gateway.renewed', { notAfter: next.notAfter });
+    await this.reload({ state: next });
+  }
+
+  /** Reads the signed revocation feed once. */
+  async pollRevocations(): Promise<number> {
+    const ca = this.#hooks.ca;
+    const store = this.#hooks.store;
+    if (!ca) return 0;
+    const since = store?.feedSeq() ?? 0;
+    const feed = await ca.revocations(since, {
+      current: { certificate: this.#state.tlsChainPem, privateKey: loadPrivateKey(this.#state.tlsKeyPem) },
+      feedKey: this.#state.revocationFeedKey,
+    });
+    let applied = 0;
+    for (const e of feed.entries) {
+      this.revoke({ kind: e.kind, subject: e.subject, orgId: e.orgId, seq: e.seq });
+      applied++;
+    }
+    store?.setFeedSeq(feed.seq);
+    return applied;
+  }
+
+  /** SIGTERM: stop taking streams, let open ones finish until the deadline, then cut them. */
+  async drain(timeoutMs: number): Promise<void> {
+    this.#stopTimers();
+    await Promise.race([this.pool.drain(timeoutMs), this.registry.idle(timeoutMs)]);
+    this.registry.endAll('E_TIMEOUT', 'gateway shutting down');
+    await this.pool.close();
+  }
+
+  async close(): Promise<void> {
+    this.#stopTimers();
+    this.registry.endAll('E_TIMEOUT', 'gateway closed');
+    await this.pool.close();
+  }
+
+  #stopTimers(): void {
+    if (this.#renewTimer) clearTimeout(this.#renewTimer);
+    if (this.#feedTimer) clearTimeout(this.#feedTimer);
+    this.#renewTimer = undefined;
+    this.#feedTimer = undefined;
+  }
+
+  #credentialsFor(proxy: ProxyEndpoint): TunnelCredentials {
+    const c = this.#sshCreds.get(proxy.scope);
+    if (!c) throw new GatewayError('E_SSH_AUTH', `no SSH certificate for ${proxy.scope} proxies; re-enroll`);
+    return c;
+  }
+
+  #scheduleRenewal(): void {
+    if (this.#renewTimer) clearTimeout(this.#renewTimer);
+    if (!this.#settings.renew || !this.#hooks.ca) return;
+    const now = (this.#hooks.now ?? (() => new Date()))().getTime();
+    const delay = earliestRenewal(certWindows(this.#state), now, this.#hooks.random ?? Math.random);
+    if (delay === undefined) return;
+    // setTimeout's limit is ~24.8 days; a longer wait re-schedules itself.
+    this.#renewTimer = setTimeout(
+      () => {
+        void this.renewNow().catch((err: Error) => {
+          this.#hooks.log.error({ err: err.message }, 'renewal failed; retrying in a minute');
+          this.#renewTimer = setTimeout(() => this.#scheduleRenewal(), 60_000);
+          this.#renewTimer.unref();
+        });
+      },
+      Math.min(delay, 2 ** 31 - 1),
+    );
+    this.#renewTimer.unref();
+  }
+
+  #scheduleFeed(delay: number): void {
+    const every = this.#settings.revocationPollMs;
+    if (!this.#hooks.ca || every <= 0) return;
+    this.#feedTimer = setTimeout(() => {
+      void this.pollRevocations()
+        .catch((err: Error) => this.#hooks.log.warn({ err: err.message }, 'revocation feed read failed'))
+        .finally(() => this.#scheduleFeed(every));
+    }, delay);
+    this.#feedTimer.unref();
+  }
+
+  #streamEnded(r: StreamRecord): void {
+    try {
+      this.#hooks.audit('gateway.stream', { ...r });
+    } catch {
+      // the sink failure is already logged; a finished stream cannot be refused any more
+    }
+    this.#hooks.onStreamEnd?.(r);
+  }
+
+  #refused(r: Refusal): void {
+    try {
+      this.#hooks.audit('gateway.stream.refused', { ...r });
+    } catch {
+      // logged by the audit helper
+    }
+    this.#hooks.onRefused?.(r);
+  }
+}
+
+export function allowlistOf(settings: GatewaySettings): Allowlist {
+  return unwrap(parseAllowlist(settings.allowlist));
+}
+
+function innerCredentials(s: GatewayState) {
+  return { key: s.tlsKeyPem, chain: s.tlsChainPem, clientCaPems: s.gatewayClientCaCerts };
+}
+
+function endpoints(s: GatewayState): ProxyEndpoint[] {
+  return s.proxies.map((p) => ({ proxyId: p.proxyId, scope: p.scope, hostname: p.hostname, sshAddress: p.sshAddress }));
+}
+
+/** One credential set per proxy scope: that scope's SSH user cert and SSH server CA keys. */
+function sshCredentials(s: GatewayState): Map<string, TunnelCredentials> {
+  const out = new Map<string, TunnelCredentials>();
+  for (const c of s.sshCertificates) {
+    const hostCas = s.sshHostCaKeys.filter((k) => k.scope === c.scope).map((k) => unwrap(parsePublicKey(k.key)));
+    out.set(c.scope, { privateKey: s.sshPrivateKey, certificate: c.certificate, trustedHostCaKeys: hostCas });
+  }
+  return out;
+}
+
+/** Validity windows of every cert the gateway holds (TLS leaf, each SSH cert). */
+export function certWindows(s: GatewayState): RenewalWindow[] {
+  const out: RenewalWindow[] = [];
+  const leaf = new X509Certificate(s.tlsChainPem);
+  out.push({ notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo) });
+  for (const c of s.sshCertificates) {
+    const cert = parseCertificate(c.certificate);
+    if (!cert.ok) continue;
+    out.push({
+      notBefore: new Date(Number(cert.value.validAfter) * 1000),
+      notAfter: new Date(Number(cert.value.validBefore) * 1000),
+    });
+  }
+  return out;
+}

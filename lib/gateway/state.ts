@@ -1,0 +1,224 @@
+/**
+ * The gateway's state database (<state dir>/gateway.db, 0600 in a 0700 directory, lib/store): the enrollment
+ * result (keys, certificates, trust anchors, proxy list), the revocations seen, and the audit trail. `serve`
+ * needs nothing else to start. Writes replace the whole enrollment in one transaction, so a reload never sees
+ * half of a renewal.
+ */
+
+import type { RevocationKind } from '../protocol/api.js';
+import { GatewayError } from '../protocol/errors.js';
+import type { AuditRecord } from '../runtime/log.js';
+import { type Db, type Migration, openDatabase } from '../store/db.js';
+import type { Revocation } from './revocations.js';
+import type { ProxyScope } from './tunnel.js';
+
+export const GATEWAY_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'enrollment, revocations, audit',
+    sql: `
+      CREATE TABLE enrollment (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        org_id TEXT NOT NULL,
+        gateway_id TEXT NOT NULL,
+        gateway_uri TEXT NOT NULL,
+        ca_url TEXT NOT NULL,
+        ca_fingerprint TEXT NOT NULL,
+        tls_key_pem TEXT NOT NULL,
+        tls_chain_pem TEXT NOT NULL,
+        ssh_private_key TEXT NOT NULL,
+        revocation_feed_key TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE TABLE ssh_certificates (scope TEXT PRIMARY KEY, certificate TEXT NOT NULL);
+      CREATE TABLE ssh_host_cas (scope TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (scope, key));
+      CREATE TABLE gateway_client_cas (pem TEXT PRIMARY KEY);
+      CREATE TABLE proxies (
+        proxy_id TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        ssh_address TEXT NOT NULL,
+        tls_address TEXT NOT NULL
+      );
+      CREATE TABLE revocations (
+        kind TEXT NOT NULL,
+        org_id TEXT,
+        subject TEXT NOT NULL,
+        seq INTEGER,
+        at TEXT NOT NULL,
+        PRIMARY KEY (kind, subject, org_id)
+      );
+      CREATE TABLE feed (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+      CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        event TEXT NOT NULL,
+        fields TEXT NOT NULL
+      );
+    `,
+  },
+];
+
+export interface ProxyRecord {
+  proxyId: string;
+  scope: ProxyScope;
+  hostname: string;
+  sshAddress: string;
+  tlsAddress: string;
+}
+
+/** Everything `serve` needs, as enrollment or renewal left it. */
+export interface GatewayState {
+  orgId: string;
+  gatewayId: string;
+  gatewayUri: string;
+  caUrl: string;
+  caFingerprint: string;
+  /** PKCS#8 PEM of the inner TLS key. */
+  tlsKeyPem: string;
+  /** PEM chain of the inner TLS server cert, leaf first. */
+  tlsChainPem: string;
+  /** OpenSSH private key text of the SSH key. */
+  sshPrivateKey: string;
+  /** One SSH user cert (OpenSSH text line) per proxy scope. */
+  sshCertificates: { scope: ProxyScope; certificate: string }[];
+  /** SSH server CA public keys (OpenSSH text), per scope. */
+  sshHostCaKeys: { scope: ProxyScope; key: string }[];
+  gatewayClientCaCerts: string[];
+  proxies: ProxyRecord[];
+  revocationFeedKey: string;
+  /** ISO time the earliest certificate ends. */
+  notAfter: string;
+}
+
+export class GatewayStore {
+  readonly db: Db;
+
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  static open(path: string): GatewayStore {
+    return new GatewayStore(openDatabase({ path, migrations: GATEWAY_MIGRATIONS }));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Replaces the enrollment (first enrollment or renewal) in one transaction. */
+  saveEnrollment(s: GatewayState, now = new Date()): void {
+    const db = this.db;
+    db.transaction(() => {
+      db.prepare('DELETE FROM enrollment').run();
+      db.prepare(
+        `INSERT INTO enrollment (id, org_id, gateway_id, gateway_uri, ca_url, ca_fingerprint, tls_key_pem, tls_chain_pem,
+           ssh_private_key, revocation_feed_key, not_after, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        s.orgId,
+        s.gatewayId,
+        s.gatewayUri,
+        s.caUrl,
+        s.caFingerprint,
+        s.tlsKeyPem,
+        s.tlsChainPem,
+        s.sshPrivateKey,
+        s.revocationFeedKey,
+        s.notAfter,
+        now.toISOString(),
+      );
+      for (const t of ['ssh_certificates', 'ssh_host_cas', 'gateway_client_cas', 'proxies'])
+        db.prepare(`DELETE FROM ${t}`).run();
+      const cert = db.prepare('INSERT INTO ssh_certificates (scope, certificate) VALUES (?, ?)');
+      for (const c of s.sshCertificates) cert.run(c.scope, c.certificate);
+      const hostCa = db.prepare('INSERT OR IGNORE INTO ssh_host_cas (scope, key) VALUES (?, ?)');
+      for (const k of s.sshHostCaKeys) hostCa.run(k.scope, k.key);
+      const clientCa = db.prepare('INSERT OR IGNORE INTO gateway_client_cas (pem) VALUES (?)');
+      for (const pem of s.gatewayClientCaCerts) clientCa.run(pem);
+      const proxy = db.prepare(
+        'INSERT INTO proxies (proxy_id, scope, hostname, ssh_address, tls_address) VALUES (?, ?, ?, ?, ?)',
+      );
+      for (const p of s.proxies) proxy.run(p.proxyId, p.scope, p.hostname, p.sshAddress, p.tlsAddress);
+    })();
+  }
+
+  /** The stored enrollment; E_CONFIG_INVALID (with the fix) when the gateway was never enrolled. */
+  load(): GatewayState {
+    const row = this.db.prepare('SELECT * FROM enrollment WHERE id = 1').get() as Record<string, string> | undefined;
+    if (!row) {
+      throw new GatewayError(
+        'E_CONFIG_INVALID',
+        `${this.db.name}: not enrolled; run \`infisical-gateway enroll\` first`,
+      );
+    }
+    const all = <T>(sql: string) => this.db.prepare(sql).all() as T[];
+    return {
+      orgId: row['org_id']!,
+      gatewayId: row['gateway_id']!,
+      gatewayUri: row['gateway_uri']!,
+      caUrl: row['ca_url']!,
+      caFingerprint: row['ca_fingerprint']!,
+      tlsKeyPem: row['tls_key_pem']!,
+      tlsChainPem: row['tls_chain_pem']!,
+      sshPrivateKey: row['ssh_private_key']!,
+      revocationFeedKey: row['revocation_feed_key']!,
+      notAfter: row['not_after']!,
+      sshCertificates: all<{ scope: ProxyScope; certificate: string }>(
+        'SELECT scope, certificate FROM ssh_certificates ORDER BY scope',
+      ),
+      sshHostCaKeys: all<{ scope: ProxyScope; key: string }>('SELECT scope, key FROM ssh_host_cas ORDER BY scope, key'),
+      gatewayClientCaCerts: all<{ pem: string }>('SELECT pem FROM gateway_client_cas ORDER BY pem').map((r) => r.pem),
+      proxies: all<ProxyRecord>(
+        `SELECT proxy_id AS proxyId, scope, hostname, ssh_address AS sshAddress, tls_address AS tlsAddress
+           FROM proxies ORDER BY proxy_id`,
+      ),
+    };
+  }
+
+  isEnrolled(): boolean {
+    return this.db.prepare('SELECT 1 FROM enrollment WHERE id = 1').get() !== undefined;
+  }
+
+  /** Records a revocation; returns false when it was already known. */
+  addRevocation(r: Revocation & { seq?: number }, now = new Date()): boolean {
+    const info = this.db
+      .prepare('INSERT OR IGNORE INTO revocations (kind, org_id, subject, seq, at) VALUES (?, ?, ?, ?, ?)')
+      .run(r.kind, r.orgId ?? null, r.subject, r.seq ?? null, now.toISOString());
+    return info.changes > 0;
+  }
+
+  revocations(): Revocation[] {
+    const rows = this.db.prepare('SELECT kind, org_id, subject FROM revocations').all() as {
+      kind: RevocationKind;
+      org_id: string | null;
+      subject: string;
+    }[];
+    return rows.map((r) => ({ kind: r.kind, subject: r.subject, orgId: r.org_id }));
+  }
+
+  feedSeq(): number {
+    const row = this.db.prepare('SELECT seq FROM feed WHERE id = 1').get() as { seq: number } | undefined;
+    return row?.seq ?? 0;
+  }
+
+  setFeedSeq(seq: number): void {
+    this.db
+      .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')
+      .run(seq);
+  }
+
+  /** The audit sink: one row per record (createAudit's `sink`). */
+  appendAudit(record: AuditRecord): void {
+    this.db
+      .prepare('INSERT INTO audit (time, event, fields) VALUES (?, ?, ?)')
+      .run(record.time, record.event, JSON.stringify(record.fields));
+  }
+
+  audit(sinceId = 0, limit = 1000): { id: number; time: string; event: string; fields: Record<string, unknown> }[] {
+    const rows = this.db
+      .prepare('SELECT id, time, event, fields FROM audit WHERE id > ? ORDER BY id LIMIT ?')
+      .all(sinceId, limit) as { id: number; time: string; event: string; fields: string }[];
+    return rows.map((r) => ({ ...r, fields: JSON.parse(r.fields) as Record<string, unknown> }));
+  }
+}
