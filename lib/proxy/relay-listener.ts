@@ -9,6 +9,7 @@
  *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT)
  *   · the newest healthy tunnel that opens a channel.
  */
+import type { Socket } from 'node:net';
 import { type TLSSocket, type Server as TlsServer, createServer as tlsServer } from 'node:tls';
 import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.js';
 import type { TrustAnchors } from '../pki/verify.js';
@@ -65,6 +66,7 @@ export class RelayListener {
   readonly #server: TlsServer;
   readonly #streams = new Map<number, ActiveStream>();
   #nextStream = 1;
+  #connections = 0;
   limits: RelayLimits;
 
   constructor(options: RelayListenerOptions) {
@@ -91,7 +93,16 @@ export class RelayListener {
       );
       socket.destroy();
     });
+    this.#server.on('connection', (raw: Socket) => {
+      this.#connections++;
+      raw.once('close', () => this.#connections--);
+    });
     this.#server.on('secureConnection', (socket: TLSSocket) => void this.#onConnection(socket));
+  }
+
+  /** Platform connections open now (in handshake or carrying a stream). */
+  get connections(): number {
+    return this.#connections;
   }
 
   get streams(): ReadonlyMap<number, ActiveStream> {

@@ -183,5 +183,6 @@ export async function eventually(cond: () => boolean, ms = 10_000): Promise<void
 
 export function closed(socket: Duplex): Promise<void> {
   if (socket.destroyed) return Promise.resolve();
-  return once(socket, 'close').then(() => undefined);
+  // Not events.once: it rejects on 'error', and a refused socket may well see one (EPIPE, reset) before closing.
+  return new Promise((resolve) => socket.once('close', () => resolve()));
 }
