@@ -46,7 +46,10 @@ export function atHop(err: unknown, hop: Hop, proxyId?: string): ConnectError {
     const detail = err.message.startsWith(`${generic}: `) ? err.message.slice(generic.length + 2) : err.message;
     return new ConnectError(err.code, hop, detail, opts);
   }
-  return new ConnectError('E_PROXY_UNREACHABLE', hop, (err as Error)?.message ?? String(err), opts);
+  const code = (
+    { ca: 'E_CA_UNREACHABLE', proxy: 'E_PROXY_UNREACHABLE', gateway: 'E_STREAM_CLOSED', local: 'E_INTERNAL' } as const
+  )[hop];
+  return new ConnectError(code, hop, (err as Error)?.message ?? String(err), opts);
 }
 
 /**
@@ -74,11 +77,12 @@ export function exitCodeFor(code: ErrorCode | undefined): number {
   if (code === 'E_POLICY_DENIED' || code === 'E_FORBIDDEN' || code === 'E_SUBJECT_REVOKED') return 4;
   if (code === 'E_ROUTE_FORBIDDEN' || code === 'E_ORG_MISMATCH') return 5;
   if (code === 'E_GATEWAY_OFFLINE' || code === 'E_PROXY_UNREACHABLE') return 6;
-  if (code.startsWith('E_GRANT_') || code === 'E_TARGET_NOT_ALLOWED') return 7;
+  if (code.startsWith('E_GRANT_') || code === 'E_TARGET_NOT_ALLOWED' || code === 'E_STREAM_CLOSED') return 7;
   if (code === 'E_TARGET_UNREACHABLE') return 8;
   if (code.startsWith('E_CERT_') || code === 'E_KEY_UNSUPPORTED' || code === 'E_CSR_INVALID') return 9;
   if (code === 'E_TIMEOUT' || code === 'E_LIMIT') return 10;
   if (code === 'E_CONFIG_INVALID' || code.startsWith('E_REQUEST_')) return 2;
+  if (code === 'E_CA_UNREACHABLE' || code === 'E_INTERNAL') return 11;
   return 1;
 }
 
@@ -91,8 +95,9 @@ export const EXIT_CODE_HELP = [
   '4 CA policy refused the grant (E_POLICY_DENIED, E_FORBIDDEN, E_SUBJECT_REVOKED)',
   '5 proxy refused the route (E_ROUTE_FORBIDDEN)',
   '6 no proxy could reach the gateway (E_GATEWAY_OFFLINE, E_PROXY_UNREACHABLE)',
-  '7 gateway refused the grant or target (E_GRANT_*, E_TARGET_NOT_ALLOWED)',
+  '7 gateway refused the grant or target (E_GRANT_*, E_TARGET_NOT_ALLOWED, E_STREAM_CLOSED)',
   '8 gateway could not reach the target (E_TARGET_UNREACHABLE)',
   '9 a certificate was refused (E_CERT_*)',
   '10 timeout or limit (E_TIMEOUT, E_LIMIT)',
+  '11 the CA could not be reached or failed (E_CA_UNREACHABLE, E_INTERNAL)',
 ].join('\n');

@@ -1,0 +1,253 @@
+#!/usr/bin/env node
+/**
+ * infisical-connect: reach a private target through a gateway, from this machine (the platform side).
+ * This file only wires: flags → CA client → lib/client (grant cache, proxy failover, local listeners).
+ * Flags > environment (INFISICAL_<FLAG>, e.g. INFISICAL_CA_FINGERPRINT) > defaults.
+ */
+import { readFileSync } from 'node:fs';
+import type { ArgumentsCamelCase, Argv } from 'yargs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { CaGrantSource } from '../lib/client/ca-source.js';
+import { GatewayConnector } from '../lib/client/connector.js';
+import { atHop, EXIT_CODE_HELP, exitCodeFor } from '../lib/client/errors.js';
+import { LocalForwarder } from '../lib/client/forward.js';
+import { ping } from '../lib/client/ping.js';
+import { StatusReporter } from '../lib/client/status.js';
+import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../lib/client/target.js';
+import { CaClient } from '../lib/protocol/ca-client.js';
+import { GatewayError, unwrap } from '../lib/protocol/errors.js';
+import type { GrantTarget } from '../lib/protocol/grant.js';
+
+const VERSION = '0.1.0';
+type Args = ArgumentsCamelCase<Record<string, unknown>>;
+
+function commonOptions(y: Argv): Argv {
+  return y
+    .option('ca', { type: 'string', describe: 'CA API URL (https://host:port)', global: true })
+    .option('ca-fingerprint', {
+      type: 'string',
+      describe: 'SHA-256 fingerprint of the CA API certificate (sha256:hex, printed by `infisical-ca init`)',
+      global: true,
+    })
+    .option('org', { type: 'string', describe: 'organization id', global: true })
+    .option('client-id', { type: 'string', describe: 'machine identity client id', global: true })
+    .option('client-secret-file', {
+      type: 'string',
+      describe: 'file holding the client secret (or env INFISICAL_CLIENT_SECRET; never a flag)',
+      global: true,
+    })
+    .option('json', {
+      type: 'boolean',
+      default: false,
+      describe: 'JSON lines on stdout instead of human text',
+      global: true,
+    })
+    .option('ttl', {
+      type: 'number',
+      describe: 'requested grant lifetime in seconds (the CA may shorten it)',
+      global: true,
+    })
+    .option('timeout', {
+      type: 'number',
+      default: 10,
+      describe: 'seconds allowed for each connection step',
+      global: true,
+    });
+}
+
+function gatewayOption(y: Argv): Argv {
+  return y.option('gateway', { type: 'string', demandOption: true, describe: 'gateway id to go through' });
+}
+
+function listenOption(y: Argv): Argv {
+  return y.option('listen', {
+    type: 'string',
+    default: '127.0.0.1:0',
+    describe: 'local address to accept connections on ([HOST:]PORT; port 0 picks one and prints it)',
+  });
+}
+
+/** Everything a command needs: the reporter, and a connector built from flags (lazily, so --help needs none). */
+function setup(argv: Args) {
+  const status = new StatusReporter({ json: Boolean(argv['json']), stdout: process.stdout, stderr: process.stderr });
+  const need = (name: string): string => {
+    const v = argv[name];
+    if (typeof v !== 'string' || v === '') {
+      throw new GatewayError(
+        'E_CONFIG_INVALID',
+        `--${name} is required (or env INFISICAL_${name.replaceAll('-', '_').toUpperCase()})`,
+      );
+    }
+    return v;
+  };
+  const connector = () => {
+    const secretFile = argv['client-secret-file'];
+    const clientSecret =
+      typeof secretFile === 'string' ? readSecret(secretFile) : (process.env['INFISICAL_CLIENT_SECRET'] ?? '');
+    if (!clientSecret)
+      throw new GatewayError('E_CONFIG_INVALID', '--client-secret-file (or INFISICAL_CLIENT_SECRET) is required');
+    const ca = new CaClient({ url: need('ca'), fingerprint: need('ca-fingerprint') });
+    const source = new CaGrantSource({ ca, clientId: need('client-id'), clientSecret });
+    const ttl = argv['ttl'];
+    return new GatewayConnector({
+      source,
+      orgId: need('org'),
+      gatewayId: need('gateway'),
+      ...(typeof ttl === 'number' ? { ttlSeconds: ttl } : {}),
+      stepTimeoutMs: Number(argv['timeout'] ?? 10) * 1000,
+      onProgress: status.progress,
+    });
+  };
+  return { status, connector };
+}
+
+function readSecret(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new GatewayError('E_CONFIG_INVALID', `cannot read --client-secret-file ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Gets the grant first (fails fast on login or policy), then listens until SIGINT/SIGTERM. */
+async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, shown: string): Promise<void> {
+  const { status, connector: make } = setup(argv);
+  let done: (() => void) | undefined;
+  try {
+    const listen = unwrap(parseListen(String(argv['listen'])));
+    const connector = make();
+    done = status.begin(`asking the CA for a ${mode} grant to ${shown} through gateway ${argv['gateway']}`);
+    await connector.grant(target, mode);
+    done();
+    const forwarder = new LocalForwarder({ connector, target, mode, ...listen, onEvent: status.forward });
+    const addr = await forwarder.listen();
+    const local = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    status.event(
+      'listening',
+      { address: addr.address, port: addr.port, mode, target: shown, gateway: argv['gateway'] },
+      `listening on ${local} → ${shown} through gateway ${argv['gateway']} (${mode}); Ctrl-C to stop` +
+        (mode === 'http' ? `\n  try: curl http://${local}/` : ''),
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await forwarder.close();
+    status.event(
+      'stopped',
+      { ...forwarder.stats },
+      `stopped: ${forwarder.stats.opened} stream(s), ${forwarder.stats.failed} failed`,
+    );
+  } catch (err) {
+    done?.();
+    fail(status, err);
+  }
+}
+
+function fail(status: StatusReporter, err: unknown): void {
+  const e = atHop(err, 'local');
+  status.error(e);
+  process.exitCode = exitCodeFor(e.code);
+}
+
+async function pingCommand(argv: Args): Promise<void> {
+  const { status, connector: make } = setup(argv);
+  let done: (() => void) | undefined;
+  try {
+    const target = unwrap(parseTcpTarget(String(argv['target'])));
+    const connector = make();
+    done = status.begin(`asking the CA for a ping grant through gateway ${argv['gateway']}`);
+    const grant = await connector.grant(target, 'ping');
+    done();
+    done = status.begin(`pinging gateway ${argv['gateway']} through ${grant.proxies.length} proxies`);
+    const results = await ping(connector, target, {
+      count: Number(argv['count']),
+      stepTimeoutMs: Number(argv['timeout']) * 1000,
+      onResult: (r) => {
+        done?.();
+        status.ping(r);
+      },
+    });
+    done();
+    const ok = results.filter((r) => r.ok).length;
+    status.event(
+      'summary',
+      { ok, total: results.length },
+      `${ok} of ${results.length} proxies reach gateway ${argv['gateway']}`,
+    );
+    const firstError = results.find((r) => !r.ok)?.error;
+    if (ok === 0 && firstError) process.exitCode = exitCodeFor(firstError.code);
+  } catch (err) {
+    done?.();
+    fail(status, err);
+  }
+}
+
+await commonOptions(
+  yargs(hideBin(process.argv))
+    .scriptName('infisical-connect')
+    .env('INFISICAL')
+    .usage(
+      '$0 <command> [options]\n\nReach a private target through an Infisical gateway: the CA grants access, a proxy relays, and this machine runs end-to-end mTLS with the gateway.',
+    )
+    .wrap(null)
+    .version(VERSION)
+    .strict()
+    .demandCommand(1, 'name a command: tcp, http or ping')
+    .epilogue(
+      `Environment: every flag also reads INFISICAL_<FLAG> (e.g. INFISICAL_CA, INFISICAL_ORG).\n\nExit codes:\n${EXIT_CODE_HELP}`,
+    ),
+)
+  .command(
+    'tcp',
+    'forward a local port to a private TCP target, like `ssh -L` (each local connection gets its own stream)',
+    (y) =>
+      listenOption(gatewayOption(y))
+        .option('target', {
+          type: 'string',
+          demandOption: true,
+          describe: 'HOST:PORT as the gateway sees it, or name:NAME',
+        })
+        .example(
+          '$0 tcp --gateway gw-1 --target 10.0.0.5:5432 --listen 127.0.0.1:15432',
+          'then: psql -h 127.0.0.1 -p 15432',
+        ),
+    async (argv) => {
+      const parsed = parseTcpTarget(String(argv['target']));
+      if (!parsed.ok) return fail(setup(argv).status, new GatewayError(parsed.code, parsed.reason));
+      await forward(argv, 'tcp', parsed.value, showTarget(parsed.value));
+    },
+  )
+  .command(
+    'http',
+    'serve a local HTTP endpoint for a private HTTP service (the gateway forwards each request to the target)',
+    (y) =>
+      listenOption(gatewayOption(y))
+        .option('target', { type: 'string', demandOption: true, describe: 'the service URL as the gateway sees it' })
+        .example(
+          '$0 http --gateway gw-1 --target http://10.0.0.7:8080 --listen 8080',
+          'then: curl http://127.0.0.1:8080/status',
+        ),
+    async (argv) => {
+      const parsed = parseHttpTarget(String(argv['target']));
+      if (!parsed.ok) return fail(setup(argv).status, new GatewayError(parsed.code, parsed.reason));
+      const { host, port, url } = parsed.value;
+      await forward(argv, 'http', { host, port }, url.origin);
+    },
+  )
+  .command(
+    'ping',
+    'check the way to a gateway through EACH proxy: stream setup time and echo round trips (mode ping)',
+    (y) =>
+      gatewayOption(y)
+        .option('target', {
+          type: 'string',
+          default: 'name:ping',
+          describe: 'target named in the ping grant (the CA policy must allow mode ping for it)',
+        })
+        .option('count', { type: 'number', default: 4, describe: 'echo probes per proxy' }),
+    pingCommand,
+  )
+  .help()
+  .parseAsync();

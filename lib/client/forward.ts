@@ -1,0 +1,128 @@
+/**
+ * Local listeners, like `ssh -L`: every connection accepted on 127.0.0.1:PORT gets its own relayed stream to
+ * the target (tcp mode) or to the gateway's HTTP reverse proxy for the target (http mode), and bytes are piped
+ * both ways with backpressure. Grants come from the connector's cache, so a burst of connections costs one CA
+ * round trip.
+ *
+ * The gateway refuses a stream by closing it without a word (lib/gateway/inner.ts); a stream that ends before
+ * the gateway sent any byte is therefore reported as `early`, with the likely reasons, rather than guessed at.
+ */
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
+import type { GrantTarget } from '../protocol/grant.js';
+import type { GatewayConnector } from './connector.js';
+import { atHop, type ConnectError } from './errors.js';
+
+export type ForwardEvent =
+  | { type: 'accepted'; id: number; from: string }
+  | { type: 'opened'; id: number; proxyId: string; setupMs: number }
+  | { type: 'failed'; id: number; error: ConnectError }
+  | { type: 'closed'; id: number; bytesUp: number; bytesDown: number; ms: number; early: boolean };
+
+export interface ForwarderOptions {
+  connector: GatewayConnector;
+  target: GrantTarget;
+  mode: 'tcp' | 'http';
+  host: string;
+  port: number;
+  /** Local connections served at once; more are closed at accept. */
+  maxConnections?: number;
+  onEvent?: (e: ForwardEvent) => void;
+}
+
+export class LocalForwarder {
+  readonly #o: ForwarderOptions;
+  readonly #server: net.Server;
+  readonly #live = new Set<net.Socket>();
+  #nextId = 1;
+  /** Totals for status output. */
+  readonly stats = { accepted: 0, opened: 0, failed: 0, bytesUp: 0, bytesDown: 0 };
+
+  constructor(o: ForwarderOptions) {
+    this.#o = o;
+    this.#server = net.createServer({ pauseOnConnect: true }, (local) => this.#serve(local));
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  async listen(): Promise<AddressInfo> {
+    this.#server.listen(this.#o.port, this.#o.host);
+    await once(this.#server, 'listening');
+    return this.#server.address() as AddressInfo;
+  }
+
+  /** Stops accepting, ends live connections and waits for the listener to close. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    for (const s of this.#live) s.destroy();
+    await closed;
+  }
+
+  #serve(local: net.Socket): void {
+    const id = this.#nextId++;
+    const emit = this.#o.onEvent ?? (() => undefined);
+    if (this.#live.size >= (this.#o.maxConnections ?? 256)) {
+      local.destroy();
+      return;
+    }
+    this.#live.add(local);
+    this.stats.accepted++;
+    local.once('close', () => this.#live.delete(local));
+    local.on('error', () => undefined);
+    local.setNoDelay(true);
+    emit({ type: 'accepted', id, from: `${local.remoteAddress}:${local.remotePort}` });
+    const t0 = performance.now();
+    this.#o.connector.open(this.#o.target, this.#o.mode).then(
+      (stream) => {
+        this.stats.opened++;
+        emit({ type: 'opened', id, proxyId: stream.proxy.proxyId, setupMs: performance.now() - t0 });
+        const inner = stream.socket;
+        if (local.destroyed) {
+          inner.destroy();
+          return;
+        }
+        let up = 0;
+        let down = 0;
+        inner.on('data', (d: Buffer) => {
+          down += d.length;
+        });
+        local.on('data', (d: Buffer) => {
+          up += d.length;
+        });
+        inner.on('error', () => local.destroy());
+        local.on('error', () => inner.destroy());
+        inner.once('close', () => local.destroy());
+        local.once('close', () => inner.destroy());
+        let reported = false;
+        const report = () => {
+          if (reported) return;
+          reported = true;
+          this.stats.bytesUp += up;
+          this.stats.bytesDown += down;
+          emit({ type: 'closed', id, bytesUp: up, bytesDown: down, ms: performance.now() - t0, early: down === 0 });
+        };
+        inner.once('close', report);
+        local.once('close', report);
+        local.pipe(inner);
+        inner.pipe(local);
+        local.resume();
+      },
+      (err: unknown) => {
+        const e = atHop(err, 'local');
+        this.stats.failed++;
+        emit({ type: 'failed', id, error: e });
+        if (this.#o.mode === 'http') httpRefusal(local, e);
+        else local.destroy();
+      },
+    );
+  }
+}
+
+/** An HTTP client gets a 502 naming the hop and code, not a bare reset. */
+function httpRefusal(local: net.Socket, e: ConnectError): void {
+  const body = `${JSON.stringify({ code: e.code, hop: e.hop, proxyId: e.proxyId, message: e.detail })}\n`;
+  local.end(
+    `HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-infisical-error: ${e.code}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  local.resume();
+}
