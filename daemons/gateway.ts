@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * infisical-gateway: runs inside the private network, keeps SSH reverse tunnels to the proxies and serves
+ * end-to-end mTLS streams to private targets. This file only wires: commands → lib/gateway.
+ * Configuration: flags > environment (INFISICAL_GATEWAY_*) > /etc/infisical/gateway.conf > defaults
+ * (lib/gateway/config.ts).
+ */
+import type { ArgumentsCamelCase, Argv } from 'yargs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { gatewayConfigSchema } from '../lib/gateway/config.js';
+import { asGatewayConfig, enrollCommand, GATEWAY_VERSION, type GatewayConfig, serve } from '../lib/gateway/serve.js';
+import { GatewayError } from '../lib/protocol/errors.js';
+import { loadConfig } from '../lib/runtime/config.js';
+import { createLogger } from '../lib/runtime/log.js';
+import type { LogLevel } from '../lib/runtime/runtime-keys.js';
+
+type Keys = keyof typeof gatewayConfigSchema.keys;
+type Args = ArgumentsCamelCase<Record<string, unknown>>;
+
+/** Command-line flags that set config keys (both commands share them). */
+const CONFIG_FLAGS: Record<string, Keys> = {
+  ca: 'ca_url',
+  'ca-fingerprint': 'ca_fingerprint',
+  org: 'org_id',
+  'gateway-id': 'gateway_id',
+  token: 'enrollment_token',
+  'client-id': 'client_id',
+  'client-secret-file': 'client_secret_file',
+  'state-dir': 'state_directory',
+  'log-level': 'log_level',
+  'ops-listen': 'ops_listen',
+  'allow-cidr': 'allow_cidrs',
+  'allow-host': 'allow_hosts',
+  'allow-port': 'allow_ports',
+  target: 'targets',
+  'drain-timeout': 'drain_timeout',
+};
+
+function configOf(argv: Args): GatewayConfig {
+  const flags = new Map<string, { raw: string; origin: { source: 'flag'; flag: string } }>();
+  for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
+    const value = argv[flag];
+    if (value === undefined) continue;
+    flags.set(key, {
+      raw: Array.isArray(value) ? value.join(',') : String(value),
+      origin: { source: 'flag', flag: `--${flag}` },
+    });
+  }
+  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
+  const loaded = loadConfig(gatewayConfigSchema, {
+    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
+    env: process.env,
+  });
+  return asGatewayConfig(loaded.config);
+}
+
+function fail(err: unknown, json: boolean): void {
+  const code = err instanceof GatewayError ? err.code : 'E_INTERNAL';
+  const message = (err as Error).message;
+  if (json) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
+  else process.stderr.write(`infisical-gateway: ${code}: ${message}\n`);
+  process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+}
+
+function globalOptions(y: Argv): Argv {
+  return y
+    .option('config', { type: 'string', describe: 'config file (default /etc/infisical/gateway.conf)', global: true })
+    .option('state-dir', {
+      type: 'string',
+      describe: 'state directory (default $STATE_DIRECTORY or /var/lib/infisical-gateway)',
+      global: true,
+    })
+    .option('log-level', { type: 'string', describe: 'fatal|error|warn|info|debug|trace', global: true })
+    .option('json', { type: 'boolean', describe: 'print results as JSON', global: true });
+}
+
+await globalOptions(yargs(hideBin(process.argv)))
+  .scriptName('infisical-gateway')
+  .usage(
+    '$0 <command> [options]\n\n' +
+      'Gateway of the suite: SSH reverse tunnels to proxies, end-to-end mTLS to private targets.',
+  )
+  .command(
+    'enroll',
+    'enroll with the CA (keys are made here; certificates, trust anchors and proxies go to the state database)',
+    (y) =>
+      y
+        .option('ca', { type: 'string', describe: 'CA API URL (https://host:port)' })
+        .option('ca-fingerprint', { type: 'string', describe: 'sha256:… of the CA API certificate (pinned)' })
+        .option('token', { type: 'string', describe: 'one-time enrollment token (kind gateway)' })
+        .option('client-id', { type: 'string', describe: 'machine identity client id (org-admin)' })
+        .option('client-secret-file', { type: 'string', describe: 'file holding the client secret' })
+        .option('org', { type: 'string', describe: 'org id' })
+        .option('gateway-id', { type: 'string', describe: 'this gateway id' }),
+    async (argv) => {
+      try {
+        const out = await enrollCommand(configOf(argv));
+        process.stdout.write(
+          argv['json']
+            ? `${JSON.stringify(out, null, 2)}\n`
+            : `enrolled ${String(out['gatewayUri'])}\n  database ${String(out['database'])}\n  proxies ${(out['proxies'] as string[]).join(', ') || '(none yet)'}\n`,
+        );
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+      }
+    },
+  )
+  .command(
+    'serve',
+    'keep tunnels to every proxy and serve streams (READY=1 once a tunnel is up, SIGHUP reload, SIGTERM drain)',
+    (y) =>
+      y
+        .option('ops-listen', { type: 'string', describe: 'ops endpoint host:port (default 127.0.0.1:9472)' })
+        .option('allow-cidr', { type: 'array', string: true, describe: 'allowed target address range (repeatable)' })
+        .option('allow-host', { type: 'array', string: true, describe: 'allowed target host name (repeatable)' })
+        .option('allow-port', { type: 'array', string: true, describe: 'allowed target port or range (repeatable)' })
+        .option('target', { type: 'array', string: true, describe: 'named target name=host:port (repeatable)' })
+        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
+    async (argv) => {
+      try {
+        const config = configOf(argv);
+        const logger = createLogger({
+          daemon: 'gateway',
+          version: GATEWAY_VERSION,
+          level: config.log_level as LogLevel,
+        });
+        await serve(config, logger, () => configOf(argv));
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+        process.exit();
+      }
+    },
+  )
+  .demandCommand(1, 'name a command (see --help)')
+  .strict()
+  .version(GATEWAY_VERSION)
+  .help()
+  .wrap(Math.min(120, process.stdout.columns || 100))
+  .parseAsync();

@@ -1,0 +1,221 @@
+/**
+ * `infisical-gateway enroll` and `serve`: config → state database → Gateway → ops endpoint → systemd.
+ * READY=1 once the first tunnel is up; STATUS= "tunnels up/total"; SIGHUP re-reads config and certificates
+ * from SQLite without dropping streams; SIGTERM drains (bounded by drain_timeout).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CaClient } from '../protocol/ca-client.js';
+import { GatewayError } from '../protocol/errors.js';
+import type { ConfigOf } from '../runtime/config-schema.js';
+import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
+import { type Audit, createAudit, type Logger } from '../runtime/log.js';
+import { DaemonMetrics } from '../runtime/metrics.js';
+import { startOpsServer } from '../runtime/ops.js';
+import { SystemdNotifier } from '../runtime/systemd.js';
+import { stateDirectory } from '../store/db.js';
+import type { gatewayConfigSchema } from './config.js';
+import { enroll } from './enroll.js';
+import { Gateway, type GatewaySettings } from './gateway.js';
+import { GatewayStore } from './state.js';
+
+export const GATEWAY_VERSION = '0.1.0';
+
+/** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
+export interface GatewayConfig {
+  readonly ca_url: string | undefined;
+  readonly ca_fingerprint: string | undefined;
+  readonly org_id: string | undefined;
+  readonly gateway_id: string | undefined;
+  readonly enrollment_token: string | undefined;
+  readonly client_id: string | undefined;
+  readonly client_secret_file: string | undefined;
+  readonly allow_cidrs: readonly string[];
+  readonly allow_hosts: readonly string[];
+  readonly allow_ports: readonly string[];
+  readonly targets: readonly string[];
+  readonly http_upstream_tls: boolean;
+  readonly http_upstream_ca: string | undefined;
+  readonly keepalive_interval: number;
+  readonly keepalive_count_max: number;
+  readonly reconnect_base: number;
+  readonly reconnect_cap: number;
+  readonly max_streams: number;
+  readonly handshake_timeout: number;
+  readonly connect_timeout: number;
+  readonly revocation_poll: number;
+  readonly renew: boolean;
+  readonly log_level: string;
+  readonly ops_listen: string;
+  readonly ops_allow_remote: boolean;
+  readonly state_directory: string | undefined;
+  readonly drain_timeout: number;
+}
+
+/** Loaded config as GatewayConfig; the loader validated every key and defaults fill the required ones. */
+export function asGatewayConfig(config: ConfigOf<(typeof gatewayConfigSchema)['keys']>): GatewayConfig {
+  return config as unknown as GatewayConfig;
+}
+
+export function databasePath(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): string {
+  return join(stateDirectory('gateway', { override: config.state_directory, env }), 'gateway.db');
+}
+
+/** The reloadable settings a config gives the Gateway. */
+export function settingsFrom(config: GatewayConfig): GatewaySettings {
+  let upstreamTls: GatewaySettings['upstreamTls'];
+  if (config.http_upstream_tls) {
+    upstreamTls = config.http_upstream_ca ? { ca: readFileSync(config.http_upstream_ca, 'utf8') } : {};
+  }
+  return {
+    allowlist: {
+      cidrs: config.allow_cidrs,
+      hosts: config.allow_hosts,
+      ports: config.allow_ports,
+      targets: config.targets,
+    },
+    ...(upstreamTls ? { upstreamTls } : {}),
+    keepaliveIntervalMs: config.keepalive_interval,
+    keepaliveCountMax: config.keepalive_count_max,
+    backoff: {
+      baseMs: config.reconnect_base,
+      capMs: Math.max(config.reconnect_cap, config.reconnect_base),
+      factor: 2,
+      stableMs: 10_000,
+    },
+    maxStreams: config.max_streams,
+    handshakeTimeoutMs: config.handshake_timeout,
+    limits: { connectTimeoutMs: config.connect_timeout },
+    revocationPollMs: config.revocation_poll,
+    renew: config.renew,
+  };
+}
+
+function required(config: GatewayConfig, key: keyof GatewayConfig, flag: string): string {
+  const v = config[key];
+  if (typeof v !== 'string' || v === '') {
+    throw new GatewayError('E_CONFIG_INVALID', `enroll needs ${flag} (config key ${String(key)})`);
+  }
+  return v;
+}
+
+/** Enrolls with the CA and stores the result; returns a summary for the operator. */
+export async function enrollCommand(config: GatewayConfig): Promise<Record<string, unknown>> {
+  const caUrl = required(config, 'ca_url', '--ca');
+  const caFingerprint = required(config, 'ca_fingerprint', '--ca-fingerprint');
+  const orgId = required(config, 'org_id', '--org');
+  const gatewayId = required(config, 'gateway_id', '--gateway-id');
+  let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
+  const token = config.enrollment_token;
+  if (!token) {
+    const clientId = required(config, 'client_id', '--token or --client-id');
+    const secretFile = required(config, 'client_secret_file', '--client-secret-file');
+    const clientSecret = readFileSync(secretFile, 'utf8').trim();
+    client = (await client.loginAs({ clientId, clientSecret })).client;
+  }
+  const state = await enroll({
+    client,
+    caUrl,
+    caFingerprint,
+    orgId,
+    gatewayId,
+    ...(token ? { enrollmentToken: token } : {}),
+  });
+  const path = databasePath(config);
+  const store = GatewayStore.open(path);
+  try {
+    store.saveEnrollment(state);
+  } finally {
+    store.close();
+  }
+  return {
+    gatewayUri: state.gatewayUri,
+    database: path,
+    proxies: state.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`),
+    notAfter: state.notAfter,
+  };
+}
+
+export interface ServeHandle {
+  gateway: Gateway;
+  opsUrl: string;
+  lifecycle: Lifecycle;
+}
+
+/** Runs the gateway until SIGTERM. `reloadConfig` re-reads flags/env/file (SIGHUP). */
+export async function serve(
+  config: GatewayConfig,
+  logger: Logger,
+  reloadConfig: () => GatewayConfig,
+): Promise<ServeHandle> {
+  const notifier = new SystemdNotifier();
+  notifier.status('opening state');
+  const store = GatewayStore.open(databasePath(config));
+  const state = store.load();
+  const audit: Audit = createAudit(logger, { sink: (r) => store.appendAudit(r) });
+  const metrics = new DaemonMetrics('gateway');
+  const p = metrics.prefix;
+  const streams = metrics.counter(`${p}streams_total`, 'Streams carried, by outcome', ['outcome', 'mode']);
+  const refusals = metrics.counter(`${p}refusals_total`, 'Streams refused, by code', ['code']);
+  const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
+  const ca = new CaClient({ url: state.caUrl, fingerprint: state.caFingerprint });
+
+  let lifecycle: Lifecycle | undefined;
+  const gateway: Gateway = new Gateway(state, settingsFrom(config), {
+    audit,
+    log: logger,
+    store,
+    ca,
+    version: GATEWAY_VERSION,
+    onTunnels: (s) => {
+      const status = `tunnels up ${s.up}/${s.total}, streams ${gateway?.registry.size ?? 0}`;
+      if (s.up > 0 && lifecycle?.state === 'starting') lifecycle.ready(status);
+      else notifier.status(status);
+    },
+    onStreamEnd: (r) => {
+      streams.inc({ outcome: r.outcome, mode: r.mode });
+      bytes.inc({ direction: 'in' }, r.bytesIn);
+      bytes.inc({ direction: 'out' }, r.bytesOut);
+    },
+    onRefused: (r) => refusals.inc({ code: r.code }),
+  });
+  metrics.gauge(`${p}tunnels_up`, 'Tunnels up', [], (g) => g.set(gateway.pool.status().up));
+  metrics.gauge(`${p}tunnels_total`, 'Proxies assigned', [], (g) => g.set(gateway.pool.status().total));
+  metrics.gauge(`${p}streams_active`, 'Streams open now', [], (g) => g.set(gateway.registry.size));
+
+  const ops = await startOpsServer({
+    listen: config.ops_listen,
+    allowNonLoopback: config.ops_allow_remote,
+    metrics,
+    readiness: () => {
+      const t = gateway.pool.status();
+      return t.up > 0
+        ? { ready: true, reason: `tunnels up ${t.up}/${t.total}`, detail: { tunnelsUp: t.up, tunnelsTotal: t.total } }
+        : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total } };
+    },
+  });
+  lifecycle = new Lifecycle({
+    notifier,
+    log: logger,
+    drainTimeoutMs: config.drain_timeout,
+    hooks: {
+      reload: async () => {
+        const next = reloadConfig();
+        await gateway.reload({ settings: settingsFrom(next), state: store.load() });
+      },
+      drain: async (deadlineMs) => {
+        await gateway.drain(Math.max(0, deadlineMs - Date.now()));
+        await ops.close();
+        store.close();
+      },
+    },
+  });
+  installSignalHandlers(lifecycle);
+  gateway.start();
+  logger.info(
+    { gatewayUri: state.gatewayUri, proxies: state.proxies.length, ops: ops.url, database: store.db.name },
+    'serving: connecting to proxies',
+  );
+  notifier.status(`connecting to ${state.proxies.length} proxies`);
+  return { gateway, opsUrl: ops.url, lifecycle };
+}
