@@ -65,6 +65,8 @@ export interface ProxyServerOptions {
   log?: ProxyLog;
   now?: () => number;
   tap?: (direction: Direction, chunk: Buffer) => void;
+  /** Revocations known before the first connection (from the state database). */
+  revocations?: Iterable<Revocation>;
 }
 
 interface Trust {
@@ -186,6 +188,7 @@ export class ProxyServer {
 
   static async start(o: ProxyServerOptions): Promise<ProxyServer> {
     const proxy = new ProxyServer(o);
+    for (const r of o.revocations ?? []) proxy.revocations.add(r);
     proxy.sshPort = await proxy.ssh.listen(o.ssh.port, o.ssh.host);
     proxy.tlsPort = await proxy.relay.listen(o.tls.port, o.tls.host);
     return proxy;

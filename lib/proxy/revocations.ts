@@ -6,7 +6,7 @@
  * Subjects, as the CA's revocation feed names them:
  *   gateway      gatewayId (with orgId) or the gateway URI
  *   identity     identityId (with orgId) or the identity URI
- *   certificate  an X.509 serial (lowercase hex, as lib/pki reports it) or an SSH cert serial (decimal)
+ *   certificate  a serial in hex, as the CA records it (X.509 serials; SSH serials zero-padded to 16 digits)
  *   proxy/grant  nothing to close here: a proxy never sees grants (they ride in the inner TLS), and a revoked
  *                proxy is refused by gateways and platforms.
  * An entry without orgId matches every org: for revocation, failing closed is the safe side.
@@ -82,7 +82,7 @@ export function tunnelHit(e: Revocation, t: TunnelSubject): boolean {
     case 'gateway':
       return e.subject === t.uri || (e.subject === t.gatewayId && orgMatches(e, t.orgId));
     case 'certificate':
-      return e.subject === t.serial.toString(10) && orgMatches(e, t.orgId);
+      return e.subject === t.serial.toString(16) && orgMatches(e, t.orgId);
     default:
       return false;
   }

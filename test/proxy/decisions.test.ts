@@ -147,7 +147,7 @@ describe('RevocationList', () => {
   const tunnel = { orgId: 'org-a', gatewayId: 'gw-1', uri: world.gatewayUri('org-a', 'gw-1'), serial: 42n };
   const stream = { orgId: 'org-a', identityUri: 'spiffe://example.test/org/org-a/identity/alice', serialHex: '0a1b' };
 
-  it('matches gateways by id in their org, by URI, and by SSH serial', () => {
+  it('matches gateways by id in their org, by URI, and by SSH serial (hex)', () => {
     const l = new RevocationList();
     assert.equal(l.tunnelRevoked(tunnel), undefined);
     l.add({ kind: 'gateway', orgId: 'org-b', subject: 'gw-1' });
@@ -158,7 +158,7 @@ describe('RevocationList', () => {
     byUri.add({ kind: 'gateway', subject: tunnel.uri });
     assert.ok(byUri.tunnelRevoked(tunnel));
     const bySerial = new RevocationList();
-    bySerial.add({ kind: 'certificate', subject: '42' });
+    bySerial.add({ kind: 'certificate', subject: '000000000000002A' }); // 42, as the CA records SSH serials
     assert.ok(bySerial.tunnelRevoked(tunnel));
   });
 

@@ -1,0 +1,158 @@
+#!/usr/bin/env node
+/**
+ * infisical-proxy: holds gateways' SSH reverse tunnels and relays platforms' mTLS streams into them, blind to
+ * what they carry. This file only wires: commands → lib/proxy.
+ * Configuration: flags > environment (INFISICAL_PROXY_*) > /etc/infisical/proxy.conf > defaults
+ * (lib/proxy/config.ts).
+ */
+import type { ArgumentsCamelCase, Argv } from 'yargs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { GatewayError } from '../lib/protocol/errors.js';
+import { proxyConfigSchema } from '../lib/proxy/config.js';
+import { asProxyConfig, enrollCommand, PROXY_VERSION, type ProxyConfig, serve } from '../lib/proxy/serve.js';
+import { loadConfig } from '../lib/runtime/config.js';
+import { createLogger } from '../lib/runtime/log.js';
+import type { LogLevel } from '../lib/runtime/runtime-keys.js';
+
+type Keys = keyof typeof proxyConfigSchema.keys;
+type Args = ArgumentsCamelCase<Record<string, unknown>>;
+
+/** Command-line flags that set config keys. */
+const CONFIG_FLAGS: Record<string, Keys> = {
+  ca: 'ca_url',
+  'ca-fingerprint': 'ca_fingerprint',
+  token: 'enrollment_token',
+  'admin-client-id': 'admin_client_id',
+  'client-secret-file': 'client_secret_file',
+  scope: 'scope',
+  org: 'org_id',
+  'proxy-id': 'proxy_id',
+  hostname: 'hostnames',
+  'ssh-address': 'ssh_address',
+  'tls-address': 'tls_address',
+  'ssh-listen': 'ssh_listen',
+  'tls-listen': 'tls_listen',
+  'handshake-timeout': 'handshake_timeout',
+  'idle-timeout': 'idle_timeout',
+  'max-connections': 'max_connections',
+  'max-streams-per-gateway': 'max_streams_per_gateway',
+  'revocation-poll': 'revocation_poll',
+  'state-dir': 'state_directory',
+  'log-level': 'log_level',
+  'ops-listen': 'ops_listen',
+  'drain-timeout': 'drain_timeout',
+};
+
+function configOf(argv: Args): ProxyConfig {
+  const flags = new Map<string, { raw: string; origin: { source: 'flag'; flag: string } }>();
+  for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
+    const value = argv[flag];
+    if (value === undefined) continue;
+    flags.set(key, {
+      raw: Array.isArray(value) ? value.join(',') : String(value),
+      origin: { source: 'flag', flag: `--${flag}` },
+    });
+  }
+  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
+  const loaded = loadConfig(proxyConfigSchema, {
+    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
+    env: process.env,
+  });
+  return asProxyConfig(loaded.config);
+}
+
+function fail(err: unknown, json: boolean): void {
+  const code = err instanceof GatewayError ? err.code : 'E_INTERNAL';
+  const message = (err as Error).message;
+  if (json) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
+  else process.stderr.write(`infisical-proxy: ${code}: ${message}\n`);
+  process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+}
+
+function globalOptions(y: Argv): Argv {
+  return y
+    .option('config', { type: 'string', describe: 'config file (default /etc/infisical/proxy.conf)', global: true })
+    .option('state-dir', {
+      type: 'string',
+      describe: 'state directory (default $STATE_DIRECTORY or /var/lib/infisical-proxy)',
+      global: true,
+    })
+    .option('log-level', { type: 'string', describe: 'fatal|error|warn|info|debug|trace', global: true })
+    .option('json', { type: 'boolean', describe: 'print results as JSON', global: true })
+    .option('ssh-listen', {
+      type: 'string',
+      describe: 'SSH listen host:port for gateways (default 0.0.0.0:2222)',
+      global: true,
+    })
+    .option('tls-listen', {
+      type: 'string',
+      describe: 'TLS listen host:port for platforms (default 0.0.0.0:8443)',
+      global: true,
+    });
+}
+
+await globalOptions(yargs(hideBin(process.argv)))
+  .scriptName('infisical-proxy')
+  .usage('$0 <command> [options]\n\nProxy of the gateway suite: SSH reverse tunnels in, mTLS streams relayed blind.')
+  .command(
+    'enroll',
+    'enroll with the CA (keys are made here; certificates and trust lists go to the state database)',
+    (y) =>
+      y
+        .option('ca', { type: 'string', describe: 'CA API URL (https://host:port)' })
+        .option('ca-fingerprint', { type: 'string', describe: 'sha256:… of the CA API certificate (pinned)' })
+        .option('token', { type: 'string', describe: 'one-time enrollment token (kind proxy)' })
+        .option('admin-client-id', { type: 'string', describe: 'admin (instance) or org-admin (org) client id' })
+        .option('client-secret-file', { type: 'string', describe: 'file holding the client secret' })
+        .option('scope', {
+          choices: ['instance', 'org'] as const,
+          describe: 'instance (shared) or org (one org) proxy',
+        })
+        .option('org', { type: 'string', describe: 'org id (org proxy)' })
+        .option('proxy-id', { type: 'string', describe: 'this proxy id' })
+        .option('hostname', { type: 'array', string: true, describe: 'name or address clients dial (repeatable)' })
+        .option('ssh-address', { type: 'string', describe: 'SSH host:port advertised to gateways' })
+        .option('tls-address', { type: 'string', describe: 'TLS host:port advertised to platforms' }),
+    async (argv) => {
+      try {
+        const out = await enrollCommand(configOf(argv));
+        process.stdout.write(
+          argv['json']
+            ? `${JSON.stringify(out, null, 2)}\n`
+            : `enrolled ${String(out['proxyUri'])}\n  database ${String(out['database'])}\n  ssh ${String(out['ssh'])}\n  tls ${String(out['tls'])}\n`,
+        );
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+      }
+    },
+  )
+  .command(
+    'serve',
+    'hold tunnels and relay streams from the state database (READY=1, SIGHUP reload, SIGTERM drain)',
+    (y) =>
+      y
+        .option('ops-listen', { type: 'string', describe: 'ops endpoint host:port (default 127.0.0.1:9473)' })
+        .option('handshake-timeout', { type: 'string', describe: 'SSH login / TLS handshake bound (default 10s)' })
+        .option('idle-timeout', { type: 'string', describe: 'idle stream bound (default 15m)' })
+        .option('max-connections', { type: 'number', describe: 'connections per listener (default 10000)' })
+        .option('max-streams-per-gateway', { type: 'number', describe: 'streams per gateway (default 1000)' })
+        .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' })
+        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
+    async (argv) => {
+      try {
+        const config = configOf(argv);
+        const logger = createLogger({ daemon: 'proxy', version: PROXY_VERSION, level: config.log_level as LogLevel });
+        await serve(config, logger, () => configOf(argv));
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+        process.exit();
+      }
+    },
+  )
+  .demandCommand(1, 'name a command (see --help)')
+  .strict()
+  .version(PROXY_VERSION)
+  .help()
+  .wrap(Math.min(120, process.stdout.columns || 100))
+  .parseAsync();

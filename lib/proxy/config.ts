@@ -1,0 +1,124 @@
+/**
+ * The proxy daemon's configuration keys (flags > environment INFISICAL_PROXY_* > /etc/infisical/proxy.conf >
+ * defaults). Declared once: the loader, --help and the sample config read this. `enroll` uses the enrollment
+ * keys; `serve` runs from the state database and reads only listeners, limits and runtime keys here.
+ */
+import {
+  defineSchema,
+  durationRange,
+  each,
+  hostPort,
+  httpsUrl,
+  intRange,
+  keys,
+  oneOf,
+} from '../runtime/config-schema.js';
+import { runtimeKeys } from '../runtime/runtime-keys.js';
+
+const hostnameList = each((v) => (/^[A-Za-z0-9.:-]{1,253}$/.test(v) ? undefined : 'expected a host name or address'));
+
+export const proxyConfigSchema = defineSchema(
+  'proxy',
+  'proxy daemon: holds gateways’ SSH reverse tunnels and relays platforms’ mTLS streams into them, blind to their content',
+  {
+    // enrollment
+    ca_url: keys.string({
+      optional: true,
+      placeholder: 'https://host:port',
+      description: 'CA API URL used by `enroll`, renewal and the revocation feed.',
+      validate: httpsUrl,
+    }),
+    ca_fingerprint: keys.string({
+      optional: true,
+      placeholder: 'sha256:hex',
+      description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
+    }),
+    enrollment_token: keys.string({
+      optional: true,
+      secret: true,
+      description: 'One-time enrollment token (kind proxy) for `enroll`.',
+    }),
+    admin_client_id: keys.string({
+      optional: true,
+      description: 'Client id of the instance admin (instance proxy) or an org-admin (org proxy) for `enroll`.',
+    }),
+    client_secret_file: keys.path({ optional: true, description: 'File holding that client secret.' }),
+    scope: keys.string({
+      optional: true,
+      placeholder: 'instance|org',
+      description: 'instance: shared by every org (trusts the instance CAs); org: one org’s own proxy (its CAs only).',
+      validate: oneOf('instance', 'org'),
+    }),
+    org_id: keys.string({ optional: true, placeholder: 'id', description: 'Org of an org proxy.' }),
+    proxy_id: keys.string({ optional: true, placeholder: 'id', description: "This proxy's id." }),
+    hostnames: keys.list({
+      default: [],
+      placeholder: 'name,...',
+      description: 'Names and addresses gateways and platforms dial (host cert principals, TLS cert SANs).',
+      validate: hostnameList,
+    }),
+    ssh_address: keys.string({
+      optional: true,
+      placeholder: 'host:port',
+      description: 'SSH address advertised to gateways (default: first hostname and the ssh_listen port).',
+      validate: hostPort,
+    }),
+    tls_address: keys.string({
+      optional: true,
+      placeholder: 'host:port',
+      description: 'TLS address advertised to platforms (default: first hostname and the tls_listen port).',
+      validate: hostPort,
+    }),
+    // listeners
+    ssh_listen: keys.string({
+      optional: true,
+      placeholder: 'host:port',
+      description:
+        'Address gateways connect to (SSH). `enroll` stores it (default 0.0.0.0:2222); set here it overrides.',
+      validate: hostPort,
+    }),
+    tls_listen: keys.string({
+      optional: true,
+      placeholder: 'host:port',
+      description:
+        'Address platforms connect to (mTLS). `enroll` stores it (default 0.0.0.0:8443); set here it overrides.',
+      validate: hostPort,
+    }),
+    // limits
+    handshake_timeout: keys.duration({
+      default: 10_000,
+      description:
+        'Time from TCP accept to an authenticated SSH session or a finished TLS handshake; also the wait for a gateway to open a channel.',
+      validate: durationRange(100, 300_000),
+    }),
+    idle_timeout: keys.duration({
+      default: 15 * 60_000,
+      description: 'A stream with no byte either way for this long is closed.',
+      validate: durationRange(1000, 7 * 86_400_000),
+    }),
+    max_connections: keys.int({
+      default: 10_000,
+      description: 'Concurrent connections per listener; more are dropped at accept (E_LIMIT).',
+      validate: intRange(1, 1_000_000),
+    }),
+    max_streams_per_gateway: keys.int({
+      default: 1_000,
+      description: 'Concurrent streams to one gateway over all its tunnels (E_LIMIT beyond).',
+      validate: intRange(1, 1_000_000),
+    }),
+    max_auth_attempts: keys.int({
+      default: 6,
+      description: 'Refused SSH authentication attempts before the connection is dropped.',
+      validate: intRange(1, 100),
+    }),
+    revocation_poll: keys.duration({
+      default: 10_000,
+      description: 'How often the signed revocation feed is read from the CA (0: never).',
+      validate: durationRange(0, 3_600_000),
+    }),
+    renew: keys.bool({ default: true, description: 'Renew certificates at about 2/3 of their lifetime.' }),
+    ...runtimeKeys({ opsListen: '127.0.0.1:9473' }),
+  },
+);
+
+export type ProxyConfigSchema = typeof proxyConfigSchema;

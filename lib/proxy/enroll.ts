@@ -1,0 +1,119 @@
+/**
+ * Enrollment and renewal, the proxy's side (SPEC §4.1, §4.5): the TLS and SSH host keys are generated here and
+ * never leave the host; the CA gets a CSR and an SSH public key and answers with the TLS chain, the SSH host
+ * cert and the trust lists (instance CAs for an instance proxy, that org's CAs only for an org proxy). The
+ * answer becomes the ProxyState that `serve` runs on. Renewal sends fresh keys, signed by the current TLS key.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { createCsrPem } from '../pki/csr.js';
+import { generateKeyPair, loadPrivateKey, privateKeyPem } from '../pki/keys.js';
+import type { ProxyEnrollResponse } from '../protocol/api.js';
+import type { CaClient } from '../protocol/ca-client.js';
+import { GatewayError } from '../protocol/errors.js';
+import { formatPublicKey, publicKeyBlob, toOpenSshPrivateKey } from '../sshcert/index.js';
+import { scopeOf } from './proxy.js';
+import type { ProxyState } from './state.js';
+
+interface FreshKeys {
+  tlsKeyPem: string;
+  csr: string;
+  sshPrivateKey: string;
+  sshPublicKey: string;
+}
+
+async function freshKeys(proxyId: string): Promise<FreshKeys> {
+  const tls = await generateKeyPair('ecdsa-p256');
+  const ssh = generateKeyPairSync('ed25519').privateKey;
+  return {
+    tlsKeyPem: privateKeyPem(tls.privateKey),
+    // The CA's profile decides every name; the CN only helps people reading a CSR.
+    csr: createCsrPem({ privateKey: tls.privateKey, commonName: proxyId }),
+    sshPrivateKey: toOpenSshPrivateKey(ssh, `infisical-proxy ${proxyId}`),
+    sshPublicKey: formatPublicKey(publicKeyBlob(ssh), proxyId),
+  };
+}
+
+/** What is decided locally at enrollment (not by the CA). */
+export type ProxySettings = Pick<
+  ProxyState,
+  | 'proxyId'
+  | 'scope'
+  | 'orgId'
+  | 'hostnames'
+  | 'sshListen'
+  | 'tlsListen'
+  | 'sshAddress'
+  | 'tlsAddress'
+  | 'caUrl'
+  | 'caFingerprint'
+>;
+
+/** Turns the CA's answer into the stored state, refusing an answer for another proxy, scope or org. */
+export function stateFromResponse(
+  r: ProxyEnrollResponse,
+  s: ProxySettings,
+  keys: Pick<FreshKeys, 'tlsKeyPem' | 'sshPrivateKey'>,
+): ProxyState {
+  const scope = scopeOf(r.proxyUri);
+  const id = r.proxyUri.slice(r.proxyUri.lastIndexOf('/') + 1);
+  if (scope.scope !== s.scope || (scope.orgId ?? null) !== s.orgId || id !== s.proxyId) {
+    throw new GatewayError('E_CERT_IDENTITY', `CA answered for ${r.proxyUri}, not ${s.scope} proxy ${s.proxyId}`);
+  }
+  if (r.trust.sshUserCaKeys.length === 0 || r.trust.pkiClientCaCerts.length === 0) {
+    throw new GatewayError('E_CERT_MALFORMED', 'CA answered without trust lists');
+  }
+  return {
+    ...s,
+    proxyUri: r.proxyUri,
+    tlsKeyPem: keys.tlsKeyPem,
+    tlsChainPem: r.tlsCertificateChain,
+    sshPrivateKey: keys.sshPrivateKey,
+    sshHostCertificate: r.sshHostCertificate.trim(),
+    sshUserCaKeys: r.trust.sshUserCaKeys.map((k) => k.trim()),
+    pkiClientCaCerts: [...r.trust.pkiClientCaCerts],
+    revocationFeedKey: r.revocationFeedKey,
+    notAfter: r.notAfter,
+  };
+}
+
+export interface EnrollOptions extends ProxySettings {
+  /** A client carrying the admin's (instance) or an org-admin's (org) token, or none with an enrollment token. */
+  client: CaClient;
+  enrollmentToken?: string;
+}
+
+export async function enroll(o: EnrollOptions): Promise<ProxyState> {
+  const keys = await freshKeys(o.proxyId);
+  const response = await o.client.enrollProxy({
+    scope: o.scope,
+    ...(o.orgId ? { orgId: o.orgId } : {}),
+    proxyId: o.proxyId,
+    hostnames: o.hostnames,
+    sshAddress: o.sshAddress,
+    tlsAddress: o.tlsAddress,
+    csr: keys.csr,
+    sshPublicKey: keys.sshPublicKey,
+    ...(o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {}),
+  });
+  return stateFromResponse(response, o, keys);
+}
+
+/** Renews both certificates with fresh keys, proving itself with the current TLS key. */
+export async function renew(client: CaClient, current: ProxyState): Promise<ProxyState> {
+  const keys = await freshKeys(current.proxyId);
+  const response = await client.renewProxy(
+    { csr: keys.csr, sshPublicKey: keys.sshPublicKey },
+    { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) },
+  );
+  return stateFromResponse(response, current, keys);
+}
+
+/**
+ * When to renew: at about two thirds of the remaining lifetime from `issuedAtMs`, with ±5 % jitter (step-ca's
+ * habit), never before a minute from now. Pure.
+ */
+export function renewalDelayMs(issuedAtMs: number, notAfterMs: number, nowMs: number, random = Math.random()): number {
+  const lifetime = Math.max(0, notAfterMs - issuedAtMs);
+  const at = issuedAtMs + lifetime * (2 / 3) + lifetime * 0.05 * (2 * random - 1);
+  return Math.max(60_000, at - nowMs);
+}

@@ -1,0 +1,223 @@
+/**
+ * The proxy's state database (<state dir>/proxy.db, 0600 in a 0700 directory, lib/store): the enrollment
+ * (keys made here, certificates, trust lists, listen and advertised addresses), the revocations seen and the
+ * feed position. `serve` needs nothing else. An enrollment or renewal replaces the whole row set in one
+ * transaction, so a reload never sees half of a renewal.
+ */
+import type { RevocationKind } from '../protocol/api.js';
+import { GatewayError } from '../protocol/errors.js';
+import { parsePublicKey } from '../sshcert/index.js';
+import { type Db, type Migration, openDatabase } from '../store/db.js';
+import type { ProxyCredentials } from './proxy.js';
+import type { Revocation } from './revocations.js';
+
+export const PROXY_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'enrollment, trust, revocations, feed',
+    sql: `
+      CREATE TABLE enrollment (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        proxy_uri TEXT NOT NULL,
+        proxy_id TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('instance', 'org')),
+        org_id TEXT,
+        hostnames TEXT NOT NULL,
+        ssh_listen TEXT NOT NULL,
+        tls_listen TEXT NOT NULL,
+        ssh_address TEXT NOT NULL,
+        tls_address TEXT NOT NULL,
+        ca_url TEXT NOT NULL,
+        ca_fingerprint TEXT NOT NULL,
+        tls_key_pem TEXT NOT NULL,
+        tls_chain_pem TEXT NOT NULL,
+        ssh_private_key TEXT NOT NULL,
+        ssh_host_certificate TEXT NOT NULL,
+        revocation_feed_key TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE TABLE ssh_user_cas (key TEXT PRIMARY KEY);
+      CREATE TABLE pki_client_cas (pem TEXT PRIMARY KEY);
+      CREATE TABLE revocations (
+        kind TEXT NOT NULL,
+        org_id TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL,
+        seq INTEGER,
+        at TEXT NOT NULL,
+        PRIMARY KEY (kind, org_id, subject)
+      );
+      CREATE TABLE feed (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+    `,
+  },
+];
+
+/** Everything `serve` needs, as enrollment or renewal left it. */
+export interface ProxyState {
+  proxyUri: string;
+  proxyId: string;
+  scope: 'instance' | 'org';
+  orgId: string | null;
+  hostnames: string[];
+  sshListen: string;
+  tlsListen: string;
+  sshAddress: string;
+  tlsAddress: string;
+  caUrl: string;
+  caFingerprint: string;
+  /** PKCS#8 PEM of the TLS server key. */
+  tlsKeyPem: string;
+  /** PEM chain of the TLS server cert, leaf first. */
+  tlsChainPem: string;
+  /** OpenSSH private key text of the SSH host key. */
+  sshPrivateKey: string;
+  /** OpenSSH text line of the SSH host certificate. */
+  sshHostCertificate: string;
+  /** SSH client CA public keys (OpenSSH text) whose gateway certs are accepted. */
+  sshUserCaKeys: string[];
+  /** PEM of the proxy PKI client CAs whose platform certs are accepted. */
+  pkiClientCaCerts: string[];
+  revocationFeedKey: string;
+  /** ISO time the earliest certificate ends. */
+  notAfter: string;
+}
+
+/** The running proxy's credentials from the stored state (pure). */
+export function credentialsOf(s: ProxyState): ProxyCredentials {
+  return {
+    proxyUri: s.proxyUri,
+    tlsKey: s.tlsKeyPem,
+    tlsChain: s.tlsChainPem,
+    sshHostKey: s.sshPrivateKey,
+    sshHostCertificate: s.sshHostCertificate,
+    sshUserCaKeys: s.sshUserCaKeys.map((line) => {
+      const parsed = parsePublicKey(line);
+      if (!parsed.ok) throw new GatewayError('E_CONFIG_INVALID', `stored SSH client CA key: ${parsed.reason}`);
+      return parsed.value;
+    }),
+    pkiClientCaPems: s.pkiClientCaCerts,
+  };
+}
+
+export class ProxyStore {
+  readonly db: Db;
+
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  static open(path: string): ProxyStore {
+    return new ProxyStore(openDatabase({ path, migrations: PROXY_MIGRATIONS }));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Replaces the enrollment (first enrollment or renewal) in one transaction. */
+  saveEnrollment(s: ProxyState, now = new Date()): void {
+    const db = this.db;
+    db.transaction(() => {
+      db.prepare('DELETE FROM enrollment').run();
+      db.prepare(
+        `INSERT INTO enrollment (id, proxy_uri, proxy_id, scope, org_id, hostnames, ssh_listen, tls_listen, ssh_address,
+           tls_address, ca_url, ca_fingerprint, tls_key_pem, tls_chain_pem, ssh_private_key, ssh_host_certificate,
+           revocation_feed_key, not_after, updated_at)
+         VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        s.proxyUri,
+        s.proxyId,
+        s.scope,
+        s.orgId,
+        JSON.stringify(s.hostnames),
+        s.sshListen,
+        s.tlsListen,
+        s.sshAddress,
+        s.tlsAddress,
+        s.caUrl,
+        s.caFingerprint,
+        s.tlsKeyPem,
+        s.tlsChainPem,
+        s.sshPrivateKey,
+        s.sshHostCertificate,
+        s.revocationFeedKey,
+        s.notAfter,
+        now.toISOString(),
+      );
+      db.prepare('DELETE FROM ssh_user_cas').run();
+      db.prepare('DELETE FROM pki_client_cas').run();
+      const ssh = db.prepare('INSERT OR IGNORE INTO ssh_user_cas (key) VALUES (?)');
+      for (const k of s.sshUserCaKeys) ssh.run(k);
+      const pki = db.prepare('INSERT OR IGNORE INTO pki_client_cas (pem) VALUES (?)');
+      for (const pem of s.pkiClientCaCerts) pki.run(pem);
+    })();
+  }
+
+  /** The stored enrollment; E_CONFIG_INVALID (with the fix) when the proxy was never enrolled. */
+  load(): ProxyState {
+    const row = this.db.prepare('SELECT * FROM enrollment WHERE id = 1').get() as
+      | Record<string, string | null>
+      | undefined;
+    if (!row) {
+      throw new GatewayError('E_CONFIG_INVALID', `${this.db.name}: not enrolled; run \`infisical-proxy enroll\` first`);
+    }
+    const text = (k: string): string => String(row[k] ?? '');
+    return {
+      proxyUri: text('proxy_uri'),
+      proxyId: text('proxy_id'),
+      scope: text('scope') as 'instance' | 'org',
+      orgId: row['org_id'] ?? null,
+      hostnames: JSON.parse(text('hostnames')) as string[],
+      sshListen: text('ssh_listen'),
+      tlsListen: text('tls_listen'),
+      sshAddress: text('ssh_address'),
+      tlsAddress: text('tls_address'),
+      caUrl: text('ca_url'),
+      caFingerprint: text('ca_fingerprint'),
+      tlsKeyPem: text('tls_key_pem'),
+      tlsChainPem: text('tls_chain_pem'),
+      sshPrivateKey: text('ssh_private_key'),
+      sshHostCertificate: text('ssh_host_certificate'),
+      revocationFeedKey: text('revocation_feed_key'),
+      notAfter: text('not_after'),
+      sshUserCaKeys: (this.db.prepare('SELECT key FROM ssh_user_cas ORDER BY key').all() as { key: string }[]).map(
+        (r) => r.key,
+      ),
+      pkiClientCaCerts: (this.db.prepare('SELECT pem FROM pki_client_cas ORDER BY pem').all() as { pem: string }[]).map(
+        (r) => r.pem,
+      ),
+    };
+  }
+
+  isEnrolled(): boolean {
+    return this.db.prepare('SELECT 1 FROM enrollment WHERE id = 1').get() !== undefined;
+  }
+
+  /** Records a revocation; returns false when it was already known. */
+  addRevocation(r: Revocation & { seq?: number }, now = new Date()): boolean {
+    const info = this.db
+      .prepare('INSERT OR IGNORE INTO revocations (kind, org_id, subject, seq, at) VALUES (?, ?, ?, ?, ?)')
+      .run(r.kind, r.orgId ?? '', r.subject, r.seq ?? null, now.toISOString());
+    return info.changes > 0;
+  }
+
+  revocations(): Revocation[] {
+    const rows = this.db.prepare('SELECT kind, org_id, subject FROM revocations').all() as {
+      kind: RevocationKind;
+      org_id: string;
+      subject: string;
+    }[];
+    return rows.map((r) => ({ kind: r.kind, subject: r.subject, orgId: r.org_id || null }));
+  }
+
+  feedSeq(): number {
+    const row = this.db.prepare('SELECT seq FROM feed WHERE id = 1').get() as { seq: number } | undefined;
+    return row?.seq ?? 0;
+  }
+
+  setFeedSeq(seq: number): void {
+    this.db
+      .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')
+      .run(seq);
+  }
+}
