@@ -1,0 +1,168 @@
+/**
+ * A small deployment for end-to-end gateway tests, all in-process on 127.0.0.1: real proxies (lib/proxy),
+ * a real Gateway (lib/gateway) whose state is built from test/helpers/world as enrollment would store it, and
+ * the platform side from lib/client (grant from the World's CAs, dialViaProxy).
+ */
+
+import { once } from 'node:events';
+import net from 'node:net';
+import { dialViaProxy } from '../../lib/client/dial.js';
+import { type ClientGrant, type ProxyEndpoint as ClientProxy, obtainGrant } from '../../lib/client/grant.js';
+import { Gateway, type GatewaySettings } from '../../lib/gateway/gateway.js';
+import type { Refusal } from '../../lib/gateway/inner.js';
+import type { GatewayState } from '../../lib/gateway/state.js';
+import type { StreamRecord } from '../../lib/gateway/streams.js';
+import type { GrantMode, GrantTarget } from '../../lib/protocol/grant.js';
+import { DEFAULT_LIMITS, ProxyServer } from '../../lib/proxy/proxy.js';
+import { FakeGrantSource } from '../client/fixtures.js';
+import type { World } from '../helpers/world.js';
+import { proxyCredentials } from '../proxy/harness.js';
+
+export const ORG = 'org-a';
+export const GW = 'gw-e2e';
+
+export interface RunningProxy {
+  proxyId: string;
+  server: ProxyServer;
+  sshPort: number;
+  tlsPort: number;
+}
+
+export async function startRealProxy(world: World, proxyId: string, ports = { ssh: 0, tls: 0 }): Promise<RunningProxy> {
+  const server = await ProxyServer.start({
+    credentials: proxyCredentials(world, 'instance', undefined, proxyId),
+    limits: { ...DEFAULT_LIMITS },
+    ssh: { host: '127.0.0.1', port: ports.ssh },
+    tls: { host: '127.0.0.1', port: ports.tls },
+    now: world.nowMs,
+  });
+  return { proxyId, server, sshPort: server.sshPort, tlsPort: server.tlsPort };
+}
+
+/** Stops a proxy like a crash would (every connection cut), keeping its ports for a restart. */
+export async function killProxy(p: RunningProxy): Promise<void> {
+  await p.server.stop();
+}
+
+/** The state `enroll` would have stored for this gateway, from the World's CAs. */
+export function gatewayState(world: World, proxies: RunningProxy[], gatewayId = GW): GatewayState {
+  const ssh = world.gatewaySsh({ orgId: ORG, gatewayId, scope: 'instance' });
+  const inner = world.gatewayInnerTls({ orgId: ORG, gatewayId });
+  return {
+    orgId: ORG,
+    gatewayId,
+    gatewayUri: world.gatewayUri(ORG, gatewayId),
+    caUrl: 'https://127.0.0.1:1',
+    caFingerprint: `sha256:${'0'.repeat(64)}`,
+    tlsKeyPem: inner.keyPem,
+    tlsChainPem: inner.certPem,
+    sshPrivateKey: ssh.privateKey,
+    sshCertificates: [{ scope: 'instance', certificate: ssh.certificateLine }],
+    sshHostCaKeys: [{ scope: 'instance', key: world.instance.sshServer.publicLine }],
+    gatewayClientCaCerts: [world.org(ORG).gatewayClient.pem],
+    proxies: proxies.map((p) => ({
+      proxyId: p.proxyId,
+      scope: 'instance' as const,
+      hostname: '127.0.0.1',
+      sshAddress: `127.0.0.1:${p.sshPort}`,
+      tlsAddress: `127.0.0.1:${p.tlsPort}`,
+    })),
+    revocationFeedKey: '',
+    notAfter: new Date(Date.now() + 3600_000).toISOString(),
+  };
+}
+
+export function settings(ports: number[], over: Partial<GatewaySettings> = {}): GatewaySettings {
+  return {
+    allowlist: { cidrs: ['127.0.0.1/32'], hosts: ['localhost'], ports: ports.map(String), targets: [] },
+    keepaliveIntervalMs: 2000,
+    keepaliveCountMax: 2,
+    backoff: { baseMs: 250, capMs: 2000, factor: 2, stableMs: 10_000 },
+    maxStreams: 5000,
+    handshakeTimeoutMs: 10_000,
+    revocationPollMs: 0,
+    renew: false,
+    ...over,
+  };
+}
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+export function startGateway(
+  world: World,
+  state: GatewayState,
+  s: GatewaySettings,
+): { gateway: Gateway; records: StreamRecord[]; refusals: Refusal[] } {
+  const records: StreamRecord[] = [];
+  const refusals: Refusal[] = [];
+  const gateway = new Gateway(state, s, {
+    audit: () => {},
+    log: quiet,
+    now: world.now,
+    onStreamEnd: (r) => records.push(r),
+    onRefused: (r) => refusals.push(r),
+  });
+  gateway.start();
+  return { gateway, records, refusals };
+}
+
+export function clientProxies(proxies: RunningProxy[]): ClientProxy[] {
+  return proxies.map((p) => ({
+    proxyId: p.proxyId,
+    scope: 'instance',
+    hostname: '127.0.0.1',
+    tlsAddress: `127.0.0.1:${p.tlsPort}`,
+  }));
+}
+
+export function platformGrant(
+  world: World,
+  proxies: RunningProxy[],
+  target: GrantTarget,
+  mode: GrantMode,
+  gatewayId = GW,
+): Promise<ClientGrant> {
+  const source = new FakeGrantSource({ world, proxies: () => clientProxies(proxies) });
+  return obtainGrant(source, { orgId: ORG, gatewayId, target, mode });
+}
+
+/**
+ * The platform side's local forwarder: each local connection becomes one relayed stream (via the first proxy
+ * that answers), piped both ways.
+ */
+export async function localForwarder(
+  grant: ClientGrant,
+  mode: GrantMode = 'tcp',
+): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer(async (local) => {
+    sockets.add(local);
+    local.once('close', () => sockets.delete(local));
+    local.pause();
+    for (const proxy of grant.proxies) {
+      try {
+        const { socket } = await dialViaProxy(grant, proxy, mode);
+        sockets.add(socket as unknown as net.Socket);
+        local.pipe(socket).pipe(local);
+        local.resume();
+        socket.on('error', () => local.destroy());
+        local.on('error', () => socket.destroy());
+        socket.once('close', () => local.destroy());
+        local.once('close', () => socket.destroy());
+        return;
+      } catch {
+        // next proxy
+      }
+    }
+    local.destroy();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
