@@ -94,6 +94,7 @@ export class RelayListener {
       socket.destroy();
     });
     this.#server.on('connection', (raw: Socket) => {
+      raw.setNoDelay(true); // the status line must not wait for Nagle
       this.#connections++;
       raw.once('close', () => this.#connections--);
     });

@@ -114,6 +114,8 @@ export class SshTunnelListener {
 
   #accept(socket: Socket): void {
     socket.on('error', () => {});
+    // Channel opens and status lines are small request/answer packets: Nagle + delayed ACK would add ~40 ms.
+    socket.setNoDelay(true);
     if (this.#connections >= this.#o.limits.maxConnections) {
       this.#o.events.refused('E_LIMIT', 'too many SSH connections', { remote: socket.remoteAddress });
       socket.destroy();
