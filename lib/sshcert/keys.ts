@@ -5,6 +5,7 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { ed25519Public, p256Point, rsaParts } from './der.js';
 import { SshReader, SshWriter, WireError } from './wire.js';
 
 export type KeyAlgorithm = 'ssh-ed25519' | 'ssh-rsa' | 'ecdsa-sha2-nistp256';
@@ -124,14 +125,13 @@ export class KeyUnsupportedError extends Error {
 export function publicKeyBlob(key: KeyObject): Buffer {
   const pub = key.type === 'private' ? createPublicKey(key) : key;
   const algorithm = keyAlgorithmOf(pub);
-  const jwk = pub.export({ format: 'jwk' });
   const w = new SshWriter().string(algorithm);
-  if (algorithm === 'ssh-ed25519') return w.string(Buffer.from(jwk.x!, 'base64url')).toBuffer();
+  if (algorithm === 'ssh-ed25519') return w.string(ed25519Public(pub)).toBuffer();
   if (algorithm === 'ssh-rsa') {
-    return w.mpint(Buffer.from(jwk.e!, 'base64url')).mpint(Buffer.from(jwk.n!, 'base64url')).toBuffer();
+    const { n, e } = rsaParts(pub);
+    return w.mpint(e).mpint(n).toBuffer();
   }
-  const q = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
-  return w.string('nistp256').string(q).toBuffer();
+  return w.string('nistp256').string(p256Point(pub)).toBuffer();
 }
 
 /** The algorithm name at the start of any blob (plain key or certificate), or undefined if unreadable. */

@@ -5,6 +5,7 @@
  */
 import { createPrivateKey, type KeyObject, randomBytes } from 'node:crypto';
 import { accept, GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { ed25519Public, ed25519Seed, p256Point, p256Scalar, rsaParts } from './der.js';
 import { isKeyAlgorithm, KeyUnsupportedError, keyAlgorithmOf, publicKeyBlob } from './keys.js';
 import { SshReader, SshWriter, WireError } from './wire.js';
 
@@ -12,8 +13,6 @@ const MAGIC = Buffer.from('openssh-key-v1\0', 'latin1');
 const BEGIN = '-----BEGIN OPENSSH PRIVATE KEY-----';
 const END = '-----END OPENSSH PRIVATE KEY-----';
 const MAX_PRIVATE_KEY_CHARS = 64 * 1024;
-
-const b = (s: string | undefined): Buffer => Buffer.from(s ?? '', 'base64url');
 
 function toBig(buf: Buffer): bigint {
   return buf.length === 0 ? 0n : BigInt(`0x${buf.toString('hex')}`);
@@ -35,19 +34,18 @@ export function toOpenSshPrivateKey(key: KeyObject, comment = ''): string {
     if (err instanceof KeyUnsupportedError) throw new GatewayError('E_KEY_UNSUPPORTED', err.message);
     throw err;
   }
-  const jwk = key.export({ format: 'jwk' });
   const pub = publicKeyBlob(key);
   const check = randomBytes(4).readUInt32BE(0);
   const priv = new SshWriter().u32(check).u32(check).string(algorithm);
   if (algorithm === 'ssh-ed25519') {
-    const x = b(jwk.x);
+    const x = ed25519Public(key);
     // OpenSSH stores the 64-byte "secret key" of the ref10 API: seed followed by the public key.
-    priv.string(x).string(Buffer.concat([b(jwk.d), x]));
+    priv.string(x).string(Buffer.concat([ed25519Seed(key), x]));
   } else if (algorithm === 'ssh-rsa') {
-    priv.mpint(b(jwk.n)).mpint(b(jwk.e)).mpint(b(jwk.d)).mpint(b(jwk.qi)).mpint(b(jwk.p)).mpint(b(jwk.q));
+    const r = rsaParts(key);
+    priv.mpint(r.n).mpint(r.e).mpint(r.d!).mpint(r.qi!).mpint(r.p!).mpint(r.q!);
   } else {
-    const q = Buffer.concat([Buffer.from([4]), b(jwk.x), b(jwk.y)]);
-    priv.string('nistp256').string(q).mpint(b(jwk.d));
+    priv.string('nistp256').string(p256Point(key)).mpint(p256Scalar(key));
   }
   priv.string(comment);
   const unpadded = priv.toBuffer();
