@@ -92,6 +92,8 @@ async function connectOuter(
       servername: proxy.hostname,
     }),
   );
+  // Interactive protocols (psql, HTTP) write small records: do not let Nagle hold them for an ACK.
+  socket.setNoDelay(true);
   try {
     await within(once(socket, 'secureConnect'), timeout, () =>
       fail('E_TIMEOUT', 'proxy', `no TLS session with ${proxy.tlsAddress} within ${timeout} ms`),
