@@ -115,6 +115,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       readyTimeout: opts.readyTimeoutMs,
       ...(opts.now ? { now: opts.now } : {}),
     });
+    // Small SSH messages (channel opens, window adjusts) must not wait for Nagle + delayed ACK (~40 ms).
+    client.setNoDelay(true);
     const tunnel = new Tunnel(client, opts);
     try {
       await withTimeout(
