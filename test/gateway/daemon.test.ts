@@ -1,0 +1,114 @@
+/**
+ * The infisical-gateway daemon as a process: `serve` from a state database alone (written here as `enroll`
+ * would), /readyz once a tunnel to a real proxy is up, a stream carried, SIGHUP reloading the config without
+ * dropping that stream, SIGTERM draining and exiting 0, and the stream's audit record left in SQLite.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, it } from 'node:test';
+import { dialViaProxy } from '../../lib/client/dial.js';
+import { GatewayStore } from '../../lib/gateway/state.js';
+import { freePort } from '../helpers/openssh.js';
+import { World } from '../helpers/world.js';
+import { gatewayState, platformGrant, type RunningProxy, startRealProxy } from './deploy.js';
+import { echoServer, waitFor } from './harness.js';
+
+const DAEMON = new URL('../../daemons/gateway.js', import.meta.url).pathname;
+const world = new World();
+const dir = mkdtempSync(join(tmpdir(), 'gw-daemon-'));
+let child: ChildProcess | undefined;
+let proxy: RunningProxy | undefined;
+let echo: Awaited<ReturnType<typeof echoServer>> | undefined;
+after(async () => {
+  child?.kill('SIGKILL');
+  await proxy?.server.stop();
+  await echo?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function readyz(url: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  try {
+    const res = await fetch(`${url}/readyz`);
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  } catch {
+    return { status: 0, body: {} };
+  }
+}
+
+function config(opsPort: number, ports: number[]): string {
+  return [
+    `state_directory = ${dir}/state`,
+    `ops_listen = 127.0.0.1:${opsPort}`,
+    'allow_cidrs = 127.0.0.1/32',
+    `allow_ports = ${ports.join(', ')}`,
+    'revocation_poll = 0',
+    'renew = false',
+    'drain_timeout = 5s',
+    '',
+  ].join('\n');
+}
+
+it('serves from SQLite alone, reloads on SIGHUP without dropping streams, drains on SIGTERM', async () => {
+  echo = await echoServer();
+  proxy = await startRealProxy(world, 'p1');
+  const store = GatewayStore.open(join(dir, 'state', 'gateway.db'));
+  store.saveEnrollment(gatewayState(world, [proxy]));
+  store.close();
+  const opsPort = await freePort();
+  const confPath = join(dir, 'gateway.conf');
+  writeFileSync(confPath, config(opsPort, [echo.port]));
+
+  let out = '';
+  child = spawn(process.execPath, [DAEMON, 'serve', '--config', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const url = `http://127.0.0.1:${opsPort}`;
+  let ready = await readyz(url);
+  const start = Date.now();
+  while (ready.status !== 200 && Date.now() - start < 20_000) {
+    await new Promise((r) => setTimeout(r, 100));
+    ready = await readyz(url);
+  }
+  assert.equal(ready.status, 200, out);
+  assert.deepEqual(ready.body['detail'], { tunnelsUp: 1, tunnelsTotal: 1 });
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  assert.match(metrics, /infisical_gateway_tunnels_up 1/);
+
+  const grant = await platformGrant(world, [proxy], { host: '127.0.0.1', port: echo.port }, 'tcp');
+  const { socket } = await dialViaProxy(grant, grant.proxies[0]!, 'tcp');
+  const echoOnce = (text: string) =>
+    new Promise<string>((resolve) => {
+      socket.once('data', (d: Buffer) => resolve(d.toString()));
+      socket.write(text);
+    });
+  assert.equal(await echoOnce('before reload'), 'before reload');
+
+  writeFileSync(confPath, config(opsPort, [echo.port, 5432]));
+  child.kill('SIGHUP');
+  await waitFor(() => /"msg":"reloaded"/.test(out), 10_000, 'reload log line');
+  assert.equal(await echoOnce('after reload'), 'after reload');
+  assert.equal((await readyz(url)).status, 200);
+
+  const closed = once(socket, 'close');
+  child.kill('SIGTERM');
+  const [code] = (await once(child, 'exit')) as [number | null];
+  child = undefined;
+  assert.equal(code, 0, out);
+  await closed;
+
+  const after = GatewayStore.open(join(dir, 'state', 'gateway.db'));
+  const events = after.audit().map((r) => r.event);
+  const stream = after.audit().find((r) => r.event === 'gateway.stream');
+  after.close();
+  assert.ok(events.includes('gateway.stream'), JSON.stringify(events));
+  assert.equal(stream?.fields['grantId'], grant.grantId);
+  assert.equal(stream?.fields['bytesIn'], 'before reload'.length + 'after reload'.length);
+});
