@@ -192,3 +192,26 @@ test('an expired gateway cert is refused with E_CERT_EXPIRED at the gateway hop'
   assert.equal(err.hop, 'gateway');
   assert.equal(err.code, 'E_CERT_EXPIRED');
 });
+
+test('a proxy presenting ANOTHER proxy identity (right CA) is refused by name and skipped', async () => {
+  const wrongName = await relay('p-named', {
+    credentials: world.proxyTls({ scope: 'instance', proxyId: 'p-someone-else' }),
+  });
+  const good = await relay('p-good3');
+  const { c, events } = connector([wrongName.endpoint, good.endpoint]);
+  const stream = await c.open(target, 'tcp');
+  assert.equal(stream.proxy.proxyId, 'p-good3');
+  stream.socket.destroy();
+  const f = events.find((e) => e.step === 'proxy-failed');
+  assert.ok(f && f.step === 'proxy-failed' && f.error.code === 'E_CERT_IDENTITY' && f.error.hop === 'proxy');
+});
+
+test('a proxy whose cert does not carry the host name we dialled is refused', async () => {
+  const r = await relay('p-host', {
+    credentials: world.proxyTls({ scope: 'instance', proxyId: 'p-host', dnsNames: ['other.example'], ipAddresses: [] }),
+  });
+  const { c } = connector([r.endpoint]);
+  const err = await rejects(c.open(target, 'tcp'));
+  assert.equal(err.hop, 'proxy');
+  assert.equal(err.code, 'E_CERT_IDENTITY');
+});
