@@ -64,7 +64,8 @@ export function issueGrant(
   if (!decision.ok) return deny(ctx, event, decision.code, decision.reason);
   const outerKey = parseCsrKey(req.outerCsr);
   if (!outerKey.ok) return deny(ctx, event, outerKey.code, `outerCsr: ${outerKey.reason}`);
-  const innerKey = parseCsrKey(req.innerCsr);
+  // One key for both is allowed; its CSR is then checked once.
+  const innerKey = req.innerCsr === req.outerCsr ? outerKey : parseCsrKey(req.innerCsr);
   if (!innerKey.ok) return deny(ctx, event, innerKey.code, `innerCsr: ${innerKey.reason}`);
 
   const now = ctx.now();

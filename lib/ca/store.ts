@@ -114,8 +114,20 @@ type Raw = Record<string, unknown>;
 export class CaStore {
   readonly db: Db;
 
+  readonly #statements = new Map<string, Database.Statement>();
+
   private constructor(db: Db) {
     this.db = db;
+  }
+
+  /** Prepared once per SQL text: preparing costs more than running most of these queries. */
+  #q(sql: string): Database.Statement {
+    let stmt = this.#statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.#statements.set(sql, stmt);
+    }
+    return stmt;
   }
 
   /** Opens a database file (0600 in a 0700 directory, WAL, synchronous=FULL) or ':memory:', migrated forward. */
@@ -146,7 +158,7 @@ export class CaStore {
   // ---- meta -----------------------------------------------------------------------------------------------
 
   getMeta(key: string): string | undefined {
-    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    const row = this.#q('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
     return row?.value;
   }
   setMeta(key: string, value: string): void {
@@ -166,35 +178,35 @@ export class CaStore {
       .run(a.id, orgKey(a.orgId), a.purpose, a.kind, a.public, a.sealedKey, a.createdAt, a.notAfter);
   }
   getAuthority(id: string): AuthorityRow | undefined {
-    const r = this.db.prepare('SELECT * FROM authorities WHERE id = ?').get(id) as Raw | undefined;
+    const r = this.#q('SELECT * FROM authorities WHERE id = ?').get(id) as Raw | undefined;
     return r && toAuthority(r);
   }
   listAuthorities(orgId: string | null): AuthorityRow[] {
-    return (this.db.prepare('SELECT * FROM authorities WHERE org_id = ? ORDER BY id').all(orgKey(orgId)) as Raw[]).map(
+    return (this.#q('SELECT * FROM authorities WHERE org_id = ? ORDER BY id').all(orgKey(orgId)) as Raw[]).map(
       toAuthority,
     );
   }
   /** Crypto-shredding: the public half stays (old certs can still be explained), the private key is gone. */
   destroyAuthorityKeys(orgId: string): void {
-    this.db.prepare('UPDATE authorities SET sealed_key = NULL WHERE org_id = ?').run(orgKey(orgId));
+    this.#q('UPDATE authorities SET sealed_key = NULL WHERE org_id = ?').run(orgKey(orgId));
   }
 
   // ---- orgs -------------------------------------------------------------------------------------------------
 
   insertOrg(orgId: string, now: number): void {
-    this.db.prepare('INSERT INTO orgs (org_id, created_at) VALUES (?, ?)').run(orgId, now);
+    this.#q('INSERT INTO orgs (org_id, created_at) VALUES (?, ?)').run(orgId, now);
   }
   getOrg(orgId: string): { orgId: string; createdAt: number; deletedAt: number | null } | undefined {
-    const r = this.db.prepare('SELECT * FROM orgs WHERE org_id = ?').get(orgId) as Raw | undefined;
+    const r = this.#q('SELECT * FROM orgs WHERE org_id = ?').get(orgId) as Raw | undefined;
     return r && { orgId: r['org_id'] as string, createdAt: r['created_at'] as number, deletedAt: nul(r['deleted_at']) };
   }
   listOrgs(): { orgId: string; createdAt: number }[] {
-    return (
-      this.db.prepare('SELECT org_id, created_at FROM orgs WHERE deleted_at IS NULL ORDER BY org_id').all() as Raw[]
-    ).map((r) => ({ orgId: r['org_id'] as string, createdAt: r['created_at'] as number }));
+    return (this.#q('SELECT org_id, created_at FROM orgs WHERE deleted_at IS NULL ORDER BY org_id').all() as Raw[]).map(
+      (r) => ({ orgId: r['org_id'] as string, createdAt: r['created_at'] as number }),
+    );
   }
   markOrgDeleted(orgId: string, now: number): void {
-    this.db.prepare('UPDATE orgs SET deleted_at = ? WHERE org_id = ?').run(now, orgId);
+    this.#q('UPDATE orgs SET deleted_at = ? WHERE org_id = ?').run(now, orgId);
   }
 
   // ---- identities and tokens --------------------------------------------------------------------------------
@@ -209,7 +221,7 @@ export class CaStore {
     return Number(info.lastInsertRowid);
   }
   identityByClientId(clientId: string): IdentityRow | undefined {
-    const r = this.db.prepare('SELECT * FROM identities WHERE client_id = ?').get(clientId) as Raw | undefined;
+    const r = this.#q('SELECT * FROM identities WHERE client_id = ?').get(clientId) as Raw | undefined;
     return r && toIdentity(r);
   }
   identity(orgId: string | null, identityId: string): IdentityRow | undefined {
@@ -219,12 +231,12 @@ export class CaStore {
     return r && toIdentity(r);
   }
   listIdentities(orgId: string | null): IdentityRow[] {
-    return (
-      this.db.prepare('SELECT * FROM identities WHERE org_id = ? ORDER BY identity_id').all(orgKey(orgId)) as Raw[]
-    ).map(toIdentity);
+    return (this.#q('SELECT * FROM identities WHERE org_id = ? ORDER BY identity_id').all(orgKey(orgId)) as Raw[]).map(
+      toIdentity,
+    );
   }
   revokeIdentity(rowId: number, now: number): void {
-    this.db.prepare('UPDATE identities SET revoked_at = ? WHERE row_id = ? AND revoked_at IS NULL').run(now, rowId);
+    this.#q('UPDATE identities SET revoked_at = ? WHERE row_id = ? AND revoked_at IS NULL').run(now, rowId);
     this.db
       .prepare('UPDATE access_tokens SET revoked_at = ? WHERE identity_row = ? AND revoked_at IS NULL')
       .run(now, rowId);
@@ -257,8 +269,8 @@ export class CaStore {
   }
   /** Forgets expired tokens and nonces (they can no longer be used anyway). */
   pruneExpired(now: number): void {
-    this.db.prepare('DELETE FROM access_tokens WHERE expires_at < ?').run(now - 24 * 3600_000);
-    this.db.prepare('DELETE FROM request_nonces WHERE expires_at < ?').run(now);
+    this.#q('DELETE FROM access_tokens WHERE expires_at < ?').run(now - 24 * 3600_000);
+    this.#q('DELETE FROM request_nonces WHERE expires_at < ?').run(now);
   }
 
   insertEnrollmentToken(t: Omit<EnrollmentTokenRow, 'usedAt'>): void {
@@ -270,7 +282,7 @@ export class CaStore {
       .run(t.tokenHash, orgKey(t.orgId), t.kind, t.subjectId, t.createdBy, t.createdAt, t.expiresAt);
   }
   enrollmentToken(tokenHash: string): EnrollmentTokenRow | undefined {
-    const r = this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as Raw | undefined;
+    const r = this.#q('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as Raw | undefined;
     if (!r) return undefined;
     return {
       tokenHash: r['token_hash'] as string,
@@ -295,7 +307,7 @@ export class CaStore {
   /** Records a renewal nonce; false when it was seen before (a replay). */
   useNonce(nonce: string, expiresAt: number): boolean {
     return (
-      this.db.prepare('INSERT OR IGNORE INTO request_nonces (nonce, expires_at) VALUES (?, ?)').run(nonce, expiresAt)
+      this.#q('INSERT OR IGNORE INTO request_nonces (nonce, expires_at) VALUES (?, ?)').run(nonce, expiresAt)
         .changes === 1
     );
   }
@@ -319,7 +331,7 @@ export class CaStore {
       );
   }
   policies(orgId: string): PolicyRule[] {
-    return (this.db.prepare('SELECT * FROM policies WHERE org_id = ? ORDER BY seq').all(orgId) as Raw[]).map((r) => ({
+    return (this.#q('SELECT * FROM policies WHERE org_id = ? ORDER BY seq').all(orgId) as Raw[]).map((r) => ({
       id: r['rule_id'] as string,
       orgId: r['org_id'] as string,
       subject: r['subject'] as string,
@@ -329,10 +341,10 @@ export class CaStore {
     }));
   }
   deletePolicy(orgId: string, ruleId: string): boolean {
-    return this.db.prepare('DELETE FROM policies WHERE org_id = ? AND rule_id = ?').run(orgId, ruleId).changes === 1;
+    return this.#q('DELETE FROM policies WHERE org_id = ? AND rule_id = ?').run(orgId, ruleId).changes === 1;
   }
   deleteOrgPolicies(orgId: string): void {
-    this.db.prepare('DELETE FROM policies WHERE org_id = ?').run(orgId);
+    this.#q('DELETE FROM policies WHERE org_id = ?').run(orgId);
   }
 
   // ---- gateways and proxies ---------------------------------------------------------------------------------
@@ -346,15 +358,13 @@ export class CaStore {
       .run(orgId, gatewayId, uri, now, now);
   }
   gateway(orgId: string, gatewayId: string): GatewayRow | undefined {
-    const r = this.db.prepare('SELECT * FROM gateways WHERE org_id = ? AND gateway_id = ?').get(orgId, gatewayId) as
+    const r = this.#q('SELECT * FROM gateways WHERE org_id = ? AND gateway_id = ?').get(orgId, gatewayId) as
       | Raw
       | undefined;
     return r && toGateway(r);
   }
   listGateways(orgId: string): GatewayRow[] {
-    return (this.db.prepare('SELECT * FROM gateways WHERE org_id = ? ORDER BY gateway_id').all(orgId) as Raw[]).map(
-      toGateway,
-    );
+    return (this.#q('SELECT * FROM gateways WHERE org_id = ? ORDER BY gateway_id').all(orgId) as Raw[]).map(toGateway);
   }
   revokeGateway(orgId: string, gatewayId: string, now: number): void {
     this.db
@@ -382,7 +392,7 @@ export class CaStore {
       );
   }
   proxy(orgId: string | null, proxyId: string): ProxyRow | undefined {
-    const r = this.db.prepare('SELECT * FROM proxies WHERE org_id = ? AND proxy_id = ?').get(orgKey(orgId), proxyId) as
+    const r = this.#q('SELECT * FROM proxies WHERE org_id = ? AND proxy_id = ?').get(orgKey(orgId), proxyId) as
       | Raw
       | undefined;
     return r && toProxy(r);
@@ -399,7 +409,7 @@ export class CaStore {
     ).map(toProxy);
   }
   listProxies(): ProxyRow[] {
-    return (this.db.prepare('SELECT * FROM proxies ORDER BY org_id, proxy_id').all() as Raw[]).map(toProxy);
+    return (this.#q('SELECT * FROM proxies ORDER BY org_id, proxy_id').all() as Raw[]).map(toProxy);
   }
   revokeProxy(orgId: string | null, proxyId: string, now: number): void {
     this.db
@@ -429,11 +439,11 @@ export class CaStore {
       );
   }
   certificate(serial: string): CertificateRow | undefined {
-    const r = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial) as Raw | undefined;
+    const r = this.#q('SELECT * FROM certificates WHERE serial = ?').get(serial) as Raw | undefined;
     return r && toCertificate(r);
   }
   certificateCount(): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM certificates').get() as { n: number }).n;
+    return (this.#q('SELECT count(*) AS n FROM certificates').get() as { n: number }).n;
   }
 
   insertGrant(g: GrantRow): void {
@@ -445,7 +455,7 @@ export class CaStore {
       .run(g.grantId, g.orgId, g.gatewayId, g.identityId, g.targetJson, g.mode, g.ruleId, g.createdAt, g.expiresAt);
   }
   grant(grantId: string): GrantRow | undefined {
-    const r = this.db.prepare('SELECT * FROM grants WHERE grant_id = ?').get(grantId) as Raw | undefined;
+    const r = this.#q('SELECT * FROM grants WHERE grant_id = ?').get(grantId) as Raw | undefined;
     return r && toGrant(r);
   }
   /** The newest grants of an org first. */
@@ -481,7 +491,7 @@ export class CaStore {
   revocationsSince(since: number, limit: number, orgId?: string): RevocationRow[] {
     const rows =
       orgId === undefined
-        ? this.db.prepare('SELECT * FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?').all(since, limit)
+        ? this.#q('SELECT * FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?').all(since, limit)
         : this.db
             .prepare(`SELECT * FROM revocations WHERE seq > ? AND (org_id = ? OR org_id = '') ORDER BY seq LIMIT ?`)
             .all(since, orgId, limit);
@@ -496,7 +506,7 @@ export class CaStore {
     }));
   }
   latestRevocationSeq(): number {
-    return (this.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM revocations').get() as { n: number }).n;
+    return (this.#q('SELECT coalesce(max(seq), 0) AS n FROM revocations').get() as { n: number }).n;
   }
 
   // ---- audit ------------------------------------------------------------------------------------------------
@@ -513,7 +523,7 @@ export class CaStore {
   auditSince(since: number, limit: number, orgId?: string): AuditRow[] {
     const rows =
       orgId === undefined
-        ? this.db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(since, limit)
+        ? this.#q('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(since, limit)
         : this.db
             .prepare('SELECT * FROM audit WHERE seq > ? AND org_id = ? ORDER BY seq LIMIT ?')
             .all(since, orgId, limit);
