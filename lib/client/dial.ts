@@ -58,6 +58,8 @@ export async function dialViaProxy(
     throw err;
   }
   const t2 = performance.now();
+  // From here the inner session reports failures (its close and error); the outer one must not crash us.
+  outer.on('error', () => undefined);
   const inner = await connectInner(outer, rest, grant, mode, now, timeout, fail);
   const t3 = performance.now();
   return {
