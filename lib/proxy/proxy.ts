@@ -262,11 +262,15 @@ export class ProxyServer {
 
   /** Stops accepting, lets streams finish until `signal` aborts, then closes everything. */
   async drain(signal: AbortSignal): Promise<void> {
-    await Promise.all([this.ssh.stopAccepting(), this.relay.stopAccepting()]);
+    // net.Server.close resolves only once every connection is gone: start it, do not wait for it yet.
+    const closing = Promise.all([this.ssh.stopAccepting(), this.relay.stopAccepting()]);
     while (this.relay.streams.size > 0 && !signal.aborted) {
       await new Promise((r) => setTimeout(r, 100));
     }
     this.close();
+    this.ssh.destroyAll();
+    this.relay.destroyAll();
+    await closing;
   }
 
   /** Closes every stream and tunnel now (listeners must be stopped separately or by drain). */
@@ -275,9 +279,12 @@ export class ProxyServer {
     for (const t of this.table.all()) t.handle.close('proxy stopping');
   }
 
+  /** Stops at once: listeners closed, every connection dropped (tests, second SIGTERM). */
   async stop(): Promise<void> {
     const closing = Promise.all([this.ssh.stopAccepting(), this.relay.stopAccepting()]);
     this.close();
+    this.ssh.destroyAll();
+    this.relay.destroyAll();
     await closing;
   }
 }

@@ -66,7 +66,7 @@ export class RelayListener {
   readonly #server: TlsServer;
   readonly #streams = new Map<number, ActiveStream>();
   #nextStream = 1;
-  #connections = 0;
+  readonly #sockets = new Set<Socket>();
   limits: RelayLimits;
 
   constructor(options: RelayListenerOptions) {
@@ -95,15 +95,15 @@ export class RelayListener {
     });
     this.#server.on('connection', (raw: Socket) => {
       raw.setNoDelay(true); // the status line must not wait for Nagle
-      this.#connections++;
-      raw.once('close', () => this.#connections--);
+      this.#sockets.add(raw);
+      raw.once('close', () => this.#sockets.delete(raw));
     });
     this.#server.on('secureConnection', (socket: TLSSocket) => void this.#onConnection(socket));
   }
 
   /** Platform connections open now (in handshake or carrying a stream). */
   get connections(): number {
-    return this.#connections;
+    return this.#sockets.size;
   }
 
   get streams(): ReadonlyMap<number, ActiveStream> {
@@ -129,6 +129,11 @@ export class RelayListener {
   setLimits(limits: RelayLimits): void {
     this.limits = limits;
     this.#server.maxConnections = limits.maxConnections;
+  }
+
+  /** Drops every platform connection now (shutdown). */
+  destroyAll(): void {
+    for (const s of this.#sockets) s.destroy();
   }
 
   stopAccepting(): Promise<void> {

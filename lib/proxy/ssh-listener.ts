@@ -100,6 +100,11 @@ export class SshTunnelListener {
     this.#ssh = this.#makeServer(host);
   }
 
+  /** Drops every connection now, authenticated or not (shutdown). */
+  destroyAll(): void {
+    for (const { socket } of this.#sockets.values()) socket.destroy();
+  }
+
   /** Stops accepting; established tunnels stay until closed. */
   stopAccepting(): Promise<void> {
     return new Promise((resolve) => this.#net.close(() => resolve()));

@@ -107,7 +107,11 @@ describe('OpenSSH client as a gateway', () => {
   it('is refused for any other name (ExitOnForwardFailure)', async () => {
     const before = proxy.refusals().get('ssh:E_CERT_WRONG_PRINCIPAL') ?? 0;
     const gw = sshGateway(dir, proxy, { gatewayId: 'gw-1', forwardName: 'gw-2', targetPort });
-    const code = await gw.exit;
+    const code = await Promise.race([
+      gw.exit,
+      new Promise<string>((r) => setTimeout(() => r('still running'), 20_000)),
+    ]);
+    if (code === 'still running') gw.child.kill('SIGKILL');
     assert.notEqual(code, 0);
     assert.match(gw.stderr(), /remote port forwarding failed/i);
     assert.equal(proxy.refusals().get('ssh:E_CERT_WRONG_PRINCIPAL'), before + 1);

@@ -174,6 +174,40 @@ describe('relay: instance proxy', () => {
   });
 });
 
+describe('relay: drain', () => {
+  it('stops accepting, lets a stream finish, then closes the tunnels', async () => {
+    const proxy = await startProxy(world, { scope: 'instance' });
+    const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+    const { status, socket } = await dialProxy(world, proxy, outerA());
+    assert.ok(status.ok);
+    const controller = new AbortController();
+    let drained = false;
+    const draining = proxy.drain(controller.signal).then(() => {
+      drained = true;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(drained, false, 'a stream is still open');
+    const data = Buffer.from('finishing my work');
+    assert.ok((await roundTrip(socket, data)).equals(data));
+    socket.end();
+    await draining;
+    assert.equal(proxy.table.size, 0);
+    await new Promise<void>((resolve) => gw.client.once('close', () => resolve()));
+  });
+
+  it('closes what is left when the deadline aborts the drain', async () => {
+    const proxy = await startProxy(world, { scope: 'instance' });
+    await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
+    const { socket } = await dialProxy(world, proxy, outerA());
+    const controller = new AbortController();
+    const draining = proxy.drain(controller.signal);
+    controller.abort();
+    await draining;
+    await closed(socket);
+    assert.equal(proxy.stats().streams, 0);
+  });
+});
+
 describe('relay: org proxy', () => {
   let proxy: ProxyServer;
   before(async () => {
