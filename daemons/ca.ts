@@ -109,9 +109,9 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('token-ttl', { type: 'string', describe: 'access token lifetime (default 15m)' })
         .option('grant-ttl', { type: 'string', describe: 'default grant lifetime (default 5m)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
-    run(async (_a, config) => {
+    run(async (argv, config) => {
       const logger = createLogger({ daemon: 'ca', version: VERSION, level: config.log_level as LogLevel });
-      await serve(config, logger);
+      await serve(config, logger, () => configOf(argv));
       return undefined;
     }),
   )

@@ -58,7 +58,11 @@ export function openState(config: CaConfig, options: { create: boolean; logger?:
   return { dir, authority };
 }
 
-export async function serve(config: CaConfig, logger: Logger): Promise<void> {
+/**
+ * Runs the daemon until SIGTERM. `reloadConfig` re-reads flags/env/file on SIGHUP: token and grant lifetimes
+ * and the log level apply at once; a new listen address or state directory needs a restart (logged).
+ */
+export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () => CaConfig): Promise<void> {
   const notifier = new SystemdNotifier();
   notifier.status('opening state');
   const { dir, authority } = openState(config, { create: false, logger });
@@ -92,7 +96,17 @@ export async function serve(config: CaConfig, logger: Logger): Promise<void> {
     drainTimeoutMs: config.drain_timeout,
     hooks: {
       reload: () => {
-        server.setCredentials(authority.apiServerCredentials());
+        // Everything is built before anything is swapped: a bad config or certificate keeps the old state.
+        const next = reloadConfig?.() ?? config;
+        const credentials = authority.apiServerCredentials();
+        server.setCredentials(credentials);
+        authority.ctx.limits.tokenTtlSec = Math.round(next.token_ttl / 1000);
+        authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
+        logger.level = next.log_level;
+        for (const key of ['listen', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
+          if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);
+        }
+        logger.info({ fingerprint: credentials.fingerprint256 }, 'reloaded configuration and API certificate');
       },
       drain: async (deadlineMs) => {
         clearInterval(pruner);
