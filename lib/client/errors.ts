@@ -29,9 +29,10 @@ export class ConnectError extends GatewayError {
     this.attempts = opts.attempts ?? [];
   }
 
-  /** "refused by gateway (via proxy p1): E_…: message". */
+  /** "refused by gateway (via proxy p1): E_…: message"; "failed at proxy p2: …" when nobody refused. */
   describe(): string {
-    const where = this.hop === 'local' ? 'local error' : `refused by ${this.hop}`;
+    const failed = ['E_PROXY_UNREACHABLE', 'E_CA_UNREACHABLE', 'E_TIMEOUT', 'E_INTERNAL'].includes(this.code);
+    const where = this.hop === 'local' ? 'local error' : `${failed ? 'failed at' : 'refused by'} ${this.hop}`;
     const via = this.proxyId ? (this.hop === 'proxy' ? ` ${this.proxyId}` : ` (via proxy ${this.proxyId})`) : '';
     return `${where}${via}: ${this.code}: ${this.detail}`;
   }
