@@ -105,24 +105,29 @@ export function revokeAccessToken(ctx: AuthorityContext, accessToken: string): b
   return ctx.store.revokeAccessToken(tokenHash(accessToken), ctx.now().getTime());
 }
 
-/** The admin identity, created once by init. The secret is returned here and never again. */
-export async function createAdminIdentity(
+/**
+ * The admin credential, made once by init: the secret is returned here and never again. `insert` writes it;
+ * init calls it inside the transaction that creates the instance CAs, so a failed init leaves nothing behind.
+ */
+export async function prepareAdminIdentity(
   ctx: AuthorityContext,
   identityId = 'admin',
-): Promise<{ clientId: string; clientSecret: string }> {
+): Promise<{ clientId: string; clientSecret: string; insert: () => void }> {
   const clientId = randomId('ca-admin-');
   const clientSecret = randomToken();
   const secretHash = await hashSecret(clientSecret, ctx.limits.scrypt);
-  ctx.store.insertIdentity({
-    orgId: null,
-    identityId,
-    role: 'admin',
-    groups: [],
-    clientId,
-    secretHash,
-    createdAt: ctx.now().getTime(),
-  });
-  return { clientId, clientSecret };
+  const insert = () => {
+    ctx.store.insertIdentity({
+      orgId: null,
+      identityId,
+      role: 'admin',
+      groups: [],
+      clientId,
+      secretHash,
+      createdAt: ctx.now().getTime(),
+    });
+  };
+  return { clientId, clientSecret, insert };
 }
 
 export async function createIdentity(

@@ -158,10 +158,10 @@ export class Authority {
     if (this.initialized) return refuse('E_CONFLICT', 'this CA is already initialized');
     const ctx = this.ctx;
     const now = ctx.now();
-    const admin = await access.createAdminIdentity(ctx).catch((err: unknown) => err as Error);
-    if (admin instanceof Error) throw admin;
+    const admin = await access.prepareAdminIdentity(ctx);
     ctx.store.transaction(() => {
       if (ctx.store.getMeta('initialized_at') !== undefined) throw new GatewayError('E_CONFLICT', 'initialized twice');
+      admin.insert();
       ctx.store.setMeta('trust_domain', ctx.trustDomain);
       ctx.store.setMeta('initialized_at', now.toISOString());
       ctx.keyring.createInstance(ctx.trustDomain, now);
