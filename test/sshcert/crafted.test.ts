@@ -253,6 +253,14 @@ describe('verifySshSignature', () => {
     const v = verifySshSignature(publicKeyBlob(k.publicKey), sha1, data);
     assert.equal(v.ok ? 'accepted' : v.code, 'E_CERT_WEAK_ALGORITHM');
   });
+  it('refuses an ed25519 signature of the wrong length as malformed', () => {
+    const k = generateKeyPairSync('ed25519');
+    const r = new SshReader(signSsh(k.privateKey, data));
+    r.text();
+    const short = new SshWriter().string('ssh-ed25519').string(r.string().subarray(0, 63)).toBuffer();
+    const v = verifySshSignature(publicKeyBlob(k.publicKey), short, data);
+    assert.equal(v.ok ? 'accepted' : v.code, 'E_CERT_MALFORMED');
+  });
   it('refuses other data, another key, and trailing bytes', () => {
     const k = generateKeyPairSync('ed25519');
     const sig = signSsh(k.privateKey, data);
