@@ -204,6 +204,11 @@ test('crash: SIGKILL during a burst of grants; after restart every certificate a
       innerCsr: inner,
     });
     assert.ok(g.grantId);
+    // The same issuance as a JSON audit line on stdout.
+    const line = () => s.lines.find((l) => l['audit'] === true && l['event'] === 'ca.grant.issue');
+    for (let i = 0; i < 50 && !line(); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(line()?.['actor'], 'org:acme/identity:alice');
+    assert.match(String(line()?.['reason']), new RegExp(g.grantId));
   } finally {
     s.child.kill('SIGTERM');
     await s.exited;
