@@ -19,9 +19,10 @@ import type { SshCertificate, VerifyOptions } from './types.js';
  * us decide on values the CA never signed; the returned certificate is the re-parsed one.
  *
  * An empty principal list is refused (E_CERT_WRONG_PRINCIPAL) even when no principal is required.
- * OpenSSH treats it as "valid for any principal" for host certificates and for user certificates
- * with an AuthorizedPrincipals file; here a certificate names the gateway or proxy it is for, and a
- * CA mistake that omitted the names must not yield a skeleton key for every gateway of the org.
+ * OpenSSH 9.2 reads it as "any principal" for host certificates and for user certificates trusted
+ * through a `cert-authority` line in authorized_keys (the shape of CVE-2024-7594). Here a certificate
+ * names the gateway or proxy it is for, and a CA slip that omitted the names must not yield a key that
+ * opens every gateway of the org; the signer (signCertificate) refuses to make such a certificate too.
  */
 export function verifyCertificate(cert: SshCertificate, opts: VerifyOptions): Verdict<SshCertificate> {
   const parsed = parseCertificate(cert.blob);
