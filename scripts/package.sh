@@ -3,14 +3,17 @@
 # offline bundle dist/infisical-offline-<version>.tar.gz (packages + SHA256SUMS + install.sh).
 #   SKIP_SEA=1   reuse dist/sea/ as it is (packaging only)
 #   NO_RPM=1     debs only (the rpm step needs Debian's `rpm` package)
+#   DIST=dir     output directory (default dist/; the packaging test builds into a temporary one)
+#   XZ_LEVEL=n   xz level of the packages (default 6)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VERSION=$(node -p "require('./package.json').version")
-DIST=$ROOT/dist
-SEA=$DIST/sea
-STAGE=$ROOT/packaging/.build/stage
-# xz level of the packages: 6 for releases; the packaging test uses 1 (about 5x faster, about 15% larger).
+DIST=$(realpath -m "${DIST:-$ROOT/dist}")
+export SEA_OUT=$DIST/sea
+SEA=$SEA_OUT
+STAGE=$DIST/.stage
+# xz level 6 for releases; the packaging test uses 1 (about 5x faster, about 15% larger).
 XZ_LEVEL=${XZ_LEVEL:-6}
 started=$(date +%s)
 step() { echo "[$(($(date +%s) - started))s] $*"; }
@@ -67,7 +70,7 @@ build_deb() {
   mv "$STAGE/$name" "$dir"
   mkdir -p "$dir/DEBIAN"
   local depends='libc6 (>= 2.34), libstdc++6, libgcc-s1'
-  [ "$d" = connect ] || depends="$depends, libsystemd0, passwd"
+  [ "$d" = connect ] || depends="$depends, libsystemd0, passwd, procps"
   local size
   size=$(du -sk --exclude=DEBIAN "$dir" | cut -f1)
   fill packaging/deb/control "$dir/DEBIAN/control" "$d" -e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|"
@@ -92,7 +95,7 @@ build_rpm() {
   else
     install -d -m 0700 "$STAGE/$name/var/lib/$name" "$STAGE/$name/var/cache/$name"
     fill packaging/rpm/daemon.spec.in "$top/SPECS/$name.spec" "$d" -e '/@DAEMON_BEGIN@/d' -e '/@DAEMON_END@/d' \
-      -e 's|@REQUIRES@|, systemd-libs, shadow-utils|'
+      -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|'
   fi
   rpmbuild -bb --quiet --define "_topdir $top" --define "_stage $STAGE/$name" \
     --define '_binary_payload w${XZ_LEVEL}T.xzdio' --define '_rpmdir %{_topdir}/RPMS' \
@@ -140,3 +143,4 @@ tar -C "$STAGE" --owner=0 --group=0 --numeric-owner -czf "$DIST/$bundle.tar.gz" 
 rm -rf "$bdir"
 step "offline bundle dist/$bundle.tar.gz"
 ls -l "$DIST"/*.deb "$DIST"/*.rpm "$DIST"/*.tar.gz 2>/dev/null | awk '{printf "  %6.1f MB  %s\n", $5/1048576, $9}'
+rm -rf "$STAGE"
