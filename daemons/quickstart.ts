@@ -115,7 +115,15 @@ async function waitReady(name: string, port: number, timeoutMs = 30_000): Promis
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${name} did not become ready (${last}); see ${join(STATE, 'logs', `${name}.log`)}`);
+  throw new Error(`${name} did not become ready (${last}); its log ends with:\n${logTail(name)}`);
+}
+
+/** The last lines of a daemon's log, so a failure explains itself. */
+function logTail(name: string, lines = 15): string {
+  const file = join(STATE, 'logs', `${name}.log`);
+  if (!existsSync(file)) return '  (no log)';
+  const tail = readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines);
+  return `${tail.map((l) => `    ${l}`).join('\n')}\n  (${file})`;
 }
 
 function httpGet(url: string, proxy?: string): Promise<{ status: number; body: string }> {
