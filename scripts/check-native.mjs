@@ -13,7 +13,7 @@ function check(name, fn) {
   try {
     fn();
   } catch (err) {
-    problems.push(`${name}: ${err && err.message ? err.message : err}`);
+    problems.push(`${name}: ${err?.message ? err.message : err}`);
   }
 }
 
