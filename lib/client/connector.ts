@@ -66,8 +66,9 @@ export class GatewayConnector {
   }
 
   /**
-   * Opens one stream to the target through the gateway. If the gateway says the grant expired (a cached grant
-   * that the far side's clock judged differently), one fresh grant is tried before giving up.
+   * Opens one stream to the target through the gateway. If the gateway says the grant expired (its status line
+   * E_GRANT_EXPIRED: a cached grant that the far side's clock judged differently), one fresh grant is tried
+   * before giving up.
    */
   async open(target: GrantTarget, mode: ModeAlpn): Promise<RelayedStream> {
     const first = await this.grant(target, mode);
@@ -133,6 +134,7 @@ function withAttempts(e: ConnectError, attempts: ConnectError[], detail?: string
   if (attempts.length <= 1 && detail === undefined) return e;
   return new ConnectError(e.code, e.hop, detail ?? e.detail, {
     ...(e.proxyId === undefined ? {} : { proxyId: e.proxyId }),
+    ...(e.gatewayId === undefined ? {} : { gatewayId: e.gatewayId }),
     attempts,
     cause: e,
   });

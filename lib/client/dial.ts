@@ -4,34 +4,45 @@
  *      of the grant, carry the proxy's URI and the host name we dialled (checkPeer, THE verifier);
  *   2. the proxy's one status line: ok, or a refusal with a code (E_GATEWAY_OFFLINE, E_ROUTE_FORBIDDEN…);
  *   3. inner mTLS to the gateway over the same bytes, ALPN = mode; the gateway's cert must chain to the org
- *      gateway server CA and carry EXACTLY the gateway URI of the grant.
+ *      gateway server CA and carry EXACTLY the gateway URI of the grant;
+ *   4. in tcp, ping and health modes, the gateway's one status line inside the inner session: ok (tcp: the
+ *      target accepted the connection), or its refusal with a code (E_TARGET_NOT_ALLOWED, E_GRANT_EXPIRED…).
  * Every failure is a ConnectError naming the hop. Trying other proxies is the caller's business (connector.ts).
+ * TLS contexts and parsed anchors come from grant-tls.ts: built once per grant, not per stream.
  */
 import { once } from 'node:events';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { checkPeer, mtlsClientOptions } from '../pki/tls.js';
 import type { VerifiedPeer } from '../pki/verify.js';
 import type { ErrorCode } from '../protocol/errors.js';
 import { instanceProxyUri, orgProxyUri } from '../protocol/identity.js';
-import { decodeStatus, MAX_STATUS_LINE, type ModeAlpn, RELAY_ALPN } from '../protocol/relay.js';
+import {
+  decodeStatus,
+  MAX_STATUS_LINE,
+  type ModeAlpn,
+  modeHasStatus,
+  RELAY_ALPN,
+  type StatusPeer,
+} from '../protocol/relay.js';
 import { ConnectError, type Hop } from './errors.js';
 import type { ClientGrant, ProxyEndpoint } from './grant.js';
+import { type GrantTls, grantTls, verifyPeer } from './grant-tls.js';
 
 export const DEFAULT_STEP_TIMEOUT_MS = 10_000;
 
 export interface DialOptions {
   now?: () => Date;
-  /** Bound on each step (proxy connect + handshake, status line, inner handshake). */
+  /** Bound on each step (proxy connect + handshake, proxy status, inner handshake, gateway status). */
   stepTimeoutMs?: number;
 }
 
 export interface RelayedStream {
-  /** The end-to-end stream to the gateway (inner TLS). Errors on it are raw; pass them through `innerError`. */
+  /** The end-to-end stream to the gateway (inner TLS), past the gateway's status line. Errors on it are raw. */
   socket: tls.TLSSocket;
   proxy: ProxyEndpoint;
   gateway: VerifiedPeer;
-  /** Milliseconds spent in each step. */
+  /** Milliseconds spent in each step (gatewayMs: inner handshake and the gateway's status line). */
   timings: { proxyMs: number; statusMs: number; gatewayMs: number };
 }
 
@@ -45,14 +56,24 @@ export async function dialViaProxy(
   const now = opts.now ?? (() => new Date());
   const timeout = opts.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
   const fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) =>
-    new ConnectError(code, hop, detail, { proxyId: proxy.proxyId, ...(cause === undefined ? {} : { cause }) });
+    new ConnectError(code, hop, detail, {
+      proxyId: proxy.proxyId,
+      ...(hop === 'gateway' ? { gatewayId: grant.spec.gatewayId } : {}),
+      ...(cause === undefined ? {} : { cause }),
+    });
+  let material: GrantTls;
+  try {
+    material = grantTls(grant);
+  } catch (err) {
+    throw fail('E_CERT_MALFORMED', 'local', `the grant's key or certificates do not load: ${(err as Error).message}`);
+  }
 
   const t0 = performance.now();
-  const outer = await connectOuter(grant, proxy, now, timeout, fail);
+  const outer = await connectOuter(grant, material, proxy, now, timeout, fail);
   const t1 = performance.now();
   let rest: Buffer;
   try {
-    rest = await readStatus(outer, timeout, fail);
+    rest = await readStatus(outer, 'proxy', timeout, fail);
   } catch (err) {
     outer.destroy();
     throw err;
@@ -60,7 +81,7 @@ export async function dialViaProxy(
   const t2 = performance.now();
   // From here the inner session reports failures (its close and error); the outer one must not crash us.
   outer.on('error', () => undefined);
-  const inner = await connectInner(outer, rest, grant, mode, now, timeout, fail);
+  const inner = await connectInner(outer, rest, grant, material, mode, now, timeout, fail);
   const t3 = performance.now();
   return {
     socket: inner.socket,
@@ -74,26 +95,26 @@ type Fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) => Conn
 
 async function connectOuter(
   grant: ClientGrant,
+  material: GrantTls,
   proxy: ProxyEndpoint,
   now: () => Date,
   timeout: number,
   fail: Fail,
 ): Promise<tls.TLSSocket> {
-  const chain = grant.outerChain[proxy.scope];
-  if (!chain) throw fail('E_CERT_WRONG_TYPE', 'local', `no outer certificate for ${proxy.scope} proxies`);
+  const secureContext = material.outer(proxy.scope);
+  if (!secureContext) throw fail('E_CERT_WRONG_TYPE', 'local', `no outer certificate for ${proxy.scope} proxies`);
   const addr = parseAddress(proxy.tlsAddress);
   if (!addr) throw fail('E_PROXY_UNREACHABLE', 'proxy', `bad proxy address ${JSON.stringify(proxy.tlsAddress)}`);
-  const socket = tls.connect(
-    mtlsClientOptions({
-      key: grant.privateKey,
-      chain,
-      anchors: grant.proxyServerCas,
-      alpn: [RELAY_ALPN],
-      host: addr.host,
-      port: addr.port,
-      servername: proxy.hostname,
-    }),
-  );
+  // Identity is judged by verifyPeer (THE verifier), not by Node; SNI is a host name, never an IP literal.
+  const socket = tls.connect({
+    secureContext,
+    host: addr.host,
+    port: addr.port,
+    ...(isIP(proxy.hostname) === 0 ? { servername: proxy.hostname } : {}),
+    ALPNProtocols: [RELAY_ALPN],
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+  });
   // Interactive protocols (psql, HTTP) write small records: do not let Nagle hold them for an ACK.
   socket.setNoDelay(true);
   try {
@@ -109,9 +130,10 @@ async function connectOuter(
     proxy.scope === 'instance'
       ? instanceProxyUri(grant.trustDomain, proxy.proxyId)
       : orgProxyUri(grant.trustDomain, grant.spec.orgId, proxy.proxyId);
-  const v = checkPeer(
+  const v = verifyPeer(
     socket,
-    { anchors: grant.proxyServerCas, purpose: 'serverAuth', expectedHost: proxy.hostname, expectedUri },
+    material.proxyTrust,
+    { purpose: 'serverAuth', expectedHost: proxy.hostname, expectedUri },
     now(),
   );
   if (!v.ok) {
@@ -125,45 +147,66 @@ async function connectOuter(
   return socket;
 }
 
-/** Reads the proxy's status line; resolves with the bytes after it, rejects with the proxy's refusal. */
-function readStatus(socket: tls.TLSSocket, timeout: number, fail: Fail): Promise<Buffer> {
+/**
+ * Reads a status line (the proxy's on the outer session, the gateway's inside the inner one), bounded in size
+ * and time. Resolves with nothing left unread: bytes after the line are pushed back into `socket`. Uses
+ * 'readable' rather than 'data' so that the socket is handed back neither flowing nor paused: the caller's
+ * first 'data' listener or pipe() starts it.
+ */
+function readStatus(socket: tls.TLSSocket, from: StatusPeer, timeout: number, fail: Fail): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => done(fail('E_TIMEOUT', 'proxy', `no status line within ${timeout} ms`)), timeout);
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      const decoded = decodeStatus(buf.subarray(0, MAX_STATUS_LINE));
-      if (!decoded) return;
-      if (decoded.status.ok) {
-        done(null, Buffer.concat([decoded.rest, buf.subarray(MAX_STATUS_LINE)]));
-      } else {
-        done(fail(decoded.status.code, 'proxy', decoded.status.message));
+    const timer = setTimeout(() => done(fail('E_TIMEOUT', from, noLine(from, timeout))), timeout);
+    const onReadable = () => {
+      for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) {
+        buf = Buffer.concat([buf, chunk]);
+        const decoded = decodeStatus(buf.subarray(0, MAX_STATUS_LINE), from);
+        if (!decoded) continue;
+        if (decoded.status.ok) done(null, Buffer.concat([decoded.rest, buf.subarray(MAX_STATUS_LINE)]));
+        else done(fail(decoded.status.code, from, decoded.status.message));
+        return;
       }
     };
-    const onEnd = () =>
-      done(fail('E_PROXY_UNREACHABLE', 'proxy', 'proxy closed the connection before its status line'));
-    const onError = (err: Error) => done(transportError(err, 'proxy', fail));
+    const onEnd = () => done(closedBeforeLine(from, fail));
+    const onError = (err: Error) => done(transportError(err, from, fail));
     const done = (err: ConnectError | null, rest?: Buffer) => {
       clearTimeout(timer);
-      socket.off('data', onData);
+      socket.off('readable', onReadable);
       socket.off('end', onEnd);
       socket.off('close', onEnd);
       socket.off('error', onError);
-      socket.pause();
-      if (err) reject(err);
-      else resolve(rest ?? Buffer.alloc(0));
+      if (err) return reject(err);
+      resolve(rest ?? Buffer.alloc(0));
     };
-    socket.on('data', onData);
+    socket.on('readable', onReadable);
     socket.on('end', onEnd);
     socket.on('close', onEnd);
     socket.on('error', onError);
   });
 }
 
+function noLine(from: StatusPeer, timeout: number): string {
+  return from === 'proxy'
+    ? `no status line within ${timeout} ms`
+    : `no status line from the gateway within ${timeout} ms (it may still be connecting to the target)`;
+}
+
+function closedBeforeLine(from: StatusPeer, fail: Fail): ConnectError {
+  if (from === 'proxy')
+    return fail('E_PROXY_UNREACHABLE', 'proxy', 'proxy closed the connection before its status line');
+  // The gateway tells every refusal except one of our certificate (not its CA, no grant): see its audit log.
+  return fail(
+    'E_STREAM_CLOSED',
+    'gateway',
+    'the gateway closed the stream before its status line: it did not accept our inner certificate (its audit log has the code)',
+  );
+}
+
 async function connectInner(
   outer: tls.TLSSocket,
   rest: Buffer,
   grant: ClientGrant,
+  material: GrantTls,
   mode: ModeAlpn,
   now: () => Date,
   timeout: number,
@@ -171,16 +214,13 @@ async function connectInner(
 ): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
-  const base = mtlsClientOptions({
-    key: grant.privateKey,
-    chain: grant.innerChain,
-    anchors: grant.gatewayServerCas,
-    alpn: [mode],
-    host: 'gateway',
-    port: 0,
+  const socket = tls.connect({
+    socket: outer as Duplex,
+    secureContext: material.inner,
+    ALPNProtocols: [mode],
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
   });
-  const { host: _h, port: _p, servername: _s, ...options } = base;
-  const socket = tls.connect({ ...options, socket: outer as Duplex });
   socket.once('close', () => outer.destroy());
   try {
     await within(once(socket, 'secureConnect'), timeout, () =>
@@ -191,11 +231,7 @@ async function connectInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
-  const v = checkPeer(
-    socket,
-    { anchors: grant.gatewayServerCas, purpose: 'serverAuth', expectedUri: grant.gatewayUri },
-    now(),
-  );
+  const v = verifyPeer(socket, material.gatewayTrust, { purpose: 'serverAuth', expectedUri: grant.gatewayUri }, now());
   if (!v.ok) {
     socket.destroy();
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
@@ -203,6 +239,15 @@ async function connectInner(
   if (socket.alpnProtocol !== mode) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
+  }
+  if (modeHasStatus(mode)) {
+    try {
+      const after = await readStatus(socket, 'gateway', timeout, fail);
+      if (after.length > 0) socket.unshift(after);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
   }
   return { socket, peer: v.value };
 }

@@ -10,6 +10,8 @@ export class ConnectError extends GatewayError {
   readonly hop: Hop;
   /** The proxy the error happened at (proxy and gateway hops). */
   readonly proxyId: string | undefined;
+  /** The gateway that refused (gateway hop). */
+  readonly gatewayId: string | undefined;
   /** Earlier failures when proxies were tried in turn (failover), oldest first. */
   readonly attempts: readonly ConnectError[];
   /** The message without the code's generic text. */
@@ -19,20 +21,22 @@ export class ConnectError extends GatewayError {
     code: ErrorCode,
     hop: Hop,
     detail: string,
-    opts: { proxyId?: string; attempts?: readonly ConnectError[]; cause?: unknown } = {},
+    opts: { proxyId?: string; gatewayId?: string; attempts?: readonly ConnectError[]; cause?: unknown } = {},
   ) {
     super(code, detail, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'ConnectError';
     this.hop = hop;
     this.detail = detail;
     this.proxyId = opts.proxyId;
+    this.gatewayId = opts.gatewayId;
     this.attempts = opts.attempts ?? [];
   }
 
-  /** "refused by gateway (via proxy p1): E_…: message"; "failed at proxy p2: …" when nobody refused. */
+  /** "refused by gateway gw-1 (via proxy p1): E_…: message"; "failed at proxy p2: …" when nobody refused. */
   describe(): string {
     const failed = ['E_PROXY_UNREACHABLE', 'E_CA_UNREACHABLE', 'E_TIMEOUT', 'E_INTERNAL'].includes(this.code);
-    const where = this.hop === 'local' ? 'local error' : `${failed ? 'failed at' : 'refused by'} ${this.hop}`;
+    const who = this.hop === 'gateway' && this.gatewayId ? `gateway ${this.gatewayId}` : this.hop;
+    const where = this.hop === 'local' ? 'local error' : `${failed ? 'failed at' : 'refused by'} ${who}`;
     const via = this.proxyId ? (this.hop === 'proxy' ? ` ${this.proxyId}` : ` (via proxy ${this.proxyId})`) : '';
     return `${where}${via}: ${this.code}: ${this.detail}`;
   }
@@ -63,8 +67,10 @@ export function shouldTryNextProxy(err: ConnectError): boolean {
     case 'E_PROXY_UNREACHABLE':
     case 'E_GATEWAY_OFFLINE':
     case 'E_TIMEOUT':
-    case 'E_LIMIT':
       return true;
+    case 'E_LIMIT':
+      // A proxy's limit is that proxy's; the gateway's own limit is the same behind every proxy.
+      return err.hop !== 'gateway';
     default:
       // A proxy whose server certificate we refuse may be an impostor on that path; others are checked anew.
       return err.hop === 'proxy' && err.code.startsWith('E_CERT_');

@@ -4,8 +4,9 @@
  * both ways with backpressure. Grants come from the connector's cache, so a burst of connections costs one CA
  * round trip.
  *
- * The gateway refuses a stream by closing it without a word (lib/gateway/inner.ts); a stream that ends before
- * the gateway sent any byte is therefore reported as `early`, with the likely reasons, rather than guessed at.
+ * The gateway tells why it refuses a stream (its status line, read by dial.ts): a refusal is a `failed` event
+ * with the gateway's code, and the local connection is closed (tcp) or answered 502 (http). A stream that
+ * opened and then ended before any byte came back is reported as `early`: the target said nothing.
  */
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';

@@ -91,7 +91,8 @@ function probe(socket: tls.TLSSocket, timeoutMs: number, proxyId: string): Promi
       if (got.subarray(0, payload.length).equals(payload)) resolve(performance.now() - start);
       else reject(new ConnectError('E_STREAM_CLOSED', 'gateway', 'ping echo did not match the probe', { proxyId }));
     };
-    // The gateway refuses by closing: the grant, its mode or a revocation (its audit log has the code).
+    // Refusals came as the status line before the first probe; a close now is a stream ended mid-way (the grant
+    // expired or was revoked, the echo bound was reached): the gateway's audit log has the code.
     const onClose = () =>
       fail('E_STREAM_CLOSED', 'no echo: the gateway closed the ping stream (see its audit log for the code)');
     const cleanup = () => {

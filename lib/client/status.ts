@@ -57,6 +57,7 @@ export class StatusReporter {
       code: code ?? 'E_INTERNAL',
       hop: e?.hop ?? null,
       proxyId: e?.proxyId ?? null,
+      gatewayId: e?.gatewayId ?? null,
       message: e?.detail ?? (err as Error)?.message ?? String(err),
       attempts: (e?.attempts ?? []).map((a) => ({ code: a.code, hop: a.hop, proxyId: a.proxyId, message: a.detail })),
       ...(context ? { context } : {}),
@@ -104,9 +105,8 @@ export class StatusReporter {
         this.error(e.error, `[#${e.id}]`);
         return;
       case 'closed': {
-        const note = e.early
-          ? ' — the gateway sent nothing: it may have refused the stream (grant, mode, allowlist) or the target closed; its audit log has the code'
-          : '';
+        // Gateway refusals arrive as errors (its status line); what is left is a target that said nothing.
+        const note = e.early ? ' — nothing came back: the target closed the connection without sending a byte' : '';
         this.event(
           'closed',
           { id: e.id, bytesUp: e.bytesUp, bytesDown: e.bytesDown, ms: round(e.ms), early: e.early },

@@ -2,22 +2,28 @@
  * The end-to-end mTLS server the gateway runs on every forwarded channel (SPEC §4.4). The proxy only ever
  * sees this session's ciphertext. Per channel: TLS 1.3 handshake with our inner server cert, then the one
  * admission decision (admission.ts: THE verifier + grant + revocations), then the allowlist with one DNS
- * lookup, then the mode picked by ALPN. A refusal closes the session and leaves an audit record.
+ * lookup, then the mode picked by ALPN. A refusal leaves an audit record; the platform is told why (a status
+ * line, or an HTTP answer in http mode: lib/protocol/relay.ts, disclosure.ts) unless its certificate is not
+ * proven ours, and the session closes. The TLS context is built once per credentials, not per channel.
  */
+import { X509Certificate } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { mtlsServerOptions, peerChain } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
-import { type ErrorCode, GatewayError, unwrap } from '../protocol/errors.js';
+import { certificateInputs } from '../pki/x509.js';
+import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../protocol/errors.js';
 import { checkGrant, type GrantMode } from '../protocol/grant.js';
-import { MODE_ALPNS } from '../protocol/relay.js';
-import { admitStream } from './admission.js';
+import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
+import { type Admitted, admitStream } from './admission.js';
 import { type Allowlist, type Resolver, resolveTarget } from './allowlist.js';
+import { type DisclosureContext, refusalStatus } from './disclosure.js';
 import {
   DEFAULT_MODE_LIMITS,
   type ModeLimits,
   serveHealth,
   serveHttp,
+  serveHttpRefusal,
   servePing,
   serveTcp,
   type UpstreamTls,
@@ -63,11 +69,16 @@ export interface InnerServerOptions {
   upstreamTls?: UpstreamTls;
 }
 
+/** Built once per credentials (construction, reload) and shared by every channel. */
 interface Loaded {
   context: tls.SecureContext;
-  options: tls.TlsOptions;
   anchors: TrustAnchors;
+  /** The client CAs again, for a cheap native "did an anchor issue this leaf?" before the fast path. */
+  issuers: X509Certificate[];
 }
+
+/** How long a refused platform has to read the status line and close before the session is cut. */
+const REFUSAL_GRACE_MS = 2000;
 
 export class InnerServer {
   readonly #opts: InnerServerOptions;
@@ -102,23 +113,35 @@ export class InnerServer {
   /** Serves one forwarded channel. */
   handle(channel: Duplex, meta: { proxyId: string }): void {
     const now = this.#opts.now ?? (() => new Date());
-    const { context, anchors } = this.#loaded;
+    const loaded = this.#loaded;
     const socket = new tls.TLSSocket(channel, {
       isServer: true,
-      secureContext: context,
+      secureContext: loaded.context,
       requestCert: true,
       rejectUnauthorized: false, // THE verifier decides, below
       ALPNProtocols: [...MODE_ALPNS],
     });
+    let closing = false;
     const cleanup = () => {
       socket.destroy();
       channel.destroy();
     };
     socket.once('close', () => channel.destroy());
     channel.once('close', () => socket.destroy());
-    const refuse = (code: ErrorCode, reason: string, extra: Partial<Refusal> = {}) => {
+    // Tells the platform why (status line, or an HTTP answer in http mode) and closes; silent when undefined.
+    const tellAndClose = (told: RelayStatus | undefined, mode: string | undefined) => {
+      if (closing) return;
+      closing = true;
+      if (!told || told.ok) return cleanup();
+      // The platform reads the line and closes; a peer that does not is cut after a grace period.
+      setTimeout(cleanup, REFUSAL_GRACE_MS).unref();
+      if (mode === 'http') return serveHttpRefusal(socket, told, this.#limits);
+      socket.resume(); // bytes the platform sent early are dropped, never forwarded
+      socket.end(encodeStatus(told));
+    };
+    const refuse = (code: ErrorCode, reason: string, extra: Partial<Refusal> = {}, told?: DisclosureContext) => {
       this.#opts.onRefused({ code, reason, proxyId: meta.proxyId, ...extra });
-      cleanup();
+      tellAndClose(told ? refusalStatus(code, reason, told) : undefined, extra.mode);
     };
     socket.on('error', (err) => {
       if (!secured) refuse(...handshakeRefusal(err));
@@ -133,27 +156,49 @@ export class InnerServer {
       secured = true;
       clearTimeout(timer);
       if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
-      const ctx = { orgId: this.#opts.orgId, gatewayId: this.#opts.gatewayId, anchors, revoked: this.#opts.revoked };
-      const admitted = admitStream(peerChain(socket), socket.alpnProtocol, { ...ctx, now: now() });
-      if (!admitted.ok) return refuse(admitted.code, admitted.reason, { mode: String(socket.alpnProtocol) });
+      const gateway = { gatewayId: this.#opts.gatewayId };
+      const admitted = this.#admit(socket, loaded, now());
+      if (!admitted.ok) return refuse(admitted.code, admitted.reason, { mode: String(socket.alpnProtocol) }, gateway);
       const { grant, mode, peer } = admitted.value;
       const who = { actor: grant.actor, grantId: grant.grantId, mode };
-      if (this.#opts.registry.full) return refuse('E_LIMIT', 'too many streams on this gateway', who);
+      const told = { ...gateway, target: grant.target };
+      if (this.#opts.registry.full) return refuse('E_LIMIT', 'too many streams on this gateway', who, told);
       socket.pause(); // nothing is read until the mode is wired
       const handle = this.#opts.registry.add(
         { grant, serialHex: peer.serialHex, mode, proxyId: meta.proxyId },
-        { destroy: cleanup },
+        { destroy: () => (closing ? undefined : cleanup()) },
       );
-      if (mode === 'ping') return servePing(socket.resume(), handle, this.#limits);
-      if (mode === 'health') return serveHealth(socket, handle, this.#opts.health());
+      // After registration a refusal is audited twice: as a refusal, and as the stream's outcome.
+      const refuseStream = (code: ErrorCode, reason: string, cause?: string) => {
+        refuse(code, reason, who, cause === undefined ? told : { ...told, cause });
+        handle.end(code, reason);
+      };
+      const ok = () => socket.write(encodeStatus({ ok: true }));
+      if (mode === 'ping') {
+        ok();
+        return servePing(socket.resume(), handle, this.#limits);
+      }
+      if (mode === 'health') {
+        ok();
+        return serveHealth(socket, handle, this.#opts.health());
+      }
       const allowlist = this.#allowlist;
       const upstreamTls = this.#upstreamTls;
       void resolveTarget(allowlist, grant.target, this.#opts.resolver).then((dial) => {
+        if (socket.destroyed) return handle.end('ok', 'platform closed before the target was resolved');
         if (!dial.ok) {
-          this.#opts.onRefused({ code: dial.code, reason: dial.reason, proxyId: meta.proxyId, ...who });
-          return handle.end(dial.code, dial.reason);
+          return refuseStream(
+            dial.code,
+            dial.reason,
+            dial.code === 'E_TARGET_UNREACHABLE' ? 'name resolution' : undefined,
+          );
         }
-        if (mode === 'tcp') return serveTcp(socket, handle, dial.value, this.#limits);
+        if (mode === 'tcp') {
+          return serveTcp(socket, handle, dial.value, this.#limits, {
+            connected: ok,
+            unreachable: (reason, cause) => refuseStream('E_TARGET_UNREACHABLE', reason, cause),
+          });
+        }
         serveHttp(socket, handle, dial.value, {
           limits: this.#limits,
           ...(upstreamTls ? { upstreamTls } : {}),
@@ -169,6 +214,28 @@ export class InnerServer {
         socket.resume();
       });
     });
+  }
+
+  /**
+   * THE admission decision, first on the peer's leaf alone when one of our anchors issued it: building Node's
+   * chain objects (getPeerCertificate(true)) is the costliest step of a stream's setup. A path found from the
+   * leaf alone is the path the whole chain would give (anchors are tried first); on any refusal the decision is
+   * made again on the whole chain the peer sent, so the verdict is always the full chain's.
+   */
+  #admit(socket: tls.TLSSocket, loaded: Loaded, now: Date): Verdict<Admitted> {
+    const ctx = {
+      orgId: this.#opts.orgId,
+      gatewayId: this.#opts.gatewayId,
+      anchors: loaded.anchors,
+      revoked: this.#opts.revoked,
+      now,
+    };
+    const leaf = socket.getPeerX509Certificate();
+    if (leaf && loaded.issuers.some((ca) => leaf.checkIssued(ca))) {
+      const quick = admitStream([leaf.raw], socket.alpnProtocol, ctx);
+      if (quick.ok) return quick;
+    }
+    return admitStream(peerChain(socket), socket.alpnProtocol, ctx);
   }
 }
 
@@ -190,5 +257,7 @@ function load(c: InnerCredentials): Loaded {
     alpn: [...MODE_ALPNS],
   });
   const context = tls.createSecureContext(options);
-  return { context, options, anchors: unwrap(loadTrustAnchors([...c.clientCaPems])) };
+  const anchors = unwrap(loadTrustAnchors([...c.clientCaPems]));
+  const issuers = certificateInputs([...c.clientCaPems], 64).map((der) => new X509Certificate(der));
+  return { context, anchors, issuers };
 }

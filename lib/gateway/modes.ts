@@ -44,47 +44,69 @@ function errCode(err: unknown): string {
   return (err as NodeJS.ErrnoException)?.code ?? (err as Error)?.message ?? String(err);
 }
 
-/** tcp: one connection to the target, bytes piped both ways until either side ends. */
-export function serveTcp(socket: Duplex, handle: StreamHandle, dial: DialTarget, limits: ModeLimits): void {
+/** How serveTcp reports the target connection: `connected` before any byte flows, or `unreachable`. */
+export interface TcpOutcome {
+  connected(): void;
+  /** `cause` is short and safe to show the platform: an errno code or 'timeout'. */
+  unreachable(reason: string, cause: string): void;
+}
+
+/**
+ * tcp: one connection to the target, bytes piped both ways until either side ends. Nothing is read from the
+ * platform until the target accepted the connection, so the platform learns of the outcome first.
+ */
+export function serveTcp(
+  socket: Duplex,
+  handle: StreamHandle,
+  dial: DialTarget,
+  limits: ModeLimits,
+  outcome: TcpOutcome,
+): void {
   handle.setTarget(`${dial.host}:${dial.port}`);
   const upstream = net.connect({ host: dial.address, port: dial.port });
   upstream.setNoDelay(true);
-  const timer = setTimeout(
-    () =>
-      handle.end(
-        'E_TARGET_UNREACHABLE',
-        `no connection to ${dial.address}:${dial.port} within ${limits.connectTimeoutMs} ms`,
-      ),
-    limits.connectTimeoutMs,
-  );
-  upstream.once('connect', () => clearTimeout(timer));
+  let connected = false;
+  const timer = setTimeout(() => {
+    upstream.destroy();
+    outcome.unreachable(
+      `no connection to ${dial.address}:${dial.port} within ${limits.connectTimeoutMs} ms`,
+      'timeout',
+    );
+  }, limits.connectTimeoutMs);
   upstream.on('error', (err) => {
     clearTimeout(timer);
-    handle.end('E_TARGET_UNREACHABLE', `${dial.address}:${dial.port}: ${errCode(err)}`);
+    if (!connected) outcome.unreachable(`${dial.address}:${dial.port}: ${errCode(err)}`, errCode(err));
+    else handle.end('E_TARGET_UNREACHABLE', `${dial.address}:${dial.port}: ${errCode(err)}`);
   });
   socket.on('error', () => handle.end('ok', 'platform side closed with an error'));
-  socket.on('data', (d: Buffer) => {
-    handle.bytesIn += d.length;
-  });
-  upstream.on('data', (d: Buffer) => {
-    handle.bytesOut += d.length;
-  });
-  // Writes queue in `upstream` until it connects; pipe() pauses either side when the other is full.
-  socket.pipe(upstream);
-  upstream.pipe(socket);
-  let closed = 0;
-  const onClose = () => {
-    clearTimeout(timer);
-    if (++closed === 1) {
-      // One side gone: give the other a moment to flush its half-close, then end the stream.
-      setTimeout(() => handle.end('ok'), 1000).unref();
-    } else handle.end('ok');
-  };
   socket.once('close', () => {
+    clearTimeout(timer);
     upstream.destroy();
-    onClose();
+    if (!connected) handle.end('ok', 'platform closed before the target answered');
   });
-  upstream.once('close', onClose);
+  upstream.once('connect', () => {
+    clearTimeout(timer);
+    connected = true;
+    outcome.connected();
+    socket.on('data', (d: Buffer) => {
+      handle.bytesIn += d.length;
+    });
+    upstream.on('data', (d: Buffer) => {
+      handle.bytesOut += d.length;
+    });
+    // pipe() pauses either side when the other is full, and resumes the platform side held since admission.
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    let closed = 0;
+    const onClose = () => {
+      if (++closed === 1) {
+        // One side gone: give the other a moment to flush its half-close, then end the stream.
+        setTimeout(() => handle.end('ok'), 1000).unref();
+      } else handle.end('ok');
+    };
+    socket.once('close', onClose);
+    upstream.once('close', onClose);
+  });
 }
 
 const HOP_BY_HOP = new Set([
@@ -186,6 +208,7 @@ export function serveHttp(socket: Duplex, handle: StreamHandle, dial: DialTarget
         up.pipe(res);
       });
       upstream.on('error', (err) => {
+        // The code only: the message must not name the address the target's name resolved to.
         if (!res.headersSent) reply(res, 502, { code: 'E_TARGET_UNREACHABLE', message: errCode(err) });
         else res.destroy();
       });
@@ -197,10 +220,39 @@ export function serveHttp(socket: Duplex, handle: StreamHandle, dial: DialTarget
   server.emit('connection', socket);
 }
 
-function reply(res: http.ServerResponse, status: number, body: object): void {
+function reply(res: http.ServerResponse, status: number, body: { code: string; message: string }): void {
   const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'x-infisical-error': body.code,
+  });
   res.end(text);
+}
+
+/** The HTTP status a refusal is answered with in http mode (lib/protocol/relay.ts). */
+export function httpStatusFor(code: string): number {
+  if (code === 'E_TARGET_UNREACHABLE') return 502;
+  if (code === 'E_LIMIT') return 503;
+  return 403;
+}
+
+/**
+ * http mode, refused stream: every request (bounded like serveHttp's) is answered with the refusal, and the
+ * connection closes after the first answer. Nothing is forwarded.
+ */
+export function serveHttpRefusal(socket: Duplex, refusal: { code: string; message: string }, limits: ModeLimits): void {
+  const server = http.createServer(
+    { maxHeaderSize: limits.maxHeaderBytes, headersTimeout: limits.headersTimeoutMs, requestTimeout: 0 },
+    (req, res) => {
+      req.resume();
+      res.shouldKeepAlive = false;
+      reply(res, httpStatusFor(refusal.code), refusal);
+    },
+  );
+  server.on('clientError', (_err, sock) => sock.destroy());
+  server.emit('connection', socket);
+  socket.resume();
 }
 
 /** ping: echo until `maxPingBytes` have come back or the stream idles. */

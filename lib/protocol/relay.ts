@@ -8,6 +8,15 @@
  *    `{"ok":true}\n` then pipes bytes both ways, or `{"ok":false,"code":"E_…","message":"…"}\n` and closes.
  *    The line lets a client show a fast, clear refusal (gateway offline, route forbidden) instead of a hang.
  * 3. Inside the piped bytes the platform runs the inner mTLS session with the gateway; its ALPN picks the mode.
+ * 4. In the modes of STATUS_MODES (`tcp`, `ping`, `health`) the gateway writes ONE status line of the same
+ *    codec INSIDE the inner TLS, before any payload: `{"ok":true}\n` once the stream is wired (in `tcp`, once the
+ *    target accepted the connection), or a refusal (E_GRANT_EXPIRED, E_GRANT_TARGET, E_TARGET_NOT_ALLOWED,
+ *    E_TARGET_UNREACHABLE, E_CERT_REVOKED, E_SUBJECT_REVOKED, E_LIMIT, …) and closes. Its message names only what
+ *    the grant holder asked for (never an address a name resolved to). A client certificate that does not
+ *    chain to the org's gateway client CA, or carries no grant, is refused by a close without a line.
+ *    In `http` mode there is no line: the gateway speaks HTTP and answers refusals as HTTP responses (403 for
+ *    the grant or the allowlist, 502 for an unreachable target, 503 at its stream limit) whose JSON body and
+ *    `x-infisical-error` header carry the code.
  *
  * On the SSH side the gateway logs in with user name = its gatewayId and asks for `tcpip-forward` with bind
  * address = its gatewayId (port 0); the proxy opens `forwarded-tcpip` channels to that bind address.
@@ -18,26 +27,41 @@ export const RELAY_ALPN = 'infisical-relay/1';
 /** Inner TLS modes, chosen by ALPN (SPEC §4.4). */
 export const MODE_ALPNS = ['tcp', 'http', 'ping', 'health'] as const;
 export type ModeAlpn = (typeof MODE_ALPNS)[number];
+/** Modes in which the gateway writes a status line inside the inner TLS (step 4 above). */
+export const STATUS_MODES: readonly ModeAlpn[] = ['tcp', 'ping', 'health'];
 /** Upper bound of the status line, newline included. */
 export const MAX_STATUS_LINE = 512;
 
 export type RelayStatus = { ok: true } | { ok: false; code: ErrorCode; message: string };
 
+/** Who wrote a status line: decides the code a malformed or unknown line is read as. */
+export type StatusPeer = 'proxy' | 'gateway';
+
+export function modeHasStatus(mode: string): boolean {
+  return (STATUS_MODES as readonly string[]).includes(mode);
+}
+
+/** One line of at most MAX_STATUS_LINE bytes: a long message is cut until the encoded line fits. */
 export function encodeStatus(status: RelayStatus): Buffer {
-  const body = status.ok
-    ? { ok: true }
-    : { ok: false, code: status.code, message: status.message.slice(0, MAX_STATUS_LINE - 100) };
-  return Buffer.from(`${JSON.stringify(body)}\n`, 'utf8');
+  if (status.ok) return Buffer.from('{"ok":true}\n', 'utf8');
+  let message = status.message.slice(0, MAX_STATUS_LINE - 100);
+  for (;;) {
+    const line = Buffer.from(`${JSON.stringify({ ok: false, code: status.code, message })}\n`, 'utf8');
+    if (line.length <= MAX_STATUS_LINE || message.length === 0) return line;
+    message = message.slice(0, Math.max(0, message.length - (line.length - MAX_STATUS_LINE) - 1));
+  }
 }
 
 /**
  * Reads the status line from the start of `buf`.
- * Returns null while more bytes are needed; `rest` holds the bytes after the line (the start of the inner TLS).
+ * Returns null while more bytes are needed; `rest` holds the bytes after the line (the start of the inner TLS,
+ * or the first payload bytes when the gateway wrote the line).
  */
-export function decodeStatus(buf: Buffer): { status: RelayStatus; rest: Buffer } | null {
+export function decodeStatus(buf: Buffer, from: StatusPeer = 'proxy'): { status: RelayStatus; rest: Buffer } | null {
   const nl = buf.indexOf(0x0a);
   if (nl < 0) {
-    if (buf.length >= MAX_STATUS_LINE) return { status: malformed('status line too long'), rest: Buffer.alloc(0) };
+    if (buf.length >= MAX_STATUS_LINE)
+      return { status: malformed(from, 'status line too long'), rest: Buffer.alloc(0) };
     return null;
   }
   const rest = buf.subarray(nl + 1);
@@ -45,17 +69,25 @@ export function decodeStatus(buf: Buffer): { status: RelayStatus; rest: Buffer }
   try {
     parsed = JSON.parse(buf.subarray(0, nl).toString('utf8'));
   } catch {
-    return { status: malformed('status line is not JSON'), rest };
+    return { status: malformed(from, 'status line is not JSON'), rest };
   }
-  if (typeof parsed !== 'object' || parsed === null) return { status: malformed('status line is not an object'), rest };
+  if (typeof parsed !== 'object' || parsed === null) {
+    return { status: malformed(from, 'status line is not an object'), rest };
+  }
   const p = parsed as Record<string, unknown>;
   if (p['ok'] === true) return { status: { ok: true }, rest };
-  const code =
-    typeof p['code'] === 'string' && p['code'] in ErrorCodes ? (p['code'] as ErrorCode) : 'E_ROUTE_FORBIDDEN';
-  const message = typeof p['message'] === 'string' ? p['message'] : ErrorCodes[code];
+  const known = typeof p['code'] === 'string' && p['code'] in ErrorCodes;
+  const code = known ? (p['code'] as ErrorCode) : fallbackCode(from);
+  const text = typeof p['message'] === 'string' ? p['message'] : ErrorCodes[code];
+  const message = known || typeof p['code'] !== 'string' ? text : `${p['code']}: ${text}`;
   return { status: { ok: false, code, message }, rest };
 }
 
-function malformed(message: string): RelayStatus {
-  return { ok: false, code: 'E_ROUTE_FORBIDDEN', message: `proxy sent a malformed status: ${message}` };
+/** A line we cannot read is a refusal, never acceptance: the proxy's as a route refusal, the gateway's as a close. */
+function fallbackCode(from: StatusPeer): ErrorCode {
+  return from === 'proxy' ? 'E_ROUTE_FORBIDDEN' : 'E_STREAM_CLOSED';
+}
+
+function malformed(from: StatusPeer, message: string): RelayStatus {
+  return { ok: false, code: fallbackCode(from), message: `${from} sent a malformed status: ${message}` };
 }

@@ -51,6 +51,23 @@ test('failover only for failures that belong to one proxy', () => {
   assert.equal(at('E_POLICY_DENIED', 'ca'), false);
   assert.equal(at('E_CERT_IDENTITY', 'gateway'), false, 'a wrong gateway behind every proxy is still wrong');
   assert.equal(at('E_TARGET_NOT_ALLOWED', 'gateway'), false);
+  assert.equal(at('E_LIMIT', 'proxy'), true, "one proxy's stream limit");
+  assert.equal(at('E_LIMIT', 'gateway'), false, "the gateway's own limit is the same behind every proxy");
+});
+
+test('errors name the gateway that refused, and the proxy they came through', () => {
+  const e = new ConnectError('E_TARGET_NOT_ALLOWED', 'gateway', '127.0.0.1:9 is not in the allowlist', {
+    proxyId: 'p1',
+    gatewayId: 'gw-1',
+  });
+  assert.equal(
+    e.describe(),
+    'refused by gateway gw-1 (via proxy p1): E_TARGET_NOT_ALLOWED: 127.0.0.1:9 is not in the allowlist',
+  );
+  assert.equal(
+    new ConnectError('E_ROUTE_FORBIDDEN', 'proxy', 'no', { proxyId: 'p1' }).describe(),
+    'refused by proxy p1: E_ROUTE_FORBIDDEN: no',
+  );
 });
 
 test('exit codes group error codes by who must act', () => {

@@ -212,13 +212,20 @@ test('a wrong client secret is refused by the CA, exit code 3', async () => {
   assert.match(String(err['code']), /^E_AUTH_/);
 });
 
-test("the gateway's allowlist refusal shows as an early close, and the gateway audits the code", async () => {
+test("the gateway's allowlist refusal reaches the CLI with its code, the gateway and the key to set", async () => {
   const cli = startCli(['tcp', ...common(), '--gateway', GATEWAY, '--target', `127.0.0.1:${NOT_IN_ALLOWLIST}`]);
   try {
     const port = Number((await cli.next('listening'))['port']);
     await assert.rejects(psql(port, 'select 1'));
-    const closed = await cli.next('closed');
-    assert.equal(closed['early'], true);
+    const err = await cli.next('error');
+    assert.equal(err['code'], 'E_TARGET_NOT_ALLOWED');
+    assert.equal(err['hop'], 'gateway');
+    assert.equal(err['gatewayId'], GATEWAY);
+    assert.match(
+      String(err['message']),
+      new RegExp(`127\\.0\\.0\\.1:${NOT_IN_ALLOWLIST} .*\\(set allow_ports there\\)`),
+    );
+    assert.equal(cli.events.filter((e) => e['event'] === 'proxy-failed' && e['proxyId'] === 'p2').length, 0);
   } finally {
     await stopCli(cli);
   }

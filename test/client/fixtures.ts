@@ -14,7 +14,7 @@ import { mtlsServerOptions, onVerifiedConnection } from '../../lib/pki/tls.js';
 import { type ErrorCode, GatewayError, unwrap } from '../../lib/protocol/errors.js';
 import type { AccessGrant } from '../../lib/protocol/grant.js';
 import { identityUri } from '../../lib/protocol/identity.js';
-import { encodeStatus, MODE_ALPNS, RELAY_ALPN } from '../../lib/protocol/relay.js';
+import { encodeStatus, MODE_ALPNS, modeHasStatus, RELAY_ALPN, type RelayStatus } from '../../lib/protocol/relay.js';
 import type { Scope, TlsCredentials, World } from '../helpers/world.js';
 
 export interface FakeSourceOptions {
@@ -25,6 +25,8 @@ export interface FakeSourceOptions {
   lifetimeSec?: number;
   /** Refuse every request with this code (a policy denial). */
   refuse?: ErrorCode;
+  /** Grant ids; default grant-1, grant-2… per source. */
+  grantId?: () => string;
 }
 
 /** A GrantSource that signs our CSRs with the World's CAs, like the CA's POST /v1/grants. */
@@ -52,7 +54,7 @@ export class FakeGrantSource implements GrantSource {
     }
     const grant: AccessGrant = {
       version: 1,
-      grantId: `grant-${this.requests.length}`,
+      grantId: this.o.grantId?.() ?? `grant-${this.requests.length}`,
       orgId: req.orgId,
       gatewayId: req.gatewayId,
       actor: uri,
@@ -159,12 +161,17 @@ export async function startRelay(o: {
   });
 }
 
-/** A gateway inner-TLS server: grant required; `tcp` echoes, `ping` answers "pong". */
+/**
+ * A gateway inner-TLS server: grant required; `tcp` and `ping` echo. In tcp, ping and health it writes the
+ * gateway's status line first (lib/protocol/relay.ts): `respond` picks it per grant (default ok), 'close'
+ * for a refusal without a word, or 'silent' for a gateway that never writes its line.
+ */
 export async function startGateway(o: {
   world: World;
   orgId: string;
   gatewayId: string;
   credentials?: TlsCredentials;
+  respond?: (grant: AccessGrant) => RelayStatus | 'close' | 'silent';
 }): Promise<Listening> {
   const creds = o.credentials ?? o.world.gatewayInnerTls({ orgId: o.orgId, gatewayId: o.gatewayId });
   const anchors = [o.world.org(o.orgId).gatewayClient.pem];
@@ -172,8 +179,18 @@ export async function startGateway(o: {
     mtlsServerOptions({ key: creds.key, chain: creds.certPem, anchors, alpn: [...MODE_ALPNS] }),
   );
   server.on('tlsClientError', () => undefined);
-  onVerifiedConnection(server, { anchors, purpose: 'clientAuth', requireGrant: true }, o.world.now, (socket) => {
+  onVerifiedConnection(server, { anchors, purpose: 'clientAuth', requireGrant: true }, o.world.now, (socket, peer) => {
     socket.on('error', () => undefined);
+    const status = o.respond?.(peer.grant!) ?? { ok: true };
+    if (status === 'close') return socket.destroy();
+    if (status === 'silent') return;
+    const withLine = modeHasStatus(String(socket.alpnProtocol));
+    if (!status.ok) {
+      if (withLine) socket.end(encodeStatus(status));
+      else socket.destroy();
+      return;
+    }
+    if (withLine) socket.write(encodeStatus(status));
     socket.pipe(socket);
   });
   const port = await listen(server);

@@ -88,17 +88,19 @@ export function settings(ports: number[], over: Partial<GatewaySettings> = {}): 
 
 const quiet = { info() {}, warn() {}, error() {} };
 
+/** `now`: the gateway's clock, default the World's (a gateway whose clock runs ahead, for expiry tests). */
 export function startGateway(
   world: World,
   state: GatewayState,
   s: GatewaySettings,
+  now: () => Date = world.now,
 ): { gateway: Gateway; records: StreamRecord[]; refusals: Refusal[] } {
   const records: StreamRecord[] = [];
   const refusals: Refusal[] = [];
   const gateway = new Gateway(state, s, {
     audit: () => {},
     log: quiet,
-    now: world.now,
+    now,
     onStreamEnd: (r) => records.push(r),
     onRefused: (r) => refusals.push(r),
   });
@@ -115,14 +117,19 @@ export function clientProxies(proxies: RunningProxy[]): ClientProxy[] {
   }));
 }
 
+let grants = 0;
+
 export function platformGrant(
   world: World,
   proxies: RunningProxy[],
   target: GrantTarget,
   mode: GrantMode,
   gatewayId = GW,
+  o: { lifetimeSec?: number } = {},
 ): Promise<ClientGrant> {
-  const source = new FakeGrantSource({ world, proxies: () => clientProxies(proxies) });
+  // Unique ids across calls: a revoked grant must not shadow the next test's.
+  const grantId = () => `grant-e2e-${++grants}`;
+  const source = new FakeGrantSource({ world, proxies: () => clientProxies(proxies), grantId, ...o });
   return obtainGrant(source, { orgId: ORG, gatewayId, target, mode });
 }
 

@@ -13,7 +13,7 @@ import { RevocationSet } from '../../lib/gateway/revocations.js';
 import { type StreamRecord, StreamRegistry } from '../../lib/gateway/streams.js';
 import { checkPeer, mtlsClientOptions } from '../../lib/pki/tls.js';
 import { unwrap } from '../../lib/protocol/errors.js';
-import type { ModeAlpn } from '../../lib/protocol/relay.js';
+import { decodeStatus, type ModeAlpn, type RelayStatus } from '../../lib/protocol/relay.js';
 import type { TlsCredentials, World } from '../helpers/world.js';
 
 export interface Harness {
@@ -27,23 +27,45 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/** Names the harness resolver knows besides localhost: an internal name the platform must never see resolved. */
+export const HIDDEN_HOST = 'hidden.internal';
+export const HIDDEN_ADDRESS = '10.9.9.9';
+
 export async function startHarness(
   world: World,
-  o: { orgId: string; gatewayId: string; ports: number[]; over?: Partial<InnerServerOptions> },
+  o: {
+    orgId: string;
+    gatewayId: string;
+    ports: number[];
+    /** Named targets ("name=host:port"). */
+    targets?: string[];
+    maxStreams?: number;
+    over?: Partial<InnerServerOptions>;
+  },
 ): Promise<Harness> {
   const server = world.gatewayInnerTls({ orgId: o.orgId, gatewayId: o.gatewayId });
   const refusals: Refusal[] = [];
   const records: StreamRecord[] = [];
   const revoked = new RevocationSet();
-  const registry = new StreamRegistry({ gatewayId: o.gatewayId, onEnd: (r) => records.push(r), now: world.nowMs });
+  const registry = new StreamRegistry({
+    gatewayId: o.gatewayId,
+    onEnd: (r) => records.push(r),
+    now: world.nowMs,
+    ...(o.maxStreams === undefined ? {} : { maxStreams: o.maxStreams }),
+  });
   const inner = new InnerServer({
     orgId: o.orgId,
     gatewayId: o.gatewayId,
     credentials: { key: server.keyPem, chain: server.certPem, clientCaPems: [world.org(o.orgId).gatewayClient.pem] },
     allowlist: unwrap(
-      parseAllowlist({ cidrs: ['127.0.0.0/8'], hosts: ['localhost'], ports: o.ports.map(String), targets: [] }),
+      parseAllowlist({
+        cidrs: ['127.0.0.0/8'],
+        hosts: ['localhost', HIDDEN_HOST],
+        ports: o.ports.map(String),
+        targets: o.targets ?? [],
+      }),
     ),
-    resolver: async () => ['127.0.0.1'],
+    resolver: async (host) => [host === HIDDEN_HOST ? HIDDEN_ADDRESS : '127.0.0.1'],
     revoked,
     registry,
     onRefused: (r) => refusals.push(r),
@@ -101,6 +123,57 @@ export async function dialInner(
     new Date(),
   );
   if (!v.ok) throw new Error(`gateway cert refused: ${v.reason}`);
+  return socket;
+}
+
+/**
+ * The gateway's status line inside the inner session (lib/protocol/relay.ts): resolves with it, or with
+ * `closed` when the session ended without one. Bytes after the line stay readable on the socket.
+ */
+export function readGatewayStatus(socket: tls.TLSSocket, timeoutMs = 10_000): Promise<RelayStatus | 'closed'> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => finish(new Error('no status line in time')), timeoutMs);
+    const onReadable = () => {
+      for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) {
+        buf = Buffer.concat([buf, c]);
+        const d = decodeStatus(buf, 'gateway');
+        if (!d) continue;
+        finish(null, d.status);
+        if (d.rest.length > 0) socket.unshift(d.rest);
+        return;
+      }
+    };
+    const onClose = () => finish(null, 'closed');
+    const finish = (err: Error | null, status?: RelayStatus | 'closed') => {
+      clearTimeout(timer);
+      socket.off('readable', onReadable);
+      socket.off('end', onClose);
+      socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve(status!);
+    };
+    socket.on('error', () => undefined);
+    socket.on('readable', onReadable);
+    socket.once('end', onClose);
+    socket.once('close', onClose);
+  });
+}
+
+/** dialInner, then the status line, which must be ok: a stream ready for payload. */
+export async function openStream(
+  world: World,
+  port: number,
+  client: TlsCredentials,
+  mode: ModeAlpn,
+  o: { orgId: string; gatewayId: string },
+): Promise<tls.TLSSocket> {
+  const socket = await dialInner(world, port, client, mode, o);
+  const status = await readGatewayStatus(socket);
+  if (status === 'closed' || !status.ok) {
+    socket.destroy();
+    throw new Error(`gateway refused the stream: ${JSON.stringify(status)}`);
+  }
   return socket;
 }
 

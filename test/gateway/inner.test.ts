@@ -1,14 +1,29 @@
 /**
  * The inner mTLS server over real sockets: every mode, and every refusal a gateway owes (SPEC §6). Each
- * refusal test checks the code the gateway recorded and that no byte reached the target: removing the check
- * it names makes the test fail.
+ * refusal test checks the code the platform was told in the status line (or the silent close, for a
+ * certificate not proven ours), the code the gateway recorded, and that no byte reached the target: removing
+ * the check it names makes the test fail.
  */
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type tls from 'node:tls';
+import type { RelayStatus } from '../../lib/protocol/relay.js';
+import { freePort } from '../helpers/openssh.js';
 import { World } from '../helpers/world.js';
-import { dialInner, echoServer, type Harness, httpServer, readAll, startHarness, waitFor } from './harness.js';
+import {
+  dialInner,
+  echoServer,
+  type Harness,
+  HIDDEN_ADDRESS,
+  HIDDEN_HOST,
+  httpServer,
+  openStream,
+  readAll,
+  readGatewayStatus,
+  startHarness,
+  waitFor,
+} from './harness.js';
 
 const ORG = 'org-a';
 const GW = 'gw-1';
@@ -16,11 +31,19 @@ const world = new World();
 let echo: Awaited<ReturnType<typeof echoServer>>;
 let web: Awaited<ReturnType<typeof httpServer>>;
 let h: Harness;
+/** Allowed by the allowlist, nothing listening: the target is unreachable. */
+let closedPort: number;
 
 before(async () => {
   echo = await echoServer();
   web = await httpServer();
-  h = await startHarness(world, { orgId: ORG, gatewayId: GW, ports: [echo.port, web.port] });
+  closedPort = await freePort();
+  h = await startHarness(world, {
+    orgId: ORG,
+    gatewayId: GW,
+    ports: [echo.port, web.port, closedPort],
+    targets: [`shut=127.0.0.1:${closedPort}`],
+  });
 });
 after(async () => {
   await h.close();
@@ -44,14 +67,30 @@ async function exchange(socket: tls.TLSSocket, text: string): Promise<string> {
   return got;
 }
 
-/** Dials with `cred` and expects a refusal with `code`; the target must see no connection. */
-async function expectRefusal(cred: ReturnType<typeof client>, mode: string, code: string): Promise<void> {
+type Told = { code?: string; message?: RegExp; hides?: string[] } | 'silent';
+
+/**
+ * Dials with `cred` and expects the gateway to refuse with `code` (its audit record): the platform is told
+ * `told` in the status line (by default the same code), or nothing ('silent'). The target sees no connection.
+ */
+async function expectRefusal(cred: ReturnType<typeof client>, mode: string, code: string, told: Told = {}) {
   const before = h.refusals.length;
   const connections = echo.connections();
   const socket = await dialInner(world, h.port, cred, mode, id);
   socket.write('must not arrive');
+  const status = await readGatewayStatus(socket);
+  if (told === 'silent') {
+    assert.equal(status, 'closed', 'a certificate not proven ours is told nothing');
+  } else {
+    assert.ok(status !== 'closed', 'the platform is told why');
+    assert.equal(status.ok, false);
+    const refused = status as Extract<RelayStatus, { ok: false }>;
+    assert.equal(refused.code, told.code ?? code, refused.message);
+    if (told.message) assert.match(refused.message, told.message);
+    for (const secret of told.hides ?? []) assert.ok(!refused.message.includes(secret), `leaks ${secret}`);
+  }
   const out = await readAll(socket);
-  assert.equal(out.data, '', 'a refused stream carries no byte');
+  assert.equal(out.data, '', 'a refused stream carries no byte after the status line');
   await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
   assert.equal(h.refusals.at(-1)?.code, code, h.refusals.at(-1)?.reason);
   assert.equal(echo.connections(), connections, 'the target saw no connection');
@@ -60,7 +99,7 @@ async function expectRefusal(cred: ReturnType<typeof client>, mode: string, code
 describe('inner server: modes', () => {
   it('tcp: pipes to the granted target and audits bytes each way', async () => {
     const cred = client();
-    const socket = await dialInner(world, h.port, cred, 'tcp', id);
+    const socket = await openStream(world, h.port, cred, 'tcp', id);
     assert.equal(await exchange(socket, 'hello target'), 'hello target');
     socket.end();
     await waitFor(() => h.records.some((r) => r.grantId === cred.grant.grantId), 5000, 'stream record');
@@ -73,8 +112,8 @@ describe('inner server: modes', () => {
     assert.equal(rec.mode, 'tcp');
   });
 
-  it('ping: echoes, bounded', async () => {
-    const socket = await dialInner(
+  it('ping: status ok, then echoes, bounded', async () => {
+    const socket = await openStream(
       world,
       h.port,
       client({ target: { host: '127.0.0.1', port: echo.port } }),
@@ -87,13 +126,13 @@ describe('inner server: modes', () => {
     assert.ok(out.data.length <= 64 * 1024, 'never echoes more than the bound');
   });
 
-  it('health: one JSON document', async () => {
-    const socket = await dialInner(world, h.port, client(), 'health', id);
+  it('health: status ok, then one JSON document', async () => {
+    const socket = await openStream(world, h.port, client(), 'health', id);
     const out = await readAll(socket);
     assert.deepEqual(JSON.parse(out.data), { ok: true, gatewayId: GW });
   });
 
-  it('http: reverse proxies to the granted target with the Host rewritten', async () => {
+  it('http: no status line; reverse proxies to the granted target with the Host rewritten', async () => {
     const cred = client({ target: { host: '127.0.0.1', port: web.port } });
     const socket = await dialInner(world, h.port, cred, 'http', id);
     const body = await new Promise<string>((resolve, reject) => {
@@ -127,11 +166,11 @@ describe('inner server: refusals', () => {
       gatewayId: GW,
       target: { host: '127.0.0.1', port: echo.port },
     });
-    await expectRefusal(other, 'tcp', 'E_CERT_UNTRUSTED');
+    await expectRefusal(other, 'tcp', 'E_CERT_UNTRUSTED', 'silent');
   });
 
-  it('refuses a cert from a CA nobody trusts', async () => {
-    await expectRefusal(client({ ca: world.stray.gatewayClient }), 'tcp', 'E_CERT_UNTRUSTED');
+  it('refuses a cert from a CA nobody trusts, telling it nothing', async () => {
+    await expectRefusal(client({ ca: world.stray.gatewayClient }), 'tcp', 'E_CERT_UNTRUSTED', 'silent');
   });
 
   it('refuses an expired grant (injected clock past notAfter, cert still inside its skew)', async () => {
@@ -139,18 +178,30 @@ describe('inner server: refusals', () => {
     const skip = cred.grant.notAfter * 1000 - world.nowMs() + 30_000;
     world.advance(skip);
     try {
-      await expectRefusal(cred, 'tcp', 'E_GRANT_EXPIRED');
+      await expectRefusal(cred, 'tcp', 'E_GRANT_EXPIRED', { message: /expired/ });
+    } finally {
+      world.advance(-skip);
+    }
+  });
+
+  it('tells an expired grant certificate (past the skew) as E_GRANT_EXPIRED', async () => {
+    const cred = client({ lifetimeSec: 120 });
+    const skip = cred.grant.notAfter * 1000 - world.nowMs() + 600_000;
+    world.advance(skip);
+    try {
+      await expectRefusal(cred, 'ping', 'E_CERT_EXPIRED', { code: 'E_GRANT_EXPIRED' });
     } finally {
       world.advance(-skip);
     }
   });
 
   it('refuses a grant naming another gateway of the same org', async () => {
-    await expectRefusal(client({ gatewayId: 'gw-2' }), 'tcp', 'E_GRANT_GATEWAY');
+    await expectRefusal(client({ gatewayId: 'gw-2' }), 'tcp', 'E_GRANT_GATEWAY', { message: /gw-2/ });
   });
 
   it('refuses a mode the grant does not allow', async () => {
-    await expectRefusal(client({ modes: ['ping'] }), 'tcp', 'E_GRANT_TARGET');
+    await expectRefusal(client({ modes: ['ping'] }), 'tcp', 'E_GRANT_TARGET', { message: /mode tcp/ });
+    await expectRefusal(client({ modes: ['tcp'] }), 'ping', 'E_GRANT_TARGET', { message: /mode ping/ });
   });
 
   it('refuses a stream without a known mode with a TLS alert', async () => {
@@ -163,22 +214,52 @@ describe('inner server: refusals', () => {
   });
 
   it('refuses a target outside the allowlist, naming the key to change', async () => {
-    await expectRefusal(client({ target: { host: '127.0.0.1', port: 1 } }), 'tcp', 'E_TARGET_NOT_ALLOWED');
+    await expectRefusal(client({ target: { host: '127.0.0.1', port: 1 } }), 'tcp', 'E_TARGET_NOT_ALLOWED', {
+      message: /127\.0\.0\.1:1 .*allow_ports/,
+    });
     assert.match(h.refusals.at(-1)?.reason ?? '', /allow_ports/);
-    await expectRefusal(client({ target: { host: '10.1.2.3', port: echo.port } }), 'tcp', 'E_TARGET_NOT_ALLOWED');
+    await expectRefusal(client({ target: { host: '10.1.2.3', port: echo.port } }), 'tcp', 'E_TARGET_NOT_ALLOWED', {
+      message: /allow_cidrs/,
+    });
     assert.match(h.refusals.at(-1)?.reason ?? '', /allow_cidrs/);
+    await expectRefusal(client({ target: { name: 'nope' } }), 'tcp', 'E_TARGET_NOT_ALLOWED', {
+      message: /target "nope".*targets/,
+    });
+  });
+
+  it('tells the platform the name it asked for, never the address it resolved to', async () => {
+    const cred = client({ target: { host: HIDDEN_HOST, port: echo.port } });
+    await expectRefusal(cred, 'tcp', 'E_TARGET_NOT_ALLOWED', {
+      message: new RegExp(`${HIDDEN_HOST}.*allow_cidrs`),
+      hides: [HIDDEN_ADDRESS],
+    });
+    assert.match(h.refusals.at(-1)?.reason ?? '', new RegExp(HIDDEN_ADDRESS), 'the audit record keeps it');
+  });
+
+  it('refuses an unreachable target after trying it, with the socket error', async () => {
+    const cred = client({ target: { host: '127.0.0.1', port: closedPort } });
+    await expectRefusal(cred, 'tcp', 'E_TARGET_UNREACHABLE', { message: /127\.0\.0\.1:\d+ \(ECONNREFUSED\)/ });
+    await waitFor(() => h.records.some((r) => r.grantId === cred.grant.grantId), 5000, 'stream record');
+    assert.equal(h.records.find((r) => r.grantId === cred.grant.grantId)?.outcome, 'E_TARGET_UNREACHABLE');
+  });
+
+  it('names an unreachable named target by its name only', async () => {
+    await expectRefusal(client({ target: { name: 'shut' } }), 'tcp', 'E_TARGET_UNREACHABLE', {
+      message: /target "shut"/,
+      hides: ['127.0.0.1', String(closedPort)],
+    });
   });
 
   it('refuses a revoked grant', async () => {
     const cred = client();
     h.revoked.add({ kind: 'grant', subject: cred.grant.grantId, orgId: ORG });
-    await expectRefusal(cred, 'tcp', 'E_CERT_REVOKED');
+    await expectRefusal(cred, 'tcp', 'E_CERT_REVOKED', { message: /revoked/ });
   });
 
   it('refuses a revoked identity and a revoked certificate serial', async () => {
     const cred = client({ identityId: 'mallory' });
     h.revoked.add({ kind: 'identity', subject: 'mallory', orgId: ORG });
-    await expectRefusal(cred, 'tcp', 'E_SUBJECT_REVOKED');
+    await expectRefusal(cred, 'tcp', 'E_SUBJECT_REVOKED', { message: /mallory/ });
     const cert = client();
     h.revoked.add({ kind: 'certificate', subject: cert.issued.serialHex });
     await expectRefusal(cert, 'tcp', 'E_CERT_REVOKED');
@@ -212,7 +293,7 @@ describe('inner server: refusals', () => {
 describe('inner server: stream lifetime', () => {
   it('ends a stream when its grant expires, mid-transfer', async () => {
     const cred = client({ lifetimeSec: 2 });
-    const socket = await dialInner(world, h.port, cred, 'tcp', id);
+    const socket = await openStream(world, h.port, cred, 'tcp', id);
     assert.equal(await exchange(socket, 'before'), 'before');
     const out = readAll(socket);
     // keep data flowing until the gateway cuts the stream
@@ -228,7 +309,7 @@ describe('inner server: stream lifetime', () => {
   it('ends live streams when their grant, identity or this gateway is revoked', async () => {
     for (const kind of ['grant', 'identity', 'gateway'] as const) {
       const cred = client({ identityId: `bob-${kind}` });
-      const socket = await dialInner(world, h.port, cred, 'tcp', id);
+      const socket = await openStream(world, h.port, cred, 'tcp', id);
       assert.equal(await exchange(socket, 'live'), 'live');
       const out = readAll(socket);
       const subject = kind === 'grant' ? cred.grant.grantId : kind === 'identity' ? `bob-${kind}` : GW;
@@ -241,6 +322,6 @@ describe('inner server: stream lifetime', () => {
 
   it('refuses every stream once this gateway is revoked', async () => {
     h.revoked.add({ kind: 'gateway', subject: GW, orgId: ORG });
-    await expectRefusal(client(), 'tcp', 'E_SUBJECT_REVOKED');
+    await expectRefusal(client(), 'tcp', 'E_SUBJECT_REVOKED', { message: new RegExp(`gateway ${GW}`) });
   });
 });

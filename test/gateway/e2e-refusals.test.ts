@@ -1,0 +1,120 @@
+/**
+ * Gateway refusals end to end, as the platform sees them: lib/client → real proxy (lib/proxy) → SSH tunnel →
+ * real Gateway. Each refusal arrives as a ConnectError at hop 'gateway' with the gateway's own code, read
+ * from its status line inside the inner TLS (the proxy carries it as ciphertext like any payload).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { dialViaProxy } from '../../lib/client/dial.js';
+import { ConnectError } from '../../lib/client/errors.js';
+import type { ClientGrant } from '../../lib/client/grant.js';
+import type { Gateway } from '../../lib/gateway/gateway.js';
+import type { Refusal } from '../../lib/gateway/inner.js';
+import type { ModeAlpn } from '../../lib/protocol/relay.js';
+import { freePort } from '../helpers/openssh.js';
+import { World } from '../helpers/world.js';
+import {
+  GW,
+  gatewayState,
+  platformGrant,
+  type RunningProxy,
+  settings,
+  startGateway,
+  startRealProxy,
+} from './deploy.js';
+import { echoServer } from './harness.js';
+
+const world = new World();
+let echo: Awaited<ReturnType<typeof echoServer>>;
+let proxy: RunningProxy;
+let gateway: Gateway;
+let refusals: Refusal[];
+let closedPort: number;
+/** How far the gateway's clock runs ahead of everyone else's. */
+let gatewayAheadMs = 0;
+
+before(async () => {
+  echo = await echoServer();
+  closedPort = await freePort();
+  proxy = await startRealProxy(world, 'p1');
+  const gatewayClock = () => new Date(world.nowMs() + gatewayAheadMs);
+  ({ gateway, refusals } = startGateway(
+    world,
+    gatewayState(world, [proxy]),
+    settings([echo.port, closedPort]),
+    gatewayClock,
+  ));
+  await gateway.pool.whenUp(10_000);
+});
+after(async () => {
+  await gateway?.close();
+  await proxy?.server.stop();
+  await echo?.close();
+});
+
+async function refused(grant: ClientGrant, mode: ModeAlpn): Promise<ConnectError> {
+  try {
+    const { socket } = await dialViaProxy(grant, grant.proxies[0]!, mode);
+    socket.destroy();
+  } catch (err) {
+    assert.ok(err instanceof ConnectError, String(err));
+    assert.equal(err.hop, 'gateway', err.describe());
+    assert.equal(err.gatewayId, GW);
+    return err;
+  }
+  assert.fail('the gateway accepted the stream');
+}
+
+const grantFor = (port: number, mode: 'tcp' | 'ping' = 'tcp', o: { lifetimeSec?: number } = {}) =>
+  platformGrant(world, [proxy], { host: '127.0.0.1', port }, mode, GW, o);
+
+describe('gateway refusals reach the platform with their code', () => {
+  it('accepted: the status line is consumed, payload follows', async () => {
+    const grant = await grantFor(echo.port);
+    const { socket } = await dialViaProxy(grant, grant.proxies[0]!, 'tcp');
+    const back = new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString())));
+    socket.write('hello');
+    assert.equal(await back, 'hello');
+    socket.destroy();
+  });
+
+  it('E_TARGET_NOT_ALLOWED, naming the allowlist key', async () => {
+    const err = await refused(await grantFor(1), 'tcp');
+    assert.equal(err.code, 'E_TARGET_NOT_ALLOWED');
+    assert.match(err.detail, /127\.0\.0\.1:1 .*allow_ports/);
+    assert.equal(refusals.at(-1)?.code, 'E_TARGET_NOT_ALLOWED');
+  });
+
+  it('E_GRANT_TARGET: a tcp grant used for another mode', async () => {
+    const err = await refused(await grantFor(echo.port, 'tcp'), 'ping');
+    assert.equal(err.code, 'E_GRANT_TARGET');
+    assert.match(err.detail, /mode ping/);
+  });
+
+  it('E_TARGET_UNREACHABLE: allowed, but nothing listens', async () => {
+    const err = await refused(await grantFor(closedPort), 'tcp');
+    assert.equal(err.code, 'E_TARGET_UNREACHABLE');
+    assert.match(err.detail, /ECONNREFUSED/);
+  });
+
+  it('E_CERT_REVOKED: the grant was revoked at the gateway', async () => {
+    const grant = await grantFor(echo.port);
+    gateway.revoke({ kind: 'grant', subject: grant.grantId, orgId: 'org-a' });
+    const err = await refused(grant, 'tcp');
+    assert.equal(err.code, 'E_CERT_REVOKED');
+  });
+
+  it('E_GRANT_EXPIRED: the gateway judges the grant past its notAfter', async () => {
+    const grant = await grantFor(echo.port, 'tcp', { lifetimeSec: 120 });
+    // The gateway's clock is past the grant (inside the certificate's 60 s skew); the proxy's is not, so it
+    // routes (it ends a stream at the outer certificate's notAfter, as the gateway does at the grant's).
+    gatewayAheadMs = grant.expiresAtMs - world.nowMs() + 30_000;
+    try {
+      const err = await refused(grant, 'tcp');
+      assert.equal(err.code, 'E_GRANT_EXPIRED', err.describe());
+      assert.equal(refusals.at(-1)?.code, 'E_GRANT_EXPIRED');
+    } finally {
+      gatewayAheadMs = 0;
+    }
+  });
+});
