@@ -6,12 +6,10 @@
  * line, or an HTTP answer in http mode: lib/protocol/relay.ts, disclosure.ts) unless its certificate is not
  * proven ours, and the session closes. The TLS context is built once per credentials, not per channel.
  */
-import { X509Certificate } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { mtlsServerOptions, peerChain } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
-import { certificateInputs } from '../pki/x509.js';
 import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../protocol/errors.js';
 import { checkGrant, type GrantMode } from '../protocol/grant.js';
 import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
@@ -73,8 +71,6 @@ export interface InnerServerOptions {
 interface Loaded {
   context: tls.SecureContext;
   anchors: TrustAnchors;
-  /** The client CAs again, for a cheap native "did an anchor issue this leaf?" before the fast path. */
-  issuers: X509Certificate[];
 }
 
 /** How long a refused platform has to read the status line and close before the session is cut. */
@@ -217,10 +213,11 @@ export class InnerServer {
   }
 
   /**
-   * THE admission decision, first on the peer's leaf alone when one of our anchors issued it: building Node's
-   * chain objects (getPeerCertificate(true)) is the costliest step of a stream's setup. A path found from the
-   * leaf alone is the path the whole chain would give (anchors are tried first); on any refusal the decision is
-   * made again on the whole chain the peer sent, so the verdict is always the full chain's.
+   * THE admission decision, first on the peer's leaf alone: building Node's chain objects
+   * (getPeerCertificate(true)) was the costliest step of a stream's setup. A path found from the leaf alone is
+   * the path the whole chain would give (anchors are tried first); on any refusal the decision is made again on
+   * the whole chain the peer sent, so the verdict is always the full chain's. (Not getPeerX509Certificate: in
+   * Node 20, after it, getPeerCertificate(true) loses the intermediates the peer sent.)
    */
   #admit(socket: tls.TLSSocket, loaded: Loaded, now: Date): Verdict<Admitted> {
     const ctx = {
@@ -230,9 +227,9 @@ export class InnerServer {
       revoked: this.#opts.revoked,
       now,
     };
-    const leaf = socket.getPeerX509Certificate();
-    if (leaf && loaded.issuers.some((ca) => leaf.checkIssued(ca))) {
-      const quick = admitStream([leaf.raw], socket.alpnProtocol, ctx);
+    const leaf = socket.getPeerCertificate(false)?.raw;
+    if (leaf) {
+      const quick = admitStream([leaf], socket.alpnProtocol, ctx);
       if (quick.ok) return quick;
     }
     return admitStream(peerChain(socket), socket.alpnProtocol, ctx);
@@ -257,7 +254,5 @@ function load(c: InnerCredentials): Loaded {
     alpn: [...MODE_ALPNS],
   });
   const context = tls.createSecureContext(options);
-  const anchors = unwrap(loadTrustAnchors([...c.clientCaPems]));
-  const issuers = certificateInputs([...c.clientCaPems], 64).map((der) => new X509Certificate(der));
-  return { context, anchors, issuers };
+  return { context, anchors: unwrap(loadTrustAnchors([...c.clientCaPems])) };
 }

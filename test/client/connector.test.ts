@@ -8,7 +8,15 @@ import { GatewayConnector, type Progress } from '../../lib/client/connector.js';
 import { ConnectError } from '../../lib/client/errors.js';
 import type { ProxyEndpoint } from '../../lib/client/grant.js';
 import { World } from '../helpers/world.js';
-import { deadPort, echo, FakeGrantSource, type Listening, startGateway, startRelay } from './fixtures.js';
+import {
+  deadPort,
+  echo,
+  FakeGrantSource,
+  intermediateCa,
+  type Listening,
+  startGateway,
+  startRelay,
+} from './fixtures.js';
 
 const world = new World();
 const ORG = 'org-a';
@@ -214,4 +222,29 @@ test('a proxy whose cert does not carry the host name we dialled is refused', as
   const err = await rejects(c.open(target, 'tcp'));
   assert.equal(err.hop, 'proxy');
   assert.equal(err.code, 'E_CERT_IDENTITY');
+});
+
+test('a gateway whose cert comes from an intermediate under the org CA is accepted (the full chain is read)', async () => {
+  // The leaf alone does not reach the anchor: verifyPeer falls back to the whole chain the gateway sent.
+  const inter = intermediateCa(world, world.org(ORG).gatewayServer, 'gateway server intermediate');
+  const leaf = world.gatewayInnerTls({ orgId: ORG, gatewayId: GW, ca: inter });
+  const chained = await startGateway({
+    world,
+    orgId: ORG,
+    gatewayId: GW,
+    credentials: { ...leaf, certPem: leaf.certPem + inter.pem },
+  });
+  toClose.push(chained);
+  const r = await relay('p-to-chained', { gatewayPort: () => chained.port });
+  const { c } = connector([r.endpoint]);
+  const stream = await c.open(target, 'tcp');
+  assert.equal(stream.gateway.pathLength, 3);
+  stream.socket.destroy();
+  // Without the intermediate the chain cannot be built: refused, not accepted by the fast path.
+  const bare = await startGateway({ world, orgId: ORG, gatewayId: GW, credentials: leaf });
+  toClose.push(bare);
+  const r2 = await relay('p-to-bare', { gatewayPort: () => bare.port });
+  const err = await rejects(connector([r2.endpoint]).c.open(target, 'tcp'));
+  assert.equal(err.hop, 'gateway');
+  assert.equal(err.code, 'E_CERT_UNTRUSTED');
 });

@@ -4,18 +4,22 @@
  * then bytes piped to a gateway), and a gateway inner-TLS server. They use the same lib/pki checks as the real
  * daemons, so the client is tested against peers that would refuse it for the right reasons.
  */
+
+import { createPublicKey } from 'node:crypto';
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { GrantRequest, GrantResponse, GrantSource, ProxyEndpoint } from '../../lib/client/grant.js';
+import { createIntermediateCa, loadIssuer } from '../../lib/pki/ca.js';
 import { parseCsr } from '../../lib/pki/csr.js';
+import { generateKeyPairSync as generateKeyPair } from '../../lib/pki/keys.js';
 import { issuePlatformInnerClientCert, issuePlatformOuterClientCert } from '../../lib/pki/profiles.js';
 import { mtlsServerOptions, onVerifiedConnection } from '../../lib/pki/tls.js';
 import { type ErrorCode, GatewayError, unwrap } from '../../lib/protocol/errors.js';
 import type { AccessGrant } from '../../lib/protocol/grant.js';
 import { identityUri } from '../../lib/protocol/identity.js';
 import { encodeStatus, MODE_ALPNS, modeHasStatus, RELAY_ALPN, type RelayStatus } from '../../lib/protocol/relay.js';
-import type { Scope, TlsCredentials, World } from '../helpers/world.js';
+import type { Scope, TlsCredentials, World, X509Ca } from '../helpers/world.js';
 
 export interface FakeSourceOptions {
   world: World;
@@ -195,6 +199,20 @@ export async function startGateway(o: {
   });
   const port = await listen(server);
   return tracked(server, port, { connections: 0 });
+}
+
+/** An intermediate CA under `parent` (its `pem` is the intermediate only: peers send it after their leaf). */
+export function intermediateCa(world: World, parent: X509Ca, name: string): X509Ca {
+  const key = generateKeyPair('ecdsa-p256');
+  const issued = unwrap(
+    createIntermediateCa(parent.issuer, {
+      subjectKey: createPublicKey(key.privateKey),
+      subject: { commonName: name },
+      now: world.now(),
+      lifetimeSec: 24 * 3600,
+    }),
+  );
+  return { name, issuer: unwrap(loadIssuer(issued.pem, key.privateKey)), pem: issued.pem };
 }
 
 /** A port with nothing listening. */

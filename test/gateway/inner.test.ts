@@ -9,6 +9,7 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type tls from 'node:tls';
 import type { RelayStatus } from '../../lib/protocol/relay.js';
+import { intermediateCa } from '../client/fixtures.js';
 import { freePort } from '../helpers/openssh.js';
 import { World } from '../helpers/world.js';
 import {
@@ -130,6 +131,15 @@ describe('inner server: modes', () => {
     const socket = await openStream(world, h.port, client(), 'health', id);
     const out = await readAll(socket);
     assert.deepEqual(JSON.parse(out.data), { ok: true, gatewayId: GW });
+  });
+
+  it('tcp: a client cert from an intermediate under the client CA, sent with its chain', async () => {
+    // The leaf alone does not reach the anchor: admission falls back to the whole chain the platform sent.
+    const inter = intermediateCa(world, world.org(ORG).gatewayClient, 'platform intermediate');
+    const cred = client({ ca: inter });
+    const socket = await openStream(world, h.port, { ...cred, certPem: cred.certPem + inter.pem }, 'tcp', id);
+    assert.equal(await exchange(socket, 'via intermediate'), 'via intermediate');
+    socket.destroy();
   });
 
   it('http: no status line; reverse proxies to the granted target with the Host rewritten', async () => {
