@@ -101,7 +101,12 @@ async function connectOuter(
   timeout: number,
   fail: Fail,
 ): Promise<tls.TLSSocket> {
-  const secureContext = material.outer(proxy.scope);
+  let secureContext: tls.SecureContext | undefined;
+  try {
+    secureContext = material.outer(proxy.scope);
+  } catch (err) {
+    throw fail('E_CERT_MALFORMED', 'local', `the grant's outer certificate does not load: ${(err as Error).message}`);
+  }
   if (!secureContext) throw fail('E_CERT_WRONG_TYPE', 'local', `no outer certificate for ${proxy.scope} proxies`);
   const addr = parseAddress(proxy.tlsAddress);
   if (!addr) throw fail('E_PROXY_UNREACHABLE', 'proxy', `bad proxy address ${JSON.stringify(proxy.tlsAddress)}`);

@@ -152,12 +152,11 @@ export class InnerServer {
       secured = true;
       clearTimeout(timer);
       if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
-      const gateway = { gatewayId: this.#opts.gatewayId };
       const admitted = this.#admit(socket, loaded, now());
-      if (!admitted.ok) return refuse(admitted.code, admitted.reason, { mode: String(socket.alpnProtocol) }, gateway);
+      if (!admitted.ok) return refuse(admitted.code, admitted.reason, { mode: String(socket.alpnProtocol) }, {});
       const { grant, mode, peer } = admitted.value;
       const who = { actor: grant.actor, grantId: grant.grantId, mode };
-      const told = { ...gateway, target: grant.target };
+      const told = { target: grant.target };
       if (this.#opts.registry.full) return refuse('E_LIMIT', 'too many streams on this gateway', who, told);
       socket.pause(); // nothing is read until the mode is wired
       const handle = this.#opts.registry.add(

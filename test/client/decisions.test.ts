@@ -56,13 +56,13 @@ test('failover only for failures that belong to one proxy', () => {
 });
 
 test('errors name the gateway that refused, and the proxy they came through', () => {
-  const e = new ConnectError('E_TARGET_NOT_ALLOWED', 'gateway', '127.0.0.1:9 is not in the allowlist', {
+  const e = new ConnectError('E_TARGET_NOT_ALLOWED', 'gateway', "127.0.0.1:9 is not in the gateway's allowlist", {
     proxyId: 'p1',
     gatewayId: 'gw-1',
   });
   assert.equal(
     e.describe(),
-    'refused by gateway gw-1 (via proxy p1): E_TARGET_NOT_ALLOWED: 127.0.0.1:9 is not in the allowlist',
+    "refused by gateway gw-1 (via proxy p1): E_TARGET_NOT_ALLOWED: 127.0.0.1:9 is not in the gateway's allowlist",
   );
   assert.equal(
     new ConnectError('E_ROUTE_FORBIDDEN', 'proxy', 'no', { proxyId: 'p1' }).describe(),
