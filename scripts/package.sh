@@ -86,7 +86,7 @@ build_deb() {
 }
 
 build_rpm() {
-  local d=$1 name=infisical-$1 top=$STAGE/rpm
+  local d=$1 name=infisical-$1 top=$STAGE/rpm/infisical-$1
   mkdir -p "$top"/{SPECS,RPMS,BUILD,BUILDROOT,SRPMS,SOURCES}
   stage "$d" /usr/lib/systemd/system
   if [ "$d" = connect ]; then
@@ -98,7 +98,7 @@ build_rpm() {
       -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|'
   fi
   rpmbuild -bb --quiet --define "_topdir $top" --define "_stage $STAGE/$name" \
-    --define '_binary_payload w${XZ_LEVEL}T.xzdio' --define '_rpmdir %{_topdir}/RPMS' \
+    --define "_binary_payload w${XZ_LEVEL}T.xzdio" --define '_rpmdir %{_topdir}/RPMS' \
     --define '_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm' \
     "$top/SPECS/$name.spec" >"$top/$name.log" 2>&1 || {
     tail -30 "$top/$name.log" >&2
@@ -124,7 +124,12 @@ if [ -z "${NO_RPM:-}" ]; then
     echo "package: rpmbuild missing (apt-get install rpm, or NO_RPM=1)" >&2
     exit 1
   fi
-  for d in "${PROGRAMS[@]}"; do build_rpm "$d"; done
+  pids=()
+  for d in "${PROGRAMS[@]}"; do
+    build_rpm "$d" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
   step "rpms built"
 fi
 
@@ -141,6 +146,6 @@ cp docs/install.md "$bdir/INSTALL.md"
 tar -C "$STAGE" --owner=0 --group=0 --numeric-owner -czf "$DIST/$bundle.tar.gz" "$bundle"
 (cd "$DIST" && sha256sum "$bundle.tar.gz" >"$bundle.tar.gz.sha256")
 rm -rf "$bdir"
-step "offline bundle dist/$bundle.tar.gz"
+step "offline bundle $DIST/$bundle.tar.gz"
 ls -l "$DIST"/*.deb "$DIST"/*.rpm "$DIST"/*.tar.gz 2>/dev/null | awk '{printf "  %6.1f MB  %s\n", $5/1048576, $9}'
 rm -rf "$STAGE"

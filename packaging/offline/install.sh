@@ -19,9 +19,10 @@ if command -v dpkg >/dev/null 2>&1 && [ -n "$(ls ./*.deb 2>/dev/null)" ]; then
     files="$files $f"
   done
   if command -v apt-get >/dev/null 2>&1; then
-    # Local files only: no index update, no download (the dependencies are base-system libraries).
+    # Local files; no index update (the dependencies are base-system libraries already present). Not
+    # --no-download: apt 2.6 then refuses local .deb paths ("Pathname to install is not absolute").
     # shellcheck disable=SC2086
-    apt-get install -y --no-download --no-install-recommends $files
+    apt-get install -y --no-install-recommends $files
   else
     # shellcheck disable=SC2086
     dpkg -i $files
