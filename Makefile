@@ -40,5 +40,10 @@ bench: build
 run: build
 	@$(NODE) build/daemons/quickstart.js
 
+## package: standalone binaries (Node 24 SEA) and a .deb + .rpm per program, offline bundle, in dist/ (docs/install.md)
+.PHONY: package
+package: deps
+	@scripts/package.sh
+
 clean:
 	rm -rf build
