@@ -60,7 +60,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 mkdir -p "$OUT"
+# stderr: postject (LIEF) warns about every .note section and node announces each blob: harmless noise.
 "$NODE24" packaging/sea/build.mjs --node "$NODE24" --addons "$ADDONS" --out "$OUT" --version "$VERSION" \
   daemons/ca.ts=infisical-ca daemons/proxy.ts=infisical-proxy daemons/gateway.ts=infisical-gateway \
-  daemons/connect.ts=infisical-connect ${SEA_EXTRA:-}
+  daemons/connect.ts=infisical-connect ${SEA_EXTRA:-} \
+  2> >(grep -v -e "^warning: Can't find string offset for section name" -e '^Wrote single executable' >&2)
 echo "standalone binaries in $OUT ($(( $(date +%s) - started )) s)"

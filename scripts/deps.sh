@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl rpm iproute2
+DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl rpm iproute2 debootstrap systemd-container
       postgresql postgresql-client curl)
 missing=()
 for p in "${DEBS[@]}"; do

@@ -187,6 +187,15 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       assert.equal((await box.must(['ls', '-A', '/var/cache/infisical-ca'])).trim(), '');
       assert.equal((await box.must(['stat', '-c', '%a', '/var/cache/infisical-ca'])).trim(), '700');
 
+      // Ops endpoint under ProcSubset=pid / ProtectProc=invisible: process metrics still read /proc/self.
+      const metrics = await box.must([
+        'bash',
+        '-c',
+        'exec 3<>/dev/tcp/127.0.0.1/9471 && printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3',
+      ]);
+      assert.match(metrics, /^HTTP\/1\.1 200 OK/);
+      assert.match(metrics, /^process_open_fds \d+/m);
+
       await box.must(['systemctl', 'reload', units('ca')]);
       const after = await box.show(units('ca'), 'ActiveState', 'MainPID', 'StatusText');
       assert.equal(after['MainPID'], shown['MainPID'], 'reload must not restart');
