@@ -64,7 +64,8 @@ export const ErrorCodes = {
   E_TIMEOUT: 'peer was too slow',
   // platform client (lib/client)
   E_PROXY_UNREACHABLE: 'proxy could not be reached (connection refused, reset or closed early)',
-  E_STREAM_CLOSED: 'gateway closed the stream without a reason (it refused the grant, mode or target, or the target closed)',
+  E_STREAM_CLOSED:
+    'gateway closed the stream without a reason (it refused the grant, mode or target, or the target closed)',
   // CA daemon (lib/ca)
   E_INTERNAL: 'internal error; see the server log',
   E_CA_UNREACHABLE: 'CA API could not be reached (connection refused, reset, or closed early)',
