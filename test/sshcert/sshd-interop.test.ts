@@ -4,9 +4,8 @@
  * A certificate from a CA sshd does not trust is refused, so the test cannot pass by accident.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import {
   formatCertificate,
@@ -15,26 +14,15 @@ import {
   signCertificate,
   toOpenSshPrivateKey,
 } from '../../lib/sshcert/index.js';
+import { type RunningSshd, startSshd } from '../helpers/sshd.js';
 import { TempDir } from './helpers.js';
 
 const HOST_ALIAS = 'sshcert-test.invalid';
 const dir = new TempDir();
 const userCa = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const hostCa = generateKeyPairSync('ed25519');
-let sshd: ChildProcess | undefined;
+let sshd: RunningSshd | undefined;
 let port = 0;
-let sshdLog = '';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
 
 function certFor(ca: KeyObject, type: 'user' | 'host', subject: KeyObject, principal: string): string {
   const now = Math.floor(Date.now() / 1000);
@@ -59,37 +47,17 @@ before(async () => {
   dir.write('host_key-cert.pub', certFor(hostCa.privateKey, 'host', hostKey.publicKey, HOST_ALIAS));
   dir.write('user_ca.pub', `${formatPublicKey(publicKeyBlob(userCa.publicKey))}\n`);
   dir.write('known_hosts', `@cert-authority ${HOST_ALIAS} ${formatPublicKey(publicKeyBlob(hostCa.publicKey))}\n`);
-  port = await freePort();
-  const config = [
-    `Port ${port}`,
-    'ListenAddress 127.0.0.1',
-    `HostKey ${dir.file('host_key')}`,
-    `HostCertificate ${dir.file('host_key-cert.pub')}`,
-    `TrustedUserCAKeys ${dir.file('user_ca.pub')}`,
-    'AuthorizedKeysFile none',
-    'PubkeyAuthentication yes',
-    'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no',
-    'UsePAM no',
-    'PermitRootLogin yes',
-    'StrictModes no',
-    `PidFile ${dir.file('sshd.pid')}`,
-    'LogLevel VERBOSE',
-  ].join('\n');
-  const cfg = dir.write('sshd_config', `${config}\n`);
-  const proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
-  sshd = proc;
-  await new Promise<void>((resolve, reject) => {
-    proc.stderr?.on('data', (d: Buffer) => {
-      sshdLog += d.toString();
-      if (sshdLog.includes('Server listening')) resolve();
-    });
-    proc.once('exit', (code) => reject(new Error(`sshd exited ${code}: ${sshdLog}`)));
+  sshd = await startSshd({
+    dir,
+    hostKeyPath: dir.file('host_key'),
+    hostCertPath: dir.file('host_key-cert.pub'),
+    trustedUserCaKeysPath: dir.file('user_ca.pub'),
   });
+  port = sshd.port;
 });
 
-after(() => {
-  sshd?.kill('SIGTERM');
+after(async () => {
+  await sshd?.stop();
   dir.remove();
 });
 
@@ -100,7 +68,7 @@ function login(name: string, ca: KeyObject, type: 'ed25519' | 'rsa' | 'ec'): { s
       : type === 'ec'
         ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
         : generateKeyPairSync('ed25519');
-  const userName = process.env['USER'] ?? 'root';
+  const userName = sshd?.user ?? 'root';
   dir.write(name, toOpenSshPrivateKey(user.privateKey, name));
   dir.write(`${name}-cert.pub`, certFor(ca, 'user', user.publicKey, userName));
   const r = spawnSync(
@@ -139,13 +107,13 @@ function login(name: string, ca: KeyObject, type: 'ed25519' | 'rsa' | 'ec'): { s
 describe('OpenSSH accepts what we issue', () => {
   it('ssh logs in with our ed25519 key + user cert from our RSA CA and checks our host cert', () => {
     const r = login('user_ed', userCa.privateKey, 'ed25519');
-    assert.equal(r.status, 0, `${r.out}\n--- sshd ---\n${sshdLog}`);
+    assert.equal(r.status, 0, `${r.out}\n--- sshd ---\n${sshd?.log()}`);
     assert.match(r.out, /logged-in/);
   });
   it('the same with our RSA and ECDSA user keys', () => {
     for (const t of ['rsa', 'ec'] as const) {
       const r = login(`user_${t}`, userCa.privateKey, t);
-      assert.equal(r.status, 0, `${t}: ${r.out}\n--- sshd ---\n${sshdLog}`);
+      assert.equal(r.status, 0, `${t}: ${r.out}\n--- sshd ---\n${sshd?.log()}`);
     }
   });
   it('sshd refuses a user cert from a CA it does not trust', () => {
