@@ -41,8 +41,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   build_addon() {
     local dir=$1
     shift
+    # npm_config_nodedir (set for the test Node's own addons, e.g. by .ci/run) beats node-gyp's --nodedir flag:
+    # left in place it builds these against Node 20's headers, and Node 24 then cannot load them.
     (cd "$ADDONS/node_modules/$dir" &&
-      PATH="$(dirname "$NODE24"):$PATH" "$NODE24" "$NODE_GYP" rebuild --nodedir="$NODEDIR" -j 2 "$@" \
+      env -u npm_config_nodedir -u NPM_CONFIG_NODEDIR PATH="$(dirname "$NODE24"):$PATH" \
+        "$NODE24" "$NODE_GYP" rebuild --nodedir="$NODEDIR" -j 2 "$@" \
         >"$ADDONS/$dir.log" 2>&1) || {
       tail -30 "$ADDONS/$dir.log" >&2
       echo "native addon $dir failed to build (log: $ADDONS/$dir.log)" >&2
@@ -56,6 +59,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   build_addon cpu-features
   build_addon ssh2-crypto "--real_openssl_major=$ossl"
   wait "$pid_sqlite"
+  # Each addon must load in the Node it was built for: a wrong ABI or headers fail here, not in a unit.
+  for f in "$ADDONS"/node_modules/*/build/Release/*.node; do
+    "$NODE24" -e 'process.dlopen({ exports: {} }, process.argv[1])' "$f" || {
+      echo "native addon $f does not load in Node $("$NODE24" --version)" >&2
+      exit 1
+    }
+  done
   echo "$want" > "$stamp"
 fi
 

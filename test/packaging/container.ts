@@ -106,17 +106,21 @@ export class Container {
   exec(argv: string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<RunResult> {
     const env = Object.entries(options.env ?? {}).map(([k, v]) => `${k}=${v}`);
     const child = spawn('nsenter', ['-t', String(this.#leader), '-a', 'env', '-i', PATH, ...env, ...argv], {
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c: Buffer) => {
+    child.stdout!.on('data', (c: Buffer) => {
       stdout += c.toString('utf8');
     });
-    child.stderr.on('data', (c: Buffer) => {
+    child.stderr!.on('data', (c: Buffer) => {
       stderr += c.toString('utf8');
     });
-    child.stdin.end(options.input ?? '');
+    if (options.input !== undefined) {
+      // A command may exit without reading its input (EPIPE): its exit code tells what happened.
+      child.stdin!.on('error', () => {});
+      child.stdin!.end(options.input);
+    }
     return new Promise((resolve) => {
       child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
     });
