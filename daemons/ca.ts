@@ -14,42 +14,15 @@ import { asCaConfig, type CaConfig, serve } from '../lib/ca/serve.js';
 import { REVOCATION_KINDS } from '../lib/protocol/api.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { GRANT_MODES, type GrantMode } from '../lib/protocol/grant.js';
-import { loadConfig } from '../lib/runtime/config.js';
+import { loadFromArgv } from '../lib/runtime/config.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
-/** Flags that set config keys (the rest of a command's flags are its own arguments). */
-const CONFIG_FLAGS: Record<string, keyof typeof caConfigSchema.keys> = {
-  listen: 'listen',
-  'trust-domain': 'trust_domain',
-  'api-name': 'api_names',
-  'state-dir': 'state_directory',
-  'token-ttl': 'token_ttl',
-  'grant-ttl': 'grant_ttl',
-  'log-level': 'log_level',
-  'ops-listen': 'ops_listen',
-  'ops-allow-remote': 'ops_allow_remote',
-  'drain-timeout': 'drain_timeout',
-};
-
 type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
+/** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): CaConfig {
-  const flags = new Map<string, { raw: string; origin: { source: 'flag'; flag: string } }>();
-  for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
-    const value = argv[flag];
-    if (value === undefined) continue;
-    flags.set(key, {
-      raw: Array.isArray(value) ? value.join(',') : String(value),
-      origin: { source: 'flag', flag: `--${flag}` },
-    });
-  }
-  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
-  const loaded = loadConfig(caConfigSchema, {
-    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
-    env: process.env,
-  });
-  return asCaConfig(loaded.config);
+  return asCaConfig(loadFromArgv(caConfigSchema, argv, process.env).config);
 }
 
 /** Runs a command, printing its output as text or JSON; failures print a code and exit non-zero. */

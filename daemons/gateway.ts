@@ -11,48 +11,15 @@ import { hideBin } from 'yargs/helpers';
 import { gatewayConfigSchema } from '../lib/gateway/config.js';
 import { asGatewayConfig, enrollCommand, GATEWAY_VERSION, type GatewayConfig, serve } from '../lib/gateway/serve.js';
 import { GatewayError } from '../lib/protocol/errors.js';
-import { loadConfig } from '../lib/runtime/config.js';
+import { loadFromArgv } from '../lib/runtime/config.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
-type Keys = keyof typeof gatewayConfigSchema.keys;
 type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
-/** Command-line flags that set config keys (both commands share them). */
-const CONFIG_FLAGS: Record<string, Keys> = {
-  ca: 'ca_url',
-  'ca-fingerprint': 'ca_fingerprint',
-  org: 'org_id',
-  'gateway-id': 'gateway_id',
-  token: 'enrollment_token',
-  'client-id': 'client_id',
-  'client-secret-file': 'client_secret_file',
-  'state-dir': 'state_directory',
-  'log-level': 'log_level',
-  'ops-listen': 'ops_listen',
-  'allow-cidr': 'allow_cidrs',
-  'allow-host': 'allow_hosts',
-  'allow-port': 'allow_ports',
-  target: 'targets',
-  'drain-timeout': 'drain_timeout',
-};
-
+/** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): GatewayConfig {
-  const flags = new Map<string, { raw: string; origin: { source: 'flag'; flag: string } }>();
-  for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
-    const value = argv[flag];
-    if (value === undefined) continue;
-    flags.set(key, {
-      raw: Array.isArray(value) ? value.join(',') : String(value),
-      origin: { source: 'flag', flag: `--${flag}` },
-    });
-  }
-  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
-  const loaded = loadConfig(gatewayConfigSchema, {
-    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
-    env: process.env,
-  });
-  return asGatewayConfig(loaded.config);
+  return asGatewayConfig(loadFromArgv(gatewayConfigSchema, argv, process.env).config);
 }
 
 function fail(err: unknown, json: boolean): void {
@@ -116,7 +83,18 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('allow-host', { type: 'array', string: true, describe: 'allowed target host name (repeatable)' })
         .option('allow-port', { type: 'array', string: true, describe: 'allowed target port or range (repeatable)' })
         .option('target', { type: 'array', string: true, describe: 'named target name=host:port (repeatable)' })
-        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
+        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
+        .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
+        .option('http-upstream-tls', { type: 'boolean', describe: 'http mode: speak HTTPS to the target' })
+        .option('http-upstream-ca', { type: 'string', describe: "http mode: PEM CA bundle for targets' certs" })
+        .option('keepalive-interval', { type: 'string', describe: 'SSH keepalive period (default 10s)' })
+        .option('keepalive-count-max', { type: 'number', describe: 'unanswered keepalives tolerated (default 2)' })
+        .option('reconnect-base', { type: 'string', describe: 'first reconnect delay ceiling (default 250ms)' })
+        .option('reconnect-cap', { type: 'string', describe: 'longest reconnect delay (default 30s)' })
+        .option('max-streams', { type: 'number', describe: 'streams open at once (default 10000)' })
+        .option('handshake-timeout', { type: 'string', describe: 'inner TLS handshake bound (default 10s)' })
+        .option('connect-timeout', { type: 'string', describe: 'bound on dialling a target (default 10s)' })
+        .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' }),
     async (argv) => {
       try {
         const config = configOf(argv);

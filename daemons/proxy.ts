@@ -11,55 +11,15 @@ import { hideBin } from 'yargs/helpers';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import { asProxyConfig, enrollCommand, PROXY_VERSION, type ProxyConfig, serve } from '../lib/proxy/serve.js';
-import { loadConfig } from '../lib/runtime/config.js';
+import { loadFromArgv } from '../lib/runtime/config.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
-type Keys = keyof typeof proxyConfigSchema.keys;
 type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
-/** Command-line flags that set config keys. */
-const CONFIG_FLAGS: Record<string, Keys> = {
-  ca: 'ca_url',
-  'ca-fingerprint': 'ca_fingerprint',
-  token: 'enrollment_token',
-  'admin-client-id': 'admin_client_id',
-  'client-secret-file': 'client_secret_file',
-  scope: 'scope',
-  org: 'org_id',
-  'proxy-id': 'proxy_id',
-  hostname: 'hostnames',
-  'ssh-address': 'ssh_address',
-  'tls-address': 'tls_address',
-  'ssh-listen': 'ssh_listen',
-  'tls-listen': 'tls_listen',
-  'handshake-timeout': 'handshake_timeout',
-  'idle-timeout': 'idle_timeout',
-  'max-connections': 'max_connections',
-  'max-streams-per-gateway': 'max_streams_per_gateway',
-  'revocation-poll': 'revocation_poll',
-  'state-dir': 'state_directory',
-  'log-level': 'log_level',
-  'ops-listen': 'ops_listen',
-  'drain-timeout': 'drain_timeout',
-};
-
+/** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): ProxyConfig {
-  const flags = new Map<string, { raw: string; origin: { source: 'flag'; flag: string } }>();
-  for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
-    const value = argv[flag];
-    if (value === undefined) continue;
-    flags.set(key, {
-      raw: Array.isArray(value) ? value.join(',') : String(value),
-      origin: { source: 'flag', flag: `--${flag}` },
-    });
-  }
-  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
-  const loaded = loadConfig(proxyConfigSchema, {
-    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
-    env: process.env,
-  });
-  return asProxyConfig(loaded.config);
+  return asProxyConfig(loadFromArgv(proxyConfigSchema, argv, process.env).config);
 }
 
 function fail(err: unknown, json: boolean): void {
@@ -138,7 +98,12 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('max-connections', { type: 'number', describe: 'connections per listener (default 10000)' })
         .option('max-streams-per-gateway', { type: 'number', describe: 'streams per gateway (default 1000)' })
         .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' })
-        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
+        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
+        .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
+        .option('max-auth-attempts', {
+          type: 'number',
+          describe: 'refused SSH logins before the connection drops (default 6)',
+        }),
     async (argv) => {
       try {
         const config = configOf(argv);

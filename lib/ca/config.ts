@@ -19,6 +19,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
   }),
   api_names: keys.list({
     default: ['localhost', '127.0.0.1'],
+    flag: 'api-name',
     description: 'DNS names and IP addresses put in the API server certificate by `init` and `api-cert`.',
   }),
   token_ttl: keys.duration({

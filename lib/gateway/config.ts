@@ -11,6 +11,7 @@ export const gatewayConfigSchema = defineSchema(
   {
     // enrollment (serve reads everything else from the state database)
     ca_url: keys.string({
+      flag: 'ca',
       optional: true,
       placeholder: 'https://host:port',
       description: 'CA API URL used by `enroll`, renewal and the revocation feed.',
@@ -21,13 +22,19 @@ export const gatewayConfigSchema = defineSchema(
       placeholder: 'sha256:hex',
       description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
     }),
-    org_id: keys.string({ optional: true, placeholder: 'id', description: 'Organization this gateway belongs to.' }),
+    org_id: keys.string({
+      flag: 'org',
+      optional: true,
+      placeholder: 'id',
+      description: 'Organization this gateway belongs to.',
+    }),
     gateway_id: keys.string({
       optional: true,
       placeholder: 'id',
       description: "This gateway's id (its SSH principal).",
     }),
     enrollment_token: keys.string({
+      flag: 'token',
       optional: true,
       secret: true,
       description: 'One-time enrollment token (kind gateway) for `enroll`.',
@@ -36,22 +43,26 @@ export const gatewayConfigSchema = defineSchema(
     client_secret_file: keys.path({ optional: true, description: 'File holding the machine identity client secret.' }),
     // allowlist: deny by default
     allow_cidrs: keys.list({
+      flag: 'allow-cidr',
       default: [],
       placeholder: 'cidr,...',
       description: 'Addresses targets may have (after name resolution), e.g. 10.0.0.0/24, 127.0.0.1/32. Empty: none.',
     }),
     allow_hosts: keys.list({
+      flag: 'allow-host',
       default: [],
       placeholder: 'name,...',
       description:
         'Host names grants may name, e.g. db.internal or *.svc.internal; their address must also be in allow_cidrs.',
     }),
     allow_ports: keys.list({
+      flag: 'allow-port',
       default: [],
       placeholder: 'port,...',
       description: 'Target ports or ranges, e.g. 5432, 8000-8099. Empty: none.',
     }),
     targets: keys.list({
+      flag: 'target',
       default: [],
       placeholder: 'name=host:port,...',
       description: 'Named targets a grant may use instead of host and port, e.g. pg=db.internal:5432.',
@@ -102,7 +113,11 @@ export const gatewayConfigSchema = defineSchema(
       description: 'How often the signed revocation feed is read from the CA (0: never).',
       validate: durationRange(0, 3_600_000),
     }),
-    renew: keys.bool({ default: true, description: 'Renew certificates at about 2/3 of their lifetime.' }),
+    renew: keys.bool({
+      flag: null,
+      default: true,
+      description: 'Renew certificates at about 2/3 of their lifetime.',
+    }),
     ...runtimeKeys({ opsListen: '127.0.0.1:9472' }),
   },
 );

@@ -23,6 +23,7 @@ export const proxyConfigSchema = defineSchema(
   {
     // enrollment
     ca_url: keys.string({
+      flag: 'ca',
       optional: true,
       placeholder: 'https://host:port',
       description: 'CA API URL used by `enroll`, renewal and the revocation feed.',
@@ -34,6 +35,7 @@ export const proxyConfigSchema = defineSchema(
       description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
     }),
     enrollment_token: keys.string({
+      flag: 'token',
       optional: true,
       secret: true,
       description: 'One-time enrollment token (kind proxy) for `enroll`.',
@@ -49,9 +51,15 @@ export const proxyConfigSchema = defineSchema(
       description: 'instance: shared by every org (trusts the instance CAs); org: one org’s own proxy (its CAs only).',
       validate: oneOf('instance', 'org'),
     }),
-    org_id: keys.string({ optional: true, placeholder: 'id', description: 'Org of an org proxy.' }),
+    org_id: keys.string({
+      flag: 'org',
+      optional: true,
+      placeholder: 'id',
+      description: 'Org of an org proxy.',
+    }),
     proxy_id: keys.string({ optional: true, placeholder: 'id', description: "This proxy's id." }),
     hostnames: keys.list({
+      flag: 'hostname',
       default: [],
       placeholder: 'name,...',
       description: 'Names and addresses gateways and platforms dial (host cert principals, TLS cert SANs).',
@@ -116,7 +124,11 @@ export const proxyConfigSchema = defineSchema(
       description: 'How often the signed revocation feed is read from the CA (0: never).',
       validate: durationRange(0, 3_600_000),
     }),
-    renew: keys.bool({ default: true, description: 'Renew certificates at about 2/3 of their lifetime.' }),
+    renew: keys.bool({
+      flag: null,
+      default: true,
+      description: 'Renew certificates at about 2/3 of their lifetime.',
+    }),
     ...runtimeKeys({ opsListen: '127.0.0.1:9473' }),
   },
 );

@@ -7,7 +7,7 @@ import {
   configEnvName,
   defaultConfigPath,
   envName,
-  flagName,
+  flagOf,
   formatValue,
   type KeySpec,
   type ValueType,
@@ -70,8 +70,12 @@ export function renderHelp(schema: ConfigSchema, options: HelpOptions): string {
   );
   for (const [key, spec] of Object.entries(schema.keys)) {
     const arg = placeholder(spec);
-    const flag =
-      spec.type === 'bool' ? `${flagName(key)}, --no-${flagName(key).slice(2)}` : `${flagName(key)} <${arg}>`;
+    const name = flagOf(key, spec);
+    const flag = !name
+      ? `${key} (no flag)`
+      : spec.type === 'bool'
+        ? `${name}, --no-${name.slice(2)}`
+        : `${name} <${arg}>`;
     out.push(`  ${flag}`);
     out.push(...wrap(`${spec.description} (${defaultText(spec)})`, 76, '      '));
     out.push(`      env ${envName(schema, key)}, config key ${key}`);
@@ -105,7 +109,8 @@ export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${
   for (const [key, spec] of Object.entries(schema.keys)) {
     out.push('');
     out.push(...wrap(spec.description, 110, '# '));
-    const env = `Environment: ${envName(schema, key)}. Flag: ${flagName(key)}.`;
+    const flag = flagOf(key, spec);
+    const env = `Environment: ${envName(schema, key)}. ${flag ? `Flag: ${flag}.` : 'No flag.'}`;
     const kind = spec.placeholder ?? spec.type;
     out.push(
       `# Type: ${kind}. ${spec.default === undefined ? (spec.optional ? 'Optional. ' : 'Required. ') : ''}${env}`,

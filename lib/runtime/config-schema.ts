@@ -30,6 +30,12 @@ export interface KeySpec<K extends ValueType = ValueType, O extends boolean = bo
   readonly optional?: O;
   /** Environment variable; defaults to INFISICAL_<DAEMON>_<KEY>. */
   readonly env?: string;
+  /**
+   * The daemon's command-line flag for this key, without the dashes: default the key with dashes
+   * (`max_streams` → `max-streams`); null when only the file and the environment set it. The daemons register
+   * exactly these flags (`configFlags`), and the docs print them, so the two agree.
+   */
+  readonly flag?: string | null;
   /** Shown in --help for the flag's argument, e.g. "host:port". */
   readonly placeholder?: string;
   /** Shown in the sample config for a key without a default. */
@@ -97,6 +103,22 @@ export function envName(schema: ConfigSchema, key: string): string {
 
 export function flagName(key: string): string {
   return `--${key.replaceAll('_', '-')}`;
+}
+
+/** The flag that sets a key (`--max-streams`), or undefined when the key has none. */
+export function flagOf(key: string, spec: KeySpec): string | undefined {
+  if (spec.flag === null) return undefined;
+  return spec.flag === undefined ? flagName(key) : `--${spec.flag}`;
+}
+
+/** Every key that has a flag, by flag name without the dashes: what a daemon's command line maps to keys. */
+export function configFlags(schema: ConfigSchema): ReadonlyMap<string, string> {
+  const flags = new Map<string, string>();
+  for (const [key, spec] of Object.entries(schema.keys)) {
+    const flag = flagOf(key, spec);
+    if (flag) flags.set(flag.slice(2), key);
+  }
+  return flags;
 }
 
 export function configEnvName(schema: ConfigSchema): string {

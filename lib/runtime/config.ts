@@ -21,9 +21,10 @@ import {
   type ConfigOf,
   type ConfigSchema,
   configEnvName,
+  configFlags,
   defaultConfigPath,
   envName,
-  flagName,
+  flagOf,
   formatValue,
   type KeySpec,
   type Keys,
@@ -81,7 +82,7 @@ export type CommandLine =
  * Positionals (subcommands) are returned for the daemon to interpret; `--` ends flag parsing.
  */
 export function parseCommandLine(schema: ConfigSchema, argv: readonly string[]): CommandLine {
-  const byFlag = new Map(Object.keys(schema.keys).map((key) => [flagName(key), key]));
+  const byFlag = new Map([...configFlags(schema)].map(([flag, key]) => [`--${flag}`, key]));
   const flags = new Map<string, RawValue>();
   const positionals: string[] = [];
   const problems: string[] = [];
@@ -264,7 +265,8 @@ export function loadConfig<S extends Keys>(schema: ConfigSchema<S>, options: Loa
         config[key] = undefined;
         origins[key] = undefined;
       } else {
-        problems.push(`key "${key}": required; set it in ${configPath}, ${name} or ${flagName(key)}`);
+        const flag = flagOf(key, spec);
+        problems.push(`key "${key}": required; set it in ${configPath}, ${name}${flag ? ` or ${flag}` : ''}`);
       }
       continue;
     }
@@ -333,4 +335,30 @@ function editDistance(a: string, b: string): number {
     row = next;
   }
   return row[b.length]!;
+}
+
+/**
+ * Loads a daemon's config from its parsed command line (yargs' argv): every flag the schema declares
+ * (`configFlags`) that was given, and `--config`. The three daemons share this, so the flags that set keys are
+ * exactly the ones the schema, and so the docs and the sample config, name.
+ */
+export function loadFromArgv<S extends Keys>(
+  schema: ConfigSchema<S>,
+  argv: Readonly<Record<string, unknown>>,
+  env: LoadOptions['env'] = process.env,
+): LoadedConfig<S> {
+  const flags = new Map<string, RawValue>();
+  for (const [flag, key] of configFlags(schema)) {
+    const value = argv[flag];
+    if (value === undefined) continue;
+    flags.set(key, {
+      raw: Array.isArray(value) ? value.join(',') : String(value),
+      origin: { source: 'flag', flag: `--${flag}` },
+    });
+  }
+  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
+  return loadConfig(schema, {
+    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
+    env,
+  });
 }

@@ -28,6 +28,7 @@ export function runtimeKeys(defaults: { opsListen: string }) {
     }),
     state_directory: keys.path({
       optional: true,
+      flag: 'state-dir',
       description:
         'Directory of the state database; default $STATE_DIRECTORY (systemd) or /var/lib/infisical-<daemon>.',
     }),
