@@ -4,7 +4,7 @@ NODE ?= node
 TEST_DIR ?= build/test
 TEST_FILES = $(shell find $(TEST_DIR) -name '*.test.js' | sort)
 
-.PHONY: all deps build test test-only lint format bench run clean
+.PHONY: all deps build test test-only lint format bench run docs clean
 
 all: build
 
@@ -35,6 +35,10 @@ format:
 ## bench: benchmarks, printed as a table beside reference runs
 bench: build
 	@$(NODE) build/bench/run.js
+
+## docs: regenerate docs/cli.md and docs/config.md from the programs' --help and config schemas
+docs: build
+	@$(NODE) scripts/reference-docs.mjs
 
 ## run: the local demo deployment (see README)
 run: build

@@ -15,6 +15,7 @@ const AREAS: Area[] = [
   { name: 'proxy', module: './proxy.js', fn: 'benchProxy' },
   { name: 'gateway', module: './gateway.js', fn: 'benchGateway' },
   { name: 'client', module: './client.js', fn: 'benchClient' },
+  { name: 'packaging', module: './packaging.js', fn: 'benchPackaging' },
 ];
 
 async function main(): Promise<void> {
