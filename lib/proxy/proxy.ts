@@ -138,6 +138,9 @@ export class ProxyServer {
           this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`);
           this.#log?.info({ tunnel: t.id, gateway: t.gateway.uri, reason }, 'tunnel down');
         },
+        tunnelDraining: (t) => {
+          this.#log?.info({ tunnel: t.id, gateway: t.gateway.uri }, 'tunnel draining: forward cancelled');
+        },
       },
     });
     this.relay = new RelayListener({

@@ -39,6 +39,8 @@ export interface SshEvents {
   refused(code: ErrorCode, reason: string, fields: Record<string, unknown>): void;
   tunnelUp(tunnel: Tunnel<GatewayTunnel>): void;
   tunnelDown(tunnel: Tunnel<GatewayTunnel>, reason: string): void;
+  /** The gateway cancelled the forward (make-before-break): no new streams, open ones run on until closed. */
+  tunnelDraining(tunnel: Tunnel<GatewayTunnel>): void;
 }
 
 export interface SshListenerOptions {
@@ -188,16 +190,19 @@ export class SshTunnelListener {
 
   #serve(conn: Connection, login: GatewayLogin, refuse: (code: ErrorCode, reason: string) => void): void {
     const tunnels = new Map<number, Tunnel<GatewayTunnel>>();
+    // Forwards the gateway cancelled: out of the routing table, their streams still running on this connection.
+    const draining = new Set<Tunnel<GatewayTunnel>>();
     let closed = false;
     const closeAll = (reason: string): void => {
       if (closed) return;
       closed = true;
       clearTimeout(expiry);
-      for (const t of tunnels.values()) {
+      for (const t of [...tunnels.values(), ...draining]) {
         this.#o.table.remove(t.id);
         this.#o.events.tunnelDown(t, reason);
       }
       tunnels.clear();
+      draining.clear();
       conn.end();
     };
     // The certificate's end is the tunnel's end (re-armed when it lies beyond setTimeout's range).
@@ -226,9 +231,12 @@ export class SshTunnelListener {
           (x) => x.gateway.gatewayId === bind.bindAddr && x.boundPort === bind.bindPort,
         );
         if (!t) return reject?.();
+        // Renewal cancels the old forward once the new tunnel is up: route nothing new here, but let the
+        // streams it carries finish (they end with their channels, or with this connection).
         tunnels.delete(t.id);
         this.#o.table.remove(t.id);
-        this.#o.events.tunnelDown(t, 'forward cancelled');
+        draining.add(t);
+        this.#o.events.tunnelDraining(t);
         return accept?.();
       }
       const allowed = admitForward(login, bind.bindAddr, bind.bindPort);
