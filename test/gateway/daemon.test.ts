@@ -4,20 +4,18 @@
  * dropping that stream, SIGTERM draining and exiting 0, and the stream's audit record left in SQLite.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { dialViaProxy } from '../../lib/client/dial.js';
 import { GatewayStore } from '../../lib/gateway/state.js';
-import { freePort } from '../helpers/openssh.js';
 import { World } from '../helpers/world.js';
-import { gatewayState, platformGrant, type RunningProxy, startRealProxy } from './deploy.js';
+import { platformGrant, type RunningProxy, spawnGatewayDaemon, startRealProxy } from './deploy.js';
 import { echoServer, waitFor } from './harness.js';
 
-const DAEMON = new URL('../../daemons/gateway.js', import.meta.url).pathname;
 const world = new World();
 const dir = mkdtempSync(join(tmpdir(), 'gw-daemon-'));
 let child: ChildProcess | undefined;
@@ -39,37 +37,12 @@ async function readyz(url: string): Promise<{ status: number; body: Record<strin
   }
 }
 
-function config(opsPort: number, ports: number[]): string {
-  return [
-    `state_directory = ${dir}/state`,
-    `ops_listen = 127.0.0.1:${opsPort}`,
-    'allow_cidrs = 127.0.0.1/32',
-    `allow_ports = ${ports.join(', ')}`,
-    'revocation_poll = 0',
-    'renew = false',
-    'drain_timeout = 5s',
-    '',
-  ].join('\n');
-}
-
 it('serves from SQLite alone, reloads on SIGHUP without dropping streams, drains on SIGTERM', async () => {
   echo = await echoServer();
   proxy = await startRealProxy(world, 'p1');
-  const store = GatewayStore.open(join(dir, 'state', 'gateway.db'));
-  store.saveEnrollment(gatewayState(world, [proxy]));
-  store.close();
-  const opsPort = await freePort();
-  const confPath = join(dir, 'gateway.conf');
-  writeFileSync(confPath, config(opsPort, [echo.port]));
-
-  let out = '';
-  child = spawn(process.execPath, [DAEMON, 'serve', '--config', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
+  const daemon = await spawnGatewayDaemon(world, dir, [proxy], [echo.port]);
+  child = daemon.child;
+  const { opsPort } = daemon;
   const url = `http://127.0.0.1:${opsPort}`;
   let ready = await readyz(url);
   const start = Date.now();
@@ -77,7 +50,7 @@ it('serves from SQLite alone, reloads on SIGHUP without dropping streams, drains
     await new Promise((r) => setTimeout(r, 100));
     ready = await readyz(url);
   }
-  assert.equal(ready.status, 200, out);
+  assert.equal(ready.status, 200, daemon.output());
   assert.deepEqual(ready.body['detail'], { tunnelsUp: 1, tunnelsTotal: 1 });
   const metrics = await (await fetch(`${url}/metrics`)).text();
   assert.match(metrics, /infisical_gateway_tunnels_up 1/);
@@ -91,17 +64,17 @@ it('serves from SQLite alone, reloads on SIGHUP without dropping streams, drains
     });
   assert.equal(await echoOnce('before reload'), 'before reload');
 
-  writeFileSync(confPath, config(opsPort, [echo.port, 5432]));
-  child.kill('SIGHUP');
-  await waitFor(() => /"msg":"reloaded"/.test(out), 10_000, 'reload log line');
+  daemon.allowPorts([echo.port, 5432]);
+  daemon.child.kill('SIGHUP');
+  await waitFor(() => /"msg":"reloaded"/.test(daemon.output()), 10_000, 'reload log line');
   assert.equal(await echoOnce('after reload'), 'after reload');
   assert.equal((await readyz(url)).status, 200);
 
   const closed = once(socket, 'close');
-  child.kill('SIGTERM');
-  const [code] = (await once(child, 'exit')) as [number | null];
+  daemon.child.kill('SIGTERM');
+  const [code] = (await once(daemon.child, 'exit')) as [number | null];
   child = undefined;
-  assert.equal(code, 0, out);
+  assert.equal(code, 0, daemon.output());
   await closed;
 
   const after = GatewayStore.open(join(dir, 'state', 'gateway.db'));

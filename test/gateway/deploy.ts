@@ -4,17 +4,21 @@
  * the platform side from lib/client (grant from the World's CAs, dialViaProxy).
  */
 
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { dialViaProxy } from '../../lib/client/dial.js';
 import { type ClientGrant, type ProxyEndpoint as ClientProxy, obtainGrant } from '../../lib/client/grant.js';
 import { Gateway, type GatewaySettings } from '../../lib/gateway/gateway.js';
 import type { Refusal } from '../../lib/gateway/inner.js';
-import type { GatewayState } from '../../lib/gateway/state.js';
+import { type GatewayState, GatewayStore } from '../../lib/gateway/state.js';
 import type { StreamRecord } from '../../lib/gateway/streams.js';
 import type { GrantMode, GrantTarget } from '../../lib/protocol/grant.js';
 import { DEFAULT_LIMITS, ProxyServer } from '../../lib/proxy/proxy.js';
 import { FakeGrantSource } from '../client/fixtures.js';
+import { freePort } from '../helpers/openssh.js';
 import type { World } from '../helpers/world.js';
 import { proxyCredentials } from '../proxy/harness.js';
 
@@ -172,4 +176,54 @@ export async function localForwarder(
       await new Promise((r) => server.close(r));
     },
   };
+}
+
+/** A gateway daemon process (build/daemons/gateway.js `serve`) over a state database written as `enroll` would. */
+export interface GatewayDaemon {
+  child: ChildProcess;
+  dbPath: string;
+  confPath: string;
+  opsPort: number;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  /** Rewrites its config file with these allowed ports (then SIGHUP it to apply). */
+  allowPorts(ports: number[]): void;
+}
+
+export async function spawnGatewayDaemon(
+  world: World,
+  dir: string,
+  proxies: RunningProxy[],
+  ports: number[],
+): Promise<GatewayDaemon> {
+  const dbPath = join(dir, 'state', 'gateway.db');
+  const store = GatewayStore.open(dbPath);
+  store.saveEnrollment(gatewayState(world, proxies));
+  store.close();
+  const opsPort = await freePort();
+  const confPath = join(dir, 'gateway.conf');
+  const allowPorts = (allowed: number[]) =>
+    writeFileSync(
+      confPath,
+      [
+        `state_directory = ${dir}/state`,
+        `ops_listen = 127.0.0.1:${opsPort}`,
+        'allow_cidrs = 127.0.0.1/32',
+        `allow_ports = ${allowed.join(', ')}`,
+        'revocation_poll = 0',
+        'renew = false',
+        'drain_timeout = 5s',
+        '',
+      ].join('\n'),
+    );
+  allowPorts(ports);
+  const daemon = new URL('../../daemons/gateway.js', import.meta.url).pathname;
+  const child = spawn(process.execPath, [daemon, 'serve', '--config', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const collect = (d: Buffer) => {
+    out += d.toString();
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  return { child, dbPath, confPath, opsPort, output: () => out, allowPorts };
 }

@@ -7,22 +7,20 @@
  * while iterating.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { dialViaProxy } from '../../lib/client/dial.js';
 import { GatewayStore } from '../../lib/gateway/state.js';
-import { freePort } from '../helpers/openssh.js';
 import { World } from '../helpers/world.js';
-import { GW, gatewayState, platformGrant, type RunningProxy, startRealProxy } from './deploy.js';
+import { GW, gatewayState, platformGrant, type RunningProxy, spawnGatewayDaemon, startRealProxy } from './deploy.js';
 import { waitFor } from './harness.js';
 
-const DAEMON = new URL('../../daemons/gateway.js', import.meta.url).pathname;
 const TRANSFER_MS = Number(process.env['TRANSFER_MS'] ?? 30_000);
 const CHUNK = 64 * 1024;
 const world = new World();
@@ -56,19 +54,6 @@ async function hashingEcho(): Promise<{ port: number; received: { bytes: number;
   return { port: (target.address() as net.AddressInfo).port, received };
 }
 
-function config(opsPort: number, ports: number[]): string {
-  return [
-    `state_directory = ${dir}/state`,
-    `ops_listen = 127.0.0.1:${opsPort}`,
-    'allow_cidrs = 127.0.0.1/32',
-    `allow_ports = ${ports.join(', ')}`,
-    'revocation_poll = 0',
-    'renew = false',
-    'drain_timeout = 5s',
-    '',
-  ].join('\n');
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
 const step = (what: string) => console.log(`# ${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
@@ -76,25 +61,12 @@ const step = (what: string) => console.log(`# ${((Date.now() - t0) / 1000).toFix
 it('a 30 s transfer loses no byte across a SIGHUP reload and a renewal (make-before-break)', async () => {
   const echo = await hashingEcho();
   proxy = await startRealProxy(world, 'p1');
-  const dbPath = join(dir, 'state', 'gateway.db');
-  const store = GatewayStore.open(dbPath);
-  store.saveEnrollment(gatewayState(world, [proxy]));
-  store.close();
-  const opsPort = await freePort();
-  const confPath = join(dir, 'gateway.conf');
-  writeFileSync(confPath, config(opsPort, [echo.port]));
-
-  let out = '';
-  child = spawn(process.execPath, [DAEMON, 'serve', '--config', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
+  const daemon = await spawnGatewayDaemon(world, dir, [proxy], [echo.port]);
+  child = daemon.child;
+  const { dbPath } = daemon;
   await waitFor(() => proxy!.server.stats().tunnels === 1, 20_000, 'the gateway tunnel');
   step('tunnel up');
-  const reloads = () => out.match(/"msg":"reloaded"/g)?.length ?? 0;
+  const reloads = () => daemon.output().match(/"msg":"reloaded"/g)?.length ?? 0;
 
   const grant = await platformGrant(world, [proxy], { host: '127.0.0.1', port: echo.port }, 'tcp', GW, {
     lifetimeSec: 600,
@@ -124,8 +96,8 @@ it('a 30 s transfer loses no byte across a SIGHUP reload and a renewal (make-bef
   step('streaming');
   // One third in: SIGHUP with a new config (another allowed port); the stream must not notice.
   await sleep(TRANSFER_MS / 3);
-  writeFileSync(confPath, config(opsPort, [echo.port, 5432]));
-  child.kill('SIGHUP');
+  daemon.allowPorts([echo.port, 5432]);
+  daemon.child.kill('SIGHUP');
   await waitFor(() => reloads() === 1, 10_000, 'the first reload');
 
   step('reloaded');
@@ -134,7 +106,7 @@ it('a 30 s transfer loses no byte across a SIGHUP reload and a renewal (make-bef
   const renewed = GatewayStore.open(dbPath);
   renewed.saveEnrollment(gatewayState(world, [proxy]));
   renewed.close();
-  child.kill('SIGHUP');
+  daemon.child.kill('SIGHUP');
   await waitFor(() => reloads() === 2, 10_000, 'the renewal reload');
   step('renewal reloaded');
   // Make before break: a second SSH connection (the new certificate) while the old one still carries our stream.
@@ -165,10 +137,10 @@ it('a 30 s transfer loses no byte across a SIGHUP reload and a renewal (make-bef
   // The old SSH connection is let go once its last stream is done.
   await waitFor(() => proxy!.server.stats().sshConnections === 1, 10_000, 'the old tunnel drained');
 
-  child.kill('SIGTERM');
-  const [code] = (await once(child, 'exit')) as [number | null];
+  daemon.child.kill('SIGTERM');
+  const [code] = (await once(daemon.child, 'exit')) as [number | null];
   child = undefined;
-  assert.equal(code, 0, out.slice(-2000));
+  assert.equal(code, 0, daemon.output().slice(-2000));
   const audit = GatewayStore.open(dbPath);
   const streams = audit.audit().filter((r) => r.event === 'gateway.stream' && r.fields['grantId'] === grant.grantId);
   audit.close();
