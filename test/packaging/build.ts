@@ -1,6 +1,7 @@
 /**
  * Builds what the packaging tests install: `scripts/package.sh` into a private output directory (xz level 1
- * for speed), plus the watchdog probe as a standalone binary, and the cached Debian root. Prints timings.
+ * for speed), plus the test probe (watchdog, echo, send) as a standalone binary, and the cached Debian root.
+ * Prints timings.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,14 +38,14 @@ export async function buildPackages(): Promise<Built> {
   const dist = reuse ?? mkdtempSync(join(tmpdir(), 'infisical-dist-'));
   const r = reuse
     ? { code: 0, stdout: '', stderr: '' }
-    : await timed('make package (xz -1, with the watchdog probe)', () =>
+    : await timed('make package (xz -1, with the test probe)', () =>
         run('scripts/package.sh', [], {
           cwd: ROOT,
           env: {
             ...process.env,
             DIST: dist,
             XZ_LEVEL: '1',
-            SEA_EXTRA: 'test/packaging/fixtures/watchdog-probe.ts=infisical-watchdog-probe',
+            SEA_EXTRA: 'test/packaging/fixtures/probe.ts=infisical-test-probe',
           },
         }),
       );

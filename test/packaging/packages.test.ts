@@ -3,6 +3,7 @@
  * standalone binaries without Node, rpm metadata, a no-scripts rpm install into a root, the deb's conffile),
  * then installed from the offline bundle into a booted Debian 12 (systemd-nspawn) and run under systemd:
  * start to READY under the full sandbox, reload, enroll a proxy and a gateway, pass a connection through them,
+ * reload both relays during a 12 s transfer (no byte lost),
  * stop cleanly, watchdog restarts, purge. Skipped (with the reason) only where nspawn/debootstrap are missing.
  */
 import assert from 'node:assert/strict';
@@ -104,7 +105,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       const tar = await rootfs();
       box = await timed('boot the container', () => Container.boot(tar));
       copyFileSync(built.bundle, join(box.root, 'root/offline.tar.gz'));
-      copyFileSync(built.sea('infisical-watchdog-probe'), join(box.root, 'usr/local/bin/infisical-watchdog-probe'));
+      copyFileSync(built.sea('infisical-test-probe'), join(box.root, 'usr/local/bin/infisical-test-probe'));
     });
 
     it('offline bundle: a tampered copy installs nothing; the intact one installs all four', async () => {
@@ -231,6 +232,8 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
         'name:ping',
         '--target',
         '127.0.0.1:9471',
+        '--target',
+        '127.0.0.1:9500',
         '--mode',
         'ping',
         '--mode',
@@ -277,7 +280,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       await box.must([
         'sh',
         '-c',
-        'printf "allow_cidrs = 127.0.0.1/32\\nallow_ports = 9471\\n" >> /etc/infisical/gateway.conf',
+        'printf "allow_cidrs = 127.0.0.1/32\\nallow_ports = 9471, 9500\\n" >> /etc/infisical/gateway.conf',
       ]);
       await box.must([
         'runuser',
@@ -337,6 +340,38 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       ]);
       assert.match(fetched, /^HTTP\/1\.1 200 OK/);
       assert.match(fetched, /"status":"ready"/);
+
+      // A 12 s transfer to an echo server behind the gateway, both relays reloaded by systemctl in the middle of
+      // it: every byte must come back (counts and SHA-256 compared), and neither daemon may have restarted.
+      await box.must(['systemd-run', '--unit=echo', '/usr/local/bin/infisical-test-probe', 'echo', '9500']);
+      const pids = async () => [
+        (await box.show(units('proxy'), 'MainPID'))['MainPID'],
+        (await box.show(units('gateway'), 'MainPID'))['MainPID'],
+      ];
+      const before = await pids();
+      const transfer = box.exec([
+        'bash',
+        '-c',
+        `infisical-connect tcp ${client.join(' ')} --gateway gw1 --target 127.0.0.1:9500 --listen 127.0.0.1:15001 --json >/root/fwd2.log 2>&1 &
+        fwd=$!
+        for i in $(seq 50); do grep -qs '"event":"listening"' /root/fwd2.log && break; sleep 0.2; done
+        /usr/local/bin/infisical-test-probe send 15001 12
+        rc=$?
+        kill $fwd
+        exit $rc`,
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 5_000));
+      await box.must(['systemctl', 'reload', units('gateway')]);
+      await box.must(['systemctl', 'reload', units('proxy')]);
+      const sent = await transfer;
+      assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+      assert.match(sent.stdout, /"ok":true/);
+      assert.ok(Number(/"sentBytes":(\d+)/.exec(sent.stdout)?.[1]) > 16 << 20, sent.stdout);
+      assert.deepEqual(await pids(), before, 'a reload restarted a daemon');
+      for (const d of ['proxy', 'gateway']) {
+        assert.match(await box.must(['journalctl', '-u', units(d), '-o', 'cat', '--no-pager']), /"msg":"reloaded"/);
+      }
+      await box.must(['systemctl', 'stop', 'echo.service']);
     });
 
     it('stop: STOPPING, drain, exit 0 for each daemon', async () => {
@@ -368,7 +403,8 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
         'CacheDirectory=wd-probe',
         '-p',
         'UnsetEnvironment=NODE_OPTIONS',
-        '/usr/local/bin/infisical-watchdog-probe',
+        '/usr/local/bin/infisical-test-probe',
+        'watchdog',
       ]);
       // Three watchdog periods alive: the pings from the event loop keep it.
       await new Promise((resolve) => setTimeout(resolve, 6_000));
