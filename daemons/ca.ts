@@ -22,7 +22,7 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 /** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): CaConfig {
-  return asCaConfig(loadFromArgv(caConfigSchema, argv, process.env).config);
+  return asCaConfig(loadFromArgv(caConfigSchema, argv).config);
 }
 
 /** Runs a command, printing its output as text or JSON; failures print a code and exit non-zero. */

@@ -19,7 +19,7 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 /** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): GatewayConfig {
-  return asGatewayConfig(loadFromArgv(gatewayConfigSchema, argv, process.env).config);
+  return asGatewayConfig(loadFromArgv(gatewayConfigSchema, argv).config);
 }
 
 function fail(err: unknown, json: boolean): void {

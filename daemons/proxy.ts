@@ -19,7 +19,7 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 /** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): ProxyConfig {
-  return asProxyConfig(loadFromArgv(proxyConfigSchema, argv, process.env).config);
+  return asProxyConfig(loadFromArgv(proxyConfigSchema, argv).config);
 }
 
 function fail(err: unknown, json: boolean): void {

@@ -345,7 +345,7 @@ function editDistance(a: string, b: string): number {
 export function loadFromArgv<S extends Keys>(
   schema: ConfigSchema<S>,
   argv: Readonly<Record<string, unknown>>,
-  env: LoadOptions['env'] = process.env,
+  options: Omit<LoadOptions, 'commandLine'> = { env: process.env },
 ): LoadedConfig<S> {
   const flags = new Map<string, RawValue>();
   for (const [flag, key] of configFlags(schema)) {
@@ -358,7 +358,7 @@ export function loadFromArgv<S extends Keys>(
   }
   const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
   return loadConfig(schema, {
+    ...options,
     commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
-    env,
   });
 }

@@ -3,7 +3,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ConfigError, describeConfig, loadConfig, parseCommandLine, readConfigFile } from '../../lib/runtime/config.js';
+import {
+  ConfigError,
+  describeConfig,
+  loadConfig,
+  loadFromArgv,
+  parseCommandLine,
+  readConfigFile,
+} from '../../lib/runtime/config.js';
 import { renderHelp, renderSampleConfig } from '../../lib/runtime/config-doc.js';
 import {
   defineSchema,
@@ -266,4 +273,30 @@ test('readConfigFile: absent is undefined, unreadable is refused', () => {
   assert.equal(readConfigFile('/nonexistent/infisical.conf'), undefined);
   const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
   assert.deepEqual(refusal(() => readConfigFile(dir)).problems, [`${dir}: cannot read (EISDIR)`]);
+});
+
+test('flags come from the schema: a declared name, the dashed key by default, or none', () => {
+  const flagged = defineSchema('gateway', 'flag names', {
+    ...runtimeKeys({ opsListen: '127.0.0.1:9472' }),
+    ca_url: keys.string({ flag: 'ca', description: 'CA URL.' }),
+    max_streams: keys.int({ default: 10, description: 'Streams.' }),
+    renew: keys.bool({ default: true, flag: null, description: 'Renew.' }),
+  });
+  const argv = { ca: 'https://flag', 'max-streams': 3, renew: false, 'ca-url': 'ignored', 'state-dir': '/srv/gw' };
+  const none = { env: {}, readFile: () => undefined };
+  const loaded = loadFromArgv(flagged, argv, none);
+  assert.equal(loaded.config.ca_url, 'https://flag');
+  assert.deepEqual(loaded.origins.ca_url, { source: 'flag', flag: '--ca' });
+  assert.equal(loaded.config.max_streams, 3);
+  assert.equal(loaded.config.renew, true, 'a key without a flag is not set from argv');
+  assert.equal(loaded.config.state_directory, '/srv/gw', 'state_directory is --state-dir in every daemon');
+  const sample = renderSampleConfig(flagged);
+  assert.match(sample, /INFISICAL_GATEWAY_CA_URL\. Flag: --ca\.\n#ca_url = /);
+  assert.match(sample, /INFISICAL_GATEWAY_RENEW\. No flag\.\n#renew = true/);
+  assert.doesNotMatch(sample, /--ca-url|--state-directory|--renew/);
+  const missing = refusal(() => loadFromArgv(flagged, {}, none));
+  assert.match(
+    missing.message,
+    /key "ca_url": required; set it in \/etc\/infisical\/gateway\.conf, INFISICAL_GATEWAY_CA_URL or --ca/,
+  );
 });
