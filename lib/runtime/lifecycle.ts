@@ -41,6 +41,9 @@ export interface LifecycleOptions {
   now?: () => number;
 }
 
+/** After the drain deadline: how long the daemon may take to close what is left before the process exits. */
+export const CLOSE_GRACE_MS = 2_000;
+
 export type LifecycleState = 'starting' | 'running' | 'stopping';
 
 /** reloaded / failed: this call ran a reload; coalesced: folded into one already running; ignored: stopping. */
@@ -149,14 +152,22 @@ export class Lifecycle {
     try {
       // A reload in flight finishes (or the deadline passes) before draining starts: no half-swapped state.
       if (this.#current) await Promise.race([this.#current, deadline]);
-      const result = await Promise.race([
-        Promise.resolve()
-          .then(() => hooks.drain(deadlineMs, controller.signal))
-          .then(() => 'drained' as const),
-        deadline,
-      ]);
+      const drained = Promise.resolve()
+        .then(() => hooks.drain(deadlineMs, controller.signal))
+        .then(() => 'drained' as const);
+      const result = await Promise.race([drained, deadline]);
       if (result === 'timeout') {
         log.warn({ lifecycle: 'stop', drainTimeoutMs }, 'drain deadline passed; closing what is left');
+        // The hook ends what is left once aborted (and records it: audit rows, a closed database); exiting
+        // at once would lose that. Bounded, so a hook that hangs cannot hold the exit.
+        let grace: NodeJS.Timeout | undefined;
+        await Promise.race([
+          drained.catch(() => undefined),
+          new Promise<void>((resolve) => {
+            grace = setTimeout(resolve, CLOSE_GRACE_MS);
+          }),
+        ]);
+        clearTimeout(grace);
       } else {
         log.info({ lifecycle: 'stop', durationMs: this.#now() - started }, 'drained');
       }

@@ -158,6 +158,29 @@ test('a drain past its deadline is aborted and the daemon still exits 0', async 
   assert.ok(events.includes('warn:drain deadline passed; closing what is left'));
 });
 
+test('past the deadline the drain hook still closes what is left (its records) before the exit', async () => {
+  const { lifecycle, events, exited } = harness(
+    {
+      // Like the gateway: waits for streams until the deadline, then ends the rest and writes their audit rows.
+      drain: (_d, signal) =>
+        new Promise<void>((resolve) => {
+          signal.addEventListener('abort', () =>
+            setTimeout(() => {
+              events.push('closed what was left');
+              resolve();
+            }, 50),
+          );
+        }),
+    },
+    20,
+  );
+  lifecycle.ready();
+  void lifecycle.stop('SIGTERM');
+  assert.equal(await exited, 0);
+  assert.ok(events.indexOf('closed what was left') >= 0, events.join(' '));
+  assert.ok(events.indexOf('closed what was left') < events.indexOf('exit:0'), events.join(' '));
+});
+
 test('a second stop exits at once with 128+signal', async () => {
   const { lifecycle, events, exited } = harness({ drain: () => new Promise<void>(() => {}) });
   lifecycle.ready();
