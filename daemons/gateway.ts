@@ -114,5 +114,5 @@ await globalOptions(yargs(hideBin(process.argv)))
   .strict()
   .version(GATEWAY_VERSION)
   .help()
-  .wrap(Math.min(120, process.stdout.columns || 100))
+  .wrap(Math.min(120, process.stdout.columns || 120))
   .parseAsync();
