@@ -41,8 +41,15 @@ const ADDONS = {
   sshcrypto: join(addonDir, 'node_modules/ssh2-crypto/build/Release/sshcrypto.node'),
   cpufeatures: join(addonDir, 'node_modules/cpu-features/build/Release/cpufeatures.node'),
 };
+// This script runs on the Node the binaries embed (scripts/build-sea.sh): each addon must load here, or a wrong
+// ABI or wrong headers (a cached build from before a fix included) would fail only when a unit starts.
 for (const [name, file] of Object.entries(ADDONS)) {
   if (!existsSync(file)) throw new Error(`addon ${name}: ${file} missing (run scripts/build-sea.sh)`);
+  try {
+    process.dlopen({ exports: {} }, file);
+  } catch (err) {
+    throw new Error(`addon ${name}: ${file} does not load in Node ${process.version}: ${err.message}`);
+  }
 }
 const loaderPath = join(root, 'packaging/sea/addons.cjs');
 
