@@ -12,6 +12,7 @@ import { gatewayConfigSchema } from '../lib/gateway/config.js';
 import { asGatewayConfig, enrollCommand, GATEWAY_VERSION, type GatewayConfig, serve } from '../lib/gateway/serve.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
+import { flagOptions } from '../lib/runtime/config-doc.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
@@ -84,17 +85,21 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('allow-port', { type: 'array', string: true, describe: 'allowed target port or range (repeatable)' })
         .option('target', { type: 'array', string: true, describe: 'named target name=host:port (repeatable)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
-        .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
-        .option('http-upstream-tls', { type: 'boolean', describe: 'http mode: speak HTTPS to the target' })
-        .option('http-upstream-ca', { type: 'string', describe: "http mode: PEM CA bundle for targets' certs" })
-        .option('keepalive-interval', { type: 'string', describe: 'SSH keepalive period (default 10s)' })
-        .option('keepalive-count-max', { type: 'number', describe: 'unanswered keepalives tolerated (default 2)' })
-        .option('reconnect-base', { type: 'string', describe: 'first reconnect delay ceiling (default 250ms)' })
-        .option('reconnect-cap', { type: 'string', describe: 'longest reconnect delay (default 30s)' })
-        .option('max-streams', { type: 'number', describe: 'streams open at once (default 10000)' })
-        .option('handshake-timeout', { type: 'string', describe: 'inner TLS handshake bound (default 10s)' })
-        .option('connect-timeout', { type: 'string', describe: 'bound on dialling a target (default 10s)' })
-        .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' }),
+        .options(
+          flagOptions(gatewayConfigSchema, [
+            'ops_allow_remote',
+            'http_upstream_tls',
+            'http_upstream_ca',
+            'keepalive_interval',
+            'keepalive_count_max',
+            'reconnect_base',
+            'reconnect_cap',
+            'max_streams',
+            'handshake_timeout',
+            'connect_timeout',
+            'revocation_poll',
+          ]),
+        ),
     async (argv) => {
       try {
         const config = configOf(argv);

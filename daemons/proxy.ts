@@ -12,6 +12,7 @@ import { GatewayError } from '../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import { asProxyConfig, enrollCommand, PROXY_VERSION, type ProxyConfig, serve } from '../lib/proxy/serve.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
+import { flagOptions } from '../lib/runtime/config-doc.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
@@ -99,11 +100,7 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('max-streams-per-gateway', { type: 'number', describe: 'streams per gateway (default 1000)' })
         .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
-        .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
-        .option('max-auth-attempts', {
-          type: 'number',
-          describe: 'refused SSH logins before the connection drops (default 6)',
-        }),
+        .options(flagOptions(proxyConfigSchema, ['ops_allow_remote', 'max_auth_attempts'])),
     async (argv) => {
       try {
         const config = configOf(argv);

@@ -124,3 +124,28 @@ export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${
   out.push('');
   return out.join('\n');
 }
+
+export interface FlagOption {
+  type: 'string' | 'number' | 'boolean' | 'array';
+  string?: true;
+  describe: string;
+}
+
+/**
+ * Command-line options (yargs' `.options()`) for these config keys, named and described from the schema, so
+ * `--help`, the sample config and the loader agree. No default is set: an absent flag must stay absent, or it
+ * would hide the environment and the config file.
+ */
+export function flagOptions(schema: ConfigSchema, keys: readonly string[]): Record<string, FlagOption> {
+  const options: Record<string, FlagOption> = {};
+  for (const key of keys) {
+    const spec = schema.keys[key];
+    const flag = spec && flagOf(key, spec);
+    if (!spec || !flag) throw new Error(`config key ${key} of ${schema.daemon} has no flag`);
+    const describe = `${spec.description} (${defaultText(spec)})`;
+    const type =
+      spec.type === 'bool' ? 'boolean' : spec.type === 'int' ? 'number' : spec.type === 'list' ? 'array' : 'string';
+    options[flag.slice(2)] = type === 'array' ? { type, string: true, describe } : { type, describe };
+  }
+  return options;
+}

@@ -11,7 +11,7 @@ import {
   parseCommandLine,
   readConfigFile,
 } from '../../lib/runtime/config.js';
-import { renderHelp, renderSampleConfig } from '../../lib/runtime/config-doc.js';
+import { flagOptions, renderHelp, renderSampleConfig } from '../../lib/runtime/config-doc.js';
 import {
   defineSchema,
   each,
@@ -299,4 +299,15 @@ test('flags come from the schema: a declared name, the dashed key by default, or
     missing.message,
     /key "ca_url": required; set it in \/etc\/infisical\/gateway\.conf, INFISICAL_GATEWAY_CA_URL or --ca/,
   );
+});
+
+test('flagOptions: yargs options named, typed and described by the schema, never with a default', () => {
+  const options = flagOptions(schema, ['max_streams', 'strict', 'proxies', 'keepalive']);
+  assert.deepEqual(options['max-streams'], { type: 'number', describe: 'Streams per tunnel. (default: 100)' });
+  assert.deepEqual(options['strict'], { type: 'boolean', describe: 'Be strict. (default: true)' });
+  assert.deepEqual(options['proxies'], { type: 'array', string: true, describe: 'Peers. (default: (empty))' });
+  assert.deepEqual(options['keepalive'], { type: 'string', describe: 'Keepalive interval. (default: 15s)' });
+  const noFlag = defineSchema('gateway', 'x', { renew: keys.bool({ default: true, flag: null, description: 'R.' }) });
+  assert.throws(() => flagOptions(noFlag, ['renew']), /config key renew of gateway has no flag/);
+  assert.throws(() => flagOptions(noFlag, ['nope']), /config key nope of gateway has no flag/);
 });
