@@ -3,7 +3,7 @@
  * (lib/ca/http) validates bodies against these schemas before anything else; the client (ca-client.ts) is typed
  * by them. Schemas are strict: unknown fields are refused, strings and arrays are bounded.
  */
-import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
 import { accept, refuse, type Verdict } from './errors.js';
 import { GRANT_MODES, type GrantMode, type GrantTarget, isValidHost } from './grant.js';
 import { isValidId } from './identity.js';
@@ -295,14 +295,27 @@ export interface RevocationEntry {
   subject: string;
   at: string;
 }
+/**
+ * The proxies a component of some scope should keep tunnels to (a gateway: the instance proxies and its org's
+ * own, none revoked or deleted), carried by the signed feed. `version` is a digest of `list` (proxyListVersion),
+ * so a client that passes the version it holds is answered at once only when the list changed.
+ */
+export interface FeedProxyList {
+  version: string;
+  list: ProxyInfo[];
+}
 export interface RevocationFeed {
   since: number;
   seq: number;
   issuedAt: string;
   entries: RevocationEntry[];
+  /** For gateways only: the proxy list of their scope (absent for proxies and admin readers). */
+  proxies?: FeedProxyList;
   /** Base64 Ed25519 signature over revocationFeedBytes(...). */
   signature: string;
 }
+/** Longest a feed read may wait for news (`wait` query parameter, seconds). */
+export const FEED_MAX_WAIT_SEC = 30;
 export interface AuditEntry {
   seq: number;
   at: string;
@@ -336,8 +349,33 @@ export function revocationFeedBytes(feed: Omit<RevocationFeed, 'signature'>): Bu
     subject: e.subject,
     at: e.at,
   }));
-  const canonical = { since: feed.since, seq: feed.seq, issuedAt: feed.issuedAt, entries };
-  return Buffer.from(`infisical-revocations-v1\n${JSON.stringify(canonical)}`, 'utf8');
+  const canonical = {
+    since: feed.since,
+    seq: feed.seq,
+    issuedAt: feed.issuedAt,
+    entries,
+    proxies: feed.proxies ? { version: feed.proxies.version, list: feed.proxies.list.map(canonicalProxy) } : null,
+  };
+  return Buffer.from(`infisical-revocations-v2\n${JSON.stringify(canonical)}`, 'utf8');
+}
+
+function canonicalProxy(p: ProxyInfo): ProxyInfo {
+  return {
+    proxyId: p.proxyId,
+    scope: p.scope,
+    hostname: p.hostname,
+    hostnames: [...p.hostnames],
+    sshAddress: p.sshAddress,
+    tlsAddress: p.tlsAddress,
+  };
+}
+
+/** The version of a proxy list: a digest of its canonical form, sorted by scope and id (order-independent). */
+export function proxyListVersion(list: readonly ProxyInfo[]): string {
+  const sorted = [...list]
+    .map(canonicalProxy)
+    .sort((a, b) => `${a.scope}/${a.proxyId}`.localeCompare(`${b.scope}/${b.proxyId}`));
+  return createHash('sha256').update(JSON.stringify(sorted)).digest('hex').slice(0, 32);
 }
 
 /** Checks a feed's signature with the revocationFeedKey (PEM SPKI of an Ed25519 key). */

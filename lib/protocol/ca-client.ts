@@ -22,6 +22,7 @@ import {
   type CreateIdentityRequest,
   type CreateIdentityResponse,
   type EnrollmentTokenResponse,
+  FEED_MAX_WAIT_SEC,
   type GatewayEnrollRequest,
   type GatewayEnrollResponse,
   type GrantRequest,
@@ -159,18 +160,33 @@ export class CaClient {
   /**
    * Revocations after `since`, authenticated by the current certificate (or, without one, the access token).
    * With `feedKey` (from enrollment), the feed's signature is checked and a bad one throws E_CERT_SIGNATURE.
+   * With `waitSec`, the CA holds the request (a long-poll, at most FEED_MAX_WAIT_SEC) until there is a new entry
+   * or the proxy list differs from `proxiesVersion`; `signal` aborts the wait (a daemon stopping).
    */
   async revocations(
     since: number,
-    opts: { current?: CurrentCredentials; feedKey?: string } = {},
+    opts: {
+      current?: CurrentCredentials;
+      feedKey?: string;
+      waitSec?: number;
+      proxiesVersion?: string;
+      signal?: AbortSignal;
+    } = {},
   ): Promise<RevocationFeed> {
     let target = `${PATHS.revocations}?since=${Math.max(0, Math.floor(since))}`;
+    const waitSec = Math.min(FEED_MAX_WAIT_SEC, Math.max(0, Math.floor(opts.waitSec ?? 0)));
+    if (waitSec > 0) target += `&wait=${waitSec}`;
+    if (opts.proxiesVersion) target += `&proxies=${encodeURIComponent(opts.proxiesVersion)}`;
     let headers: Record<string, string> = {};
     if (opts.current) {
       target += `&timestamp=${this.#nowSec()}&nonce=${randomBytes(16).toString('base64url')}`;
       headers = this.#signatureHeaders(Buffer.from(target, 'utf8'), opts.current);
     }
-    const feed = await this.#call<RevocationFeed>('GET', target, undefined, headers);
+    const timeoutMs = (this.#options.timeoutMs ?? 15_000) + waitSec * 1000;
+    const feed = await this.#call<RevocationFeed>('GET', target, undefined, headers, {
+      timeoutMs,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
     if (opts.feedKey) {
       const v = verifyRevocationFeed(feed, opts.feedKey);
       if (!v.ok) throw new CaApiError(v.code, v.reason, 200);
@@ -195,7 +211,13 @@ export class CaClient {
     return this.#call<T>('POST', path, body, this.#signatureHeaders(body, current));
   }
 
-  async #call<T>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
+  async #call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    extra: Record<string, string> = {},
+    call: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (payload) {
@@ -204,8 +226,9 @@ export class CaClient {
     }
     if (this.#options.accessToken && !extra[HEADER_CERT])
       headers['authorization'] = `Bearer ${this.#options.accessToken}`;
-    const timeoutMs = this.#options.timeoutMs ?? 15_000;
-    const deadline = AbortSignal.timeout(timeoutMs);
+    const timeoutMs = call.timeoutMs ?? this.#options.timeoutMs ?? 15_000;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const deadline = call.signal ? AbortSignal.any([timeout, call.signal]) : timeout;
     const socket = await this.#connectPinned(deadline);
     try {
       const res = await new Promise<IncomingMessage>((resolve, reject) => {
@@ -238,6 +261,7 @@ export class CaClient {
       throw new CaApiError(code, String(err.message ?? `HTTP ${status}`), status);
     } catch (err) {
       if (err instanceof CaApiError) throw err;
+      if (call.signal?.aborted) throw new CaApiError('E_TIMEOUT', 'request cancelled', 0, { cause: err });
       if (deadline.aborted)
         throw new CaApiError('E_TIMEOUT', `no answer from the CA within ${timeoutMs} ms`, 0, { cause: err });
       throw new CaApiError('E_CA_UNREACHABLE', (err as Error).message, 0, { cause: err });

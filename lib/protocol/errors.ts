@@ -55,6 +55,8 @@ export const ErrorCodes = {
   E_POLICY_DENIED: 'no policy rule allows this access',
   E_ORG_MISMATCH: 'object belongs to another organization',
   E_SUBJECT_REVOKED: 'gateway, proxy or identity has been revoked',
+  E_CERT_SUPERSEDED: 'certificate was already renewed; only its successor may renew or be used',
+  E_FEED_STALE: 'the CA revocation feed has not been read successfully for too long',
   // routing and streams (lib/proxy, lib/gateway, lib/client)
   E_ROUTE_FORBIDDEN: 'proxy refuses to route this connection',
   E_GATEWAY_OFFLINE: 'gateway has no tunnel on this proxy',
