@@ -13,6 +13,7 @@ import { asGatewayConfig, enrollCommand, GATEWAY_VERSION, type GatewayConfig, se
 import { GatewayError } from '../lib/protocol/errors.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
 import { flagOptions } from '../lib/runtime/config-doc.js';
+import { daemonExitStatus } from '../lib/runtime/exit-status.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
@@ -28,7 +29,7 @@ function fail(err: unknown, json: boolean): void {
   const message = (err as Error).message;
   if (json) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
   else process.stderr.write(`infisical-gateway: ${code}: ${message}\n`);
-  process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+  process.exitCode = daemonExitStatus(code);
 }
 
 function globalOptions(y: Argv): Argv {

@@ -13,6 +13,7 @@ import { proxyConfigSchema } from '../lib/proxy/config.js';
 import { asProxyConfig, enrollCommand, PROXY_VERSION, type ProxyConfig, serve } from '../lib/proxy/serve.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
 import { flagOptions } from '../lib/runtime/config-doc.js';
+import { daemonExitStatus } from '../lib/runtime/exit-status.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
@@ -28,7 +29,7 @@ function fail(err: unknown, json: boolean): void {
   const message = (err as Error).message;
   if (json) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
   else process.stderr.write(`infisical-proxy: ${code}: ${message}\n`);
-  process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+  process.exitCode = daemonExitStatus(code);
 }
 
 function globalOptions(y: Argv): Argv {

@@ -2,6 +2,7 @@
  * The gateway daemon's configuration keys (flags > environment INFISICAL_GATEWAY_* > /etc/infisical/gateway.conf
  * > defaults). Declared once: the loader, --help and the sample config read this.
  */
+import { enrolledKeys } from '../enrolled/config-keys.js';
 import { defineSchema, durationRange, httpsUrl, intRange, keys } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
 
@@ -108,16 +109,7 @@ export const gatewayConfigSchema = defineSchema(
       description: 'Time to connect to a target.',
       validate: durationRange(100, 300_000),
     }),
-    revocation_poll: keys.duration({
-      default: 10_000,
-      description: 'How often the signed revocation feed is read from the CA (0: never).',
-      validate: durationRange(0, 3_600_000),
-    }),
-    renew: keys.bool({
-      flag: null,
-      default: true,
-      description: 'Renew certificates at about 2/3 of their lifetime.',
-    }),
+    ...enrolledKeys(),
     ...runtimeKeys({ opsListen: '127.0.0.1:9472' }),
   },
 );

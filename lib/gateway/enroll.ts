@@ -4,34 +4,14 @@
  * list, which become the GatewayState that `serve` runs on. Renewal sends fresh keys, authenticated by the
  * current TLS key (lib/protocol/ca-client).
  */
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { createCsrPem } from '../pki/csr.js';
-import { generateKeyPair, loadPrivateKey, privateKeyPem } from '../pki/keys.js';
+import { createPublicKey } from 'node:crypto';
+import { type FreshKeys, freshKeys } from '../enrolled/keys.js';
+import { loadPrivateKey } from '../pki/keys.js';
 import type { GatewayEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
 import { parseIdentityOfKind } from '../protocol/identity.js';
-import { formatPublicKey, publicKeyBlob, toOpenSshPrivateKey } from '../sshcert/index.js';
 import type { GatewayState } from './state.js';
-
-interface FreshKeys {
-  tlsKeyPem: string;
-  csr: string;
-  sshPrivateKey: string;
-  sshPublicKey: string;
-}
-
-async function freshKeys(gatewayId: string): Promise<FreshKeys> {
-  const tls = await generateKeyPair('ecdsa-p256');
-  const ssh = generateKeyPairSync('ed25519').privateKey;
-  return {
-    tlsKeyPem: privateKeyPem(tls.privateKey),
-    // The CA's profile decides every name; the CN only helps people reading a CSR.
-    csr: createCsrPem({ privateKey: tls.privateKey, commonName: gatewayId }),
-    sshPrivateKey: toOpenSshPrivateKey(ssh, `infisical-gateway ${gatewayId}`),
-    sshPublicKey: formatPublicKey(publicKeyBlob(ssh), gatewayId),
-  };
-}
 
 /** Turns the CA's answer into the stored state, refusing an answer for another org or gateway. */
 export function stateFromResponse(
@@ -82,7 +62,7 @@ export interface EnrollOptions {
 }
 
 export async function enroll(o: EnrollOptions): Promise<GatewayState> {
-  const keys = await freshKeys(o.gatewayId);
+  const keys = await freshKeys('gateway', o.gatewayId);
   const response = await o.client.enrollGateway({
     orgId: o.orgId,
     gatewayId: o.gatewayId,
@@ -95,7 +75,7 @@ export async function enroll(o: EnrollOptions): Promise<GatewayState> {
 
 /** Renews every certificate with fresh keys, proving itself with the current TLS key. */
 export async function renew(client: CaClient, current: GatewayState): Promise<GatewayState> {
-  const keys = await freshKeys(current.gatewayId);
+  const keys = await freshKeys('gateway', current.gatewayId);
   const response = await client.renewGateway(
     { csr: keys.csr, sshPublicKey: keys.sshPublicKey },
     { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) },

@@ -5,7 +5,10 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
+import { FeedFollower, type FeedHealth, isSelfRefusal } from '../enrolled/feed.js';
+import { RenewalScheduler, type RenewalWindow } from '../enrolled/renewal.js';
 import { loadPrivateKey } from '../pki/keys.js';
+import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import { GatewayError, unwrap } from '../protocol/errors.js';
 import type { Audit } from '../runtime/log.js';
@@ -16,7 +19,6 @@ import { renew } from './enroll.js';
 import { InnerServer, type Refusal } from './inner.js';
 import type { ModeLimits, UpstreamTls } from './modes.js';
 import { type PoolLog, type PoolStatus, TunnelPool } from './pool.js';
-import { earliestRenewal, type RenewalWindow } from './renewal.js';
 import { type Revocation, RevocationSet } from './revocations.js';
 import type { GatewayState, GatewayStore } from './state.js';
 import { type StreamRecord, StreamRegistry } from './streams.js';
@@ -32,8 +34,13 @@ export interface GatewaySettings {
   maxStreams: number;
   handshakeTimeoutMs: number;
   limits?: Partial<ModeLimits>;
-  /** 0: never poll. */
+  /** Retry interval of the revocation feed while the CA cannot be reached (and the poll interval without
+   * long-polling); 0: never read the feed. */
   revocationPollMs: number;
+  /** Long-poll hold asked of the CA, seconds (0: plain polling). */
+  feedWaitSec?: number;
+  /** The feed counts as stale (readiness fails) after this long without a successful read. */
+  feedStaleAfterMs?: number;
   renew: boolean;
 }
 
@@ -50,6 +57,8 @@ export interface GatewayHooks {
   onTunnels?: (status: PoolStatus) => void;
   onStreamEnd?: (record: StreamRecord) => void;
   onRefused?: (refusal: Refusal) => void;
+  /** This gateway learned it is revoked (or its certificate superseded): tunnels are closed already. */
+  onRevokedSelf?: (reason: string) => void;
   version?: string;
 }
 
@@ -65,9 +74,9 @@ export class Gateway {
   readonly inner: InnerServer;
   readonly pool: TunnelPool;
   #sshCreds: Map<string, TunnelCredentials>;
-  #renewTimer: NodeJS.Timeout | undefined;
-  #feedTimer: NodeJS.Timeout | undefined;
-  #revokedSelf = false;
+  readonly renewal: RenewalScheduler;
+  readonly feed: FeedFollower | undefined;
+  #revokedSelf: string | undefined;
 
   constructor(state: GatewayState, settings: GatewaySettings, hooks: GatewayHooks) {
     this.#state = state;
@@ -99,7 +108,7 @@ export class Gateway {
     });
     this.pool = new TunnelPool({
       gatewayId: state.gatewayId,
-      proxies: endpoints(state),
+      proxies: this.#activeProxies(),
       credentialsFor: (p) => this.#credentialsFor(p),
       onChannel: (channel, _info, proxy) => this.inner.handle(channel, { proxyId: proxy.proxyId }),
       backoff: settings.backoff,
@@ -110,6 +119,51 @@ export class Gateway {
       now: () => now().getTime(),
     });
     this.pool.on('change', (s) => hooks.onTunnels?.(s));
+    this.renewal = new RenewalScheduler({
+      windows: () => certWindows(this.#state),
+      renew: () => this.#renew(),
+      isFinal: isSelfRefusal,
+      onFinal: (err) => this.#enterRevoked((err as Error).message),
+      now: () => now().getTime(),
+      ...(hooks.random ? { random: hooks.random } : {}),
+      log: hooks.log,
+    });
+    this.feed = hooks.ca && settings.revocationPollMs > 0 ? this.#follower(hooks.ca, settings, now) : undefined;
+  }
+
+  #follower(ca: CaClient, settings: GatewaySettings, now: () => Date): FeedFollower {
+    const store = this.#hooks.store;
+    let seq = 0;
+    let version: string | undefined;
+    return new FeedFollower({
+      client: ca,
+      current: () => ({
+        certificate: this.#state.tlsChainPem,
+        privateKey: loadPrivateKey(this.#state.tlsKeyPem),
+        feedKey: this.#state.revocationFeedKey,
+      }),
+      position: {
+        seq: () => store?.feedSeq() ?? seq,
+        setSeq: (n) => {
+          seq = n;
+          store?.setFeedSeq(n);
+        },
+      },
+      apply: (entries) => this.#applyFeed(entries),
+      proxies: {
+        version: () => version,
+        apply: (list) => {
+          version = list.version;
+          this.#applyProxyList(list);
+        },
+      },
+      onRevokedSelf: (err) => this.#enterRevoked(err.message),
+      waitSec: settings.feedWaitSec ?? 25,
+      retryMs: settings.revocationPollMs,
+      staleAfterMs: settings.feedStaleAfterMs ?? 300_000,
+      now: () => now().getTime(),
+      log: this.#hooks.log,
+    });
   }
 
   get state(): GatewayState {
@@ -121,8 +175,17 @@ export class Gateway {
       throw new GatewayError('E_SUBJECT_REVOKED', `gateway ${this.#state.gatewayId} has been revoked`);
     }
     this.pool.start();
-    this.#scheduleRenewal();
-    this.#scheduleFeed(0);
+    if (this.#settings.renew && this.#hooks.ca) this.renewal.start();
+    this.feed?.start();
+  }
+
+  /** Why this gateway stopped serving (revoked, superseded), or undefined while it serves. */
+  get revokedReason(): string | undefined {
+    return this.#revokedSelf;
+  }
+
+  feedHealth(): FeedHealth | undefined {
+    return this.feed?.health();
   }
 
   /** The `health` mode's document and the ops endpoint's detail. */
@@ -157,12 +220,13 @@ export class Gateway {
     this.#state = state;
     this.#settings = settings;
     this.#sshCreds = ssh;
-    this.pool.setProxies(endpoints(state));
+    if (this.#revokedSelf) return;
+    this.pool.setProxies(this.#activeProxies());
     if (sshChanged) {
       const failures = await this.pool.renew();
       for (const f of failures) this.#hooks.log.warn({ proxyId: f.proxyId, err: f.error }, 'make-before-break failed');
     }
-    this.#scheduleRenewal();
+    this.renewal.reschedule();
   }
 
   /** Revocation entry point (operator or the CA's feed): remembered, and live streams it covers end now. */
@@ -177,46 +241,89 @@ export class Gateway {
       streamsEnded: ended,
     });
     if (r.kind === 'gateway' && r.subject === this.#state.gatewayId && (!r.orgId || r.orgId === this.#state.orgId)) {
-      this.#revokedSelf = true;
-      this.#hooks.log.error({ gatewayId: r.subject }, 'this gateway has been revoked: closing every tunnel');
-      void this.pool.close();
+      this.#enterRevoked(`gateway ${r.subject} was revoked`);
+    } else if (r.kind === 'gateway' && r.subject === this.#state.gatewayUri) {
+      this.#enterRevoked(`gateway ${r.subject} was revoked`);
     }
-    if (r.kind === 'proxy') {
-      this.pool.setProxies(endpoints(this.#state).filter((p) => p.proxyId !== r.subject));
-    }
+    if (r.kind === 'proxy' && !this.#revokedSelf) this.pool.setProxies(this.#activeProxies());
     return ended;
   }
 
   get revokedSelf(): boolean {
-    return this.#revokedSelf;
+    return this.#revokedSelf !== undefined;
   }
 
-  /** Renews now (the scheduler calls this); persists, then reloads make-before-break. */
-  async renewNow(): Promise<void> {
+  /** Renews now (also what the scheduler calls); persists, then reloads make-before-break. */
+  renewNow(): Promise<void> {
+    return this.renewal.renewNow();
+  }
+
+  async #renew(): Promise<void> {
     if (!this.#hooks.ca) throw new GatewayError('E_CONFIG_INVALID', 'no CA client configured for renewal');
-    const next = await renew(this.#hooks.ca, this.#state);
-    this.#hooks.store?.saveEnrollment(next);
+    const store = this.#hooks.store;
+    // `renew` run beside serve may have renewed already: renew from what is stored, never from a stale copy.
+    const current = store?.isEnrolled() ? store.load() : this.#state;
+    const next = await renew(this.#hooks.ca, current);
+    store?.saveEnrollment(next);
     this.#hooks.audit('gateway.renewed', { notAfter: next.notAfter });
     await this.reload({ state: next });
   }
 
-  /** Reads the signed revocation feed once. */
+  /** Reads the signed revocation feed once, without waiting (tests, operators). */
   async pollRevocations(): Promise<number> {
-    const ca = this.#hooks.ca;
-    const store = this.#hooks.store;
-    if (!ca) return 0;
-    const since = store?.feedSeq() ?? 0;
-    const feed = await ca.revocations(since, {
-      current: { certificate: this.#state.tlsChainPem, privateKey: loadPrivateKey(this.#state.tlsKeyPem) },
-      feedKey: this.#state.revocationFeedKey,
-    });
-    let applied = 0;
-    for (const e of feed.entries) {
-      this.revoke({ kind: e.kind, subject: e.subject, orgId: e.orgId, seq: e.seq });
-      applied++;
-    }
-    store?.setFeedSeq(feed.seq);
-    return applied;
+    return this.feed ? this.feed.readOnce() : 0;
+  }
+
+  #applyFeed(entries: readonly RevocationEntry[]): void {
+    for (const e of entries) this.revoke({ kind: e.kind, subject: e.subject, orgId: e.orgId, seq: e.seq });
+  }
+
+  /** A new proxy list from the CA (signed, in the feed): stored, then the pool follows it. */
+  #applyProxyList(list: FeedProxyList): void {
+    const proxies = list.list.map((p) => ({
+      proxyId: p.proxyId,
+      scope: p.scope,
+      hostname: p.hostname,
+      sshAddress: p.sshAddress,
+      tlsAddress: p.tlsAddress,
+    }));
+    this.#hooks.store?.saveProxies(proxies);
+    this.#state = { ...this.#state, proxies };
+    this.#hooks.log.info(
+      { proxies: proxies.map((p) => p.proxyId), version: list.version },
+      'proxy list from the CA applied',
+    );
+    if (!this.#revokedSelf) this.pool.setProxies(this.#activeProxies());
+  }
+
+  /**
+   * The proxies to keep tunnels to: the stored list less every revoked proxy. The one place the pool's list is
+   * made, so a reload or a restart can never bring back a proxy the gateway knows to be revoked.
+   */
+  #activeProxies(): ProxyEndpoint[] {
+    return endpoints(this.#state).filter(
+      (p) => !this.revoked.has('proxy', p.proxyId, p.scope === 'org' ? this.#state.orgId : null),
+    );
+  }
+
+  /**
+   * This gateway is revoked (or its certificates superseded): it closes every tunnel and stops renewing and
+   * reading the feed, but keeps running so that readiness and STATUS= say why (a restart would exit).
+   */
+  #enterRevoked(reason: string): void {
+    if (this.#revokedSelf) return;
+    this.#revokedSelf = reason;
+    // Remembered, so a restart exits (EXIT_REVOKED) instead of serving again.
+    this.#hooks.store?.addRevocation({ kind: 'gateway', subject: this.#state.gatewayId, orgId: this.#state.orgId });
+    this.#hooks.log.error(
+      { gatewayId: this.#state.gatewayId, reason },
+      'this gateway is revoked: closing every tunnel',
+    );
+    this.renewal.stop();
+    void this.feed?.stop();
+    this.registry.endAll('E_SUBJECT_REVOKED', reason);
+    void this.pool.close();
+    this.#hooks.onRevokedSelf?.(reason);
   }
 
   /** SIGTERM: stop taking streams, let open ones finish until the deadline, then cut them. */
@@ -234,47 +341,14 @@ export class Gateway {
   }
 
   #stopTimers(): void {
-    if (this.#renewTimer) clearTimeout(this.#renewTimer);
-    if (this.#feedTimer) clearTimeout(this.#feedTimer);
-    this.#renewTimer = undefined;
-    this.#feedTimer = undefined;
+    this.renewal.stop();
+    void this.feed?.stop();
   }
 
   #credentialsFor(proxy: ProxyEndpoint): TunnelCredentials {
     const c = this.#sshCreds.get(proxy.scope);
     if (!c) throw new GatewayError('E_SSH_AUTH', `no SSH certificate for ${proxy.scope} proxies; re-enroll`);
     return c;
-  }
-
-  #scheduleRenewal(): void {
-    if (this.#renewTimer) clearTimeout(this.#renewTimer);
-    if (!this.#settings.renew || !this.#hooks.ca) return;
-    const now = (this.#hooks.now ?? (() => new Date()))().getTime();
-    const delay = earliestRenewal(certWindows(this.#state), now, this.#hooks.random ?? Math.random);
-    if (delay === undefined) return;
-    // setTimeout's limit is ~24.8 days; a longer wait re-schedules itself.
-    this.#renewTimer = setTimeout(
-      () => {
-        void this.renewNow().catch((err: Error) => {
-          this.#hooks.log.error({ err: err.message }, 'renewal failed; retrying in a minute');
-          this.#renewTimer = setTimeout(() => this.#scheduleRenewal(), 60_000);
-          this.#renewTimer.unref();
-        });
-      },
-      Math.min(delay, 2 ** 31 - 1),
-    );
-    this.#renewTimer.unref();
-  }
-
-  #scheduleFeed(delay: number): void {
-    const every = this.#settings.revocationPollMs;
-    if (!this.#hooks.ca || every <= 0) return;
-    this.#feedTimer = setTimeout(() => {
-      void this.pollRevocations()
-        .catch((err: Error) => this.#hooks.log.warn({ err: err.message }, 'revocation feed read failed'))
-        .finally(() => this.#scheduleFeed(every));
-    }, delay);
-    this.#feedTimer.unref();
   }
 
   #streamEnded(r: StreamRecord): void {

@@ -50,9 +50,18 @@ export class RevocationSet {
   }
 }
 
+/**
+ * Certificates are keyed by serial alone: the feed names the org a serial was issued in, but admission looks a
+ * serial up without one (the verifier sees serials only), and serials are random per issuance, so dropping the
+ * org can only make a lookup fail closed.
+ */
 function keyOf(r: Revocation): string {
-  const subject = r.kind === 'certificate' ? r.subject.toLowerCase().replace(/^0+(?=.)/, '') : r.subject;
-  return r.orgId ? `${r.orgId}/${subject}` : subject;
+  if (r.kind === 'certificate')
+    return r.subject
+      .toLowerCase()
+      .replace(/^0x/, '')
+      .replace(/^0+(?=.)/, '');
+  return r.orgId ? `${r.orgId}/${r.subject}` : r.subject;
 }
 
 /** Does revocation `r` end a stream carried under `grant` with inner client cert `serialHex`? */

@@ -5,6 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { watchGeneration } from '../enrolled/store.js';
 import { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { ConfigOf } from '../runtime/config-schema.js';
@@ -16,7 +18,7 @@ import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
 import type { gatewayConfigSchema } from './config.js';
 import { enroll } from './enroll.js';
-import { Gateway, type GatewaySettings } from './gateway.js';
+import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
 import { GatewayStore } from './state.js';
 
 export const GATEWAY_VERSION = '0.1.0';
@@ -44,6 +46,8 @@ export interface GatewayConfig {
   readonly handshake_timeout: number;
   readonly connect_timeout: number;
   readonly revocation_poll: number;
+  readonly feed_wait: number;
+  readonly feed_stale_after: number;
   readonly renew: boolean;
   readonly log_level: string;
   readonly ops_listen: string;
@@ -87,6 +91,8 @@ export function settingsFrom(config: GatewayConfig): GatewaySettings {
     handshakeTimeoutMs: config.handshake_timeout,
     limits: { connectTimeoutMs: config.connect_timeout },
     revocationPollMs: config.revocation_poll,
+    feedWaitSec: Math.round(config.feed_wait / 1000),
+    feedStaleAfterMs: config.feed_stale_after,
     renew: config.renew,
   };
 }
@@ -168,6 +174,7 @@ export async function serve(
     ca,
     version: GATEWAY_VERSION,
     onTunnels: (s) => {
+      if (gateway?.revokedSelf) return;
       const status = `tunnels up ${s.up}/${s.total}, streams ${gateway?.registry.size ?? 0}`;
       if (s.up > 0 && lifecycle?.state === 'starting') lifecycle.ready(status);
       else notifier.status(status);
@@ -178,21 +185,36 @@ export async function serve(
       bytes.inc({ direction: 'out' }, r.bytesOut);
     },
     onRefused: (r) => refusals.inc({ code: r.code }),
+    onRevokedSelf: (reason) => notifier.status(`REVOKED: ${reason}; every tunnel closed; enroll again`),
   });
   metrics.gauge(`${p}tunnels_up`, 'Tunnels up', [], (g) => g.set(gateway.pool.status().up));
   metrics.gauge(`${p}tunnels_total`, 'Proxies assigned', [], (g) => g.set(gateway.pool.status().total));
   metrics.gauge(`${p}streams_active`, 'Streams open now', [], (g) => g.set(gateway.registry.size));
+  const standing = {
+    revoked: () => gateway.revokedReason,
+    feed: () => gateway.feedHealth(),
+    staleAfterMs: config.feed_stale_after,
+  };
+  registerStandingMetrics(metrics, standing, {
+    notAfterMs: () => Math.min(...certWindows(gateway.state).map((w) => w.notAfter.getTime())),
+    nextRenewalMs: () => gateway.renewal.nextAt,
+  });
 
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,
     metrics,
-    readiness: () => {
-      const t = gateway.pool.status();
-      return t.up > 0
-        ? { ready: true, reason: `tunnels up ${t.up}/${t.total}`, detail: { tunnelsUp: t.up, tunnelsTotal: t.total } }
-        : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total } };
-    },
+    readiness: () =>
+      enrolledReadiness(standing, () => {
+        const t = gateway.pool.status();
+        return t.up > 0
+          ? { ready: true, reason: `tunnels up ${t.up}/${t.total}`, detail: { tunnelsUp: t.up, tunnelsTotal: t.total } }
+          : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total } };
+      }),
+  });
+  // A renewal written by another process (`infisical-gateway renew` beside serve) is picked up without a restart.
+  const watch = watchGeneration(store, () => {
+    if (store.load().tlsChainPem !== gateway.state.tlsChainPem) void lifecycle?.reload();
   });
   lifecycle = new Lifecycle({
     notifier,
@@ -204,6 +226,7 @@ export async function serve(
         await gateway.reload({ settings: settingsFrom(next), state: store.load() });
       },
       drain: async (deadlineMs) => {
+        watch.stop();
         await gateway.drain(Math.max(0, deadlineMs - Date.now()));
         await ops.close();
         store.close();

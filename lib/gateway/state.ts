@@ -5,11 +5,11 @@
  * half of a renewal.
  */
 
-import type { RevocationKind } from '../protocol/api.js';
+import { StateSecrets } from '../enrolled/secrets.js';
+import { EnrolledStore } from '../enrolled/store.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { AuditRecord } from '../runtime/log.js';
-import { type Db, type Migration, openDatabase } from '../store/db.js';
-import type { Revocation } from './revocations.js';
+import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyScope } from './tunnel.js';
 
 export const GATEWAY_MIGRATIONS: readonly Migration[] = [
@@ -58,6 +58,25 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    // As the proxy keeps them ('' = any org): a NULL in a primary key let the same entry be stored twice.
+    name: 'revocations keyed with org_id NOT NULL',
+    sql: `
+      CREATE TABLE revocations_v2 (
+        kind TEXT NOT NULL,
+        org_id TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL,
+        seq INTEGER,
+        at TEXT NOT NULL,
+        PRIMARY KEY (kind, org_id, subject)
+      );
+      INSERT OR IGNORE INTO revocations_v2 (kind, org_id, subject, seq, at)
+        SELECT kind, COALESCE(org_id, ''), subject, seq, at FROM revocations;
+      DROP TABLE revocations;
+      ALTER TABLE revocations_v2 RENAME TO revocations;
+    `,
+  },
 ];
 
 export interface ProxyRecord {
@@ -92,19 +111,10 @@ export interface GatewayState {
   notAfter: string;
 }
 
-export class GatewayStore {
-  readonly db: Db;
-
-  constructor(db: Db) {
-    this.db = db;
-  }
-
-  static open(path: string): GatewayStore {
-    return new GatewayStore(openDatabase({ path, migrations: GATEWAY_MIGRATIONS }));
-  }
-
-  close(): void {
-    this.db.close();
+export class GatewayStore extends EnrolledStore {
+  /** Opens (migrating, and sealing the keys of an older state directory) with the sealing key beside it. */
+  static open(path: string, secrets = StateSecrets.beside(path, 'gateway')): GatewayStore {
+    return new GatewayStore(openDatabase({ path, migrations: GATEWAY_MIGRATIONS }), secrets);
   }
 
   /** Replaces the enrollment (first enrollment or renewal) in one transaction. */
@@ -121,9 +131,9 @@ export class GatewayStore {
         s.gatewayUri,
         s.caUrl,
         s.caFingerprint,
-        s.tlsKeyPem,
+        this.sealKey(s.tlsKeyPem, 'tls-private-key'),
         s.tlsChainPem,
-        s.sshPrivateKey,
+        this.sealKey(s.sshPrivateKey, 'ssh-private-key'),
         s.revocationFeedKey,
         s.notAfter,
         now.toISOString(),
@@ -159,9 +169,9 @@ export class GatewayStore {
       gatewayUri: row['gateway_uri']!,
       caUrl: row['ca_url']!,
       caFingerprint: row['ca_fingerprint']!,
-      tlsKeyPem: row['tls_key_pem']!,
+      tlsKeyPem: this.openKey(row['tls_key_pem']!, 'tls-private-key'),
       tlsChainPem: row['tls_chain_pem']!,
-      sshPrivateKey: row['ssh_private_key']!,
+      sshPrivateKey: this.openKey(row['ssh_private_key']!, 'ssh-private-key'),
       revocationFeedKey: row['revocation_feed_key']!,
       notAfter: row['not_after']!,
       sshCertificates: all<{ scope: ProxyScope; certificate: string }>(
@@ -176,36 +186,16 @@ export class GatewayStore {
     };
   }
 
-  isEnrolled(): boolean {
-    return this.db.prepare('SELECT 1 FROM enrollment WHERE id = 1').get() !== undefined;
-  }
-
-  /** Records a revocation; returns false when it was already known. */
-  addRevocation(r: Revocation & { seq?: number }, now = new Date()): boolean {
-    const info = this.db
-      .prepare('INSERT OR IGNORE INTO revocations (kind, org_id, subject, seq, at) VALUES (?, ?, ?, ?, ?)')
-      .run(r.kind, r.orgId ?? null, r.subject, r.seq ?? null, now.toISOString());
-    return info.changes > 0;
-  }
-
-  revocations(): Revocation[] {
-    const rows = this.db.prepare('SELECT kind, org_id, subject FROM revocations').all() as {
-      kind: RevocationKind;
-      org_id: string | null;
-      subject: string;
-    }[];
-    return rows.map((r) => ({ kind: r.kind, subject: r.subject, orgId: r.org_id }));
-  }
-
-  feedSeq(): number {
-    const row = this.db.prepare('SELECT seq FROM feed WHERE id = 1').get() as { seq: number } | undefined;
-    return row?.seq ?? 0;
-  }
-
-  setFeedSeq(seq: number): void {
-    this.db
-      .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')
-      .run(seq);
+  /** Replaces the proxy list (the CA's feed carries a new one); the rest of the enrollment stays. */
+  saveProxies(proxies: readonly ProxyRecord[]): void {
+    const db = this.db;
+    db.transaction(() => {
+      db.prepare('DELETE FROM proxies').run();
+      const proxy = db.prepare(
+        'INSERT INTO proxies (proxy_id, scope, hostname, ssh_address, tls_address) VALUES (?, ?, ?, ?, ?)',
+      );
+      for (const p of proxies) proxy.run(p.proxyId, p.scope, p.hostname, p.sshAddress, p.tlsAddress);
+    })();
   }
 
   /** The audit sink: one row per record (createAudit's `sink`). */

@@ -3,6 +3,7 @@
  * defaults). Declared once: the loader, --help and the sample config read this. `enroll` uses the enrollment
  * keys; `serve` runs from the state database and reads only listeners, limits and runtime keys here.
  */
+import { enrolledKeys } from '../enrolled/config-keys.js';
 import {
   defineSchema,
   durationRange,
@@ -119,16 +120,7 @@ export const proxyConfigSchema = defineSchema(
       description: 'Refused SSH authentication attempts before the connection is dropped.',
       validate: intRange(1, 100),
     }),
-    revocation_poll: keys.duration({
-      default: 10_000,
-      description: 'How often the signed revocation feed is read from the CA (0: never).',
-      validate: durationRange(0, 3_600_000),
-    }),
-    renew: keys.bool({
-      flag: null,
-      default: true,
-      description: 'Renew certificates at about 2/3 of their lifetime.',
-    }),
+    ...enrolledKeys(),
     ...runtimeKeys({ opsListen: '127.0.0.1:9473' }),
   },
 );

@@ -4,34 +4,13 @@
  * cert and the trust lists (instance CAs for an instance proxy, that org's CAs only for an org proxy). The
  * answer becomes the ProxyState that `serve` runs on. Renewal sends fresh keys, signed by the current TLS key.
  */
-import { generateKeyPairSync } from 'node:crypto';
-import { createCsrPem } from '../pki/csr.js';
-import { generateKeyPair, loadPrivateKey, privateKeyPem } from '../pki/keys.js';
+import { type FreshKeys, freshKeys } from '../enrolled/keys.js';
+import { loadPrivateKey } from '../pki/keys.js';
 import type { ProxyEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
-import { formatPublicKey, publicKeyBlob, toOpenSshPrivateKey } from '../sshcert/index.js';
 import { scopeOf } from './proxy.js';
 import type { ProxyState } from './state.js';
-
-interface FreshKeys {
-  tlsKeyPem: string;
-  csr: string;
-  sshPrivateKey: string;
-  sshPublicKey: string;
-}
-
-async function freshKeys(proxyId: string): Promise<FreshKeys> {
-  const tls = await generateKeyPair('ecdsa-p256');
-  const ssh = generateKeyPairSync('ed25519').privateKey;
-  return {
-    tlsKeyPem: privateKeyPem(tls.privateKey),
-    // The CA's profile decides every name; the CN only helps people reading a CSR.
-    csr: createCsrPem({ privateKey: tls.privateKey, commonName: proxyId }),
-    sshPrivateKey: toOpenSshPrivateKey(ssh, `infisical-proxy ${proxyId}`),
-    sshPublicKey: formatPublicKey(publicKeyBlob(ssh), proxyId),
-  };
-}
 
 /** What is decided locally at enrollment (not by the CA). */
 export type ProxySettings = Pick<
@@ -83,7 +62,7 @@ export interface EnrollOptions extends ProxySettings {
 }
 
 export async function enroll(o: EnrollOptions): Promise<ProxyState> {
-  const keys = await freshKeys(o.proxyId);
+  const keys = await freshKeys('proxy', o.proxyId);
   const response = await o.client.enrollProxy({
     scope: o.scope,
     ...(o.orgId ? { orgId: o.orgId } : {}),
@@ -100,7 +79,7 @@ export async function enroll(o: EnrollOptions): Promise<ProxyState> {
 
 /** Renews both certificates with fresh keys, proving itself with the current TLS key. */
 export async function renew(client: CaClient, current: ProxyState): Promise<ProxyState> {
-  const keys = await freshKeys(current.proxyId);
+  const keys = await freshKeys('proxy', current.proxyId);
   const response = await client.renewProxy(
     { csr: keys.csr, sshPublicKey: keys.sshPublicKey },
     { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) },

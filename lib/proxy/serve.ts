@@ -6,6 +6,10 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { FeedFollower, isSelfRefusal } from '../enrolled/feed.js';
+import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { RenewalScheduler } from '../enrolled/renewal.js';
+import { watchGeneration } from '../enrolled/store.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -18,8 +22,7 @@ import { type OpsServer, startOpsServer } from '../runtime/ops.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
 import type { proxyConfigSchema } from './config.js';
-import { enroll, renew, renewalDelayMs } from './enroll.js';
-import { RevocationFeedPoller } from './feed.js';
+import { enroll, renew } from './enroll.js';
 import { type ProxyLimits, ProxyServer } from './proxy.js';
 import { credentialsOf, type ProxyState, ProxyStore } from './state.js';
 
@@ -48,6 +51,8 @@ export interface ProxyConfig {
   readonly max_streams_per_gateway: number;
   readonly max_auth_attempts: number;
   readonly revocation_poll: number;
+  readonly feed_wait: number;
+  readonly feed_stale_after: number;
   readonly renew: boolean;
   readonly log_level: string;
   readonly ops_listen: string;
@@ -141,7 +146,7 @@ export interface ServeHandle {
   proxy: ProxyServer;
   ops: OpsServer;
   lifecycle: Lifecycle;
-  feed: RevocationFeedPoller;
+  feed: FeedFollower | undefined;
 }
 
 function listenOf(value: string, what: string): { host: string; port: number } {
@@ -160,6 +165,13 @@ export async function serve(
   notifier.status('opening state');
   const store = ProxyStore.open(databasePath(config));
   let state: ProxyState = store.load();
+  const self = store
+    .revocations()
+    .find((r) => r.kind === 'proxy' && r.subject === state.proxyId && r.orgId === state.orgId);
+  if (self) {
+    store.close();
+    throw new GatewayError('E_SUBJECT_REVOKED', `proxy ${state.proxyId} was revoked; enroll it again to serve`);
+  }
   const metrics = new DaemonMetrics('proxy');
   const proxy = await ProxyServer.start({
     credentials: credentialsOf(state),
@@ -170,64 +182,97 @@ export async function serve(
     log: logger,
     revocations: store.revocations(),
   });
-  const ops = await startOpsServer({
-    listen: config.ops_listen,
-    allowNonLoopback: config.ops_allow_remote,
-    metrics,
-    readiness: () => proxy.readiness(),
-  });
   const ca = new CaClient({ url: state.caUrl, fingerprint: state.caFingerprint });
-  const feed = new RevocationFeedPoller({
-    client: ca,
-    current: () => ({
-      certificate: state.tlsChainPem,
-      privateKey: loadPrivateKey(state.tlsKeyPem),
-      feedKey: state.revocationFeedKey,
-    }),
-    source: {
-      seq: () => store.feedSeq(),
-      record: (e) => store.addRevocation(e),
-      setSeq: (seq) => store.setFeedSeq(seq),
-    },
-    apply: (e) => proxy.revoke(e),
-    intervalMs: config.revocation_poll,
-    log: logger,
-  });
+
+  let revoked: string | undefined;
+  const enterRevoked = (reason: string): void => {
+    if (revoked !== undefined) return;
+    revoked = reason;
+    logger.error(
+      { proxyUri: state.proxyUri, reason },
+      'this proxy is revoked: closing its listeners, tunnels and streams',
+    );
+    store.addRevocation({ kind: 'proxy', subject: state.proxyId, orgId: state.orgId });
+    renewal.stop();
+    void feed?.stop();
+    void proxy.stop();
+    notifier.status(`REVOKED: ${reason}; listeners closed; enroll again`);
+  };
+  const isSelf = (e: { kind: string; subject: string; orgId: string | null }): boolean =>
+    e.kind === 'proxy' && (e.subject === state.proxyUri || (e.subject === state.proxyId && e.orgId === state.orgId));
+
+  const feed =
+    config.revocation_poll > 0
+      ? new FeedFollower({
+          client: ca,
+          current: () => ({
+            certificate: state.tlsChainPem,
+            privateKey: loadPrivateKey(state.tlsKeyPem),
+            feedKey: state.revocationFeedKey,
+          }),
+          position: { seq: () => store.feedSeq(), setSeq: (seq) => store.setFeedSeq(seq) },
+          apply: (entries) => {
+            for (const e of entries) {
+              store.addRevocation(e);
+              proxy.revoke(e);
+              if (isSelf(e)) enterRevoked(`proxy ${e.subject} was revoked`);
+            }
+          },
+          onRevokedSelf: (err) => enterRevoked(err.message),
+          waitSec: Math.round(config.feed_wait / 1000),
+          retryMs: config.revocation_poll,
+          staleAfterMs: config.feed_stale_after,
+          log: logger,
+        })
+      : undefined;
 
   let current = config;
-  let renewal: NodeJS.Timeout | undefined;
-  const scheduleRenewal = (): void => {
-    clearTimeout(renewal);
-    if (!current.renew) return;
-    const leaf = new X509Certificate(state.tlsChainPem);
-    const delay = renewalDelayMs(Date.parse(leaf.validFrom), Date.parse(state.notAfter), Date.now());
-    renewal = setTimeout(() => void renewNow(), Math.min(delay, 2 ** 31 - 1));
-    renewal.unref();
-  };
-  const renewNow = async (): Promise<void> => {
-    try {
-      const next = await renew(ca, state);
+  const renewal = new RenewalScheduler({
+    windows: () => {
+      const leaf = new X509Certificate(state.tlsChainPem);
+      return [{ notBefore: new Date(leaf.validFrom), notAfter: new Date(state.notAfter) }];
+    },
+    renew: async () => {
+      // `renew` run beside serve may have renewed already: renew from what is stored, never from a stale copy.
+      const next = await renew(ca, store.load());
       store.saveEnrollment(next);
       proxy.reload(credentialsOf(next));
       state = next;
       logger.info({ proxyUri: state.proxyUri, notAfter: state.notAfter }, 'certificates renewed');
-    } catch (err) {
-      logger.warn({ err }, 'renewal failed; retrying in 5 minutes');
-      renewal = setTimeout(() => void renewNow(), 5 * 60_000);
-      renewal.unref();
-      return;
-    }
-    scheduleRenewal();
-  };
+    },
+    isFinal: isSelfRefusal,
+    onFinal: (err) => enterRevoked((err as Error).message),
+    retryMs: 5 * 60_000,
+    log: logger,
+  });
 
-  const statusTimer = setInterval(() => notifier.status(proxy.status()), 10_000);
+  const standing = { revoked: () => revoked, feed: () => feed?.health(), staleAfterMs: config.feed_stale_after };
+  registerStandingMetrics(metrics, standing, {
+    notAfterMs: () => Date.parse(state.notAfter),
+    nextRenewalMs: () => renewal.nextAt,
+  });
+  const ops = await startOpsServer({
+    listen: config.ops_listen,
+    allowNonLoopback: config.ops_allow_remote,
+    metrics,
+    readiness: () => enrolledReadiness(standing, () => proxy.readiness()),
+  });
+
+  const statusTimer = setInterval(() => {
+    if (revoked === undefined) notifier.status(proxy.status());
+  }, 10_000);
   statusTimer.unref();
+  // A renewal written by another process (`infisical-proxy renew` beside serve) is picked up without a restart.
+  const watch = watchGeneration(store, () => {
+    if (store.load().tlsChainPem !== state.tlsChainPem) void lifecycle.reload();
+  });
   const lifecycle = new Lifecycle({
     notifier,
     log: logger,
     drainTimeoutMs: config.drain_timeout,
     hooks: {
       reload: () => {
+        if (revoked !== undefined) return;
         const nextConfig = reloadConfig();
         const nextState = store.load();
         // Everything is validated before anything is swapped (ProxyServer.reload); listeners stay bound.
@@ -238,11 +283,12 @@ export async function serve(
         if (nextConfig.ssh_listen !== config.ssh_listen || nextConfig.tls_listen !== config.tls_listen) {
           logger.warn({}, 'a changed listen address takes effect at the next restart');
         }
-        scheduleRenewal();
+        if (current.renew) renewal.reschedule();
       },
       drain: async (_deadlineMs, signal) => {
-        feed.stop();
-        clearTimeout(renewal);
+        watch.stop();
+        await feed?.stop();
+        renewal.stop();
         clearInterval(statusTimer);
         await proxy.drain(signal);
         await ops.close();
@@ -251,8 +297,8 @@ export async function serve(
     },
   });
   installSignalHandlers(lifecycle);
-  feed.start();
-  scheduleRenewal();
+  feed?.start();
+  if (config.renew) renewal.start();
   logger.info(
     { proxyUri: state.proxyUri, ssh: proxy.sshPort, tls: proxy.tlsPort, ops: ops.url, database: store.db.name },
     'serving',

@@ -4,12 +4,12 @@
  * feed position. `serve` needs nothing else. An enrollment or renewal replaces the whole row set in one
  * transaction, so a reload never sees half of a renewal.
  */
-import type { RevocationKind } from '../protocol/api.js';
+import { StateSecrets } from '../enrolled/secrets.js';
+import { EnrolledStore } from '../enrolled/store.js';
 import { GatewayError } from '../protocol/errors.js';
 import { parsePublicKey } from '../sshcert/index.js';
-import { type Db, type Migration, openDatabase } from '../store/db.js';
+import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyCredentials } from './proxy.js';
-import type { Revocation } from './revocations.js';
 
 export const PROXY_MIGRATIONS: readonly Migration[] = [
   {
@@ -99,19 +99,10 @@ export function credentialsOf(s: ProxyState): ProxyCredentials {
   };
 }
 
-export class ProxyStore {
-  readonly db: Db;
-
-  constructor(db: Db) {
-    this.db = db;
-  }
-
-  static open(path: string): ProxyStore {
-    return new ProxyStore(openDatabase({ path, migrations: PROXY_MIGRATIONS }));
-  }
-
-  close(): void {
-    this.db.close();
+export class ProxyStore extends EnrolledStore {
+  /** Opens (migrating, and sealing the keys of an older state directory) with the sealing key beside it. */
+  static open(path: string, secrets = StateSecrets.beside(path, 'proxy')): ProxyStore {
+    return new ProxyStore(openDatabase({ path, migrations: PROXY_MIGRATIONS }), secrets);
   }
 
   /** Replaces the enrollment (first enrollment or renewal) in one transaction. */
@@ -136,9 +127,9 @@ export class ProxyStore {
         s.tlsAddress,
         s.caUrl,
         s.caFingerprint,
-        s.tlsKeyPem,
+        this.sealKey(s.tlsKeyPem, 'tls-private-key'),
         s.tlsChainPem,
-        s.sshPrivateKey,
+        this.sealKey(s.sshPrivateKey, 'ssh-private-key'),
         s.sshHostCertificate,
         s.revocationFeedKey,
         s.notAfter,
@@ -174,9 +165,9 @@ export class ProxyStore {
       tlsAddress: text('tls_address'),
       caUrl: text('ca_url'),
       caFingerprint: text('ca_fingerprint'),
-      tlsKeyPem: text('tls_key_pem'),
+      tlsKeyPem: this.openKey(text('tls_key_pem'), 'tls-private-key'),
       tlsChainPem: text('tls_chain_pem'),
-      sshPrivateKey: text('ssh_private_key'),
+      sshPrivateKey: this.openKey(text('ssh_private_key'), 'ssh-private-key'),
       sshHostCertificate: text('ssh_host_certificate'),
       revocationFeedKey: text('revocation_feed_key'),
       notAfter: text('not_after'),
@@ -187,37 +178,5 @@ export class ProxyStore {
         (r) => r.pem,
       ),
     };
-  }
-
-  isEnrolled(): boolean {
-    return this.db.prepare('SELECT 1 FROM enrollment WHERE id = 1').get() !== undefined;
-  }
-
-  /** Records a revocation; returns false when it was already known. */
-  addRevocation(r: Revocation & { seq?: number }, now = new Date()): boolean {
-    const info = this.db
-      .prepare('INSERT OR IGNORE INTO revocations (kind, org_id, subject, seq, at) VALUES (?, ?, ?, ?, ?)')
-      .run(r.kind, r.orgId ?? '', r.subject, r.seq ?? null, now.toISOString());
-    return info.changes > 0;
-  }
-
-  revocations(): Revocation[] {
-    const rows = this.db.prepare('SELECT kind, org_id, subject FROM revocations').all() as {
-      kind: RevocationKind;
-      org_id: string;
-      subject: string;
-    }[];
-    return rows.map((r) => ({ kind: r.kind, subject: r.subject, orgId: r.org_id || null }));
-  }
-
-  feedSeq(): number {
-    const row = this.db.prepare('SELECT seq FROM feed WHERE id = 1').get() as { seq: number } | undefined;
-    return row?.seq ?? 0;
-  }
-
-  setFeedSeq(seq: number): void {
-    this.db
-      .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')
-      .run(seq);
   }
 }

@@ -13,6 +13,8 @@ export interface Readiness {
   ready: boolean;
   /** Why not ready (or a short summary when ready), e.g. "no tunnel up". */
   reason?: string;
+  /** The stable code of why not ready, when there is one (E_SUBJECT_REVOKED, E_FEED_STALE). */
+  code?: string;
   /** Extra JSON-safe facts, e.g. { tunnelsUp: 0 }. */
   detail?: Record<string, unknown>;
 }
@@ -124,6 +126,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
           const readiness = await checkReadiness(options.readiness, readinessTimeoutMs);
           const body = {
             status: readiness.ready ? 'ready' : 'not ready',
+            ...(readiness.code !== undefined ? { code: readiness.code } : {}),
             ...(readiness.reason !== undefined ? { reason: readiness.reason } : {}),
             ...(readiness.detail ? { detail: readiness.detail } : {}),
           };

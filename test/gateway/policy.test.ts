@@ -16,7 +16,7 @@ import {
   checkBackoffPolicy,
   DEFAULT_BACKOFF,
 } from '../../lib/gateway/backoff.js';
-import { earliestRenewal, renewalDelay, renewalTime } from '../../lib/gateway/renewal.js';
+import { earliestRenewal, renewalDelay, renewalTime } from '../../lib/enrolled/renewal.js';
 
 describe('backoff', () => {
   it('grows exponentially from 250 ms and stops at the cap', () => {

@@ -1,0 +1,127 @@
+/**
+ * What the gateway's and the proxy's state databases share (lib/store underneath): the enrollment row's private
+ * keys sealed at rest (secrets.ts), the revocations seen, the feed position, and the enrollment's generation, by
+ * which a running `serve` notices a renewal written by another process (`renew` beside it).
+ *
+ * Each daemon's store extends this with its own enrollment columns; both name the shared tables alike:
+ *   enrollment (id = 1, tls_key_pem, ssh_private_key, updated_at, …), revocations (kind, org_id '' = any,
+ *   subject, seq, at), feed (id = 1, seq).
+ */
+import type { RevocationKind } from '../protocol/api.js';
+import type { Db } from '../store/db.js';
+import { type SecretKind, StateSecrets } from './secrets.js';
+
+export interface StoredRevocation {
+  kind: RevocationKind;
+  subject: string;
+  /** null: any org (instance subjects, or an entry that names no org). */
+  orgId: string | null;
+}
+
+/** The two keys as stored: sealed text (or plain, before the first open of an old state directory). */
+interface KeyColumns {
+  tls_key_pem: string;
+  ssh_private_key: string;
+}
+
+export class EnrolledStore {
+  readonly db: Db;
+  readonly secrets: StateSecrets;
+
+  constructor(db: Db, secrets: StateSecrets) {
+    this.db = db;
+    this.secrets = secrets;
+    this.#sealPlainKeys();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  isEnrolled(): boolean {
+    return this.db.prepare('SELECT 1 FROM enrollment WHERE id = 1').get() !== undefined;
+  }
+
+  /** Changes whenever an enrollment or renewal is written, by this process or another. */
+  generation(): string | undefined {
+    const row = this.db.prepare('SELECT updated_at FROM enrollment WHERE id = 1').get() as
+      | { updated_at: string }
+      | undefined;
+    return row?.updated_at;
+  }
+
+  protected sealKey(plaintext: string, kind: SecretKind): string {
+    return this.secrets.seal(plaintext, kind);
+  }
+
+  protected openKey(stored: string, kind: SecretKind): string {
+    return this.secrets.open(stored, kind);
+  }
+
+  /** Records a revocation; returns false when it was already known. */
+  addRevocation(r: { kind: RevocationKind; subject: string; orgId?: string | null; seq?: number }, now = new Date()) {
+    const info = this.db
+      .prepare('INSERT OR IGNORE INTO revocations (kind, org_id, subject, seq, at) VALUES (?, ?, ?, ?, ?)')
+      .run(r.kind, r.orgId ?? '', r.subject, r.seq ?? null, now.toISOString());
+    return info.changes > 0;
+  }
+
+  revocations(): StoredRevocation[] {
+    const rows = this.db.prepare('SELECT kind, org_id, subject FROM revocations ORDER BY rowid').all() as {
+      kind: RevocationKind;
+      org_id: string | null;
+      subject: string;
+    }[];
+    return rows.map((r) => ({ kind: r.kind, subject: r.subject, orgId: r.org_id || null }));
+  }
+
+  feedSeq(): number {
+    const row = this.db.prepare('SELECT seq FROM feed WHERE id = 1').get() as { seq: number } | undefined;
+    return row?.seq ?? 0;
+  }
+
+  setFeedSeq(seq: number): void {
+    this.db
+      .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')
+      .run(seq);
+  }
+
+  /** A state directory from before sealing: its keys are sealed in place, in one transaction, on first open. */
+  #sealPlainKeys(): void {
+    const row = this.db.prepare('SELECT tls_key_pem, ssh_private_key FROM enrollment WHERE id = 1').get() as
+      | KeyColumns
+      | undefined;
+    if (!row) return;
+    if (StateSecrets.isSealed(row.tls_key_pem) && StateSecrets.isSealed(row.ssh_private_key)) return;
+    this.db
+      .prepare('UPDATE enrollment SET tls_key_pem = ?, ssh_private_key = ? WHERE id = 1')
+      .run(
+        StateSecrets.isSealed(row.tls_key_pem) ? row.tls_key_pem : this.sealKey(row.tls_key_pem, 'tls-private-key'),
+        StateSecrets.isSealed(row.ssh_private_key)
+          ? row.ssh_private_key
+          : this.sealKey(row.ssh_private_key, 'ssh-private-key'),
+      );
+  }
+}
+
+/**
+ * Calls `changed` when the stored enrollment's generation moves (a renewal written by `renew` in another
+ * process, or by this one: the callback decides whether it has it already). A cheap indexed read every
+ * `everyMs`; unref'd.
+ */
+export function watchGeneration(store: EnrolledStore, changed: () => void, everyMs = 2000): { stop(): void } {
+  let seen = store.generation();
+  const timer = setInterval(() => {
+    let now: string | undefined;
+    try {
+      now = store.generation();
+    } catch {
+      return; // closed while stopping
+    }
+    if (now === seen) return;
+    seen = now;
+    changed();
+  }, everyMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}

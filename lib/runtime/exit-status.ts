@@ -1,0 +1,19 @@
+/**
+ * Exit statuses of the daemons' commands, one table for all (the units' RestartPreventExitStatus= lists the
+ * ones a restart cannot fix, so systemd does not restart such a daemon in a loop):
+ *   0   ok
+ *   1   any other error
+ *   77  revoked: this component was revoked, or its certificate was renewed by another copy (E_SUBJECT_REVOKED,
+ *       E_CERT_REVOKED, E_CERT_SUPERSEDED); enroll again
+ *   78  configuration is invalid, or the state directory is not enrolled (E_CONFIG_INVALID)
+ */
+import type { ErrorCode } from '../protocol/errors.js';
+
+export const EXIT_REVOKED = 77;
+export const EXIT_CONFIG = 78;
+
+export function daemonExitStatus(code: ErrorCode | undefined): number {
+  if (code === 'E_CONFIG_INVALID') return EXIT_CONFIG;
+  if (code === 'E_SUBJECT_REVOKED' || code === 'E_CERT_REVOKED' || code === 'E_CERT_SUPERSEDED') return EXIT_REVOKED;
+  return 1;
+}
