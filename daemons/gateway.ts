@@ -9,7 +9,14 @@ import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { gatewayConfigSchema } from '../lib/gateway/config.js';
-import { asGatewayConfig, enrollCommand, GATEWAY_VERSION, type GatewayConfig, serve } from '../lib/gateway/serve.js';
+import {
+  asGatewayConfig,
+  enrollCommand,
+  GATEWAY_VERSION,
+  type GatewayConfig,
+  renewCommand,
+  serve,
+} from '../lib/gateway/serve.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
 import { flagOptions } from '../lib/runtime/config-doc.js';
@@ -76,6 +83,23 @@ await globalOptions(yargs(hideBin(process.argv)))
     },
   )
   .command(
+    'renew',
+    'renew the certificates now; a running serve picks them up (the replaced ones stop working soon after)',
+    (y) => y,
+    async (argv) => {
+      try {
+        const out = await renewCommand(configOf(argv));
+        process.stdout.write(
+          argv['json']
+            ? `${JSON.stringify(out, null, 2)}\n`
+            : `renewed: serial ${out.previousSerial} -> ${out.serial}, valid until ${out.notAfter}\n  database ${out.database}\n`,
+        );
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+      }
+    },
+  )
+  .command(
     'serve',
     'keep tunnels to every proxy and serve streams (READY=1 once a tunnel is up, SIGHUP reload, SIGTERM drain)',
     (y) =>
@@ -99,6 +123,8 @@ await globalOptions(yargs(hideBin(process.argv)))
             'handshake_timeout',
             'connect_timeout',
             'revocation_poll',
+            'feed_wait',
+            'feed_stale_after',
           ]),
         ),
     async (argv) => {

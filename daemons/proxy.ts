@@ -10,7 +10,14 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
-import { asProxyConfig, enrollCommand, PROXY_VERSION, type ProxyConfig, serve } from '../lib/proxy/serve.js';
+import {
+  asProxyConfig,
+  enrollCommand,
+  PROXY_VERSION,
+  type ProxyConfig,
+  renewCommand,
+  serve,
+} from '../lib/proxy/serve.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
 import { flagOptions } from '../lib/runtime/config-doc.js';
 import { daemonExitStatus } from '../lib/runtime/exit-status.js';
@@ -90,6 +97,23 @@ await globalOptions(yargs(hideBin(process.argv)))
     },
   )
   .command(
+    'renew',
+    'renew the certificates now; a running serve picks them up (the replaced ones stop working soon after)',
+    (y) => y,
+    async (argv) => {
+      try {
+        const out = await renewCommand(configOf(argv));
+        process.stdout.write(
+          argv['json']
+            ? `${JSON.stringify(out, null, 2)}\n`
+            : `renewed: serial ${out.previousSerial} -> ${out.serial}, valid until ${out.notAfter}\n  database ${out.database}\n`,
+        );
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+      }
+    },
+  )
+  .command(
     'serve',
     'hold tunnels and relay streams from the state database (READY=1, SIGHUP reload, SIGTERM drain)',
     (y) =>
@@ -101,7 +125,9 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('max-streams-per-gateway', { type: 'number', describe: 'streams per gateway (default 1000)' })
         .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
-        .options(flagOptions(proxyConfigSchema, ['ops_allow_remote', 'max_auth_attempts'])),
+        .options(
+          flagOptions(proxyConfigSchema, ['ops_allow_remote', 'max_auth_attempts', 'feed_wait', 'feed_stale_after']),
+        ),
     async (argv) => {
       try {
         const config = configOf(argv);

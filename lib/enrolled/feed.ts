@@ -21,7 +21,7 @@ export interface FeedCredentials {
 }
 
 export interface FeedFollowerOptions {
-  client: CaClient;
+  client: Pick<CaClient, 'revocations'>;
   /** The current TLS leaf, key and feed key (they change on renewal). */
   current: () => FeedCredentials;
   /** Where the feed stands (the highest seq recorded). */
@@ -119,7 +119,6 @@ export class FeedFollower {
       let pause = 0;
       try {
         const applied = await this.#read(waitSec, this.#abort?.signal);
-        this.#succeeded();
         if (waitSec === 0) pause = this.#o.retryMs;
         else if (applied === 0 && this.#now() - started < MIN_HOLD_MS) pause = this.#o.retryMs;
       } catch (err) {
@@ -152,6 +151,7 @@ export class FeedFollower {
         ...(version ? { proxiesVersion: version } : {}),
         ...(signal ? { signal } : {}),
       });
+      this.#succeeded();
       const fresh = feed.entries.filter((e) => e.seq > since);
       if (fresh.length > 0) this.#o.apply(fresh);
       applied += fresh.length;
@@ -203,7 +203,6 @@ export class FeedFollower {
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const t = setTimeout(done, ms);
-      t.unref();
       function done() {
         clearTimeout(t);
         resolve();

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -17,7 +18,7 @@ import { startOpsServer } from '../runtime/ops.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
 import type { gatewayConfigSchema } from './config.js';
-import { enroll } from './enroll.js';
+import { enroll, renew } from './enroll.js';
 import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
 import { GatewayStore } from './state.js';
 
@@ -140,6 +141,18 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
     proxies: state.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`),
     notAfter: state.notAfter,
   };
+}
+
+/** Renews the stored certificates now (also beside a running serve, which picks them up). */
+export async function renewCommand(config: GatewayConfig): Promise<RenewResult> {
+  const path = databasePath(config);
+  requireEnrolled(path, 'gateway');
+  const store = GatewayStore.open(path);
+  try {
+    return await renewStoredEnrollment(store, renew);
+  } finally {
+    store.close();
+  }
 }
 
 export interface ServeHandle {

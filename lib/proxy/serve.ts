@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FeedFollower, isSelfRefusal } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { loadPrivateKey } from '../pki/keys.js';
@@ -140,6 +141,18 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
     tls: `${state.tlsListen} (advertised ${state.tlsAddress})`,
     notAfter: state.notAfter,
   };
+}
+
+/** Renews the stored certificates now (also beside a running serve, which picks them up). */
+export async function renewCommand(config: ProxyConfig): Promise<RenewResult> {
+  const path = databasePath(config);
+  requireEnrolled(path, 'proxy');
+  const store = ProxyStore.open(path);
+  try {
+    return await renewStoredEnrollment(store, renew);
+  } finally {
+    store.close();
+  }
 }
 
 export interface ServeHandle {

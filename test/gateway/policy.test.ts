@@ -1,6 +1,7 @@
 /** Pure decisions of the gateway: reconnect backoff, renewal scheduling, allowlist. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { earliestRenewal, renewalDelay, renewalTime } from '../../lib/enrolled/renewal.js';
 import {
   type Allowlist,
   type AllowlistConfig,
@@ -16,7 +17,6 @@ import {
   checkBackoffPolicy,
   DEFAULT_BACKOFF,
 } from '../../lib/gateway/backoff.js';
-import { earliestRenewal, renewalDelay, renewalTime } from '../../lib/enrolled/renewal.js';
 
 describe('backoff', () => {
   it('grows exponentially from 250 ms and stops at the cap', () => {
