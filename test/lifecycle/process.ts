@@ -223,12 +223,11 @@ export class Daemon {
       what: `${this.name} to be ready`,
       detail: () => this.tail(),
     });
-    const first = await Promise.race([ready, exit]);
+    await Promise.race([ready, exit]);
     if (exitedEarly) {
       const e = await exit;
       throw new Error(`${this.name} exited (${e.signal ?? e.code}) before it was ready\n${this.tail()}`);
     }
-    void first;
   }
 
   /** SIGTERM, then waits for the exit; SIGKILL if it is not gone within `timeoutMs`. */
