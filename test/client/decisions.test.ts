@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { orderProxies } from '../../lib/client/connector.js';
 import { parseAddress } from '../../lib/client/dial.js';
-import { ConnectError, exitCodeFor, shouldTryNextProxy } from '../../lib/client/errors.js';
+import {
+  ConnectError,
+  exitCodeFor,
+  refusedAfterRevocation,
+  shouldTryNextProxy,
+  staleGrant,
+} from '../../lib/client/errors.js';
 import type { ProxyEndpoint } from '../../lib/client/grant.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../../lib/client/target.js';
 
@@ -99,4 +105,75 @@ test('the proxy that worked last is tried first; the CA order otherwise', () => 
     orderProxies(list, 'gone').map((x) => x.proxyId),
     ['a', 'b', 'c'],
   );
+});
+
+test('a stream refusal drops the cached grant when it says expired (gateway) or revoked (gateway or proxy)', () => {
+  type Code = ConstructorParameters<typeof ConnectError>[0];
+  const stale = (code: Code, hop: 'ca' | 'proxy' | 'gateway' | 'local') =>
+    staleGrant(new ConnectError(code, hop, 'x'))?.reason;
+  // What the gateway sends for a revoked grant or certificate, a revoked identity or gateway (admission.ts,
+  // and streams.ts for a live stream), and what a proxy sends for a revoked identity or certificate.
+  assert.equal(stale('E_CERT_REVOKED', 'gateway'), 'revoked');
+  assert.equal(stale('E_SUBJECT_REVOKED', 'gateway'), 'revoked');
+  assert.equal(stale('E_CERT_REVOKED', 'proxy'), 'revoked');
+  assert.equal(stale('E_SUBJECT_REVOKED', 'proxy'), 'revoked');
+  assert.equal(stale('E_GRANT_EXPIRED', 'gateway'), 'expired');
+  // The CA's answer to a NEW grant request says nothing about the grant held; a local failure neither.
+  assert.equal(stale('E_SUBJECT_REVOKED', 'ca'), undefined);
+  assert.equal(stale('E_CERT_REVOKED', 'ca'), undefined);
+  assert.equal(stale('E_CERT_REVOKED', 'local'), undefined);
+  assert.equal(stale('E_GRANT_EXPIRED', 'proxy'), undefined, 'only the gateway judges the grant by its clock');
+  for (const code of [
+    'E_TARGET_NOT_ALLOWED',
+    'E_GRANT_TARGET',
+    'E_TARGET_UNREACHABLE',
+    'E_LIMIT',
+    'E_STREAM_CLOSED',
+    'E_CERT_UNTRUSTED',
+    'E_CERT_EXPIRED',
+    'E_ROUTE_FORBIDDEN',
+    'E_GATEWAY_OFFLINE',
+    'E_PROXY_UNREACHABLE',
+    'E_TIMEOUT',
+  ] as const) {
+    assert.equal(stale(code, 'gateway'), undefined, `${code} at the gateway`);
+    assert.equal(stale(code, 'proxy'), undefined, `${code} at a proxy`);
+  }
+});
+
+test('a revocation counts when it is one attempt of a failover, and the refusal that said so is named', () => {
+  const revoked = new ConnectError('E_CERT_REVOKED', 'proxy', 'identity or certificate revoked', { proxyId: 'p1' });
+  const down = new ConnectError('E_PROXY_UNREACHABLE', 'proxy', 'refused', { proxyId: 'p2' });
+  const all = new ConnectError('E_PROXY_UNREACHABLE', 'proxy', 'all 2 proxies failed', { attempts: [revoked, down] });
+  assert.deepEqual(staleGrant(all), { reason: 'revoked', refusal: revoked });
+  const none = new ConnectError('E_PROXY_UNREACHABLE', 'proxy', 'all 2 proxies failed', { attempts: [down, down] });
+  assert.equal(staleGrant(none), undefined);
+});
+
+test('the CA refusing a new grant after a revocation: its code at hop ca, naming the revoked grant and why', () => {
+  const gw = new ConnectError('E_CERT_REVOKED', 'gateway', 'this grant or its certificate has been revoked', {
+    proxyId: 'p1',
+    gatewayId: 'gw-1',
+  });
+  const policy = refusedAfterRevocation('g-1', gw, new ConnectError('E_POLICY_DENIED', 'ca', 'no rule allows it'));
+  assert.equal(policy.code, 'E_POLICY_DENIED');
+  assert.equal(policy.hop, 'ca');
+  assert.equal(
+    policy.detail,
+    'grant g-1 was revoked (gateway said E_CERT_REVOKED) and the policy no longer allows this access: no rule allows it',
+  );
+  assert.equal(exitCodeFor(policy.code), 4);
+  const identity = refusedAfterRevocation(
+    'g-2',
+    gw,
+    new ConnectError('E_SUBJECT_REVOKED', 'ca', 'identity was revoked'),
+  );
+  assert.equal(identity.code, 'E_SUBJECT_REVOKED');
+  assert.match(
+    identity.detail,
+    /^grant g-2 was revoked .* and the identity \(or the gateway\) is revoked: identity was revoked$/,
+  );
+  const down = refusedAfterRevocation('g-3', gw, new ConnectError('E_CA_UNREACHABLE', 'ca', 'ECONNREFUSED'));
+  assert.equal(down.code, 'E_CA_UNREACHABLE');
+  assert.match(down.describe(), /^failed at ca: E_CA_UNREACHABLE: grant g-3 was revoked .*: ECONNREFUSED$/);
 });
