@@ -11,6 +11,7 @@ import {
   staleGrant,
 } from '../../lib/client/errors.js';
 import type { ProxyEndpoint } from '../../lib/client/grant.js';
+import { StatusReporter } from '../../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../../lib/client/target.js';
 
 test('tcp targets: HOST:PORT, [v6]:PORT, name:NAME; everything else refused', () => {
@@ -176,4 +177,35 @@ test('the CA refusing a new grant after a revocation: its code at hop ca, naming
   const down = refusedAfterRevocation('g-3', gw, new ConnectError('E_CA_UNREACHABLE', 'ca', 'ECONNREFUSED'));
   assert.equal(down.code, 'E_CA_UNREACHABLE');
   assert.match(down.describe(), /^failed at ca: E_CA_UNREACHABLE: grant g-3 was revoked .*: ECONNREFUSED$/);
+});
+
+test('a dropped grant is one line on stderr (a JSON event with --json), naming the grant and who refused it', () => {
+  const error = new ConnectError('E_CERT_REVOKED', 'gateway', 'this grant or its certificate has been revoked', {
+    proxyId: 'p1',
+    gatewayId: 'gw-1',
+  });
+  const out: string[] = [];
+  const err: string[] = [];
+  const human = new StatusReporter({
+    json: false,
+    stdout: { write: (t) => out.push(t) },
+    stderr: { write: (t) => err.push(t) },
+  });
+  human.progress({ step: 'grant-dropped', grantId: 'g-1', reason: 'revoked', error });
+  assert.equal(out.length, 0, 'nothing on stdout without --json');
+  assert.deepEqual(err, [
+    'grant g-1 dropped (revoked): refused by gateway gw-1 (via proxy p1): E_CERT_REVOKED: this grant or its certificate has been revoked — asking the CA for a new grant\n',
+  ]);
+  const json = new StatusReporter({
+    json: true,
+    stdout: { write: (t) => out.push(t) },
+    stderr: { write: (t) => err.push(t) },
+  });
+  json.progress({ step: 'grant-dropped', grantId: 'g-1', reason: 'revoked', error });
+  const e = JSON.parse(out[0]!);
+  assert.equal(e.event, 'grant-dropped');
+  assert.deepEqual(
+    [e.grantId, e.reason, e.code, e.hop, e.proxyId],
+    ['g-1', 'revoked', 'E_CERT_REVOKED', 'gateway', 'p1'],
+  );
 });
