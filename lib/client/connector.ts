@@ -107,6 +107,16 @@ export class GatewayConnector {
     }
   }
 
+  /**
+   * A refusal that came on a stream already open (in http mode the gateway answers as HTTP: forward.ts): the
+   * request is answered already, but a grant refused as expired or revoked is dropped so that the next stream
+   * gets a fresh one.
+   */
+  refusedOn(stream: RelayedStream, error: ConnectError): void {
+    const stale = staleGrant(error);
+    if (stale) this.#drop(stream.grant, stale.reason, stale.refusal);
+  }
+
   /** Drops a refused grant from the cache; reported once per grant, however many streams failed on it. */
   #drop(grant: ClientGrant, reason: StaleGrant, error: ConnectError): void {
     if (!this.cache.invalidate(grant)) return;

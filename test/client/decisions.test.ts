@@ -10,6 +10,7 @@ import {
   shouldTryNextProxy,
   staleGrant,
 } from '../../lib/client/errors.js';
+import { gatewayHttpRefusal } from '../../lib/client/forward.js';
 import type { ProxyEndpoint } from '../../lib/client/grant.js';
 import { StatusReporter } from '../../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../../lib/client/target.js';
@@ -207,5 +208,32 @@ test('a dropped grant is one line on stderr (a JSON event with --json), naming t
   assert.deepEqual(
     [e.grantId, e.reason, e.code, e.hop, e.proxyId],
     ['g-1', 'revoked', 'E_CERT_REVOKED', 'gateway', 'p1'],
+  );
+});
+
+test("http mode: the gateway's HTTP refusal is recognised by its status and x-infisical-error, nothing else is", () => {
+  const answer = (status: string, headers: string) =>
+    Buffer.from(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\n${headers}connection: close\r\n\r\n{}`);
+  assert.equal(gatewayHttpRefusal(answer('403 Forbidden', 'x-infisical-error: E_CERT_REVOKED\r\n')), 'E_CERT_REVOKED');
+  assert.equal(
+    gatewayHttpRefusal(answer('403 Forbidden', 'X-Infisical-Error: E_SUBJECT_REVOKED\r\n')),
+    'E_SUBJECT_REVOKED',
+  );
+  assert.equal(
+    gatewayHttpRefusal(answer('403 Forbidden', 'x-infisical-error: E_GRANT_EXPIRED\r\n')),
+    'E_GRANT_EXPIRED',
+  );
+  assert.equal(gatewayHttpRefusal(answer('200 OK', 'x-infisical-error: E_CERT_REVOKED\r\n')), undefined);
+  assert.equal(gatewayHttpRefusal(answer('403 Forbidden', '')), undefined, "the target's own 403");
+  assert.equal(gatewayHttpRefusal(answer('403 Forbidden', 'x-infisical-error: E_MADE_UP\r\n')), undefined);
+  assert.equal(
+    gatewayHttpRefusal(Buffer.from('HTTP/1.1 403 Forbidden\r\nx-infisical-error: E_CERT_REVOKED')),
+    undefined,
+  );
+  assert.equal(gatewayHttpRefusal(Buffer.from('\r\nx-infisical-error: E_CERT_REVOKED\r\n\r\n')), undefined);
+  // In the body, not the header block: not the gateway's.
+  assert.equal(
+    gatewayHttpRefusal(Buffer.from('HTTP/1.1 403 Forbidden\r\n\r\n\r\nx-infisical-error: E_CERT_REVOKED\r\n')),
+    undefined,
   );
 });

@@ -8,18 +8,22 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import type tls from 'node:tls';
 import { CaGrantSource } from '../../lib/client/ca-source.js';
 import { GatewayConnector, type Progress } from '../../lib/client/connector.js';
 import { ConnectError } from '../../lib/client/errors.js';
+import { LocalForwarder } from '../../lib/client/forward.js';
 import { CaClient } from '../../lib/protocol/ca-client.js';
 import { GATEWAY, type Installation, ORG, startInstallation } from './installation.js';
 
 let inst: Installation;
 let target: { host: string; port: number };
 let echoServer: net.Server;
+let web: http.Server;
+let webPort: number;
 const progress: Progress[] = [];
 let connector: GatewayConnector;
 
@@ -31,10 +35,14 @@ before(async () => {
   echoServer.listen(0, '127.0.0.1');
   await once(echoServer, 'listening');
   target = { host: '127.0.0.1', port: (echoServer.address() as AddressInfo).port };
+  web = http.createServer((req, res) => res.end(`hello ${req.url}`));
+  web.listen(0, '127.0.0.1');
+  await once(web, 'listening');
+  webPort = (web.address() as AddressInfo).port;
   inst = await startInstallation({
     proxies: 2,
-    policyTargets: [`127.0.0.1:${target.port}`],
-    allowPorts: [target.port],
+    policyTargets: [`127.0.0.1:${target.port}`, `127.0.0.1:${webPort}`],
+    allowPorts: [target.port, webPort],
   });
   const ca = new CaClient({ url: inst.caUrl, fingerprint: inst.fingerprint });
   connector = new GatewayConnector({
@@ -48,6 +56,8 @@ before(async () => {
 after(async () => {
   await inst?.close();
   echoServer?.close();
+  web?.closeAllConnections();
+  web?.close();
 });
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -124,6 +134,48 @@ test('a revoked grant: the live stream is cut, the next streams get through on O
     inst.refusals.some((r) => r.code === 'E_CERT_REVOKED'),
     'the gateway refused the revoked grant',
   );
+});
+
+/** One GET on a new local connection (no keep-alive: each connection is its own stream). */
+function get(port: number, path: string): Promise<{ status: number; error: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, error: res.headers['x-infisical-error'] as string | undefined, body }),
+      );
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
+
+test("http mode: the gateway's HTTP refusal of a revoked grant drops it; the next connection gets a new grant", async () => {
+  const web$ = { host: '127.0.0.1', port: webPort };
+  const forwarder = new LocalForwarder({ connector, target: web$, mode: 'http', host: '127.0.0.1', port: 0 });
+  const { port } = await forwarder.listen();
+  try {
+    assert.deepEqual(await get(port, '/a'), { status: 200, error: undefined, body: 'hello /a' });
+    const first = (await connector.grant(web$, 'http')).grantId;
+    const mark = progress.length;
+    await revoke('grant', first);
+    // The request in flight on the revoked grant is answered by the gateway (http mode has no status line).
+    const refused = await get(port, '/b');
+    assert.deepEqual([refused.status, refused.error], [403, 'E_CERT_REVOKED']);
+    assert.deepEqual(await get(port, '/c'), { status: 200, error: undefined, body: 'hello /c' });
+    const second = (await connector.grant(web$, 'http')).grantId;
+    assert.notEqual(second, first, 'a new grant id');
+    const dropped = since(mark).filter((p) => p.step === 'grant-dropped');
+    assert.deepEqual(
+      dropped.map((p) => p.step === 'grant-dropped' && [p.grantId, p.reason, p.error.code, p.error.hop]),
+      [[first, 'revoked', 'E_CERT_REVOKED', 'gateway']],
+    );
+  } finally {
+    await forwarder.close();
+  }
 });
 
 test('a revoked grant when the policy no longer allows the access: E_POLICY_DENIED at hop ca, naming the revocation', async () => {
