@@ -1,18 +1,27 @@
 /**
  * The platform's way to a private target: a grant from the cache (or the CA), then proxies in turn until one
  * relays to the gateway. Failover only on failures that belong to one proxy (errors.ts `shouldTryNextProxy`);
- * a refusal by the CA, the route, the grant or the target ends the attempt at once.
+ * a refusal by the CA, the route, the grant or the target ends the attempt at once, except that a grant
+ * refused as expired or revoked is dropped from the cache and replaced once (`open`).
  */
 import type { GrantMode, GrantTarget } from '../protocol/grant.js';
 import type { ModeAlpn } from '../protocol/relay.js';
 import { type DialOptions, dialViaProxy, type RelayedStream } from './dial.js';
-import { atHop, ConnectError, shouldTryNextProxy } from './errors.js';
+import {
+  atHop,
+  ConnectError,
+  refusedAfterRevocation,
+  type StaleGrant,
+  shouldTryNextProxy,
+  staleGrant,
+} from './errors.js';
 import { type ClientGrant, type GrantSource, type GrantSpec, obtainGrant, type ProxyEndpoint } from './grant.js';
 import { GrantCache } from './grant-cache.js';
 
 export type Progress =
   | { step: 'grant'; cached: boolean }
   | { step: 'granted'; grantId: string; expiresAtMs: number; proxies: number; ms: number }
+  | { step: 'grant-dropped'; grantId: string; reason: StaleGrant; error: ConnectError }
   | { step: 'proxy'; proxyId: string; address: string }
   | { step: 'proxy-failed'; proxyId: string; error: ConnectError; next: boolean }
   | { step: 'connected'; proxyId: string; timings: RelayedStream['timings'] };
@@ -66,19 +75,52 @@ export class GatewayConnector {
   }
 
   /**
-   * Opens one stream to the target through the gateway. If the gateway says the grant expired (its status line
-   * E_GRANT_EXPIRED: a cached grant that the far side's clock judged differently), one fresh grant is tried
-   * before giving up.
+   * Opens one stream to the target through the gateway. When a hop says the grant is no good any more
+   * (errors.ts `staleGrant`: the gateway judged it expired, or the gateway or a proxy says it was revoked), the
+   * cached grant is dropped and one fresh grant tried before giving up. Streams failing together on one grant
+   * share one CA request (the cache's single flight). If the CA refuses the fresh grant after a revocation, the
+   * error is the CA's, saying so (errors.ts `refusedAfterRevocation`).
    */
   async open(target: GrantTarget, mode: ModeAlpn): Promise<RelayedStream> {
     const first = await this.grant(target, mode);
     try {
       return await this.openWith(first, mode);
     } catch (err) {
-      if (!(err instanceof ConnectError) || err.hop !== 'gateway' || err.code !== 'E_GRANT_EXPIRED') throw err;
-      this.cache.invalidate(first);
-      return this.openWith(await this.grant(target, mode), mode);
+      const stale = err instanceof ConnectError ? staleGrant(err) : undefined;
+      if (!stale) throw err;
+      this.#drop(first, stale.reason, stale.refusal);
+      let fresh: ClientGrant;
+      try {
+        fresh = await this.grant(target, mode);
+      } catch (caErr) {
+        if (stale.reason !== 'revoked' || !(caErr instanceof ConnectError) || caErr.hop !== 'ca') throw caErr;
+        throw refusedAfterRevocation(first.grantId, stale.refusal, caErr);
+      }
+      try {
+        return await this.openWith(fresh, mode);
+      } catch (again) {
+        // Refused as stale again: not kept either, so the next stream asks the CA anew.
+        const staleAgain = again instanceof ConnectError ? staleGrant(again) : undefined;
+        if (staleAgain) this.#drop(fresh, staleAgain.reason, staleAgain.refusal);
+        throw again;
+      }
     }
+  }
+
+  /**
+   * A refusal that came on a stream already open (in http mode the gateway answers as HTTP: forward.ts): the
+   * request is answered already, but a grant refused as expired or revoked is dropped so that the next stream
+   * gets a fresh one.
+   */
+  refusedOn(stream: RelayedStream, error: ConnectError): void {
+    const stale = staleGrant(error);
+    if (stale) this.#drop(stream.grant, stale.reason, stale.refusal);
+  }
+
+  /** Drops a refused grant from the cache; reported once per grant, however many streams failed on it. */
+  #drop(grant: ClientGrant, reason: StaleGrant, error: ConnectError): void {
+    if (!this.cache.invalidate(grant)) return;
+    this.#opts.onProgress?.({ step: 'grant-dropped', grantId: grant.grantId, reason, error });
   }
 
   /** Tries the grant's proxies in turn (the last good one first). */

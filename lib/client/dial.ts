@@ -40,6 +40,8 @@ export interface DialOptions {
 export interface RelayedStream {
   /** The end-to-end stream to the gateway (inner TLS), past the gateway's status line. Errors on it are raw. */
   socket: tls.TLSSocket;
+  /** The grant it was dialled with (a refusal arriving later on the stream may drop it: connector.ts). */
+  grant: ClientGrant;
   proxy: ProxyEndpoint;
   gateway: VerifiedPeer;
   /** Milliseconds spent in each step (gatewayMs: inner handshake and the gateway's status line). */
@@ -85,6 +87,7 @@ export async function dialViaProxy(
   const t3 = performance.now();
   return {
     socket: inner.socket,
+    grant,
     proxy,
     gateway: inner.peer,
     timings: { proxyMs: t1 - t0, statusMs: t2 - t1, gatewayMs: t3 - t2 },

@@ -77,6 +77,51 @@ export function shouldTryNextProxy(err: ConnectError): boolean {
   }
 }
 
+/** Why a cached grant must not be used again: the gateway judged it expired, or a hop says it was revoked. */
+export type StaleGrant = 'expired' | 'revoked';
+
+/**
+ * What the proxies and the gateway answer a grant whose grant id, certificate, identity or gateway was revoked:
+ * E_CERT_REVOKED (grant or certificate: the gateway's admission and live-stream cut, the proxy's relay check,
+ * a certificate_revoked TLS alert) or E_SUBJECT_REVOKED (identity or gateway, at the gateway). At hop "ca" the
+ * same codes answer a NEW grant request: they say nothing about the grant we hold.
+ */
+const REVOCATION_CODES: ReadonlySet<ErrorCode> = new Set(['E_CERT_REVOKED', 'E_SUBJECT_REVOKED']);
+
+/**
+ * Does this failure of a stream mean the grant it was dialled with is no good any more? Then the cache drops it
+ * and one fresh grant is tried (connector.ts). A revocation counts wherever it shows: a proxy's refusal fails
+ * over to the next proxy (a proxy's E_CERT_* may be that proxy's), so it may sit in the attempts of a failover.
+ * Returns why, and the refusal that said so.
+ */
+export function staleGrant(err: ConnectError): { reason: StaleGrant; refusal: ConnectError } | undefined {
+  if (err.hop === 'gateway' && err.code === 'E_GRANT_EXPIRED') return { reason: 'expired', refusal: err };
+  const refusal = [err, ...err.attempts].find(
+    (e) => (e.hop === 'gateway' || e.hop === 'proxy') && REVOCATION_CODES.has(e.code),
+  );
+  return refusal ? { reason: 'revoked', refusal } : undefined;
+}
+
+/**
+ * The CA's refusal of a new grant after the one we held was refused as revoked (`revocation`, from staleGrant):
+ * the CA's code at hop "ca", saying that the earlier grant was revoked and why no new one comes (the policy, or
+ * a revoked identity).
+ */
+export function refusedAfterRevocation(grantId: string, revocation: ConnectError, ca: ConnectError): ConnectError {
+  const why =
+    ca.code === 'E_SUBJECT_REVOKED'
+      ? 'the identity (or the gateway) is revoked'
+      : ca.code === 'E_POLICY_DENIED' || ca.code === 'E_FORBIDDEN'
+        ? 'the policy no longer allows this access'
+        : 'the CA gives no new grant';
+  return new ConnectError(
+    ca.code,
+    ca.hop,
+    `grant ${grantId} was revoked (${revocation.hop} said ${revocation.code}) and ${why}: ${ca.detail}`,
+    { cause: ca },
+  );
+}
+
 /** Exit status of `infisical-connect` per error code: stable, grouped by who must act. */
 export function exitCodeFor(code: ErrorCode | undefined): number {
   if (code === undefined) return 1;

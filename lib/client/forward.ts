@@ -6,13 +6,17 @@
  *
  * The gateway tells why it refuses a stream (its status line, read by dial.ts): a refusal is a `failed` event
  * with the gateway's code, and the local connection is closed (tcp) or answered 502 (http). A stream that
- * opened and then ended before any byte came back is reported as `early`: the target said nothing.
+ * opened and then ended before any byte came back is reported as `early`: the target said nothing. In http
+ * mode the gateway's refusal is the first response of the stream (passed through as it is); when it says the
+ * grant expired or was revoked, the connector drops the grant so that the next connection gets a fresh one.
  */
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
+import { type ErrorCode, ErrorCodes } from '../protocol/errors.js';
 import type { GrantTarget } from '../protocol/grant.js';
 import type { GatewayConnector } from './connector.js';
-import { atHop, type ConnectError } from './errors.js';
+import type { RelayedStream } from './dial.js';
+import { atHop, ConnectError } from './errors.js';
 
 export type ForwardEvent =
   | { type: 'accepted'; id: number; from: string }
@@ -84,6 +88,7 @@ export class LocalForwarder {
         let up = 0;
         let down = 0;
         inner.on('data', (d: Buffer) => {
+          if (down === 0 && this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
           down += d.length;
         });
         local.on('data', (d: Buffer) => {
@@ -116,6 +121,30 @@ export class LocalForwarder {
       },
     );
   }
+
+  #checkHttpRefusal(stream: RelayedStream, first: Buffer): void {
+    const code = gatewayHttpRefusal(first);
+    if (!code) return;
+    const error = new ConnectError(code, 'gateway', `the gateway answered HTTP with ${code}`, {
+      proxyId: stream.proxy.proxyId,
+      gatewayId: stream.grant.spec.gatewayId,
+    });
+    this.#o.connector.refusedOn(stream, error);
+  }
+}
+
+/**
+ * The code of the gateway's HTTP refusal (lib/gateway/modes.ts: 403/502/503 with `x-infisical-error`) when the
+ * first bytes of an http-mode stream are one; undefined for anything else. Only the first response of a stream
+ * can be the gateway's own refusal of the grant: admission comes before any request is forwarded.
+ */
+export function gatewayHttpRefusal(first: Buffer): ErrorCode | undefined {
+  const head = first.subarray(0, 4096).toString('latin1');
+  const end = head.indexOf('\r\n\r\n');
+  if (!/^HTTP\/1\.[01] 403 /.test(head) || end < 0) return undefined;
+  const m = /\r\nx-infisical-error: *(E_[A-Z_]+) *\r\n/i.exec(head.slice(0, end + 2));
+  const code = m?.[1];
+  return code !== undefined && Object.hasOwn(ErrorCodes, code) ? (code as ErrorCode) : undefined;
 }
 
 /** An HTTP client gets a 502 naming the hop and code, not a bare reset. */

@@ -69,10 +69,16 @@ export class GrantCache {
     return p;
   }
 
-  /** Drops a grant the far side refused (expired or revoked), so the next `get` asks the CA again. */
-  invalidate(grant: ClientGrant): void {
+  /**
+   * Drops a grant the far side refused (expired or revoked), so the next `get` asks the CA again. True when it
+   * was the cached one: when many streams fail on the same grant, only the first drops it (and says so); the
+   * others find the replacement, cached or pending, and no further CA request is made.
+   */
+  invalidate(grant: ClientGrant): boolean {
     const key = specKey(grant.spec);
-    if (this.#grants.get(key) === grant) this.#grants.delete(key);
+    if (this.#grants.get(key) !== grant) return false;
+    this.#grants.delete(key);
+    return true;
   }
 
   /** Grants currently held (for status output). */

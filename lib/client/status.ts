@@ -79,6 +79,21 @@ export class StatusReporter {
         );
         return;
       }
+      case 'grant-dropped':
+        // One line per dropped grant (not per stream): the next streams use the new grant without a word.
+        this.event(
+          'grant-dropped',
+          {
+            grantId: p.grantId,
+            reason: p.reason,
+            code: p.error.code,
+            hop: p.error.hop,
+            proxyId: p.error.proxyId ?? null,
+            message: p.error.detail,
+          },
+          `grant ${p.grantId} dropped (${p.reason}): ${p.error.describe()} — asking the CA for a new grant`,
+        );
+        return;
       case 'proxy-failed':
         this.event(
           'proxy-failed',

@@ -3,8 +3,16 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { orderProxies } from '../../lib/client/connector.js';
 import { parseAddress } from '../../lib/client/dial.js';
-import { ConnectError, exitCodeFor, shouldTryNextProxy } from '../../lib/client/errors.js';
+import {
+  ConnectError,
+  exitCodeFor,
+  refusedAfterRevocation,
+  shouldTryNextProxy,
+  staleGrant,
+} from '../../lib/client/errors.js';
+import { gatewayHttpRefusal } from '../../lib/client/forward.js';
 import type { ProxyEndpoint } from '../../lib/client/grant.js';
+import { StatusReporter } from '../../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../../lib/client/target.js';
 
 test('tcp targets: HOST:PORT, [v6]:PORT, name:NAME; everything else refused', () => {
@@ -98,5 +106,134 @@ test('the proxy that worked last is tried first; the CA order otherwise', () => 
   assert.deepEqual(
     orderProxies(list, 'gone').map((x) => x.proxyId),
     ['a', 'b', 'c'],
+  );
+});
+
+test('a stream refusal drops the cached grant when it says expired (gateway) or revoked (gateway or proxy)', () => {
+  type Code = ConstructorParameters<typeof ConnectError>[0];
+  const stale = (code: Code, hop: 'ca' | 'proxy' | 'gateway' | 'local') =>
+    staleGrant(new ConnectError(code, hop, 'x'))?.reason;
+  // What the gateway sends for a revoked grant or certificate, a revoked identity or gateway (admission.ts,
+  // and streams.ts for a live stream), and what a proxy sends for a revoked identity or certificate.
+  assert.equal(stale('E_CERT_REVOKED', 'gateway'), 'revoked');
+  assert.equal(stale('E_SUBJECT_REVOKED', 'gateway'), 'revoked');
+  assert.equal(stale('E_CERT_REVOKED', 'proxy'), 'revoked');
+  assert.equal(stale('E_SUBJECT_REVOKED', 'proxy'), 'revoked');
+  assert.equal(stale('E_GRANT_EXPIRED', 'gateway'), 'expired');
+  // The CA's answer to a NEW grant request says nothing about the grant held; a local failure neither.
+  assert.equal(stale('E_SUBJECT_REVOKED', 'ca'), undefined);
+  assert.equal(stale('E_CERT_REVOKED', 'ca'), undefined);
+  assert.equal(stale('E_CERT_REVOKED', 'local'), undefined);
+  assert.equal(stale('E_GRANT_EXPIRED', 'proxy'), undefined, 'only the gateway judges the grant by its clock');
+  for (const code of [
+    'E_TARGET_NOT_ALLOWED',
+    'E_GRANT_TARGET',
+    'E_TARGET_UNREACHABLE',
+    'E_LIMIT',
+    'E_STREAM_CLOSED',
+    'E_CERT_UNTRUSTED',
+    'E_CERT_EXPIRED',
+    'E_ROUTE_FORBIDDEN',
+    'E_GATEWAY_OFFLINE',
+    'E_PROXY_UNREACHABLE',
+    'E_TIMEOUT',
+  ] as const) {
+    assert.equal(stale(code, 'gateway'), undefined, `${code} at the gateway`);
+    assert.equal(stale(code, 'proxy'), undefined, `${code} at a proxy`);
+  }
+});
+
+test('a revocation counts when it is one attempt of a failover, and the refusal that said so is named', () => {
+  const revoked = new ConnectError('E_CERT_REVOKED', 'proxy', 'identity or certificate revoked', { proxyId: 'p1' });
+  const down = new ConnectError('E_PROXY_UNREACHABLE', 'proxy', 'refused', { proxyId: 'p2' });
+  const all = new ConnectError('E_PROXY_UNREACHABLE', 'proxy', 'all 2 proxies failed', { attempts: [revoked, down] });
+  assert.deepEqual(staleGrant(all), { reason: 'revoked', refusal: revoked });
+  const none = new ConnectError('E_PROXY_UNREACHABLE', 'proxy', 'all 2 proxies failed', { attempts: [down, down] });
+  assert.equal(staleGrant(none), undefined);
+});
+
+test('the CA refusing a new grant after a revocation: its code at hop ca, naming the revoked grant and why', () => {
+  const gw = new ConnectError('E_CERT_REVOKED', 'gateway', 'this grant or its certificate has been revoked', {
+    proxyId: 'p1',
+    gatewayId: 'gw-1',
+  });
+  const policy = refusedAfterRevocation('g-1', gw, new ConnectError('E_POLICY_DENIED', 'ca', 'no rule allows it'));
+  assert.equal(policy.code, 'E_POLICY_DENIED');
+  assert.equal(policy.hop, 'ca');
+  assert.equal(
+    policy.detail,
+    'grant g-1 was revoked (gateway said E_CERT_REVOKED) and the policy no longer allows this access: no rule allows it',
+  );
+  assert.equal(exitCodeFor(policy.code), 4);
+  const identity = refusedAfterRevocation(
+    'g-2',
+    gw,
+    new ConnectError('E_SUBJECT_REVOKED', 'ca', 'identity was revoked'),
+  );
+  assert.equal(identity.code, 'E_SUBJECT_REVOKED');
+  assert.match(
+    identity.detail,
+    /^grant g-2 was revoked .* and the identity \(or the gateway\) is revoked: identity was revoked$/,
+  );
+  const down = refusedAfterRevocation('g-3', gw, new ConnectError('E_CA_UNREACHABLE', 'ca', 'ECONNREFUSED'));
+  assert.equal(down.code, 'E_CA_UNREACHABLE');
+  assert.match(down.describe(), /^failed at ca: E_CA_UNREACHABLE: grant g-3 was revoked .*: ECONNREFUSED$/);
+});
+
+test('a dropped grant is one line on stderr (a JSON event with --json), naming the grant and who refused it', () => {
+  const error = new ConnectError('E_CERT_REVOKED', 'gateway', 'this grant or its certificate has been revoked', {
+    proxyId: 'p1',
+    gatewayId: 'gw-1',
+  });
+  const out: string[] = [];
+  const err: string[] = [];
+  const human = new StatusReporter({
+    json: false,
+    stdout: { write: (t) => out.push(t) },
+    stderr: { write: (t) => err.push(t) },
+  });
+  human.progress({ step: 'grant-dropped', grantId: 'g-1', reason: 'revoked', error });
+  assert.equal(out.length, 0, 'nothing on stdout without --json');
+  assert.deepEqual(err, [
+    'grant g-1 dropped (revoked): refused by gateway gw-1 (via proxy p1): E_CERT_REVOKED: this grant or its certificate has been revoked — asking the CA for a new grant\n',
+  ]);
+  const json = new StatusReporter({
+    json: true,
+    stdout: { write: (t) => out.push(t) },
+    stderr: { write: (t) => err.push(t) },
+  });
+  json.progress({ step: 'grant-dropped', grantId: 'g-1', reason: 'revoked', error });
+  const e = JSON.parse(out[0]!);
+  assert.equal(e.event, 'grant-dropped');
+  assert.deepEqual(
+    [e.grantId, e.reason, e.code, e.hop, e.proxyId],
+    ['g-1', 'revoked', 'E_CERT_REVOKED', 'gateway', 'p1'],
+  );
+});
+
+test("http mode: the gateway's HTTP refusal is recognised by its status and x-infisical-error, nothing else is", () => {
+  const answer = (status: string, headers: string) =>
+    Buffer.from(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\n${headers}connection: close\r\n\r\n{}`);
+  assert.equal(gatewayHttpRefusal(answer('403 Forbidden', 'x-infisical-error: E_CERT_REVOKED\r\n')), 'E_CERT_REVOKED');
+  assert.equal(
+    gatewayHttpRefusal(answer('403 Forbidden', 'X-Infisical-Error: E_SUBJECT_REVOKED\r\n')),
+    'E_SUBJECT_REVOKED',
+  );
+  assert.equal(
+    gatewayHttpRefusal(answer('403 Forbidden', 'x-infisical-error: E_GRANT_EXPIRED\r\n')),
+    'E_GRANT_EXPIRED',
+  );
+  assert.equal(gatewayHttpRefusal(answer('200 OK', 'x-infisical-error: E_CERT_REVOKED\r\n')), undefined);
+  assert.equal(gatewayHttpRefusal(answer('403 Forbidden', '')), undefined, "the target's own 403");
+  assert.equal(gatewayHttpRefusal(answer('403 Forbidden', 'x-infisical-error: E_MADE_UP\r\n')), undefined);
+  assert.equal(
+    gatewayHttpRefusal(Buffer.from('HTTP/1.1 403 Forbidden\r\nx-infisical-error: E_CERT_REVOKED')),
+    undefined,
+  );
+  assert.equal(gatewayHttpRefusal(Buffer.from('\r\nx-infisical-error: E_CERT_REVOKED\r\n\r\n')), undefined);
+  // In the body, not the header block: not the gateway's.
+  assert.equal(
+    gatewayHttpRefusal(Buffer.from('HTTP/1.1 403 Forbidden\r\n\r\n\r\nx-infisical-error: E_CERT_REVOKED\r\n')),
+    undefined,
   );
 });

@@ -232,6 +232,29 @@ test("the gateway's allowlist refusal reaches the CLI with its code, the gateway
   assert.ok(inst.refusals.some((r) => r.code === 'E_TARGET_NOT_ALLOWED'));
 });
 
+test('a grant revoked under a running `infisical-connect tcp`: the next psql gets through on a new grant', async () => {
+  const cli = startCli(['tcp', ...common(), '--gateway', GATEWAY, '--target', `127.0.0.1:${pg.port}`]);
+  try {
+    const port = Number((await cli.next('listening'))['port']);
+    assert.equal((await psql(port, 'select 1')).stdout.trim(), '1');
+    const first = String((await cli.next('grant'))['grantId']);
+    // Revoked at the CA, and at the gateway as the CA's feed would bring it.
+    await inst.admin.revoke({ kind: 'grant', orgId: ORG, subject: first, reason: 'test' });
+    inst.revokeAtGateway({ kind: 'grant', subject: first, orgId: ORG });
+    assert.equal((await psql(port, 'select 2')).stdout.trim(), '2', 'no failure after the revocation');
+    const dropped = await cli.next('grant-dropped');
+    assert.equal(dropped['grantId'], first);
+    assert.equal(dropped['code'], 'E_CERT_REVOKED');
+    assert.equal(dropped['hop'], 'gateway');
+    const grants = cli.events.filter((e) => e['event'] === 'grant').map((e) => e['grantId']);
+    assert.equal(grants.length, 2);
+    assert.notEqual(grants[1], first, 'a new grant id');
+    assert.equal(cli.events.filter((e) => e['event'] === 'error').length, 0);
+  } finally {
+    await stopCli(cli);
+  }
+});
+
 test('failover: with proxy p1 stopped, psql still gets through p2', async () => {
   await inst.proxies[0]!.stop();
   const cli = startCli(['tcp', ...common(), '--gateway', GATEWAY, '--target', `127.0.0.1:${pg.port}`]);

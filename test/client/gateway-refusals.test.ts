@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { GatewayConnector } from '../../lib/client/connector.js';
+import { GatewayConnector, type Progress } from '../../lib/client/connector.js';
 import { ConnectError } from '../../lib/client/errors.js';
 import { pingEachProxy } from '../../lib/client/ping.js';
 import type { ErrorCode } from '../../lib/protocol/errors.js';
@@ -25,14 +25,28 @@ after(async () => {
 });
 
 /** A gateway answering `respond`, behind two relays (so that a failover would show). */
-async function deployment(respond: (grant: AccessGrant) => RelayStatus | 'close' | 'silent', stepTimeoutMs = 5000) {
+async function deployment(
+  respond: (grant: AccessGrant) => RelayStatus | 'close' | 'silent',
+  stepTimeoutMs = 5000,
+  relayStatus: 'ok' | ErrorCode = 'ok',
+) {
   const gateway = await startGateway({ world, orgId: ORG, gatewayId: GW, respond });
   const relays: Awaited<ReturnType<typeof startRelay>>[] = [];
   for (const proxyId of ['p1', 'p2']) {
-    relays.push(await startRelay({ world, scope: 'instance', orgId: ORG, proxyId, gatewayPort: () => gateway.port }));
+    relays.push(
+      await startRelay({
+        world,
+        scope: 'instance',
+        orgId: ORG,
+        proxyId,
+        gatewayPort: () => gateway.port,
+        status: relayStatus,
+      }),
+    );
   }
   toClose.push(gateway, ...relays);
   const source = new FakeGrantSource({ world, proxies: () => relays.map((r) => r.endpoint) });
+  const progress: Progress[] = [];
   const connector = new GatewayConnector({
     source,
     orgId: ORG,
@@ -40,8 +54,10 @@ async function deployment(respond: (grant: AccessGrant) => RelayStatus | 'close'
     now: world.now,
     nowMs: world.nowMs,
     stepTimeoutMs,
+    onProgress: (p) => progress.push(p),
   });
-  return { connector, source, relays };
+  const dropped = () => progress.filter((p) => p.step === 'grant-dropped');
+  return { connector, source, relays, gateway, dropped };
 }
 
 async function refusal(p: Promise<unknown>): Promise<ConnectError> {
@@ -67,8 +83,11 @@ const CODES: ErrorCode[] = [
 for (const code of CODES) {
   test(`a gateway refusal ${code} reaches the caller with its code, at hop gateway, without failover`, async () => {
     const message = `${code} from the gateway (set allow_ports there)`;
-    const { connector, relays } = await deployment(() => ({ ok: false, code, message }));
+    const { connector, relays, source } = await deployment(() => ({ ok: false, code, message }));
     const err = await refusal(connector.open(target, 'tcp'));
+    // A revocation drops the grant and tries one fresh grant (refused here too); nothing else asks the CA again.
+    const revocation = code === 'E_CERT_REVOKED' || code === 'E_SUBJECT_REVOKED';
+    assert.equal(source.requests.length, revocation ? 2 : 1);
     assert.equal(err.code, code);
     assert.equal(err.hop, 'gateway');
     assert.equal(err.gatewayId, GW);
@@ -136,4 +155,77 @@ test('ping through each proxy reports the gateway refusal per proxy', async () =
       ['p2', false, 'E_GRANT_TARGET', 'gateway'],
     ],
   );
+});
+
+const revokedGrant1 = (grant: AccessGrant): RelayStatus =>
+  grant.grantId === 'grant-1'
+    ? { ok: false, code: 'E_CERT_REVOKED', message: 'this grant or its certificate has been revoked' }
+    : { ok: true };
+
+test('a revoked grant (E_CERT_REVOKED from the gateway) is dropped, and the stream gets through on a fresh grant', async () => {
+  const { connector, source, dropped } = await deployment(revokedGrant1);
+  const stream = await connector.open(target, 'tcp');
+  assert.equal(source.requests.length, 2, 'a second grant was requested');
+  const data = Buffer.from('through the fresh grant');
+  assert.deepEqual(await echo(stream.socket, data), data);
+  stream.socket.destroy();
+  assert.equal((await connector.grant(target, 'tcp')).grantId, 'grant-2', 'the fresh grant is the cached one');
+  const d = dropped();
+  assert.equal(d.length, 1);
+  assert.ok(d[0]?.step === 'grant-dropped');
+  assert.equal(d[0].grantId, 'grant-1');
+  assert.equal(d[0].reason, 'revoked');
+  assert.equal(d[0].error.code, 'E_CERT_REVOKED');
+  assert.equal(d[0].error.hop, 'gateway');
+  // The next stream uses the fresh grant: no refusal, no CA request.
+  const next = await connector.open(target, 'tcp');
+  next.socket.destroy();
+  assert.equal(source.requests.length, 2);
+});
+
+test('eight streams refused together on a revoked grant: one drop, one CA request, all eight get through', async () => {
+  const { connector, source, dropped } = await deployment(revokedGrant1);
+  await connector.grant(target, 'tcp');
+  const streams = await Promise.all(Array.from({ length: 8 }, () => connector.open(target, 'tcp')));
+  for (const [i, s] of streams.entries()) {
+    const data = Buffer.from(`stream ${i}`);
+    assert.deepEqual(await echo(s.socket, data), data);
+    s.socket.destroy();
+  }
+  assert.equal(source.requests.length, 2, 'the revoked grant and ONE replacement');
+  assert.equal(dropped().length, 1, 'one line for the dropped grant, not eight');
+});
+
+test('after a revocation the CA refusing a new grant is the answer: its code at hop ca, naming the revocation', async () => {
+  const { connector, source } = await deployment(revokedGrant1);
+  await connector.grant(target, 'tcp');
+  source.o.refuse = 'E_POLICY_DENIED';
+  const err = await refusal(connector.open(target, 'tcp'));
+  assert.equal(err.code, 'E_POLICY_DENIED');
+  assert.equal(err.hop, 'ca');
+  assert.match(
+    err.detail,
+    /^grant grant-1 was revoked \(gateway said E_CERT_REVOKED\) and the policy no longer allows/,
+  );
+  assert.equal(source.requests.length, 2);
+  // Nothing is cached: the next stream asks the CA again (and the CA decides).
+  await refusal(connector.open(target, 'tcp'));
+  assert.equal(source.requests.length, 3);
+});
+
+test('proxies refusing the grant as revoked (their status line) drop it too, after the failover', async () => {
+  const { connector, source, dropped, gateway } = await deployment(() => ({ ok: true }), 5000, 'E_CERT_REVOKED');
+  const err = await refusal(connector.open(target, 'tcp'));
+  assert.equal(err.code, 'E_CERT_REVOKED');
+  assert.equal(err.hop, 'proxy');
+  assert.equal(source.requests.length, 2, 'one fresh grant was tried');
+  assert.deepEqual(
+    dropped().map((p) => p.step === 'grant-dropped' && [p.grantId, p.error.hop, p.error.proxyId]),
+    [
+      ['grant-1', 'proxy', 'p2'],
+      ['grant-2', 'proxy', 'p2'],
+    ],
+    'both grants dropped: the next stream asks the CA again',
+  );
+  assert.equal(gateway.connections, 0);
 });

@@ -68,8 +68,31 @@ test('GrantCache.invalidate drops only the grant it was given', async () => {
   let n = 0;
   const cache = new GrantCache({ now: () => 0, obtain: async () => fakeGrant(600_000, ++n) });
   const first = await cache.get(spec);
-  cache.invalidate(fakeGrant(600_000, 99));
+  assert.equal(cache.invalidate(fakeGrant(600_000, 99)), false);
   assert.equal(await cache.get(spec), first);
-  cache.invalidate(first);
+  assert.equal(cache.invalidate(first), true);
   assert.equal((await cache.get(spec)).grantId, 'g2');
+  assert.equal(cache.invalidate(first), false, 'dropped already: a second stream failing on it drops nothing');
+});
+
+test('many streams failing on one grant: one drop, one CA request for the replacement', async () => {
+  let n = 0;
+  const cache = new GrantCache({
+    now: () => 0,
+    obtain: async () => {
+      n++;
+      await new Promise((r) => setTimeout(r, 10));
+      return fakeGrant(600_000, n);
+    },
+  });
+  const revoked = await cache.get(spec);
+  const replaced = await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      const dropped = cache.invalidate(revoked);
+      return { dropped, grant: await cache.get(spec) };
+    }),
+  );
+  assert.equal(replaced.filter((r) => r.dropped).length, 1);
+  assert.equal(n, 2, 'one request for the first grant, one for its replacement');
+  assert.ok(replaced.every((r) => r.grant.grantId === 'g2'));
 });

@@ -11,7 +11,7 @@ import { type CaServer, startCaServer } from '../../lib/ca/http.js';
 import { parseAllowlist } from '../../lib/gateway/allowlist.js';
 import { InnerServer, type Refusal } from '../../lib/gateway/inner.js';
 import { TunnelPool } from '../../lib/gateway/pool.js';
-import { RevocationSet } from '../../lib/gateway/revocations.js';
+import { type Revocation, RevocationSet } from '../../lib/gateway/revocations.js';
 import { type StreamRecord, StreamRegistry } from '../../lib/gateway/streams.js';
 import { createCsrPem } from '../../lib/pki/csr.js';
 import { privateKeyPem, generateKeyPairSync as x509Pair } from '../../lib/pki/keys.js';
@@ -42,6 +42,15 @@ export interface Installation {
   pool: TunnelPool;
   refusals: Refusal[];
   records: StreamRecord[];
+  /** The CA API logged in as the instance admin (revoke, policies). */
+  admin: CaClient;
+  /** The id of the policy rule for identity "app". */
+  policyId: string;
+  /**
+   * What the gateway does with an entry of the CA's revocation feed (Gateway.revoke): remembers it for
+   * admission and ends the live streams it covers. Returns how many streams ended.
+   */
+  revokeAtGateway(r: Revocation): number;
   close(): Promise<void>;
 }
 
@@ -64,7 +73,7 @@ export async function startInstallation(o: InstallationOptions): Promise<Install
   });
   await admin.createOrg(ORG);
   const app = await admin.createIdentity(ORG, { identityId: 'app', role: 'member' });
-  await admin.addPolicy(ORG, {
+  const policy = await admin.addPolicy(ORG, {
     subject: 'identity:app',
     gateways: [GATEWAY],
     targets: o.policyTargets,
@@ -116,6 +125,8 @@ export async function startInstallation(o: InstallationOptions): Promise<Install
     });
     const refusals: Refusal[] = [];
     const records: StreamRecord[] = [];
+    const revoked = new RevocationSet();
+    const registry = new StreamRegistry({ gatewayId: GATEWAY, onEnd: (r) => records.push(r) });
     const inner = new InnerServer({
       orgId: ORG,
       gatewayId: GATEWAY,
@@ -128,8 +139,8 @@ export async function startInstallation(o: InstallationOptions): Promise<Install
         parseAllowlist({ cidrs: ['127.0.0.0/8'], hosts: [], ports: o.allowPorts.map(String), targets: [] }),
       ),
       resolver: async (host) => [host],
-      revoked: new RevocationSet(),
-      registry: new StreamRegistry({ gatewayId: GATEWAY, onEnd: (r) => records.push(r) }),
+      revoked,
+      registry,
       onRefused: (r) => refusals.push(r),
       health: () => ({ ok: true }),
     });
@@ -162,6 +173,9 @@ export async function startInstallation(o: InstallationOptions): Promise<Install
       pool,
       refusals,
       records,
+      admin,
+      policyId: policy.id,
+      revokeAtGateway: (r) => (revoked.add(r) ? registry.revoke(r) : 0),
       close: async () => {
         for (const stop of stops) await stop().catch(() => undefined);
         await caServer.drain(Date.now() + 1000);
