@@ -15,6 +15,9 @@ export interface BackoffPolicy {
   factor: number;
   /** A tunnel that stayed up this long resets the attempt counter. */
   stableMs: number;
+  /** Largest ceiling while the proxy is simply not there (refused, unreachable): it is cheap to ask again,
+   * and a proxy that comes back is reached within this. Default 1000. */
+  unreachableCapMs?: number;
 }
 
 export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({
@@ -22,7 +25,45 @@ export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({
   capMs: 30_000,
   factor: 2,
   stableMs: 10_000,
+  unreachableCapMs: 1000,
 });
+
+/**
+ * Why a tunnel attempt failed, for the retry schedule: `unreachable` when nothing answered at the address
+ * (refused, reset, no route: the proxy is down or restarting; retry fast, the attempt costs the proxy nothing),
+ * `refused` when the proxy answered and said no (host certificate, user certificate, a timeout mid-handshake:
+ * back off hard, retrying will not change its mind soon).
+ */
+export type FailureKind = 'unreachable' | 'refused';
+
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'EPIPE',
+]);
+
+export function classifyFailure(err: unknown): FailureKind {
+  const e = err as { code?: unknown; level?: unknown } | undefined;
+  if (typeof e?.code === 'string' && UNREACHABLE_CODES.has(e.code)) return 'unreachable';
+  return 'refused';
+}
+
+/** Delay before retry number `attempt` after a failure of this kind. */
+export function retryDelay(
+  attempt: number,
+  kind: FailureKind,
+  random: () => number,
+  policy: BackoffPolicy = DEFAULT_BACKOFF,
+): number {
+  if (kind === 'unreachable') {
+    const cap = Math.min(policy.capMs, policy.unreachableCapMs ?? DEFAULT_BACKOFF.unreachableCapMs ?? 1000);
+    return backoffDelay(attempt, random, { ...policy, capMs: Math.max(1, cap) });
+  }
+  return backoffDelay(attempt, random, policy);
+}
 
 /** The ceiling of retry number `attempt` (0 = first retry): min(cap, base · factor^attempt). */
 export function backoffCeiling(attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF): number {

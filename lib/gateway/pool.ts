@@ -6,7 +6,14 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ClientChannel, TcpConnectionDetails } from '../sshwire/ssh2.js';
-import { attemptAfterTunnel, type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
+import {
+  attemptAfterTunnel,
+  type BackoffPolicy,
+  classifyFailure,
+  DEFAULT_BACKOFF,
+  type FailureKind,
+  retryDelay,
+} from './backoff.js';
 import { type ProxyEndpoint, TUNNEL_DEFAULTS, Tunnel, type TunnelCredentials } from './tunnel.js';
 
 export type TunnelState = 'connecting' | 'up' | 'backoff' | 'stopped';
@@ -224,7 +231,7 @@ class Supervisor {
       this.#setState('up');
     } catch (err) {
       this.#lastError = (err as Error).message;
-      this.#retry();
+      this.#retry(classifyFailure(err));
     } finally {
       this.#connecting = false;
     }
@@ -250,18 +257,20 @@ class Supervisor {
       this.#opts.log?.warn({ proxyId: this.proxy.proxyId, upForMs: upFor, err: this.#lastError }, 'tunnel down');
       // A tunnel that lived counts as a success: the next attempt starts fast again.
       this.#attempt = attemptAfterTunnel(this.#attempt, upFor, this.#policy());
-      this.#retry();
+      this.#retry('unreachable');
     });
   }
 
-  #retry(): void {
+  #retry(kind: FailureKind): void {
     if (this.#stopped) return;
-    const delay = backoffDelay(this.#attempt, this.#opts.random ?? Math.random, this.#policy());
+    const delay = retryDelay(this.#attempt, kind, this.#opts.random ?? Math.random, this.#policy());
     this.#attempt++;
     this.#setState('backoff');
     this.#opts.log?.info(
-      { proxyId: this.proxy.proxyId, attempt: this.#attempt, delayMs: delay, err: this.#lastError },
-      'tunnel retry scheduled',
+      { proxyId: this.proxy.proxyId, attempt: this.#attempt, delayMs: delay, failure: kind, err: this.#lastError },
+      kind === 'unreachable'
+        ? 'proxy not reachable (refused or reset): retrying soon'
+        : 'proxy refused the tunnel: backing off',
     );
     this.#timer = setTimeout(() => {
       this.#timer = undefined;

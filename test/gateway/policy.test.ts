@@ -15,7 +15,9 @@ import {
   backoffCeiling,
   backoffDelay,
   checkBackoffPolicy,
+  classifyFailure,
   DEFAULT_BACKOFF,
+  retryDelay,
 } from '../../lib/gateway/backoff.js';
 
 describe('backoff', () => {
@@ -58,6 +60,23 @@ describe('backoff', () => {
     assert.match(checkBackoffPolicy({ ...DEFAULT_BACKOFF, baseMs: 0 }) ?? '', /baseMs/);
     assert.match(checkBackoffPolicy({ ...DEFAULT_BACKOFF, capMs: 10 }) ?? '', /capMs/);
     assert.match(checkBackoffPolicy({ ...DEFAULT_BACKOFF, factor: 0.5 }) ?? '', /factor/);
+  });
+});
+
+describe('retry after a failure, by kind', () => {
+  it('a proxy that is not there (refused, reset, no route) is asked again within a second, whatever the attempt', () => {
+    for (const code of ['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH']) {
+      assert.equal(classifyFailure(Object.assign(new Error(`connect ${code}`), { code })), 'unreachable');
+    }
+    for (const attempt of [0, 3, 10, 50]) {
+      assert.ok(retryDelay(attempt, 'unreachable', () => 0.999) < 1000);
+    }
+  });
+  it('a proxy that answered and refused (certificate, auth, timeout) backs off hard, up to the cap', () => {
+    assert.equal(classifyFailure(Object.assign(new Error('host cert'), { code: 'E_SSH_HOST_CERT' })), 'refused');
+    assert.equal(classifyFailure(new Error('no code')), 'refused');
+    assert.ok(retryDelay(10, 'refused', () => 0.999) > 20_000);
+    assert.ok(retryDelay(10, 'refused', () => 0.999) < DEFAULT_BACKOFF.capMs);
   });
 });
 
