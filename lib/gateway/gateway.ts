@@ -11,8 +11,9 @@ import { loadPrivateKey } from '../pki/keys.js';
 import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import { GatewayError, unwrap } from '../protocol/errors.js';
+import { parseIdentity } from '../protocol/identity.js';
 import type { Audit } from '../runtime/log.js';
-import { parseCertificate, parsePublicKey } from '../sshcert/index.js';
+import { parseCertificate, parsePublicKey, type SshCertificate } from '../sshcert/index.js';
 import { type Allowlist, type AllowlistConfig, parseAllowlist, type Resolver } from './allowlist.js';
 import type { BackoffPolicy } from './backoff.js';
 import { renew } from './enroll.js';
@@ -83,7 +84,7 @@ export class Gateway {
     this.#settings = settings;
     this.#hooks = hooks;
     this.revoked = new RevocationSet(hooks.store?.revocations() ?? []);
-    this.#sshCreds = sshCredentials(state);
+    this.#sshCreds = sshCredentials(state, this.revoked);
     const now = hooks.now ?? (() => new Date());
     this.registry = new StreamRegistry({
       gatewayId: state.gatewayId,
@@ -214,7 +215,7 @@ export class Gateway {
     }
     const allowlist = allowlistOf(settings);
     const creds = innerCredentials(state);
-    const ssh = sshCredentials(state);
+    const ssh = sshCredentials(state, this.revoked);
     this.inner.reload({ credentials: creds, allowlist, upstreamTls: settings.upstreamTls });
     const sshChanged = JSON.stringify(state.sshCertificates) !== JSON.stringify(this.#state.sshCertificates);
     this.#state = state;
@@ -383,11 +384,26 @@ function endpoints(s: GatewayState): ProxyEndpoint[] {
 }
 
 /** One credential set per proxy scope: that scope's SSH user cert and SSH server CA keys. */
-function sshCredentials(s: GatewayState): Map<string, TunnelCredentials> {
+function sshCredentials(s: GatewayState, revoked: RevocationSet): Map<string, TunnelCredentials> {
   const out = new Map<string, TunnelCredentials>();
+  // A proxy the feed named (by id, or its host certificate's serial: a retired or copied one) is refused at
+  // the handshake too, whatever address it answers on.
+  const isHostRevoked = (cert: SshCertificate): boolean => {
+    if (revoked.has('certificate', cert.serial.toString(16))) return true;
+    const id = parseIdentity(cert.keyId);
+    if (!id.ok || (id.value.kind !== 'instance-proxy' && id.value.kind !== 'org-proxy')) return false;
+    return (
+      revoked.has('proxy', cert.keyId) || revoked.has('proxy', id.value.id, 'orgId' in id.value ? id.value.orgId : null)
+    );
+  };
   for (const c of s.sshCertificates) {
     const hostCas = s.sshHostCaKeys.filter((k) => k.scope === c.scope).map((k) => unwrap(parsePublicKey(k.key)));
-    out.set(c.scope, { privateKey: s.sshPrivateKey, certificate: c.certificate, trustedHostCaKeys: hostCas });
+    out.set(c.scope, {
+      privateKey: s.sshPrivateKey,
+      certificate: c.certificate,
+      trustedHostCaKeys: hostCas,
+      isHostRevoked,
+    });
   }
   return out;
 }

@@ -9,6 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { GatewayError } from '../protocol/errors.js';
 import { parseHostPort } from '../runtime/config-schema.js';
+import type { SshCertificate } from '../sshcert/index.js';
 import { connectWithCertificate } from '../sshwire/client.js';
 import type { Client, ClientChannel, TcpConnectionDetails } from '../sshwire/ssh2.js';
 
@@ -32,6 +33,8 @@ export interface TunnelCredentials {
   certificate: Buffer | string;
   /** Public key blobs of the scope's SSH server CA(s). */
   trustedHostCaKeys: Buffer[];
+  /** A host certificate this gateway knows to be revoked (its serial, or the proxy it names). */
+  isHostRevoked?: (cert: SshCertificate) => boolean;
 }
 
 export interface TunnelOptions {
@@ -110,6 +113,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       certificate: opts.credentials.certificate,
       trustedHostCaKeys: opts.credentials.trustedHostCaKeys,
       hostPrincipal: opts.proxy.hostname,
+      ...(opts.credentials.isHostRevoked ? { isRevoked: opts.credentials.isHostRevoked } : {}),
       keepaliveInterval: opts.keepaliveIntervalMs,
       keepaliveCountMax: opts.keepaliveCountMax,
       readyTimeout: opts.readyTimeoutMs,

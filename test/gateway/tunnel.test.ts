@@ -108,6 +108,28 @@ describe('Tunnel', () => {
     assert.match(err.message, /E_CERT_WRONG_PRINCIPAL/);
   });
 
+  it('refuses a host cert the gateway knows to be revoked (a retired or copied proxy), at the handshake', async () => {
+    const p = await proxy();
+    const seen: bigint[] = [];
+    const err = await refused(
+      Tunnel.open(
+        tunnelOpts(p, {
+          credentials: {
+            ...world.credentials(),
+            isHostRevoked: (cert) => {
+              seen.push(cert.serial);
+              return true;
+            },
+          },
+        }),
+      ),
+    );
+    assert.equal(err.code, 'E_SSH_HOST_CERT');
+    assert.match(err.message, /E_CERT_REVOKED/);
+    assert.equal(seen.length, 1);
+    assert.equal(p.tunnelCount(), 0);
+  });
+
   it('refuses an expired host cert', async () => {
     const p = new FakeProxy(world, 'proxy-a.test');
     p.useHostCert(world.hostCa, ['proxy-a.test'], { fromS: Math.floor(Date.now() / 1000) - 7200, lifetimeS: 60 });
