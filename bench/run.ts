@@ -15,6 +15,7 @@ const AREAS: Area[] = [
   { name: 'proxy', module: './proxy.js', fn: 'benchProxy' },
   { name: 'gateway', module: './gateway.js', fn: 'benchGateway' },
   { name: 'client', module: './client.js', fn: 'benchClient' },
+  { name: 'lifecycle', module: './lifecycle.js', fn: 'benchLifecycle' },
   { name: 'packaging', module: './packaging.js', fn: 'benchPackaging' },
 ];
 
