@@ -42,15 +42,17 @@ import type { Logger } from '../runtime/log.js';
 import { Sealer, SealingKey } from '../store/sealed.js';
 import * as access from './access.js';
 import { AuditTrail } from './audit.js';
+import { ChangeSignal } from './changes.js';
 import type { AuthorityContext, AuthorityLimits, Caller, RequestInfo } from './context.js';
 import { iso, ok, requireOrgMember } from './context.js';
 import { enrollGateway, enrollProxy, proxyInfo } from './enroll.js';
+import { awaitFeed, feedFor } from './feed.js';
 import { issueGrant } from './grants.js';
 import { type ApiServerCredentials, Keyring } from './keyring.js';
 import * as orgs from './orgs.js';
 import { type BucketPolicy, RateLimiter } from './ratelimit.js';
 import { authenticatePeer, type Peer, renewGateway, renewProxy, type SignedRequest } from './renew.js';
-import { auditSince, revocationsSince, revoke } from './revocation.js';
+import { auditSince, revoke } from './revocation.js';
 import { DEFAULT_SCRYPT } from './secrets.js';
 import { CaStore } from './store.js';
 
@@ -140,6 +142,7 @@ export class Authority {
         loginBySource: new RateLimiter(rl.loginPerSource),
         enrollBySource: new RateLimiter(rl.enrollPerSource),
       },
+      changes: new ChangeSignal(),
     });
   }
 
@@ -317,18 +320,40 @@ export class Authority {
   revoke(caller: Caller, req: RevokeRequest): Verdict<RevokeResponse> {
     return revoke(this.ctx, caller, req);
   }
-  /** The feed as a caller sees it: the admin everything; an org identity its org's and the instance's. */
-  revocationsSince(viewer: Caller | Peer, since: number): RevocationFeed {
-    const orgId =
-      'role' in viewer
-        ? viewer.role === 'admin'
-          ? undefined
-          : (viewer.orgId ?? undefined)
-        : viewer.kind === 'instance-proxy'
-          ? undefined
-          : (viewer.orgId ?? undefined);
-    return revocationsSince(this.ctx, since, orgId);
+  /**
+   * The feed as a reader sees it: the admin everything; an org identity or peer its org's and the instance's;
+   * a gateway peer also its proxy list (FeedProxyList).
+   */
+  revocationsSince(viewer: Caller | Peer, since: number, proxiesVersion?: string): RevocationFeed {
+    return feedFor(this.ctx, viewer, { since, ...(proxiesVersion !== undefined ? { proxiesVersion } : {}) }).feed;
   }
+  /**
+   * The feed, held up to `waitMs` (a long-poll) until there is news for this reader: an entry after `since`, or
+   * for a gateway a proxy list other than `proxiesVersion`. `admit` is asked only when the read must wait: it may
+   * refuse (E_LIMIT) or give the signal that ends the wait early with the current feed.
+   */
+  awaitRevocations(
+    viewer: Caller | Peer,
+    query: { since: number; proxiesVersion?: string },
+    wait: { waitMs: number; admit?: () => Verdict<AbortSignal | undefined> },
+  ): Promise<Verdict<RevocationFeed>> {
+    return awaitFeed(this.ctx, viewer, query, wait);
+  }
+  /** Raised after every commit that may change a feed reader's answer. */
+  get changes(): ChangeSignal {
+    return this.ctx.changes;
+  }
+  /**
+   * Raises the change signal when another process (the admin CLI on the same database) committed since the last
+   * look: SQLite's data_version moves only for other connections' commits. The daemon calls it every second.
+   */
+  noticeExternalChanges(): void {
+    const version = this.ctx.store.dataVersion();
+    if (this.#dataVersion !== undefined && version !== this.#dataVersion) this.ctx.changes.raise();
+    this.#dataVersion = version;
+  }
+  #dataVersion: number | undefined;
+
   audit(caller: Caller, since: number): Verdict<AuditResponse> {
     return auditSince(this.ctx, caller, since);
   }

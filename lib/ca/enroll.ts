@@ -116,6 +116,7 @@ export function enrollProxy(
     }),
   );
   if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.changes.raise(); // gateways' proxy lists
   ctx.audit.log({ ...event, outcome: 'ok' });
   return result;
 }
@@ -187,7 +188,7 @@ export function gatewayBundle(
       ],
       gatewayClientCaCerts: [ctx.keyring.x509Pem(orgId, 'gateway-client')],
     },
-    proxies: ctx.store.proxiesFor(orgId).map(proxyInfo),
+    proxies: gatewayProxies(ctx, orgId),
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.gatewayTlsLifetimeSec, l.gatewaySshLifetimeSec) * 1000),
   };
@@ -233,6 +234,17 @@ export function proxyBundle(
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.proxyTlsLifetimeSec, l.proxySshLifetimeSec) * 1000),
   };
+}
+
+/**
+ * The proxies a gateway of `orgId` keeps tunnels to: every instance proxy and its own org's, none revoked. The
+ * one rule for both the enrollment/renewal bundle and the signed feed's proxy list.
+ */
+export function gatewayProxies(ctx: AuthorityContext, orgId: string): ProxyInfo[] {
+  return ctx.store
+    .proxiesFor(orgId)
+    .filter((p) => !ctx.store.isRevoked('proxy', p.orgId, p.proxyId))
+    .map(proxyInfo);
 }
 
 export function proxyInfo(p: ProxyRow): ProxyInfo {

@@ -48,6 +48,8 @@ export function statusFor(code: ErrorCode): number {
       return 429;
     case 'E_TIMEOUT':
       return 408;
+    case 'E_LIMIT':
+      return 503;
     default:
       return 500;
   }

@@ -90,6 +90,9 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   });
   const pruner = setInterval(() => authority.prune(), 10 * 60_000);
   pruner.unref();
+  // Held feed reads wake on the authority's change signal; this raises it for commits made by the admin CLI.
+  const watcher = setInterval(() => authority.noticeExternalChanges(), 1000);
+  watcher.unref();
   const lifecycle = new Lifecycle({
     notifier,
     log: logger,
@@ -110,6 +113,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
       },
       drain: async (deadlineMs) => {
         clearInterval(pruner);
+        clearInterval(watcher);
         await server.drain(deadlineMs);
         await ops.close();
         authority.close();

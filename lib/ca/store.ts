@@ -85,6 +85,11 @@ export class CaStore {
     return this.db.transaction(fn).immediate();
   }
 
+  /** Moves when another connection commits (SQLite data_version): the daemon's hint that the CLI changed data. */
+  dataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
+  }
+
   schemaVersion(): number {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
