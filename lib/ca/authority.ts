@@ -55,6 +55,7 @@ import { authenticatePeer, type Peer, renewGateway, renewProxy, type SignedReque
 import { auditSince, revoke } from './revocation.js';
 import { DEFAULT_SCRYPT } from './secrets.js';
 import { CaStore } from './store.js';
+import { retireDue } from './supersede.js';
 
 export type { ApiServerCredentials, AuthorityLimits, Caller, Peer, RequestInfo, SignedRequest };
 
@@ -71,6 +72,7 @@ export const DEFAULT_LIMITS: AuthorityLimits = {
   gatewaySshLifetimeSec: 24 * 3600,
   proxyTlsLifetimeSec: 30 * 24 * 3600,
   proxySshLifetimeSec: 30 * 24 * 3600,
+  supersedeGraceSec: 120,
   scrypt: DEFAULT_SCRYPT,
 };
 
@@ -325,6 +327,7 @@ export class Authority {
    * a gateway peer also its proxy list (FeedProxyList).
    */
   revocationsSince(viewer: Caller | Peer, since: number, proxiesVersion?: string): RevocationFeed {
+    retireDue(this.ctx);
     return feedFor(this.ctx, viewer, { since, ...(proxiesVersion !== undefined ? { proxiesVersion } : {}) }).feed;
   }
   /**
@@ -337,7 +340,14 @@ export class Authority {
     query: { since: number; proxiesVersion?: string },
     wait: { waitMs: number; admit?: () => Verdict<AbortSignal | undefined> },
   ): Promise<Verdict<RevocationFeed>> {
-    return awaitFeed(this.ctx, viewer, query, wait);
+    return awaitFeed(this.ctx, viewer, query, { ...wait, before: () => retireDue(this.ctx) });
+  }
+  /**
+   * Retires the previous certificates of renewed components whose grace has passed (supersede.ts); feed reads
+   * do it first, and the daemon every second, so retirement needs no request to arrive.
+   */
+  retireDue(): number {
+    return retireDue(this.ctx);
   }
   /** Raised after every commit that may change a feed reader's answer. */
   get changes(): ChangeSignal {

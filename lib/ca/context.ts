@@ -40,6 +40,8 @@ export interface AuthorityLimits {
   gatewaySshLifetimeSec: number;
   proxyTlsLifetimeSec: number;
   proxySshLifetimeSec: number;
+  /** How long a renewed component's previous certificates stay usable unless its successor is used first. */
+  supersedeGraceSec: number;
   scrypt: ScryptParams;
 }
 
