@@ -168,7 +168,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list',
-        'list proxies',
+        'list proxies: id, scope, current certificate serial and expiry, revoked, enrolled and renewed times',
         {},
         run((_a, c) => cli.listCommands.proxies(c)),
       )
@@ -178,7 +178,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list <orgId>',
-        'list gateways of an org',
+        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times',
         {},
         run((a, c) => cli.listCommands.gateways(c, str(a, 'orgId'))),
       )

@@ -13,6 +13,7 @@ import type {
   AddPolicyRequest,
   AuditResponse,
   CaBundle,
+  ComponentStatus,
   CreateEnrollmentTokenRequest,
   CreateIdentityRequest,
   CreateIdentityResponse,
@@ -55,6 +56,7 @@ import { authenticatePeer, type Peer, renewGateway, renewProxy, type SignedReque
 import { auditSince, revoke } from './revocation.js';
 import { DEFAULT_SCRYPT } from './secrets.js';
 import { CaStore } from './store.js';
+import type { ComponentRef } from './store-generations.js';
 import { retireDue } from './supersede.js';
 
 export type { ApiServerCredentials, AuthorityLimits, Caller, Peer, RequestInfo, SignedRequest };
@@ -302,8 +304,8 @@ export class Authority {
         orgId: g.orgId,
         gatewayId: g.gatewayId,
         uri: g.uri,
-        enrolledAt: iso(g.enrolledAt),
         revoked: g.revokedAt !== null,
+        ...this.#status({ kind: 'gateway', orgId: g.orgId, id: g.gatewayId }, g),
       })),
     });
   }
@@ -313,8 +315,25 @@ export class Authority {
       .listProxies()
       .filter((p) => caller.role === 'admin' || p.orgId === null || p.orgId === caller.orgId);
     return ok({
-      proxies: rows.map((p) => ({ ...proxyInfo(p), orgId: p.orgId, uri: p.uri, revoked: p.revokedAt !== null })),
+      proxies: rows.map((p) => ({
+        ...proxyInfo(p),
+        orgId: p.orgId,
+        uri: p.uri,
+        revoked: p.revokedAt !== null,
+        ...this.#status({ kind: 'proxy', orgId: p.orgId, id: p.proxyId }, p),
+      })),
     });
+  }
+  /** A component's current certificate and renewal times, for the lists. */
+  #status(ref: ComponentRef, row: { enrolledAt: number; renewedAt?: number | null }): ComponentStatus {
+    const serial = this.ctx.store.generations.of(ref)?.current?.serial ?? null;
+    const cert = serial === null ? undefined : this.ctx.store.certificate(serial);
+    return {
+      currentSerial: serial,
+      notAfter: cert ? iso(cert.notAfter) : null,
+      enrolledAt: iso(row.enrolledAt),
+      renewedAt: row.renewedAt == null ? null : iso(row.renewedAt),
+    };
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------
