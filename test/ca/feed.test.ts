@@ -1,7 +1,9 @@
 /** The revocation feed as a long-poll over HTTPS: held reads, wake-ups, the gateway's proxy list, the bounds. */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:https';
 import { after, before, test } from 'node:test';
+import { Authority } from '../../lib/ca/authority.js';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
 import {
   type GatewayEnrollResponse,
@@ -12,7 +14,7 @@ import {
 } from '../../lib/protocol/api.js';
 import { CaApiError, CaClient, type CurrentCredentials } from '../../lib/protocol/ca-client.js';
 import { unwrap } from '../../lib/protocol/errors.js';
-import { clientKeys, type Fixture, newAuthority, newOrg } from './helpers.js';
+import { CHEAP_SCRYPT, clientKeys, type Fixture, newAuthority, newOrg, TD, TempDir } from './helpers.js';
 
 let f: Fixture;
 let server: CaServer;
@@ -241,5 +243,32 @@ test('held reads beyond the bound are refused with E_LIMIT; reads with news are 
     assert.equal(f.ca.changes.listenerCount, 0);
   } finally {
     await small.drain(Date.now() + 1000).catch(() => {});
+  }
+});
+
+test("another process's commit (the admin CLI on the same database) raises the change signal", async () => {
+  const dir = new TempDir();
+  try {
+    const sealKey = randomBytes(32);
+    const path = dir.file('ca.db');
+    const daemon = Authority.open({ db: path, sealKey, trustDomain: TD, limits: { scrypt: CHEAP_SCRYPT } });
+    unwrap(await daemon.init());
+    const cli = Authority.open({ db: path, sealKey });
+    let raised = 0;
+    const off = daemon.changes.on(() => raised++);
+    daemon.noticeExternalChanges();
+    daemon.noticeExternalChanges();
+    assert.equal(raised, 0, 'nothing changed');
+    unwrap(cli.createOrg(cli.localAdmin(), 'initech'));
+    daemon.noticeExternalChanges();
+    assert.equal(raised, 1, 'the other connection committed');
+    unwrap(daemon.createOrg(daemon.localAdmin(), 'own'));
+    daemon.noticeExternalChanges();
+    assert.equal(raised, 1, "the daemon's own commits raise the signal where they happen, not here");
+    off();
+    cli.close();
+    daemon.close();
+  } finally {
+    dir.remove();
   }
 });
