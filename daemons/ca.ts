@@ -15,6 +15,7 @@ import { REVOCATION_KINDS } from '../lib/protocol/api.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { GRANT_MODES, type GrantMode } from '../lib/protocol/grant.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
+import { flagOptions } from '../lib/runtime/config-doc.js';
 import { createLogger } from '../lib/runtime/log.js';
 import type { LogLevel } from '../lib/runtime/runtime-keys.js';
 
@@ -81,7 +82,8 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
         .option('token-ttl', { type: 'string', describe: 'access token lifetime (default 15m)' })
         .option('grant-ttl', { type: 'string', describe: 'default grant lifetime (default 5m)' })
-        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' }),
+        .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
+        .options(flagOptions(caConfigSchema, ['supersede_grace'])),
     run(async (argv, config) => {
       const logger = createLogger({ daemon: 'ca', version: VERSION, level: config.log_level as LogLevel });
       await serve(config, logger, () => configOf(argv));
@@ -166,7 +168,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list',
-        'list proxies',
+        'list proxies: id, scope, current certificate serial and expiry, revoked, enrolled and renewed times',
         {},
         run((_a, c) => cli.listCommands.proxies(c)),
       )
@@ -176,7 +178,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list <orgId>',
-        'list gateways of an org',
+        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times',
         {},
         run((a, c) => cli.listCommands.gateways(c, str(a, 'orgId'))),
       )

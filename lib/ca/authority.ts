@@ -13,6 +13,7 @@ import type {
   AddPolicyRequest,
   AuditResponse,
   CaBundle,
+  ComponentStatus,
   CreateEnrollmentTokenRequest,
   CreateIdentityRequest,
   CreateIdentityResponse,
@@ -42,17 +43,21 @@ import type { Logger } from '../runtime/log.js';
 import { Sealer, SealingKey } from '../store/sealed.js';
 import * as access from './access.js';
 import { AuditTrail } from './audit.js';
+import { ChangeSignal } from './changes.js';
 import type { AuthorityContext, AuthorityLimits, Caller, RequestInfo } from './context.js';
 import { iso, ok, requireOrgMember } from './context.js';
 import { enrollGateway, enrollProxy, proxyInfo } from './enroll.js';
+import { awaitFeed, feedFor } from './feed.js';
 import { issueGrant } from './grants.js';
 import { type ApiServerCredentials, Keyring } from './keyring.js';
 import * as orgs from './orgs.js';
 import { type BucketPolicy, RateLimiter } from './ratelimit.js';
 import { authenticatePeer, type Peer, renewGateway, renewProxy, type SignedRequest } from './renew.js';
-import { auditSince, revocationsSince, revoke } from './revocation.js';
+import { auditSince, revoke } from './revocation.js';
 import { DEFAULT_SCRYPT } from './secrets.js';
 import { CaStore } from './store.js';
+import type { ComponentRef } from './store-generations.js';
+import { retireDue } from './supersede.js';
 
 export type { ApiServerCredentials, AuthorityLimits, Caller, Peer, RequestInfo, SignedRequest };
 
@@ -69,6 +74,7 @@ export const DEFAULT_LIMITS: AuthorityLimits = {
   gatewaySshLifetimeSec: 24 * 3600,
   proxyTlsLifetimeSec: 30 * 24 * 3600,
   proxySshLifetimeSec: 30 * 24 * 3600,
+  supersedeGraceSec: 120,
   scrypt: DEFAULT_SCRYPT,
 };
 
@@ -140,6 +146,7 @@ export class Authority {
         loginBySource: new RateLimiter(rl.loginPerSource),
         enrollBySource: new RateLimiter(rl.enrollPerSource),
       },
+      changes: new ChangeSignal(),
     });
   }
 
@@ -297,8 +304,8 @@ export class Authority {
         orgId: g.orgId,
         gatewayId: g.gatewayId,
         uri: g.uri,
-        enrolledAt: iso(g.enrolledAt),
         revoked: g.revokedAt !== null,
+        ...this.#status({ kind: 'gateway', orgId: g.orgId, id: g.gatewayId }, g),
       })),
     });
   }
@@ -308,8 +315,25 @@ export class Authority {
       .listProxies()
       .filter((p) => caller.role === 'admin' || p.orgId === null || p.orgId === caller.orgId);
     return ok({
-      proxies: rows.map((p) => ({ ...proxyInfo(p), orgId: p.orgId, uri: p.uri, revoked: p.revokedAt !== null })),
+      proxies: rows.map((p) => ({
+        ...proxyInfo(p),
+        orgId: p.orgId,
+        uri: p.uri,
+        revoked: p.revokedAt !== null,
+        ...this.#status({ kind: 'proxy', orgId: p.orgId, id: p.proxyId }, p),
+      })),
     });
+  }
+  /** A component's current certificate and renewal times, for the lists. */
+  #status(ref: ComponentRef, row: { enrolledAt: number; renewedAt?: number | null }): ComponentStatus {
+    const serial = this.ctx.store.generations.of(ref)?.current?.serial ?? null;
+    const cert = serial === null ? undefined : this.ctx.store.certificate(serial);
+    return {
+      currentSerial: serial,
+      notAfter: cert ? iso(cert.notAfter) : null,
+      enrolledAt: iso(row.enrolledAt),
+      renewedAt: row.renewedAt == null ? null : iso(row.renewedAt),
+    };
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------
@@ -317,18 +341,48 @@ export class Authority {
   revoke(caller: Caller, req: RevokeRequest): Verdict<RevokeResponse> {
     return revoke(this.ctx, caller, req);
   }
-  /** The feed as a caller sees it: the admin everything; an org identity its org's and the instance's. */
-  revocationsSince(viewer: Caller | Peer, since: number): RevocationFeed {
-    const orgId =
-      'role' in viewer
-        ? viewer.role === 'admin'
-          ? undefined
-          : (viewer.orgId ?? undefined)
-        : viewer.kind === 'instance-proxy'
-          ? undefined
-          : (viewer.orgId ?? undefined);
-    return revocationsSince(this.ctx, since, orgId);
+  /**
+   * The feed as a reader sees it: the admin everything; an org identity or peer its org's and the instance's;
+   * a gateway peer also its proxy list (FeedProxyList).
+   */
+  revocationsSince(viewer: Caller | Peer, since: number, proxiesVersion?: string): RevocationFeed {
+    retireDue(this.ctx);
+    return feedFor(this.ctx, viewer, { since, ...(proxiesVersion !== undefined ? { proxiesVersion } : {}) }).feed;
   }
+  /**
+   * The feed, held up to `waitMs` (a long-poll) until there is news for this reader: an entry after `since`, or
+   * for a gateway a proxy list other than `proxiesVersion`. `admit` is asked only when the read must wait: it may
+   * refuse (E_LIMIT) or give the signal that ends the wait early with the current feed.
+   */
+  awaitRevocations(
+    viewer: Caller | Peer,
+    query: { since: number; proxiesVersion?: string },
+    wait: { waitMs: number; admit?: () => Verdict<AbortSignal | undefined> },
+  ): Promise<Verdict<RevocationFeed>> {
+    return awaitFeed(this.ctx, viewer, query, { ...wait, before: () => retireDue(this.ctx) });
+  }
+  /**
+   * Retires the previous certificates of renewed components whose grace has passed (supersede.ts); feed reads
+   * do it first, and the daemon every second, so retirement needs no request to arrive.
+   */
+  retireDue(): number {
+    return retireDue(this.ctx);
+  }
+  /** Raised after every commit that may change a feed reader's answer. */
+  get changes(): ChangeSignal {
+    return this.ctx.changes;
+  }
+  /**
+   * Raises the change signal when another process (the admin CLI on the same database) committed since the last
+   * look: SQLite's data_version moves only for other connections' commits. The daemon calls it every second.
+   */
+  noticeExternalChanges(): void {
+    const version = this.ctx.store.dataVersion();
+    if (this.#dataVersion !== undefined && version !== this.#dataVersion) this.ctx.changes.raise();
+    this.#dataVersion = version;
+  }
+  #dataVersion: number | undefined;
+
   audit(caller: Caller, since: number): Verdict<AuditResponse> {
     return auditSince(this.ctx, caller, since);
   }

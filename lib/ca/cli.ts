@@ -7,7 +7,7 @@
  * Each command returns what it did as data; the entry point prints it as text or, with --json, as JSON.
  */
 import { isIP } from 'node:net';
-import type { ProxyScope, RevocationKind } from '../protocol/api.js';
+import type { ComponentStatus, ProxyScope, RevocationKind } from '../protocol/api.js';
 import { unwrap } from '../protocol/errors.js';
 import type { GrantMode } from '../protocol/grant.js';
 import type { Authority } from './authority.js';
@@ -155,18 +155,19 @@ export const listCommands = {
   proxies: (config: CaConfig) =>
     withAuthority(config, (ca) => {
       const { proxies } = unwrap(ca.listProxies(ca.localAdmin()));
-      const text = proxies.map(
-        (p) =>
-          `${p.scope === 'instance' ? 'instance' : `org ${p.orgId}`}\t${p.proxyId}\t${p.hostnames.join(',')}\t` +
-          `ssh ${p.sshAddress}\ttls ${p.tlsAddress}${p.revoked ? '\trevoked' : ''}`,
-      );
-      return out(proxies, text.join('\n') || '(no proxies)');
+      const rows = proxies.map((p) => [
+        p.proxyId,
+        p.scope === 'instance' ? 'instance' : `org:${p.orgId}`,
+        ...statusColumns(p),
+        p.hostnames.join(','),
+      ]);
+      return out(proxies, table(['ID', 'SCOPE', ...STATUS_HEADER, 'HOSTNAMES'], rows) || '(no proxies)');
     }),
   gateways: (config: CaConfig, orgId: string) =>
     withAuthority(config, (ca) => {
       const { gateways } = unwrap(ca.listGateways(ca.localAdmin(), orgId));
-      const text = gateways.map((g) => `${g.gatewayId}\t${g.uri}\t${g.enrolledAt}${g.revoked ? '\trevoked' : ''}`);
-      return out(gateways, text.join('\n') || '(no gateways)');
+      const rows = gateways.map((g) => [g.gatewayId, g.orgId, ...statusColumns(g)]);
+      return out(gateways, table(['ID', 'ORG', ...STATUS_HEADER], rows) || '(no gateways)');
     }),
   grants: (config: CaConfig, orgId: string, limit: number) =>
     withAuthority(config, (ca) => {
@@ -178,6 +179,17 @@ export const listCommands = {
       return out(rows, text.join('\n') || '(no grants)');
     }),
 };
+
+const STATUS_HEADER = ['SERIAL', 'NOT_AFTER', 'REVOKED', 'ENROLLED', 'RENEWED'];
+
+function statusColumns(c: ComponentStatus & { revoked: boolean }): string[] {
+  return [c.currentSerial ?? '-', c.notAfter ?? '-', c.revoked ? 'yes' : 'no', c.enrolledAt, c.renewedAt ?? '-'];
+}
+
+/** Tab-separated rows under a header row; '' when there are none. */
+function table(header: string[], rows: string[][]): string {
+  return rows.length === 0 ? '' : [header, ...rows].map((r) => r.join('\t')).join('\n');
+}
 
 export const policyCommands = {
   add: (

@@ -32,5 +32,12 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     description: 'Lifetime of access grants when a request names none.',
     validate: durationRange(10_000, 3_600_000),
   }),
+  supersede_grace: keys.duration({
+    default: 120_000,
+    description:
+      'After a gateway or proxy renews, how long its previous certificates stay valid unless the new ones are used ' +
+      'first; then they are revoked in the feed, so a copied state directory stops working.',
+    validate: durationRange(0, 24 * 3_600_000),
+  }),
   ...runtimeKeys({ opsListen: '127.0.0.1:9471' }),
 });

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type { Role } from '../protocol/api.js';
 import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { AuditEvent, AuditTrail } from './audit.js';
+import type { ChangeSignal } from './changes.js';
 import type { Keyring } from './keyring.js';
 import type { RateLimiter } from './ratelimit.js';
 import type { ScryptParams } from './secrets.js';
@@ -39,6 +40,8 @@ export interface AuthorityLimits {
   gatewaySshLifetimeSec: number;
   proxyTlsLifetimeSec: number;
   proxySshLifetimeSec: number;
+  /** How long a renewed component's previous certificates stay usable unless its successor is used first. */
+  supersedeGraceSec: number;
   scrypt: ScryptParams;
 }
 
@@ -51,6 +54,8 @@ export interface AuthorityContext {
   version: string;
   limits: AuthorityLimits;
   rate: { loginByClient: RateLimiter; loginBySource: RateLimiter; enrollBySource: RateLimiter };
+  /** Raised after commits that change what feed readers see (held feed reads wait on it). */
+  changes: ChangeSignal;
 }
 
 /** The audit actor name of a caller. */

@@ -29,6 +29,8 @@ import {
 import { catchIssuance, parseSubjectKeys, recordX509, type SubjectKeys, sanOf, signRecordedSsh } from './issue.js';
 import { authorityId } from './keyring.js';
 import type { ProxyRow } from './store.js';
+import type { Generation } from './store-generations.js';
+import { generationOf } from './supersede.js';
 
 export function enrollGateway(
   ctx: AuthorityContext,
@@ -57,7 +59,8 @@ export function enrollGateway(
         if (!used.ok) return used;
       }
       ctx.store.upsertGateway(orgId, gatewayId, uri, ctx.now().getTime());
-      const bundle = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor);
+      const { bundle, generation } = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor);
+      ctx.store.generations.setCurrent({ kind: 'gateway', orgId, id: gatewayId }, generation);
       ctx.audit.insert({ ...event, outcome: 'ok' });
       return ok(bundle);
     }),
@@ -110,12 +113,14 @@ export function enrollProxy(
         if (!used.ok) return used;
       }
       ctx.store.upsertProxy(row);
-      const bundle = proxyBundle(ctx, row, keys.value, actor);
+      const { bundle, generation } = proxyBundle(ctx, row, keys.value, actor);
+      ctx.store.generations.setCurrent({ kind: 'proxy', orgId, id: req.proxyId }, generation);
       ctx.audit.insert({ ...event, outcome: 'ok' });
       return ok(bundle);
     }),
   );
   if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.changes.raise(); // gateways' proxy lists
   ctx.audit.log({ ...event, outcome: 'ok' });
   return result;
 }
@@ -140,14 +145,15 @@ function admit(
   return allowed.ok ? ok(true) : allowed;
 }
 
-/** Issues and records a gateway's certs; call inside a transaction. */
+/** Issues and records a gateway's certs (one generation, TLS serial first); call inside a transaction. */
 export function gatewayBundle(
   ctx: AuthorityContext,
   orgId: string,
   gatewayId: string,
   keys: SubjectKeys,
   requestedBy: string,
-): GatewayEnrollResponse {
+): { bundle: GatewayEnrollResponse; generation: Generation } {
+  const issued: string[] = [];
   const uri = gatewayUri(ctx.trustDomain, orgId, gatewayId);
   const now = ctx.now();
   const l = ctx.limits;
@@ -155,7 +161,14 @@ export function gatewayBundle(
   const tls = recordX509(
     ctx,
     issueGatewayServerCert(server, { subjectKey: keys.tls, uri, now, lifetimeSec: l.gatewayTlsLifetimeSec }),
-    { kind: 'gateway-tls', authorityId: authorityId(orgId, 'gateway-server'), orgId, subjectUri: uri, requestedBy },
+    {
+      kind: 'gateway-tls',
+      authorityId: authorityId(orgId, 'gateway-server'),
+      orgId,
+      subjectUri: uri,
+      requestedBy,
+      issued,
+    },
   );
   // One SSH user cert per proxy scope: instance proxies trust the instance SSH client CA, org proxies the org's.
   const sshCertificates = (['instance', 'org'] as const).map((scope) => {
@@ -172,11 +185,11 @@ export function gatewayBundle(
         lifetimeSec: l.gatewaySshLifetimeSec,
         extensions: { 'permit-port-forwarding': '' },
       },
-      { kind: `gateway-ssh-${scope}`, authorityId: ca.id, orgId, subjectUri: uri, requestedBy },
+      { kind: `gateway-ssh-${scope}`, authorityId: ca.id, orgId, subjectUri: uri, requestedBy, issued },
     );
     return { scope, certificate };
   });
-  return {
+  const bundle: GatewayEnrollResponse = {
     gatewayUri: uri,
     tlsCertificateChain: tls + server.certificatePem,
     sshCertificates,
@@ -187,19 +200,21 @@ export function gatewayBundle(
       ],
       gatewayClientCaCerts: [ctx.keyring.x509Pem(orgId, 'gateway-client')],
     },
-    proxies: ctx.store.proxiesFor(orgId).map(proxyInfo),
+    proxies: gatewayProxies(ctx, orgId),
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.gatewayTlsLifetimeSec, l.gatewaySshLifetimeSec) * 1000),
   };
+  return { bundle, generation: generationOf(issued, keys.tls) };
 }
 
-/** Issues and records a proxy's certs (its scope's CAs only); call inside a transaction. */
+/** Issues and records a proxy's certs (its scope's CAs only; one generation); call inside a transaction. */
 export function proxyBundle(
   ctx: AuthorityContext,
   proxy: Omit<ProxyRow, 'revokedAt'>,
   keys: SubjectKeys,
   requestedBy: string,
-): ProxyEnrollResponse {
+): { bundle: ProxyEnrollResponse; generation: Generation } {
+  const issued: string[] = [];
   const now = ctx.now();
   const l = ctx.limits;
   const { orgId, uri } = proxy;
@@ -213,16 +228,23 @@ export function proxyBundle(
       lifetimeSec: l.proxyTlsLifetimeSec,
       ...sanOf(proxy.hostnames),
     }),
-    { kind: 'proxy-tls', authorityId: authorityId(orgId, 'proxy-pki-server'), orgId, subjectUri: uri, requestedBy },
+    {
+      kind: 'proxy-tls',
+      authorityId: authorityId(orgId, 'proxy-pki-server'),
+      orgId,
+      subjectUri: uri,
+      requestedBy,
+      issued,
+    },
   );
   const hostCa = ctx.keyring.ssh(orgId, 'proxy-ssh-server');
   const sshHostCertificate = signRecordedSsh(
     ctx,
     hostCa,
     { publicKey: keys.ssh, type: 'host', keyId: uri, principals: proxy.hostnames, lifetimeSec: l.proxySshLifetimeSec },
-    { kind: 'proxy-ssh-host', authorityId: hostCa.id, orgId, subjectUri: uri, requestedBy },
+    { kind: 'proxy-ssh-host', authorityId: hostCa.id, orgId, subjectUri: uri, requestedBy, issued },
   );
-  return {
+  const bundle: ProxyEnrollResponse = {
     proxyUri: uri,
     tlsCertificateChain: tls + server.certificatePem,
     sshHostCertificate,
@@ -233,6 +255,18 @@ export function proxyBundle(
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.proxyTlsLifetimeSec, l.proxySshLifetimeSec) * 1000),
   };
+  return { bundle, generation: generationOf(issued, keys.tls) };
+}
+
+/**
+ * The proxies a gateway of `orgId` keeps tunnels to: every instance proxy and its own org's, none revoked. The
+ * one rule for both the enrollment/renewal bundle and the signed feed's proxy list.
+ */
+export function gatewayProxies(ctx: AuthorityContext, orgId: string): ProxyInfo[] {
+  return ctx.store
+    .proxiesFor(orgId)
+    .filter((p) => !ctx.store.isRevoked('proxy', p.orgId, p.proxyId))
+    .map(proxyInfo);
 }
 
 export function proxyInfo(p: ProxyRow): ProxyInfo {

@@ -34,6 +34,7 @@ export function statusFor(code: ErrorCode): number {
     case 'E_CERT_CRITICAL_OPTION':
     case 'E_CERT_CHAIN_TOO_LONG':
     case 'E_CERT_WRONG_PRINCIPAL':
+    case 'E_CERT_SUPERSEDED':
       return 401;
     case 'E_FORBIDDEN':
     case 'E_ORG_MISMATCH':
@@ -48,6 +49,8 @@ export function statusFor(code: ErrorCode): number {
       return 429;
     case 'E_TIMEOUT':
       return 408;
+    case 'E_LIMIT':
+      return 503;
     default:
       return 500;
   }

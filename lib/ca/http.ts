@@ -34,7 +34,14 @@ export interface CaServerOptions {
   handshakeTimeoutMs?: number;
   /** Default 512. */
   maxConnections?: number;
+  /** Feed reads held at once (long-polls); more are refused with E_LIMIT. Default MAX_HELD_REQUESTS. */
+  maxHeldRequests?: number;
 }
+
+/** Held feed reads at once: each costs a socket and a listener, nothing else. */
+export const MAX_HELD_REQUESTS = 10_000;
+/** A held socket's idle bound beyond its wait: the answer is written well before it. */
+const HELD_SOCKET_SLACK_MS = 15_000;
 
 export interface CaServer {
   readonly port: number;
@@ -46,6 +53,8 @@ export interface CaServer {
   drain(deadlineMs: number): Promise<void>;
   /** Requests being handled right now. */
   readonly inFlight: number;
+  /** Feed reads being held (long-polls) right now. */
+  readonly held: number;
 }
 
 const MAX_HEADER_B64 = 16 * 1024;
@@ -63,6 +72,11 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     seconds: options.metrics.histogram(`${options.metrics.prefix}request_duration_seconds`, 'API latency', ['route']),
   };
   let inFlight = 0;
+  let draining = false;
+  // Each held read's controller: aborted by its client going away, or all at once by drain().
+  const held = new Set<AbortController>();
+  const maxHeld = options.maxHeldRequests ?? MAX_HELD_REQUESTS;
+  const socketTimeout = Math.max(options.requestTimeoutMs ?? 30_000, headersTimeout);
 
   const server: Server = createServer(
     {
@@ -95,7 +109,9 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
   );
   server.maxConnections = options.maxConnections ?? 512;
   // Idle or trickling sockets are dropped whatever the request state (slowloris).
-  server.setTimeout(Math.max(options.requestTimeoutMs ?? 30_000, headersTimeout), (s: Socket) => s.destroy());
+  // A held read has its own, longer bound (hold() below); requestTimeout ends once the request is read, so it
+  // does not cut a held read short.
+  server.setTimeout(socketTimeout, (s: Socket) => s.destroy());
   server.on('tlsClientError', (err) => logger?.debug({ err: err.message }, 'TLS handshake failed'));
 
   function fail(res: ServerResponse, code: ErrorCode, reason: string, close = false): void {
@@ -145,7 +161,24 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       peer: null,
       signed: null,
       info: { source: req.socket.remoteAddress ?? 'unknown' },
+      hold: (waitMs) => {
+        if (draining) return refuse('E_LIMIT', 'the CA is shutting down');
+        if (held.size >= maxHeld) return refuse('E_LIMIT', `${maxHeld} feed reads are waiting already; retry`);
+        holding = new AbortController();
+        held.add(holding);
+        const abort = holding.abort.bind(holding);
+        res.once('close', abort);
+        release = () => {
+          res.off('close', abort);
+          held.delete(holding!);
+          req.socket.setTimeout(socketTimeout);
+        };
+        req.socket.setTimeout(waitMs + HELD_SOCKET_SLACK_MS);
+        return { ok: true, value: holding.signal };
+      },
     };
+    let holding: AbortController | undefined;
+    let release = () => {};
     const hasBearer = req.headers.authorization !== undefined;
     if (route.auth === 'bearer' || ((route.auth === 'enroll' || route.auth === 'feed') && hasBearer)) {
       const caller = authenticateBearer(req);
@@ -161,10 +194,15 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       input.peer = peer.value;
     }
 
-    // 3. The decision.
-    const result = await route.handle(authority, input);
-    if (!result.ok) return fail(res, result.code, result.reason);
-    sendJson(res, route.status ?? 200, result.value);
+    // 3. The decision (a feed read may be held here: see hold above).
+    let result: Verdict<unknown>;
+    try {
+      result = await route.handle(authority, input);
+    } finally {
+      release();
+    }
+    if (!result.ok) return fail(res, result.code, result.reason, draining);
+    sendJson(res, route.status ?? 200, result.value, draining);
   }
 
   function authenticateBearer(req: IncomingMessage): Verdict<Caller> {
@@ -201,12 +239,19 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     get inFlight() {
       return inFlight;
     },
+    get held() {
+      return held.size;
+    },
     setCredentials(tls) {
       server.setSecureContext({ key: tls.privateKeyPem, cert: tls.certificateChainPem, minVersion: 'TLSv1.2' });
     },
     async drain(deadlineMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      // Held reads answer now (with the current feed) instead of at the end of their wait; every answer from here
+      // on closes its connection, so keep-alive does not hold the drain open.
+      draining = true;
+      for (const c of held) c.abort();
       const remaining = Math.max(0, deadlineMs - Date.now());
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => {

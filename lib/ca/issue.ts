@@ -19,6 +19,8 @@ export interface RecordMeta {
   subjectUri: string;
   requestedBy: string;
   grantId?: string;
+  /** Collects the serials recorded (a bundle's generation). */
+  issued?: string[];
 }
 
 /** Records an X.509 certificate just signed; returns its PEM. */
@@ -36,6 +38,7 @@ export function recordX509(ctx: AuthorityContext, issued: Verdict<IssuedCert>, m
     grantId: meta.grantId ?? null,
     createdAt: ctx.now().getTime(),
   });
+  meta.issued?.push(cert.serialHex);
   return cert.pem;
 }
 
@@ -70,8 +73,10 @@ export function signRecordedSsh(ctx: AuthorityContext, ca: SshAuthority, spec: S
     ca.privateKey,
     nowSec,
   );
+  const serialHex = serial.toString(16).padStart(16, '0');
+  meta.issued?.push(serialHex);
   ctx.store.insertCertificate({
-    serial: serial.toString(16).padStart(16, '0'),
+    serial: serialHex,
     kind: meta.kind,
     authorityId: meta.authorityId,
     orgId: meta.orgId,

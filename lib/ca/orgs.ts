@@ -83,6 +83,7 @@ export function deleteOrg(
     return n;
   });
   ctx.keyring.forget(orgId);
+  ctx.changes.raise();
   ctx.audit.log({ ...event, outcome: 'ok', reason: `${revoked} revocations` });
   return ok({ orgId, revoked });
 }

@@ -21,6 +21,7 @@ import { parseIdentity } from '../protocol/identity.js';
 import { type AuthorityContext, deny, ok, type RequestInfo, sha256Hex } from './context.js';
 import { gatewayBundle, proxyBundle } from './enroll.js';
 import { catchIssuance, parseSubjectKeys } from './issue.js';
+import { componentOf, installRenewal, RETIRED_BY, renewalAllowed, type Standing, standingOf } from './supersede.js';
 
 /** A request signed with a peer's current certificate key. */
 export interface SignedRequest {
@@ -38,6 +39,8 @@ export interface Peer {
   id: string;
   uri: string;
   serial: string;
+  /** The certificate's place among its component's generations (supersede.ts). */
+  standing: Standing;
 }
 
 const NONCE_TTL_MS = 2 * SIGNED_REQUEST_SKEW_SEC * 1000;
@@ -67,6 +70,7 @@ export function authenticatePeer(
   if (orgId !== null && ctx.store.getOrg(orgId)?.deletedAt !== null) {
     return refuse('E_SUBJECT_REVOKED', `org ${orgId} does not exist or was deleted`);
   }
+  let retiredAt: number | undefined;
   const anchor = ctx.keyring.x509Pem(orgId, who.kind === 'gateway' ? 'gateway-server' : 'proxy-pki-server');
   const verified = verifyCertificateChain({
     chain: req.certificate,
@@ -74,7 +78,12 @@ export function authenticatePeer(
     now,
     purpose: 'serverAuth',
     expectedUri: uri,
-    isRevoked: (serialHex) => ctx.store.isRevoked('certificate', orgId, serialHex),
+    // A retired (superseded) certificate is told apart from a revoked one, after every other check passed.
+    isRevoked: (serialHex) => {
+      const r = ctx.store.generations.certificateRevocation(orgId, serialHex);
+      if (r?.revokedBy === RETIRED_BY) retiredAt = r.at;
+      return r !== undefined && r.revokedBy !== RETIRED_BY;
+    },
   });
   if (!verified.ok) return verified;
   const record = ctx.store.certificate(verified.value.serialHex);
@@ -105,7 +114,10 @@ export function authenticatePeer(
   if (!ctx.store.useNonce(freshness.nonce, now.getTime() + NONCE_TTL_MS)) {
     return refuse('E_TOKEN_USED', 'nonce was already used (replayed request)');
   }
-  return ok({ kind: who.kind, orgId, id: who.id, uri, serial: verified.value.serialHex });
+  const serial = verified.value.serialHex;
+  const standing = standingOf(ctx, componentOf({ kind: who.kind, orgId, id: who.id }), serial, retiredAt);
+  if (!standing.ok) return standing;
+  return ok({ kind: who.kind, orgId, id: who.id, uri, serial, standing: standing.value });
 }
 
 export function renewGateway(
@@ -120,11 +132,15 @@ export function renewGateway(
     return deny(ctx, event, 'E_CERT_WRONG_TYPE', 'a gateway certificate is required');
   }
   const orgId = peer.orgId;
+  const ref = componentOf(peer);
+  const allowed = renewalAllowed(ctx, ref, peer.serial, peer.standing, keys.tls);
+  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
       ctx.store.upsertGateway(orgId, peer.id, peer.uri, ctx.now().getTime());
-      const bundle = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri);
-      ctx.audit.insert({ ...event, outcome: 'ok' });
+      const { bundle, generation } = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri);
+      installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
+      ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value === 'retry' ? 'retry' : null });
       return ok(bundle);
     }),
   );
@@ -140,18 +156,29 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
   if (peer.kind === 'gateway') return deny(ctx, event, 'E_CERT_WRONG_TYPE', 'a proxy certificate is required');
   const row = ctx.store.proxy(peer.orgId, peer.id);
   if (!row) return deny(ctx, event, 'E_NOT_FOUND', `no proxy ${peer.id}`);
+  const ref = componentOf(peer);
+  const allowed = renewalAllowed(ctx, ref, peer.serial, peer.standing, keys.tls);
+  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
       const renewed = { ...row, enrolledAt: ctx.now().getTime() };
       ctx.store.upsertProxy(renewed);
-      const bundle = proxyBundle(ctx, renewed, keys, peer.uri);
-      ctx.audit.insert({ ...event, outcome: 'ok' });
+      const { bundle, generation } = proxyBundle(ctx, renewed, keys, peer.uri);
+      installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
+      ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value === 'retry' ? 'retry' : null });
       return ok(bundle);
     }),
   );
   if (!result.ok) return deny(ctx, event, result.code, result.reason);
+  ctx.changes.raise(); // the proxy table changed
   ctx.audit.log({ ...event, outcome: 'ok' });
   return result;
+}
+
+/** The renewed certificate as recorded (its bundle is found by subject and time when it is untracked). */
+function presented(ctx: AuthorityContext, peer: Peer): { serial: string; createdAt: number; subjectUri: string } {
+  const record = ctx.store.certificate(peer.serial);
+  return { serial: peer.serial, createdAt: record?.createdAt ?? 0, subjectUri: peer.uri };
 }
 
 function prepare(ctx: AuthorityContext, req: SignedRequest, info: RequestInfo, action: string) {

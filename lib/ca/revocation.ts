@@ -6,6 +6,7 @@
 import { sign } from 'node:crypto';
 import {
   type AuditResponse,
+  type FeedProxyList,
   type RevocationFeed,
   type RevokeRequest,
   type RevokeResponse,
@@ -93,6 +94,7 @@ export function revoke(ctx: AuthorityContext, caller: Caller, req: RevokeRequest
     ctx.audit.insert({ ...event, orgId, outcome: 'ok', reason: req.reason ?? null });
     return n;
   });
+  ctx.changes.raise();
   ctx.audit.log({ ...event, orgId, outcome: 'ok', reason: req.reason ?? null });
   return ok({ seq });
 }
@@ -112,9 +114,15 @@ function authorizedNotFound(
 
 /**
  * The signed feed after `since`. `orgId` undefined: every entry (the admin, instance proxies); otherwise that
- * org's entries and the instance's (an org's gateways and proxies, its identities).
+ * org's entries and the instance's (an org's gateways and proxies, its identities). `proxies` (gateways only)
+ * is signed with the entries.
  */
-export function revocationsSince(ctx: AuthorityContext, since: number, orgId?: string): RevocationFeed {
+export function revocationsSince(
+  ctx: AuthorityContext,
+  since: number,
+  orgId?: string,
+  proxies?: FeedProxyList,
+): RevocationFeed {
   const rows = ctx.store.revocationsSince(since, FEED_PAGE, orgId);
   const complete = rows.length < FEED_PAGE;
   const seq = complete ? Math.max(since, ctx.store.latestRevocationSeq()) : rows[rows.length - 1]!.seq;
@@ -123,6 +131,7 @@ export function revocationsSince(ctx: AuthorityContext, since: number, orgId?: s
     seq,
     issuedAt: ctx.now().toISOString(),
     entries: rows.map((r) => ({ seq: r.seq, kind: r.kind, orgId: r.orgId, subject: r.subject, at: iso(r.at) })),
+    ...(proxies ? { proxies } : {}),
   };
   const signature = sign(null, revocationFeedBytes(unsigned), ctx.keyring.feedKey()).toString('base64');
   return { ...unsigned, signature };

@@ -8,6 +8,7 @@ import {
   CreateIdentityRequest,
   CreateInstanceTokenRequest,
   CreateOrgRequest,
+  FEED_MAX_WAIT_SEC,
   GatewayEnrollRequest,
   type GrantRequest,
   GrantRequest as GrantRequestSchema,
@@ -35,6 +36,11 @@ export interface RouteInput {
   peer: Peer | null;
   signed: SignedRequest | null;
   info: RequestInfo;
+  /**
+   * Asks to hold this request up to `waitMs` (a long-poll): refused (E_LIMIT) when too many are held, else a
+   * signal aborted when the client goes away or the server drains. The HTTP layer releases it after the answer.
+   */
+  hold(waitMs: number): Verdict<AbortSignal>;
 }
 
 export interface Route {
@@ -197,10 +203,19 @@ export const ROUTES: readonly Route[] = [
     method: 'GET',
     path: PATHS.revocations,
     auth: 'feed',
-    handle: (ca, r) => {
+    handle: async (ca, r) => {
       const since = sinceOf(r.query);
       if (!since.ok) return since;
-      return ok(ca.revocationsSince((r.caller ?? r.peer) as Caller | Peer, since.value));
+      const wait = waitOf(r.query);
+      if (!wait.ok) return wait;
+      const proxies = proxiesVersionOf(r.query);
+      if (!proxies.ok) return proxies;
+      const waitMs = wait.value * 1000;
+      return ca.awaitRevocations(
+        (r.caller ?? r.peer) as Caller | Peer,
+        { since: since.value, ...(proxies.value !== undefined ? { proxiesVersion: proxies.value } : {}) },
+        { waitMs, admit: () => r.hold(waitMs) },
+      );
     },
   },
   {
@@ -219,6 +234,23 @@ export function sinceOf(query: URLSearchParams): Verdict<number> {
   const raw = query.get('since') ?? '0';
   if (!/^\d{1,15}$/.test(raw)) return refuse('E_REQUEST_INVALID', 'since: expected a non-negative integer');
   return ok(Number(raw));
+}
+
+/** `wait`: whole seconds from 0 to FEED_MAX_WAIT_SEC (default 0: answer at once). */
+export function waitOf(query: URLSearchParams): Verdict<number> {
+  const raw = query.get('wait') ?? '0';
+  if (!/^\d{1,3}$/.test(raw) || Number(raw) > FEED_MAX_WAIT_SEC) {
+    return refuse('E_REQUEST_INVALID', `wait: expected whole seconds from 0 to ${FEED_MAX_WAIT_SEC}`);
+  }
+  return ok(Number(raw));
+}
+
+/** `proxies`: the proxy list version the reader holds (proxyListVersion), absent when it holds none. */
+export function proxiesVersionOf(query: URLSearchParams): Verdict<string | undefined> {
+  const raw = query.get('proxies');
+  if (raw === null) return ok(undefined);
+  if (!/^[A-Za-z0-9_-]{1,128}$/.test(raw)) return refuse('E_REQUEST_INVALID', 'proxies: expected a list version');
+  return ok(raw);
 }
 
 const ID_SEGMENT = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;

@@ -30,6 +30,7 @@ export interface CaConfig {
   readonly ops_allow_remote: boolean;
   readonly state_directory: string | undefined;
   readonly drain_timeout: number;
+  readonly supersede_grace: number;
 }
 
 /** Loaded config as CaConfig; every key is validated by the loader, defaults make the required ones present. */
@@ -51,7 +52,11 @@ export function openState(config: CaConfig, options: { create: boolean; logger?:
     db: join(dir, 'ca.db'),
     sealKey: new Sealer(key),
     ...(config.trust_domain !== undefined ? { trustDomain: config.trust_domain } : {}),
-    limits: { tokenTtlSec: Math.round(config.token_ttl / 1000), grantTtlSec: Math.round(config.grant_ttl / 1000) },
+    limits: {
+      tokenTtlSec: Math.round(config.token_ttl / 1000),
+      grantTtlSec: Math.round(config.grant_ttl / 1000),
+      supersedeGraceSec: Math.round(config.supersede_grace / 1000),
+    },
     version: VERSION,
     ...(options.logger ? { logger: options.logger } : {}),
   });
@@ -90,6 +95,17 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   });
   const pruner = setInterval(() => authority.prune(), 10 * 60_000);
   pruner.unref();
+  // Held feed reads wake on the authority's change signal; this raises it for commits made by the admin CLI.
+  // Due certificate retirements (supersede_grace) happen here too, without waiting for a request.
+  const watcher = setInterval(() => {
+    try {
+      authority.retireDue();
+      authority.noticeExternalChanges();
+    } catch (err) {
+      logger.error({ err }, 'retirement sweep failed');
+    }
+  }, 1000);
+  watcher.unref();
   const lifecycle = new Lifecycle({
     notifier,
     log: logger,
@@ -102,6 +118,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         server.setCredentials(credentials);
         authority.ctx.limits.tokenTtlSec = Math.round(next.token_ttl / 1000);
         authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
+        authority.ctx.limits.supersedeGraceSec = Math.round(next.supersede_grace / 1000);
         logger.level = next.log_level;
         for (const key of ['listen', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
           if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);
@@ -110,6 +127,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
       },
       drain: async (deadlineMs) => {
         clearInterval(pruner);
+        clearInterval(watcher);
         await server.drain(deadlineMs);
         await ops.close();
         authority.close();

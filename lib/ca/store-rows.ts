@@ -55,6 +55,8 @@ export interface ProxyRow {
   sshAddress: string;
   tlsAddress: string;
   enrolledAt: number;
+  /** Read from the table; writes take it from enrolledAt of a renewal (upsertProxy). */
+  renewedAt?: number | null;
   revokedAt: number | null;
 }
 export interface CertificateRow {
@@ -151,6 +153,7 @@ export function toProxy(r: Raw): ProxyRow {
     sshAddress: r['ssh_address'] as string,
     tlsAddress: r['tls_address'] as string,
     enrolledAt: r['enrolled_at'] as number,
+    renewedAt: nul(r['renewed_at']),
     revokedAt: nul(r['revoked_at']),
   };
 }

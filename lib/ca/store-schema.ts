@@ -153,4 +153,28 @@ CREATE TABLE audit (
 );
 `,
   },
+  {
+    // A component's certificates come in generations (one bundle: the TLS leaf and its SSH certificates). The
+    // current generation's TLS serial is the only one that may renew; after a renewal the previous generation
+    // is retired (revoked as certificates) at the successor's first use or after supersede_grace. NULL current:
+    // enrolled before this migration, adopted at its next renewal.
+    version: 2,
+    name: 'certificate generations of gateways and proxies',
+    sql: `
+ALTER TABLE gateways ADD COLUMN current_serial TEXT;
+ALTER TABLE gateways ADD COLUMN current_serials_json TEXT;
+ALTER TABLE gateways ADD COLUMN current_spki TEXT;
+ALTER TABLE gateways ADD COLUMN previous_serial TEXT;
+ALTER TABLE gateways ADD COLUMN previous_serials_json TEXT;
+ALTER TABLE gateways ADD COLUMN previous_retire_at INTEGER;
+CREATE INDEX gateways_retire ON gateways (previous_retire_at) WHERE previous_retire_at IS NOT NULL;
+ALTER TABLE proxies ADD COLUMN current_serial TEXT;
+ALTER TABLE proxies ADD COLUMN current_serials_json TEXT;
+ALTER TABLE proxies ADD COLUMN current_spki TEXT;
+ALTER TABLE proxies ADD COLUMN previous_serial TEXT;
+ALTER TABLE proxies ADD COLUMN previous_serials_json TEXT;
+ALTER TABLE proxies ADD COLUMN previous_retire_at INTEGER;
+CREATE INDEX proxies_retire ON proxies (previous_retire_at) WHERE previous_retire_at IS NOT NULL;
+`,
+  },
 ];

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import type { GrantMode } from '../protocol/grant.js';
 import { type Db, migrate, openDatabase } from '../store/db.js';
 import type { PolicyRule } from './policy.js';
+import { GenerationStore } from './store-generations.js';
 import {
   type AuditRow,
   type AuthorityRow,
@@ -47,11 +48,14 @@ export type {
 
 export class CaStore {
   readonly db: Db;
+  /** Certificate generations of gateways and proxies (store-generations.ts). */
+  readonly generations: GenerationStore;
 
   readonly #statements = new Map<string, Database.Statement>();
 
   private constructor(db: Db) {
     this.db = db;
+    this.generations = new GenerationStore(db);
   }
 
   /** Prepared once per SQL text: preparing costs more than running most of these queries. */
@@ -83,6 +87,11 @@ export class CaStore {
   /** Runs `fn` in one IMMEDIATE transaction: all its writes commit together or not at all. */
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
+  }
+
+  /** Moves when another connection commits (SQLite data_version): the daemon's hint that the CLI changed data. */
+  dataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
   }
 
   schemaVersion(): number {

@@ -331,11 +331,21 @@ export interface AuditResponse {
   seq: number;
   entries: AuditEntry[];
 }
+/**
+ * Where an enrolled gateway or proxy stands: its current TLS certificate (serial and notAfter; null when it was
+ * enrolled before the CA recorded generations and has not renewed since) and when it last renewed.
+ */
+export interface ComponentStatus {
+  currentSerial: string | null;
+  notAfter: string | null;
+  enrolledAt: string;
+  renewedAt: string | null;
+}
 export interface ListGatewaysResponse {
-  gateways: { orgId: string; gatewayId: string; uri: string; enrolledAt: string; revoked: boolean }[];
+  gateways: ({ orgId: string; gatewayId: string; uri: string; revoked: boolean } & ComponentStatus)[];
 }
 export interface ListProxiesResponse {
-  proxies: (ProxyInfo & { orgId: string | null; uri: string; revoked: boolean })[];
+  proxies: (ProxyInfo & { orgId: string | null; uri: string; revoked: boolean } & ComponentStatus)[];
 }
 
 // ---- revocation feed signature ------------------------------------------------------------------------------

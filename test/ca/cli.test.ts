@@ -1,9 +1,15 @@
 /** The `infisical-ca` command line: help, JSON output, admin subcommands, configuration precedence. */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { withAuthority } from '../../lib/ca/cli.js';
+import type { CaConfig } from '../../lib/ca/serve.js';
+import { parseCertificate, pemBlocks } from '../../lib/pki/x509.js';
+import { signRequestBytes } from '../../lib/protocol/api.js';
+import { unwrap } from '../../lib/protocol/errors.js';
 import { cli, cliJson } from './daemon-helpers.js';
-import { TempDir } from './helpers.js';
+import { clientKeys, TempDir } from './helpers.js';
 
 const dir = new TempDir();
 after(() => dir.remove());
@@ -152,4 +158,96 @@ test('configuration: flags > environment > config file', async () => {
   assert.match(refused.stderr, /E_CONFIG_INVALID.*unknown key "nonsense_key"/s);
   const mismatch = await cli(['org', 'list', '--state-dir', a, '--trust-domain', 'other.test']);
   assert.equal(mismatch.code, 78, 'the trust domain is fixed at init');
+});
+
+test('proxy list and gateway list: current serial, its expiry, revoked, enrolled and renewed times', async () => {
+  const state = join(dir.path, 'lists');
+  const s = ['--state-dir', state];
+  await cliJson(['init', ...s]);
+  await cliJson(['org', 'create', 'acme', ...s]);
+  // Enrollment and renewal go through the API in production; here the Authority on the same state directory.
+  const config = { state_directory: state, token_ttl: 900_000, grant_ttl: 300_000, supersede_grace: 120_000 };
+  const pk = clientKeys();
+  const { gwSerial, renewedSerial, renewedNotAfter } = withAuthority(config as unknown as CaConfig, (ca) => {
+    const gk = clientKeys();
+    const gw = unwrap(
+      ca.enrollGateway(ca.localAdmin(), {
+        orgId: 'acme',
+        gatewayId: 'gw1',
+        csr: gk.csr,
+        sshPublicKey: gk.sshPublicKey,
+      }),
+    );
+    const px = unwrap(
+      ca.enrollProxy(ca.localAdmin(), {
+        scope: 'instance',
+        proxyId: 'p1',
+        hostnames: ['p1.example.test'],
+        sshAddress: 'p1.example.test:22',
+        tlsAddress: 'p1.example.test:443',
+        csr: pk.csr,
+        sshPublicKey: pk.sshPublicKey,
+      }),
+    );
+    const next = clientKeys();
+    const body = Buffer.from(
+      JSON.stringify({
+        csr: next.csr,
+        sshPublicKey: next.sshPublicKey,
+        timestamp: Math.floor(Date.now() / 1000),
+        nonce: randomBytes(16).toString('base64url'),
+      }),
+    );
+    const renewed = unwrap(
+      ca.renewProxy({
+        certificate: pemBlocks(px.tlsCertificateChain, 'CERTIFICATE')[0]!,
+        signature: Buffer.from(signRequestBytes(body, pk.tlsKey), 'base64'),
+        signed: body,
+      }),
+    );
+    const leaf = parseCertificate(pemBlocks(renewed.tlsCertificateChain, 'CERTIFICATE')[0]!);
+    return {
+      gwSerial: parseCertificate(pemBlocks(gw.tlsCertificateChain, 'CERTIFICATE')[0]!).serialHex,
+      renewedSerial: leaf.serialHex,
+      renewedNotAfter: leaf.notAfter.toISOString(),
+    };
+  });
+  await cliJson(['revoke', 'gateway', 'gw1', '--org', 'acme', ...s]);
+
+  type Status = { currentSerial: string; notAfter: string; revoked: boolean; enrolledAt: string; renewedAt: string };
+  const [p1] = await cliJson<(Status & { proxyId: string; scope: string })[]>(['proxy', 'list', ...s]);
+  assert.equal(p1!.proxyId, 'p1');
+  assert.equal(p1!.currentSerial, renewedSerial, 'the renewed certificate is current');
+  assert.equal(p1!.notAfter, renewedNotAfter);
+  assert.equal(p1!.revoked, false);
+  assert.match(p1!.enrolledAt, /^\d{4}-\d\d-\d\dT/);
+  assert.match(p1!.renewedAt, /^\d{4}-\d\d-\d\dT/);
+  const [gw1] = await cliJson<(Status & { gatewayId: string; orgId: string })[]>(['gateway', 'list', 'acme', ...s]);
+  assert.equal(gw1!.gatewayId, 'gw1');
+  assert.equal(gw1!.currentSerial, gwSerial);
+  assert.equal(gw1!.revoked, true);
+  assert.equal(gw1!.renewedAt, null);
+
+  const proxyText = (await cli(['proxy', 'list', ...s])).stdout.trim().split('\n');
+  assert.deepEqual(proxyText[0]!.split('\t'), [
+    'ID',
+    'SCOPE',
+    'SERIAL',
+    'NOT_AFTER',
+    'REVOKED',
+    'ENROLLED',
+    'RENEWED',
+    'HOSTNAMES',
+  ]);
+  assert.deepEqual(proxyText[1]!.split('\t').slice(0, 5), ['p1', 'instance', renewedSerial, renewedNotAfter, 'no']);
+  const gatewayText = (await cli(['gateway', 'list', 'acme', ...s])).stdout.trim().split('\n');
+  assert.equal(gatewayText[0], 'ID\tORG\tSERIAL\tNOT_AFTER\tREVOKED\tENROLLED\tRENEWED');
+  assert.deepEqual(gatewayText[1]!.split('\t').slice(0, 5).concat(gatewayText[1]!.split('\t')[6]!), [
+    'gw1',
+    'acme',
+    gwSerial,
+    gw1!.notAfter,
+    'yes',
+    '-',
+  ]);
 });

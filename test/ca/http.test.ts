@@ -183,9 +183,11 @@ test('every route succeeds for the right caller', async () => {
     feedKey: renewed.revocationFeedKey,
   });
   assert.deepEqual(
-    byCert.entries.map((e) => e.subject),
+    byCert.entries.filter((e) => e.kind !== 'certificate').map((e) => e.subject),
     [grant.grantId],
   );
+  // That read was the successor's first use: the predecessor's TLS and two SSH certificates were retired.
+  assert.equal(byCert.entries.filter((e) => e.kind === 'certificate' && e.orgId === 'acme').length, 3);
   const audit = await admin.audit(0);
   assert.ok(audit.entries.some((e) => e.action === 'grant.issue' && e.outcome === 'ok'));
   assert.equal((await admin.deleteOrg('acme')).orgId, 'acme');

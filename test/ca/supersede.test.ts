@@ -1,0 +1,252 @@
+/**
+ * Renewal retires what it replaces: only the current certificate renews (a copied state directory cannot renew
+ * beside the real one), a lost response may be retried with the successor's key, and the predecessor's TLS and
+ * SSH certificates enter the feed at the successor's first use or after the grace (injected clock).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import type { Peer, SignedRequest } from '../../lib/ca/authority.js';
+import { parseCertificate, pemBlocks } from '../../lib/pki/x509.js';
+import { signRequestBytes } from '../../lib/protocol/api.js';
+import { type ErrorCode, unwrap, type Verdict } from '../../lib/protocol/errors.js';
+import { parseCertificate as parseSsh } from '../../lib/sshcert/index.js';
+import { type ClientKeys, clientKeys, csrFor, type Fixture, newAuthority, newOrg } from './helpers.js';
+
+interface Held {
+  chain: string;
+  keys: ClientKeys;
+}
+
+function refused(v: Verdict<unknown>, code: ErrorCode, why: string): string {
+  assert.equal(v.ok, false, `${why}: expected a refusal`);
+  assert.equal(!v.ok && v.code, code, `${why}: ${!v.ok ? v.reason : ''}`);
+  return !v.ok ? v.reason : '';
+}
+
+const leafDer = (chain: string): Buffer => pemBlocks(chain, 'CERTIFICATE')[0]!;
+const tlsSerial = (chain: string): string => parseCertificate(leafDer(chain)).serialHex;
+const sshSerial = (cert: string): string => unwrap(parseSsh(cert)).serial.toString(16).padStart(16, '0');
+
+/** A renewal request signed by `current`, asking for `next`'s keys. */
+function renewal(f: Fixture, current: Held, next: ClientKeys): SignedRequest {
+  const body = Buffer.from(
+    JSON.stringify({
+      csr: next.csr,
+      sshPublicKey: next.sshPublicKey,
+      timestamp: Math.floor(f.clock.ms / 1000),
+      nonce: randomBytes(16).toString('base64url'),
+    }),
+  );
+  return {
+    certificate: leafDer(current.chain),
+    signature: Buffer.from(signRequestBytes(body, current.keys.tlsKey), 'base64'),
+    signed: body,
+  };
+}
+
+/** A signed feed read by `who` (what the HTTP layer authenticates before reading the feed). */
+function feedRead(f: Fixture, who: Held): Verdict<Peer> {
+  const nonce = randomBytes(16).toString('base64url');
+  const target = `/v1/revocations?since=0&timestamp=${Math.floor(f.clock.ms / 1000)}&nonce=${nonce}`;
+  return f.ca.authenticatePeer(
+    {
+      certificate: leafDer(who.chain),
+      signature: Buffer.from(signRequestBytes(Buffer.from(target), who.keys.tlsKey), 'base64'),
+      signed: Buffer.from(target),
+    },
+    { timestamp: Math.floor(f.clock.ms / 1000), nonce },
+  );
+}
+
+/** Certificate serials retired or revoked so far (the admin's view of the feed). */
+const revokedCerts = (f: Fixture): string[] =>
+  f.ca
+    .revocationsSince(f.admin, 0)
+    .entries.filter((e) => e.kind === 'certificate')
+    .map((e) => e.subject)
+    .sort();
+
+async function enrolled() {
+  const f = await newAuthority();
+  const acme = await newOrg(f, 'acme');
+  const keys = clientKeys();
+  const gw = unwrap(
+    f.ca.enrollGateway(acme.orgAdmin, {
+      orgId: 'acme',
+      gatewayId: 'gw1',
+      csr: keys.csr,
+      sshPublicKey: keys.sshPublicKey,
+    }),
+  );
+  const pkeys = clientKeys();
+  const px = unwrap(
+    f.ca.enrollProxy(f.admin, {
+      scope: 'instance',
+      proxyId: 'p1',
+      hostnames: ['p1.example.test'],
+      sshAddress: 'p1.example.test:22',
+      tlsAddress: 'p1.example.test:443',
+      csr: pkeys.csr,
+      sshPublicKey: pkeys.sshPublicKey,
+    }),
+  );
+  const gateway: Held = { chain: gw.tlsCertificateChain, keys };
+  const gatewaySerials = [
+    tlsSerial(gw.tlsCertificateChain),
+    ...gw.sshCertificates.map((c) => sshSerial(c.certificate)),
+  ];
+  const proxy: Held = { chain: px.tlsCertificateChain, keys: pkeys };
+  const proxySerials = [tlsSerial(px.tlsCertificateChain), sshSerial(px.sshHostCertificate)];
+  return { f, acme, gateway, gatewaySerials, proxy, proxySerials };
+}
+
+test('a predecessor renews once: the second renewal (a copy of the state directory) is refused E_CERT_SUPERSEDED', async () => {
+  const { f, gateway, proxy } = await enrolled();
+  f.clock.advance(60);
+  assert.ok(f.ca.renewGateway(renewal(f, gateway, clientKeys())).ok);
+  f.clock.advance(5);
+  const reason = refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_CERT_SUPERSEDED', 'gateway copy');
+  assert.match(reason, /renewed already at 2030-01-01T00:01:00\.000Z/, 'names when');
+  assert.ok(f.ca.renewProxy(renewal(f, proxy, clientKeys())).ok);
+  refused(f.ca.renewProxy(renewal(f, proxy, clientKeys())), 'E_CERT_SUPERSEDED', 'proxy copy');
+  const refusals = unwrap(f.ca.audit(f.admin, 0)).entries.filter((e) => e.code === 'E_CERT_SUPERSEDED');
+  assert.deepEqual(
+    refusals.map((e) => `${e.action}:${e.outcome}`),
+    ['gateway.renew:refused', 'proxy.renew:refused'],
+  );
+});
+
+test("a lost renewal response may be retried with the successor's key; any other key is refused", async () => {
+  const { f, gateway, gatewaySerials } = await enrolled();
+  const next = clientKeys();
+  const lost = unwrap(f.ca.renewGateway(renewal(f, gateway, next)));
+  const lostSerials = [
+    tlsSerial(lost.tlsCertificateChain),
+    ...lost.sshCertificates.map((c) => sshSerial(c.certificate)),
+  ];
+  const retried = unwrap(f.ca.renewGateway(renewal(f, gateway, next)));
+  assert.notEqual(tlsSerial(retried.tlsCertificateChain), lostSerials[0]);
+  assert.deepEqual(
+    parseCertificate(leafDer(retried.tlsCertificateChain)).spki,
+    parseCertificate(leafDer(lost.tlsCertificateChain)).spki,
+    'the same key, certified again',
+  );
+  // The undelivered successor is retired at once; the predecessor still waits for the retried one's first use.
+  assert.deepEqual(revokedCerts(f), [...lostSerials].sort());
+  refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_CERT_SUPERSEDED', 'a retry with another key');
+  const successor: Held = { chain: retried.tlsCertificateChain, keys: next };
+  assert.equal(unwrap(feedRead(f, successor)).standing, 'current');
+  assert.deepEqual(revokedCerts(f), [...lostSerials, ...gatewaySerials].sort());
+  refused(f.ca.renewGateway(renewal(f, gateway, next)), 'E_CERT_SUPERSEDED', 'no retry once retired');
+});
+
+test("the predecessor's certificates enter the feed at the successor's first use, and it is refused after", async () => {
+  const { f, gateway, gatewaySerials, proxySerials } = await enrolled();
+  const next = clientKeys();
+  const renewed = unwrap(f.ca.renewGateway(renewal(f, gateway, next)));
+  assert.deepEqual(revokedCerts(f), [], 'not before the successor is used');
+  // The predecessor may still read the feed until then (the component has not switched yet).
+  assert.equal(unwrap(feedRead(f, gateway)).standing, 'previous');
+  assert.deepEqual(revokedCerts(f), []);
+  const successor: Held = { chain: renewed.tlsCertificateChain, keys: next };
+  unwrap(feedRead(f, successor));
+  assert.deepEqual(revokedCerts(f), [...gatewaySerials].sort(), 'TLS leaf and both SSH certificates');
+  assert.equal(gatewaySerials.length, 3);
+  const entries = f.ca.revocationsSince(f.admin, 0).entries;
+  assert.ok(entries.every((e) => e.orgId === 'acme'));
+  refused(feedRead(f, gateway), 'E_CERT_SUPERSEDED', 'a retired predecessor reading the feed');
+  for (const s of proxySerials) assert.equal(f.ca.store.isRevoked('certificate', null, s), false, 'proxy untouched');
+  // The successor renews in turn, and its own predecessor (the first successor) follows the same path.
+  const third = clientKeys();
+  const again = unwrap(f.ca.renewGateway(renewal(f, successor, third)));
+  unwrap(feedRead(f, { chain: again.tlsCertificateChain, keys: third }));
+  assert.equal(revokedCerts(f).length, 6);
+  assert.ok(revokedCerts(f).includes(tlsSerial(renewed.tlsCertificateChain)));
+});
+
+test('without any use of the successor, the predecessor is retired once the grace passes (no request needed)', async () => {
+  const { f, proxy, proxySerials, gatewaySerials } = await enrolled();
+  let wakeups = 0;
+  f.ca.changes.on(() => wakeups++);
+  unwrap(f.ca.renewProxy(renewal(f, proxy, clientKeys())));
+  const afterRenewal = wakeups;
+  f.clock.advance(119);
+  assert.equal(f.ca.retireDue(), 0, 'not before the grace (120 s by default)');
+  assert.deepEqual(revokedCerts(f), []);
+  f.clock.advance(2);
+  assert.equal(f.ca.retireDue(), 1, 'the daemon timer retires it');
+  assert.ok(wakeups > afterRenewal, 'held feed reads are woken');
+  assert.deepEqual(revokedCerts(f), [...proxySerials].sort());
+  assert.ok(
+    f.ca.revocationsSince(f.admin, 0).entries.every((e) => e.orgId === null),
+    'an instance proxy: instance entries',
+  );
+  for (const s of gatewaySerials) assert.equal(f.ca.store.isRevoked('certificate', 'acme', s), false);
+
+  // A feed read sweeps too; the grace is a limit (here 10 s).
+  const g = await newAuthority({ limits: { supersedeGraceSec: 10 } });
+  const k = clientKeys();
+  const px = unwrap(
+    g.ca.enrollProxy(g.admin, {
+      scope: 'instance',
+      proxyId: 'p9',
+      hostnames: ['p9.example.test'],
+      sshAddress: 'p9.example.test:22',
+      tlsAddress: 'p9.example.test:443',
+      csr: k.csr,
+      sshPublicKey: k.sshPublicKey,
+    }),
+  );
+  unwrap(g.ca.renewProxy(renewal(g, { chain: px.tlsCertificateChain, keys: k }, clientKeys())));
+  g.clock.advance(11);
+  assert.deepEqual(
+    g.ca
+      .revocationsSince(g.admin, 0)
+      .entries.map((e) => e.subject)
+      .sort(),
+    [tlsSerial(px.tlsCertificateChain), sshSerial(px.sshHostCertificate)].sort(),
+  );
+});
+
+test('grants and other components are never retired', async () => {
+  const { f, acme, gateway, gatewaySerials, proxySerials } = await enrolled();
+  const k2 = clientKeys();
+  const gw2 = unwrap(
+    f.ca.enrollGateway(acme.orgAdmin, { orgId: 'acme', gatewayId: 'gw2', csr: k2.csr, sshPublicKey: k2.sshPublicKey }),
+  );
+  unwrap(
+    f.ca.addPolicy(acme.orgAdmin, 'acme', {
+      subject: 'identity:alice',
+      gateways: ['*'],
+      targets: ['db:5432'],
+      modes: ['tcp'],
+    }),
+  );
+  const { csr } = csrFor();
+  const grant = unwrap(
+    f.ca.issueGrant(acme.member, {
+      orgId: 'acme',
+      gatewayId: 'gw1',
+      target: { host: 'db', port: 5432 },
+      mode: 'tcp',
+      outerCsr: csr,
+      innerCsr: csr,
+    }),
+  );
+  const next = clientKeys();
+  const renewed = unwrap(f.ca.renewGateway(renewal(f, gateway, next)));
+  f.clock.advance(600);
+  f.ca.retireDue();
+  unwrap(feedRead(f, { chain: renewed.tlsCertificateChain, keys: next }));
+  assert.deepEqual(revokedCerts(f), [...gatewaySerials].sort(), 'exactly the predecessor bundle');
+  const others = [
+    tlsSerial(gw2.tlsCertificateChain),
+    ...gw2.sshCertificates.map((c) => sshSerial(c.certificate)),
+    ...Object.values(grant.outerCertificateChains).map((c) => tlsSerial(c!)),
+    tlsSerial(grant.innerCertificateChain),
+    ...proxySerials,
+  ];
+  for (const s of others) assert.ok(!revokedCerts(f).includes(s), `${s} untouched`);
+  assert.equal(unwrap(feedRead(f, { chain: gw2.tlsCertificateChain, keys: k2 })).standing, 'current');
+});
