@@ -30,7 +30,7 @@ import { catchIssuance, parseSubjectKeys, recordX509, type SubjectKeys, sanOf, s
 import { authorityId } from './keyring.js';
 import type { ProxyRow } from './store.js';
 import type { Generation } from './store-generations.js';
-import { generationOf } from './supersede.js';
+import { generationOf, installEnrollment } from './supersede.js';
 
 export function enrollGateway(
   ctx: AuthorityContext,
@@ -60,7 +60,7 @@ export function enrollGateway(
       }
       ctx.store.upsertGateway(orgId, gatewayId, uri, ctx.now().getTime());
       const { bundle, generation } = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor);
-      ctx.store.generations.setCurrent({ kind: 'gateway', orgId, id: gatewayId }, generation);
+      installEnrollment(ctx, { kind: 'gateway', orgId, id: gatewayId }, generation);
       ctx.audit.insert({ ...event, outcome: 'ok' });
       return ok(bundle);
     }),
@@ -114,7 +114,7 @@ export function enrollProxy(
       }
       ctx.store.upsertProxy(row);
       const { bundle, generation } = proxyBundle(ctx, row, keys.value, actor);
-      ctx.store.generations.setCurrent({ kind: 'proxy', orgId, id: req.proxyId }, generation);
+      installEnrollment(ctx, { kind: 'proxy', orgId, id: req.proxyId }, generation);
       ctx.audit.insert({ ...event, outcome: 'ok' });
       return ok(bundle);
     }),

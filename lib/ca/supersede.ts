@@ -99,6 +99,19 @@ export function installRenewal(
   });
 }
 
+/**
+ * Records the generation an enrollment issued; call inside its transaction. Enrolling an id again replaces the
+ * component: what the old enrollment held (current and previous generations) is retired at once, so the old
+ * host's certificates stop working everywhere, not only at its next renewal.
+ */
+export function installEnrollment(ctx: AuthorityContext, ref: ComponentRef, gen: Generation): void {
+  const gens = ctx.store.generations.of(ref);
+  const old = [...(gens?.current?.serials ?? []), ...(gens?.previous?.serials ?? [])];
+  if (old.length > 0) retire(ctx, ref, old, 'replaced by a new enrollment');
+  ctx.store.generations.setCurrent(ref, gen);
+  if (gens?.previous) ctx.store.generations.clearPrevious(ref);
+}
+
 /** Retires every previous generation whose grace has passed; returns how many. Runs on feed reads and a timer. */
 export function retireDue(ctx: AuthorityContext): number {
   const due = ctx.store.generations.due(ctx.now().getTime());

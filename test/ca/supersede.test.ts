@@ -250,3 +250,19 @@ test('grants and other components are never retired', async () => {
   for (const s of others) assert.ok(!revokedCerts(f).includes(s), `${s} untouched`);
   assert.equal(unwrap(feedRead(f, { chain: gw2.tlsCertificateChain, keys: k2 })).standing, 'current');
 });
+
+test('enrolling an id again replaces the component: the old enrollment is retired at once', async () => {
+  const { f, acme, gateway, gatewaySerials } = await enrolled();
+  const keys = clientKeys();
+  unwrap(
+    f.ca.enrollGateway(acme.orgAdmin, {
+      orgId: 'acme',
+      gatewayId: 'gw1',
+      csr: keys.csr,
+      sshPublicKey: keys.sshPublicKey,
+    }),
+  );
+  assert.deepEqual(revokedCerts(f), [...gatewaySerials].sort(), 'the old TLS leaf and both SSH certificates');
+  refused(feedRead(f, gateway), 'E_CERT_SUPERSEDED', 'the old host reading the feed');
+  refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_CERT_SUPERSEDED', 'the old host renewing');
+});
