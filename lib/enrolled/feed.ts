@@ -50,6 +50,7 @@ export interface FeedHealth {
   /** ms since the epoch of the last successful read; undefined before the first. */
   lastSuccessMs: number | undefined;
   stale: boolean;
+  staleAfterMs: number;
   failing: boolean;
   lastError: string | undefined;
 }
@@ -65,8 +66,11 @@ const FAILURE_LOG_EVERY_MS = 60_000;
 /** An answer faster than this with nothing new means the CA did not hold the read: wait before the next. */
 const MIN_HOLD_MS = 1000;
 
+/** What SIGHUP may change while the follower runs (the next read uses it). */
+export type FeedTiming = Pick<FeedFollowerOptions, 'waitSec' | 'retryMs' | 'staleAfterMs'>;
+
 export class FeedFollower {
-  readonly #o: FeedFollowerOptions;
+  #o: FeedFollowerOptions;
   readonly #startedMs: number;
   #abort: AbortController | undefined;
   #loop: Promise<void> | undefined;
@@ -97,11 +101,17 @@ export class FeedFollower {
     this.#loop = undefined;
   }
 
+  /** New timing from a reload; a read already held keeps its wait, the next one uses the new value. */
+  configure(timing: FeedTiming): void {
+    this.#o = { ...this.#o, ...timing };
+  }
+
   health(): FeedHealth {
     const since = this.#lastSuccessMs ?? this.#startedMs;
     return {
       lastSuccessMs: this.#lastSuccessMs,
       stale: this.#now() - since > this.#o.staleAfterMs,
+      staleAfterMs: this.#o.staleAfterMs,
       failing: this.#failingSinceMs !== undefined,
       lastError: this.#lastError,
     };
@@ -113,8 +123,8 @@ export class FeedFollower {
   }
 
   async #run(): Promise<void> {
-    const waitSec = this.#o.waitSec ?? 25;
     while (this.#running) {
+      const waitSec = this.#o.waitSec ?? 25;
       const started = this.#now();
       let pause = 0;
       try {

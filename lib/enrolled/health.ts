@@ -13,7 +13,6 @@ export interface Standing {
   revoked: () => string | undefined;
   /** The feed's health; undefined when the feed is off (revocation_poll = 0). */
   feed: () => FeedHealth | undefined;
-  staleAfterMs: number;
 }
 
 /** Composes readiness: the component's standing decides before its own check. */
@@ -28,7 +27,7 @@ export function enrolledReadiness(standing: Standing, own: () => Readiness): Rea
     return {
       ready: false,
       code: 'E_FEED_STALE',
-      reason: `revocation feed not read for over ${Math.round(standing.staleAfterMs / 1000)} s (last success ${last})${
+      reason: `revocation feed not read for over ${Math.round(feed.staleAfterMs / 1000)} s (last success ${last})${
         feed.lastError ? `: ${feed.lastError}` : ''
       }`,
     };

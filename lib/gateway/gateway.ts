@@ -5,7 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
-import { FeedFollower, type FeedHealth, isSelfRefusal } from '../enrolled/feed.js';
+import { FeedFollower, type FeedHealth, type FeedTiming, isSelfRefusal } from '../enrolled/feed.js';
 import { RenewalScheduler, type RenewalWindow } from '../enrolled/renewal.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
@@ -159,9 +159,7 @@ export class Gateway {
         },
       },
       onRevokedSelf: (err) => this.#enterRevoked(err.message),
-      waitSec: settings.feedWaitSec ?? 25,
-      retryMs: settings.revocationPollMs,
-      staleAfterMs: settings.feedStaleAfterMs ?? 300_000,
+      ...feedTiming(settings),
       now: () => now().getTime(),
       log: this.#hooks.log,
     });
@@ -221,6 +219,7 @@ export class Gateway {
     this.#state = state;
     this.#settings = settings;
     this.#sshCreds = ssh;
+    this.feed?.configure(feedTiming(settings));
     if (this.#revokedSelf) return;
     this.pool.setProxies(this.#activeProxies());
     if (sshChanged) {
@@ -369,6 +368,10 @@ export class Gateway {
     }
     this.#hooks.onRefused?.(r);
   }
+}
+
+function feedTiming(s: GatewaySettings): FeedTiming {
+  return { waitSec: s.feedWaitSec ?? 25, retryMs: s.revocationPollMs, staleAfterMs: s.feedStaleAfterMs ?? 300_000 };
 }
 
 export function allowlistOf(settings: GatewaySettings): Allowlist {

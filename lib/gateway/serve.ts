@@ -206,7 +206,6 @@ export async function serve(
   const standing = {
     revoked: () => gateway.revokedReason,
     feed: () => gateway.feedHealth(),
-    staleAfterMs: config.feed_stale_after,
   };
   registerStandingMetrics(metrics, standing, {
     notAfterMs: () => Math.min(...certWindows(gateway.state).map((w) => w.notAfter.getTime())),

@@ -6,7 +6,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FeedFollower, isSelfRefusal } from '../enrolled/feed.js';
+import { FeedFollower, type FeedTiming, isSelfRefusal } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
@@ -168,6 +168,10 @@ function listenOf(value: string, what: string): { host: string; port: number } {
   return hp;
 }
 
+function feedTiming(c: ProxyConfig): FeedTiming {
+  return { waitSec: Math.round(c.feed_wait / 1000), retryMs: c.revocation_poll, staleAfterMs: c.feed_stale_after };
+}
+
 /** Runs the proxy until SIGTERM. `reloadConfig` re-reads flags/env/file (SIGHUP). */
 export async function serve(
   config: ProxyConfig,
@@ -232,9 +236,7 @@ export async function serve(
             }
           },
           onRevokedSelf: (err) => enterRevoked(err.message),
-          waitSec: Math.round(config.feed_wait / 1000),
-          retryMs: config.revocation_poll,
-          staleAfterMs: config.feed_stale_after,
+          ...feedTiming(config),
           log: logger,
         })
       : undefined;
@@ -259,7 +261,7 @@ export async function serve(
     log: logger,
   });
 
-  const standing = { revoked: () => revoked, feed: () => feed?.health(), staleAfterMs: config.feed_stale_after };
+  const standing = { revoked: () => revoked, feed: () => feed?.health() };
   registerStandingMetrics(metrics, standing, {
     notAfterMs: () => Date.parse(state.notAfter),
     nextRenewalMs: () => renewal.nextAt,
@@ -293,6 +295,7 @@ export async function serve(
         for (const r of store.revocations()) proxy.revoke(r);
         state = nextState;
         current = nextConfig;
+        feed?.configure(feedTiming(nextConfig));
         if (nextConfig.ssh_listen !== config.ssh_listen || nextConfig.tls_listen !== config.tls_listen) {
           logger.warn({}, 'a changed listen address takes effect at the next restart');
         }
