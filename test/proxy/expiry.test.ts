@@ -128,9 +128,17 @@ describe('outer certificate expiry at the relay', () => {
 
   it('refuses a certificate 6 s past notAfter with E_CERT_EXPIRED and not one success byte', async () => {
     const { world, t0 } = fixedWorld();
-    await withProxy(world, {}, async (proxy) => {
+    let channels = 0;
+    const gateway: Partial<GatewaySpec> = {
+      onStream: (ch) => {
+        channels++;
+        ch.destroy();
+      },
+    };
+    await withProxy(world, { gateway }, async (proxy) => {
       const bytes = await dialAll(world, proxy, outerEndingAt(world, t0, -6000));
       assertRefusedOnly(bytes, 'E_CERT_EXPIRED');
+      assert.equal(channels, 0, 'refused at the handshake: the gateway never saw a channel');
       assert.equal(proxy.refusals().get('tls:E_CERT_EXPIRED'), 1);
       assert.equal(proxy.stats().streams, 0);
     });
