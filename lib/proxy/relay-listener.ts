@@ -209,11 +209,16 @@ export class RelayListener {
       this.#o.table.streamClosed(opened.tunnel.id);
     };
     if (socket.destroyed) return release();
-    // Judged again now: the certificate may have expired while the gateway took its time to open the channel.
+    // Judged again now: the certificate may have expired, or been revoked (revoke() only reaches streams
+    // already carried), while the gateway took its time to open the channel.
     const live = outerCertLive(route.value, this.#now(), skewMs);
     if (!live.ok) {
       release();
       return deny(live.code, live.reason);
+    }
+    if (this.#o.revocations.streamRevoked(route.value)) {
+      release();
+      return deny('E_CERT_REVOKED', 'identity or certificate revoked');
     }
     answer({ ok: true });
     this.#carry(socket, opened, route.value, live.value.endsAtMs);

@@ -178,6 +178,18 @@ describe('outer certificate expiry at the relay', () => {
     });
   });
 
+  it('refuses, without a success line, a certificate revoked while the gateway opens the channel', async () => {
+    const { world, t0 } = fixedWorld();
+    const outer = outerEndingAt(world, t0, 60_000);
+    let revoke: (() => void) | undefined;
+    const gateway: Partial<GatewaySpec> = { beforeAccept: async () => revoke?.() };
+    await withProxy(world, { gateway }, async (proxy) => {
+      revoke = () => void proxy.revoke({ kind: 'certificate', subject: outer.issued.serialHex });
+      assertRefusedOnly(await dialAll(world, proxy, outer), 'E_CERT_REVOKED');
+      assert.equal(proxy.stats().streams, 0);
+    });
+  });
+
   it('cuts a live stream at notAfter + skew, not before', async () => {
     const { world, t0 } = fixedWorld();
     const reasons: string[] = [];
