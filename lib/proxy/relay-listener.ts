@@ -5,10 +5,12 @@
  *
  * Decisions, in order, each refusal answered with a status line and a close:
  *   ALPN = RELAY_ALPN · lib/pki checkPeer (proxy PKI client CA(s), clientAuth, route extension, revocation,
- *     validity with the `certSkewMs` allowance) · admitRoute (identity org = route org; an org proxy serves its org only) · stream revocations
+ *     validity with the `certSkewMs` allowance) · admitRoute (identity org = route org; an org proxy serves
+ *     its org only) · stream revocations
  *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT)
- *   · the newest healthy tunnel that opens a channel · the outer cert still live (outerCertLive), since the
- *     channel open takes time: only then `{"ok":true}`. The stream is cut when the cert ends (notAfter + skew).
+ *   · the newest healthy tunnel that opens a channel · the outer cert still live (outerCertLive) and not
+ *     revoked, since the channel open takes time: only then `{"ok":true}`. The stream is cut when the cert
+ *     ends (notAfter + skew).
  */
 import type { Socket } from 'node:net';
 import { type TLSSocket, type Server as TlsServer, createServer as tlsServer } from 'node:tls';
