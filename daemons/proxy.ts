@@ -126,7 +126,13 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
         .options(
-          flagOptions(proxyConfigSchema, ['ops_allow_remote', 'max_auth_attempts', 'feed_wait', 'feed_stale_after']),
+          flagOptions(proxyConfigSchema, [
+            'ops_allow_remote',
+            'max_auth_attempts',
+            'cert_skew',
+            'feed_wait',
+            'feed_stale_after',
+          ]),
         ),
     async (argv) => {
       try {

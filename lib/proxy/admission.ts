@@ -53,6 +53,13 @@ export interface VerifiedOuterCert {
 export const PORT_FORWARDING_EXTENSION = 'permit-port-forwarding';
 
 /**
+ * Clock skew allowed on an outer certificate's notAfter at the edge (config `cert_skew`). Small on purpose:
+ * the CA issues short-lived certs and the proxy's clock is NTP-synced; a minute of grace was a minute of access
+ * after expiry.
+ */
+export const DEFAULT_CERT_SKEW_MS = 5_000;
+
+/**
  * Runs after lib/sshcert accepted `cert` (CA, type, validity, principal = username). Refuses a cert whose one
  * principal is not the user name, whose key id is not a gateway URI of our trust domain naming that same
  * gateway, of another org on an org proxy, or without permit-port-forwarding.
@@ -96,6 +103,23 @@ export function admitForward(gateway: GatewayLogin, bindAddr: string, bindPort: 
   if (!Number.isInteger(bindPort) || bindPort < 0 || bindPort > 65535)
     return refuse('E_ROUTE_FORBIDDEN', 'bad bind port');
   return accept({ port: bindPort });
+}
+
+/**
+ * The one expiry rule for outer certificates at the edge: live iff now <= notAfter + skew. lib/pki applies it at
+ * the handshake (same skew); the relay applies it again right before it writes the success line (the channel
+ * open may have taken a while) and cuts the stream at `endsAtMs`.
+ */
+export function outerCertLive(
+  route: Pick<RouteDecision, 'notAfterMs'>,
+  nowMs: number,
+  skewMs: number,
+): Verdict<{ endsAtMs: number }> {
+  const endsAtMs = route.notAfterMs + skewMs;
+  if (nowMs > endsAtMs) {
+    return refuse('E_CERT_EXPIRED', `client certificate expired at ${new Date(route.notAfterMs).toISOString()}`);
+  }
+  return accept({ endsAtMs });
 }
 
 /**

@@ -15,6 +15,7 @@ import {
   oneOf,
 } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
+import { DEFAULT_CERT_SKEW_MS } from './admission.js';
 
 const hostnameList = each((v) => (/^[A-Za-z0-9.:-]{1,253}$/.test(v) ? undefined : 'expected a host name or address'));
 
@@ -119,6 +120,12 @@ export const proxyConfigSchema = defineSchema(
       default: 6,
       description: 'Refused SSH authentication attempts before the connection is dropped.',
       validate: intRange(1, 100),
+    }),
+    cert_skew: keys.duration({
+      default: DEFAULT_CERT_SKEW_MS,
+      description:
+        'Clock skew allowed past a platform certificate’s notAfter: accepted iff now <= notAfter + cert_skew; a live stream is cut then (0: exact).',
+      validate: durationRange(0, 60_000),
     }),
     ...enrolledKeys(),
     ...runtimeKeys({ opsListen: '127.0.0.1:9473' }),

@@ -14,7 +14,7 @@ import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { parseIdentity } from '../protocol/identity.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Readiness } from '../runtime/ops.js';
-import type { ProxyScope } from './admission.js';
+import { DEFAULT_CERT_SKEW_MS, type ProxyScope } from './admission.js';
 import { ProxyMetrics } from './metrics.js';
 import type { Direction } from './pipe.js';
 import { type RelayLimits, RelayListener } from './relay-listener.js';
@@ -48,6 +48,7 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   maxAuthAttempts: 6,
   maxTunnelAttempts: 3,
   maxStreamsPerGateway: 1_000,
+  certSkewMs: DEFAULT_CERT_SKEW_MS,
 };
 
 /** The pino subset the proxy logs with. */

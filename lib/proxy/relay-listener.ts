@@ -4,10 +4,13 @@
  * tunnel. After the line it never interprets a byte: the platform's inner mTLS runs end to end with the gateway.
  *
  * Decisions, in order, each refusal answered with a status line and a close:
- *   ALPN = RELAY_ALPN · lib/pki checkPeer (proxy PKI client CA(s), clientAuth, route extension, revocation)
- *   · admitRoute (identity org = route org; an org proxy serves its org only) · stream revocations
+ *   ALPN = RELAY_ALPN · lib/pki checkPeer (proxy PKI client CA(s), clientAuth, route extension, revocation,
+ *     validity with the `certSkewMs` allowance) · admitRoute (identity org = route org; an org proxy serves
+ *     its org only) · stream revocations
  *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT)
- *   · the newest healthy tunnel that opens a channel.
+ *   · the newest healthy tunnel that opens a channel · the outer cert still live (outerCertLive) and not
+ *     revoked, since the channel open takes time: only then `{"ok":true}`. The stream is cut when the cert
+ *     ends (notAfter + skew).
  */
 import type { Socket } from 'node:net';
 import { type TLSSocket, type Server as TlsServer, createServer as tlsServer } from 'node:tls';
@@ -15,7 +18,7 @@ import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.j
 import type { TrustAnchors } from '../pki/verify.js';
 import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
-import { admitRoute, type ProxyScope, type RouteDecision } from './admission.js';
+import { admitRoute, DEFAULT_CERT_SKEW_MS, outerCertLive, type ProxyScope, type RouteDecision } from './admission.js';
 import { type Direction, type Splice, splice } from './pipe.js';
 import type { RevocationList } from './revocations.js';
 import type { GatewayTunnel } from './ssh-listener.js';
@@ -30,7 +33,11 @@ export interface RelayLimits {
   maxConnections: number;
   /** Tunnels tried for one stream before answering E_GATEWAY_OFFLINE. */
   maxTunnelAttempts: number;
+  /** Allowance past an outer cert's notAfter (default DEFAULT_CERT_SKEW_MS): accepted iff now <= notAfter + skew. */
+  certSkewMs?: number;
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface ActiveStream {
   readonly id: number;
@@ -177,11 +184,13 @@ export class RelayListener {
     if (socket.alpnProtocol !== RELAY_ALPN) return deny('E_ROUTE_FORBIDDEN', `ALPN ${RELAY_ALPN} is required`);
     const { scope, anchors } = this.#o.trust();
     const now = this.#now();
+    const skewMs = this.limits.certSkewMs ?? DEFAULT_CERT_SKEW_MS;
     const peer = checkPeer(
       socket,
       {
         anchors,
         purpose: 'clientAuth',
+        skewSec: skewMs / 1000,
         requireRoute: true,
         isRevoked: (serialHex) => this.#o.revocations.certificateRevoked(serialHex) !== undefined,
       },
@@ -197,13 +206,24 @@ export class RelayListener {
     if (!candidates.ok) return deny(candidates.code, candidates.reason);
     const opened = await this.#openChannel(candidates.value, remote);
     if (!opened) return deny('E_GATEWAY_OFFLINE', `no tunnel of gateway ${route.value.gatewayId} opened a channel`);
-    if (socket.destroyed) {
+    const release = (): void => {
       opened.channel.destroy();
       this.#o.table.streamClosed(opened.tunnel.id);
-      return;
+    };
+    if (socket.destroyed) return release();
+    // Judged again now: the certificate may have expired, or been revoked (revoke() only reaches streams
+    // already carried), while the gateway took its time to open the channel.
+    const live = outerCertLive(route.value, this.#now(), skewMs);
+    if (!live.ok) {
+      release();
+      return deny(live.code, live.reason);
+    }
+    if (this.#o.revocations.streamRevoked(route.value)) {
+      release();
+      return deny('E_CERT_REVOKED', 'identity or certificate revoked');
     }
     answer({ ok: true });
-    this.#carry(socket, opened, route.value);
+    this.#carry(socket, opened, route.value, live.value.endsAtMs);
   }
 
   /** Tries the candidates best first; a stream slot is held while trying, so the per-gateway limit holds. */
@@ -232,6 +252,7 @@ export class RelayListener {
     socket: TLSSocket,
     opened: { tunnel: Tunnel<GatewayTunnel>; channel: Awaited<ReturnType<GatewayTunnel['openStream']>> },
     route: RouteDecision,
+    endsAtMs: number,
   ): void {
     const events = this.#o.events;
     const tap = this.#o.tap;
@@ -249,10 +270,22 @@ export class RelayListener {
     };
     this.#streams.set(stream.id, stream);
     events.streamOpened(stream);
-    // The outer cert bounds the stream too: no access outlives the certificate it was opened with.
-    const left = route.notAfterMs - this.#now();
-    const expiry = setTimeout(() => s.close('client certificate expired'), Math.max(0, Math.min(left, 2 ** 31 - 1)));
-    expiry.unref();
+    // The outer cert bounds the stream too: no access outlives the certificate it was opened with (plus the
+    // same skew it was admitted with). Re-armed while the end lies beyond setTimeout's range.
+    let expiry: NodeJS.Timeout | undefined;
+    const armExpiry = (): void => {
+      const left = endsAtMs - this.#now();
+      if (left < 0) {
+        s.close('client certificate expired');
+        return;
+      }
+      expiry =
+        left + 1 > MAX_TIMER_MS
+          ? setTimeout(armExpiry, MAX_TIMER_MS)
+          : setTimeout(() => s.close('client certificate expired'), left + 1);
+      expiry.unref();
+    };
+    armExpiry();
     void s.done.then(({ end, reason }) => {
       clearTimeout(expiry);
       this.#streams.delete(stream.id);

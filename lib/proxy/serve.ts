@@ -51,6 +51,7 @@ export interface ProxyConfig {
   readonly max_connections: number;
   readonly max_streams_per_gateway: number;
   readonly max_auth_attempts: number;
+  readonly cert_skew: number;
   readonly revocation_poll: number;
   readonly feed_wait: number;
   readonly feed_stale_after: number;
@@ -78,6 +79,7 @@ export function limitsFrom(config: ProxyConfig): ProxyLimits {
     maxAuthAttempts: config.max_auth_attempts,
     maxTunnelAttempts: 3,
     maxStreamsPerGateway: config.max_streams_per_gateway,
+    certSkewMs: config.cert_skew,
   };
 }
 

@@ -120,6 +120,13 @@ test('refuses expired and not-yet-valid certificates, honouring the skew', () =>
   assert.ok(run(gwCert, { now: after(30_000) }).ok, 'within the 60 s skew');
   refused(run(gwCert, { now: after(61_000) }), 'E_CERT_EXPIRED');
   refused(run(gwCert, { now: after(1000), skewSec: 0 }), 'E_CERT_EXPIRED');
+  // The edge passes its skew in ms (proxy cert_skew): accepted iff now <= notAfter + skew, to the millisecond.
+  assert.ok(run(gwCert, { now: after(5000), skewSec: 5 }).ok);
+  refused(run(gwCert, { now: after(5001), skewSec: 5 }), 'E_CERT_EXPIRED');
+  assert.ok(run(gwCert, { now: after(0), skewSec: 0 }).ok, 'notAfter itself is still valid');
+  refused(run(gwCert, { now: after(1), skewSec: 0 }), 'E_CERT_EXPIRED');
+  assert.ok(run(gwCert, { now: after(250), skewSec: 0.25 }).ok);
+  refused(run(gwCert, { now: after(251), skewSec: 0.25 }), 'E_CERT_EXPIRED');
   const before = new Date(gwCert.notBefore.getTime() - 61_000);
   refused(run(gwCert, { now: before }), 'E_CERT_NOT_YET_VALID');
   // An expired intermediate fails the chain even when the leaf is fine.

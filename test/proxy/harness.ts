@@ -7,7 +7,13 @@ import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { decodeStatus, RELAY_ALPN, type RelayStatus } from '../../lib/protocol/relay.js';
-import { DEFAULT_LIMITS, type ProxyCredentials, type ProxyLimits, ProxyServer } from '../../lib/proxy/proxy.js';
+import {
+  DEFAULT_LIMITS,
+  type ProxyCredentials,
+  type ProxyLimits,
+  type ProxyLog,
+  ProxyServer,
+} from '../../lib/proxy/proxy.js';
 import { connectWithCertificate } from '../../lib/sshwire/client.js';
 import type { Client, ClientChannel } from '../../lib/sshwire/ssh2.js';
 import type { Scope, SshCredentials, TlsCredentials, World } from '../helpers/world.js';
@@ -33,6 +39,7 @@ export interface StartProxy {
   orgId?: string;
   limits?: Partial<ProxyLimits>;
   tap?: (direction: 'up' | 'down', chunk: Buffer) => void;
+  log?: ProxyLog;
 }
 
 export function startProxy(world: World, o: StartProxy): Promise<ProxyServer> {
@@ -43,6 +50,7 @@ export function startProxy(world: World, o: StartProxy): Promise<ProxyServer> {
     tls: { host: '127.0.0.1', port: 0 },
     now: world.nowMs,
     ...(o.tap ? { tap: o.tap } : {}),
+    ...(o.log ? { log: o.log } : {}),
   });
 }
 
@@ -64,6 +72,8 @@ export interface GatewaySpec {
   /** Ask to forward this name (default gatewayId); null: do not ask. */
   bindAddr?: string | null;
   onStream?: (channel: ClientChannel) => void;
+  /** Awaited before the gateway accepts a forwarded channel (a slow gateway). */
+  beforeAccept?: () => Promise<void>;
 }
 
 /** Connects an in-process gateway; rejects as lib/sshwire does (E_SSH_AUTH) or with the forward's error. */
@@ -80,7 +90,8 @@ export async function connectGateway(world: World, proxy: ProxyServer, g: Gatewa
     readyTimeout: 10_000,
   });
   client.on('error', () => {});
-  client.on('tcp connection', (_info, accept) => {
+  client.on('tcp connection', async (_info, accept) => {
+    await g.beforeAccept?.();
     const channel = accept();
     if (g.onStream) g.onStream(channel);
     else echo(channel);
@@ -113,7 +124,7 @@ export async function dialProxy(
   world: World,
   proxy: ProxyServer,
   outer: TlsCredentials,
-  o: { alpn?: string[] | null; scope?: Scope; orgId?: string } = {},
+  o: { alpn?: string[] | null; scope?: Scope; orgId?: string; onSession?: (session: Buffer) => void } = {},
 ): Promise<Dialled> {
   const socket = tls.connect({
     host: '127.0.0.1',
@@ -126,8 +137,41 @@ export async function dialProxy(
     ...(o.alpn === null ? {} : { ALPNProtocols: o.alpn ?? [RELAY_ALPN] }),
   });
   socket.on('error', () => {});
+  if (o.onSession) socket.on('session', o.onSession);
   await once(socket, 'secureConnect');
   return { status: await readStatus(socket), socket };
+}
+
+/**
+ * Opens the outer mTLS session and reads EVERY byte the proxy sends until it closes (nothing is written):
+ * for refusals, where the test must see that no success line ever came.
+ */
+export async function dialAll(
+  world: World,
+  proxy: ProxyServer,
+  outer: TlsCredentials,
+  o: { scope?: Scope; orgId?: string; session?: Buffer; onSecure?: (socket: tls.TLSSocket) => void } = {},
+): Promise<Buffer> {
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port: proxy.tlsPort,
+    key: outer.keyPem,
+    cert: outer.certPem,
+    ca: [world.proxyCas(o.scope ?? 'instance', o.orgId).pkiServer.pem],
+    servername: 'localhost',
+    minVersion: 'TLSv1.3',
+    ALPNProtocols: [RELAY_ALPN],
+    ...(o.session ? { session: o.session } : {}),
+  });
+  const chunks: Buffer[] = [];
+  socket.on('error', () => {});
+  if (o.onSecure) socket.once('secureConnect', () => o.onSecure?.(socket));
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  // A proxy that wrongly keeps the connection open still yields what it sent.
+  const giveUp = setTimeout(() => socket.destroy(), 10_000);
+  await closed(socket);
+  clearTimeout(giveUp);
+  return Buffer.concat(chunks);
 }
 
 /** Reads up to the status line, pushing back what follows it. */
