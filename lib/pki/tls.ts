@@ -40,7 +40,11 @@ function common(c: MtlsCredentials) {
   return opts;
 }
 
-/** Options for `tls.createServer`: TLS 1.3 only, client certificate requested, no session tickets. */
+/**
+ * Options for `tls.createServer`: TLS 1.3 only, client certificate requested. SSL_OP_NO_TICKET: under TLS 1.3 it
+ * asks for stateful tickets, which Node never looks up, so a resumption attempt always gets a full handshake and
+ * every connection has its certificates judged again with the current clock.
+ */
 export function mtlsServerOptions(c: MtlsCredentials): tls.TlsOptions {
   return {
     ...common(c),
