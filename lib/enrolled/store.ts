@@ -93,6 +93,9 @@ export class EnrolledStore {
       | undefined;
     if (!row) return;
     if (StateSecrets.isSealed(row.tls_key_pem) && StateSecrets.isSealed(row.ssh_private_key)) return;
+    // The plain keys must not survive in freed pages or the WAL: zero what the UPDATE frees, then move the
+    // WAL into the file and rewrite the file.
+    this.db.pragma('secure_delete = ON');
     this.db
       .prepare('UPDATE enrollment SET tls_key_pem = ?, ssh_private_key = ? WHERE id = 1')
       .run(
@@ -101,6 +104,9 @@ export class EnrolledStore {
           ? row.ssh_private_key
           : this.sealKey(row.ssh_private_key, 'ssh-private-key'),
       );
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    this.db.exec('VACUUM');
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
   }
 }
 

@@ -91,6 +91,16 @@ it('an older state directory (plain keys) is sealed in place on its first open',
   const raw = rawKeys(path);
   assert.match(raw.tls, /^sealed:v1:/);
   assert.match(raw.ssh, /^sealed:v1:/);
+  // Not in freed pages or the WAL either: a copy of the migrated database holds no key.
+  for (const file of [path, `${path}-wal`]) {
+    let bytes = '';
+    try {
+      bytes = readFileSync(file, 'latin1');
+    } catch {
+      continue;
+    }
+    assert.doesNotMatch(bytes, /PRIVATE KEY/, file);
+  }
 });
 
 it('a sealed key moved to the other column, or altered, is refused E_SEALED_TAMPERED', () => {
