@@ -374,7 +374,7 @@ export class Authority {
   }
   /**
    * Raises the change signal when another process (the admin CLI on the same database) committed since the last
-   * look: SQLite's data_version moves only for other connections' commits. The daemon calls it every second.
+   * look: SQLite's data_version moves only for other connections' commits. The daemon calls it every 100 ms.
    */
   noticeExternalChanges(): void {
     const version = this.ctx.store.dataVersion();
