@@ -45,9 +45,9 @@ test('renewal beside a running gateway: make-before-break, and the copied state 
     const running = pacedTransfer({
       port: c.port,
       target: d.target,
-      rate: 2 * MiB,
+      rate: 3 * MiB,
       until: renewalLanded,
-      minBytes: 4 * MiB,
+      minBytes: 30 * MiB,
       maxBytes: 120 * MiB,
       timeoutMs: 150_000,
     });
@@ -86,8 +86,17 @@ test('renewal beside a running gateway: make-before-break, and the copied state 
       },
     );
     await gw2.waitTunnels(2);
-    // Let both proxies and gw-2 read the retirement from the feed while the stream still runs.
-    await new Promise((res) => setTimeout(res, 3000));
+    // Both proxies apply the retirement (certificate revocations) from the feed while the stream still runs.
+    for (const p of d.proxies) {
+      await waitFor(
+        async () => ((await p.metric('infisical_proxy_revocations_total', { kind: 'certificate' })) ?? 0) > 0,
+        {
+          what: `${p.name} to apply the retirement of gw-2's certificates`,
+          timeoutMs: 20_000,
+        },
+      );
+    }
+    await new Promise((res) => setTimeout(res, 1000));
     landed();
     const across = await running;
     assertByteExact(across, 'the transfer running across the renewal');
