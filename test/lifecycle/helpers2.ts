@@ -164,7 +164,11 @@ export async function pacedTransfer(o: PacedTransferOptions): Promise<PacedResul
     const ahead = (sentBytes / o.rate) * 1000 - (Date.now() - start);
     if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
   }
-  if (!stop) error ??= `stopped at ${sentBytes} bytes before the event it was to span`;
+  if (!stop) {
+    error ??= socket.destroyed
+      ? `the stream closed after ${sentBytes} bytes sent (${echoedBytes} echoed), before the event it was to span`
+      : `reached maxBytes (${sentBytes}) before the event it was to span`;
+  }
   done = true;
   if (!socket.destroyed && echoedBytes < sentBytes) {
     await Promise.race([new Promise<void>((r) => (wakeEcho = r)), closed]);
