@@ -258,7 +258,10 @@ export class CaClient {
       if (status >= 200 && status < 300) return json as T;
       const err = json as { code?: string; message?: string };
       const code = typeof err.code === 'string' && err.code in ErrorCodes ? (err.code as ErrorCode) : 'E_INTERNAL';
-      throw new CaApiError(code, String(err.message ?? `HTTP ${status}`), status);
+      // The CA's message already starts with the code's description; the error adds it again, so drop it here.
+      const message = String(err.message ?? `HTTP ${status}`);
+      const generic = `${ErrorCodes[code]}: `;
+      throw new CaApiError(code, message.startsWith(generic) ? message.slice(generic.length) : message, status);
     } catch (err) {
       if (err instanceof CaApiError) throw err;
       if (call.signal?.aborted) throw new CaApiError('E_TIMEOUT', 'request cancelled', 0, { cause: err });

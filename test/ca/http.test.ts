@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import { connect } from 'node:tls';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
 import { CaApiError, CaClient } from '../../lib/protocol/ca-client.js';
-import { unwrap } from '../../lib/protocol/errors.js';
+import { ErrorCodes, unwrap } from '../../lib/protocol/errors.js';
 import { clientKeys, csrFor, type Fixture, newAuthority } from './helpers.js';
 
 let f: Fixture;
@@ -86,6 +86,9 @@ async function rejects(p: Promise<unknown>, status: number, code: string): Promi
     assert.ok(err instanceof CaApiError, String(err));
     assert.equal(err.code, code, err.message);
     assert.equal(err.status, status, err.message);
+    // The code's description once, not twice ("…: …: reason").
+    const generic = ErrorCodes[err.code];
+    assert.equal(err.message.split(generic).length - 1, 1, `description repeated: ${err.message}`);
     return true;
   });
 }
