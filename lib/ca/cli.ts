@@ -36,7 +36,8 @@ export async function initCommand(config: CaConfig): Promise<Output> {
       trustDomain: init.trustDomain,
       adminClientId: init.adminClientId,
       adminClientSecret: init.adminClientSecret,
-      apiFingerprint: api.fingerprint256,
+      apiFingerprint: api.rootFingerprint256,
+      apiCertificateFingerprint: api.fingerprint256,
       apiNames: config.api_names,
       apiNotAfter: api.notAfter.toISOString(),
     };
@@ -47,8 +48,8 @@ export async function initCommand(config: CaConfig): Promise<Output> {
       `  client id:     ${init.adminClientId}`,
       `  client secret: ${init.adminClientSecret}`,
       '',
-      `API server certificate for ${config.api_names.join(', ')} (until ${json.apiNotAfter})`,
-      `  SHA-256 fingerprint (pin this): ${api.fingerprint256}`,
+      `API server certificate for ${config.api_names.join(', ')} (until ${json.apiNotAfter}), from the API root`,
+      `  API root SHA-256 fingerprint (pin this; it survives api-cert): ${api.rootFingerprint256}`,
     ].join('\n');
     return out(json, text);
   } finally {
@@ -61,8 +62,14 @@ export function apiCertCommand(config: CaConfig): Output {
   return withAuthority(config, (ca) => {
     const api = ca.issueApiServerCertificate(apiNames(config.api_names));
     return out(
-      { apiFingerprint: api.fingerprint256, apiNames: config.api_names, apiNotAfter: api.notAfter.toISOString() },
-      `new API server certificate; SHA-256 fingerprint (re-pin clients, then SIGHUP serve): ${api.fingerprint256}`,
+      {
+        apiFingerprint: api.rootFingerprint256,
+        apiCertificateFingerprint: api.fingerprint256,
+        apiNames: config.api_names,
+        apiNotAfter: api.notAfter.toISOString(),
+      },
+      `new API server certificate ${api.fingerprint256}, from the same API root: clients pinning the root ` +
+        `(${api.rootFingerprint256}) keep working; SIGHUP serve to use it`,
     );
   });
 }

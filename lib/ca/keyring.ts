@@ -46,8 +46,10 @@ export interface ApiServerCredentials {
   /** Leaf then the API root CA. */
   certificateChainPem: string;
   privateKeyPem: string;
-  /** SHA-256 of the leaf DER, lowercase hex: what clients pin. */
+  /** SHA-256 of the leaf DER, lowercase hex (pinned by clients enrolled before root pinning). */
   fingerprint256: string;
+  /** SHA-256 of the API root CA's DER: what clients pin (`apiFingerprint`); it survives `api-cert`. */
+  rootFingerprint256: string;
   notAfter: Date;
 }
 
@@ -165,6 +167,7 @@ export class Keyring {
       certificateChainPem: row.public + root,
       privateKeyPem: privateKeyPem(key),
       fingerprint256: parsed.fingerprint256,
+      rootFingerprint256: parseCertificate(pemBlocks(root, 'CERTIFICATE', 1)[0]!).fingerprint256,
       notAfter: parsed.notAfter,
     };
   }

@@ -138,9 +138,16 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     },
   });
   installSignalHandlers(lifecycle);
-  const fingerprint = authority.apiServerCredentials().fingerprint256;
+  const api = authority.apiServerCredentials();
   logger.info(
-    { url: server.url, ops: ops.url, stateDirectory: dir, fingerprint, trustDomain: authority.trustDomain },
+    {
+      url: server.url,
+      ops: ops.url,
+      stateDirectory: dir,
+      fingerprint: api.rootFingerprint256,
+      certificateFingerprint: api.fingerprint256,
+      trustDomain: authority.trustDomain,
+    },
     'serving',
   );
   lifecycle.ready(`serving on ${server.url}`);

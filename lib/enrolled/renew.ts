@@ -5,7 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { CaClient } from '../protocol/ca-client.js';
+import type { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
 
 interface Renewable {
@@ -24,11 +24,11 @@ export interface RenewResult {
 }
 
 export async function renewStoredEnrollment<S extends Renewable>(
-  store: { load(): S; saveEnrollment(s: S): void; db: { name: string } },
+  store: { load(): S; saveEnrollment(s: S): void; caClient(s: S): CaClient; db: { name: string } },
   renew: (client: CaClient, current: S) => Promise<S>,
 ): Promise<RenewResult> {
   const current = store.load();
-  const client = new CaClient({ url: current.caUrl, fingerprint: current.caFingerprint });
+  const client = store.caClient(current);
   const next = await renew(client, current);
   store.saveEnrollment(next);
   return {

@@ -8,6 +8,7 @@
  *   subject, seq, at), feed (id = 1, seq).
  */
 import type { RevocationKind } from '../protocol/api.js';
+import { CaClient } from '../protocol/ca-client.js';
 import type { Db } from '../store/db.js';
 import { type SecretKind, StateSecrets } from './secrets.js';
 
@@ -48,6 +49,29 @@ export class EnrolledStore {
       | { updated_at: string }
       | undefined;
     return row?.updated_at;
+  }
+
+  /**
+   * Adds a CA API pin beside the stored one (the API root a leaf-pinned component learned: CaClient
+   * onRootLearned), so the pin survives the CA's next `api-cert`. Stored as a comma-separated list.
+   */
+  addCaPin(fingerprint: string): void {
+    const row = this.db.prepare('SELECT ca_fingerprint FROM enrollment WHERE id = 1').get() as
+      | { ca_fingerprint: string }
+      | undefined;
+    if (!row) return;
+    const pins = row.ca_fingerprint.split(',');
+    if (pins.includes(fingerprint)) return;
+    this.db.prepare('UPDATE enrollment SET ca_fingerprint = ? WHERE id = 1').run([...pins, fingerprint].join(','));
+  }
+
+  /** A CA client for the stored enrollment that stores the API root beside a leaf pin when it learns it. */
+  caClient(state: { caUrl: string; caFingerprint: string }): CaClient {
+    return new CaClient({
+      url: state.caUrl,
+      fingerprint: state.caFingerprint,
+      onRootLearned: (fp) => this.addCaPin(fp),
+    });
   }
 
   protected sealKey(plaintext: string, kind: SecretKind): string {

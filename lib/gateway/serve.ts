@@ -177,7 +177,7 @@ export async function serve(
   const streams = metrics.counter(`${p}streams_total`, 'Streams carried, by outcome', ['outcome', 'mode']);
   const refusals = metrics.counter(`${p}refusals_total`, 'Streams refused, by code', ['code']);
   const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
-  const ca = new CaClient({ url: state.caUrl, fingerprint: state.caFingerprint });
+  const ca = store.caClient(state);
 
   let lifecycle: Lifecycle | undefined;
   const gateway: Gateway = new Gateway(state, settingsFrom(config), {

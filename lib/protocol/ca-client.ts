@@ -10,10 +10,11 @@
  */
 
 import type { KeyObject } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type IncomingMessage, request } from 'node:http';
 import { isIP } from 'node:net';
-import { connect, type TLSSocket } from 'node:tls';
+import { connect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
+import { verifyCertificateChain } from '../pki/verify.js';
 import {
   type AddPolicyRequest,
   type AuditResponse,
@@ -48,7 +49,7 @@ import {
   signRequestBytes,
   verifyRevocationFeed,
 } from './api.js';
-import { type ErrorCode, ErrorCodes, GatewayError } from './errors.js';
+import { accept, type ErrorCode, ErrorCodes, GatewayError, refuse, type Verdict } from './errors.js';
 
 export class CaApiError extends GatewayError {
   /** HTTP status; 0 when no response was received. */
@@ -73,6 +74,12 @@ export interface CaClientOptions {
   maxResponseBytes?: number;
   /** Clock for signed requests' timestamps (tests). */
   now?: () => Date;
+  /**
+   * Called when a pin named the API leaf (a client enrolled before root pinning) and the leaf verifies under the
+   * root the CA sent: the root's fingerprint, for the caller to store beside its pin. The client trusts it from
+   * then on too, so a later `api-cert` does not cut it off.
+   */
+  onRootLearned?: (rootFingerprint: string) => void;
 }
 
 /** The current certificate and key a gateway or proxy signs renewals and feed reads with. */
@@ -101,7 +108,11 @@ export class CaClient {
     const url = new URL(options.url);
     if (url.protocol !== 'https:') throw new GatewayError('E_CONFIG_INVALID', 'CA API URL must be https://');
     this.#url = url;
-    const pins = typeof options.fingerprint === 'string' ? [options.fingerprint] : options.fingerprint;
+    // A stored pin may be a comma-separated list (a leaf pin and the root learned beside it).
+    const pins =
+      typeof options.fingerprint === 'string'
+        ? options.fingerprint.split(',')
+        : options.fingerprint.flatMap((p) => p.split(','));
     if (pins.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'at least one fingerprint is required');
     this.#pins = new Set(pins.map(normalizeFingerprint));
     this.#options = options;
@@ -273,6 +284,16 @@ export class CaClient {
     }
   }
 
+  /** The root a leaf-pinned client was shown, once the leaf verifies under it: trusted from now on, and reported. */
+  #learnRoot(chain: readonly Buffer[], now: Date): void {
+    const root = chain.at(-1)!;
+    const fp = createHash('sha256').update(root).digest('hex');
+    if (this.#pins.has(fp)) return;
+    if (!checkPin(chain, new Set([fp]), now).ok) return;
+    this.#pins.add(fp);
+    this.#options.onRootLearned?.(fp);
+  }
+
   /** Connects, finishes the TLS handshake and checks the pin; only then is the socket handed to HTTP. */
   #connectPinned(signal: AbortSignal): Promise<TLSSocket> {
     const host = this.#url.hostname.replace(/^\[(.*)\]$/, '$1');
@@ -298,23 +319,59 @@ export class CaClient {
       });
       socket.once('secureConnect', () => {
         signal.removeEventListener('abort', onAbort);
-        const cert = socket.getPeerCertificate();
-        const seen = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : '';
-        if (!this.#pins.has(seen)) {
+        const chain = peerChain(socket);
+        const now = this.#options.now?.() ?? new Date();
+        const pinned = checkPin(chain, this.#pins, now);
+        if (!pinned.ok) {
           socket.destroy();
-          reject(
-            new CaApiError(
-              'E_CERT_UNTRUSTED',
-              `CA API certificate ${seen || '(none)'} does not match the pinned fingerprint`,
-              0,
-            ),
-          );
+          reject(new CaApiError(pinned.code, pinned.reason, 0));
           return;
         }
+        if (pinned.value === 'leaf' && this.#options.onRootLearned && chain.length > 1) this.#learnRoot(chain, now);
         resolve(socket);
       });
     });
   }
+}
+
+/** The certificates the CA sent, leaf first, as DER (getPeerCertificate(true) keeps what the peer sent). */
+function peerChain(socket: TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let cert = socket.getPeerCertificate(true) as DetailedPeerCertificate | undefined;
+  while (cert?.raw && out.length < 8) {
+    if (out.some((d) => d.equals(cert!.raw))) break; // a self-signed root points at itself
+    out.push(cert.raw);
+    cert = cert.issuerCertificate;
+  }
+  return out;
+}
+
+/**
+ * The pin replaces public-PKI validation (the CA's API certificate is in no public store). A pin names either
+ * the API root (what `infisical-ca init` prints: it survives `api-cert`), in which case the leaf must chain to
+ * that root, be valid now and be a server certificate (lib/pki's verifier decides); or, for clients enrolled
+ * before root pinning, the leaf itself. The API root issues nothing but API server certificates.
+ */
+export function checkPin(chain: readonly Buffer[], pins: ReadonlySet<string>, now: Date): Verdict<'leaf' | 'root'> {
+  const fingerprints = chain.map((der) => createHash('sha256').update(der).digest('hex'));
+  if (fingerprints.length === 0) return refuse('E_CERT_UNTRUSTED', 'the CA API sent no certificate');
+  if (pins.has(fingerprints[0]!)) return accept('leaf');
+  const anchorAt = fingerprints.findIndex((fp, i) => i > 0 && pins.has(fp));
+  if (anchorAt < 0) {
+    return refuse(
+      'E_CERT_UNTRUSTED',
+      `CA API certificate ${fingerprints[0]} (root ${fingerprints.at(-1)}) does not match the pinned fingerprint`,
+    );
+  }
+  const verified = verifyCertificateChain({
+    chain: chain.slice(0, anchorAt),
+    anchors: chain[anchorAt]!,
+    now,
+    purpose: 'serverAuth',
+  });
+  if (!verified.ok)
+    return refuse('E_CERT_UNTRUSTED', `CA API certificate refused under the pinned root: ${verified.reason}`);
+  return accept('root');
 }
 
 function readLimited(res: IncomingMessage, limit: number): Promise<string> {

@@ -201,7 +201,7 @@ export async function serve(
     log: logger,
     revocations: store.revocations(),
   });
-  const ca = new CaClient({ url: state.caUrl, fingerprint: state.caFingerprint });
+  const ca = store.caClient(state);
 
   let revoked: string | undefined;
   const enterRevoked = (reason: string): void => {

@@ -20,6 +20,7 @@ interface Init {
   adminClientId: string;
   adminClientSecret: string;
   apiFingerprint: string;
+  apiCertificateFingerprint: string;
   trustDomain: string;
 }
 
@@ -83,25 +84,29 @@ test('serve: API with the pinned certificate, ops endpoint, SIGHUP picks up a ne
     const metrics = await (await fetch(`${s.ops}/metrics`)).text();
     assert.match(metrics, /infisical_ca_requests_total\{route="health",status="200"\} 1/);
 
-    const next = await cliJson<{ apiFingerprint: string }>([
+    const next = await cliJson<{ apiFingerprint: string; apiCertificateFingerprint: string }>([
       'api-cert',
       '--state-dir',
       state,
       '--api-name',
       '127.0.0.1',
     ]);
-    assert.notEqual(next.apiFingerprint, init.apiFingerprint);
+    // A new leaf from the same API root: the pin clients hold (the root) does not change.
+    assert.equal(next.apiFingerprint, init.apiFingerprint);
+    assert.notEqual(next.apiCertificateFingerprint, init.apiCertificateFingerprint);
     s.child.kill('SIGHUP');
-    const repinned = new CaClient({ url: s.url, fingerprint: next.apiFingerprint });
+    const newLeaf = new CaClient({ url: s.url, fingerprint: next.apiCertificateFingerprint });
     let served = false;
     for (let i = 0; i < 100 && !served; i++) {
-      served = await repinned.health().then(
+      served = await newLeaf.health().then(
         () => true,
         () => new Promise<boolean>((r) => setTimeout(() => r(false), 100)),
       );
     }
     assert.ok(served, 'the new certificate is served after SIGHUP');
-    await assert.rejects(client.health(), /pinned fingerprint/);
+    assert.equal((await client.health()).ok, true, 'the root-pinned client works on, unchanged');
+    const oldLeaf = new CaClient({ url: s.url, fingerprint: init.apiCertificateFingerprint });
+    await assert.rejects(oldLeaf.health(), /pinned fingerprint/);
   } finally {
     s.child.kill('SIGTERM');
   }

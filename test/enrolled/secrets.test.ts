@@ -127,3 +127,16 @@ it('the proxy store seals the same way (one implementation)', () => {
   assert.equal(again.load().tlsKeyPem, s.tlsKeyPem);
   again.close();
 });
+
+it('a learned CA API root is stored beside the pin, once, and survives a renewal written from the stored state', () => {
+  const path = join(dir, 'f', 'gateway.db');
+  const store = GatewayStore.open(path);
+  store.saveEnrollment(state);
+  store.addCaPin('ab'.repeat(32));
+  store.addCaPin('ab'.repeat(32));
+  const pins = store.load().caFingerprint.split(',');
+  assert.deepEqual(pins, [state.caFingerprint, 'ab'.repeat(32)]);
+  store.saveEnrollment({ ...store.load(), notAfter: new Date().toISOString() });
+  assert.deepEqual(store.load().caFingerprint.split(','), pins);
+  store.close();
+});
