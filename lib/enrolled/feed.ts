@@ -123,14 +123,19 @@ export class FeedFollower {
   }
 
   async #run(): Promise<void> {
+    let first = true;
     while (this.#running) {
-      const waitSec = this.#o.waitSec ?? 25;
+      const configured = this.#o.waitSec ?? 25;
+      // The first read answers at once (catch up, and a success to count from). A held read is only known to be
+      // alive when it returns, so no hold may outlast half of staleAfterMs.
+      const waitSec = first ? 0 : Math.min(configured, Math.floor(this.#o.staleAfterMs / 2000));
       const started = this.#now();
       let pause = 0;
       try {
         const applied = await this.#read(waitSec, this.#abort?.signal);
-        if (waitSec === 0) pause = this.#o.retryMs;
-        else if (applied === 0 && this.#now() - started < MIN_HOLD_MS) pause = this.#o.retryMs;
+        if (configured === 0) pause = this.#o.retryMs;
+        else if (!first && applied === 0 && this.#now() - started < MIN_HOLD_MS) pause = this.#o.retryMs;
+        first = false;
       } catch (err) {
         if (!this.#running) break;
         if (isSelfRefusal(err)) {

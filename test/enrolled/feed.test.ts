@@ -64,8 +64,8 @@ function harness(answers: Answer[], over: Partial<FeedFollowerOptions> = {}) {
   return { follower, reads, applied, logs, drained, seq: () => seq };
 }
 
-it('long-polls, applies each new entry once and moves the position after applying', async () => {
-  const h = harness([feed(0, [entry(1), entry(2)]), feed(2, [entry(3)])]);
+it('catches up at once, then long-polls; applies each new entry once and moves the position after applying', async () => {
+  const h = harness([feed(0, [entry(1), entry(2)]), feed(2, [entry(3)]), feed(3, [])]);
   h.follower.start();
   await h.drained;
   await h.follower.stop();
@@ -76,14 +76,27 @@ it('long-polls, applies each new entry once and moves the position after applyin
   assert.equal(h.seq(), 3);
   assert.deepEqual(
     h.reads.map((r) => [r.since, r.waitSec]),
-    // A page with entries may be one of several: the next follows at once, without waiting.
+    // The first round answers at once (a page with entries may be one of several: the next follows without
+    // waiting); then each read is held by the CA.
     [
-      [0, 25],
+      [0, undefined],
       [2, undefined],
       [3, undefined],
+      [3, 25],
     ],
   );
   assert.ok(h.follower.health().lastSuccessMs !== undefined);
+});
+
+it('never holds a read longer than half of staleAfterMs (a held read proves nothing until it returns)', async () => {
+  const h = harness([feed(0, [])], { staleAfterMs: 5000 });
+  h.follower.start();
+  await h.drained;
+  await h.follower.stop();
+  assert.deepEqual(
+    h.reads.map((r) => r.waitSec),
+    [undefined, 2],
+  );
 });
 
 it('hands on a proxy list only when its version changes, and sends the version it holds', async () => {
@@ -155,5 +168,6 @@ it('a read that comes back at once with nothing new waits retryMs before the nex
   h.follower.start();
   await h.drained;
   await h.follower.stop();
-  assert.ok(Date.now() - started >= 250, `three immediate answers took ${Date.now() - started} ms`);
+  // The first (catch-up) read is not held; the two held reads that came back at once each cost a pause.
+  assert.ok(Date.now() - started >= 190, `three immediate answers took ${Date.now() - started} ms`);
 });
