@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Authority } from '../../lib/ca/authority.js';
 import { RateLimiter } from '../../lib/ca/ratelimit.js';
-import { DEFAULT_SCRYPT, hashSecret, tokenHash, verifySecret } from '../../lib/ca/secrets.js';
+import { DEFAULT_SCRYPT, hashSecret, randomToken, tokenHash, verifySecret } from '../../lib/ca/secrets.js';
 import { CaStore } from '../../lib/ca/store.js';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
 import { GatewayError, unwrap } from '../../lib/protocol/errors.js';
@@ -202,4 +202,13 @@ test('rate limiter: burst, refill on the injected clock, per key, bounded memory
   assert.ok(rl.take('a', 2000).ok, 'one token after 2 s');
   for (let i = 0; i < 1000; i++) rl.take(`k${i}`, 3000);
   assert.ok(rl.size <= 101);
+});
+
+test('tokens and secrets never begin with "-" (they would be read as a flag on a command line)', () => {
+  // One draw in 64 begins with '-': 5,000 draws miss it with probability (63/64)^5000 ≈ 1e-34 without the rule.
+  for (let i = 0; i < 5000; i++) {
+    const t = randomToken();
+    assert.equal(t.length, 43);
+    assert.ok(!t.startsWith('-'), t);
+  }
 });
