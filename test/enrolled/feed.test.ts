@@ -50,7 +50,12 @@ function harness(answers: Answer[], over: Partial<FeedFollowerOptions> = {}) {
       },
     },
     current: () => ({ certificate: '', privateKey: key, feedKey: '' }),
-    position: { seq: () => seq, setSeq: (n) => void (seq = n) },
+    position: {
+      seq: () => seq,
+      setSeq: (n) => {
+        seq = n;
+      },
+    },
     apply: (entries) => applied.push(...entries),
     retryMs: 5,
     staleAfterMs: 60_000,

@@ -39,7 +39,7 @@ test('a revoked grant is replaced under a running connect; with the policy gone,
       },
       { timeoutMs: 15_000, intervalMs: 300, what: 'a stream on a new grant', detail: () => c.tail(20) },
     );
-    results.forEach((r, i) => assertByteExact(r, `stream ${i + 1} after the revocation`));
+    for (const [i, r] of results.entries()) assertByteExact(r, `stream ${i + 1} after the revocation`);
     const transfers = results.length;
     t.diagnostic(`a new grant ${Date.now() - revokedAt} ms after the revocation, ${transfers} streams all exact`);
     const ids = grantIds(c);
