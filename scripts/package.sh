@@ -44,10 +44,11 @@ stage() {
   rm -rf "$dir"
   install -D -m 0755 "$SEA/$name" "$dir/usr/bin/$name"
   install -D -m 0644 docs/install.md "$dir/usr/share/doc/$name/install.md"
-  # Man page (gzip -9n, as Debian policy wants; rpm's brp-compress is off, so the rpm gets the same file),
-  # generated from this binary's own --help (scripts/man-pages.mjs, below).
+  # Man page (gzip -9n, as Debian policy wants; rpm's brp-compress is off, so the rpm gets the same file) and
+  # bash completion, both generated from this binary's own --help (scripts/man-pages.mjs, below).
   install -D -m 0644 "$STAGE/generated/man/$name.1" "$dir/usr/share/man/man1/$name.1"
   gzip -9n "$dir/usr/share/man/man1/$name.1"
+  install -D -m 0644 "$STAGE/generated/completion/$name" "$dir/usr/share/bash-completion/completions/$name"
   printf 'infisical gateway suite %s\nLicense: MIT. Bundles Node.js %s (MIT) and its dependencies, better-sqlite3 (MIT,\nSQLite public domain), ssh2 (MIT), sd-notify (MIT), cpu-features (MIT).\n' \
     "$VERSION" "$("$NODE24" --version)" >"$dir/usr/share/doc/$name/copyright"
   if [ "$d" != connect ]; then
@@ -117,7 +118,7 @@ rm -f "$DIST"/infisical-*.deb "$DIST"/infisical-*.rpm "$DIST"/infisical-offline-
 PROGRAMS=(ca proxy gateway connect)
 step "packages for version $VERSION"
 node scripts/man-pages.mjs --bin "$SEA" --out "$STAGE/generated" --version "$VERSION" >/dev/null
-step "man pages from the binaries' --help"
+step "man pages and completion from the binaries' --help"
 pids=()
 for d in "${PROGRAMS[@]}"; do
   build_deb "$d" &

@@ -1,7 +1,8 @@
 /**
- * Man pages are generated from the programs' own --help (scripts/man-pages.mjs, the walk
+ * Man pages and bash completion are generated from the programs' own --help (scripts/man-pages.mjs, the walk
  * docs/cli.md is made from): each page renders without a groff warning, has the sections a man page should,
- * names every command docs/cli.md has, and states the exit statuses the code uses.
+ * names every command docs/cli.md has, and states the exit statuses the code uses; the completion offers the
+ * subcommands and options the help lists.
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
@@ -25,7 +26,7 @@ function commandsInCliReference(program: string): string[] {
     .filter((c) => c.startsWith(`${program} `));
 }
 
-describe('man pages (scripts/man-pages.mjs)', () => {
+describe('man pages and completion (scripts/man-pages.mjs)', () => {
   let out: string;
   before(() => {
     out = mkdtempSync(join(tmpdir(), 'infisical-man-'));
@@ -74,5 +75,27 @@ describe('man pages (scripts/man-pages.mjs)', () => {
     const codes = [...help.slice(help.indexOf('Exit codes:')).matchAll(/^(\d+) /gm)].map((m) => m[1]);
     assert.ok(codes.length >= 10, help);
     for (const code of codes) assert.match(text('infisical-connect'), new RegExp(`^\\.B ${code}$`, 'm'));
+  });
+
+  it('bash completion offers subcommands and options, skipping option values', () => {
+    const complete = (program: string, ...words: string[]) => {
+      const script = [
+        `source ${JSON.stringify(join(out, 'completion', program))}`,
+        `COMP_WORDS=(${[program, ...words].map((w) => JSON.stringify(w)).join(' ')})`,
+        `COMP_CWORD=${words.length}`,
+        `_${program.replace(/-/g, '_')}`,
+        `printf '%s\\n' "\${COMPREPLY[@]}"`,
+      ].join('\n');
+      return execFileSync('bash', ['-c', script], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    };
+    assert.deepEqual(complete('infisical-ca', 'pol'), ['policy']);
+    assert.deepEqual(
+      complete('infisical-ca', 'policy', '').filter((w) => !w.startsWith('-')),
+      ['add', 'list', 'delete'],
+    );
+    assert.deepEqual(complete('infisical-ca', '--state-dir', 'policy', 'policy', 'd'), ['delete']);
+    assert.deepEqual(complete('infisical-proxy', 'enroll', '--ssh-l'), ['--ssh-listen']);
+    assert.deepEqual(complete('infisical-connect', 't'), ['tcp']);
+    assert.ok(complete('infisical-gateway', 'serve', '--').includes('--allow-cidr'));
   });
 });

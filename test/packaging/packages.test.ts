@@ -50,7 +50,11 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     try {
       for (const p of PROGRAMS) {
         const list = (await run('rpm', ['-qpl', built.rpms[p]!])).stdout.split('\n');
-        for (const f of [`/usr/bin/infisical-${p}`, `/usr/share/man/man1/infisical-${p}.1.gz`]) {
+        for (const f of [
+          `/usr/bin/infisical-${p}`,
+          `/usr/share/man/man1/infisical-${p}.1.gz`,
+          `/usr/share/bash-completion/completions/infisical-${p}`,
+        ]) {
           assert.ok(list.includes(f), `${p}: ${f} not in the rpm: ${list.join(' ')}`);
         }
         const check = await run('rpm', ['-K', built.rpms[p]!]);
@@ -80,7 +84,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     }
   });
 
-  it('deb: conffile is the sample rendered from the schema; man page; dependencies are base-system libraries', async () => {
+  it('deb: conffile is the sample rendered from the schema; man page and completion; dependencies are base-system libraries', async () => {
     for (const p of DAEMONS) {
       const conffiles = await run('dpkg-deb', ['-I', built.debs[p]!, 'conffiles']);
       assert.equal(conffiles.stdout.trim(), `/etc/infisical/${p}.conf`);
@@ -98,6 +102,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     for (const p of PROGRAMS) {
       const files = (await run('dpkg-deb', ['-c', built.debs[p]!])).stdout;
       assert.match(files, new RegExp(` \\./usr/share/man/man1/infisical-${p}\\.1\\.gz$`, 'm'), `${p}: man page`);
+      assert.match(files, new RegExp(` \\./usr/share/bash-completion/completions/infisical-${p}$`, 'm'));
       const depends = (await run('dpkg-deb', ['-f', built.debs[p]!, 'Depends'])).stdout;
       assert.doesNotMatch(depends, /nodejs/);
     }
