@@ -78,7 +78,12 @@ build_deb() {
   [ "$d" = connect ] || depends="$depends, libsystemd0, passwd, procps"
   local size
   size=$(du -sk --exclude=DEBIAN "$dir" | cut -f1)
-  fill packaging/deb/control "$dir/DEBIAN/control" "$d" -e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|"
+  # sqlite3 for the documented online backup of the CA (docs/operations.md): recommended, not required, so the
+  # offline bundle still installs on a host whose apt cannot fetch it (install.sh: --no-install-recommends).
+  local recommends='-e /^Recommends:/d'
+  [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite3|'
+  fill packaging/deb/control "$dir/DEBIAN/control" "$d" -e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|" \
+    "$recommends"
   if [ "$d" != connect ]; then
     echo "/etc/infisical/$d.conf" >"$dir/DEBIAN/conffiles"
     for script in postinst prerm postrm; do
@@ -96,11 +101,13 @@ build_rpm() {
   stage "$d" /usr/lib/systemd/system
   if [ "$d" = connect ]; then
     fill packaging/rpm/daemon.spec.in "$top/SPECS/$name.spec" "$d" -e '/@DAEMON_BEGIN@/,/@DAEMON_END@/d' \
-      -e 's|@REQUIRES@||'
+      -e 's|@REQUIRES@||' -e '/^Recommends:/d'
   else
     install -d -m 0700 "$STAGE/$name/var/lib/$name" "$STAGE/$name/var/cache/$name"
+    local recommends='-e /^Recommends:/d' # as for the deb: sqlite for the CA's online backup
+    [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite|'
     fill packaging/rpm/daemon.spec.in "$top/SPECS/$name.spec" "$d" -e '/@DAEMON_BEGIN@/d' -e '/@DAEMON_END@/d' \
-      -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|'
+      -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|' "$recommends"
   fi
   rpmbuild -bb --quiet --define "_topdir $top" --define "_stage $STAGE/$name" \
     --define "_binary_payload w${XZ_LEVEL}T.xzdio" --define '_rpmdir %{_topdir}/RPMS' \

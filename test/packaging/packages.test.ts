@@ -84,7 +84,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     }
   });
 
-  it('deb: conffile is the sample rendered from the schema; man page and completion; dependencies are base-system libraries', async () => {
+  it('deb: conffile is the sample rendered from the schema; man page and completion; dependencies are base-system libraries, sqlite3 recommended for the CA', async () => {
     for (const p of DAEMONS) {
       const conffiles = await run('dpkg-deb', ['-I', built.debs[p]!, 'conffiles']);
       assert.equal(conffiles.stdout.trim(), `/etc/infisical/${p}.conf`);
@@ -103,8 +103,14 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       const files = (await run('dpkg-deb', ['-c', built.debs[p]!])).stdout;
       assert.match(files, new RegExp(` \\./usr/share/man/man1/infisical-${p}\\.1\\.gz$`, 'm'), `${p}: man page`);
       assert.match(files, new RegExp(` \\./usr/share/bash-completion/completions/infisical-${p}$`, 'm'));
-      const depends = (await run('dpkg-deb', ['-f', built.debs[p]!, 'Depends'])).stdout;
-      assert.doesNotMatch(depends, /nodejs/);
+      const fields = (await run('dpkg-deb', ['-f', built.debs[p]!, 'Depends', 'Recommends'])).stdout;
+      assert.doesNotMatch(fields, /nodejs/);
+      // sqlite3 (the CA's online backup, docs/operations.md) is recommended, never required: the offline bundle
+      // installs with --no-install-recommends on hosts whose apt cannot fetch anything.
+      assert.doesNotMatch(fields, /^Depends:.*sqlite/m, p);
+      assert.equal(/^Recommends: sqlite3$/m.test(fields), p === 'ca', `${p}: ${fields}`);
+      const recommends = (await run('rpm', ['-qp', '--recommends', built.rpms[p]!])).stdout.trim();
+      assert.equal(recommends, p === 'ca' ? 'sqlite' : '', `${p} rpm recommends`);
     }
   });
 
