@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl rpm iproute2 debootstrap systemd-container
-      postgresql postgresql-client curl)
+      postgresql postgresql-client curl groff-base man-db)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -44,6 +44,11 @@ stage() {
   rm -rf "$dir"
   install -D -m 0755 "$SEA/$name" "$dir/usr/bin/$name"
   install -D -m 0644 docs/install.md "$dir/usr/share/doc/$name/install.md"
+  # Man page (gzip -9n, as Debian policy wants; rpm's brp-compress is off, so the rpm gets the same file) and
+  # bash completion, both generated from this binary's own --help (scripts/man-pages.mjs, below).
+  install -D -m 0644 "$STAGE/generated/man/$name.1" "$dir/usr/share/man/man1/$name.1"
+  gzip -9n "$dir/usr/share/man/man1/$name.1"
+  install -D -m 0644 "$STAGE/generated/completion/$name" "$dir/usr/share/bash-completion/completions/$name"
   printf 'infisical gateway suite %s\nLicense: MIT. Bundles Node.js %s (MIT) and its dependencies, better-sqlite3 (MIT,\nSQLite public domain), ssh2 (MIT), sd-notify (MIT), cpu-features (MIT).\n' \
     "$VERSION" "$("$NODE24" --version)" >"$dir/usr/share/doc/$name/copyright"
   if [ "$d" != connect ]; then
@@ -73,7 +78,12 @@ build_deb() {
   [ "$d" = connect ] || depends="$depends, libsystemd0, passwd, procps"
   local size
   size=$(du -sk --exclude=DEBIAN "$dir" | cut -f1)
-  fill packaging/deb/control "$dir/DEBIAN/control" "$d" -e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|"
+  # sqlite3 for the documented online backup of the CA (docs/operations.md): recommended, not required, so the
+  # offline bundle still installs on a host whose apt cannot fetch it (install.sh: --no-install-recommends).
+  local recommends='-e /^Recommends:/d'
+  [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite3|'
+  fill packaging/deb/control "$dir/DEBIAN/control" "$d" -e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|" \
+    "$recommends"
   if [ "$d" != connect ]; then
     echo "/etc/infisical/$d.conf" >"$dir/DEBIAN/conffiles"
     for script in postinst prerm postrm; do
@@ -91,11 +101,13 @@ build_rpm() {
   stage "$d" /usr/lib/systemd/system
   if [ "$d" = connect ]; then
     fill packaging/rpm/daemon.spec.in "$top/SPECS/$name.spec" "$d" -e '/@DAEMON_BEGIN@/,/@DAEMON_END@/d' \
-      -e 's|@REQUIRES@||'
+      -e 's|@REQUIRES@||' -e '/^Recommends:/d'
   else
     install -d -m 0700 "$STAGE/$name/var/lib/$name" "$STAGE/$name/var/cache/$name"
+    local recommends='-e /^Recommends:/d' # as for the deb: sqlite for the CA's online backup
+    [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite|'
     fill packaging/rpm/daemon.spec.in "$top/SPECS/$name.spec" "$d" -e '/@DAEMON_BEGIN@/d' -e '/@DAEMON_END@/d' \
-      -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|'
+      -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|' "$recommends"
   fi
   rpmbuild -bb --quiet --define "_topdir $top" --define "_stage $STAGE/$name" \
     --define "_binary_payload w${XZ_LEVEL}T.xzdio" --define '_rpmdir %{_topdir}/RPMS' \
@@ -112,6 +124,8 @@ mkdir -p "$DIST"
 rm -f "$DIST"/infisical-*.deb "$DIST"/infisical-*.rpm "$DIST"/infisical-offline-*.tar.gz
 PROGRAMS=(ca proxy gateway connect)
 step "packages for version $VERSION"
+node scripts/man-pages.mjs --bin "$SEA" --out "$STAGE/generated" --version "$VERSION" >/dev/null
+step "man pages and completion from the binaries' --help"
 pids=()
 for d in "${PROGRAMS[@]}"; do
   build_deb "$d" &

@@ -6,45 +6,12 @@
 //                   schema the loader enforces, rendered as the packaged /etc/infisical/<name>.conf).
 //   node scripts/reference-docs.mjs           rewrite both (`make docs`)
 //   node scripts/reference-docs.mjs --check   exit 1, naming the page and the first difference, when one is stale
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { PROGRAMS, runner, walk } from './help-walk.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const PROGRAMS = [
-  ['infisical-ca', 'ca', 'certificate authority and control plane (daemon + admin commands)'],
-  ['infisical-proxy', 'proxy', 'the relay (daemon)'],
-  ['infisical-gateway', 'gateway', 'the gateway inside the private network (daemon)'],
-  ['infisical-connect', 'connect', 'the platform client'],
-];
-
-// Help must not depend on who runs it: no INFISICAL_* variables, a fixed width (yargs wraps at 100 when piped).
-const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('INFISICAL_')));
-
-function help(file, path) {
-  return execFileSync(process.execPath, [file, ...path, '--help'], { env, encoding: 'utf8' }).trimEnd();
-}
-
-/** The subcommand paths a help page lists under "Commands:" (`  prog a b <arg>  text` → ['a', 'b']). */
-function subcommands(page, program) {
-  const lines = page.split('\n');
-  const start = lines.indexOf('Commands:');
-  if (start < 0) return [];
-  const paths = [];
-  for (const line of lines.slice(start + 1)) {
-    if (line.trim() === '') break;
-    // yargs pads the command column with at least two spaces before the description.
-    const [head, ...words] = line
-      .trim()
-      .split(/\s{2,}/)[0]
-      .split(/\s+/);
-    if (head !== program) continue;
-    const end = words.findIndex((w) => /^[<[]/.test(w));
-    paths.push(end < 0 ? words : words.slice(0, end));
-  }
-  return paths;
-}
 
 function renderCli() {
   const parts = [
@@ -58,24 +25,16 @@ function renderCli() {
   ];
   for (const [program, , what] of PROGRAMS) parts.push(`- [\`${program}\`](#${program}): ${what}`);
   for (const [program, name] of PROGRAMS) {
-    const file = join(ROOT, 'build/daemons', `${name}.js`);
-    const seen = new Set();
-    const walk = (path, depth) => {
-      const key = path.join(' ');
-      if (seen.has(key)) return;
-      seen.add(key);
-      const page = help(file, path);
+    for (const { path, page } of walk(program, runner(ROOT, program, name))) {
       parts.push(
         '',
-        `${'#'.repeat(Math.min(depth + 2, 4))} ${[program, ...path].join(' ')}`,
+        `${'#'.repeat(Math.min(path.length + 2, 4))} ${[program, ...path].join(' ')}`,
         '',
         '```text',
         page,
         '```',
       );
-      for (const sub of subcommands(page, program)) if (sub.length > path.length) walk(sub, depth + 1);
-    };
-    walk([], 0);
+    }
   }
   return `${parts.join('\n')}\n`;
 }

@@ -50,7 +50,13 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     try {
       for (const p of PROGRAMS) {
         const list = (await run('rpm', ['-qpl', built.rpms[p]!])).stdout.split('\n');
-        assert.ok(list.includes(`/usr/bin/infisical-${p}`), list.join(' '));
+        for (const f of [
+          `/usr/bin/infisical-${p}`,
+          `/usr/share/man/man1/infisical-${p}.1.gz`,
+          `/usr/share/bash-completion/completions/infisical-${p}`,
+        ]) {
+          assert.ok(list.includes(f), `${p}: ${f} not in the rpm: ${list.join(' ')}`);
+        }
         const check = await run('rpm', ['-K', built.rpms[p]!]);
         assert.equal(check.code, 0, check.stderr);
         assert.match(check.stdout, /digests OK/);
@@ -78,7 +84,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     }
   });
 
-  it('deb: conffile is the sample rendered from the schema; dependencies are base-system libraries', async () => {
+  it('deb: conffile is the sample rendered from the schema; man page and completion; dependencies are base-system libraries, sqlite3 recommended for the CA', async () => {
     for (const p of DAEMONS) {
       const conffiles = await run('dpkg-deb', ['-I', built.debs[p]!, 'conffiles']);
       assert.equal(conffiles.stdout.trim(), `/etc/infisical/${p}.conf`);
@@ -93,8 +99,19 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       // Every key commented out: the packaged file changes nothing until the operator edits it.
       assert.equal(conf.stdout.split('\n').filter((l) => l.trim() && !l.startsWith('#')).length, 0);
     }
-    const depends = (await run('dpkg-deb', ['-f', built.debs['ca']!, 'Depends'])).stdout;
-    assert.doesNotMatch(depends, /nodejs/);
+    for (const p of PROGRAMS) {
+      const files = (await run('dpkg-deb', ['-c', built.debs[p]!])).stdout;
+      assert.match(files, new RegExp(` \\./usr/share/man/man1/infisical-${p}\\.1\\.gz$`, 'm'), `${p}: man page`);
+      assert.match(files, new RegExp(` \\./usr/share/bash-completion/completions/infisical-${p}$`, 'm'));
+      const fields = (await run('dpkg-deb', ['-f', built.debs[p]!, 'Depends', 'Recommends'])).stdout;
+      assert.doesNotMatch(fields, /nodejs/);
+      // sqlite3 (the CA's online backup, docs/operations.md) is recommended, never required: the offline bundle
+      // installs with --no-install-recommends on hosts whose apt cannot fetch anything.
+      assert.doesNotMatch(fields, /^Depends:.*sqlite/m, p);
+      assert.equal(/^Recommends: sqlite3$/m.test(fields), p === 'ca', `${p}: ${fields}`);
+      const recommends = (await run('rpm', ['-qp', '--recommends', built.rpms[p]!])).stdout.trim();
+      assert.equal(recommends, p === 'ca' ? 'sqlite' : '', `${p} rpm recommends`);
+    }
   });
 
   describe('on a booted Debian 12 (systemd-nspawn)', () => {
