@@ -2,7 +2,8 @@
 /**
  * infisical-connect: reach a private target through a gateway, from this machine (the platform side).
  * This file only wires: flags → CA client → lib/client (grant cache, proxy failover, local listeners).
- * Flags > environment (INFISICAL_<FLAG>, e.g. INFISICAL_CA_FINGERPRINT) > defaults.
+ * Flags > environment (INFISICAL_<FLAG> for the flags listed in lib/runtime/program-env.ts, and
+ * INFISICAL_CLIENT_SECRET) > defaults. No other variable is read: the shell may hold other programs' INFISICAL_*.
  */
 import { readFileSync } from 'node:fs';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
@@ -18,8 +19,17 @@ import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../lib
 import { CaClient } from '../lib/protocol/ca-client.js';
 import { GatewayError, unwrap } from '../lib/protocol/errors.js';
 import type { GrantTarget } from '../lib/protocol/grant.js';
+import { CONNECT_FLAG_ENV, CONNECT_SECRET_ENV, flagEnvName, flagsFromEnv } from '../lib/runtime/program-env.js';
 
 const VERSION = '0.1.0';
+
+/** The environment this program reads, for --help: the names, not a pattern (nothing else is read). */
+const ENV_HELP = [
+  'Environment (a flag given wins; an empty variable counts as unset; no other INFISICAL_* variable is read):',
+  `  every command: ${CONNECT_FLAG_ENV.global.map(flagEnvName).join(', ')}`,
+  `  ${CONNECT_SECRET_ENV}: the client secret itself, when --client-secret-file is not given`,
+  ...(['tcp', 'http', 'ping'] as const).map((c) => `  ${c}: ${CONNECT_FLAG_ENV[c].map(flagEnvName).join(', ')}`),
+].join('\n');
 type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 function commonOptions(y: Argv): Argv {
@@ -34,7 +44,7 @@ function commonOptions(y: Argv): Argv {
     .option('client-id', { type: 'string', describe: 'machine identity client id', global: true })
     .option('client-secret-file', {
       type: 'string',
-      describe: 'file holding the client secret (or env INFISICAL_CLIENT_SECRET; never a flag)',
+      describe: `file holding the client secret (or env ${CONNECT_SECRET_ENV}; never a flag)`,
       global: true,
     })
     .option('json', {
@@ -56,6 +66,11 @@ function commonOptions(y: Argv): Argv {
     });
 }
 
+/** A command's own flags from the environment (its INFISICAL_<FLAG> names, nothing else). */
+function commandEnv(y: Argv, command: keyof typeof CONNECT_FLAG_ENV): Argv {
+  return y.config(flagsFromEnv(CONNECT_FLAG_ENV[command], process.env));
+}
+
 function gatewayOption(y: Argv): Argv {
   return y.option('gateway', { type: 'string', demandOption: true, describe: 'gateway id to go through' });
 }
@@ -74,20 +89,21 @@ function setup(argv: Args) {
   const need = (name: string): string => {
     const v = argv[name];
     if (typeof v !== 'string' || v === '') {
-      throw new GatewayError(
-        'E_CONFIG_INVALID',
-        `--${name} is required (or env INFISICAL_${name.replaceAll('-', '_').toUpperCase()})`,
-      );
+      throw new GatewayError('E_CONFIG_INVALID', `--${name} is required (or env ${flagEnvName(name)})`);
     }
     return v;
   };
   const connector = () => {
     const secretFile = argv['client-secret-file'];
     const clientSecret =
-      typeof secretFile === 'string' ? readSecret(secretFile) : (process.env['INFISICAL_CLIENT_SECRET'] ?? '');
+      typeof secretFile === 'string' ? readSecret(secretFile) : (process.env[CONNECT_SECRET_ENV] ?? '');
     if (!clientSecret)
-      throw new GatewayError('E_CONFIG_INVALID', '--client-secret-file (or INFISICAL_CLIENT_SECRET) is required');
-    const ca = new CaClient({ url: need('ca'), fingerprint: need('ca-fingerprint') });
+      throw new GatewayError(
+        'E_CONFIG_INVALID',
+        `--client-secret-file (or ${flagEnvName('client-secret-file')}, or ${CONNECT_SECRET_ENV}) is required`,
+      );
+    const stepTimeoutMs = Number(argv['timeout'] ?? 10) * 1000;
+    const ca = new CaClient({ url: need('ca'), fingerprint: need('ca-fingerprint'), timeoutMs: stepTimeoutMs });
     const source = new CaGrantSource({ ca, clientId: need('client-id'), clientSecret });
     const ttl = argv['ttl'];
     return new GatewayConnector({
@@ -95,7 +111,7 @@ function setup(argv: Args) {
       orgId: need('org'),
       gatewayId: need('gateway'),
       ...(typeof ttl === 'number' ? { ttlSeconds: ttl } : {}),
-      stepTimeoutMs: Number(argv['timeout'] ?? 10) * 1000,
+      stepTimeoutMs,
       onProgress: status.progress,
     });
   };
@@ -187,7 +203,7 @@ async function pingCommand(argv: Args): Promise<void> {
 await commonOptions(
   yargs(hideBin(process.argv))
     .scriptName('infisical-connect')
-    .env('INFISICAL')
+    .config(flagsFromEnv(CONNECT_FLAG_ENV.global, process.env))
     .usage(
       '$0 <command> [options]\n\nReach a private target through an Infisical gateway: the CA grants access, a proxy relays, and this machine runs end-to-end mTLS with the gateway.',
     )
@@ -195,15 +211,13 @@ await commonOptions(
     .version(VERSION)
     .strict()
     .demandCommand(1, 'name a command: tcp, http or ping')
-    .epilogue(
-      `Environment: every flag also reads INFISICAL_<FLAG> (e.g. INFISICAL_CA, INFISICAL_ORG).\n\nExit codes:\n${EXIT_CODE_HELP}`,
-    ),
+    .epilogue(`${ENV_HELP}\n\nExit codes:\n${EXIT_CODE_HELP}`),
 )
   .command(
     'tcp',
     'forward a local port to a private TCP target, like `ssh -L` (each local connection gets its own stream)',
     (y) =>
-      listenOption(gatewayOption(y))
+      listenOption(gatewayOption(commandEnv(y, 'tcp')))
         .option('target', {
           type: 'string',
           demandOption: true,
@@ -223,7 +237,7 @@ await commonOptions(
     'http',
     'serve a local HTTP endpoint for a private HTTP service (the gateway forwards each request to the target)',
     (y) =>
-      listenOption(gatewayOption(y))
+      listenOption(gatewayOption(commandEnv(y, 'http')))
         .option('target', { type: 'string', demandOption: true, describe: 'the service URL as the gateway sees it' })
         .example(
           '$0 http --gateway gw-1 --target http://10.0.0.7:8080 --listen 8080',
@@ -240,7 +254,7 @@ await commonOptions(
     'ping',
     'check the way to a gateway through EACH proxy: stream setup time and echo round trips (mode ping)',
     (y) =>
-      gatewayOption(y)
+      gatewayOption(commandEnv(y, 'ping'))
         .option('target', {
           type: 'string',
           default: 'name:ping',

@@ -19,6 +19,7 @@ import { createServer, request } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { QUICKSTART_PORT_BASE_ENV } from '../lib/runtime/program-env.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url)); // build/daemons
 const REPO = resolve(HERE, '../..');
@@ -26,14 +27,15 @@ const { values: opts } = parseArgs({
   options: {
     once: { type: 'boolean', default: false },
     state: { type: 'string', default: join(REPO, '.state/quickstart') },
-    'port-base': { type: 'string', default: process.env['INFISICAL_QUICKSTART_PORT_BASE'] ?? '18400' },
+    'port-base': { type: 'string', default: process.env[QUICKSTART_PORT_BASE_ENV] || '18400' },
     help: { type: 'boolean', default: false },
   },
 });
 if (opts.help) {
   process.stdout.write(
     'usage: node build/daemons/quickstart.js [--once] [--state DIR] [--port-base N]\n' +
-      'Starts a CA, a proxy, a gateway and a sample private resource on 127.0.0.1 and connects through the tunnel.\n',
+      'Starts a CA, a proxy, a gateway and a sample private resource on 127.0.0.1 and connects through the tunnel.\n' +
+      `Environment: ${QUICKSTART_PORT_BASE_ENV} (as --port-base; the flag wins). No other variable is read.\n`,
   );
   process.exit(0);
 }
