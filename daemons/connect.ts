@@ -126,18 +126,22 @@ function readSecret(path: string): string {
   }
 }
 
-/** Gets the grant first (fails fast on login or policy), then listens until SIGINT/SIGTERM. */
+/**
+ * Binds the listen address first (a busy port fails before the CA is asked for anything), then gets the grant
+ * (fails fast on login or policy), then serves until SIGINT/SIGTERM.
+ */
 async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, shown: string): Promise<void> {
   const { status, connector: make } = setup(argv);
   let done: (() => void) | undefined;
+  let forwarder: LocalForwarder | undefined;
   try {
     const listen = unwrap(parseListen(String(argv['listen'])));
     const connector = make();
+    forwarder = new LocalForwarder({ connector, target, mode, ...listen, onEvent: status.forward });
+    const addr = await forwarder.listen();
     done = status.begin(`asking the CA for a ${mode} grant to ${shown} through gateway ${argv['gateway']}`);
     await connector.grant(target, mode);
     done();
-    const forwarder = new LocalForwarder({ connector, target, mode, ...listen, onEvent: status.forward });
-    const addr = await forwarder.listen();
     const local = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     status.event(
       'listening',
@@ -157,6 +161,7 @@ async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, sh
     );
   } catch (err) {
     done?.();
+    await forwarder?.close().catch(() => undefined);
     fail(status, err);
   }
 }
@@ -211,6 +216,12 @@ await commonOptions(
     .version(VERSION)
     .strict()
     .demandCommand(1, 'name a command: tcp, http or ping')
+    // Bad flags exit 2, as the exit code table says (yargs would exit 1, after the whole help text).
+    .fail((msg, err) => {
+      if (err) throw err;
+      process.stderr.write(`${msg} (see infisical-connect --help)\n`);
+      process.exit(2);
+    })
     .epilogue(`${ENV_HELP}\n\nExit codes:\n${EXIT_CODE_HELP}`),
 )
   .command(
