@@ -211,6 +211,7 @@ async function initialiseCa(): Promise<Setup> {
     say(`  reusing ${STATE} (delete it to start over)`);
     return JSON.parse(readFileSync(setupFile, 'utf8')) as Setup;
   }
+  say('  first run: creating the CA, org demo, machine identity app and its policy…');
   const init = await runJson('ca', ['init', ...caState, '--api-name', 'localhost', '--api-name', '127.0.0.1']);
   writeSecret(join(STATE, 'admin.secret'), String(init['adminClientSecret']));
   await runJson('ca', ['org', 'create', ORG, ...caState]);
@@ -244,6 +245,7 @@ async function initialiseCa(): Promise<Setup> {
 
 async function enrollOnce(setup: Setup): Promise<void> {
   if (existsSync(setupFile)) return;
+  say(`  first run: enrolling ${PROXY} and ${GATEWAY} with the CA…`);
   await runJson('proxy', [
     'enroll',
     '--state-dir',

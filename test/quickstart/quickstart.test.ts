@@ -30,10 +30,14 @@ test('the quickstart brings up CA, proxy, gateway and resource, and connects thr
     assert.equal(first.status, 0, `${first.stdout}\n${first.stderr}`);
     assert.match(first.stdout, /GET \/ through the tunnel → 200 hello from the private network/);
     assert.match(first.stdout, /QUICKSTART OK/);
+    // the slow first-run steps say what they do
+    assert.match(first.stdout, /\[1\/5\] CA on .*\n {2}first run: creating the CA, org demo, machine identity app/);
+    assert.match(first.stdout, /\[2\/5\] .*\n {2}first run: enrolling proxy-1 and gw-demo with the CA…/);
 
     const again = runQuickstart(state, portBase);
     assert.equal(again.status, 0, `${again.stdout}\n${again.stderr}`);
     assert.match(again.stdout, /reusing /);
+    assert.doesNotMatch(again.stdout, /first run/);
     assert.match(again.stdout, /QUICKSTART OK/);
   } finally {
     rmSync(state, { recursive: true, force: true });
