@@ -14,7 +14,7 @@ import { GatewayConnector } from '../lib/client/connector.js';
 import { atHop, EXIT_CODE_HELP, exitCodeFor } from '../lib/client/errors.js';
 import { LocalForwarder } from '../lib/client/forward.js';
 import { ping } from '../lib/client/ping.js';
-import { StatusReporter } from '../lib/client/status.js';
+import { count, StatusReporter } from '../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../lib/client/target.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
 import { GatewayError, unwrap } from '../lib/protocol/errors.js';
@@ -157,7 +157,7 @@ async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, sh
     status.event(
       'stopped',
       { ...forwarder.stats },
-      `stopped: ${forwarder.stats.opened} stream(s), ${forwarder.stats.failed} failed`,
+      `stopped: ${count(forwarder.stats.opened, 'stream')}, ${forwarder.stats.failed} failed`,
     );
   } catch (err) {
     done?.();
@@ -181,7 +181,9 @@ async function pingCommand(argv: Args): Promise<void> {
     done = status.begin(`asking the CA for a ping grant through gateway ${argv['gateway']}`);
     const grant = await connector.grant(target, 'ping');
     done();
-    done = status.begin(`pinging gateway ${argv['gateway']} through ${grant.proxies.length} proxies`);
+    done = status.begin(
+      `pinging gateway ${argv['gateway']} through ${count(grant.proxies.length, 'proxy', 'proxies')}`,
+    );
     const results = await ping(connector, target, {
       count: Number(argv['count']),
       stepTimeoutMs: Number(argv['timeout']) * 1000,
@@ -195,7 +197,7 @@ async function pingCommand(argv: Args): Promise<void> {
     status.event(
       'summary',
       { ok, total: results.length },
-      `${ok} of ${results.length} proxies reach gateway ${argv['gateway']}`,
+      `${ok} of ${count(results.length, 'proxy', 'proxies')} ${ok === 1 ? 'reaches' : 'reach'} gateway ${argv['gateway']}`,
     );
     const firstError = results.find((r) => !r.ok)?.error;
     if (ok === 0 && firstError) process.exitCode = exitCodeFor(firstError.code);

@@ -163,3 +163,15 @@ test('a missing setting names its flag and its variable; an unrelated INFISICAL_
   assert.match(r.stderr, /--ca is required \(or env INFISICAL_CA\)/);
   assert.doesNotMatch(r.stderr, /Unknown argument/);
 });
+
+test('human output counts in words: 1 proxy, not "1 proxies"', async () => {
+  const r = await runConnect(['ping', '--count', '1', '--gateway', GATEWAY], {
+    ...connection(),
+    INFISICAL_CLIENT_SECRET: inst.clientSecret,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^grant g-\S+: valid \S+, 1 proxy \(/m);
+  assert.match(r.stderr, new RegExp(`^pinging gateway ${GATEWAY} through 1 proxy…$`, 'm'));
+  assert.match(r.stderr, new RegExp(`^1 of 1 proxy reaches gateway ${GATEWAY}$`, 'm'));
+  assert.doesNotMatch(r.stderr, /\b1 proxies\b/);
+});
