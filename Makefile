@@ -14,6 +14,7 @@ deps:
 
 ## build: compile TypeScript (strict) into build/
 build: deps
+	@echo "compiling TypeScript into build/…"
 	@npx tsc -p tsconfig.json
 
 ## test: the whole suite with node:test (installs what it needs first)

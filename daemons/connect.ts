@@ -2,7 +2,8 @@
 /**
  * infisical-connect: reach a private target through a gateway, from this machine (the platform side).
  * This file only wires: flags → CA client → lib/client (grant cache, proxy failover, local listeners).
- * Flags > environment (INFISICAL_<FLAG>, e.g. INFISICAL_CA_FINGERPRINT) > defaults.
+ * Flags > environment (INFISICAL_<FLAG> for the flags listed in lib/runtime/program-env.ts, and
+ * INFISICAL_CLIENT_SECRET) > defaults. No other variable is read: the shell may hold other programs' INFISICAL_*.
  */
 import { readFileSync } from 'node:fs';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
@@ -13,13 +14,22 @@ import { GatewayConnector } from '../lib/client/connector.js';
 import { atHop, EXIT_CODE_HELP, exitCodeFor } from '../lib/client/errors.js';
 import { LocalForwarder } from '../lib/client/forward.js';
 import { ping } from '../lib/client/ping.js';
-import { StatusReporter } from '../lib/client/status.js';
+import { count, StatusReporter } from '../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../lib/client/target.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
 import { GatewayError, unwrap } from '../lib/protocol/errors.js';
 import type { GrantTarget } from '../lib/protocol/grant.js';
+import { CONNECT_FLAG_ENV, CONNECT_SECRET_ENV, flagEnvName, flagsFromEnv } from '../lib/runtime/program-env.js';
 
 const VERSION = '0.1.0';
+
+/** The environment this program reads, for --help: the names, not a pattern (nothing else is read). */
+const ENV_HELP = [
+  'Environment (a flag given wins; an empty variable counts as unset; no other INFISICAL_* variable is read):',
+  `  every command: ${CONNECT_FLAG_ENV.global.map(flagEnvName).join(', ')}`,
+  `  ${CONNECT_SECRET_ENV}: the client secret itself, when --client-secret-file is not given`,
+  ...(['tcp', 'http', 'ping'] as const).map((c) => `  ${c}: ${CONNECT_FLAG_ENV[c].map(flagEnvName).join(', ')}`),
+].join('\n');
 type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 function commonOptions(y: Argv): Argv {
@@ -34,7 +44,7 @@ function commonOptions(y: Argv): Argv {
     .option('client-id', { type: 'string', describe: 'machine identity client id', global: true })
     .option('client-secret-file', {
       type: 'string',
-      describe: 'file holding the client secret (or env INFISICAL_CLIENT_SECRET; never a flag)',
+      describe: `file holding the client secret (or env ${CONNECT_SECRET_ENV}; never a flag)`,
       global: true,
     })
     .option('json', {
@@ -56,6 +66,11 @@ function commonOptions(y: Argv): Argv {
     });
 }
 
+/** A command's own flags from the environment (its INFISICAL_<FLAG> names, nothing else). */
+function commandEnv(y: Argv, command: keyof typeof CONNECT_FLAG_ENV): Argv {
+  return y.config(flagsFromEnv(CONNECT_FLAG_ENV[command], process.env));
+}
+
 function gatewayOption(y: Argv): Argv {
   return y.option('gateway', { type: 'string', demandOption: true, describe: 'gateway id to go through' });
 }
@@ -74,20 +89,21 @@ function setup(argv: Args) {
   const need = (name: string): string => {
     const v = argv[name];
     if (typeof v !== 'string' || v === '') {
-      throw new GatewayError(
-        'E_CONFIG_INVALID',
-        `--${name} is required (or env INFISICAL_${name.replaceAll('-', '_').toUpperCase()})`,
-      );
+      throw new GatewayError('E_CONFIG_INVALID', `--${name} is required (or env ${flagEnvName(name)})`);
     }
     return v;
   };
   const connector = () => {
     const secretFile = argv['client-secret-file'];
     const clientSecret =
-      typeof secretFile === 'string' ? readSecret(secretFile) : (process.env['INFISICAL_CLIENT_SECRET'] ?? '');
+      typeof secretFile === 'string' ? readSecret(secretFile) : (process.env[CONNECT_SECRET_ENV] ?? '');
     if (!clientSecret)
-      throw new GatewayError('E_CONFIG_INVALID', '--client-secret-file (or INFISICAL_CLIENT_SECRET) is required');
-    const ca = new CaClient({ url: need('ca'), fingerprint: need('ca-fingerprint') });
+      throw new GatewayError(
+        'E_CONFIG_INVALID',
+        `--client-secret-file (or ${flagEnvName('client-secret-file')}, or ${CONNECT_SECRET_ENV}) is required`,
+      );
+    const stepTimeoutMs = Number(argv['timeout'] ?? 10) * 1000;
+    const ca = new CaClient({ url: need('ca'), fingerprint: need('ca-fingerprint'), timeoutMs: stepTimeoutMs });
     const source = new CaGrantSource({ ca, clientId: need('client-id'), clientSecret });
     const ttl = argv['ttl'];
     return new GatewayConnector({
@@ -95,7 +111,7 @@ function setup(argv: Args) {
       orgId: need('org'),
       gatewayId: need('gateway'),
       ...(typeof ttl === 'number' ? { ttlSeconds: ttl } : {}),
-      stepTimeoutMs: Number(argv['timeout'] ?? 10) * 1000,
+      stepTimeoutMs,
       onProgress: status.progress,
     });
   };
@@ -110,18 +126,22 @@ function readSecret(path: string): string {
   }
 }
 
-/** Gets the grant first (fails fast on login or policy), then listens until SIGINT/SIGTERM. */
+/**
+ * Binds the listen address first (a busy port fails before the CA is asked for anything), then gets the grant
+ * (fails fast on login or policy), then serves until SIGINT/SIGTERM.
+ */
 async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, shown: string): Promise<void> {
   const { status, connector: make } = setup(argv);
   let done: (() => void) | undefined;
+  let forwarder: LocalForwarder | undefined;
   try {
     const listen = unwrap(parseListen(String(argv['listen'])));
     const connector = make();
+    forwarder = new LocalForwarder({ connector, target, mode, ...listen, onEvent: status.forward });
+    const addr = await forwarder.listen();
     done = status.begin(`asking the CA for a ${mode} grant to ${shown} through gateway ${argv['gateway']}`);
     await connector.grant(target, mode);
     done();
-    const forwarder = new LocalForwarder({ connector, target, mode, ...listen, onEvent: status.forward });
-    const addr = await forwarder.listen();
     const local = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     status.event(
       'listening',
@@ -137,10 +157,11 @@ async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, sh
     status.event(
       'stopped',
       { ...forwarder.stats },
-      `stopped: ${forwarder.stats.opened} stream(s), ${forwarder.stats.failed} failed`,
+      `stopped: ${count(forwarder.stats.opened, 'stream')}, ${forwarder.stats.failed} failed`,
     );
   } catch (err) {
     done?.();
+    await forwarder?.close().catch(() => undefined);
     fail(status, err);
   }
 }
@@ -160,7 +181,9 @@ async function pingCommand(argv: Args): Promise<void> {
     done = status.begin(`asking the CA for a ping grant through gateway ${argv['gateway']}`);
     const grant = await connector.grant(target, 'ping');
     done();
-    done = status.begin(`pinging gateway ${argv['gateway']} through ${grant.proxies.length} proxies`);
+    done = status.begin(
+      `pinging gateway ${argv['gateway']} through ${count(grant.proxies.length, 'proxy', 'proxies')}`,
+    );
     const results = await ping(connector, target, {
       count: Number(argv['count']),
       stepTimeoutMs: Number(argv['timeout']) * 1000,
@@ -174,7 +197,7 @@ async function pingCommand(argv: Args): Promise<void> {
     status.event(
       'summary',
       { ok, total: results.length },
-      `${ok} of ${results.length} proxies reach gateway ${argv['gateway']}`,
+      `${ok} of ${count(results.length, 'proxy', 'proxies')} ${ok === 1 ? 'reaches' : 'reach'} gateway ${argv['gateway']}`,
     );
     const firstError = results.find((r) => !r.ok)?.error;
     if (ok === 0 && firstError) process.exitCode = exitCodeFor(firstError.code);
@@ -187,7 +210,7 @@ async function pingCommand(argv: Args): Promise<void> {
 await commonOptions(
   yargs(hideBin(process.argv))
     .scriptName('infisical-connect')
-    .env('INFISICAL')
+    .config(flagsFromEnv(CONNECT_FLAG_ENV.global, process.env))
     .usage(
       '$0 <command> [options]\n\nReach a private target through an Infisical gateway: the CA grants access, a proxy relays, and this machine runs end-to-end mTLS with the gateway.',
     )
@@ -195,15 +218,19 @@ await commonOptions(
     .version(VERSION)
     .strict()
     .demandCommand(1, 'name a command: tcp, http or ping')
-    .epilogue(
-      `Environment: every flag also reads INFISICAL_<FLAG> (e.g. INFISICAL_CA, INFISICAL_ORG).\n\nExit codes:\n${EXIT_CODE_HELP}`,
-    ),
+    // Bad flags exit 2, as the exit code table says (yargs would exit 1, after the whole help text).
+    .fail((msg, err) => {
+      if (err) throw err;
+      process.stderr.write(`${msg} (see infisical-connect --help)\n`);
+      process.exit(2);
+    })
+    .epilogue(`${ENV_HELP}\n\nExit codes:\n${EXIT_CODE_HELP}`),
 )
   .command(
     'tcp',
     'forward a local port to a private TCP target, like `ssh -L` (each local connection gets its own stream)',
     (y) =>
-      listenOption(gatewayOption(y))
+      listenOption(gatewayOption(commandEnv(y, 'tcp')))
         .option('target', {
           type: 'string',
           demandOption: true,
@@ -223,7 +250,7 @@ await commonOptions(
     'http',
     'serve a local HTTP endpoint for a private HTTP service (the gateway forwards each request to the target)',
     (y) =>
-      listenOption(gatewayOption(y))
+      listenOption(gatewayOption(commandEnv(y, 'http')))
         .option('target', { type: 'string', demandOption: true, describe: 'the service URL as the gateway sees it' })
         .example(
           '$0 http --gateway gw-1 --target http://10.0.0.7:8080 --listen 8080',
@@ -240,7 +267,7 @@ await commonOptions(
     'ping',
     'check the way to a gateway through EACH proxy: stream setup time and echo round trips (mode ping)',
     (y) =>
-      gatewayOption(y)
+      gatewayOption(commandEnv(y, 'ping'))
         .option('target', {
           type: 'string',
           default: 'name:ping',

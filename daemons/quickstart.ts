@@ -19,21 +19,25 @@ import { createServer, request } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { EXIT_REVOKED } from '../lib/runtime/exit-status.js';
+import { QUICKSTART_PORT_BASE_ENV } from '../lib/runtime/program-env.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url)); // build/daemons
 const REPO = resolve(HERE, '../..');
+const DEFAULT_STATE = join(REPO, '.state/quickstart');
 const { values: opts } = parseArgs({
   options: {
     once: { type: 'boolean', default: false },
-    state: { type: 'string', default: join(REPO, '.state/quickstart') },
-    'port-base': { type: 'string', default: process.env['INFISICAL_QUICKSTART_PORT_BASE'] ?? '18400' },
+    state: { type: 'string', default: DEFAULT_STATE },
+    'port-base': { type: 'string', default: process.env[QUICKSTART_PORT_BASE_ENV] || '18400' },
     help: { type: 'boolean', default: false },
   },
 });
 if (opts.help) {
   process.stdout.write(
     'usage: node build/daemons/quickstart.js [--once] [--state DIR] [--port-base N]\n' +
-      'Starts a CA, a proxy, a gateway and a sample private resource on 127.0.0.1 and connects through the tunnel.\n',
+      'Starts a CA, a proxy, a gateway and a sample private resource on 127.0.0.1 and connects through the tunnel.\n' +
+      `Environment: ${QUICKSTART_PORT_BASE_ENV} (as --port-base; the flag wins). No other variable is read.\n`,
   );
   process.exit(0);
 }
@@ -99,23 +103,66 @@ function startDaemon(name: string, args: string[]): ChildProcess {
   return child;
 }
 
-/** Polls an ops endpoint until /readyz says 200. */
+/** What a daemon says when this state directory can serve no more: it was revoked, or renewed by another copy. */
+const REVOKED_CODES = new Set(['E_SUBJECT_REVOKED', 'E_CERT_REVOKED', 'E_CERT_SUPERSEDED']);
+
+/** The quickstart's own component was revoked (e.g. `infisical-ca revoke` on its state): only a new state helps. */
+class Revoked extends Error {
+  constructor(name: string, why: string) {
+    super(
+      `the quickstart's ${name} was revoked (${why}).\n` +
+        `  Its enrollment in ${STATE} cannot serve again. To start clean, delete that folder and run again:\n` +
+        `    rm -rf ${STATE} && ${STATE === DEFAULT_STATE ? 'make run' : `node ${process.argv[1]} --state ${STATE}`}`,
+    );
+  }
+}
+
+/** A daemon that exited while we waited for it: revoked (status 77, or a revocation code in its last lines) or not. */
+function exited(name: string, status: number): Error {
+  const last = logTail(name, 3);
+  const code = [...REVOKED_CODES].find((c) => last.includes(c));
+  if (status === EXIT_REVOKED || code) {
+    return new Revoked(name, `it exited with status ${status}: ${last.split('\n').at(-2)?.trim()}`);
+  }
+  return new Error(`${name} exited with status ${status}; its log ends with:\n${logTail(name)}`);
+}
+
+/**
+ * Polls an ops endpoint until /readyz says 200. A daemon that exits, or says it was revoked (503 with a
+ * revocation code while running; exit status 77 when it starts already revoked), ends the wait at once.
+ */
 async function waitReady(name: string, port: number, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
+  const child = children.find((c) => c.name === name)?.child;
   while (Date.now() < deadline) {
-    const exited = children.find((c) => c.name === name)?.child.exitCode;
-    if (exited !== null && exited !== undefined) break;
+    if (child && child.exitCode !== null) throw exited(name, child.exitCode);
     try {
       const r = await httpGet(`http://127.0.0.1:${port}/readyz`);
       if (r.status === 200) return;
       last = r.body.trim();
+      const body = parseJson(last);
+      if (r.status === 503 && REVOKED_CODES.has(String(body?.['code']))) {
+        throw new Revoked(name, `its /readyz says 503 ${String(body?.['code'])}: ${String(body?.['reason'] ?? last)}`);
+      }
     } catch (e) {
+      if (e instanceof Revoked) throw e;
       last = (e as Error).message;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`${name} did not become ready (${last}); its log ends with:\n${logTail(name)}`);
+  throw new Error(
+    `${name} did not become ready within ${timeoutMs / 1000} s (${last}); its log ends with:\n${logTail(name)}`,
+  );
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(text);
+    return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The last lines of a daemon's log, so a failure explains itself. */
@@ -164,6 +211,7 @@ async function initialiseCa(): Promise<Setup> {
     say(`  reusing ${STATE} (delete it to start over)`);
     return JSON.parse(readFileSync(setupFile, 'utf8')) as Setup;
   }
+  say('  first run: creating the CA, org demo, machine identity app and its policy…');
   const init = await runJson('ca', ['init', ...caState, '--api-name', 'localhost', '--api-name', '127.0.0.1']);
   writeSecret(join(STATE, 'admin.secret'), String(init['adminClientSecret']));
   await runJson('ca', ['org', 'create', ORG, ...caState]);
@@ -197,6 +245,7 @@ async function initialiseCa(): Promise<Setup> {
 
 async function enrollOnce(setup: Setup): Promise<void> {
   if (existsSync(setupFile)) return;
+  say(`  first run: enrolling ${PROXY} and ${GATEWAY} with the CA…`);
   await runJson('proxy', [
     'enroll',
     '--state-dir',
@@ -337,7 +386,7 @@ async function main(): Promise<void> {
     '--client-secret-file',
     join(STATE, 'app.secret'),
   ];
-  startDaemon('connect', [
+  const connectChild = startDaemon('connect', [
     'http',
     ...connectArgs,
     '--gateway',
@@ -347,7 +396,13 @@ async function main(): Promise<void> {
     '--listen',
     `127.0.0.1:${PORT.local}`,
   ]);
-  const reply = await retry(() => httpGet(`http://127.0.0.1:${PORT.local}/`), 30_000);
+  const reply = await retry(
+    () => httpGet(`http://127.0.0.1:${PORT.local}/`),
+    30_000,
+    () => {
+      if (connectChild.exitCode !== null) throw exited('connect', connectChild.exitCode);
+    },
+  );
   say(`  GET / through the tunnel → ${reply.status} ${reply.body.trim()}`);
   if (reply.status !== 200) throw new Error(`the demo connection failed with HTTP ${reply.status}`);
   say('  QUICKSTART OK');
@@ -367,12 +422,14 @@ Press Ctrl-C to stop everything.`);
   await new Promise(() => {});
 }
 
-async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
+/** Calls fn until it resolves; `check` may end the wait early by throwing (a helper process that exited). */
+async function retry<T>(fn: () => Promise<T>, timeoutMs: number, check: () => void): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await fn();
     } catch (err) {
+      check();
       if (Date.now() > deadline) throw err;
       await new Promise((r) => setTimeout(r, 250));
     }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a Debian 12 machine, then the npm packages.
-# Safe to run again: it installs only what is missing.
+# Safe to run again: it installs only what is missing. Says which step runs, since the first run takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+step() { printf '%s\n' "$*"; }
 
 DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl rpm iproute2 debootstrap systemd-container
       postgresql postgresql-client curl groff-base man-db)
@@ -15,19 +17,26 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
     exit 1
   fi
-  echo "installing Debian packages: ${missing[*]}"
+  start=$SECONDS
+  step "installing Debian packages (${#missing[@]}): ${missing[*]}"
+  step "  apt-get update…"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # postgresql's package would start a cluster on the system; tests run their own, so keep it from starting.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  step "  apt-get install (about a minute)…"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
+  step "  Debian packages installed ($((SECONDS - start)) s)"
 fi
 
 # node-gyp cannot download Node's headers here: build native addons against the local ones.
 export npm_config_nodedir="${npm_config_nodedir:-/usr}"
 stamp=node_modules/.deps-stamp
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ] || [ -n "$(find patches -newer "$stamp" -type f 2>/dev/null)" ]; then
+  start=$SECONDS
+  step "npm ci: npm packages, patched, native addons built here (about 2 minutes)…"
   npm ci --no-audit --no-fund
   touch "$stamp"
+  step "  npm packages ready ($((SECONDS - start)) s)"
 fi

@@ -143,7 +143,11 @@ export class GatewayConnector {
       }
     }
     const last = attempts[attempts.length - 1]!;
-    throw withAttempts(last, attempts, `all ${attempts.length} proxies failed; last (${last.proxyId}): ${last.detail}`);
+    throw withAttempts(
+      last,
+      attempts,
+      `${attempts.length === 1 ? 'the only proxy' : `all ${attempts.length} proxies`} failed; last (${last.proxyId}): ${last.detail}`,
+    );
   }
 
   async #obtain(spec: GrantSpec): Promise<ClientGrant> {

@@ -122,34 +122,50 @@ export function refusedAfterRevocation(grantId: string, revocation: ConnectError
   );
 }
 
-/** Exit status of `infisical-connect` per error code: stable, grouped by who must act. */
+/**
+ * Exit statuses of `infisical-connect`, grouped by who must act. Each error code belongs to one group, named
+ * there or by a prefix (`E_CERT_*`); a code in none exits 1. `--help` prints this table, so the two agree.
+ */
+export const EXIT_STATUSES: readonly { status: number; meaning: string; codes: readonly string[] }[] = [
+  { status: 2, meaning: 'bad flags or configuration', codes: ['E_CONFIG_INVALID', 'E_REQUEST_*'] },
+  { status: 3, meaning: 'CA login refused', codes: ['E_AUTH_*', 'E_TOKEN_*', 'E_RATE_LIMITED'] },
+  {
+    status: 4,
+    meaning: 'the CA refused the grant: policy, revoked subject or unknown gateway',
+    codes: ['E_POLICY_DENIED', 'E_FORBIDDEN', 'E_SUBJECT_REVOKED', 'E_NOT_FOUND'],
+  },
+  {
+    status: 5,
+    meaning: "another org: --org is not the identity's, or a proxy refused the route",
+    codes: ['E_ORG_MISMATCH', 'E_ROUTE_FORBIDDEN'],
+  },
+  { status: 6, meaning: 'no proxy could reach the gateway', codes: ['E_GATEWAY_OFFLINE', 'E_PROXY_UNREACHABLE'] },
+  {
+    status: 7,
+    meaning: 'gateway refused the grant or target',
+    codes: ['E_GRANT_*', 'E_TARGET_NOT_ALLOWED', 'E_STREAM_CLOSED'],
+  },
+  { status: 8, meaning: 'gateway could not reach the target', codes: ['E_TARGET_UNREACHABLE'] },
+  { status: 9, meaning: 'a certificate or key was refused', codes: ['E_CERT_*', 'E_CSR_INVALID', 'E_KEY_UNSUPPORTED'] },
+  { status: 10, meaning: 'timeout or limit', codes: ['E_TIMEOUT', 'E_LIMIT'] },
+  { status: 11, meaning: 'the CA could not be reached or failed', codes: ['E_CA_UNREACHABLE', 'E_INTERNAL'] },
+  { status: 12, meaning: 'the --listen address is in use', codes: ['E_ADDRESS_IN_USE'] },
+];
+
+/** Does `code` match `pattern` (a code, or a prefix ending in `*`)? */
+export function codeMatches(pattern: string, code: string): boolean {
+  return pattern.endsWith('*') ? code.startsWith(pattern.slice(0, -1)) : code === pattern;
+}
+
+/** Exit status of `infisical-connect` per error code (EXIT_STATUSES); 1 for none or an unlisted code. */
 export function exitCodeFor(code: ErrorCode | undefined): number {
   if (code === undefined) return 1;
-  if (code.startsWith('E_AUTH_') || code.startsWith('E_TOKEN_') || code === 'E_RATE_LIMITED') return 3;
-  if (code === 'E_POLICY_DENIED' || code === 'E_FORBIDDEN' || code === 'E_SUBJECT_REVOKED') return 4;
-  if (code === 'E_ROUTE_FORBIDDEN' || code === 'E_ORG_MISMATCH') return 5;
-  if (code === 'E_GATEWAY_OFFLINE' || code === 'E_PROXY_UNREACHABLE') return 6;
-  if (code.startsWith('E_GRANT_') || code === 'E_TARGET_NOT_ALLOWED' || code === 'E_STREAM_CLOSED') return 7;
-  if (code === 'E_TARGET_UNREACHABLE') return 8;
-  if (code.startsWith('E_CERT_') || code === 'E_KEY_UNSUPPORTED' || code === 'E_CSR_INVALID') return 9;
-  if (code === 'E_TIMEOUT' || code === 'E_LIMIT') return 10;
-  if (code === 'E_CONFIG_INVALID' || code.startsWith('E_REQUEST_')) return 2;
-  if (code === 'E_CA_UNREACHABLE' || code === 'E_INTERNAL') return 11;
-  return 1;
+  return EXIT_STATUSES.find((s) => s.codes.some((p) => codeMatches(p, code)))?.status ?? 1;
 }
 
 /** The exit codes, for `--help`. */
 export const EXIT_CODE_HELP = [
   '0 ok',
-  '1 other error',
-  '2 bad flags or configuration',
-  '3 CA login refused (E_AUTH_*, E_TOKEN_*, E_RATE_LIMITED)',
-  '4 CA policy refused the grant (E_POLICY_DENIED, E_FORBIDDEN, E_SUBJECT_REVOKED)',
-  '5 proxy refused the route (E_ROUTE_FORBIDDEN)',
-  '6 no proxy could reach the gateway (E_GATEWAY_OFFLINE, E_PROXY_UNREACHABLE)',
-  '7 gateway refused the grant or target (E_GRANT_*, E_TARGET_NOT_ALLOWED, E_STREAM_CLOSED)',
-  '8 gateway could not reach the target (E_TARGET_UNREACHABLE)',
-  '9 a certificate was refused (E_CERT_*)',
-  '10 timeout or limit (E_TIMEOUT, E_LIMIT)',
-  '11 the CA could not be reached or failed (E_CA_UNREACHABLE, E_INTERNAL)',
+  '1 any other error (an error code not listed below)',
+  ...EXIT_STATUSES.map((s) => `${s.status} ${s.meaning} (${s.codes.join(', ')})`),
 ].join('\n');

@@ -48,10 +48,17 @@ export class LocalForwarder {
     this.#server = net.createServer({ pauseOnConnect: true }, (local) => this.#serve(local));
   }
 
-  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  /**
+   * Starts listening; resolves with the bound address (port 0 picks a free one). A port taken by another
+   * program is E_ADDRESS_IN_USE, an address this machine cannot bind E_CONFIG_INVALID, both naming it.
+   */
   async listen(): Promise<AddressInfo> {
     this.#server.listen(this.#o.port, this.#o.host);
-    await once(this.#server, 'listening');
+    try {
+      await once(this.#server, 'listening');
+    } catch (err) {
+      throw listenError(err as NodeJS.ErrnoException, this.#o.host, this.#o.port);
+    }
     return this.#server.address() as AddressInfo;
   }
 
@@ -145,6 +152,17 @@ export function gatewayHttpRefusal(first: Buffer): ErrorCode | undefined {
   const m = /\r\nx-infisical-error: *(E_[A-Z_]+) *\r\n/i.exec(head.slice(0, end + 2));
   const code = m?.[1];
   return code !== undefined && Object.hasOwn(ErrorCodes, code) ? (code as ErrorCode) : undefined;
+}
+
+function listenError(err: NodeJS.ErrnoException, host: string, port: number): ConnectError {
+  const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const why: Partial<Record<string, [ErrorCode, string]>> = {
+    EADDRINUSE: ['E_ADDRESS_IN_USE', 'is in use by another program; pick another port, or 0 for a free one'],
+    EACCES: ['E_CONFIG_INVALID', 'may not be bound by this user (ports below 1024 need privileges)'],
+    EADDRNOTAVAIL: ['E_CONFIG_INVALID', 'is not an address of this machine'],
+  };
+  const [code, text] = why[err.code ?? ''] ?? ['E_CONFIG_INVALID', `cannot be listened on (${err.message})`];
+  return new ConnectError(code, 'local', `--listen ${address} ${text}`, { cause: err });
 }
 
 /** An HTTP client gets a 502 naming the hop and code, not a bare reset. */

@@ -75,7 +75,7 @@ export class StatusReporter {
         this.event(
           'grant',
           { grantId: p.grantId, expiresAt: new Date(p.expiresAtMs).toISOString(), proxies: p.proxies, ms: round(p.ms) },
-          `grant ${p.grantId}: valid ${duration(left)}, ${p.proxies} prox${p.proxies === 1 ? 'y' : 'ies'} (${round(p.ms)} ms)`,
+          `grant ${p.grantId}: valid ${duration(left)}, ${count(p.proxies, 'proxy', 'proxies')} (${round(p.ms)} ms)`,
         );
         return;
       }
@@ -181,6 +181,11 @@ export function bytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** "1 proxy", "2 proxies", "0 streams". */
+export function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 export function duration(sec: number): string {

@@ -68,6 +68,7 @@ export const ErrorCodes = {
   E_PROXY_UNREACHABLE: 'proxy could not be reached (connection refused, reset or closed early)',
   E_STREAM_CLOSED:
     'gateway closed the stream without a reason (it refused the grant, mode or target, or the target closed)',
+  E_ADDRESS_IN_USE: 'local address is already in use (another program listens on it)',
   // CA daemon (lib/ca)
   E_INTERNAL: 'internal error; see the server log',
   E_CA_UNREACHABLE: 'CA API could not be reached (connection refused, reset, or closed early)',

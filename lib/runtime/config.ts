@@ -30,6 +30,7 @@ import {
   type Keys,
   parseValue,
 } from './config-schema.js';
+import { NON_DAEMON_ENV } from './program-env.js';
 
 export type Origin =
   | { source: 'default' }
@@ -241,11 +242,12 @@ export function loadConfig<S extends Keys>(schema: ConfigSchema<S>, options: Loa
   const fileValues =
     text === undefined ? new Map<string, RawValue>() : parseConfigText(schema, text, configPath, problems);
 
-  // A misspelt variable with our prefix would otherwise be silently ignored.
+  // A misspelt variable with our prefix would otherwise be silently ignored; another program's is not ours to judge.
   const prefix = `INFISICAL_${schema.daemon.toUpperCase().replaceAll('-', '_')}_`;
   const known = new Set([configEnvName(schema), ...Object.keys(schema.keys).map((key) => envName(schema, key))]);
   for (const name of Object.keys(env)) {
-    if (name.startsWith(prefix) && !known.has(name)) problems.push(`environment ${name}: unknown variable`);
+    if (name.startsWith(prefix) && !known.has(name) && !NON_DAEMON_ENV.has(name))
+      problems.push(`environment ${name}: unknown variable`);
   }
 
   const config: Record<string, unknown> = {};
