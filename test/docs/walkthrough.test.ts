@@ -123,7 +123,7 @@ test('the quickstart blocks run as written', { timeout: 150_000 }, async () => {
     const curl = await run('bash', ['-c', commands[0]!], { cwd: ROOT });
     assert.match(curl.stdout, /hello from the private network/);
     const ping = await run('bash', ['-c', commands[1]!], { cwd: ROOT, timeout: 60_000 });
-    assert.match(ping.stdout + ping.stderr, /\b1 of 1 proxies reach gateway gw-demo\b/, ping.stdout + ping.stderr);
+    assert.match(ping.stdout + ping.stderr, /\b1 of 1 proxy reaches gateway gw-demo\b/, ping.stdout + ping.stderr);
 
     // "Ctrl-C stops everything."
     quickstart.kill('SIGINT');
