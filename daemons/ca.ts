@@ -37,7 +37,7 @@ function run(fn: (argv: Args, config: CaConfig) => Promise<cli.Output | undefine
       const message = (err as Error).message;
       if (argv['json']) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
       else process.stderr.write(`infisical-ca: ${code}: ${message}\n`);
-      process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+      process.exitCode = cli.cliExitStatus(code);
     }
   };
 }
@@ -213,7 +213,7 @@ await globalOptions(yargs(hideBin(process.argv)))
             .option('mode', { type: 'array', string: true, choices: GRANT_MODES, default: ['tcp'] }),
         run((a, c) =>
           cli.policyCommands.add(c, str(a, 'orgId'), {
-            ...(a['id'] ? { id: str(a, 'id') } : {}),
+            ...(a['id'] !== undefined ? { id: str(a, 'id') } : {}),
             subject: str(a, 'subject'),
             gateways: list(a, 'gateway'),
             targets: list(a, 'target'),
@@ -264,6 +264,13 @@ await globalOptions(yargs(hideBin(process.argv)))
   )
   .demandCommand(1, 'name a command (see --help)')
   .strict()
+  .epilogue(cli.EXIT_STATUS_HELP)
+  // Usage errors are bad input too: the same status as an invalid id.
+  .fail((msg, err) => {
+    if (err) throw err;
+    process.stderr.write(`infisical-ca: E_REQUEST_INVALID: ${msg} (see --help)\n`);
+    process.exit(cli.EXIT_BAD_INPUT);
+  })
   .version(VERSION)
   .help()
   .wrap(Math.min(120, process.stdout.columns || 120))

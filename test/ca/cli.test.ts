@@ -106,7 +106,7 @@ test('admin subcommands on the local state directory, with --json', async () => 
     'db:5432',
     ...s,
   ]);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2);
   assert.match(bad.stderr, /E_REQUEST_INVALID/);
   assert.equal((await cliJson<unknown[]>(['policy', 'list', 'acme', ...s])).length, 1);
   await cliJson(['policy', 'delete', 'acme', 'r1', ...s]);
