@@ -4,6 +4,7 @@
  * Configuration: flags > environment (INFISICAL_CA_*) > /etc/infisical/ca.conf > defaults (lib/ca/config.ts).
  * Admin subcommands act on the local state directory as the instance admin (see lib/ca/cli.ts).
  */
+import { createInterface } from 'node:readline/promises';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -41,6 +42,18 @@ function run(fn: (argv: Args, config: CaConfig) => Promise<cli.Output | undefine
     }
   };
 }
+
+/** The y/N question of `org delete` without --yes, on a terminal only (a script must say --yes). */
+const ask: cli.Ask = process.stdin.isTTY
+  ? async (question) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return /^y(es)?$/i.test((await rl.question(question)).trim());
+      } finally {
+        rl.close();
+      }
+    }
+  : undefined;
 
 const str = (argv: Args, name: string): string => String(argv[name]);
 const list = (argv: Args, name: string): string[] => ((argv[name] as unknown[] | undefined) ?? []).map(String);
@@ -112,9 +125,9 @@ await globalOptions(yargs(hideBin(process.argv)))
       )
       .command(
         'delete <orgId>',
-        'delete an org: revoke all it had, destroy its CA keys',
-        {},
-        run((a, c) => cli.orgCommands.delete(c, str(a, 'orgId'))),
+        'delete an org: revoke all it had, destroy its CA keys (asks on a terminal; --yes otherwise)',
+        (z) => z.option('yes', { type: 'boolean', describe: 'confirm: this cannot be undone' }),
+        run((a, c) => cli.orgCommands.delete(c, str(a, 'orgId'), { yes: Boolean(a['yes']), ask })),
       )
       .demandCommand(1),
   )

@@ -24,7 +24,7 @@ const out = (json: unknown, text: string): Output => ({ json, text });
 
 /** What --help says about exit statuses; cliExitStatus implements it. */
 export const EXIT_STATUS_HELP =
-  'Exit status: 0 ok; 1 error (its code is printed); 2 bad input: an invalid id or value, ' +
+  'Exit status: 0 ok; 1 error (its code is printed); 2 bad input: an invalid id or value, a missing --yes, ' +
   'unknown flags (E_REQUEST_INVALID); 78 invalid configuration (E_CONFIG_INVALID).';
 
 export const EXIT_BAD_INPUT = 2;
@@ -45,6 +45,9 @@ export function requireIds(ids: Record<string, string | null | undefined>): void
     throw new GatewayError('E_REQUEST_INVALID', `${what} ${JSON.stringify(value)} is not a valid id (${ID_RULE})`);
   }
 }
+
+/** Asks the operator a yes/no question; undefined when there is nobody to ask (stdin is not a terminal). */
+export type Ask = ((question: string) => Promise<boolean>) | undefined;
 
 function apiNames(names: readonly string[]): { dnsNames: string[]; ipAddresses: string[] } {
   return { dnsNames: names.filter((n) => isIP(n) === 0), ipAddresses: names.filter((n) => isIP(n) !== 0) };
@@ -127,8 +130,21 @@ export const orgCommands = {
       const { orgs } = unwrap(ca.listOrgs(ca.localAdmin()));
       return out(orgs, orgs.map((o) => `${o.orgId}\t${o.createdAt}`).join('\n') || '(no orgs)');
     }),
-  delete: (config: CaConfig, orgId: string) => {
+  /** Cannot be undone: needs `yes`, or a "y" from the operator when there is a terminal to ask. */
+  delete: async (config: CaConfig, orgId: string, confirm: { yes: boolean; ask: Ask }) => {
     requireIds({ 'org id': orgId });
+    if (!confirm.yes) {
+      const what = `delete org ${orgId}: revoke its gateways, proxies and identities and destroy its CA keys`;
+      if (!confirm.ask) {
+        throw new GatewayError(
+          'E_REQUEST_INVALID',
+          `${what} cannot be undone: pass --yes to confirm (stdin is not a terminal to ask)`,
+        );
+      }
+      if (!(await confirm.ask(`${what}? This cannot be undone. [y/N] `))) {
+        throw new GatewayError('E_REQUEST_INVALID', `not confirmed: org ${orgId} was not deleted`);
+      }
+    }
     return withAuthority(config, (ca) => {
       const r = unwrap(ca.deleteOrg(ca.localAdmin(), orgId));
       return out(r, `deleted org ${orgId}: ${r.revoked} revocations published, its CA keys destroyed`);
@@ -240,6 +256,13 @@ export const policyCommands = {
     requireIds({ 'org id': orgId, 'rule id': rule.id, [`${subjectKind} id`]: subjectId });
     for (const g of rule.gateways) if (g !== '*') requireIds({ 'gateway id': g });
     return withAuthority(config, (ca) => {
+      // A rule for an identity that does not exist would allow nothing, silently (a typo): refuse it.
+      if (subjectKind === 'identity' && subjectId !== undefined && !ca.store.identity(orgId, subjectId)) {
+        throw new GatewayError(
+          'E_NOT_FOUND',
+          `no identity ${subjectId} in org ${orgId} (create it first: infisical-ca identity create ${orgId} ${subjectId})`,
+        );
+      }
       const r = unwrap(ca.addPolicy(ca.localAdmin(), orgId, rule));
       return out(
         r,

@@ -1,6 +1,7 @@
 /**
  * The admin CLI refuses bad input at the edge, as a process: invalid ids (every command that takes one) with
- * E_REQUEST_INVALID, the id rule in the message and exit status 2, never E_INTERNAL from the database.
+ * E_REQUEST_INVALID, the id rule in the message and exit status 2, never E_INTERNAL from the database; a policy
+ * rule for an identity that does not exist (E_NOT_FOUND); `org delete` without --yes and without a terminal.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -95,4 +96,28 @@ test('a usage error is bad input too: exit 2', async () => {
   const r = await cli(['org', 'list', '--no-such-flag', ...s]);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /E_REQUEST_INVALID: Unknown argument/);
+});
+
+test('policy add for an identity that does not exist: E_NOT_FOUND naming it, no rule added', async () => {
+  const r = await cli(['policy', 'add', 'acme', '--subject', 'identity:ghost', ...rule, ...s]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^infisical-ca: E_NOT_FOUND: .*no identity ghost in org acme/);
+  assert.deepEqual(await cliJson(['policy', 'list', 'acme', ...s]), []);
+  // The same rule for the identity that exists is added; a group needs no identity.
+  await cliJson(['policy', 'add', 'acme', '--subject', 'identity:boss', ...rule, ...s]);
+  await cliJson(['policy', 'add', 'acme', '--subject', 'group:dba', ...rule, ...s]);
+  assert.equal((await cliJson<unknown[]>(['policy', 'list', 'acme', ...s])).length, 2);
+});
+
+test('org delete needs --yes when there is no terminal to ask', async () => {
+  await cliJson(['org', 'create', 'doomed', ...s]);
+  const r = await cli(['org', 'delete', 'doomed', ...s]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^infisical-ca: E_REQUEST_INVALID: .*delete org doomed.*pass --yes/);
+  const orgs = async () => (await cliJson<{ orgId: string }[]>(['org', 'list', ...s])).map((o) => o.orgId);
+  assert.ok((await orgs()).includes('doomed'), 'still there');
+  const yes = await cli(['org', 'delete', 'doomed', '--yes', ...s]);
+  assert.equal(yes.code, 0, yes.stderr);
+  assert.match(yes.stdout, /deleted org doomed/);
+  assert.ok(!(await orgs()).includes('doomed'), 'deleted');
 });

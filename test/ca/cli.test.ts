@@ -128,7 +128,7 @@ test('admin subcommands on the local state directory, with --json', async () => 
       action,
     );
   }
-  await cliJson(['org', 'delete', 'acme', ...s]);
+  await cliJson(['org', 'delete', 'acme', '--yes', ...s]);
   assert.deepEqual(await cliJson(['org', 'list', ...s]), []);
 });
 
