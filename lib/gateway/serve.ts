@@ -169,7 +169,9 @@ export async function serve(
 ): Promise<ServeHandle> {
   const notifier = new SystemdNotifier();
   notifier.status('opening state');
-  const store = GatewayStore.open(databasePath(config));
+  const path = databasePath(config);
+  requireEnrolled(path, 'gateway');
+  const store = GatewayStore.open(path);
   const state = store.load();
   const audit: Audit = createAudit(logger, { sink: (r) => store.appendAudit(r) });
   const metrics = new DaemonMetrics('gateway');

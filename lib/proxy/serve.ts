@@ -182,7 +182,9 @@ export async function serve(
 ): Promise<ServeHandle> {
   const notifier = new SystemdNotifier();
   notifier.status('opening state');
-  const store = ProxyStore.open(databasePath(config));
+  const path = databasePath(config);
+  requireEnrolled(path, 'proxy');
+  const store = ProxyStore.open(path);
   let state: ProxyState = store.load();
   const self = store
     .revocations()
