@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { CaClient } from '../protocol/ca-client.js';
@@ -112,6 +113,21 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
   const caFingerprint = required(config, 'ca_fingerprint', '--ca-fingerprint');
   const orgId = required(config, 'org_id', '--org');
   const gatewayId = required(config, 'gateway_id', '--gateway-id');
+  const path = databasePath(config);
+  // Before the CA is asked (a token is spent once): never under a running serve.
+  const lock = holdStateDirectory(path, 'gateway', 'enroll');
+  try {
+    return await enrollAndStore(config, path, { caUrl, caFingerprint, orgId, gatewayId });
+  } finally {
+    lock.release();
+  }
+}
+
+async function enrollAndStore(
+  config: GatewayConfig,
+  path: string,
+  { caUrl, caFingerprint, orgId, gatewayId }: Record<'caUrl' | 'caFingerprint' | 'orgId' | 'gatewayId', string>,
+): Promise<Record<string, unknown>> {
   let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
   const token = config.enrollment_token;
   if (!token) {
@@ -128,7 +144,6 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
     gatewayId,
     ...(token ? { enrollmentToken: token } : {}),
   });
-  const path = databasePath(config);
   const store = GatewayStore.open(path);
   try {
     store.saveEnrollment(state);
@@ -171,6 +186,8 @@ export async function serve(
   notifier.status('opening state');
   const path = databasePath(config);
   requireEnrolled(path, 'gateway');
+  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
+  const lock = holdStateDirectory(path, 'gateway', 'serve');
   const store = GatewayStore.open(path);
   const state = store.load();
   const audit: Audit = createAudit(logger, { sink: (r) => store.appendAudit(r) });
@@ -226,6 +243,7 @@ export async function serve(
           : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total } };
       }),
   });
+  lock.update({ ops: ops.url });
   // A renewal written by another process (`infisical-gateway renew` beside serve) is picked up without a restart.
   const watch = watchGeneration(store, () => {
     if (store.load().tlsChainPem !== gateway.state.tlsChainPem) void lifecycle?.reload();
@@ -244,6 +262,7 @@ export async function serve(
         await gateway.drain(Math.max(0, deadlineMs - Date.now()));
         await ops.close();
         store.close();
+        lock.release();
       },
     },
   });

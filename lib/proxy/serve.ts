@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FeedFollower, type FeedTiming, isSelfRefusal } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
 import { watchGeneration } from '../enrolled/store.js';
@@ -106,6 +107,35 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
   }
   const proxyId = required(config.proxy_id, '--proxy-id');
   const hostname = required(config.hostnames[0], '--hostname');
+  const path = databasePath(config);
+  // Before the CA is asked (a token is spent once): never under a running serve.
+  const lock = holdStateDirectory(path, 'proxy', 'enroll');
+  try {
+    return await enrollAndStore(config, path, { caUrl, caFingerprint, scope, orgId, proxyId, hostname });
+  } finally {
+    lock.release();
+  }
+}
+
+async function enrollAndStore(
+  config: ProxyConfig,
+  path: string,
+  {
+    caUrl,
+    caFingerprint,
+    scope,
+    orgId,
+    proxyId,
+    hostname,
+  }: {
+    caUrl: string;
+    caFingerprint: string;
+    scope: 'instance' | 'org';
+    orgId: string | null;
+    proxyId: string;
+    hostname: string;
+  },
+): Promise<Record<string, unknown>> {
   const sshListen = config.ssh_listen ?? DEFAULT_SSH_LISTEN;
   const tlsListen = config.tls_listen ?? DEFAULT_TLS_LISTEN;
   let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
@@ -129,7 +159,6 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
     tlsAddress: advertised(config.tls_address, tlsListen, hostname),
     ...(token ? { enrollmentToken: token } : {}),
   });
-  const path = databasePath(config);
   const store = ProxyStore.open(path);
   try {
     store.saveEnrollment(state);
@@ -184,6 +213,8 @@ export async function serve(
   notifier.status('opening state');
   const path = databasePath(config);
   requireEnrolled(path, 'proxy');
+  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
+  const lock = holdStateDirectory(path, 'proxy', 'serve');
   const store = ProxyStore.open(path);
   let state: ProxyState = store.load();
   const self = store
@@ -276,6 +307,7 @@ export async function serve(
     metrics,
     readiness: () => enrolledReadiness(standing, () => proxy.readiness()),
   });
+  lock.update({ ops: ops.url });
 
   const statusTimer = setInterval(() => {
     if (revoked === undefined) notifier.status(proxy.status());
@@ -313,6 +345,7 @@ export async function serve(
         await proxy.drain(signal);
         await ops.close();
         store.close();
+        lock.release();
       },
     },
   });
