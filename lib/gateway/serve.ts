@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
 import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
+import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -170,6 +171,39 @@ export async function renewCommand(config: GatewayConfig): Promise<RenewResult> 
   }
 }
 
+/** What the state directory and a running serve say (reads only, beside serve). */
+export function statusCommand(config: GatewayConfig): Promise<StatusReport> {
+  const path = databasePath(config);
+  requireEnrolled(path, 'gateway');
+  return collectStatus({
+    role: 'gateway',
+    databasePath: path,
+    stored: () => {
+      const store = GatewayStore.open(path);
+      try {
+        const s = store.load();
+        return {
+          uri: s.gatewayUri,
+          orgId: s.orgId,
+          id: s.gatewayId,
+          certificates: [
+            x509Entry('tls', s.tlsChainPem),
+            ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
+          ],
+          revoked: store
+            .revocations()
+            .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
+          feedSeq: store.feedSeq(),
+          extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
+        };
+      } finally {
+        store.close();
+      }
+    },
+    counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
+  });
+}
+
 export interface ServeHandle {
   gateway: Gateway;
   opsUrl: string;
@@ -238,9 +272,15 @@ export async function serve(
     readiness: () =>
       enrolledReadiness(standing, () => {
         const t = gateway.pool.status();
+        // Per proxy, for `status`: which tunnels are up.
+        const proxies = t.proxies.map((p) => ({ proxyId: p.proxyId, state: p.state }));
         return t.up > 0
-          ? { ready: true, reason: `tunnels up ${t.up}/${t.total}`, detail: { tunnelsUp: t.up, tunnelsTotal: t.total } }
-          : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total } };
+          ? {
+              ready: true,
+              reason: `tunnels up ${t.up}/${t.total}`,
+              detail: { tunnelsUp: t.up, tunnelsTotal: t.total, proxies },
+            }
+          : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total, proxies } };
       }),
   });
   lock.update({ ops: ops.url });

@@ -11,6 +11,7 @@ import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.j
 import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
+import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import { CaClient } from '../protocol/ca-client.js';
@@ -184,6 +185,41 @@ export async function renewCommand(config: ProxyConfig): Promise<RenewResult> {
   } finally {
     store.close();
   }
+}
+
+/** What the state directory and a running serve say (reads only, beside serve). */
+export function statusCommand(config: ProxyConfig): Promise<StatusReport> {
+  const path = databasePath(config);
+  requireEnrolled(path, 'proxy');
+  return collectStatus({
+    role: 'proxy',
+    databasePath: path,
+    stored: () => {
+      const store = ProxyStore.open(path);
+      try {
+        const s = store.load();
+        return {
+          uri: s.proxyUri,
+          orgId: s.orgId,
+          id: s.proxyId,
+          certificates: [x509Entry('tls', s.tlsChainPem), sshEntry('ssh host', s.sshHostCertificate)],
+          revoked: store
+            .revocations()
+            .some(
+              (r) => r.kind === 'proxy' && (r.subject === s.proxyId || r.subject === s.proxyUri) && r.orgId === s.orgId,
+            ),
+          feedSeq: store.feedSeq(),
+          extra: {
+            ssh: `${s.sshListen} (advertised ${s.sshAddress})`,
+            tls: `${s.tlsListen} (advertised ${s.tlsAddress})`,
+          },
+        };
+      } finally {
+        store.close();
+      }
+    },
+    counts: { gateways: 'gateways', tunnels: 'tunnels', 'streams open': 'streams' },
+  });
 }
 
 export interface ServeHandle {

@@ -1,12 +1,13 @@
 /**
  * Commands beside a running `serve` (real processes, one CA, one proxy, one gateway): a second serve or an
  * enroll on the same state directory is refused naming the pid that holds it (E_CONFIG_INVALID, exit 78);
- * renew and the CA's admin commands keep working; a SIGKILLed serve does not block the next start.
+ * renew and the CA's admin commands keep working; a SIGKILLed serve does not block the next start; `status`
+ * reports the state directory and, when serve runs, its ops endpoint.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { type Deployment, ORG, startDeployment } from '../lifecycle/deploy.js';
+import { type Deployment, ORG, startDeployment, waitFor } from '../lifecycle/deploy.js';
 import { cleanEnv, programPath } from '../lifecycle/process.js';
 
 let d: Deployment;
@@ -102,4 +103,78 @@ test('a SIGKILLed serve does not block the next start', async () => {
   const p = d.proxies[0]!;
   await p.kill();
   await p.start();
+});
+
+interface Status {
+  role: string;
+  uri: string;
+  orgId: string | null;
+  id: string;
+  certificates: { name: string; notAfter: string }[];
+  revoked: boolean;
+  serve: {
+    pid: number;
+    ready?: boolean;
+    counts?: Record<string, number>;
+    detail?: { proxies?: { proxyId: string; state: string }[] };
+    feedLastSuccess?: string | null;
+    nextRenewal?: string | null;
+    certificateExpiry?: string | null;
+    revoked?: boolean;
+  } | null;
+}
+
+async function status(role: 'gateway' | 'proxy', dir: string): Promise<Status> {
+  const r = await run(role, ['status', '--state-dir', dir, '--json']);
+  assert.equal(r.code, 0, `${role} status: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Status;
+}
+
+test('status: enrolled as what, certificates, and what the running serve reports; then stopped, then revoked', async () => {
+  const g = d.gateways[0]!;
+  const p = d.proxies[0]!;
+  const gs = await waitFor(
+    async () => {
+      const s = await status('gateway', g.stateDir);
+      return s.serve?.feedLastSuccess && s.serve.counts?.['tunnels up'] === 1 ? s : undefined;
+    },
+    { what: 'gateway status to show a feed read and its tunnel', detail: () => d.tails() },
+  );
+  assert.equal(gs.uri, `spiffe://infisical.local/org/${ORG}/gateway/gw-1`);
+  assert.equal(gs.orgId, ORG);
+  assert.equal(gs.id, 'gw-1');
+  assert.equal(gs.revoked, false);
+  assert.ok(gs.certificates.length >= 2 && gs.certificates.every((c) => Date.parse(c.notAfter) > Date.now()));
+  assert.equal(gs.serve!.pid, g.pid);
+  assert.equal(gs.serve!.ready, true);
+  assert.equal(gs.serve!.counts!['tunnels total'], 1);
+  assert.deepEqual(gs.serve!.detail!.proxies, [{ proxyId: 'proxy-1', state: 'up' }]);
+  assert.ok(Date.parse(gs.serve!.nextRenewal!) > Date.now(), 'next renewal ahead');
+  assert.ok(Date.parse(gs.serve!.certificateExpiry!) > Date.now());
+  assert.equal(gs.serve!.revoked, false);
+
+  const ps = await status('proxy', p.stateDir);
+  assert.equal(ps.uri, 'spiffe://infisical.local/instance/proxy/proxy-1');
+  assert.equal(ps.orgId, null);
+  assert.equal(ps.serve!.pid, p.pid);
+  assert.equal(ps.serve!.counts!['tunnels'], 1);
+  assert.equal(typeof ps.serve!.counts!['streams open'], 'number');
+
+  const text = await run('gateway', ['status', '--state-dir', g.stateDir]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`serve: running, pid ${g.pid}`));
+  assert.match(text.stdout, /proxy proxy-1: up/);
+  assert.match(text.stdout, /revoked: no/);
+
+  await g.stop();
+  const stopped = await status('gateway', g.stateDir);
+  assert.equal(stopped.serve, null);
+  assert.match((await run('gateway', ['status', '--state-dir', g.stateDir])).stdout, /serve: not running/);
+
+  await d.revoke('proxy', 'proxy-1');
+  await waitFor(async () => (await status('proxy', p.stateDir)).serve?.revoked === true, {
+    what: 'proxy status to say revoked',
+    detail: () => d.tails(),
+  });
+  assert.equal((await status('proxy', p.stateDir)).revoked, true, 'the store holds its revocation');
 });
