@@ -181,7 +181,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list',
-        'list proxies: id, scope, current certificate serial and expiry, revoked, enrolled and renewed times',
+        'list proxies: id, scope, current certificate serial and expiry, revoked, enrolled and renewed times, online, last seen, version',
         {},
         run((_a, c) => cli.listCommands.proxies(c)),
       )
@@ -191,7 +191,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list <orgId>',
-        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times',
+        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times, online, last seen, version',
         {},
         run((a, c) => cli.listCommands.gateways(c, str(a, 'orgId'))),
       )

@@ -205,11 +205,12 @@ export function tokenCommand(
 export const listCommands = {
   proxies: (config: CaConfig) =>
     withAuthority(config, (ca) => {
-      const { proxies } = unwrap(ca.listProxies(ca.localAdmin()));
+      const now = Date.now();
+      const proxies = unwrap(ca.listProxies(ca.localAdmin())).proxies.map((p) => ({ ...p, online: online(p, now) }));
       const rows = proxies.map((p) => [
         p.proxyId,
         p.scope === 'instance' ? 'instance' : `org:${p.orgId}`,
-        ...statusColumns(p),
+        ...statusColumns(p, now),
         p.hostnames.join(','),
       ]);
       return out(proxies, table(['ID', 'SCOPE', ...STATUS_HEADER, 'HOSTNAMES'], rows) || '(no proxies)');
@@ -217,8 +218,12 @@ export const listCommands = {
   gateways: (config: CaConfig, orgId: string) => {
     requireIds({ 'org id': orgId });
     return withAuthority(config, (ca) => {
-      const { gateways } = unwrap(ca.listGateways(ca.localAdmin(), orgId));
-      const rows = gateways.map((g) => [g.gatewayId, g.orgId, ...statusColumns(g)]);
+      const now = Date.now();
+      const gateways = unwrap(ca.listGateways(ca.localAdmin(), orgId)).gateways.map((g) => ({
+        ...g,
+        online: online(g, now),
+      }));
+      const rows = gateways.map((g) => [g.gatewayId, g.orgId, ...statusColumns(g, now)]);
       return out(gateways, table(['ID', 'ORG', ...STATUS_HEADER], rows) || '(no gateways)');
     });
   },
@@ -235,10 +240,30 @@ export const listCommands = {
   },
 };
 
-const STATUS_HEADER = ['SERIAL', 'NOT_AFTER', 'REVOKED', 'ENROLLED', 'RENEWED'];
+const STATUS_HEADER = ['SERIAL', 'NOT_AFTER', 'REVOKED', 'ENROLLED', 'RENEWED', 'ONLINE', 'LAST_SEEN', 'VERSION'];
 
-function statusColumns(c: ComponentStatus & { revoked: boolean }): string[] {
-  return [c.currentSerial ?? '-', c.notAfter ?? '-', c.revoked ? 'yes' : 'no', c.enrolledAt, c.renewedAt ?? '-'];
+/**
+ * Online: read the feed within this long. A running gateway or proxy reads it at least every FEED_MAX_WAIT_SEC
+ * (a held read) and the CA writes "last seen" at most once a minute (store-seen.ts), so 3 minutes of silence
+ * means it is not reading.
+ */
+export const ONLINE_WITHIN_MS = 3 * 60_000;
+
+function online(c: ComponentStatus, now: number): boolean {
+  return c.lastSeenAt !== null && now - Date.parse(c.lastSeenAt) <= ONLINE_WITHIN_MS;
+}
+
+function statusColumns(c: ComponentStatus & { revoked: boolean }, now: number): string[] {
+  return [
+    c.currentSerial ?? '-',
+    c.notAfter ?? '-',
+    c.revoked ? 'yes' : 'no',
+    c.enrolledAt,
+    c.renewedAt ?? '-',
+    online(c, now) ? 'yes' : 'no',
+    c.lastSeenAt ?? '-',
+    c.version ?? '-',
+  ];
 }
 
 /** Tab-separated rows under a header row; '' when there are none. */

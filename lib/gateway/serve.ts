@@ -230,7 +230,11 @@ export async function serve(
   const streams = metrics.counter(`${p}streams_total`, 'Streams carried, by outcome', ['outcome', 'mode']);
   const refusals = metrics.counter(`${p}refusals_total`, 'Streams refused, by code', ['code']);
   const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
-  const ca = new CaClient({ url: state.caUrl, fingerprint: state.caFingerprint });
+  const ca = new CaClient({
+    url: state.caUrl,
+    fingerprint: state.caFingerprint,
+    userAgent: `infisical-gateway/${GATEWAY_VERSION}`,
+  });
 
   let lifecycle: Lifecycle | undefined;
   const gateway: Gateway = new Gateway(state, settingsFrom(config), {

@@ -73,6 +73,8 @@ export interface CaClientOptions {
   maxResponseBytes?: number;
   /** Clock for signed requests' timestamps (tests). */
   now?: () => Date;
+  /** Sent as User-Agent ("infisical-gateway/0.1.0"): the CA lists the version of what reads its feed. */
+  userAgent?: string;
 }
 
 /** The current certificate and key a gateway or proxy signs renewals and feed reads with. */
@@ -219,7 +221,11 @@ export class CaClient {
     call: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-    const headers: Record<string, string> = { accept: 'application/json', ...extra };
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      ...(this.#options.userAgent ? { 'user-agent': this.#options.userAgent } : {}),
+      ...extra,
+    };
     if (payload) {
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(payload.length);

@@ -270,7 +270,11 @@ export async function serve(
     log: logger,
     revocations: store.revocations(),
   });
-  const ca = new CaClient({ url: state.caUrl, fingerprint: state.caFingerprint });
+  const ca = new CaClient({
+    url: state.caUrl,
+    fingerprint: state.caFingerprint,
+    userAgent: `infisical-proxy/${PROXY_VERSION}`,
+  });
 
   let revoked: string | undefined;
   const enterRevoked = (reason: string): void => {

@@ -237,11 +237,16 @@ test('proxy list and gateway list: current serial, its expiry, revoked, enrolled
     'REVOKED',
     'ENROLLED',
     'RENEWED',
+    'ONLINE',
+    'LAST_SEEN',
+    'VERSION',
     'HOSTNAMES',
   ]);
   assert.deepEqual(proxyText[1]!.split('\t').slice(0, 5), ['p1', 'instance', renewedSerial, renewedNotAfter, 'no']);
   const gatewayText = (await cli(['gateway', 'list', 'acme', ...s])).stdout.trim().split('\n');
-  assert.equal(gatewayText[0], 'ID\tORG\tSERIAL\tNOT_AFTER\tREVOKED\tENROLLED\tRENEWED');
+  assert.equal(gatewayText[0], 'ID\tORG\tSERIAL\tNOT_AFTER\tREVOKED\tENROLLED\tRENEWED\tONLINE\tLAST_SEEN\tVERSION');
+  // Never read the feed: offline, never seen, no version.
+  assert.deepEqual(gatewayText[1]!.split('\t').slice(7), ['no', '-', '-']);
   assert.deepEqual(gatewayText[1]!.split('\t').slice(0, 5).concat(gatewayText[1]!.split('\t')[6]!), [
     'gw1',
     'acme',

@@ -95,6 +95,43 @@ test('renew and the CA admin commands work beside a running serve', async () => 
   assert.equal((await g.readyz()).status, 200);
 });
 
+test('the CA lists each gateway and proxy as online, with when it was last seen and its version', async () => {
+  type Listed = { online: boolean; lastSeenAt: string | null; version: string | null };
+  const listed = async () => {
+    const [g] = (await d.ca.cli(['gateway', 'list', ORG])) as unknown as (Listed & { gatewayId: string })[];
+    const [p] = (await d.ca.cli(['proxy', 'list'])) as unknown as (Listed & { proxyId: string })[];
+    return { g: g!, p: p! };
+  };
+  // Both read the feed at start; the first read is recorded at once.
+  const { g, p } = await waitFor(
+    async () => {
+      const l = await listed();
+      return l.g.online && l.p.online ? l : undefined;
+    },
+    { what: 'the CA to list gw-1 and proxy-1 online', detail: () => d.tails() },
+  );
+  for (const c of [g, p]) {
+    assert.equal(c.version, '0.1.0');
+    assert.ok(Date.now() - Date.parse(c.lastSeenAt!) < 120_000, `last seen ${c.lastSeenAt}`);
+  }
+  // The table (ca.cli adds --json).
+  const table = await new Promise<string>((resolve) => {
+    execFile(
+      process.execPath,
+      [programPath('ca'), 'gateway', 'list', ORG, '--state-dir', d.ca.stateDir],
+      { env: cleanEnv() },
+      (_e, out) => resolve(out),
+    );
+  });
+  const [header, row] = table
+    .trim()
+    .split('\n')
+    .map((l) => l.split('\t'));
+  assert.deepEqual(header!.slice(-3), ['ONLINE', 'LAST_SEEN', 'VERSION']);
+  assert.equal(row![0], 'gw-1');
+  assert.deepEqual([row!.at(-3), row!.at(-1)], ['yes', '0.1.0']);
+});
+
 test('a SIGKILLed serve does not block the next start', async () => {
   const g = d.gateways[0]!;
   await g.kill();
