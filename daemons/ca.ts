@@ -4,6 +4,7 @@
  * Configuration: flags > environment (INFISICAL_CA_*) > /etc/infisical/ca.conf > defaults (lib/ca/config.ts).
  * Admin subcommands act on the local state directory as the instance admin (see lib/ca/cli.ts).
  */
+import { createInterface } from 'node:readline/promises';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -37,10 +38,22 @@ function run(fn: (argv: Args, config: CaConfig) => Promise<cli.Output | undefine
       const message = (err as Error).message;
       if (argv['json']) process.stdout.write(`${JSON.stringify({ code, message })}\n`);
       else process.stderr.write(`infisical-ca: ${code}: ${message}\n`);
-      process.exitCode = code === 'E_CONFIG_INVALID' ? 78 : 1;
+      process.exitCode = cli.cliExitStatus(code);
     }
   };
 }
+
+/** The y/N question of `org delete` without --yes, on a terminal only (a script must say --yes). */
+const ask: cli.Ask = process.stdin.isTTY
+  ? async (question) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return /^y(es)?$/i.test((await rl.question(question)).trim());
+      } finally {
+        rl.close();
+      }
+    }
+  : undefined;
 
 const str = (argv: Args, name: string): string => String(argv[name]);
 const list = (argv: Args, name: string): string[] => ((argv[name] as unknown[] | undefined) ?? []).map(String);
@@ -112,9 +125,9 @@ await globalOptions(yargs(hideBin(process.argv)))
       )
       .command(
         'delete <orgId>',
-        'delete an org: revoke all it had, destroy its CA keys',
-        {},
-        run((a, c) => cli.orgCommands.delete(c, str(a, 'orgId'))),
+        'delete an org: revoke all it had, destroy its CA keys (asks on a terminal; --yes otherwise)',
+        (z) => z.option('yes', { type: 'boolean', describe: 'confirm: this cannot be undone' }),
+        run((a, c) => cli.orgCommands.delete(c, str(a, 'orgId'), { yes: Boolean(a['yes']), ask })),
       )
       .demandCommand(1),
   )
@@ -168,7 +181,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list',
-        'list proxies: id, scope, current certificate serial and expiry, revoked, enrolled and renewed times',
+        'list proxies: id, scope, current certificate serial and expiry, revoked, enrolled and renewed times, online, last seen, version',
         {},
         run((_a, c) => cli.listCommands.proxies(c)),
       )
@@ -178,7 +191,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list <orgId>',
-        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times',
+        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times, online, last seen, version',
         {},
         run((a, c) => cli.listCommands.gateways(c, str(a, 'orgId'))),
       )
@@ -213,7 +226,7 @@ await globalOptions(yargs(hideBin(process.argv)))
             .option('mode', { type: 'array', string: true, choices: GRANT_MODES, default: ['tcp'] }),
         run((a, c) =>
           cli.policyCommands.add(c, str(a, 'orgId'), {
-            ...(a['id'] ? { id: str(a, 'id') } : {}),
+            ...(a['id'] !== undefined ? { id: str(a, 'id') } : {}),
             subject: str(a, 'subject'),
             gateways: list(a, 'gateway'),
             targets: list(a, 'target'),
@@ -264,6 +277,13 @@ await globalOptions(yargs(hideBin(process.argv)))
   )
   .demandCommand(1, 'name a command (see --help)')
   .strict()
+  .epilogue(cli.EXIT_STATUS_HELP)
+  // Usage errors are bad input too: the same status as an invalid id.
+  .fail((msg, err) => {
+    if (err) throw err;
+    process.stderr.write(`infisical-ca: E_REQUEST_INVALID: ${msg} (see --help)\n`);
+    process.exit(cli.EXIT_BAD_INPUT);
+  })
   .version(VERSION)
   .help()
   .wrap(Math.min(120, process.stdout.columns || 120))

@@ -8,6 +8,7 @@
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { statusText } from '../lib/enrolled/status.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import {
@@ -17,6 +18,7 @@ import {
   type ProxyConfig,
   renewCommand,
   serve,
+  statusCommand,
 } from '../lib/proxy/serve.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
 import { flagOptions } from '../lib/runtime/config-doc.js';
@@ -108,6 +110,19 @@ await globalOptions(yargs(hideBin(process.argv)))
             ? `${JSON.stringify(out, null, 2)}\n`
             : `renewed: serial ${out.previousSerial} -> ${out.serial}, valid until ${out.notAfter}\n  database ${out.database}\n`,
         );
+      } catch (err) {
+        fail(err, Boolean(argv['json']));
+      }
+    },
+  )
+  .command(
+    'status',
+    'what this state directory is enrolled as, its certificates, revoked or not, and what a running serve reports',
+    (y) => y,
+    async (argv) => {
+      try {
+        const report = await statusCommand(configOf(argv));
+        process.stdout.write(argv['json'] ? `${JSON.stringify(report)}\n` : `${statusText(report)}\n`);
       } catch (err) {
         fail(err, Boolean(argv['json']));
       }

@@ -328,12 +328,22 @@ export class Authority {
   #status(ref: ComponentRef, row: { enrolledAt: number; renewedAt?: number | null }): ComponentStatus {
     const serial = this.ctx.store.generations.of(ref)?.current?.serial ?? null;
     const cert = serial === null ? undefined : this.ctx.store.certificate(serial);
+    const seen = this.ctx.store.seen.of(ref);
     return {
       currentSerial: serial,
       notAfter: cert ? iso(cert.notAfter) : null,
       enrolledAt: iso(row.enrolledAt),
       renewedAt: row.renewedAt == null ? null : iso(row.renewedAt),
+      lastSeenAt: seen ? iso(seen.lastSeenAt) : null,
+      version: seen?.version ?? null,
     };
+  }
+
+  /** A gateway or proxy read the feed (authenticated by its certificate): remember when, and its version. */
+  noteSeen(peer: Peer, userAgent: string | undefined): void {
+    const kind = peer.kind === 'gateway' ? 'gateway' : 'proxy';
+    const m = /^infisical-(?:gateway|proxy)\/([0-9A-Za-z.+-]{1,32})(?:\s|$)/.exec(userAgent ?? '');
+    this.ctx.store.seen.record({ kind, orgId: peer.orgId, id: peer.id }, this.ctx.now().getTime(), m?.[1] ?? null);
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------

@@ -8,8 +8,9 @@
  */
 import { isIP } from 'node:net';
 import type { ComponentStatus, ProxyScope, RevocationKind } from '../protocol/api.js';
-import { unwrap } from '../protocol/errors.js';
+import { type ErrorCode, GatewayError, unwrap } from '../protocol/errors.js';
 import type { GrantMode } from '../protocol/grant.js';
+import { ID_RULE, isValidId } from '../protocol/identity.js';
 import type { Authority } from './authority.js';
 import type { CaConfig } from './serve.js';
 import { openState } from './serve.js';
@@ -20,6 +21,33 @@ export interface Output {
 }
 
 const out = (json: unknown, text: string): Output => ({ json, text });
+
+/** What --help says about exit statuses; cliExitStatus implements it. */
+export const EXIT_STATUS_HELP =
+  'Exit status: 0 ok; 1 error (its code is printed); 2 bad input: an invalid id or value, a missing --yes, ' +
+  'unknown flags (E_REQUEST_INVALID); 78 invalid configuration (E_CONFIG_INVALID).';
+
+export const EXIT_BAD_INPUT = 2;
+
+export function cliExitStatus(code: ErrorCode): number {
+  if (code === 'E_REQUEST_INVALID') return EXIT_BAD_INPUT;
+  if (code === 'E_CONFIG_INVALID') return 78;
+  return 1;
+}
+
+/**
+ * Refuses, before the state directory is opened, an id the CA cannot store or put in an identity URI (the
+ * database would refuse it deep inside, as an internal error). `null`/`undefined` values are absent options.
+ */
+export function requireIds(ids: Record<string, string | null | undefined>): void {
+  for (const [what, value] of Object.entries(ids)) {
+    if (value === undefined || value === null || isValidId(value)) continue;
+    throw new GatewayError('E_REQUEST_INVALID', `${what} ${JSON.stringify(value)} is not a valid id (${ID_RULE})`);
+  }
+}
+
+/** Asks the operator a yes/no question; undefined when there is nobody to ask (stdin is not a terminal). */
+export type Ask = ((question: string) => Promise<boolean>) | undefined;
 
 function apiNames(names: readonly string[]): { dnsNames: string[]; ipAddresses: string[] } {
   return { dnsNames: names.filter((n) => isIP(n) === 0), ipAddresses: names.filter((n) => isIP(n) !== 0) };
@@ -97,26 +125,45 @@ export async function withAuthorityAsync<T>(config: CaConfig, fn: (ca: Authority
 }
 
 export const orgCommands = {
-  create: (config: CaConfig, orgId: string) =>
-    withAuthority(config, (ca) => {
+  create: (config: CaConfig, orgId: string) => {
+    requireIds({ 'org id': orgId });
+    return withAuthority(config, (ca) => {
       const org = unwrap(ca.createOrg(ca.localAdmin(), orgId));
       return out(org, `created org ${orgId} and its six certificate authorities`);
-    }),
+    });
+  },
   list: (config: CaConfig) =>
     withAuthority(config, (ca) => {
       const { orgs } = unwrap(ca.listOrgs(ca.localAdmin()));
       return out(orgs, orgs.map((o) => `${o.orgId}\t${o.createdAt}`).join('\n') || '(no orgs)');
     }),
-  delete: (config: CaConfig, orgId: string) =>
-    withAuthority(config, (ca) => {
+  /** Cannot be undone: needs `yes`, or a "y" from the operator when there is a terminal to ask. */
+  delete: async (config: CaConfig, orgId: string, confirm: { yes: boolean; ask: Ask }) => {
+    requireIds({ 'org id': orgId });
+    if (!confirm.yes) {
+      const what = `delete org ${orgId}: revoke its gateways, proxies and identities and destroy its CA keys`;
+      if (!confirm.ask) {
+        throw new GatewayError(
+          'E_REQUEST_INVALID',
+          `${what} cannot be undone: pass --yes to confirm (stdin is not a terminal to ask)`,
+        );
+      }
+      if (!(await confirm.ask(`${what}? This cannot be undone. [y/N] `))) {
+        throw new GatewayError('E_REQUEST_INVALID', `not confirmed: org ${orgId} was not deleted`);
+      }
+    }
+    return withAuthority(config, (ca) => {
       const r = unwrap(ca.deleteOrg(ca.localAdmin(), orgId));
       return out(r, `deleted org ${orgId}: ${r.revoked} revocations published, its CA keys destroyed`);
-    }),
+    });
+  },
 };
 
 export const identityCommands = {
-  create: (config: CaConfig, orgId: string, identityId: string, role: 'member' | 'org-admin', groups: string[]) =>
-    withAuthorityAsync(config, async (ca) => {
+  create: (config: CaConfig, orgId: string, identityId: string, role: 'member' | 'org-admin', groups: string[]) => {
+    requireIds({ 'org id': orgId, 'identity id': identityId });
+    for (const group of groups) requireIds({ 'group name': group });
+    return withAuthorityAsync(config, async (ca) => {
       const r = unwrap(await ca.createIdentity(ca.localAdmin(), orgId, { identityId, role, groups }));
       const text = [
         `created ${role} ${identityId} in org ${orgId} (shown once; store it now):`,
@@ -124,9 +171,11 @@ export const identityCommands = {
         `  client secret: ${r.clientSecret}`,
       ].join('\n');
       return out(r, text);
-    }),
-  list: (config: CaConfig, orgId: string) =>
-    withAuthority(config, (ca) => {
+    });
+  },
+  list: (config: CaConfig, orgId: string) => {
+    requireIds({ 'org id': orgId });
+    return withAuthority(config, (ca) => {
       const rows = ca.store.listIdentities(orgId).map((i) => ({
         identityId: i.identityId,
         role: i.role,
@@ -136,7 +185,8 @@ export const identityCommands = {
       }));
       const text = rows.map((i) => `${i.identityId}\t${i.role}\t${i.groups.join(',')}\t${i.revoked ? 'revoked' : ''}`);
       return out(rows, text.join('\n') || '(no identities)');
-    }),
+    });
+  },
 };
 
 export function tokenCommand(
@@ -146,6 +196,7 @@ export function tokenCommand(
   subjectId: string,
   ttlSeconds?: number,
 ): Output {
+  requireIds({ 'org id': orgId, [`${kind} id`]: subjectId });
   return withAuthority(config, (ca) => {
     const t = unwrap(
       ca.createEnrollmentToken(ca.localAdmin(), orgId, { kind, subjectId, ...(ttlSeconds ? { ttlSeconds } : {}) }),
@@ -161,36 +212,65 @@ export function tokenCommand(
 export const listCommands = {
   proxies: (config: CaConfig) =>
     withAuthority(config, (ca) => {
-      const { proxies } = unwrap(ca.listProxies(ca.localAdmin()));
+      const now = Date.now();
+      const proxies = unwrap(ca.listProxies(ca.localAdmin())).proxies.map((p) => ({ ...p, online: online(p, now) }));
       const rows = proxies.map((p) => [
         p.proxyId,
         p.scope === 'instance' ? 'instance' : `org:${p.orgId}`,
-        ...statusColumns(p),
+        ...statusColumns(p, now),
         p.hostnames.join(','),
       ]);
       return out(proxies, table(['ID', 'SCOPE', ...STATUS_HEADER, 'HOSTNAMES'], rows) || '(no proxies)');
     }),
-  gateways: (config: CaConfig, orgId: string) =>
-    withAuthority(config, (ca) => {
-      const { gateways } = unwrap(ca.listGateways(ca.localAdmin(), orgId));
-      const rows = gateways.map((g) => [g.gatewayId, g.orgId, ...statusColumns(g)]);
+  gateways: (config: CaConfig, orgId: string) => {
+    requireIds({ 'org id': orgId });
+    return withAuthority(config, (ca) => {
+      const now = Date.now();
+      const gateways = unwrap(ca.listGateways(ca.localAdmin(), orgId)).gateways.map((g) => ({
+        ...g,
+        online: online(g, now),
+      }));
+      const rows = gateways.map((g) => [g.gatewayId, g.orgId, ...statusColumns(g, now)]);
       return out(gateways, table(['ID', 'ORG', ...STATUS_HEADER], rows) || '(no gateways)');
-    }),
-  grants: (config: CaConfig, orgId: string, limit: number) =>
-    withAuthority(config, (ca) => {
+    });
+  },
+  grants: (config: CaConfig, orgId: string, limit: number) => {
+    requireIds({ 'org id': orgId });
+    return withAuthority(config, (ca) => {
       const rows = ca.store.listGrants(orgId, limit);
       const text = rows.map(
         (g) =>
           `${g.grantId}\t${g.identityId} → ${g.gatewayId} ${g.targetJson} ${g.mode}\tuntil ${new Date(g.expiresAt).toISOString()}`,
       );
       return out(rows, text.join('\n') || '(no grants)');
-    }),
+    });
+  },
 };
 
-const STATUS_HEADER = ['SERIAL', 'NOT_AFTER', 'REVOKED', 'ENROLLED', 'RENEWED'];
+const STATUS_HEADER = ['SERIAL', 'NOT_AFTER', 'REVOKED', 'ENROLLED', 'RENEWED', 'ONLINE', 'LAST_SEEN', 'VERSION'];
 
-function statusColumns(c: ComponentStatus & { revoked: boolean }): string[] {
-  return [c.currentSerial ?? '-', c.notAfter ?? '-', c.revoked ? 'yes' : 'no', c.enrolledAt, c.renewedAt ?? '-'];
+/**
+ * Online: read the feed within this long. A running gateway or proxy reads it at least every FEED_MAX_WAIT_SEC
+ * (a held read) and the CA writes "last seen" at most once a minute (store-seen.ts), so 3 minutes of silence
+ * means it is not reading.
+ */
+export const ONLINE_WITHIN_MS = 3 * 60_000;
+
+function online(c: ComponentStatus, now: number): boolean {
+  return c.lastSeenAt !== null && now - Date.parse(c.lastSeenAt) <= ONLINE_WITHIN_MS;
+}
+
+function statusColumns(c: ComponentStatus & { revoked: boolean }, now: number): string[] {
+  return [
+    c.currentSerial ?? '-',
+    c.notAfter ?? '-',
+    c.revoked ? 'yes' : 'no',
+    c.enrolledAt,
+    c.renewedAt ?? '-',
+    online(c, now) ? 'yes' : 'no',
+    c.lastSeenAt ?? '-',
+    c.version ?? '-',
+  ];
 }
 
 /** Tab-separated rows under a header row; '' when there are none. */
@@ -203,27 +283,49 @@ export const policyCommands = {
     config: CaConfig,
     orgId: string,
     rule: { id?: string; subject: string; gateways: string[]; targets: string[]; modes: GrantMode[] },
-  ) =>
-    withAuthority(config, (ca) => {
+  ) => {
+    const [subjectKind, subjectId] = splitSubject(rule.subject);
+    requireIds({ 'org id': orgId, 'rule id': rule.id, [`${subjectKind} id`]: subjectId });
+    for (const g of rule.gateways) if (g !== '*') requireIds({ 'gateway id': g });
+    return withAuthority(config, (ca) => {
+      // A rule for an identity that does not exist would allow nothing, silently (a typo): refuse it.
+      if (subjectKind === 'identity' && subjectId !== undefined && !ca.store.identity(orgId, subjectId)) {
+        throw new GatewayError(
+          'E_NOT_FOUND',
+          `no identity ${subjectId} in org ${orgId} (create it first: infisical-ca identity create ${orgId} ${subjectId})`,
+        );
+      }
       const r = unwrap(ca.addPolicy(ca.localAdmin(), orgId, rule));
       return out(
         r,
         `added rule ${r.id}: ${r.subject} may reach ${r.targets.join(', ')} through ${r.gateways.join(', ')} (${r.modes.join(', ')})`,
       );
-    }),
-  list: (config: CaConfig, orgId: string) =>
-    withAuthority(config, (ca) => {
+    });
+  },
+  list: (config: CaConfig, orgId: string) => {
+    requireIds({ 'org id': orgId });
+    return withAuthority(config, (ca) => {
       const { rules } = unwrap(ca.listPolicies(ca.localAdmin(), orgId));
       const text = rules.map(
         (r) => `${r.id}\t${r.subject}\t${r.gateways.join(',')}\t${r.targets.join(',')}\t${r.modes.join(',')}`,
       );
       return out(rules, text.join('\n') || '(no rules: every grant is denied)');
-    }),
-  delete: (config: CaConfig, orgId: string, ruleId: string) =>
-    withAuthority(config, (ca) =>
+    });
+  },
+  delete: (config: CaConfig, orgId: string, ruleId: string) => {
+    requireIds({ 'org id': orgId, 'rule id': ruleId });
+    return withAuthority(config, (ca) =>
       out(unwrap(ca.deletePolicy(ca.localAdmin(), orgId, ruleId)), `deleted rule ${ruleId}`),
-    ),
+    );
+  },
 };
+
+/** "identity:boss" → ['identity', 'boss']; anything else is left to the policy's own check (E_REQUEST_INVALID). */
+function splitSubject(subject: string): ['identity' | 'group', string | undefined] {
+  const at = subject.indexOf(':');
+  const kind = subject.slice(0, at);
+  return kind === 'identity' || kind === 'group' ? [kind, subject.slice(at + 1)] : ['identity', undefined];
+}
 
 export function revokeCommand(
   config: CaConfig,
@@ -232,6 +334,8 @@ export function revokeCommand(
   orgId: string | undefined,
   reason: string | undefined,
 ): Output {
+  // Grant ids and certificate serials follow the id rule too (random hex with a prefix, hex).
+  requireIds({ [kind === 'certificate' ? 'certificate serial' : `${kind} id`]: subject, 'org id': orgId });
   return withAuthority(config, (ca) => {
     const r = unwrap(
       ca.revoke(ca.localAdmin(), { kind, subject, ...(orgId ? { orgId } : {}), ...(reason ? { reason } : {}) }),

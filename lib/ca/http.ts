@@ -192,6 +192,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       const peer = authenticateSignedGet(req, target, url.searchParams);
       if (!peer.ok) return fail(res, peer.code, peer.reason);
       input.peer = peer.value;
+      authority.noteSeen(peer.value, req.headers['user-agent']);
     }
 
     // 3. The decision (a feed read may be held here: see hold above).

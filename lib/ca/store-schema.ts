@@ -177,4 +177,19 @@ ALTER TABLE proxies ADD COLUMN previous_retire_at INTEGER;
 CREATE INDEX proxies_retire ON proxies (previous_retire_at) WHERE previous_retire_at IS NOT NULL;
 `,
   },
+  {
+    // When each gateway and proxy last read the feed, and the version it sent (store-seen.ts).
+    version: 3,
+    name: 'last seen and version of gateways and proxies',
+    sql: `
+CREATE TABLE component_seen (
+  kind TEXT NOT NULL CHECK (kind IN ('gateway', 'proxy')),
+  org_id TEXT NOT NULL,
+  component_id TEXT NOT NULL,
+  last_seen_at INTEGER NOT NULL,
+  version TEXT,
+  PRIMARY KEY (kind, org_id, component_id)
+) STRICT;
+`,
+  },
 ];

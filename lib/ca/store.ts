@@ -33,6 +33,7 @@ import {
   toRevocation,
 } from './store-rows.js';
 import { MIGRATIONS } from './store-schema.js';
+import { SeenStore } from './store-seen.js';
 
 export type {
   AuditRow,
@@ -50,12 +51,15 @@ export class CaStore {
   readonly db: Db;
   /** Certificate generations of gateways and proxies (store-generations.ts). */
   readonly generations: GenerationStore;
+  /** When each gateway and proxy last read the feed, and its version (store-seen.ts). */
+  readonly seen: SeenStore;
 
   readonly #statements = new Map<string, Database.Statement>();
 
   private constructor(db: Db) {
     this.db = db;
     this.generations = new GenerationStore(db);
+    this.seen = new SeenStore(db);
   }
 
   /** Prepared once per SQL text: preparing costs more than running most of these queries. */

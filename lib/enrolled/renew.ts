@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
 
@@ -43,9 +44,16 @@ function serialOf(chainPem: string): string {
   return new X509Certificate(chainPem).serialNumber.toLowerCase();
 }
 
-/** Refuses, before anything is created, a state directory that holds no enrollment. */
+/**
+ * Refuses, before anything is created or a sealing key is looked for, a state directory (missing or not) that
+ * holds no enrollment database: `serve`, `renew` and `status` call it first. (A database without its enrollment
+ * row is refused by the store's load() with the same words.)
+ */
 export function requireEnrolled(databasePath: string, role: 'gateway' | 'proxy'): void {
   if (!existsSync(databasePath)) {
-    throw new GatewayError('E_CONFIG_INVALID', `${databasePath}: not enrolled; run \`infisical-${role} enroll\` first`);
+    throw new GatewayError(
+      'E_CONFIG_INVALID',
+      `${dirname(databasePath)}: not enrolled: run \`infisical-${role} enroll\` first (there is no ${basename(databasePath)})`,
+    );
   }
 }

@@ -66,11 +66,12 @@ export class EnrolledStore {
   }
 
   /** A CA client for the stored enrollment that stores the API root beside a leaf pin when it learns it. */
-  caClient(state: { caUrl: string; caFingerprint: string }): CaClient {
+  caClient(state: { caUrl: string; caFingerprint: string }, userAgent?: string): CaClient {
     return new CaClient({
       url: state.caUrl,
       fingerprint: state.caFingerprint,
       onRootLearned: (fp) => this.addCaPin(fp),
+      ...(userAgent ? { userAgent } : {}),
     });
   }
 

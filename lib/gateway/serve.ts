@@ -6,7 +6,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
+import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { CaClient } from '../protocol/ca-client.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -112,6 +114,21 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
   const caFingerprint = required(config, 'ca_fingerprint', '--ca-fingerprint');
   const orgId = required(config, 'org_id', '--org');
   const gatewayId = required(config, 'gateway_id', '--gateway-id');
+  const path = databasePath(config);
+  // Before the CA is asked (a token is spent once): never under a running serve.
+  const lock = holdStateDirectory(path, 'gateway', 'enroll');
+  try {
+    return await enrollAndStore(config, path, { caUrl, caFingerprint, orgId, gatewayId });
+  } finally {
+    lock.release();
+  }
+}
+
+async function enrollAndStore(
+  config: GatewayConfig,
+  path: string,
+  { caUrl, caFingerprint, orgId, gatewayId }: Record<'caUrl' | 'caFingerprint' | 'orgId' | 'gatewayId', string>,
+): Promise<Record<string, unknown>> {
   let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
   const token = config.enrollment_token;
   if (!token) {
@@ -128,7 +145,6 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
     gatewayId,
     ...(token ? { enrollmentToken: token } : {}),
   });
-  const path = databasePath(config);
   const store = GatewayStore.open(path);
   try {
     store.saveEnrollment(state);
@@ -155,6 +171,39 @@ export async function renewCommand(config: GatewayConfig): Promise<RenewResult> 
   }
 }
 
+/** What the state directory and a running serve say (reads only, beside serve). */
+export function statusCommand(config: GatewayConfig): Promise<StatusReport> {
+  const path = databasePath(config);
+  requireEnrolled(path, 'gateway');
+  return collectStatus({
+    role: 'gateway',
+    databasePath: path,
+    stored: () => {
+      const store = GatewayStore.open(path);
+      try {
+        const s = store.load();
+        return {
+          uri: s.gatewayUri,
+          orgId: s.orgId,
+          id: s.gatewayId,
+          certificates: [
+            x509Entry('tls', s.tlsChainPem),
+            ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
+          ],
+          revoked: store
+            .revocations()
+            .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
+          feedSeq: store.feedSeq(),
+          extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
+        };
+      } finally {
+        store.close();
+      }
+    },
+    counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
+  });
+}
+
 export interface ServeHandle {
   gateway: Gateway;
   opsUrl: string;
@@ -169,7 +218,11 @@ export async function serve(
 ): Promise<ServeHandle> {
   const notifier = new SystemdNotifier();
   notifier.status('opening state');
-  const store = GatewayStore.open(databasePath(config));
+  const path = databasePath(config);
+  requireEnrolled(path, 'gateway');
+  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
+  const lock = holdStateDirectory(path, 'gateway', 'serve');
+  const store = GatewayStore.open(path);
   const state = store.load();
   const audit: Audit = createAudit(logger, { sink: (r) => store.appendAudit(r) });
   const metrics = new DaemonMetrics('gateway');
@@ -177,7 +230,7 @@ export async function serve(
   const streams = metrics.counter(`${p}streams_total`, 'Streams carried, by outcome', ['outcome', 'mode']);
   const refusals = metrics.counter(`${p}refusals_total`, 'Streams refused, by code', ['code']);
   const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
-  const ca = store.caClient(state);
+  const ca = store.caClient(state, `infisical-gateway/${GATEWAY_VERSION}`);
 
   let lifecycle: Lifecycle | undefined;
   const gateway: Gateway = new Gateway(state, settingsFrom(config), {
@@ -219,11 +272,18 @@ export async function serve(
     readiness: () =>
       enrolledReadiness(standing, () => {
         const t = gateway.pool.status();
+        // Per proxy, for `status`: which tunnels are up.
+        const proxies = t.proxies.map((p) => ({ proxyId: p.proxyId, state: p.state }));
         return t.up > 0
-          ? { ready: true, reason: `tunnels up ${t.up}/${t.total}`, detail: { tunnelsUp: t.up, tunnelsTotal: t.total } }
-          : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total } };
+          ? {
+              ready: true,
+              reason: `tunnels up ${t.up}/${t.total}`,
+              detail: { tunnelsUp: t.up, tunnelsTotal: t.total, proxies },
+            }
+          : { ready: false, reason: 'no tunnel up', detail: { tunnelsUp: 0, tunnelsTotal: t.total, proxies } };
       }),
   });
+  lock.update({ ops: ops.url });
   // A renewal written by another process (`infisical-gateway renew` beside serve) is picked up without a restart.
   const watch = watchGeneration(store, () => {
     if (store.load().tlsChainPem !== gateway.state.tlsChainPem) void lifecycle?.reload();
@@ -242,6 +302,7 @@ export async function serve(
         await gateway.drain(Math.max(0, deadlineMs - Date.now()));
         await ops.close();
         store.close();
+        lock.release();
       },
     },
   });

@@ -159,7 +159,7 @@ export class GatewayStore extends EnrolledStore {
     if (!row) {
       throw new GatewayError(
         'E_CONFIG_INVALID',
-        `${this.db.name}: not enrolled; run \`infisical-gateway enroll\` first`,
+        `${this.db.name}: not enrolled: run \`infisical-gateway enroll\` first`,
       );
     }
     const all = <T>(sql: string) => this.db.prepare(sql).all() as T[];

@@ -340,6 +340,10 @@ export interface ComponentStatus {
   notAfter: string | null;
   enrolledAt: string;
   renewedAt: string | null;
+  /** Its last feed read the CA recorded (written at most once a minute), null if never since this was added. */
+  lastSeenAt: string | null;
+  /** The version its User-Agent named at that read (infisical-gateway/0.1.0 → "0.1.0"), null if none. */
+  version: string | null;
 }
 export interface ListGatewaysResponse {
   gateways: ({ orgId: string; gatewayId: string; uri: string; revoked: boolean } & ComponentStatus)[];

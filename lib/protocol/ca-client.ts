@@ -80,6 +80,8 @@ export interface CaClientOptions {
    * then on too, so a later `api-cert` does not cut it off.
    */
   onRootLearned?: (rootFingerprint: string) => void;
+  /** Sent as User-Agent ("infisical-gateway/0.1.0"): the CA lists the version of what reads its feed. */
+  userAgent?: string;
 }
 
 /** The current certificate and key a gateway or proxy signs renewals and feed reads with. */
@@ -230,7 +232,11 @@ export class CaClient {
     call: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-    const headers: Record<string, string> = { accept: 'application/json', ...extra };
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      ...(this.#options.userAgent ? { 'user-agent': this.#options.userAgent } : {}),
+      ...extra,
+    };
     if (payload) {
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(payload.length);

@@ -26,6 +26,8 @@ export const MAX_TRUST_DOMAIN_LENGTH = 253;
 export const MAX_URI_LENGTH = 600;
 
 const ID_RE = /^[A-Za-z0-9._-]+$/;
+/** The id rule in words, for messages that refuse an id (isValidId is the rule itself). */
+export const ID_RULE = `1 to ${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ -, not "." or ".."`;
 // SPIFFE trust domains are lowercase: letters, digits, dots, dashes, underscores.
 const TRUST_DOMAIN_RE = /^[a-z0-9._-]+$/;
 const SCHEME = 'spiffe://';

@@ -8,8 +8,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FeedFollower, type FeedTiming, isSelfRefusal } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
+import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
+import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import { CaClient } from '../protocol/ca-client.js';
@@ -106,6 +108,35 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
   }
   const proxyId = required(config.proxy_id, '--proxy-id');
   const hostname = required(config.hostnames[0], '--hostname');
+  const path = databasePath(config);
+  // Before the CA is asked (a token is spent once): never under a running serve.
+  const lock = holdStateDirectory(path, 'proxy', 'enroll');
+  try {
+    return await enrollAndStore(config, path, { caUrl, caFingerprint, scope, orgId, proxyId, hostname });
+  } finally {
+    lock.release();
+  }
+}
+
+async function enrollAndStore(
+  config: ProxyConfig,
+  path: string,
+  {
+    caUrl,
+    caFingerprint,
+    scope,
+    orgId,
+    proxyId,
+    hostname,
+  }: {
+    caUrl: string;
+    caFingerprint: string;
+    scope: 'instance' | 'org';
+    orgId: string | null;
+    proxyId: string;
+    hostname: string;
+  },
+): Promise<Record<string, unknown>> {
   const sshListen = config.ssh_listen ?? DEFAULT_SSH_LISTEN;
   const tlsListen = config.tls_listen ?? DEFAULT_TLS_LISTEN;
   let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
@@ -129,7 +160,6 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
     tlsAddress: advertised(config.tls_address, tlsListen, hostname),
     ...(token ? { enrollmentToken: token } : {}),
   });
-  const path = databasePath(config);
   const store = ProxyStore.open(path);
   try {
     store.saveEnrollment(state);
@@ -157,6 +187,41 @@ export async function renewCommand(config: ProxyConfig): Promise<RenewResult> {
   }
 }
 
+/** What the state directory and a running serve say (reads only, beside serve). */
+export function statusCommand(config: ProxyConfig): Promise<StatusReport> {
+  const path = databasePath(config);
+  requireEnrolled(path, 'proxy');
+  return collectStatus({
+    role: 'proxy',
+    databasePath: path,
+    stored: () => {
+      const store = ProxyStore.open(path);
+      try {
+        const s = store.load();
+        return {
+          uri: s.proxyUri,
+          orgId: s.orgId,
+          id: s.proxyId,
+          certificates: [x509Entry('tls', s.tlsChainPem), sshEntry('ssh host', s.sshHostCertificate)],
+          revoked: store
+            .revocations()
+            .some(
+              (r) => r.kind === 'proxy' && (r.subject === s.proxyId || r.subject === s.proxyUri) && r.orgId === s.orgId,
+            ),
+          feedSeq: store.feedSeq(),
+          extra: {
+            ssh: `${s.sshListen} (advertised ${s.sshAddress})`,
+            tls: `${s.tlsListen} (advertised ${s.tlsAddress})`,
+          },
+        };
+      } finally {
+        store.close();
+      }
+    },
+    counts: { gateways: 'gateways', tunnels: 'tunnels', 'streams open': 'streams' },
+  });
+}
+
 export interface ServeHandle {
   proxy: ProxyServer;
   ops: OpsServer;
@@ -182,7 +247,11 @@ export async function serve(
 ): Promise<ServeHandle> {
   const notifier = new SystemdNotifier();
   notifier.status('opening state');
-  const store = ProxyStore.open(databasePath(config));
+  const path = databasePath(config);
+  requireEnrolled(path, 'proxy');
+  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
+  const lock = holdStateDirectory(path, 'proxy', 'serve');
+  const store = ProxyStore.open(path);
   let state: ProxyState = store.load();
   const self = store
     .revocations()
@@ -201,7 +270,7 @@ export async function serve(
     log: logger,
     revocations: store.revocations(),
   });
-  const ca = store.caClient(state);
+  const ca = store.caClient(state, `infisical-proxy/${PROXY_VERSION}`);
 
   let revoked: string | undefined;
   const enterRevoked = (reason: string): void => {
@@ -274,6 +343,7 @@ export async function serve(
     metrics,
     readiness: () => enrolledReadiness(standing, () => proxy.readiness()),
   });
+  lock.update({ ops: ops.url });
 
   const statusTimer = setInterval(() => {
     if (revoked === undefined) notifier.status(proxy.status());
@@ -311,6 +381,7 @@ export async function serve(
         await proxy.drain(signal);
         await ops.close();
         store.close();
+        lock.release();
       },
     },
   });

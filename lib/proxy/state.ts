@@ -150,7 +150,7 @@ export class ProxyStore extends EnrolledStore {
       | Record<string, string | null>
       | undefined;
     if (!row) {
-      throw new GatewayError('E_CONFIG_INVALID', `${this.db.name}: not enrolled; run \`infisical-proxy enroll\` first`);
+      throw new GatewayError('E_CONFIG_INVALID', `${this.db.name}: not enrolled: run \`infisical-proxy enroll\` first`);
     }
     const text = (k: string): string => String(row[k] ?? '');
     return {

@@ -106,7 +106,7 @@ test('admin subcommands on the local state directory, with --json', async () => 
     'db:5432',
     ...s,
   ]);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2);
   assert.match(bad.stderr, /E_REQUEST_INVALID/);
   assert.equal((await cliJson<unknown[]>(['policy', 'list', 'acme', ...s])).length, 1);
   await cliJson(['policy', 'delete', 'acme', 'r1', ...s]);
@@ -128,7 +128,7 @@ test('admin subcommands on the local state directory, with --json', async () => 
       action,
     );
   }
-  await cliJson(['org', 'delete', 'acme', ...s]);
+  await cliJson(['org', 'delete', 'acme', '--yes', ...s]);
   assert.deepEqual(await cliJson(['org', 'list', ...s]), []);
 });
 
@@ -237,11 +237,16 @@ test('proxy list and gateway list: current serial, its expiry, revoked, enrolled
     'REVOKED',
     'ENROLLED',
     'RENEWED',
+    'ONLINE',
+    'LAST_SEEN',
+    'VERSION',
     'HOSTNAMES',
   ]);
   assert.deepEqual(proxyText[1]!.split('\t').slice(0, 5), ['p1', 'instance', renewedSerial, renewedNotAfter, 'no']);
   const gatewayText = (await cli(['gateway', 'list', 'acme', ...s])).stdout.trim().split('\n');
-  assert.equal(gatewayText[0], 'ID\tORG\tSERIAL\tNOT_AFTER\tREVOKED\tENROLLED\tRENEWED');
+  assert.equal(gatewayText[0], 'ID\tORG\tSERIAL\tNOT_AFTER\tREVOKED\tENROLLED\tRENEWED\tONLINE\tLAST_SEEN\tVERSION');
+  // Never read the feed: offline, never seen, no version.
+  assert.deepEqual(gatewayText[1]!.split('\t').slice(7), ['no', '-', '-']);
   assert.deepEqual(gatewayText[1]!.split('\t').slice(0, 5).concat(gatewayText[1]!.split('\t')[6]!), [
     'gw1',
     'acme',

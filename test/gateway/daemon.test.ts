@@ -51,7 +51,7 @@ it('serves from SQLite alone, reloads on SIGHUP without dropping streams, drains
     ready = await readyz(url);
   }
   assert.equal(ready.status, 200, daemon.output());
-  assert.deepEqual(ready.body['detail'], { tunnelsUp: 1, tunnelsTotal: 1 });
+  assert.deepEqual(ready.body['detail'], { tunnelsUp: 1, tunnelsTotal: 1, proxies: [{ proxyId: 'p1', state: 'up' }] });
   const metrics = await (await fetch(`${url}/metrics`)).text();
   assert.match(metrics, /infisical_gateway_tunnels_up 1/);
 

@@ -18,7 +18,7 @@ it('stores the enrollment in a 0600 database in a 0700 directory and reads it ba
   const path = join(dir, 'state', 'gateway.db');
   const store = GatewayStore.open(path);
   assert.equal(store.isEnrolled(), false);
-  assert.throws(() => store.load(), /not enrolled; run `infisical-gateway enroll`/);
+  assert.throws(() => store.load(), /not enrolled: run `infisical-gateway enroll`/);
   store.saveEnrollment(state);
   assert.deepEqual(store.load(), state);
   assert.equal(statSync(path).mode & 0o777, 0o600);
