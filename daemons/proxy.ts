@@ -8,7 +8,7 @@
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { statusText } from '../lib/enrolled/status.js';
+import { enrolledCommands } from '../lib/enrolled/commands.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import {
@@ -98,36 +98,7 @@ await globalOptions(yargs(hideBin(process.argv)))
       }
     },
   )
-  .command(
-    'renew',
-    'renew the certificates now; a running serve picks them up (the replaced ones stop working soon after)',
-    (y) => y,
-    async (argv) => {
-      try {
-        const out = await renewCommand(configOf(argv));
-        process.stdout.write(
-          argv['json']
-            ? `${JSON.stringify(out, null, 2)}\n`
-            : `renewed: serial ${out.previousSerial} -> ${out.serial}, valid until ${out.notAfter}\n  database ${out.database}\n`,
-        );
-      } catch (err) {
-        fail(err, Boolean(argv['json']));
-      }
-    },
-  )
-  .command(
-    'status',
-    'what this state directory is enrolled as, its certificates, revoked or not, and what a running serve reports',
-    (y) => y,
-    async (argv) => {
-      try {
-        const report = await statusCommand(configOf(argv));
-        process.stdout.write(argv['json'] ? `${JSON.stringify(report)}\n` : `${statusText(report)}\n`);
-      } catch (err) {
-        fail(err, Boolean(argv['json']));
-      }
-    },
-  )
+  .command(enrolledCommands({ configOf, renew: renewCommand, status: statusCommand, fail }))
   .command(
     'serve',
     'hold tunnels and relay streams from the state database (READY=1, SIGHUP reload, SIGTERM drain)',
