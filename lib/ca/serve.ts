@@ -13,6 +13,7 @@ import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { prepareStateDirectory, stateDirectory } from '../store/db.js';
+import { StateLock } from '../store/lock.js';
 import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
 import type { caConfigSchema } from './config.js';
@@ -74,6 +75,14 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   if (!authority.initialized) {
     throw new GatewayError('E_CONFIG_INVALID', `${dir} holds no initialized CA: run \`infisical-ca init\` first`);
   }
+  // One serve per state directory (the admin commands keep working beside it: they take no lock).
+  let lock: StateLock;
+  try {
+    lock = StateLock.acquire(dir, 'infisical-ca serve');
+  } catch (err) {
+    authority.close();
+    throw err;
+  }
   const listen = parseHostPort(config.listen)!;
   const metrics = new DaemonMetrics('ca');
   metrics.gauge(`${metrics.prefix}certificates_issued`, 'Certificates recorded in the database', [], (g) =>
@@ -134,6 +143,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         await server.drain(deadlineMs);
         await ops.close();
         authority.close();
+        lock.release();
       },
     },
   });

@@ -233,3 +233,22 @@ test('serve refuses an uninitialized state directory', async () => {
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /E_SEALED_KEY|E_CONFIG_INVALID/);
 });
+
+test('one serve per state directory: a second is refused naming the first pid; admin commands work beside it', async () => {
+  const { state } = await initialized('lock');
+  const s = await serve(state);
+  try {
+    const second = await cli(['serve', '--state-dir', state, '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0']);
+    assert.equal(second.code, 78, second.stderr);
+    assert.match(second.stderr + second.stdout, new RegExp(`in use by infisical-ca serve \\(pid ${s.child.pid}`));
+    const orgs = await cli(['org', 'list', '--state-dir', state, '--json']);
+    assert.equal(orgs.code, 0, orgs.stderr);
+  } finally {
+    s.child.kill('SIGTERM');
+  }
+  assert.equal(await s.exited, 0);
+  // Released at exit: the next serve starts.
+  const again = await serve(state);
+  again.child.kill('SIGTERM');
+  assert.equal(await again.exited, 0);
+});
