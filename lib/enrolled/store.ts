@@ -8,7 +8,7 @@
  *   subject, seq, at), feed (id = 1, seq).
  */
 import type { RevocationKind } from '../protocol/api.js';
-import { CaClient } from '../protocol/ca-client.js';
+import { CaClient, normalizeFingerprint } from '../protocol/ca-client.js';
 import type { Db } from '../store/db.js';
 import { type SecretKind, StateSecrets } from './secrets.js';
 
@@ -55,14 +55,30 @@ export class EnrolledStore {
    * Adds a CA API pin beside the stored one (the API root a leaf-pinned component learned: CaClient
    * onRootLearned), so the pin survives the CA's next `api-cert`. Stored as a comma-separated list.
    */
-  addCaPin(fingerprint: string): void {
+  addCaPin(fingerprint: string): boolean {
     const row = this.db.prepare('SELECT ca_fingerprint FROM enrollment WHERE id = 1').get() as
       | { ca_fingerprint: string }
       | undefined;
-    if (!row) return;
+    if (!row) return false;
     const pins = row.ca_fingerprint.split(',');
-    if (pins.includes(fingerprint)) return;
+    if (pins.some((p) => normalizeFingerprint(p) === fingerprint)) return false;
     this.db.prepare('UPDATE enrollment SET ca_fingerprint = ? WHERE id = 1').run([...pins, fingerprint].join(','));
+    return true;
+  }
+
+  /**
+   * Fingerprints named in the config (ca_fingerprint, comma-separated), at start and on SIGHUP: added to the
+   * stored pins and to the running client, so an operator can trust a new CA API root without re-enrolling.
+   * Additive: a config written at enrollment time never takes away a pin learned since.
+   */
+  applyConfiguredPins(configured: string | undefined, client?: CaClient): string[] {
+    const added: string[] = [];
+    for (const raw of (configured ?? '').split(',').filter((p) => p.trim() !== '')) {
+      const fp = normalizeFingerprint(raw);
+      client?.addPin(fp);
+      if (this.addCaPin(fp)) added.push(fp);
+    }
+    return added;
   }
 
   /** A CA client for the stored enrollment that stores the API root beside a leaf pin when it learns it. */

@@ -231,6 +231,7 @@ export async function serve(
   const refusals = metrics.counter(`${p}refusals_total`, 'Streams refused, by code', ['code']);
   const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
   const ca = store.caClient(state, `infisical-gateway/${GATEWAY_VERSION}`);
+  store.applyConfiguredPins(config.ca_fingerprint, ca);
 
   let lifecycle: Lifecycle | undefined;
   const gateway: Gateway = new Gateway(state, settingsFrom(config), {
@@ -295,6 +296,8 @@ export async function serve(
     hooks: {
       reload: async () => {
         const next = reloadConfig();
+        const pins = store.applyConfiguredPins(next.ca_fingerprint, ca);
+        if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
         await gateway.reload({ settings: settingsFrom(next), state: store.load() });
       },
       drain: async (deadlineMs) => {

@@ -120,6 +120,11 @@ export class CaClient {
     this.#options = options;
   }
 
+  /** Trusts one more pin from now on (a fingerprint an operator configured, or a learned root). */
+  addPin(fingerprint: string): void {
+    this.#pins.add(normalizeFingerprint(fingerprint));
+  }
+
   /** A client of the same server with this access token. */
   withToken(accessToken: string): CaClient {
     return new CaClient({ ...this.#options, accessToken });

@@ -271,6 +271,7 @@ export async function serve(
     revocations: store.revocations(),
   });
   const ca = store.caClient(state, `infisical-proxy/${PROXY_VERSION}`);
+  store.applyConfiguredPins(config.ca_fingerprint, ca);
 
   let revoked: string | undefined;
   const enterRevoked = (reason: string): void => {
@@ -361,6 +362,8 @@ export async function serve(
       reload: () => {
         if (revoked !== undefined) return;
         const nextConfig = reloadConfig();
+        const pins = store.applyConfiguredPins(nextConfig.ca_fingerprint, ca);
+        if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
         const nextState = store.load();
         // Everything is validated before anything is swapped (ProxyServer.reload); listeners stay bound.
         proxy.reload(credentialsOf(nextState), limitsFrom(nextConfig));

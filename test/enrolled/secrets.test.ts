@@ -140,3 +140,16 @@ it('a learned CA API root is stored beside the pin, once, and survives a renewal
   assert.deepEqual(store.load().caFingerprint.split(','), pins);
   store.close();
 });
+
+it('CA API fingerprints from the config are added to the stored pins (never replacing them), normalized', () => {
+  const path = join(dir, 'g', 'gateway.db');
+  const store = GatewayStore.open(path);
+  store.saveEnrollment(state);
+  const fp = 'CD'.repeat(32);
+  assert.deepEqual(store.applyConfiguredPins(`sha256:${fp}`), [fp.toLowerCase()]);
+  assert.deepEqual(store.applyConfiguredPins(fp.toLowerCase()), [], 'already trusted');
+  assert.deepEqual(store.applyConfiguredPins(undefined), []);
+  assert.deepEqual(store.load().caFingerprint.split(','), [state.caFingerprint, fp.toLowerCase()]);
+  assert.throws(() => store.applyConfiguredPins('not-a-fingerprint'), /64 hex digits/);
+  store.close();
+});
