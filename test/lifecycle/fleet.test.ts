@@ -60,8 +60,16 @@ test('proxies added, revoked and restarted: every gateway follows', async (t) =>
     await gw1.waitTunnels(2);
     const until = Date.now() + 3000;
     while (Date.now() < until) {
-      const detail = (await gw1.readyz()).json?.['detail'] as { tunnelsUp?: number; tunnelsTotal?: number };
-      assert.deepEqual(detail, { tunnelsUp: 2, tunnelsTotal: 2 }, 'restarted gw-1 keeps proxy-3 out of its pool');
+      const detail = (await gw1.readyz()).json?.['detail'] as {
+        tunnelsUp?: number;
+        tunnelsTotal?: number;
+        proxies?: { proxyId: string }[];
+      };
+      assert.deepEqual(
+        { up: detail.tunnelsUp, total: detail.tunnelsTotal, proxies: detail.proxies?.map((p) => p.proxyId) },
+        { up: 2, total: 2, proxies: ['proxy-1', 'proxy-2'] },
+        'restarted gw-1 keeps proxy-3 out of its pool',
+      );
       assert.ok((await proxyTunnels(p3)).gateways <= 0, 'proxy-3 holds no tunnel');
       await new Promise((r) => setTimeout(r, 200));
     }
