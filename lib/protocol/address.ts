@@ -73,11 +73,6 @@ export function sameAddress(a: IpAddress, b: IpAddress): boolean {
   return a.family === b.family && a.bytes.every((x, i) => x === b.bytes[i]);
 }
 
-/** "addr/prefix" in the notation an operator would write it, for refusal messages. */
-export function formatCidr(cidr: IpCidr): string {
-  return `${cidr.family === 4 ? cidr.bytes.join('.') : formatIpv6(cidr.bytes)}/${cidr.prefix}`;
-}
-
 function isMapped(b: Uint8Array): boolean {
   return b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
 }
@@ -114,12 +109,6 @@ function ipv6Bytes(text: string): Uint8Array {
     out[i * 2 + 1] = v & 0xff;
   });
   return out;
-}
-
-function formatIpv6(b: Uint8Array): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
 }
 
 function mask(bytes: Uint8Array, prefix: number): Uint8Array {
