@@ -8,8 +8,13 @@
  *   targets  "host:ports" patterns: host is a DNS name, "*.suffix", an IP, a CIDR, or "*";
  *            ports is "5432", "8000-8100" or "*"; "name:<target name>" matches a named target
  *   modes    tcp, http, ping, health
+ *
+ * IP targets and IP/CIDR patterns are read by lib/protocol/address.ts, as the gateway reads its allowlist: an
+ * IPv4-mapped or -compatible target is the IPv4 address and meets IPv4 patterns only (::/0 admits no IPv4), and
+ * a zoned target (fe80::1%eth0) is refused outright.
  */
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
+import { cidrContains, readAddress, readCidr, sameAddress } from '../protocol/address.js';
 import { accept, refuse, type Verdict } from '../protocol/errors.js';
 import { GRANT_MODES, type GrantMode, type GrantTarget } from '../protocol/grant.js';
 
@@ -51,6 +56,12 @@ export function validateRule(rule: PolicyRule): Verdict<PolicyRule> {
 
 /** The first rule that allows the request, or E_POLICY_DENIED. */
 export function decideAccess(rules: readonly PolicyRule[], req: AccessRequest): Verdict<PolicyRule> {
+  if (!('name' in req.target) && readAddress(req.target.host) === 'zoned') {
+    return refuse(
+      'E_POLICY_DENIED',
+      `target ${describeTarget(req.target)} carries a zone (%...), which no policy rule can judge; use a target without a zone`,
+    );
+  }
   const subjects = new Set([`identity:${req.identityId}`, ...req.groups.map((g) => `group:${g}`)]);
   for (const rule of rules) {
     if (rule.orgId !== req.orgId) continue;
@@ -99,15 +110,22 @@ function parseHostPattern(s: string): HostMatcher | null {
   if (s === '*') return () => true;
   const slash = s.indexOf('/');
   if (slash > 0) {
-    const addr = s.slice(0, slash);
-    const bits = Number(s.slice(slash + 1));
-    const family = isIP(addr);
-    if (family === 0 || !Number.isInteger(bits) || bits < 0 || bits > (family === 4 ? 32 : 128)) return null;
-    const list = new BlockList();
-    list.addSubnet(addr, bits, family === 4 ? 'ipv4' : 'ipv6');
-    return (host) => isIP(host) !== 0 && list.check(host, isIP(host) === 4 ? 'ipv4' : 'ipv6');
+    // A mapped CIDR with prefix > 96 is an IPv4 rule; any other IPv6 CIDR never matches an IPv4 target.
+    const cidr = readCidr(s);
+    if (typeof cidr === 'string') return null;
+    return (host) => {
+      const addr = readAddress(host);
+      return typeof addr !== 'string' && cidrContains(cidr, addr);
+    };
   }
-  if (isIP(s) !== 0) return (host) => host === s;
+  if (isIP(s) !== 0) {
+    const want = readAddress(s);
+    if (typeof want === 'string') return null;
+    return (host) => {
+      const addr = readAddress(host);
+      return typeof addr !== 'string' && sameAddress(want, addr);
+    };
+  }
   if (s.startsWith('*.')) {
     const suffix = s.slice(1).toLowerCase();
     return isDnsName(s.slice(2)) ? (host) => host.toLowerCase().endsWith(suffix) : null;

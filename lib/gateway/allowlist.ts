@@ -9,7 +9,8 @@
  * Config (lib/gateway/config.ts): allow_cidrs, allow_hosts ("db.internal", "*.svc.internal"), allow_ports
  * ("5432", "8000-8099"), targets ("name=host:port": named targets a grant may use instead of host and port).
  */
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
+import { cidrContains, type IpCidr, readAddress, readCidr } from '../protocol/address.js';
 import { accept, refuse, type Verdict } from '../protocol/errors.js';
 import { type GrantTarget, isValidHost } from '../protocol/grant.js';
 import { isValidId } from '../protocol/identity.js';
@@ -23,7 +24,8 @@ export interface AllowlistConfig {
 }
 
 export interface Allowlist {
-  readonly cidrs: BlockList;
+  /** Mapped entries already converted to IPv4 (lib/protocol/address.ts has the rule). */
+  readonly cidrs: readonly IpCidr[];
   readonly cidrText: readonly string[];
   readonly hosts: readonly string[];
   readonly ports: readonly (readonly [number, number])[];
@@ -42,11 +44,12 @@ export interface DialTarget {
 /** Parses the config lists; every bad entry is reported at once (E_CONFIG_INVALID). */
 export function parseAllowlist(config: AllowlistConfig): Verdict<Allowlist> {
   const problems: string[] = [];
-  const cidrs = new BlockList();
+  const cidrs: IpCidr[] = [];
   for (const entry of config.cidrs) {
-    const parsed = parseCidr(entry);
-    if (!parsed) problems.push(`allow_cidrs: "${entry}" is not an address/prefix`);
-    else cidrs.addSubnet(parsed.address, parsed.prefix, parsed.family);
+    const parsed = readCidr(entry);
+    if (parsed === 'zoned') problems.push(`allow_cidrs: "${entry}" carries a zone; write the address without %zone`);
+    else if (parsed === 'not-ip') problems.push(`allow_cidrs: "${entry}" is not an address/prefix`);
+    else cidrs.push(parsed);
   }
   const hosts: string[] = [];
   for (const entry of config.hosts) {
@@ -113,12 +116,21 @@ export function checkAddress(
   checked: { host: string; port: number; name?: string },
   address: string,
 ): Verdict<DialTarget> {
-  const addr = unmapIpv4(address);
-  const family = isIP(addr);
-  if (family === 0) return notAllowed(`"${address}" is not an IP address`);
-  if (!list.cidrs.check(addr, family === 4 ? 'ipv4' : 'ipv6')) {
-    const via = addr === checked.host ? '' : ` (resolved from "${checked.host}")`;
-    return notAllowed(`address ${addr}${via} is not allowed; add ${addr}/${family === 4 ? 32 : 128} to allow_cidrs`);
+  // A mapped or compatible address is judged, and dialled, as the IPv4 address it carries.
+  const read = readAddress(address);
+  if (read === 'not-ip') return notAllowed(`"${address}" is not an IP address`);
+  if (read === 'zoned') {
+    return notAllowed(
+      `address ${address} carries a zone (%...), which no allow_cidrs rule can judge; use a target without a zone`,
+    );
+  }
+  const addr = read.text;
+  if (!list.cidrs.some((c) => cidrContains(c, read))) {
+    const via = address === checked.host ? '' : ` (resolved from "${checked.host}")`;
+    const shown = addr === address ? addr : `${addr} (written ${address})`;
+    return notAllowed(
+      `address ${shown}${via} is not allowed; add ${addr}/${read.family === 4 ? 32 : 128} to allow_cidrs`,
+    );
   }
   return accept({ ...checked, address: addr });
 }
@@ -151,23 +163,6 @@ function hostListed(hosts: readonly string[], host: string): boolean {
   return hosts.some((entry) =>
     entry.startsWith('*.') ? h.endsWith(entry.slice(1)) && h.length > entry.length - 1 : entry === h,
   );
-}
-
-function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
-  const m = /^([^/\s]+)(?:\/(\d{1,3}))?$/.exec(text);
-  if (!m) return undefined;
-  const family = isIP(m[1]!);
-  if (family === 0) return undefined;
-  const max = family === 4 ? 32 : 128;
-  const prefix = m[2] === undefined ? max : Number(m[2]);
-  if (prefix > max) return undefined;
-  return { address: m[1]!, prefix, family: family === 4 ? 'ipv4' : 'ipv6' };
-}
-
-/** "::ffff:10.0.0.1" is 10.0.0.1: an IPv4-mapped address must meet the IPv4 rules, not slip past them. */
-function unmapIpv4(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1]! : address;
 }
 
 function notAllowed(reason: string): Verdict<never> {

@@ -102,3 +102,46 @@ test('validateRule refuses malformed rules with the bad part named', () => {
   }
   assert.ok(validateRule(rule({ targets: ['[::1]:22', '*:443', 'name:x'] })).ok);
 });
+
+test('IPv4 targets meet IPv4 patterns only, whatever their notation (issue 14)', () => {
+  const v4Forms = ['127.0.0.1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::127.0.0.1'];
+  const decide = (pattern: string, host: string) =>
+    decideAccess([rule({ targets: [`${pattern}:5432`] })], req({ target: { host, port: 5432 } }));
+  const table: [string, string, boolean][] = [
+    ...v4Forms.flatMap((h): [string, string, boolean][] => [
+      ['[::/0]', h, false],
+      ['[::ffff:0:0/96]', h, false],
+      ['[::/96]', h, false],
+      ['127.0.0.0/8', h, true],
+      ['[::ffff:127.0.0.0/104]', h, true],
+      ['127.0.0.1', h, true],
+      ['[::ffff:127.0.0.1]', h, true],
+    ]),
+    ['[::ffff:10.0.0.0/104]', '10.200.0.1', true],
+    ['[::ffff:10.0.0.0/104]', '11.0.0.1', false],
+    ['[::/0]', '2001:db8::1', true],
+    ['[fd00::/8]', 'fd12::7', true],
+    ['[fd00::/8]', 'fe80::1', false],
+    ['[::1]', '::1', true],
+    ['[::1]', '0:0::1', true],
+    ['0.0.0.0/0', '2001:db8::1', false],
+  ];
+  for (const [pattern, host, allowed] of table) {
+    const v = decide(pattern, host);
+    assert.equal(v.ok, allowed, `${pattern} vs ${host}`);
+    if (!v.ok) assert.equal(v.code, 'E_POLICY_DENIED', `${pattern} vs ${host}`);
+  }
+});
+
+test('a zoned target is refused even by a rule for every host, saying why', () => {
+  for (const pattern of ['*', '[::/0]', '[fe80::/10]']) {
+    const v = decideAccess(
+      [rule({ targets: [`${pattern}:*`] })],
+      req({ target: { host: 'fe80::1%eth0', port: 5432 } }),
+    );
+    assert.equal(v.ok, false, pattern);
+    assert.equal(!v.ok && v.code, 'E_POLICY_DENIED');
+    assert.match(!v.ok ? v.reason : '', /carries a zone/);
+  }
+  assert.equal(validateRule(rule({ targets: ['[fe80::%eth0/64]:22'] })).ok, false);
+});

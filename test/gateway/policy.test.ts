@@ -163,6 +163,68 @@ describe('allowlist', () => {
     assert.ok(checkAddress(list(), { host: 'x', port: 5432 }, '::ffff:10.0.0.3').ok);
     refusal(checkAddress(list(), { host: 'x', port: 5432 }, '::ffff:192.168.1.1'));
   });
+  describe('IPv4 is judged by IPv4 rules only, whatever its notation', () => {
+    const v4Forms = ['127.0.0.1', '::ffff:127.0.0.1', '::FFFF:7f00:1', '::127.0.0.1', '0:0:0:0:0:ffff:7f00:0001'];
+    const judge = (cidrs: string[], address: string) =>
+      checkAddress(list({ cidrs }), { host: address, port: 5432 }, address);
+    for (const cidrs of [['::/0'], ['::ffff:0:0/96'], ['::/96'], ['::/0', '::ffff:0:0/96', '10.0.0.0/8']]) {
+      for (const address of v4Forms) {
+        it(`${cidrs.join(',')} refuses ${address}`, () => {
+          assert.match(refusal(judge(cidrs, address)), /127\.0\.0\.1\/32 to allow_cidrs/);
+        });
+      }
+    }
+    for (const address of v4Forms) {
+      it(`127.0.0.0/8 admits ${address} as 127.0.0.1`, () => {
+        const v = judge(['127.0.0.0/8'], address);
+        assert.ok(v.ok, v.ok ? '' : v.reason);
+        assert.equal(v.value.address, '127.0.0.1');
+      });
+      it(`a mapped entry is its IPv4 CIDR: ::ffff:127.0.0.0/104 admits ${address}`, () => {
+        const v = judge(['::ffff:127.0.0.0/104'], address);
+        assert.ok(v.ok, v.ok ? '' : v.reason);
+        assert.equal(v.value.address, '127.0.0.1');
+      });
+    }
+    const table: [string[], string, boolean][] = [
+      [['::ffff:10.0.0.0/104'], '10.200.0.1', true],
+      [['::ffff:10.0.0.0/104'], '11.0.0.1', false],
+      [['::ffff:a00:0/104'], '::ffff:10.1.2.3', true],
+      [['::/0'], '2001:db8::1', true],
+      [['::/0'], '::1', true],
+      [['fd00::/8'], 'fd12::7', true],
+      [['fd00::/8'], 'fe80::1', false],
+      [['::1/128'], '::1', true],
+      [['::1/128'], '0.0.0.1', false],
+      [['0.0.0.0/0'], '::ffff:8.8.8.8', true],
+      [['0.0.0.0/0'], '2001:db8::1', false],
+    ];
+    for (const [cidrs, address, admitted] of table) {
+      it(`${cidrs.join(',')} ${admitted ? 'admits' : 'refuses'} ${address}`, () => {
+        const v = judge(cidrs, address);
+        if (admitted) assert.ok(v.ok, v.ok ? '' : v.reason);
+        else refusal(v);
+      });
+    }
+    it('refuses a zoned target even under ::/0, saying why', () => {
+      assert.match(refusal(judge(['::/0', 'fe80::/10'], 'fe80::1%eth0')), /carries a zone/);
+    });
+    it('refuses a zoned allow_cidrs entry at parse time', () => {
+      const v = parseAllowlist({ ...base, cidrs: ['fe80::%eth0/64'] });
+      assert.equal(v.ok, false);
+      assert.equal(!v.ok && v.code, 'E_CONFIG_INVALID');
+      assert.match(!v.ok ? v.reason : '', /zone/);
+    });
+    it('judges a name that resolved to a mapped address as the IPv4 address', async () => {
+      const only6 = list({ cidrs: ['::/0'] });
+      const mapped = async () => ['::ffff:7f00:1'];
+      const refused = await resolveTarget(only6, { host: 'db.internal', port: 5432 }, mapped);
+      assert.match(refusal(refused), /127\.0\.0\.1 \(written ::ffff:7f00:1\) \(resolved from "db.internal"\)/);
+      const ok = await resolveTarget(list({ cidrs: ['127.0.0.0/8'] }), { host: 'db.internal', port: 5432 }, mapped);
+      assert.ok(ok.ok);
+      assert.equal(ok.value.address, '127.0.0.1');
+    });
+  });
   it('refuses an unlisted host name, naming allow_hosts; wildcards cover subdomains only', () => {
     assert.match(refusal(checkTarget(list(), { host: 'evil.example', port: 5432 })), /allow_hosts/);
     assert.ok(checkTarget(list(), { host: 'DB.internal', port: 5432 }).ok);
