@@ -47,7 +47,8 @@ export const gatewayConfigSchema = defineSchema(
       flag: 'allow-cidr',
       default: [],
       placeholder: 'cidr,...',
-      description: 'Addresses targets may have (after name resolution), e.g. 10.0.0.0/24, 127.0.0.1/32. Empty: none.',
+      description:
+        'Addresses targets may have (after name resolution), e.g. 10.0.0.0/24, 127.0.0.1/32. An IPv4 target is judged by IPv4 entries only, however it is written (::ffff:a.b.c.d); zoned addresses are refused. Empty: none.',
     }),
     allow_hosts: keys.list({
       flag: 'allow-host',
