@@ -88,6 +88,12 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   metrics.gauge(`${metrics.prefix}certificates_issued`, 'Certificates recorded in the database', [], (g) =>
     g.set(authority.store.certificateCount()),
   );
+  metrics.gauge(
+    `${metrics.prefix}certificate_expiry_timestamp_seconds`,
+    'When the API server certificate ends (re-issue with `infisical-ca api-cert` before)',
+    [],
+    (g) => g.set(authority.apiServerCredentials().notAfter.getTime() / 1000),
+  );
   const server = await startCaServer({
     authority,
     host: listen.host,

@@ -83,6 +83,7 @@ test('serve: API with the pinned certificate, ops endpoint, SIGHUP picks up a ne
     assert.equal(ready.status, 200);
     const metrics = await (await fetch(`${s.ops}/metrics`)).text();
     assert.match(metrics, /infisical_ca_requests_total\{route="health",status="200"\} 1/);
+    assert.match(metrics, /^infisical_ca_certificate_expiry_timestamp_seconds \d{10}/m, 'API certificate expiry');
 
     const next = await cliJson<{ apiFingerprint: string; apiCertificateFingerprint: string }>([
       'api-cert',
