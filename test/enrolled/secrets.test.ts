@@ -34,6 +34,19 @@ function rawKeys(path: string): { tls: string; ssh: string } {
   }
 }
 
+/** Neither key (nor any PEM / OpenSSH key block) is readable in the database file or its WAL. */
+function assertNoPlainKey(path: string): void {
+  for (const file of [path, `${path}-wal`]) {
+    let bytes = '';
+    try {
+      bytes = readFileSync(file, 'latin1');
+    } catch {
+      continue; // no WAL: nothing to read
+    }
+    assert.doesNotMatch(bytes, /PRIVATE KEY/, file);
+  }
+}
+
 it('seals both private keys in the database under a 0600 sealing.key beside it', () => {
   const path = join(dir, 'a', 'gateway.db');
   const store = GatewayStore.open(path);
@@ -43,15 +56,7 @@ it('seals both private keys in the database under a 0600 sealing.key beside it',
   assert.match(raw.tls, /^sealed:v1:/);
   assert.match(raw.ssh, /^sealed:v1:/);
   // Neither key (nor any PEM / OpenSSH key block) is readable in the database file or its WAL.
-  for (const file of [path, `${path}-wal`]) {
-    let bytes = '';
-    try {
-      bytes = readFileSync(file, 'latin1');
-    } catch {
-      continue;
-    }
-    assert.doesNotMatch(bytes, /PRIVATE KEY/);
-  }
+  assertNoPlainKey(path);
   assert.equal(statSync(join(dir, 'a', 'sealing.key')).mode & 0o777, 0o600);
   const again = GatewayStore.open(path);
   assert.equal(again.load().tlsKeyPem, state.tlsKeyPem);
@@ -92,15 +97,7 @@ it('an older state directory (plain keys) is sealed in place on its first open',
   assert.match(raw.tls, /^sealed:v1:/);
   assert.match(raw.ssh, /^sealed:v1:/);
   // Not in freed pages or the WAL either: a copy of the migrated database holds no key.
-  for (const file of [path, `${path}-wal`]) {
-    let bytes = '';
-    try {
-      bytes = readFileSync(file, 'latin1');
-    } catch {
-      continue;
-    }
-    assert.doesNotMatch(bytes, /PRIVATE KEY/, file);
-  }
+  assertNoPlainKey(path);
 });
 
 it('a sealed key moved to the other column, or altered, is refused E_SEALED_TAMPERED', () => {
