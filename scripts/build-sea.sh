@@ -17,7 +17,8 @@ OUT=${SEA_OUT:-$ROOT/dist/sea}
 ADDONS=$ROOT/packaging/.build/addons
 started=$(date +%s)
 
-if ! patch -p1 -R --dry-run -s -f < patches/ssh2+1.17.0.patch >/dev/null; then
+# -d node_modules: GNU patch will not follow a symlinked node_modules (as in a git worktree) on its own.
+if ! patch -d node_modules -p2 -R --dry-run -s -f < patches/ssh2+1.17.0.patch >/dev/null; then
   echo "build-sea: patches/ssh2+1.17.0.patch is not applied to node_modules/ssh2 (run npm ci)" >&2
   exit 1
 fi

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # `make package`: standalone binaries (scripts/build-sea.sh), then per program a .deb and an .rpm, then the
-# offline bundle dist/infisical-offline-<version>.tar.gz (packages + SHA256SUMS + install.sh).
+# offline bundle dist/infisical-offline-<version>.tar.gz (scripts/offline-bundle.sh: local apt and dnf
+# repositories, install.sh, SHA256SUMS signed with the release key).
 #   SKIP_SEA=1   reuse dist/sea/ as it is (packaging only)
 #   NO_RPM=1     debs only (the rpm step needs Debian's `rpm` package)
 #   DIST=dir     output directory (default dist/; the packaging test builds into a temporary one)
 #   XZ_LEVEL=n   xz level of the packages (default 6)
+#   RELEASE_KEY=path          Ed25519 private key (PEM) that signs the bundle; absent: a development key in DIST
+#   RELEASE_KEY_PASSIN=arg    openssl -passin for an encrypted RELEASE_KEY (env:VAR, file:path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -121,7 +124,7 @@ build_rpm() {
 }
 
 mkdir -p "$DIST"
-rm -f "$DIST"/infisical-*.deb "$DIST"/infisical-*.rpm "$DIST"/infisical-offline-*.tar.gz
+rm -f "$DIST"/infisical-*.deb "$DIST"/infisical-*.rpm "$DIST"/infisical-offline-*.tar.gz*
 PROGRAMS=(ca proxy gateway connect)
 step "packages for version $VERSION"
 node scripts/man-pages.mjs --bin "$SEA" --out "$STAGE/generated" --version "$VERSION" >/dev/null
@@ -147,19 +150,11 @@ if [ -z "${NO_RPM:-}" ]; then
   step "rpms built"
 fi
 
-# Offline bundle: everything an air-gapped host needs, checked before anything is installed.
-bundle=infisical-offline-$VERSION
-bdir=$STAGE/$bundle
-rm -rf "$bdir"
-mkdir -p "$bdir"
-cp "$DIST"/infisical-*_"$VERSION"-1_amd64.deb "$bdir/"
-[ -n "${NO_RPM:-}" ] || cp "$DIST"/infisical-*-"$VERSION"-1.x86_64.rpm "$bdir/"
-install -m 0755 packaging/offline/install.sh "$bdir/install.sh"
-cp docs/install.md "$bdir/INSTALL.md"
-(cd "$bdir" && sha256sum -- *.deb *.rpm install.sh INSTALL.md 2>/dev/null >SHA256SUMS)
-tar -C "$STAGE" --owner=0 --group=0 --numeric-owner -czf "$DIST/$bundle.tar.gz" "$bundle"
-(cd "$DIST" && sha256sum "$bundle.tar.gz" >"$bundle.tar.gz.sha256")
-rm -rf "$bdir"
-step "offline bundle $DIST/$bundle.tar.gz"
+# Offline bundle: the packages as signed local apt and dnf repositories, SHA256SUMS signed by the release key.
+debs=("$DIST"/infisical-*_"$VERSION"-1_amd64.deb)
+rpms=()
+[ -n "${NO_RPM:-}" ] || rpms=("$DIST"/infisical-*-"$VERSION"-1.x86_64.rpm)
+scripts/offline-bundle.sh "$VERSION" "$DIST" "${debs[@]}" "${rpms[@]}"
+step "offline bundle $DIST/infisical-offline-$VERSION.tar.gz"
 ls -l "$DIST"/*.deb "$DIST"/*.rpm "$DIST"/*.tar.gz 2>/dev/null | awk '{printf "  %6.1f MB  %s\n", $5/1048576, $9}'
 rm -rf "$STAGE"

@@ -1,6 +1,6 @@
 /**
  * Builds what the packaging tests install: `scripts/package.sh` into a private output directory (xz level 1
- * for speed), plus the test probe (watchdog, echo, send) as a standalone binary, and the cached Debian root.
+ * for speed; the offline bundle signed with a development key), plus the test probe (watchdog, echo, send) as a standalone binary, and the cached Debian root.
  * Prints timings.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -16,6 +16,10 @@ export interface Built {
   debs: Record<string, string>;
   rpms: Record<string, string>;
   bundle: string;
+  /** The release key's public half, beside the bundle (dist/release.pub), as an operator pins it. */
+  releasePub: string;
+  /** The bundle unpacked (into the output directory): its repositories and repo-key.asc. */
+  unpacked: string;
   sea: (name: string) => string;
   remove(): void;
 }
@@ -53,6 +57,15 @@ export async function buildPackages(): Promise<Built> {
   const files = readdirSync(dist);
   const version = /^infisical-offline-(.+)\.tar\.gz$/.exec(files.find((f) => f.endsWith('.tar.gz')) ?? '')?.[1];
   if (!version) throw new Error(`no offline bundle in ${dist}: ${files.join(' ')}`);
+  const unpacked = join(dist, 'unpacked');
+  const untar = await run('sh', [
+    '-c',
+    'rm -rf "$1" && mkdir "$1" && tar -C "$1" -xzf "$2"',
+    'x',
+    unpacked,
+    join(dist, `infisical-offline-${version}.tar.gz`),
+  ]);
+  if (untar.code !== 0) throw new Error(`unpacking the offline bundle: ${untar.stderr}`);
   const pick = (suffix: (p: string) => string) =>
     Object.fromEntries(
       PROGRAMS.map((p) => {
@@ -67,6 +80,8 @@ export async function buildPackages(): Promise<Built> {
     debs: pick((p) => `infisical-${p}_${version}-1_amd64.deb`),
     rpms: pick((p) => `infisical-${p}-${version}-1.x86_64.rpm`),
     bundle: join(dist, `infisical-offline-${version}.tar.gz`),
+    releasePub: join(dist, 'release.pub'),
+    unpacked: join(unpacked, `infisical-offline-${version}`),
     sea: (name) => join(dist, 'sea', name),
     remove: () => {
       if (!reuse) rmSync(dist, { recursive: true, force: true });

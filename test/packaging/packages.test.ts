@@ -1,7 +1,8 @@
 /**
  * The packages for real: `make package` output (built here into a private directory), checked as files (the
- * standalone binaries without Node, rpm metadata, a no-scripts rpm install into a root, the deb's conffile),
- * then installed from the offline bundle into a booted Debian 12 (systemd-nspawn) and run under systemd:
+ * standalone binaries without Node, rpm metadata and signatures, a no-scripts rpm install into a root, the deb's
+ * conffile), then installed from the offline bundle into a booted Debian 12 (systemd-nspawn; install.sh for the
+ * client, `apt-get install` from the bundle's signed apt repository for the daemons) and run under systemd:
  * start to READY under the full sandbox, reload, enroll a proxy and a gateway, pass a connection through them,
  * reload both relays during a 12 s transfer (no byte lost),
  * stop cleanly, watchdog restarts, purge. Skipped (with the reason) only where nspawn/debootstrap are missing.
@@ -45,8 +46,9 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
     }
   });
 
-  it('rpm: file lists, digests, and a no-scripts install into an empty root', async () => {
+  it('rpm: file lists, digests and signatures, and a no-scripts install into an empty root', async () => {
     const root = mkdtempSync(join(tmpdir(), 'infisical-rpmroot-'));
+    const keyring = mkdtempSync(join(tmpdir(), 'infisical-rpmdb-'));
     try {
       for (const p of PROGRAMS) {
         const list = (await run('rpm', ['-qpl', built.rpms[p]!])).stdout.split('\n');
@@ -57,9 +59,12 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
         ]) {
           assert.ok(list.includes(f), `${p}: ${f} not in the rpm: ${list.join(' ')}`);
         }
-        const check = await run('rpm', ['-K', built.rpms[p]!]);
+        // Signed with the bundle's repository key: unknown to rpm until imported.
+        assert.match((await run('rpm', ['--dbpath', keyring, '-K', built.rpms[p]!])).stdout, /SIGNATURES NOT OK/);
+        await run('rpm', ['--dbpath', keyring, '--import', join(built.unpacked, 'repo-key.asc')]);
+        const check = await run('rpm', ['--dbpath', keyring, '-K', built.rpms[p]!]);
         assert.equal(check.code, 0, check.stderr);
-        assert.match(check.stdout, /digests OK/);
+        assert.match(check.stdout, /digests signatures OK/);
         if (p === 'connect') continue;
         for (const f of [
           `/usr/lib/systemd/system/infisical-${p}.service`,
@@ -81,6 +86,7 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       assert.equal(version.stdout.trim(), built.version);
     } finally {
       rmSync(root, { recursive: true, force: true });
+      rmSync(keyring, { recursive: true, force: true });
     }
   });
 
@@ -122,26 +128,55 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       const tar = await rootfs();
       box = await timed('boot the container', () => Container.boot(tar));
       copyFileSync(built.bundle, join(box.root, 'root/offline.tar.gz'));
+      copyFileSync(built.releasePub, join(box.root, 'root/pinned.pub'));
       copyFileSync(built.sea('infisical-test-probe'), join(box.root, 'usr/local/bin/infisical-test-probe'));
     });
 
-    it('offline bundle: a tampered copy installs nothing; the intact one installs all four', async () => {
-      await box.must(['sh', '-c', 'mkdir -p /root/good /root/bad && tar -C /root/good -xzf /root/offline.tar.gz']);
-      // One byte appended to a package: dpkg would still take it, the bundle's check must not.
+    it('offline bundle: verified with the container’s openssl; install.sh with the pinned key; the daemons from the local apt repository, no network', async () => {
+      // Where INSTALL.md keeps it: readable by apt's _apt user.
+      await box.must(['tar', '-C', '/opt', '-xzf', '/root/offline.tar.gz']);
+      const bundle = `/opt/infisical-offline-${built.version}`;
+      // The verify step as written (tampered bundles: bundle.test.ts), with the pinned key.
+      const verified = await box.exec([
+        'sh',
+        '-c',
+        'cd "$1" && openssl pkeyutl -verify -pubin -inkey /root/pinned.pub -rawin -in SHA256SUMS -sigfile SHA256SUMS.sig && sha256sum --check --strict --quiet SHA256SUMS',
+        'verify',
+        bundle,
+      ]);
+      assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+      assert.match(verified.stdout, /Signature Verified Successfully/);
+
+      const env = { DEBIAN_FRONTEND: 'noninteractive' };
+      const script = await timed('install.sh: infisical-connect', () =>
+        box.exec([`${bundle}/install.sh`, '--release-key', '/root/pinned.pub', 'connect'], { env }),
+      );
+      assert.equal(script.code, 0, script.stdout + script.stderr);
+
       await box.must([
         'sh',
         '-c',
-        'tar -C /root/bad -xzf /root/offline.tar.gz && for f in /root/bad/*/infisical-ca_*.deb; do printf x >> "$f"; done',
+        'echo "deb [signed-by=$1/repo-key.asc] file:$1/deb ./" > /etc/apt/sources.list.d/infisical-offline.list',
+        'x',
+        bundle,
       ]);
-      const bad = await box.exec(['sh', '-c', '/root/bad/*/install.sh']);
-      assert.equal(bad.code, 1, bad.stdout + bad.stderr);
-      assert.match(bad.stderr, /SHA256SUMS check failed; nothing installed/);
-      assert.equal((await box.exec(['dpkg', '-s', 'infisical-ca'])).code, 1, 'a tampered bundle installed something');
-
-      const good = await timed('install from the offline bundle (apt, no network)', () =>
-        box.exec(['sh', '-c', '/root/good/*/install.sh'], { env: { DEBIAN_FRONTEND: 'noninteractive' } }),
+      const update = await box.exec([
+        'apt-get',
+        'update',
+        '-o',
+        'Dir::Etc::sourcelist=sources.list.d/infisical-offline.list',
+        '-o',
+        'Dir::Etc::sourceparts=-',
+        '-o',
+        'APT::Get::List-Cleanup=0',
+      ]);
+      assert.equal(update.code, 0, update.stdout + update.stderr);
+      assert.doesNotMatch(update.stderr, /^[WE]:/m, 'apt warned about the local repository');
+      const apt = await timed('apt-get install from the local repository: ca, proxy, gateway', () =>
+        box.exec(['apt-get', 'install', '-y', 'infisical-ca', 'infisical-proxy', 'infisical-gateway'], { env }),
       );
-      assert.equal(good.code, 0, good.stdout + good.stderr);
+      assert.equal(apt.code, 0, apt.stdout + apt.stderr);
+      assert.match(apt.stdout, new RegExp(`file:${bundle}/deb \\./ infisical-gateway ${built.version}-1`));
       for (const p of PROGRAMS) {
         assert.match(await box.must(['dpkg', '-s', `infisical-${p}`]), /^Status: install ok installed$/m);
       }
