@@ -45,7 +45,8 @@ docs: build
 run: build
 	@$(NODE) build/daemons/quickstart.js
 
-## package: standalone binaries (Node 24 SEA) and a .deb + .rpm per program, offline bundle, in dist/ (docs/install.md)
+## package: standalone binaries (Node 24 SEA), a .deb + .rpm per program, the offline bundle signed with
+## RELEASE_KEY=path (Ed25519; absent: a development key, announced), in dist/ (docs/install.md)
 .PHONY: package
 package: deps
 	@scripts/package.sh
