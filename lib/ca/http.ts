@@ -13,7 +13,7 @@ import { HEADER_CERT, HEADER_SIGNATURE, MAX_BODY_BYTES, parseBody } from '../pro
 import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Logger } from '../runtime/log.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
-import type { Authority, Caller, Peer, SignedRequest } from './authority.js';
+import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 import { bearerToken, readBody, sendError, sendJson, statusFor } from './http-io.js';
 import { matchRoute, type RouteInput } from './routes.js';
 
@@ -179,20 +179,32 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     };
     let holding: AbortController | undefined;
     let release = () => {};
+    // A caller that fails here is refused by the Authority's per-source limits (counted, never audited).
     const hasBearer = req.headers.authorization !== undefined;
+    const unauthenticated = authority.unauthenticated;
+    const source = input.info.source;
     if (route.auth === 'bearer' || ((route.auth === 'enroll' || route.auth === 'feed') && hasBearer)) {
       const caller = authenticateBearer(req);
-      if (!caller.ok) return fail(res, caller.code, caller.reason);
+      if (!caller.ok) {
+        unauthenticated.refuse(null, route.name, source, caller.code, caller.reason);
+        return fail(res, caller.code, caller.reason);
+      }
       input.caller = caller.value;
-    } else if (route.auth === 'signed') {
-      const signed = signedRequest(req, raw);
-      if (!signed.ok) return fail(res, signed.code, signed.reason);
-      input.signed = signed.value;
-    } else if (route.auth === 'feed') {
-      const peer = authenticateSignedGet(req, target, url.searchParams);
-      if (!peer.ok) return fail(res, peer.code, peer.reason);
-      input.peer = peer.value;
-      authority.noteSeen(peer.value, req.headers['user-agent']);
+    } else if (route.auth === 'signed' || route.auth === 'feed') {
+      const admitted = unauthenticated.admit('signed', route.name, source);
+      if (!admitted.ok) return fail(res, admitted.code, admitted.reason);
+      const signed = signedRequest(req, route.auth === 'signed' ? raw : Buffer.from(target, 'utf8'));
+      if (!signed.ok) {
+        unauthenticated.refuse('signed', route.name, source, signed.code, signed.reason);
+        return fail(res, signed.code, signed.reason);
+      }
+      if (route.auth === 'signed') input.signed = signed.value;
+      else {
+        const peer = authenticateSignedGet(signed.value, url.searchParams, input.info, route.name);
+        if (!peer.ok) return fail(res, peer.code, peer.reason);
+        input.peer = peer.value;
+        authority.noteSeen(peer.value, req.headers['user-agent']);
+      }
     }
 
     // 3. The decision (a feed read may be held here: see hold above).
@@ -212,15 +224,19 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     return authority.authenticate(token);
   }
 
-  function authenticateSignedGet(req: IncomingMessage, target: string, query: URLSearchParams): Verdict<Peer> {
-    const signed = signedRequest(req, Buffer.from(target, 'utf8'));
-    if (!signed.ok) return signed;
+  function authenticateSignedGet(
+    signed: SignedRequest,
+    query: URLSearchParams,
+    info: RequestInfo,
+    endpoint: string,
+  ): Verdict<Peer> {
     const timestamp = query.get('timestamp') ?? '';
     const nonce = query.get('nonce') ?? '';
     if (!/^\d{1,12}$/.test(timestamp) || !/^[A-Za-z0-9_-]{16,128}$/.test(nonce)) {
-      return refuse('E_REQUEST_INVALID', 'a signed GET carries timestamp= and nonce= in its query');
+      const reason = 'a signed GET carries timestamp= and nonce= in its query';
+      return authority.unauthenticated.refuse('signed', endpoint, info.source, 'E_REQUEST_INVALID', reason);
     }
-    return authority.authenticatePeer(signed.value, { timestamp: Number(timestamp), nonce });
+    return authority.authenticatePeer(signed, { timestamp: Number(timestamp), nonce }, info);
   }
 
   await new Promise<void>((resolve, reject) => {
