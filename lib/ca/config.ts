@@ -4,6 +4,7 @@
  */
 import { defineSchema, durationRange, hostPort, intRange, keys } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
+import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE } from './http.js';
 import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from './unauthenticated.js';
 
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
@@ -39,6 +40,22 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
       'After a gateway or proxy renews, how long its previous certificates stay valid unless the new ones are used ' +
       'first; then they are revoked in the feed, so a copied state directory stops working.',
     validate: durationRange(0, 24 * 3_600_000),
+  }),
+  max_connections: keys.int({
+    default: MAX_CONNECTIONS,
+    flag: null,
+    description:
+      'API connections at once from everywhere; more are dropped at accept. Each gateway and proxy holds one ' +
+      'while it waits on the revocation feed.',
+    validate: intRange(16, 1_000_000),
+  }),
+  max_connections_per_source: keys.int({
+    default: MAX_CONNECTIONS_PER_SOURCE,
+    flag: null,
+    description:
+      'API connections at once from one source address (an IPv6 /64); more are closed at accept. The default ' +
+      'lets 500 gateways behind one NAT address hold their feed reads and renew at the same time.',
+    validate: intRange(1, 1_000_000),
   }),
   // Per-source limits on failed authentication (lib/ca/unauthenticated.ts; docs/security.md "CA API"). Only
   // failures are charged: components and identities that authenticate never meet them. File and environment only.

@@ -33,6 +33,8 @@ export interface CaConfig {
   readonly state_directory: string | undefined;
   readonly drain_timeout: number;
   readonly supersede_grace: number;
+  readonly max_connections: number;
+  readonly max_connections_per_source: number;
   readonly login_failure_burst: number;
   readonly login_failure_refill: number;
   readonly login_failure_delay_max: number;
@@ -81,8 +83,8 @@ export function openState(
 
 /**
  * Runs the daemon until SIGTERM. `reloadConfig` re-reads flags/env/file on SIGHUP: token and grant lifetimes,
- * the per-source failure limits and the log level apply at once; a new listen address or state directory needs
- * a restart (logged).
+ * the connection caps, the per-source failure limits and the log level apply at once; a new listen address or
+ * state directory needs a restart (logged).
  */
 export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () => CaConfig): Promise<void> {
   const notifier = new SystemdNotifier();
@@ -123,6 +125,8 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     tls: authority.apiServerCredentials(),
     logger,
     metrics,
+    maxConnections: config.max_connections,
+    maxConnectionsPerSource: config.max_connections_per_source,
   });
   const ops = await startOpsServer({
     listen: config.ops_listen,
@@ -163,6 +167,10 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
         authority.ctx.limits.supersedeGraceSec = Math.round(next.supersede_grace / 1000);
         authority.unauthenticated.configure(unauthenticatedPolicies(next));
+        server.setConnectionLimits({
+          maxConnections: next.max_connections,
+          maxConnectionsPerSource: next.max_connections_per_source,
+        });
         logger.level = next.log_level;
         for (const key of ['listen', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
           if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);
