@@ -17,7 +17,7 @@ import { unwrap } from '../lib/protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../lib/sshcert/index.js';
 import { type BenchRow, fmt, rate, renderTable } from './table.js';
 
-const UNLIMITED = { burst: 1e9, perSecond: 1e9 };
+const UNLIMITED = { burst: 1e9, refillMs: 1, maxDelayMs: 1000 };
 
 /** Runs `fn` from `concurrency` loops for about `ms`; operations per second. */
 async function concurrentRate(fn: () => Promise<unknown>, ms: number, concurrency: number): Promise<number> {
@@ -40,7 +40,7 @@ export async function benchCa(): Promise<BenchRow[]> {
     db: join(dir, 'ca.db'),
     sealKey: randomBytes(32),
     trustDomain: 'bench.test',
-    rateLimits: { loginPerClient: UNLIMITED, loginPerSource: UNLIMITED, enrollPerSource: UNLIMITED },
+    rateLimits: { login: UNLIMITED, enroll: UNLIMITED, signed: UNLIMITED },
   });
   const rows: BenchRow[] = [];
   try {

@@ -33,40 +33,13 @@ export async function login(
   req: LoginRequest,
   info: RequestInfo,
 ): Promise<Verdict<LoginResponse>> {
-  const nowMs = ctx.now().getTime();
   const source = info.source ?? 'local';
-  // Both limits are taken before the (expensive) hash: a flood costs the CA a map lookup, not a scrypt.
-  const bySource = ctx.rate.loginBySource.take(source, nowMs);
-  const byClient = ctx.rate.loginByClient.take(req.clientId, nowMs);
-  const limited = !bySource.ok ? bySource : !byClient.ok ? byClient : undefined;
-  if (limited && !limited.ok) {
-    ctx.audit.log({
-      actor: req.clientId,
-      subject: req.clientId,
-      action: 'login',
-      outcome: 'refused',
-      code: limited.code,
-      reason: limited.reason,
-      source,
-    });
-    return limited;
-  }
-  const identity = ctx.store.identityByClientId(req.clientId);
-  decoy ??= decoyHash(ctx.limits.scrypt);
-  const matches = await verifySecret(req.clientSecret, identity?.secretHash ?? (await decoy));
-  const event = {
-    actor: req.clientId,
-    subject: identity ? subjectOf(identity) : req.clientId,
-    action: 'login',
-    source,
-  };
-  if (!identity || !matches)
-    return deny(
-      ctx,
-      { ...event, orgId: identity?.orgId ?? null },
-      'E_AUTH_INVALID',
-      'unknown client id or wrong secret',
-    );
+  const proved = await provedIdentity(ctx, req, source);
+  if (!proved.ok) return proved;
+  const identity = proved.value;
+  const nowMs = ctx.now().getTime();
+  // From here the caller has proved the secret: its refusals and its login are audited.
+  const event = { actor: req.clientId, subject: subjectOf(identity), action: 'login', source };
   if (identity.revokedAt !== null)
     return deny(ctx, { ...event, orgId: identity.orgId }, 'E_SUBJECT_REVOKED', 'identity was revoked');
   if (identity.orgId !== null && !requireLiveOrg(ctx, identity.orgId).ok) {
@@ -84,6 +57,34 @@ export async function login(
     expiresAt: iso(expiresAt),
     identity: { orgId: identity.orgId, identityId: identity.identityId, role: identity.role },
   });
+}
+
+/**
+ * The identity whose secret the caller knows. Before the (expensive) hash, a source that failed too often waits
+ * (a map lookup refuses it), and one source hashes no more secrets at once than it has failures left. Nothing
+ * is keyed by the client id: anyone may name it, so a limit on it would let anyone lock its holder out.
+ */
+async function provedIdentity(ctx: AuthorityContext, req: LoginRequest, source: string): Promise<Verdict<IdentityRow>> {
+  const turn = await ctx.unauthenticated.loginTurn(source);
+  if (!turn.ok) return turn;
+  try {
+    const identity = ctx.store.identityByClientId(req.clientId);
+    decoy ??= decoyHash(ctx.limits.scrypt);
+    const matches = await verifySecret(req.clientSecret, identity?.secretHash ?? (await decoy));
+    // Charged before the turn is handed on, so the next login in line sees this failure.
+    if (!identity || !matches) {
+      return ctx.unauthenticated.refuse(
+        'login',
+        'login',
+        source,
+        'E_AUTH_INVALID',
+        'unknown client id or wrong secret',
+      );
+    }
+    return ok(identity);
+  } finally {
+    turn.value();
+  }
 }
 
 /** Resolves a bearer access token to its caller. Never audited (called on every request). */
@@ -216,11 +217,8 @@ export function createEnrollmentToken(
   return ok({ token, expiresAt: iso(expiresAt) });
 }
 
-/**
- * Checks and consumes an enrollment token for (kind, org, subject). Call inside the issuing transaction, so the
- * token is spent exactly when the certificates are recorded.
- */
-export function consumeEnrollmentToken(
+/** Whether an enrollment token admits this enrollment (kind, org, subject), without spending it. */
+export function checkEnrollmentToken(
   ctx: AuthorityContext,
   token: string,
   want: { kind: 'gateway' | 'proxy'; orgId: string | null; subjectId: string },
@@ -234,9 +232,23 @@ export function consumeEnrollmentToken(
   if (row.kind !== want.kind || row.subjectId !== want.subjectId) {
     return refuse('E_FORBIDDEN', `enrollment token is for ${row.kind} ${row.subjectId}`);
   }
-  if (!ctx.store.useEnrollmentToken(row.tokenHash, ctx.now().getTime()))
-    return refuse('E_TOKEN_USED', 'enrollment token was used');
   return ok(row);
+}
+
+/**
+ * Checks and consumes an enrollment token for (kind, org, subject). Call inside the issuing transaction, so the
+ * token is spent exactly when the certificates are recorded.
+ */
+export function consumeEnrollmentToken(
+  ctx: AuthorityContext,
+  token: string,
+  want: { kind: 'gateway' | 'proxy'; orgId: string | null; subjectId: string },
+): Verdict<EnrollmentTokenRow> {
+  const row = checkEnrollmentToken(ctx, token, want);
+  if (!row.ok) return row;
+  if (!ctx.store.useEnrollmentToken(row.value.tokenHash, ctx.now().getTime()))
+    return refuse('E_TOKEN_USED', 'enrollment token was used');
+  return row;
 }
 
 function subjectOf(i: IdentityRow): string {

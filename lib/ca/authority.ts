@@ -51,13 +51,18 @@ import { awaitFeed, feedFor } from './feed.js';
 import { issueGrant } from './grants.js';
 import { type ApiServerCredentials, Keyring } from './keyring.js';
 import * as orgs from './orgs.js';
-import { type BucketPolicy, RateLimiter } from './ratelimit.js';
-import { authenticatePeer, type Peer, renewGateway, renewProxy, type SignedRequest } from './renew.js';
+import { authenticateSigned, type Peer, renewGateway, renewProxy, type SignedRequest } from './renew.js';
 import { auditSince, revoke } from './revocation.js';
 import { DEFAULT_SCRYPT } from './secrets.js';
 import { CaStore } from './store.js';
 import type { ComponentRef } from './store-generations.js';
 import { retireDue } from './supersede.js';
+import {
+  DEFAULT_UNAUTHENTICATED_POLICIES,
+  type RefusalCounter,
+  UnauthenticatedLimits,
+  type UnauthenticatedPolicies,
+} from './unauthenticated.js';
 
 export type { ApiServerCredentials, AuthorityLimits, Caller, Peer, RequestInfo, SignedRequest };
 
@@ -78,17 +83,6 @@ export const DEFAULT_LIMITS: AuthorityLimits = {
   scrypt: DEFAULT_SCRYPT,
 };
 
-export interface RateLimits {
-  loginPerClient: BucketPolicy;
-  loginPerSource: BucketPolicy;
-  enrollPerSource: BucketPolicy;
-}
-export const DEFAULT_RATE_LIMITS: RateLimits = {
-  loginPerClient: { burst: 10, perSecond: 0.2 },
-  loginPerSource: { burst: 30, perSecond: 1 },
-  enrollPerSource: { burst: 30, perSecond: 1 },
-};
-
 export interface AuthorityOptions {
   /** A CaStore, or a database path (':memory:' for tests). */
   db: CaStore | string;
@@ -99,7 +93,10 @@ export interface AuthorityOptions {
   now?: () => Date;
   logger?: Logger;
   limits?: Partial<AuthorityLimits>;
-  rateLimits?: Partial<RateLimits>;
+  /** Per-source limits on failed authentication (login, enroll by token, signed requests). */
+  rateLimits?: Partial<UnauthenticatedPolicies>;
+  /** Counts refusals of unauthenticated callers by endpoint and code (the daemon's metrics). */
+  refusalCounter?: RefusalCounter;
   version?: string;
 }
 
@@ -129,7 +126,6 @@ export class Authority {
       );
     }
     const now = options.now ?? (() => new Date());
-    const rl = { ...DEFAULT_RATE_LIMITS, ...options.rateLimits };
     return new Authority({
       store,
       keyring: new Keyring(
@@ -141,11 +137,12 @@ export class Authority {
       trustDomain,
       version: options.version ?? VERSION,
       limits: { ...DEFAULT_LIMITS, ...options.limits },
-      rate: {
-        loginByClient: new RateLimiter(rl.loginPerClient),
-        loginBySource: new RateLimiter(rl.loginPerSource),
-        enrollBySource: new RateLimiter(rl.enrollPerSource),
-      },
+      unauthenticated: new UnauthenticatedLimits({
+        policies: { ...DEFAULT_UNAUTHENTICATED_POLICIES, ...options.rateLimits },
+        now,
+        ...(options.logger ? { logger: options.logger } : {}),
+        ...(options.refusalCounter ? { counter: options.refusalCounter } : {}),
+      }),
       changes: new ChangeSignal(),
     });
   }
@@ -289,8 +286,17 @@ export class Authority {
   renewProxy(req: SignedRequest, info: RequestInfo = {}): Verdict<ProxyEnrollResponse> {
     return renewProxy(this.ctx, req, info);
   }
-  authenticatePeer(req: SignedRequest, freshness: { timestamp: number; nonce: string }): Verdict<Peer> {
-    return authenticatePeer(this.ctx, req, freshness);
+  /** A feed read signed by a gateway's or proxy's current certificate; failures count against the source. */
+  authenticatePeer(
+    req: SignedRequest,
+    freshness: { timestamp: number; nonce: string },
+    info: RequestInfo = {},
+  ): Verdict<Peer> {
+    return authenticateSigned(this.ctx, 'revocations', req, freshness, info);
+  }
+  /** Per-source limits on callers not yet authenticated, and the count of their refusals. */
+  get unauthenticated(): UnauthenticatedLimits {
+    return this.ctx.unauthenticated;
   }
   issueGrant(caller: Caller, req: GrantRequest, info: RequestInfo = {}): Verdict<GrantResponse> {
     return issueGrant(this.ctx, caller, req, info);

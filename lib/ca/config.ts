@@ -2,8 +2,10 @@
  * The CA daemon's configuration keys (flags > environment > /etc/infisical/ca.conf > defaults). Declared once:
  * the loader, --help and the sample config read this.
  */
-import { defineSchema, durationRange, hostPort, keys } from '../runtime/config-schema.js';
+import { defineSchema, durationRange, hostPort, intRange, keys } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
+import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE } from './http.js';
+import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from './unauthenticated.js';
 
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
   listen: keys.string({
@@ -39,5 +41,114 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
       'first; then they are revoked in the feed, so a copied state directory stops working.',
     validate: durationRange(0, 24 * 3_600_000),
   }),
+  max_connections: keys.int({
+    default: MAX_CONNECTIONS,
+    flag: null,
+    description:
+      'API connections at once from everywhere; more are dropped at accept. Each gateway and proxy holds one ' +
+      'while it waits on the revocation feed.',
+    validate: intRange(16, 1_000_000),
+  }),
+  max_connections_per_source: keys.int({
+    default: MAX_CONNECTIONS_PER_SOURCE,
+    flag: null,
+    description:
+      'API connections at once from one source address (an IPv6 /64); more are closed at accept. The default ' +
+      'lets 500 gateways behind one NAT address hold their feed reads and renew at the same time.',
+    validate: intRange(1, 1_000_000),
+  }),
+  // Per-source limits on failed authentication (lib/ca/unauthenticated.ts; docs/security.md "CA API"). Only
+  // failures are charged: components and identities that authenticate never meet them. File and environment only.
+  login_failure_burst: keys.int({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.login.burst,
+    flag: null,
+    description:
+      'Failed logins (unknown client id or wrong secret) one source address (an IPv6 /64) may make at once; ' +
+      'each further one makes that source wait (E_RATE_LIMITED) before its next login is looked at.',
+    validate: intRange(1, 100_000),
+  }),
+  login_failure_refill: keys.duration({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.login.refillMs,
+    flag: null,
+    description:
+      'One failed login of a source is forgotten per this much quiet; also its first wait, which doubles with ' +
+      'each further failure up to login_failure_delay_max.',
+    validate: durationRange(10, 3_600_000),
+  }),
+  login_failure_delay_max: keys.duration({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.login.maxDelayMs,
+    flag: null,
+    description: 'The longest wait a source that keeps failing to log in is given.',
+    validate: durationRange(1000, 3_600_000),
+  }),
+  enroll_failure_burst: keys.int({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.enroll.burst,
+    flag: null,
+    description:
+      'Enrollments with an enrollment token that does not admit them (unknown, used, expired, for another ' +
+      'component) one source may make at once before it waits (E_RATE_LIMITED).',
+    validate: intRange(1, 100_000),
+  }),
+  enroll_failure_refill: keys.duration({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.enroll.refillMs,
+    flag: null,
+    description: 'One failed enrollment of a source is forgotten per this much quiet; also its first wait (doubling).',
+    validate: durationRange(10, 3_600_000),
+  }),
+  enroll_failure_delay_max: keys.duration({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.enroll.maxDelayMs,
+    flag: null,
+    description: 'The longest wait a source that keeps failing to enroll is given.',
+    validate: durationRange(1000, 3_600_000),
+  }),
+  signed_failure_burst: keys.int({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.signed.burst,
+    flag: null,
+    description:
+      'Renewals and feed reads whose certificate or signature does not authenticate one source may make at once ' +
+      'before it waits (E_RATE_LIMITED). Components that authenticate are never charged.',
+    validate: intRange(1, 100_000),
+  }),
+  signed_failure_refill: keys.duration({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.signed.refillMs,
+    flag: null,
+    description:
+      'One failed signed request of a source is forgotten per this much quiet; also its first wait (doubling).',
+    validate: durationRange(10, 3_600_000),
+  }),
+  signed_failure_delay_max: keys.duration({
+    default: DEFAULT_UNAUTHENTICATED_POLICIES.signed.maxDelayMs,
+    flag: null,
+    description: 'The longest wait a source that keeps failing to authenticate signed requests is given.',
+    validate: durationRange(1000, 3_600_000),
+  }),
   ...runtimeKeys({ opsListen: '127.0.0.1:9471' }),
 });
+
+/** The per-source limits a loaded configuration sets. */
+export function unauthenticatedPolicies(config: {
+  readonly login_failure_burst: number;
+  readonly login_failure_refill: number;
+  readonly login_failure_delay_max: number;
+  readonly enroll_failure_burst: number;
+  readonly enroll_failure_refill: number;
+  readonly enroll_failure_delay_max: number;
+  readonly signed_failure_burst: number;
+  readonly signed_failure_refill: number;
+  readonly signed_failure_delay_max: number;
+}): UnauthenticatedPolicies {
+  const c = config;
+  return {
+    login: { burst: c.login_failure_burst, refillMs: c.login_failure_refill, maxDelayMs: c.login_failure_delay_max },
+    enroll: {
+      burst: c.enroll_failure_burst,
+      refillMs: c.enroll_failure_refill,
+      maxDelayMs: c.enroll_failure_delay_max,
+    },
+    signed: {
+      burst: c.signed_failure_burst,
+      refillMs: c.signed_failure_refill,
+      maxDelayMs: c.signed_failure_delay_max,
+    },
+  };
+}

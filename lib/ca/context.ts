@@ -9,9 +9,9 @@ import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { AuditEvent, AuditTrail } from './audit.js';
 import type { ChangeSignal } from './changes.js';
 import type { Keyring } from './keyring.js';
-import type { RateLimiter } from './ratelimit.js';
 import type { ScryptParams } from './secrets.js';
 import type { CaStore } from './store.js';
+import type { UnauthenticatedLimits } from './unauthenticated.js';
 
 /** An authenticated API caller (a logged-in identity, or the local CLI acting as admin). */
 export interface Caller {
@@ -53,7 +53,8 @@ export interface AuthorityContext {
   trustDomain: string;
   version: string;
   limits: AuthorityLimits;
-  rate: { loginByClient: RateLimiter; loginBySource: RateLimiter; enrollBySource: RateLimiter };
+  /** Per-source limits on callers not yet authenticated; their refusals are counted, never audited. */
+  unauthenticated: UnauthenticatedLimits;
   /** Raised after commits that change what feed readers see (held feed reads wait on it). */
   changes: ChangeSignal;
 }
@@ -64,7 +65,7 @@ export function actorOf(caller: Caller): string {
   return `org:${caller.orgId}/identity:${caller.identityId}`;
 }
 
-/** A refusal that is also audited (one row + one log line). */
+/** A refusal of an authenticated caller, audited (one row + one log line); see UnauthenticatedLimits for the rest. */
 export function deny<T = never>(
   ctx: AuthorityContext,
   e: Omit<AuditEvent, 'outcome' | 'code' | 'reason'>,

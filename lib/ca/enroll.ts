@@ -13,7 +13,7 @@ import type {
 } from '../protocol/api.js';
 import { refuse, type Verdict } from '../protocol/errors.js';
 import { gatewayUri, instanceProxyUri, orgProxyUri } from '../protocol/identity.js';
-import { consumeEnrollmentToken } from './access.js';
+import { checkEnrollmentToken, consumeEnrollmentToken } from './access.js';
 import {
   type AuthorityContext,
   actorOf,
@@ -42,8 +42,13 @@ export function enrollGateway(
   const uri = gatewayUri(ctx.trustDomain, orgId, gatewayId);
   const actor = req.enrollmentToken ? 'enrollment-token' : caller ? actorOf(caller) : 'anonymous';
   const event = { actor, subject: uri, action: 'gateway.enroll', orgId, source: info.source ?? null };
-  const gate = admit(ctx, caller, req.enrollmentToken, info, () => requireOrgAdmin(caller!, orgId));
-  if (!gate.ok) return deny(ctx, event, gate.code, gate.reason);
+  const want = { kind: 'gateway' as const, orgId, subjectId: gatewayId };
+  const by = enroller(ctx, caller, req.enrollmentToken, want, event.action, info);
+  if (!by.ok) return by;
+  if (by.value !== 'token') {
+    const allowed = requireOrgAdmin(by.value, orgId);
+    if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
+  }
   const live = requireLiveOrg(ctx, orgId);
   if (!live.ok) return deny(ctx, event, live.code, live.reason);
   const existing = ctx.store.gateway(orgId, gatewayId);
@@ -82,10 +87,13 @@ export function enrollProxy(
     orgId === null ? instanceProxyUri(ctx.trustDomain, req.proxyId) : orgProxyUri(ctx.trustDomain, orgId, req.proxyId);
   const actor = req.enrollmentToken ? 'enrollment-token' : caller ? actorOf(caller) : 'anonymous';
   const event = { actor, subject: uri, action: 'proxy.enroll', orgId, source: info.source ?? null };
-  const gate = admit(ctx, caller, req.enrollmentToken, info, () =>
-    orgId === null ? requireAdmin(caller!) : requireOrgAdmin(caller!, orgId),
-  );
-  if (!gate.ok) return deny(ctx, event, gate.code, gate.reason);
+  const want = { kind: 'proxy' as const, orgId, subjectId: req.proxyId };
+  const by = enroller(ctx, caller, req.enrollmentToken, want, event.action, info);
+  if (!by.ok) return by;
+  if (by.value !== 'token') {
+    const allowed = orgId === null ? requireAdmin(by.value) : requireOrgAdmin(by.value, orgId);
+    if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
+  }
   if (orgId !== null) {
     const live = requireLiveOrg(ctx, orgId);
     if (!live.ok) return deny(ctx, event, live.code, live.reason);
@@ -126,23 +134,31 @@ export function enrollProxy(
 }
 
 /**
- * An enrollment is admitted by a token (checked and spent later, in the issuing transaction; only rate-limited
- * here) or by an authenticated caller passing `check`.
+ * Who enrolls: a one-time enrollment token naming exactly this component (checked here, spent later in the
+ * issuing transaction), or an authenticated caller (authorized by the caller of this function). A token that
+ * does not admit the enrollment is a failed authentication: counted against its source (the 'enroll' limit)
+ * and logged sampled, never audited, as is a request with no credential at all.
  */
-function admit(
+function enroller(
   ctx: AuthorityContext,
   caller: Caller | null,
   token: string | undefined,
+  want: { kind: 'gateway' | 'proxy'; orgId: string | null; subjectId: string },
+  endpoint: string,
   info: RequestInfo,
-  check: () => Verdict<Caller>,
-): Verdict<true> {
+): Verdict<'token' | Caller> {
   if (token) {
-    const limited = ctx.rate.enrollBySource.take(info.source ?? 'local', ctx.now().getTime());
-    return limited.ok ? ok(true) : limited;
+    const admitted = ctx.unauthenticated.admit('enroll', endpoint, info.source);
+    if (!admitted.ok) return admitted;
+    const valid = checkEnrollmentToken(ctx, token, want);
+    if (!valid.ok) return ctx.unauthenticated.refuse('enroll', endpoint, info.source, valid.code, valid.reason);
+    return ok('token');
   }
-  if (!caller) return refuse('E_AUTH_REQUIRED', 'an access token or an enrollment token is required');
-  const allowed = check();
-  return allowed.ok ? ok(true) : allowed;
+  if (!caller) {
+    const reason = 'an access token or an enrollment token is required';
+    return ctx.unauthenticated.refuse(null, endpoint, info.source, 'E_AUTH_REQUIRED', reason);
+  }
+  return ok(caller);
 }
 
 /** Issues and records a gateway's certs (one generation, TLS serial first); call inside a transaction. */

@@ -3,7 +3,7 @@
  * (routes.ts), its body read within a size bound, parsed and validated against the route's schema BEFORE
  * anything else, its caller authenticated, and the Authority called. Every refusal is `{code, message}` with the
  * status of its code. Slow or oversized input is cut off: header and request timeouts, a TLS handshake
- * timeout, a body limit, a connection cap.
+ * timeout, a body limit, a connection cap in all and one per source address.
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -13,9 +13,10 @@ import { HEADER_CERT, HEADER_SIGNATURE, MAX_BODY_BYTES, parseBody } from '../pro
 import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Logger } from '../runtime/log.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
-import type { Authority, Caller, Peer, SignedRequest } from './authority.js';
+import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 import { bearerToken, readBody, sendError, sendJson, statusFor } from './http-io.js';
 import { matchRoute, type RouteInput } from './routes.js';
+import { sourceKey } from './throttle.js';
 
 export interface CaServerOptions {
   authority: Authority;
@@ -32,12 +33,23 @@ export interface CaServerOptions {
   requestTimeoutMs?: number;
   /** TLS handshake, default 10 s. */
   handshakeTimeoutMs?: number;
-  /** Default 512. */
+  /** Connections at once, from everywhere (default MAX_CONNECTIONS); more are dropped at accept. */
   maxConnections?: number;
+  /**
+   * Connections at once from one source (an IPv4 address or an IPv6 /64; default MAX_CONNECTIONS_PER_SOURCE), so
+   * one address holding connections open cannot take them all. More are closed at accept.
+   */
+  maxConnectionsPerSource?: number;
   /** Feed reads held at once (long-polls); more are refused with E_LIMIT. Default MAX_HELD_REQUESTS. */
   maxHeldRequests?: number;
 }
 
+/**
+ * Sized for a site of 500 gateways behind one NAT address, each holding a feed read (a long-poll) and renewing
+ * at the same moment: about 1000 connections from one address, a few sites' worth in all.
+ */
+export const MAX_CONNECTIONS = 4096;
+export const MAX_CONNECTIONS_PER_SOURCE = 1024;
 /** Held feed reads at once: each costs a socket and a listener, nothing else. */
 export const MAX_HELD_REQUESTS = 10_000;
 /** A held socket's idle bound beyond its wait: the answer is written well before it. */
@@ -55,6 +67,8 @@ export interface CaServer {
   readonly inFlight: number;
   /** Feed reads being held (long-polls) right now. */
   readonly held: number;
+  /** New connection caps (a reload); connections over them stay until they close. */
+  setConnectionLimits(limits: { maxConnections: number; maxConnectionsPerSource: number }): void;
 }
 
 const MAX_HEADER_B64 = 16 * 1024;
@@ -70,6 +84,12 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     ]),
     refusals: options.metrics.counter(`${options.metrics.prefix}refusals_total`, 'API refusals by code', ['code']),
     seconds: options.metrics.histogram(`${options.metrics.prefix}request_duration_seconds`, 'API latency', ['route']),
+    dropped: options.metrics.counter(
+      `${options.metrics.prefix}connections_refused_total`,
+      'API connections closed at accept: over max_connections_per_source (limit="source") or max_connections ' +
+        '(limit="total")',
+      ['limit'],
+    ),
   };
   let inFlight = 0;
   let draining = false;
@@ -107,7 +127,26 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       });
     },
   );
-  server.maxConnections = options.maxConnections ?? 512;
+  server.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  server.on('drop', () => metrics?.dropped.inc({ limit: 'total' }));
+  // Per source, counted from the TCP accept (before TLS), so a handshake that never ends holds a place too.
+  let maxPerSource = options.maxConnectionsPerSource ?? MAX_CONNECTIONS_PER_SOURCE;
+  const bySource = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const key = sourceKey(socket.remoteAddress ?? 'unknown');
+    const open = bySource.get(key) ?? 0;
+    if (open >= maxPerSource) {
+      metrics?.dropped.inc({ limit: 'source' });
+      socket.destroy();
+      return;
+    }
+    bySource.set(key, open + 1);
+    socket.once('close', () => {
+      const left = (bySource.get(key) ?? 1) - 1;
+      if (left > 0) bySource.set(key, left);
+      else bySource.delete(key);
+    });
+  });
   // Idle or trickling sockets are dropped whatever the request state (slowloris).
   // A held read has its own, longer bound (hold() below); requestTimeout ends once the request is read, so it
   // does not cut a held read short.
@@ -179,20 +218,32 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     };
     let holding: AbortController | undefined;
     let release = () => {};
+    // A caller that fails here is refused by the Authority's per-source limits (counted, never audited).
     const hasBearer = req.headers.authorization !== undefined;
+    const unauthenticated = authority.unauthenticated;
+    const source = input.info.source;
     if (route.auth === 'bearer' || ((route.auth === 'enroll' || route.auth === 'feed') && hasBearer)) {
       const caller = authenticateBearer(req);
-      if (!caller.ok) return fail(res, caller.code, caller.reason);
+      if (!caller.ok) {
+        unauthenticated.refuse(null, route.name, source, caller.code, caller.reason);
+        return fail(res, caller.code, caller.reason);
+      }
       input.caller = caller.value;
-    } else if (route.auth === 'signed') {
-      const signed = signedRequest(req, raw);
-      if (!signed.ok) return fail(res, signed.code, signed.reason);
-      input.signed = signed.value;
-    } else if (route.auth === 'feed') {
-      const peer = authenticateSignedGet(req, target, url.searchParams);
-      if (!peer.ok) return fail(res, peer.code, peer.reason);
-      input.peer = peer.value;
-      authority.noteSeen(peer.value, req.headers['user-agent']);
+    } else if (route.auth === 'signed' || route.auth === 'feed') {
+      const admitted = unauthenticated.admit('signed', route.name, source);
+      if (!admitted.ok) return fail(res, admitted.code, admitted.reason);
+      const signed = signedRequest(req, route.auth === 'signed' ? raw : Buffer.from(target, 'utf8'));
+      if (!signed.ok) {
+        unauthenticated.refuse('signed', route.name, source, signed.code, signed.reason);
+        return fail(res, signed.code, signed.reason);
+      }
+      if (route.auth === 'signed') input.signed = signed.value;
+      else {
+        const peer = authenticateSignedGet(signed.value, url.searchParams, input.info, route.name);
+        if (!peer.ok) return fail(res, peer.code, peer.reason);
+        input.peer = peer.value;
+        authority.noteSeen(peer.value, req.headers['user-agent']);
+      }
     }
 
     // 3. The decision (a feed read may be held here: see hold above).
@@ -212,15 +263,19 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     return authority.authenticate(token);
   }
 
-  function authenticateSignedGet(req: IncomingMessage, target: string, query: URLSearchParams): Verdict<Peer> {
-    const signed = signedRequest(req, Buffer.from(target, 'utf8'));
-    if (!signed.ok) return signed;
+  function authenticateSignedGet(
+    signed: SignedRequest,
+    query: URLSearchParams,
+    info: RequestInfo,
+    endpoint: string,
+  ): Verdict<Peer> {
     const timestamp = query.get('timestamp') ?? '';
     const nonce = query.get('nonce') ?? '';
     if (!/^\d{1,12}$/.test(timestamp) || !/^[A-Za-z0-9_-]{16,128}$/.test(nonce)) {
-      return refuse('E_REQUEST_INVALID', 'a signed GET carries timestamp= and nonce= in its query');
+      const reason = 'a signed GET carries timestamp= and nonce= in its query';
+      return authority.unauthenticated.refuse('signed', endpoint, info.source, 'E_REQUEST_INVALID', reason);
     }
-    return authority.authenticatePeer(signed.value, { timestamp: Number(timestamp), nonce });
+    return authority.authenticatePeer(signed, { timestamp: Number(timestamp), nonce }, info);
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -242,6 +297,10 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     },
     get held() {
       return held.size;
+    },
+    setConnectionLimits(limits) {
+      server.maxConnections = limits.maxConnections;
+      maxPerSource = limits.maxConnectionsPerSource;
     },
     setCredentials(tls) {
       server.setSecureContext({ key: tls.privateKeyPem, cert: tls.certificateChainPem, minVersion: 'TLSv1.2' });

@@ -181,25 +181,45 @@ function presented(ctx: AuthorityContext, peer: Peer): { serial: string; created
   return { serial: peer.serial, createdAt: record?.createdAt ?? 0, subjectUri: peer.uri };
 }
 
+/**
+ * Authenticates a signed request as `endpoint` asks it: refused while its source waits for failing too often
+ * ('signed' limit); a failure counts against the source and is counted and logged, never audited (the caller
+ * proved nothing yet).
+ */
+export function authenticateSigned(
+  ctx: AuthorityContext,
+  endpoint: string,
+  req: SignedRequest,
+  freshness: { timestamp: number; nonce: string },
+  info: RequestInfo,
+): Verdict<Peer> {
+  const admitted = ctx.unauthenticated.admit('signed', endpoint, info.source);
+  if (!admitted.ok) return admitted;
+  const peer = authenticatePeer(ctx, req, freshness);
+  if (!peer.ok) return ctx.unauthenticated.refuse('signed', endpoint, info.source, peer.code, peer.reason);
+  return peer;
+}
+
 function prepare(ctx: AuthorityContext, req: SignedRequest, info: RequestInfo, action: string) {
-  const base = {
-    actor: 'unauthenticated-peer',
-    subject: 'unknown',
-    action,
-    orgId: null as string | null,
-    source: info.source ?? null,
-  };
+  const admitted = ctx.unauthenticated.admit('signed', action, info.source);
+  if (!admitted.ok) return admitted;
   let json: unknown;
   try {
     json = JSON.parse(req.signed.toString('utf8'));
   } catch {
-    return refuse('E_REQUEST_MALFORMED', 'body is not JSON');
+    return ctx.unauthenticated.refuse('signed', action, info.source, 'E_REQUEST_MALFORMED', 'body is not JSON');
   }
   const body = parseBody(RenewRequest, json);
-  if (!body.ok) return body;
-  const peer = authenticatePeer(ctx, req, body.value);
-  if (!peer.ok) return deny(ctx, base, peer.code, peer.reason);
-  const event = { ...base, actor: peer.value.uri, subject: peer.value.uri, orgId: peer.value.orgId };
+  if (!body.ok) return ctx.unauthenticated.refuse('signed', action, info.source, body.code, body.reason);
+  const peer = authenticateSigned(ctx, action, req, body.value, info);
+  if (!peer.ok) return peer;
+  const event = {
+    actor: peer.value.uri,
+    subject: peer.value.uri,
+    action,
+    orgId: peer.value.orgId,
+    source: info.source ?? null,
+  };
   const keys = parseSubjectKeys(body.value.csr, body.value.sshPublicKey);
   if (!keys.ok) return deny(ctx, event, keys.code, keys.reason);
   return ok({ peer: peer.value, keys: keys.value, event });

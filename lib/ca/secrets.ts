@@ -15,7 +15,7 @@ export interface ScryptParams {
 /**
  * N=2^14, r=8 (16 MiB): ~150 ms per hash on a small 2-core server. Client secrets are 256-bit random values,
  * so their safety does not rest on the cost factor; the cost is kept moderate because every login pays it
- * on the CA's CPU (login rate limits bound it per client id and per source address).
+ * on the CA's CPU (failed logins are limited per source address: unauthenticated.ts).
  */
 export const DEFAULT_SCRYPT: ScryptParams = { N: 2 ** 14, r: 8, p: 1 };
 const KEY_LEN = 32;

@@ -16,8 +16,9 @@ import { prepareStateDirectory, stateDirectory } from '../store/db.js';
 import { StateLock } from '../store/lock.js';
 import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
-import type { caConfigSchema } from './config.js';
+import { type caConfigSchema, unauthenticatedPolicies } from './config.js';
 import { startCaServer } from './http.js';
+import type { RefusalCounter } from './unauthenticated.js';
 
 /** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
 export interface CaConfig {
@@ -32,6 +33,17 @@ export interface CaConfig {
   readonly state_directory: string | undefined;
   readonly drain_timeout: number;
   readonly supersede_grace: number;
+  readonly max_connections: number;
+  readonly max_connections_per_source: number;
+  readonly login_failure_burst: number;
+  readonly login_failure_refill: number;
+  readonly login_failure_delay_max: number;
+  readonly enroll_failure_burst: number;
+  readonly enroll_failure_refill: number;
+  readonly enroll_failure_delay_max: number;
+  readonly signed_failure_burst: number;
+  readonly signed_failure_refill: number;
+  readonly signed_failure_delay_max: number;
 }
 
 /** Loaded config as CaConfig; every key is validated by the loader, defaults make the required ones present. */
@@ -45,7 +57,10 @@ export interface CaState {
 }
 
 /** Opens the state directory: `<dir>/ca.db` and its sealing key (created only when `create`). */
-export function openState(config: CaConfig, options: { create: boolean; logger?: Logger }): CaState {
+export function openState(
+  config: CaConfig,
+  options: { create: boolean; logger?: Logger; refusalCounter?: RefusalCounter },
+): CaState {
   const dir = stateDirectory('ca', { override: config.state_directory, env: process.env });
   prepareStateDirectory(dir);
   const key = loadSealingKey({ keyFile: join(dir, 'sealing.key'), create: options.create });
@@ -58,20 +73,30 @@ export function openState(config: CaConfig, options: { create: boolean; logger?:
       grantTtlSec: Math.round(config.grant_ttl / 1000),
       supersedeGraceSec: Math.round(config.supersede_grace / 1000),
     },
+    rateLimits: unauthenticatedPolicies(config),
     version: VERSION,
     ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.refusalCounter ? { refusalCounter: options.refusalCounter } : {}),
   });
   return { dir, authority };
 }
 
 /**
- * Runs the daemon until SIGTERM. `reloadConfig` re-reads flags/env/file on SIGHUP: token and grant lifetimes
- * and the log level apply at once; a new listen address or state directory needs a restart (logged).
+ * Runs the daemon until SIGTERM. `reloadConfig` re-reads flags/env/file on SIGHUP: token and grant lifetimes,
+ * the connection caps, the per-source failure limits and the log level apply at once; a new listen address or
+ * state directory needs a restart (logged).
  */
 export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () => CaConfig): Promise<void> {
   const notifier = new SystemdNotifier();
   notifier.status('opening state');
-  const { dir, authority } = openState(config, { create: false, logger });
+  const metrics = new DaemonMetrics('ca');
+  const refusalCounter = metrics.counter(
+    `${metrics.prefix}unauthenticated_refusals_total`,
+    'Refusals of callers not yet authenticated (failed login, enrollment token, signed request, access token; ' +
+      'E_RATE_LIMITED: a source waiting after too many failures), by endpoint and code. Never audited.',
+    ['endpoint', 'code'],
+  );
+  const { dir, authority } = openState(config, { create: false, logger, refusalCounter });
   if (!authority.initialized) {
     throw new GatewayError('E_CONFIG_INVALID', `${dir} holds no initialized CA: run \`infisical-ca init\` first`);
   }
@@ -84,7 +109,6 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     throw err;
   }
   const listen = parseHostPort(config.listen)!;
-  const metrics = new DaemonMetrics('ca');
   metrics.gauge(`${metrics.prefix}certificates_issued`, 'Certificates recorded in the database', [], (g) =>
     g.set(authority.store.certificateCount()),
   );
@@ -101,6 +125,8 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     tls: authority.apiServerCredentials(),
     logger,
     metrics,
+    maxConnections: config.max_connections,
+    maxConnectionsPerSource: config.max_connections_per_source,
   });
   const ops = await startOpsServer({
     listen: config.ops_listen,
@@ -118,7 +144,10 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   const watcher = setInterval(() => {
     try {
       authority.noticeExternalChanges();
-      if (++ticks % 10 === 0) authority.retireDue();
+      if (++ticks % 10 === 0) {
+        authority.retireDue();
+        authority.unauthenticated.flushLog();
+      }
     } catch (err) {
       logger.error({ err }, 'change watch or retirement sweep failed');
     }
@@ -137,6 +166,11 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         authority.ctx.limits.tokenTtlSec = Math.round(next.token_ttl / 1000);
         authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
         authority.ctx.limits.supersedeGraceSec = Math.round(next.supersede_grace / 1000);
+        authority.unauthenticated.configure(unauthenticatedPolicies(next));
+        server.setConnectionLimits({
+          maxConnections: next.max_connections,
+          maxConnectionsPerSource: next.max_connections_per_source,
+        });
         logger.level = next.log_level;
         for (const key of ['listen', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
           if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);

@@ -46,12 +46,12 @@ export interface Served {
   exited: Promise<number | null>;
 }
 
-/** Starts `serve` on free loopback ports and waits for its "serving" line. */
-export function serve(stateDir: string, extra: string[] = []): Promise<Served> {
+/** Starts `serve` on free loopback ports and waits for its "serving" line; `env` adds to the environment. */
+export function serve(stateDir: string, extra: string[] = [], env: Record<string, string> = {}): Promise<Served> {
   const child = spawn(
     process.execPath,
     [DAEMON, 'serve', '--state-dir', stateDir, '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', ...extra],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   );
   const lines: Record<string, unknown>[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

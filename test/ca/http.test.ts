@@ -15,7 +15,7 @@ let anon: CaClient;
 let admin: CaClient;
 
 before(async () => {
-  f = await newAuthority({ rateLimits: { loginPerClient: { burst: 4, perSecond: 0.01 } } });
+  f = await newAuthority({ rateLimits: { login: { burst: 4, refillMs: 60_000, maxDelayMs: 600_000 } } });
   const creds = f.ca.issueApiServerCertificate({ dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] });
   fingerprint = creds.fingerprint256;
   server = await startCaServer({
@@ -211,15 +211,22 @@ test('authentication refusals: no token, malformed header, unknown, expired, rev
   admin = (await anon.loginAs({ clientId: f.adminClientId, clientSecret: f.adminClientSecret })).client;
 });
 
-test('login refusals: wrong secret 401, then 429 with Retry-After once the client id is over its budget', async () => {
+test('login refusals: wrong secret 401, then 429 with Retry-After once the source is over its budget', async () => {
   const id = await admin.createOrg('lim').then(() => admin.createIdentity('lim', { identityId: 'x', role: 'member' }));
-  for (let i = 0; i < 4; i++)
+  const auditBefore = f.ca.store.auditSince(0, 10_000).length;
+  // The burst (4), then one more failure that starts the source's first wait.
+  for (let i = 0; i < 5; i++)
     await rejects(anon.login({ clientId: id.clientId, clientSecret: 'wrong' }), 401, 'E_AUTH_INVALID');
   const limited = await raw('POST', '/v1/auth/login', {
     body: JSON.stringify({ clientId: id.clientId, clientSecret: id.clientSecret }),
   });
   assert.deepEqual([limited.status, limited.body.code], [429, 'E_RATE_LIMITED']);
-  assert.match(String(limited.headers['retry-after']), /^\d+$/);
+  assert.equal(limited.headers['retry-after'], '60');
+  assert.equal(f.ca.store.auditSince(0, 10_000).length, auditBefore, 'no audit row for a caller that proved nothing');
+  assert.equal(f.ca.unauthenticated.count('login', 'E_AUTH_INVALID'), 5);
+  assert.equal(f.ca.unauthenticated.count('login', 'E_RATE_LIMITED'), 1);
+  f.clock.advance(61); // the wait is over: this source (127.0.0.1) may log in again
+  await anon.login({ clientId: id.clientId, clientSecret: id.clientSecret });
 });
 
 test('body refusals: oversized (declared and streamed), malformed JSON, unknown fields, wrong types, body on GET', async () => {

@@ -20,46 +20,70 @@ const gatewayReq = (orgId: string, gatewayId: string, extra: { enrollmentToken?:
 };
 
 async function twoOrgs() {
-  const f = await newAuthority({ rateLimits: { loginPerClient: { burst: 3, perSecond: 0.1 } } });
+  const f = await newAuthority();
   const acme = await newOrg(f, 'acme');
   const globex = await newOrg(f, 'globex');
   unwrap(f.ca.enrollGateway(acme.orgAdmin, gatewayReq('acme', 'gw1')));
   return { f, acme, globex };
 }
 
-test('login: wrong secret, unknown client, revoked identity, rate limit per client id and per source', async () => {
-  const f = await newAuthority({
-    rateLimits: { loginPerClient: { burst: 3, perSecond: 0.1 }, loginPerSource: { burst: 5, perSecond: 0.1 } },
-  });
+test('login: wrong secret and unknown client unaudited; failures make their source wait, never the client id', async () => {
+  const f = await newAuthority({ rateLimits: { login: { burst: 3, refillMs: 10_000, maxDelayMs: 60_000 } } });
   const acme = await newOrg(f, 'acme');
-  const id = acme.memberCreds.clientId;
+  const { clientId: id, clientSecret: secret } = acme.memberCreds;
+  const rows = () => f.ca.store.auditSince(0, 10_000).length;
+  const before = rows();
   refused(await f.ca.login({ clientId: id, clientSecret: 'wrong' }, { source: '10.0.0.1' }), 'E_AUTH_INVALID');
   refused(await f.ca.login({ clientId: 'nobody', clientSecret: 'x' }, { source: '10.0.0.2' }), 'E_AUTH_INVALID');
-  // newOrg logged alice in once from "local": 1 + 1 above = 2 of 3; the third passes, the fourth is limited.
-  assert.ok(
-    (await f.ca.login({ clientId: id, clientSecret: acme.memberCreds.clientSecret }, { source: '10.0.0.3' })).ok,
-  );
-  const limited = await f.ca.login(
-    { clientId: id, clientSecret: acme.memberCreds.clientSecret },
-    { source: '10.0.0.4' },
-  );
-  refused(limited, 'E_RATE_LIMITED');
-  f.clock.advance(10); // one token regained
-  assert.ok(
-    (await f.ca.login({ clientId: id, clientSecret: acme.memberCreds.clientSecret }, { source: '10.0.0.4' })).ok,
-  );
-  for (let i = 0; i < 5; i++) await f.ca.login({ clientId: `c${i}`, clientSecret: 'x' }, { source: '10.9.9.9' });
-  refused(
-    await f.ca.login({ clientId: 'c9', clientSecret: 'x' }, { source: '10.9.9.9' }),
-    'E_RATE_LIMITED',
-    'per source',
-  );
+  // 60 guesses at alice's id from one address: the burst (3) and one more are looked at, the rest wait.
+  const codes: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const v = await f.ca.login({ clientId: id, clientSecret: `guess-${i}` }, { source: '10.0.0.9' });
+    codes.push(v.ok ? 'ok' : v.code);
+  }
+  assert.deepEqual(codes.slice(0, 4), Array(4).fill('E_AUTH_INVALID'));
+  assert.deepEqual(codes.slice(4), Array(56).fill('E_RATE_LIMITED'));
+  assert.equal(rows(), before, 'no audit row for a caller that proved nothing');
+  assert.equal(f.ca.unauthenticated.count('login', 'E_AUTH_INVALID'), 6);
+  assert.equal(f.ca.unauthenticated.count('login', 'E_RATE_LIMITED'), 56);
+  // The holder, from another address, logs in; from the flooding address (also written mapped) it waits too.
+  assert.ok((await f.ca.login({ clientId: id, clientSecret: secret }, { source: '10.0.0.3' })).ok);
+  refused(await f.ca.login({ clientId: id, clientSecret: secret }, { source: '10.0.0.9' }), 'E_RATE_LIMITED');
+  refused(await f.ca.login({ clientId: id, clientSecret: secret }, { source: '::ffff:10.0.0.9' }), 'E_RATE_LIMITED');
+  // Each further failure waits longer: 10 s, then 20 s.
+  f.clock.advance(10);
+  refused(await f.ca.login({ clientId: id, clientSecret: 'again' }, { source: '10.0.0.9' }), 'E_AUTH_INVALID');
+  const longer = await f.ca.login({ clientId: id, clientSecret: secret }, { source: '10.0.0.9' });
+  assert.equal(!longer.ok && longer.reason, 'retry in 20 s');
+  // IPv6: one /64 is one source.
+  for (let i = 0; i < 4; i++) await f.ca.login({ clientId: id, clientSecret: 'x' }, { source: `2001:db8::${i + 1}` });
+  refused(await f.ca.login({ clientId: id, clientSecret: secret }, { source: '2001:db8::ffff' }), 'E_RATE_LIMITED');
+  assert.ok((await f.ca.login({ clientId: id, clientSecret: secret }, { source: '2001:db8:0:1::1' })).ok);
+  // A caller that proved its secret is audited, refused or not.
   unwrap(f.ca.revoke(f.admin, { kind: 'identity', orgId: 'acme', subject: 'boss' }));
-  f.clock.advance(60);
+  const beforeRevoked = rows();
   refused(
     await f.ca.login({ clientId: acme.adminCreds.clientId, clientSecret: acme.adminCreds.clientSecret }),
     'E_SUBJECT_REVOKED',
   );
+  assert.equal(rows(), beforeRevoked + 1);
+});
+
+test('login: concurrent guesses from one source hash no more secrets than its burst allows', async () => {
+  const f = await newAuthority({ rateLimits: { login: { burst: 3, refillMs: 10_000, maxDelayMs: 60_000 } } });
+  const acme = await newOrg(f, 'acme');
+  const { clientId: id, clientSecret: secret } = acme.memberCreds;
+  const all = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => f.ca.login({ clientId: id, clientSecret: `g${i}` }, { source: '10.1.1.1' })),
+  );
+  const looked = all.filter((v) => !v.ok && v.code === 'E_AUTH_INVALID').length;
+  assert.equal(looked, 4, 'the burst and the one failure that starts the wait');
+  assert.equal(all.length - looked, f.ca.unauthenticated.count('login', 'E_RATE_LIMITED'));
+  // Concurrent correct logins from one source are all served (in turns), none refused.
+  const ok = await Promise.all(
+    Array.from({ length: 20 }, () => f.ca.login({ clientId: id, clientSecret: secret }, { source: '10.2.2.2' })),
+  );
+  assert.ok(ok.every((v) => v.ok));
 });
 
 test('access tokens: missing, unknown, expired, revoked, identity revoked', async () => {

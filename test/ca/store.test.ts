@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Authority } from '../../lib/ca/authority.js';
-import { RateLimiter } from '../../lib/ca/ratelimit.js';
 import { DEFAULT_SCRYPT, hashSecret, randomToken, tokenHash, verifySecret } from '../../lib/ca/secrets.js';
 import { CaStore } from '../../lib/ca/store.js';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
@@ -189,19 +188,6 @@ test('secrets: scrypt hashes verify only the right secret; malformed hashes neve
   for (const bad of ['', 'plain', 'scrypt$x$8$1$AA$AA', 'scrypt$1048577$8$1$AAAA$AAAA', h.slice(0, -4)]) {
     assert.equal(await verifySecret('correct horse', bad), false, bad);
   }
-});
-
-test('rate limiter: burst, refill on the injected clock, per key, bounded memory', () => {
-  const rl = new RateLimiter({ burst: 3, perSecond: 0.5 }, 100);
-  for (let i = 0; i < 3; i++) assert.ok(rl.take('a', 0).ok);
-  const limited = rl.take('a', 0);
-  assert.equal(!limited.ok && limited.code, 'E_RATE_LIMITED');
-  assert.equal(rl.retryAfterSec('a', 0), 2);
-  assert.ok(rl.take('b', 0).ok, 'another key has its own budget');
-  assert.equal(rl.take('a', 1000).ok, false, 'half a token after 1 s');
-  assert.ok(rl.take('a', 2000).ok, 'one token after 2 s');
-  for (let i = 0; i < 1000; i++) rl.take(`k${i}`, 3000);
-  assert.ok(rl.size <= 101);
 });
 
 test('tokens and secrets never begin with "-" (they would be read as a flag on a command line)', () => {
