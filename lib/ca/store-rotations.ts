@@ -132,13 +132,13 @@ export class RotationStore {
       orgId === undefined
         ? this.#db
             .prepare(
-              'SELECT count(*) AS n, max(expires_at) AS last FROM grants WHERE created_at < ? AND expires_at > ?',
+              'SELECT count(*) AS n, max(expires_at) AS last FROM grants WHERE created_at <= ? AND expires_at > ?',
             )
             .get(beforeMs, nowMs)
         : this.#db
             .prepare(
               `SELECT count(*) AS n, max(expires_at) AS last FROM grants
-                WHERE org_id = ? AND created_at < ? AND expires_at > ?`,
+                WHERE org_id = ? AND created_at <= ? AND expires_at > ?`,
             )
             .get(orgId, beforeMs, nowMs)
     ) as Raw;
