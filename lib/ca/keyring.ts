@@ -5,7 +5,14 @@
  *
  * X.509 CAs are ECDSA P-256 roots; SSH CAs and the revocation-feed key are Ed25519.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  X509Certificate,
+} from 'node:crypto';
 import { type CaIssuer, createRootCa, issueCertificate, loadIssuer, validity } from '../pki/ca.js';
 import { generateKeyPairSync as generateX509KeyPair, privateKeyPem } from '../pki/keys.js';
 import { OID, parseCertificate, pemBlocks } from '../pki/x509.js';
@@ -13,6 +20,7 @@ import { GatewayError, unwrap } from '../protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../sshcert/index.js';
 import type { Sealer } from '../store/sealed.js';
 import type { AuthorityRow, CaStore } from './store.js';
+import { initialRotation, type RotationState, signerOf, trustedOf } from './store-rotations.js';
 
 export const PROXY_CA_PURPOSES = [
   'proxy-ssh-client',
@@ -22,6 +30,8 @@ export const PROXY_CA_PURPOSES = [
 ] as const;
 export const ORG_CA_PURPOSES = [...PROXY_CA_PURPOSES, 'gateway-client', 'gateway-server'] as const;
 export type CaPurpose = (typeof ORG_CA_PURPOSES)[number];
+/** Every CA that `rotate` can replace: the proxy and gateway CAs, and the CA API's own root (instance). */
+export type RotatablePurpose = CaPurpose | 'api-root';
 const SSH_PURPOSES = new Set<string>(['proxy-ssh-client', 'proxy-ssh-server']);
 
 const CA_LIFETIME_SEC = 10 * 365 * 24 * 3600;
@@ -84,9 +94,26 @@ export class Keyring {
     for (const purpose of ORG_CA_PURPOSES) this.#create(orgId, purpose, trustDomain, now);
   }
 
-  /** An X.509 CA ready to sign. Throws E_NOT_FOUND when it does not exist or its key was destroyed. */
-  x509(orgId: string | null, purpose: CaPurpose | 'api-root'): CaIssuer {
+  /**
+   * Where a CA's rotation stands (rotation.ts): which of its rows signs and which are trusted. Read per call, so
+   * a phase moved by the admin CLI applies to the next certificate this process issues.
+   */
+  rotation(orgId: string | null, purpose: RotatablePurpose): RotationState {
     const id = authorityId(orgId, purpose);
+    return this.#store.rotations.get(id) ?? initialRotation(id, orgId, purpose);
+  }
+
+  /** The row id of the CA that signs new certificates of this purpose now (recorded with each certificate). */
+  signerId(orgId: string | null, purpose: RotatablePurpose): string {
+    return signerOf(this.rotation(orgId, purpose));
+  }
+
+  /** An X.509 CA ready to sign (the signer of its rotation). Throws E_NOT_FOUND when missing or destroyed. */
+  x509(orgId: string | null, purpose: CaPurpose | 'api-root'): CaIssuer {
+    return this.#issuer(this.signerId(purpose === 'api-root' ? null : orgId, purpose));
+  }
+
+  #issuer(id: string): CaIssuer {
     const cached = this.#x509.get(id);
     if (cached) return cached;
     const row = this.#row(id, 'x509');
@@ -95,13 +122,18 @@ export class Keyring {
     return issuer;
   }
 
-  /** The CA certificate PEM (no private key needed). */
+  /** The signing CA's certificate PEM (no private key needed). */
   x509Pem(orgId: string | null, purpose: CaPurpose): string {
-    return this.#row(authorityId(orgId, purpose), 'x509').public;
+    return this.#row(this.signerId(orgId, purpose), 'x509').public;
+  }
+
+  /** Every CA certificate of this purpose trusted now, the signer first (two while a rotation runs). */
+  x509Pems(orgId: string | null, purpose: CaPurpose): string[] {
+    return trustedOf(this.rotation(orgId, purpose)).map((id) => this.#row(id, 'x509').public);
   }
 
   ssh(orgId: string | null, purpose: CaPurpose): SshAuthority {
-    const id = authorityId(orgId, purpose);
+    const id = this.signerId(orgId, purpose);
     const cached = this.#ssh.get(id);
     if (cached) return cached;
     const row = this.#row(id, 'ssh');
@@ -111,7 +143,52 @@ export class Keyring {
   }
 
   sshPublic(orgId: string | null, purpose: CaPurpose): string {
-    return this.#row(authorityId(orgId, purpose), 'ssh').public;
+    return this.#row(this.signerId(orgId, purpose), 'ssh').public;
+  }
+
+  /** Every SSH CA key of this purpose trusted now, the signer first. */
+  sshPublics(orgId: string | null, purpose: CaPurpose): string[] {
+    return trustedOf(this.rotation(orgId, purpose)).map((id) => this.#row(id, 'ssh').public);
+  }
+
+  /** The public part of any CA row (null when there is no such row). */
+  publicOf(rowId: string): string | null {
+    return this.#store.getAuthority(rowId)?.public ?? null;
+  }
+
+  /** Creates the new CA of a rotation under `rowId`. Call inside a transaction. */
+  createSuccessor(
+    orgId: string | null,
+    purpose: RotatablePurpose,
+    rowId: string,
+    trustDomain: string,
+    now: Date,
+  ): void {
+    if (purpose !== 'api-root') {
+      this.#create(orgId, purpose, trustDomain, now, rowId);
+      return;
+    }
+    const generation = rowId.slice(rowId.lastIndexOf('@') + 1);
+    const subject = { organization: label(trustDomain), commonName: `CA API root g${generation}` };
+    this.#createX509Root(rowId, null, 'api-root', subject, now);
+  }
+
+  /** SHA-256 fingerprints of every CA API root trusted now (two while the API root rotates): clients pin these. */
+  apiRootFingerprints(): string[] {
+    return trustedOf(this.rotation(null, 'api-root')).map((id) => fingerprintOfPem(this.#row(id, 'x509').public));
+  }
+
+  /** The DNS names and IP addresses of the API server certificate in use (re-issued as they are on rotation). */
+  apiServerNames(): { dnsNames: string[]; ipAddresses: string[] } {
+    const leaf = parseCertificate(pemBlocks(this.#row(API_SERVER_ID, 'x509').public, 'CERTIFICATE', 1)[0]!);
+    return { dnsNames: [...leaf.san.dns], ipAddresses: [...leaf.san.ips] };
+  }
+
+  /** Destroys one CA's private key (a rotation's retired or rolled-back CA); its public part stays on record. */
+  destroyKey(rowId: string): void {
+    this.#store.db.prepare('UPDATE authorities SET sealed_key = NULL WHERE id = ?').run(rowId);
+    this.#x509.delete(rowId);
+    this.#ssh.delete(rowId);
   }
 
   feedKey(): KeyObject {
@@ -125,9 +202,9 @@ export class Keyring {
 
   /** Drops cached keys of an org (after its deletion). */
   forget(orgId: string): void {
-    for (const purpose of ORG_CA_PURPOSES) {
-      this.#x509.delete(authorityId(orgId, purpose));
-      this.#ssh.delete(authorityId(orgId, purpose));
+    const prefix = `${authorityId(orgId, '')}`;
+    for (const cache of [this.#x509, this.#ssh]) {
+      for (const id of cache.keys()) if (id.startsWith(prefix)) cache.delete(id);
     }
   }
 
@@ -160,7 +237,7 @@ export class Keyring {
   apiServerCredentials(): ApiServerCredentials {
     const row = this.#row(API_SERVER_ID, 'x509');
     const key = this.#privateKey(row);
-    const root = this.#row(API_ROOT_ID, 'x509').public;
+    const root = this.#apiRootOf(row.public);
     const leafDer = pemBlocks(row.public, 'CERTIFICATE', 1)[0]!;
     const parsed = parseCertificate(leafDer);
     return {
@@ -172,15 +249,33 @@ export class Keyring {
     };
   }
 
-  #create(orgId: string | null, purpose: CaPurpose, trustDomain: string, now: Date): void {
-    const id = authorityId(orgId, purpose);
+  /** The API root (of those trusted, else the first) that issued this leaf. */
+  #apiRootOf(leafPem: string): string {
+    const leaf = new X509Certificate(leafPem);
+    const roots = trustedOf(this.rotation(null, 'api-root')).map((id) => this.#row(id, 'x509').public);
+    return (
+      roots.find(
+        (pem) => leaf.checkIssued(new X509Certificate(pem)) && leaf.verify(new X509Certificate(pem).publicKey),
+      ) ?? roots[0]!
+    );
+  }
+
+  #create(
+    orgId: string | null,
+    purpose: CaPurpose,
+    trustDomain: string,
+    now: Date,
+    id = authorityId(orgId, purpose),
+  ): void {
     if (SSH_PURPOSES.has(purpose)) {
       const pair = generateKeyPairSync('ed25519');
       const text = formatPublicKey(publicKeyBlob(pair.publicKey), id);
       this.#insert(id, orgId, purpose, 'ssh', text, pair.privateKey, now, null);
       return;
     }
-    const title = `${orgId === null ? 'instance' : 'org'} ${purpose.replace('-pki-', ' PKI ').replaceAll('-', ' ')} CA`;
+    // A rotation's new CA gets its own subject (" g2"), so chains are told apart by name as well as by key.
+    const generation = id.includes('@') ? ` g${id.slice(id.lastIndexOf('@') + 1)}` : '';
+    const title = `${orgId === null ? 'instance' : 'org'} ${purpose.replace('-pki-', ' PKI ').replaceAll('-', ' ')} CA${generation}`;
     this.#createX509Root(id, orgId, purpose, { organization: label(orgId ?? trustDomain), commonName: title }, now);
   }
 
@@ -244,4 +339,8 @@ function publicPem(key: KeyObject): string {
 /** X.500 attributes are at most 64 characters: long org ids are named by a hash prefix instead. */
 function label(name: string): string {
   return name.length <= 64 ? name : `id-${createHash('sha256').update(name).digest('hex').slice(0, 32)}`;
+}
+
+function fingerprintOfPem(pem: string): string {
+  return parseCertificate(pemBlocks(pem, 'CERTIFICATE', 1)[0]!).fingerprint256;
 }

@@ -18,6 +18,8 @@ import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
 import { type caConfigSchema, unauthenticatedPolicies } from './config.js';
 import { startCaServer } from './http.js';
+import { tickRotations } from './rotation.js';
+import { ROTATION_PHASES } from './store-rotations.js';
 import type { RefusalCounter } from './unauthenticated.js';
 
 /** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
@@ -118,6 +120,16 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     [],
     (g) => g.set(authority.apiServerCredentials().notAfter.getTime() / 1000),
   );
+  metrics.gauge(
+    `${metrics.prefix}rotation_phase`,
+    'Phase of each CA rotation ever started: 0 standby, 1 init, 2 update_clients, 3 update_servers, 4 rollback',
+    ['authority'],
+    (g) => {
+      g.reset();
+      for (const r of authority.store.rotations.list())
+        g.set({ authority: r.authorityId }, ROTATION_PHASES.indexOf(r.phase));
+    },
+  );
   const server = await startCaServer({
     authority,
     host: listen.host,
@@ -141,12 +153,27 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   // it keeps a revocation made by the CLI within about 0.1 s of the feed. Due certificate retirements
   // (supersede_grace) are swept every second, without waiting for a request.
   let ticks = 0;
+  // A rotation of the API root re-issues the API certificate (rotation.ts), maybe from the admin CLI: served to
+  // new connections within a second, as SIGHUP would.
+  let servedFingerprint = authority.apiServerCredentials().fingerprint256;
   const watcher = setInterval(() => {
     try {
       authority.noticeExternalChanges();
       if (++ticks % 10 === 0) {
         authority.retireDue();
         authority.unauthenticated.flushLog();
+        for (const c of tickRotations(authority.ctx)) {
+          logger.info({ authority: c.id, from: c.from, to: c.to }, 'automatic CA rotation moved one phase');
+        }
+        const api = authority.apiServerCredentials();
+        if (api.fingerprint256 !== servedFingerprint) {
+          server.setCredentials(api);
+          servedFingerprint = api.fingerprint256;
+          logger.info(
+            { fingerprint: api.rootFingerprint256, certificateFingerprint: api.fingerprint256 },
+            'serving a new API certificate',
+          );
+        }
       }
     } catch (err) {
       logger.error({ err }, 'change watch or retirement sweep failed');
@@ -163,6 +190,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         const next = reloadConfig?.() ?? config;
         const credentials = authority.apiServerCredentials();
         server.setCredentials(credentials);
+        servedFingerprint = credentials.fingerprint256;
         authority.ctx.limits.tokenTtlSec = Math.round(next.token_ttl / 1000);
         authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
         authority.ctx.limits.supersedeGraceSec = Math.round(next.supersede_grace / 1000);
