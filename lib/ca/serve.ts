@@ -22,6 +22,7 @@ import { startCaServer } from './http.js';
 /** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
 export interface CaConfig {
   readonly listen: string;
+  readonly tls_min_version: string;
   readonly trust_domain: string | undefined;
   readonly api_names: readonly string[];
   readonly token_ttl: number;
@@ -66,7 +67,7 @@ export function openState(config: CaConfig, options: { create: boolean; logger?:
 
 /**
  * Runs the daemon until SIGTERM. `reloadConfig` re-reads flags/env/file on SIGHUP: token and grant lifetimes
- * and the log level apply at once; a new listen address or state directory needs a restart (logged).
+ * and the log level apply at once; a new listen address, TLS version or state directory needs a restart (logged).
  */
 export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () => CaConfig): Promise<void> {
   const notifier = new SystemdNotifier();
@@ -99,6 +100,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     host: listen.host,
     port: listen.port,
     tls: authority.apiServerCredentials(),
+    tlsMinVersion: config.tls_min_version === '1.2' ? '1.2' : '1.3',
     logger,
     metrics,
   });
@@ -138,7 +140,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
         authority.ctx.limits.supersedeGraceSec = Math.round(next.supersede_grace / 1000);
         logger.level = next.log_level;
-        for (const key of ['listen', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
+        for (const key of ['listen', 'tls_min_version', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
           if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);
         }
         logger.info({ fingerprint: credentials.fingerprint256 }, 'reloaded configuration and API certificate');
