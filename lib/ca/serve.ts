@@ -40,6 +40,10 @@ export function asCaConfig(config: ConfigOf<(typeof caConfigSchema)['keys']>): C
   return config as unknown as CaConfig;
 }
 
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.') || host === '::ffff:127.0.0.1';
+}
+
 export interface CaState {
   dir: string;
   authority: Authority;
@@ -168,5 +172,12 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     },
     'serving',
   );
+  if (isLoopback(server.host)) {
+    // The default; builds before it listened on every address, so an upgraded CA says why others cannot reach it.
+    logger.info(
+      { listen: config.listen },
+      'the API answers on loopback only: set listen (e.g. 0.0.0.0:8443) for proxies and gateways on other hosts',
+    );
+  }
   lifecycle.ready(`serving on ${server.url}`);
 }

@@ -12,7 +12,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { CaClient } from '../../lib/protocol/ca-client.js';
-import { cleanEnv } from '../lifecycle/process.js';
+import { cleanEnv, waitFor } from '../lifecycle/process.js';
 import { cli, cliJson, DAEMON } from './daemon-helpers.js';
 import { TempDir } from './helpers.js';
 
@@ -35,7 +35,7 @@ async function initialized(name: string): Promise<{ state: string; init: Init }>
 }
 
 /** `serve` with exactly these flags (no --listen unless given); resolves with its "serving" line. */
-function serve(state: string, flags: string[]): Promise<{ child: ChildProcess; url: string }> {
+function serve(state: string, flags: string[]): Promise<{ child: ChildProcess; url: string; log: () => string }> {
   const child = spawn(
     process.execPath,
     [DAEMON, 'serve', '--state-dir', state, '--ops-listen', '127.0.0.1:0', ...flags],
@@ -53,7 +53,7 @@ function serve(state: string, flags: string[]): Promise<{ child: ChildProcess; u
       const line = out.split('\n').find((l) => l.includes('"msg":"serving"'));
       if (line) {
         clearTimeout(timer);
-        resolve({ child, url: String((JSON.parse(line) as { url: string }).url) });
+        resolve({ child, url: String((JSON.parse(line) as { url: string }).url), log: () => out });
       }
     });
     child.once('exit', (code) => {
@@ -129,9 +129,12 @@ function portFree(port: number): Promise<boolean> {
 test('without --listen the API binds 127.0.0.1:8443 only, and refuses TLS 1.2', async (t) => {
   if (!(await portFree(8443))) return t.skip('port 8443 is taken on this host: the default cannot be tried');
   const { state, init } = await initialized('default');
-  const { child, url } = await serve(state, []);
+  const { child, url, log } = await serve(state, []);
   try {
     assert.equal(url, 'https://127.0.0.1:8443');
+    await waitFor(() => log().includes('the API answers on loopback only: set listen'), {
+      what: 'the log to say why other hosts cannot reach it',
+    });
     const sockets = listeningSockets(child.pid!).filter((s) => s.endsWith(':8443'));
     assert.deepEqual(sockets, ['127.0.0.1:8443'], 'the kernel shows one loopback listener, no wildcard');
 
