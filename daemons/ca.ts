@@ -90,13 +90,13 @@ await globalOptions(yargs(hideBin(process.argv)))
     'run the HTTPS API and the ops endpoint (READY=1, SIGHUP reload, SIGTERM drain)',
     (y) =>
       y
-        .option('listen', { type: 'string', describe: 'API address host:port (default 0.0.0.0:8443)' })
+        .option('listen', { type: 'string', describe: 'API address host:port (default 127.0.0.1:8443: loopback only)' })
         .option('ops-listen', { type: 'string', describe: 'ops endpoint host:port (default 127.0.0.1:9471)' })
         .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
         .option('token-ttl', { type: 'string', describe: 'access token lifetime (default 15m)' })
         .option('grant-ttl', { type: 'string', describe: 'default grant lifetime (default 5m)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
-        .options(flagOptions(caConfigSchema, ['supersede_grace'])),
+        .options(flagOptions(caConfigSchema, ['supersede_grace', 'tls_min_version'])),
     run(async (argv, config) => {
       const logger = createLogger({ daemon: 'ca', version: VERSION, level: config.log_level as LogLevel });
       await serve(config, logger, () => configOf(argv));

@@ -5,7 +5,6 @@
  * Flags > environment (INFISICAL_<FLAG> for the flags listed in lib/runtime/program-env.ts, and
  * INFISICAL_CLIENT_SECRET) > defaults. No other variable is read: the shell may hold other programs' INFISICAL_*.
  */
-import { readFileSync } from 'node:fs';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -20,6 +19,7 @@ import { CaClient } from '../lib/protocol/ca-client.js';
 import { GatewayError, unwrap } from '../lib/protocol/errors.js';
 import type { GrantTarget } from '../lib/protocol/grant.js';
 import { CONNECT_FLAG_ENV, CONNECT_SECRET_ENV, flagEnvName, flagsFromEnv } from '../lib/runtime/program-env.js';
+import { readSecretFile } from '../lib/runtime/secret-file.js';
 
 const VERSION = '0.1.0';
 
@@ -44,7 +44,8 @@ function commonOptions(y: Argv): Argv {
     .option('client-id', { type: 'string', describe: 'machine identity client id', global: true })
     .option('client-secret-file', {
       type: 'string',
-      describe: `file holding the client secret (or env ${CONNECT_SECRET_ENV}; never a flag)`,
+      nargs: 1, // "-" is its value (standard input), not a positional
+      describe: `file holding the client secret, chmod 600; - reads standard input (or env ${CONNECT_SECRET_ENV}; never a flag)`,
       global: true,
     })
     .option('json', {
@@ -96,7 +97,9 @@ function setup(argv: Args) {
   const connector = () => {
     const secretFile = argv['client-secret-file'];
     const clientSecret =
-      typeof secretFile === 'string' ? readSecret(secretFile) : (process.env[CONNECT_SECRET_ENV] ?? '');
+      typeof secretFile === 'string'
+        ? readSecretFile(secretFile, { what: '--client-secret-file' })
+        : (process.env[CONNECT_SECRET_ENV] ?? '');
     if (!clientSecret)
       throw new GatewayError(
         'E_CONFIG_INVALID',
@@ -116,14 +119,6 @@ function setup(argv: Args) {
     });
   };
   return { status, connector };
-}
-
-function readSecret(path: string): string {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch (err) {
-    throw new GatewayError('E_CONFIG_INVALID', `cannot read --client-secret-file ${path}: ${(err as Error).message}`);
-  }
 }
 
 /**

@@ -9,6 +9,7 @@ import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { enrolledCommands } from '../lib/enrolled/commands.js';
+import { tokenOnCommandLineWarning } from '../lib/enrolled/credentials.js';
 import { gatewayConfigSchema } from '../lib/gateway/config.js';
 import {
   asGatewayConfig,
@@ -66,14 +67,25 @@ await globalOptions(yargs(hideBin(process.argv)))
       y
         .option('ca', { type: 'string', describe: 'CA API URL (https://host:port)' })
         .option('ca-fingerprint', { type: 'string', describe: 'sha256:… of the CA API certificate (pinned)' })
-        .option('token', { type: 'string', describe: 'one-time enrollment token (kind gateway)' })
+        .option('token-file', {
+          type: 'string',
+          nargs: 1, // "-" is its value (standard input), not a positional
+          describe: 'file holding the one-time enrollment token (kind gateway), chmod 600; - reads standard input',
+        })
+        .option('token', {
+          type: 'string',
+          describe: 'the token itself: visible to every user in ps (warns); prefer --token-file or the environment',
+        })
         .option('client-id', { type: 'string', describe: 'machine identity client id (org-admin)' })
-        .option('client-secret-file', { type: 'string', describe: 'file holding the client secret' })
+        .option('client-secret-file', { type: 'string', describe: 'file holding the client secret (chmod 600)' })
         .option('org', { type: 'string', describe: 'org id' })
         .option('gateway-id', { type: 'string', describe: 'this gateway id' }),
     async (argv) => {
       try {
-        const out = await enrollCommand(configOf(argv));
+        const loaded = loadFromArgv(gatewayConfigSchema, argv);
+        const warning = tokenOnCommandLineWarning(gatewayConfigSchema, loaded.origins.enrollment_token);
+        if (warning) process.stderr.write(`infisical-gateway: ${warning}\n`);
+        const out = await enrollCommand(asGatewayConfig(loaded.config));
         process.stdout.write(
           argv['json']
             ? `${JSON.stringify(out, null, 2)}\n`

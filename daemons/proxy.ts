@@ -9,6 +9,7 @@ import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { enrolledCommands } from '../lib/enrolled/commands.js';
+import { tokenOnCommandLineWarning } from '../lib/enrolled/credentials.js';
 import { GatewayError } from '../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import {
@@ -73,9 +74,17 @@ await globalOptions(yargs(hideBin(process.argv)))
       y
         .option('ca', { type: 'string', describe: 'CA API URL (https://host:port)' })
         .option('ca-fingerprint', { type: 'string', describe: 'sha256:… of the CA API certificate (pinned)' })
-        .option('token', { type: 'string', describe: 'one-time enrollment token (kind proxy)' })
+        .option('token-file', {
+          type: 'string',
+          nargs: 1, // "-" is its value (standard input), not a positional
+          describe: 'file holding the one-time enrollment token (kind proxy), chmod 600; - reads standard input',
+        })
+        .option('token', {
+          type: 'string',
+          describe: 'the token itself: visible to every user in ps (warns); prefer --token-file or the environment',
+        })
         .option('admin-client-id', { type: 'string', describe: 'admin (instance) or org-admin (org) client id' })
-        .option('client-secret-file', { type: 'string', describe: 'file holding the client secret' })
+        .option('client-secret-file', { type: 'string', describe: 'file holding the client secret (chmod 600)' })
         .option('scope', {
           choices: ['instance', 'org'] as const,
           describe: 'instance (shared) or org (one org) proxy',
@@ -87,7 +96,10 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('tls-address', { type: 'string', describe: 'TLS host:port advertised to platforms' }),
     async (argv) => {
       try {
-        const out = await enrollCommand(configOf(argv));
+        const loaded = loadFromArgv(proxyConfigSchema, argv);
+        const warning = tokenOnCommandLineWarning(proxyConfigSchema, loaded.origins.enrollment_token);
+        if (warning) process.stderr.write(`infisical-proxy: ${warning}\n`);
+        const out = await enrollCommand(asProxyConfig(loaded.config));
         process.stdout.write(
           argv['json']
             ? `${JSON.stringify(out, null, 2)}\n`

@@ -19,6 +19,8 @@ import { createServer, request } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { gatewayConfigSchema } from '../lib/gateway/config.js';
+import { envName } from '../lib/runtime/config-schema.js';
 import { EXIT_REVOKED } from '../lib/runtime/exit-status.js';
 import { QUICKSTART_PORT_BASE_ENV } from '../lib/runtime/program-env.js';
 
@@ -75,9 +77,16 @@ function bin(name: string): string {
   return join(HERE, `${name}.js`);
 }
 
-/** Runs a CLI to completion; returns its parsed --json output. */
-async function runJson(name: string, args: string[]): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [bin(name), ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs a CLI to completion (with `env` added to ours); returns its parsed --json output. */
+async function runJson(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, [bin(name), ...args, '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -270,21 +279,24 @@ async function enrollOnce(setup: Setup): Promise<void> {
     `127.0.0.1:${PORT.proxyTls}`,
   ]);
   const token = await runJson('ca', ['token', '--org', ORG, '--kind', 'gateway', '--subject', GATEWAY, ...caState]);
-  await runJson('gateway', [
-    'enroll',
-    '--state-dir',
-    join(STATE, 'gateway'),
-    '--ca',
-    CA_URL,
-    '--ca-fingerprint',
-    setup.fingerprint,
-    '--token',
-    String(token['token']),
-    '--org',
-    ORG,
-    '--gateway-id',
-    GATEWAY,
-  ]);
+  // The token goes by the environment, not the command line, where every user of the host could read it.
+  await runJson(
+    'gateway',
+    [
+      'enroll',
+      '--state-dir',
+      join(STATE, 'gateway'),
+      '--ca',
+      CA_URL,
+      '--ca-fingerprint',
+      setup.fingerprint,
+      '--org',
+      ORG,
+      '--gateway-id',
+      GATEWAY,
+    ],
+    { [envName(gatewayConfigSchema, 'enrollment_token')]: String(token['token']) },
+  );
   writeFileSync(setupFile, JSON.stringify(setup, null, 2), { mode: 0o600 });
 }
 

@@ -27,13 +27,14 @@ const out = (json: unknown, text: string): Output => ({ json, text });
 /** What --help says about exit statuses; cliExitStatus implements it. */
 export const EXIT_STATUS_HELP =
   'Exit status: 0 ok; 1 error (its code is printed); 2 bad input: an invalid id or value, a missing --yes, ' +
-  'unknown flags (E_REQUEST_INVALID); 78 invalid configuration (E_CONFIG_INVALID).';
+  'unknown flags (E_REQUEST_INVALID); 78 invalid configuration (E_CONFIG_INVALID), or a secret file others may read ' +
+  '(E_SECRET_FILE_MODE).';
 
 export const EXIT_BAD_INPUT = 2;
 
 export function cliExitStatus(code: ErrorCode): number {
   if (code === 'E_REQUEST_INVALID') return EXIT_BAD_INPUT;
-  if (code === 'E_CONFIG_INVALID') return 78;
+  if (code === 'E_CONFIG_INVALID' || code === 'E_SECRET_FILE_MODE') return 78;
   return 1;
 }
 

@@ -2,17 +2,27 @@
  * The CA daemon's configuration keys (flags > environment > /etc/infisical/ca.conf > defaults). Declared once:
  * the loader, --help and the sample config read this.
  */
-import { defineSchema, durationRange, hostPort, intRange, keys } from '../runtime/config-schema.js';
+import { defineSchema, durationRange, hostPort, intRange, keys, oneOf } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
 import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE } from './http.js';
 import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from './unauthenticated.js';
 
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
   listen: keys.string({
-    default: '0.0.0.0:8443',
+    default: '127.0.0.1:8443',
     placeholder: 'host:port',
-    description: 'Address of the HTTPS API (clients pin its certificate by SHA-256 fingerprint).',
+    description:
+      'Address of the HTTPS API (clients pin its certificate by SHA-256 fingerprint). Loopback by default: set ' +
+      '0.0.0.0:8443 (or one address of this host) when proxies and gateways on other hosts must reach it.',
     validate: hostPort,
+  }),
+  tls_min_version: keys.string({
+    default: '1.3',
+    placeholder: '1.2|1.3',
+    description:
+      'Oldest TLS version the API accepts. 1.3: TLS 1.3 only. 1.2 also admits TLS 1.2 clients, with forward-secret ' +
+      'AEAD ciphers only (ECDHE with AES-GCM or ChaCha20-Poly1305). The suite’s own programs speak TLS 1.3.',
+    validate: oneOf('1.2', '1.3'),
   }),
   trust_domain: keys.string({
     optional: true,

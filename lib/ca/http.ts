@@ -3,12 +3,14 @@
  * (routes.ts), its body read within a size bound, parsed and validated against the route's schema BEFORE
  * anything else, its caller authenticated, and the Authority called. Every refusal is `{code, message}` with the
  * status of its code. Slow or oversized input is cut off: header and request timeouts, a TLS handshake
- * timeout, a body limit, a connection cap in all and one per source address.
+ * timeout, a body limit, a connection cap in all and one per source address. TLS 1.3 only unless the operator
+ * admits 1.2 (apiTlsPolicy).
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
 import { HEADER_CERT, HEADER_SIGNATURE, MAX_BODY_BYTES, parseBody } from '../protocol/api.js';
 import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Logger } from '../runtime/log.js';
@@ -24,6 +26,8 @@ export interface CaServerOptions {
   /** 0 picks a free port. */
   port: number;
   tls: { certificateChainPem: string; privateKeyPem: string };
+  /** Oldest TLS version accepted (config tls_min_version); default '1.3'. */
+  tlsMinVersion?: ApiTlsVersion;
   logger?: Logger;
   metrics?: DaemonMetrics;
   maxBodyBytes?: number;
@@ -50,6 +54,27 @@ export interface CaServerOptions {
  */
 export const MAX_CONNECTIONS = 4096;
 export const MAX_CONNECTIONS_PER_SOURCE = 1024;
+
+export type ApiTlsVersion = '1.2' | '1.3';
+
+/** TLS 1.3's suites, all AEAD; named explicitly because a `ciphers` string without them turns TLS 1.3 off. */
+const TLS13_SUITES = ['TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_128_GCM_SHA256'];
+/** TLS 1.2, when admitted: forward secrecy and AEAD only (no CBC, no SHA-1 MAC, no static RSA key exchange). */
+const TLS12_AEAD_CIPHERS = [
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+];
+
+/** The protocol versions and ciphers of the API listener, used at start and for every certificate swap. */
+export function apiTlsPolicy(min: ApiTlsVersion): Pick<SecureContextOptions, 'minVersion' | 'ciphers'> {
+  if (min === '1.3') return { minVersion: 'TLSv1.3' };
+  return { minVersion: 'TLSv1.2', ciphers: [...TLS13_SUITES, ...TLS12_AEAD_CIPHERS].join(':') };
+}
+
 /** Held feed reads at once: each costs a socket and a listener, nothing else. */
 export const MAX_HELD_REQUESTS = 10_000;
 /** A held socket's idle bound beyond its wait: the answer is written well before it. */
@@ -97,12 +122,13 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
   const held = new Set<AbortController>();
   const maxHeld = options.maxHeldRequests ?? MAX_HELD_REQUESTS;
   const socketTimeout = Math.max(options.requestTimeoutMs ?? 30_000, headersTimeout);
+  const tlsPolicy = apiTlsPolicy(options.tlsMinVersion ?? '1.3');
 
   const server: Server = createServer(
     {
       key: options.tls.privateKeyPem,
       cert: options.tls.certificateChainPem,
-      minVersion: 'TLSv1.2',
+      ...tlsPolicy,
       handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
       maxHeaderSize: 32 * 1024,
       headersTimeout,
@@ -307,7 +333,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       maxPerSource = limits.maxConnectionsPerSource;
     },
     setCredentials(tls) {
-      server.setSecureContext({ key: tls.privateKeyPem, cert: tls.certificateChainPem, minVersion: 'TLSv1.2' });
+      server.setSecureContext({ key: tls.privateKeyPem, cert: tls.certificateChainPem, ...tlsPolicy });
     },
     async drain(deadlineMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -25,6 +25,7 @@ import type { RefusalCounter } from './unauthenticated.js';
 /** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
 export interface CaConfig {
   readonly listen: string;
+  readonly tls_min_version: string;
   readonly trust_domain: string | undefined;
   readonly api_names: readonly string[];
   readonly token_ttl: number;
@@ -51,6 +52,10 @@ export interface CaConfig {
 /** Loaded config as CaConfig; every key is validated by the loader, defaults make the required ones present. */
 export function asCaConfig(config: ConfigOf<(typeof caConfigSchema)['keys']>): CaConfig {
   return config as unknown as CaConfig;
+}
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.') || host === '::ffff:127.0.0.1';
 }
 
 export interface CaState {
@@ -85,8 +90,8 @@ export function openState(
 
 /**
  * Runs the daemon until SIGTERM. `reloadConfig` re-reads flags/env/file on SIGHUP: token and grant lifetimes,
- * the connection caps, the per-source failure limits and the log level apply at once; a new listen address or
- * state directory needs a restart (logged).
+ * the connection caps, the per-source failure limits and the log level apply at once; a new listen address, TLS
+ * version or state directory needs a restart (logged).
  */
 export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () => CaConfig): Promise<void> {
   const notifier = new SystemdNotifier();
@@ -135,6 +140,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     host: listen.host,
     port: listen.port,
     tls: authority.apiServerCredentials(),
+    tlsMinVersion: config.tls_min_version === '1.2' ? '1.2' : '1.3',
     logger,
     metrics,
     maxConnections: config.max_connections,
@@ -200,7 +206,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
           maxConnectionsPerSource: next.max_connections_per_source,
         });
         logger.level = next.log_level;
-        for (const key of ['listen', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
+        for (const key of ['listen', 'tls_min_version', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
           if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);
         }
         logger.info({ fingerprint: credentials.fingerprint256 }, 'reloaded configuration and API certificate');
@@ -228,5 +234,12 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     },
     'serving',
   );
+  if (isLoopback(server.host)) {
+    // The default; builds before it listened on every address, so an upgraded CA says why others cannot reach it.
+    logger.info(
+      { listen: config.listen },
+      'the API answers on loopback only: set listen (e.g. 0.0.0.0:8443) for proxies and gateways on other hosts',
+    );
+  }
   lifecycle.ready(`serving on ${server.url}`);
 }

@@ -127,7 +127,11 @@ export function refusedAfterRevocation(grantId: string, revocation: ConnectError
  * there or by a prefix (`E_CERT_*`); a code in none exits 1. `--help` prints this table, so the two agree.
  */
 export const EXIT_STATUSES: readonly { status: number; meaning: string; codes: readonly string[] }[] = [
-  { status: 2, meaning: 'bad flags or configuration', codes: ['E_CONFIG_INVALID', 'E_REQUEST_*'] },
+  {
+    status: 2,
+    meaning: 'bad flags or configuration',
+    codes: ['E_CONFIG_INVALID', 'E_SECRET_FILE_MODE', 'E_REQUEST_*'],
+  },
   { status: 3, meaning: 'CA login refused', codes: ['E_AUTH_*', 'E_TOKEN_*', 'E_RATE_LIMITED'] },
   {
     status: 4,

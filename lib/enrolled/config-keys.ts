@@ -1,8 +1,35 @@
 /**
- * Config keys every enrolled component (gateway, proxy) shares: the revocation feed and renewal. Spread into
- * each daemon's schema, so names, defaults and docs are the same in both.
+ * Config keys every enrolled component (gateway, proxy) shares: how `enroll` gets its one-time token, the
+ * revocation feed and renewal. Spread into each daemon's schema, so names, defaults and docs are the same in both.
  */
 import { durationRange, keys } from '../runtime/config-schema.js';
+
+/**
+ * The enrollment token, from a file or standard input (`--token-file`), the environment
+ * (INFISICAL_<DAEMON>_ENROLLMENT_TOKEN) or, with a warning, the command line (`--token`, which every user of the
+ * host can read in `ps`). credentials.ts reads them.
+ */
+export function enrollmentTokenKeys(kind: 'gateway' | 'proxy') {
+  return {
+    enrollment_token: keys.string({
+      flag: 'token',
+      optional: true,
+      secret: true,
+      description:
+        `One-time enrollment token (kind ${kind}) for \`enroll\`. Given as --token it is visible to every user ` +
+        'of the host (ps) and a warning is printed: prefer enrollment_token_file or this variable.',
+    }),
+    enrollment_token_file: keys.string({
+      flag: 'token-file',
+      optional: true,
+      placeholder: 'path|-',
+      description:
+        `File holding the one-time enrollment token (kind ${kind}) for \`enroll\`, or - for standard input. ` +
+        'The file must not be readable by group or others (chmod 600), as OpenSSH requires of a private key.',
+      validate: (v) => (v.length > 0 && !v.includes('\0') ? undefined : 'expected a file path or -'),
+    }),
+  };
+}
 
 export function enrolledKeys() {
   return {

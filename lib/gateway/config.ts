@@ -2,7 +2,7 @@
  * The gateway daemon's configuration keys (flags > environment INFISICAL_GATEWAY_* > /etc/infisical/gateway.conf
  * > defaults). Declared once: the loader, --help and the sample config read this.
  */
-import { enrolledKeys } from '../enrolled/config-keys.js';
+import { enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
 import { defineSchema, durationRange, httpsUrl, intRange, keys } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
 
@@ -34,12 +34,7 @@ export const gatewayConfigSchema = defineSchema(
       placeholder: 'id',
       description: "This gateway's id (its SSH principal).",
     }),
-    enrollment_token: keys.string({
-      flag: 'token',
-      optional: true,
-      secret: true,
-      description: 'One-time enrollment token (kind gateway) for `enroll`.',
-    }),
+    ...enrollmentTokenKeys('gateway'),
     client_id: keys.string({ optional: true, description: 'Machine identity client id for `enroll` (org-admin).' }),
     client_secret_file: keys.path({ optional: true, description: 'File holding the machine identity client secret.' }),
     // allowlist: deny by default

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type EnrollmentCredential, enrollmentCredential } from '../enrolled/credentials.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
 import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
@@ -33,6 +34,7 @@ export interface GatewayConfig {
   readonly org_id: string | undefined;
   readonly gateway_id: string | undefined;
   readonly enrollment_token: string | undefined;
+  readonly enrollment_token_file: string | undefined;
   readonly client_id: string | undefined;
   readonly client_secret_file: string | undefined;
   readonly allow_cidrs: readonly string[];
@@ -114,27 +116,26 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
   const caFingerprint = required(config, 'ca_fingerprint', '--ca-fingerprint');
   const orgId = required(config, 'org_id', '--org');
   const gatewayId = required(config, 'gateway_id', '--gateway-id');
+  // Read (and a loose secret file refused) before the state directory is touched.
+  const credential = enrollmentCredential(config, { clientId: config.client_id, clientIdFlag: '--client-id' });
   const path = databasePath(config);
   // Before the CA is asked (a token is spent once): never under a running serve.
   const lock = holdStateDirectory(path, 'gateway', 'enroll');
   try {
-    return await enrollAndStore(config, path, { caUrl, caFingerprint, orgId, gatewayId });
+    return await enrollAndStore(credential, path, { caUrl, caFingerprint, orgId, gatewayId });
   } finally {
     lock.release();
   }
 }
 
 async function enrollAndStore(
-  config: GatewayConfig,
+  credential: EnrollmentCredential,
   path: string,
   { caUrl, caFingerprint, orgId, gatewayId }: Record<'caUrl' | 'caFingerprint' | 'orgId' | 'gatewayId', string>,
 ): Promise<Record<string, unknown>> {
   let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
-  const token = config.enrollment_token;
-  if (!token) {
-    const clientId = required(config, 'client_id', '--token or --client-id');
-    const secretFile = required(config, 'client_secret_file', '--client-secret-file');
-    const clientSecret = readFileSync(secretFile, 'utf8').trim();
+  if (credential.kind === 'login') {
+    const { clientId, clientSecret } = credential;
     client = (await client.loginAs({ clientId, clientSecret })).client;
   }
   const state = await enroll({
@@ -143,7 +144,7 @@ async function enrollAndStore(
     caFingerprint,
     orgId,
     gatewayId,
-    ...(token ? { enrollmentToken: token } : {}),
+    ...(credential.kind === 'token' ? { enrollmentToken: credential.token } : {}),
   });
   const store = GatewayStore.open(path);
   try {

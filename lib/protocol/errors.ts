@@ -34,9 +34,10 @@ export const ErrorCodes = {
   E_CONFIG_INVALID: 'configuration is invalid',
   E_STORE_VERSION: 'state database schema is not compatible with this version',
   E_STORE_PERMISSIONS: 'state directory or file has unsafe permissions',
+  E_SECRET_FILE_MODE: 'secret file is readable by group or others',
   E_SEALED_TAMPERED: 'sealed value failed authentication (tampered, truncated or wrong context)',
   E_SEALED_MALFORMED: 'sealed value is malformed or of an unknown version',
-  E_SEALED_KEY: 'sealing key is missing, unreadable, of the wrong size or unsafe',
+  E_SEALED_KEY: 'sealing key is missing, unreadable or of the wrong size',
   // identities (lib/protocol/identity)
   E_IDENTITY_MALFORMED: 'identity URI is malformed',
   // CA API, tokens and policy (lib/ca)

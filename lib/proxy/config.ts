@@ -3,7 +3,7 @@
  * defaults). Declared once: the loader, --help and the sample config read this. `enroll` uses the enrollment
  * keys; `serve` runs from the state database and reads only listeners, limits and runtime keys here.
  */
-import { enrolledKeys } from '../enrolled/config-keys.js';
+import { enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
 import {
   defineSchema,
   durationRange,
@@ -36,12 +36,7 @@ export const proxyConfigSchema = defineSchema(
       placeholder: 'sha256:hex',
       description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
     }),
-    enrollment_token: keys.string({
-      flag: 'token',
-      optional: true,
-      secret: true,
-      description: 'One-time enrollment token (kind proxy) for `enroll`.',
-    }),
+    ...enrollmentTokenKeys('proxy'),
     admin_client_id: keys.string({
       optional: true,
       description: 'Client id of the instance admin (instance proxy) or an org-admin (org proxy) for `enroll`.',

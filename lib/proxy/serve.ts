@@ -4,8 +4,8 @@
  * certificates from SQLite without dropping a tunnel or a stream; SIGTERM drains (bounded by drain_timeout).
  */
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type EnrollmentCredential, enrollmentCredential } from '../enrolled/credentials.js';
 import { FeedFollower, type FeedTiming, isSelfRefusal, selfRefusalReason } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
 import { holdStateDirectory } from '../enrolled/lock.js';
@@ -39,6 +39,7 @@ export interface ProxyConfig {
   readonly ca_url: string | undefined;
   readonly ca_fingerprint: string | undefined;
   readonly enrollment_token: string | undefined;
+  readonly enrollment_token_file: string | undefined;
   readonly admin_client_id: string | undefined;
   readonly client_secret_file: string | undefined;
   readonly scope: string | undefined;
@@ -109,11 +110,16 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
   }
   const proxyId = required(config.proxy_id, '--proxy-id');
   const hostname = required(config.hostnames[0], '--hostname');
+  // Read (and a loose secret file refused) before the state directory is touched.
+  const credential = enrollmentCredential(config, {
+    clientId: config.admin_client_id,
+    clientIdFlag: '--admin-client-id',
+  });
   const path = databasePath(config);
   // Before the CA is asked (a token is spent once): never under a running serve.
   const lock = holdStateDirectory(path, 'proxy', 'enroll');
   try {
-    return await enrollAndStore(config, path, { caUrl, caFingerprint, scope, orgId, proxyId, hostname });
+    return await enrollAndStore(config, credential, path, { caUrl, caFingerprint, scope, orgId, proxyId, hostname });
   } finally {
     lock.release();
   }
@@ -121,6 +127,7 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
 
 async function enrollAndStore(
   config: ProxyConfig,
+  credential: EnrollmentCredential,
   path: string,
   {
     caUrl,
@@ -141,11 +148,9 @@ async function enrollAndStore(
   const sshListen = config.ssh_listen ?? DEFAULT_SSH_LISTEN;
   const tlsListen = config.tls_listen ?? DEFAULT_TLS_LISTEN;
   let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
-  const token = config.enrollment_token;
-  if (!token) {
-    const clientId = required(config.admin_client_id, '--token or --admin-client-id');
-    const secretFile = required(config.client_secret_file, '--client-secret-file');
-    client = (await client.loginAs({ clientId, clientSecret: readFileSync(secretFile, 'utf8').trim() })).client;
+  if (credential.kind === 'login') {
+    const { clientId, clientSecret } = credential;
+    client = (await client.loginAs({ clientId, clientSecret })).client;
   }
   const state = await enroll({
     client,
@@ -159,7 +164,7 @@ async function enrollAndStore(
     tlsListen,
     sshAddress: advertised(config.ssh_address, sshListen, hostname),
     tlsAddress: advertised(config.tls_address, tlsListen, hostname),
-    ...(token ? { enrollmentToken: token } : {}),
+    ...(credential.kind === 'token' ? { enrollmentToken: credential.token } : {}),
   });
   const store = ProxyStore.open(path);
   try {

@@ -19,6 +19,7 @@ import {
 import { closeSync, fstatSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { GatewayError } from '../protocol/errors.js';
+import { assertPrivateFile } from '../runtime/secret-file.js';
 import { prepareStateDirectory } from './db.js';
 
 const VERSION = 0x01;
@@ -104,13 +105,7 @@ function readKeyFile(path: string): SealingKey {
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new GatewayError('E_SEALED_KEY', `${source}: not a regular file`);
-    const mode = stat.mode & 0o777;
-    if ((mode & 0o077) !== 0) {
-      throw new GatewayError(
-        'E_SEALED_KEY',
-        `${source}: mode ${mode.toString(8).padStart(4, '0')} lets others read it; expected 0600 (chmod 600 ${path})`,
-      );
-    }
+    assertPrivateFile(path, stat);
     if (stat.size > 1024) throw new GatewayError('E_SEALED_KEY', `${source}: ${stat.size} bytes, expected 32`);
     return decodeKey(readFileSync(fd), source);
   } finally {
@@ -132,7 +127,7 @@ export interface SealingKeyOptions {
 /**
  * Loads the sealing key: `$CREDENTIALS_DIRECTORY/<credentialName>` when present (systemd owns its
  * permissions), else the key file, created with a fresh random key if absent. A key file readable by group
- * or others, or of the wrong size, is refused (E_SEALED_KEY) rather than used.
+ * or others is refused (E_SECRET_FILE_MODE), one of the wrong size too (E_SEALED_KEY), rather than used.
  */
 export function loadSealingKey(options: SealingKeyOptions): SealingKey {
   const env = options.env ?? process.env;

@@ -95,3 +95,11 @@ test('operations: adding a proxy to a running fleet is enroll and start, gateway
   // The getting-started guide must not say gateways only learn proxies at enrollment or renewal.
   assert.doesNotMatch(read('docs/getting-started.md'), /listed at enrollment/);
 });
+
+test('no documented enroll puts its token on the command line (visible in ps): --token-file or the environment', () => {
+  const enrolls = documentedCommands().filter((c) => c.words[1] === 'enroll');
+  assert.ok(enrolls.length >= 4, `${enrolls.length} enroll examples found`);
+  for (const { page, words } of enrolls) {
+    assert.ok(!words.includes('--token'), `${page}: ${words.join(' ')}`);
+  }
+});

@@ -16,12 +16,16 @@ before(async () => {
 });
 after(() => d?.close());
 
-function run(program: 'gateway' | 'proxy', args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(
+  program: 'gateway' | 'proxy',
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [programPath(program), ...args],
-      { env: cleanEnv(), timeout: 60_000 },
+      { env: cleanEnv(env), timeout: 60_000 },
       (err, stdout, stderr) =>
         resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr }),
     );
@@ -59,18 +63,11 @@ test('a second serve on a state directory in use is refused, naming the pid that
 test('enroll under a running serve is refused before the CA is asked', async () => {
   const g = d.gateways[0]!;
   const token = String((await d.ca.cli(['token', '--org', ORG, '--kind', 'gateway', '--subject', 'gw-1']))['token']);
-  const r = await run('gateway', [
-    'enroll',
-    '--state-dir',
-    g.stateDir,
-    ...d.ca.pinned(),
-    '--token',
-    token,
-    '--org',
-    ORG,
-    '--gateway-id',
-    'gw-1',
-  ]);
+  const r = await run(
+    'gateway',
+    ['enroll', '--state-dir', g.stateDir, ...d.ca.pinned(), '--org', ORG, '--gateway-id', 'gw-1'],
+    { INFISICAL_GATEWAY_ENROLLMENT_TOKEN: token },
+  );
   assert.equal(r.code, 78, r.stderr);
   assert.match(r.stderr, heldBy('gateway', g.pid));
   // The CA was not asked: the one gateway enrollment in its audit is the deployment's.

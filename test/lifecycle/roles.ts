@@ -1,7 +1,7 @@
 /**
  * Each role of a lifecycle deployment, set up through its own CLI in the order of daemons/quickstart.ts:
  * the CA (`init`, `org create`, `serve`), identities (`identity create`, `policy add`), instance proxies
- * (`enroll` with the admin credential, `serve`), gateways (`ca token`, `enroll`, `serve`) and
+ * (`enroll` with the admin credential, `serve`), gateways (`ca token`, `enroll --token-file`, `serve`) and
  * `infisical-connect tcp`. deploy.ts composes them.
  */
 import { chmodSync, writeFileSync } from 'node:fs';
@@ -257,8 +257,8 @@ export async function startGateway(
     '--state-dir',
     stateDir,
     ...ca.pinned(),
-    '--token',
-    String(token['token']),
+    '--token-file',
+    writeSecret(join(site.dir, 'secrets', `${gatewayId}.token`), String(token['token'])),
     '--org',
     ORG,
     '--gateway-id',

@@ -309,48 +309,55 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
         ['78', '0', 'failed'],
       );
       await box.exec(['systemctl', 'reset-failed', units('proxy')]);
-      await box.must([
-        'runuser',
-        '-u',
-        'infisical-proxy',
-        '--',
-        'infisical-proxy',
-        'enroll',
-        ...common,
-        '--token',
-        proxyToken,
-        '--scope',
-        'instance',
-        '--proxy-id',
-        'p1',
-        '--hostname',
-        '127.0.0.1',
-        '--ssh-address',
-        '127.0.0.1:2222',
-        '--tls-address',
-        '127.0.0.1:8444',
-      ]);
+      // Tokens go in on standard input (docs/install.md), never on a command line other users can read.
+      await box.must(
+        [
+          'runuser',
+          '-u',
+          'infisical-proxy',
+          '--',
+          'infisical-proxy',
+          'enroll',
+          ...common,
+          '--token-file',
+          '-',
+          '--scope',
+          'instance',
+          '--proxy-id',
+          'p1',
+          '--hostname',
+          '127.0.0.1',
+          '--ssh-address',
+          '127.0.0.1:2222',
+          '--tls-address',
+          '127.0.0.1:8444',
+        ],
+        { input: `${proxyToken}\n` },
+      );
       await box.must(['systemctl', 'start', units('proxy')]);
       await box.must([
         'sh',
         '-c',
         'printf "allow_cidrs = 127.0.0.1/32\\nallow_ports = 9471, 9500\\n" >> /etc/infisical/gateway.conf',
       ]);
-      await box.must([
-        'runuser',
-        '-u',
-        'infisical-gateway',
-        '--',
-        'infisical-gateway',
-        'enroll',
-        ...common,
-        '--token',
-        gatewayToken,
-        '--org',
-        'acme',
-        '--gateway-id',
-        'gw1',
-      ]);
+      await box.must(
+        [
+          'runuser',
+          '-u',
+          'infisical-gateway',
+          '--',
+          'infisical-gateway',
+          'enroll',
+          ...common,
+          '--token-file',
+          '-',
+          '--org',
+          'acme',
+          '--gateway-id',
+          'gw1',
+        ],
+        { input: `${gatewayToken}\n` },
+      );
       await box.must(['systemctl', 'start', units('gateway')]);
       const gw = await box.show(units('gateway'), 'ActiveState', 'StatusText');
       assert.equal(gw['ActiveState'], 'active');

@@ -79,7 +79,10 @@ test('key file with loose permissions or the wrong size is refused with a clear 
   chmodSync(loose, 0o644);
   assert.throws(
     () => loadSealingKey({ keyFile: loose, env: {} }),
-    (err: unknown) => code('E_SEALED_KEY')(err) && /mode 0644 lets others read it; expected 0600/.test(String(err)),
+    (err: unknown) =>
+      code('E_SECRET_FILE_MODE')(err) &&
+      String(err).includes(`${loose} has mode 0644`) &&
+      /chmod 600 /.test(String(err)),
   );
   const short = join(dir, 'short.key');
   writeFileSync(short, randomBytes(16), { mode: 0o600 });
