@@ -57,6 +57,7 @@ export const ErrorCodes = {
   E_SUBJECT_REVOKED: 'gateway, proxy or identity has been revoked',
   E_CERT_SUPERSEDED: 'certificate was already renewed; only its successor may renew or be used',
   E_FEED_STALE: 'the CA revocation feed has not been read successfully for too long',
+  E_FEED_MALFORMED: 'the CA revocation feed answer is not a well-formed feed',
   // routing and streams (lib/proxy, lib/gateway, lib/client)
   E_ROUTE_FORBIDDEN: 'proxy refuses to route this connection',
   E_GATEWAY_OFFLINE: 'gateway has no tunnel on this proxy',
@@ -75,6 +76,14 @@ export const ErrorCodes = {
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
+
+/**
+ * Is this text one of our codes? An own-property test: `in` would also admit "constructor", "toString" and the
+ * other names every object inherits, letting a peer's status line or error body pass them off as codes.
+ */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ErrorCodes, value);
+}
 
 /** An error that carries a stable code; `detail` is for humans and may change. */
 export class GatewayError extends Error {
