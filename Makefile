@@ -4,7 +4,7 @@ NODE ?= node
 TEST_DIR ?= build/test
 TEST_FILES = $(shell find $(TEST_DIR) -name '*.test.js' | sort)
 
-.PHONY: all deps build test test-only lint format bench run docs clean
+.PHONY: all deps build test test-only lint format bench run docs clean fuzz soak
 
 all: build
 
@@ -32,6 +32,16 @@ lint: deps
 
 format:
 	@npx biome check --write .
+
+## fuzz: every parser fuzz target, FUZZ_SECONDS in all (default 600); FUZZ_TARGETS=a,b narrows, FUZZ_SEED replays
+FUZZ_SECONDS ?= 600
+fuzz: build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) $(NODE) build/test/fuzz/run.js
+
+## soak: SIGKILL and restart the CA, a proxy and a gateway under checksummed transfers (SOAK_SECONDS, default 180)
+SOAK_SECONDS ?= 180
+soak: build
+	@SOAK_SECONDS=$(SOAK_SECONDS) $(NODE) build/test/soak/soak.js
 
 ## bench: benchmarks, printed as a table beside reference runs
 bench: build

@@ -11,13 +11,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
-import { HEADER_CERT, HEADER_SIGNATURE, MAX_BODY_BYTES, parseBody } from '../protocol/api.js';
+import { HEADER_CERT, HEADER_SIGNATURE, MAX_BODY_BYTES } from '../protocol/api.js';
 import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Logger } from '../runtime/log.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 import { bearerToken, readBody, sendError, sendJson, statusFor } from './http-io.js';
-import { matchRoute, type RouteInput, rotationAckOf } from './routes.js';
+import { parseRequestBody, type RouteInput, rotationAckOf, routeRequest } from './routes.js';
 import { sourceKey } from './throttle.js';
 
 export interface CaServerOptions {
@@ -186,36 +186,25 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
 
   async function handle(req: IncomingMessage, res: ServerResponse, named: (n: string) => void): Promise<void> {
     const target = req.url ?? '/';
-    if (!target.startsWith('/') || target.length > 2048) return fail(res, 'E_NOT_FOUND', 'bad request target');
-    const url = new URL(target, 'https://ca.invalid');
-    const match = matchRoute(req.method ?? '', url.pathname);
-    if (!match) return fail(res, 'E_NOT_FOUND', `no route ${url.pathname}`);
-    if ('allowed' in match) {
-      res.setHeader('allow', match.allowed.join(', '));
-      metrics?.refusals.inc({ code: 'E_REQUEST_INVALID' });
-      return sendJson(res, 405, { code: 'E_REQUEST_INVALID', message: `method ${req.method} not allowed` });
+    const match = routeRequest(req.method ?? '', target);
+    if (!match.ok) {
+      if (match.allowed) {
+        res.setHeader('allow', match.allowed.join(', '));
+        metrics?.refusals.inc({ code: match.code });
+        return sendJson(res, 405, { code: match.code, message: match.reason });
+      }
+      return fail(res, match.code, match.reason);
     }
-    const { route, params } = match;
+    const { route, params, url } = match;
     named(route.name);
 
     // 1. The body: bounded, JSON, schema. Nothing else looks at the request before this passes.
     const read = await readBody(req, maxBody);
     if (!read.ok) return fail(res, read.code, read.reason, true);
     const raw = read.value;
-    let body: unknown;
-    if (route.body) {
-      let json: unknown;
-      try {
-        json = JSON.parse(raw.toString('utf8'));
-      } catch (err) {
-        return fail(res, 'E_REQUEST_MALFORMED', (err as Error).message.slice(0, 200));
-      }
-      const valid = parseBody(route.body, json);
-      if (!valid.ok) return fail(res, valid.code, valid.reason);
-      body = valid.value;
-    } else if (raw.length > 0) {
-      return fail(res, 'E_REQUEST_INVALID', `${route.name} takes no body`);
-    }
+    const parsed = parseRequestBody(route, raw);
+    if (!parsed.ok) return fail(res, parsed.code, parsed.reason);
+    const body = parsed.value;
 
     // 2. The caller.
     const input: RouteInput = {

@@ -15,10 +15,11 @@ import {
   LoginRequest,
   PATHS,
   ProxyEnrollRequest,
+  parseBody,
   RenewRequest,
   RevokeRequest,
 } from '../protocol/api.js';
-import { refuse, type Verdict } from '../protocol/errors.js';
+import { accept, type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Schema } from '../protocol/validate.js';
 import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 
@@ -303,4 +304,45 @@ export function matchRoute(
     allowed.push(route.method);
   }
   return allowed.length > 0 ? { allowed } : null;
+}
+
+/** What a request line resolves to: its route, or the refusal to answer (with `allowed` for a 405). */
+export type RequestRoute =
+  | { ok: true; route: Route; params: Record<string, string>; url: URL }
+  | { ok: false; code: ErrorCode; reason: string; allowed?: string[] };
+
+/**
+ * Resolves a request's method and target (origin-form, "/v1/…?query"). The target is appended to a fixed
+ * origin rather than parsed against it, so "//host…" stays a path (it cannot become an authority, and an
+ * unparsable authority such as "//[" cannot make the URL parser throw).
+ */
+export function routeRequest(method: string, target: string): RequestRoute {
+  const notFound = (reason: string): RequestRoute => ({ ok: false, code: 'E_NOT_FOUND', reason });
+  if (!target.startsWith('/') || target.length > 2048) return notFound('bad request target');
+  let url: URL;
+  try {
+    url = new URL(`https://ca.invalid${target}`);
+  } catch {
+    return notFound('bad request target');
+  }
+  const match = matchRoute(method, url.pathname);
+  if (!match) return notFound(`no route ${url.pathname.slice(0, 200)}`);
+  if ('allowed' in match) {
+    return { ok: false, code: 'E_REQUEST_INVALID', reason: `method ${method} not allowed`, allowed: match.allowed };
+  }
+  return { ok: true, ...match, url };
+}
+
+/** The request body as the route wants it: JSON checked against its schema, or nothing for a route without one. */
+export function parseRequestBody(route: Route, raw: Buffer): Verdict<unknown> {
+  if (!route.body) {
+    return raw.length > 0 ? refuse('E_REQUEST_INVALID', `${route.name} takes no body`) : accept(undefined);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch (err) {
+    return refuse('E_REQUEST_MALFORMED', (err as Error).message.slice(0, 200));
+  }
+  return parseBody(route.body, json);
 }

@@ -402,8 +402,15 @@ export function proxyListVersion(list: readonly ProxyInfo[]): string {
   return createHash('sha256').update(JSON.stringify(sorted)).digest('hex').slice(0, 32);
 }
 
-/** Checks a feed's signature with the revocationFeedKey (PEM SPKI of an Ed25519 key). */
-export function verifyRevocationFeed(feed: RevocationFeed, feedKey: string | KeyObject): Verdict<RevocationFeed> {
+/**
+ * Checks a feed answer: first its shape (every field the follower and the stores read, with its type), then its
+ * signature with the revocationFeedKey (PEM SPKI of an Ed25519 key). `feed` is the parsed JSON as it came: a
+ * malformed one is refused (E_FEED_MALFORMED) before any field is read, so a feed is either whole or refused.
+ */
+export function verifyRevocationFeed(feed: unknown, feedKey: string | KeyObject): Verdict<RevocationFeed> {
+  const problem = feedProblem(feed);
+  if (problem) return refuse('E_FEED_MALFORMED', problem);
+  const shaped = feed as RevocationFeed;
   let key: KeyObject;
   try {
     key = typeof feedKey === 'string' ? createPublicKey(feedKey) : feedKey;
@@ -411,14 +418,46 @@ export function verifyRevocationFeed(feed: RevocationFeed, feedKey: string | Key
     return refuse('E_KEY_UNSUPPORTED', 'revocation feed key cannot be loaded');
   }
   if (key.asymmetricKeyType !== 'ed25519') return refuse('E_KEY_UNSUPPORTED', 'revocation feed key is not Ed25519');
-  const sig = Buffer.from(String(feed.signature ?? ''), 'base64');
+  const sig = Buffer.from(shaped.signature, 'base64');
   let ok = false;
   try {
-    ok = verify(null, revocationFeedBytes(feed), key, sig);
+    ok = verify(null, revocationFeedBytes(shaped), key, sig);
   } catch {
     ok = false;
   }
-  return ok ? accept(feed) : refuse('E_CERT_SIGNATURE', 'revocation feed signature does not verify');
+  return ok ? accept(shaped) : refuse('E_CERT_SIGNATURE', 'revocation feed signature does not verify');
+}
+
+/** Entries in one feed answer, at most: a page is far smaller (the CA pages by a few hundred). */
+const MAX_FEED_ENTRIES = 100_000;
+
+/** What is wrong with the shape of a feed answer, or undefined when it is a RevocationFeed. */
+function feedProblem(value: unknown): string | undefined {
+  const isRecord = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  const isText = (v: unknown) => typeof v === 'string';
+  if (!isRecord(value)) return 'not an object';
+  if (!isCount(value['since']) || !isCount(value['seq'])) return 'since and seq must be non-negative integers';
+  if (!isText(value['issuedAt']) || !isText(value['signature'])) return 'issuedAt and signature must be strings';
+  const entries = value['entries'];
+  if (!Array.isArray(entries) || entries.length > MAX_FEED_ENTRIES) return 'entries must be a list';
+  for (const e of entries) {
+    if (!isRecord(e) || !isCount(e['seq']) || !isText(e['subject']) || !isText(e['at'])) return 'malformed entry';
+    if (!(REVOCATION_KINDS as readonly unknown[]).includes(e['kind'])) return 'entry of an unknown kind';
+    if (e['orgId'] !== null && !isText(e['orgId'])) return 'entry orgId must be a string or null';
+  }
+  const proxies = value['proxies'];
+  if (proxies === undefined) return undefined;
+  if (!isRecord(proxies) || !isText(proxies['version']) || !Array.isArray(proxies['list'])) return 'malformed proxies';
+  for (const p of proxies['list'] as unknown[]) {
+    if (!isRecord(p) || !(PROXY_SCOPES as readonly unknown[]).includes(p['scope'])) return 'malformed proxy';
+    const texts = [p['proxyId'], p['hostname'], p['sshAddress'], p['tlsAddress']];
+    if (!texts.every(isText) || !Array.isArray(p['hostnames']) || !p['hostnames'].every(isText)) {
+      return 'malformed proxy';
+    }
+  }
+  return undefined;
 }
 
 // ---- signed requests (renewal, revocation feed) ----------------------------------------------------------

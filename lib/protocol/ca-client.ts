@@ -49,7 +49,7 @@ import {
   signRequestBytes,
   verifyRevocationFeed,
 } from './api.js';
-import { accept, type ErrorCode, ErrorCodes, GatewayError, refuse, type Verdict } from './errors.js';
+import { accept, type ErrorCode, ErrorCodes, GatewayError, isErrorCode, refuse, type Verdict } from './errors.js';
 
 export class CaApiError extends GatewayError {
   /** HTTP status; 0 when no response was received. */
@@ -281,8 +281,8 @@ export class CaClient {
       }
       const status = res.statusCode ?? 0;
       if (status >= 200 && status < 300) return json as T;
-      const err = json as { code?: string; message?: string };
-      const code = typeof err.code === 'string' && err.code in ErrorCodes ? (err.code as ErrorCode) : 'E_INTERNAL';
+      const err = (typeof json === 'object' && json !== null ? json : {}) as { code?: unknown; message?: unknown };
+      const code = isErrorCode(err.code) ? err.code : 'E_INTERNAL';
       // The CA's message already starts with the code's description; the error adds it again, so drop it here.
       const message = String(err.message ?? `HTTP ${status}`);
       const generic = `${ErrorCodes[code]}: `;

@@ -60,6 +60,7 @@ export const ErrorCodes = {
   E_FEED_STALE: 'the CA revocation feed has not been read successfully for too long',
   E_ROTATION_MISSED: 'this component was away while a rotation retired the CA that signed its certificate',
   E_ROTATION_PENDING: 'a CA rotation cannot move on yet (components to acknowledge, or certificates to expire)',
+  E_FEED_MALFORMED: 'the CA revocation feed answer is not a well-formed feed',
   // routing and streams (lib/proxy, lib/gateway, lib/client)
   E_ROUTE_FORBIDDEN: 'proxy refuses to route this connection',
   E_GATEWAY_OFFLINE: 'gateway has no tunnel on this proxy',
@@ -78,6 +79,14 @@ export const ErrorCodes = {
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
+
+/**
+ * Is this text one of our codes? An own-property test: `in` would also admit "constructor", "toString" and the
+ * other names every object inherits, letting a peer's status line or error body pass them off as codes.
+ */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ErrorCodes, value);
+}
 
 /** An error that carries a stable code; `detail` is for humans and may change. */
 export class GatewayError extends Error {

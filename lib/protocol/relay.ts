@@ -21,7 +21,7 @@
  * On the SSH side the gateway logs in with user name = its gatewayId and asks for `tcpip-forward` with bind
  * address = its gatewayId (port 0); the proxy opens `forwarded-tcpip` channels to that bind address.
  */
-import { type ErrorCode, ErrorCodes } from './errors.js';
+import { type ErrorCode, ErrorCodes, isErrorCode } from './errors.js';
 
 export const RELAY_ALPN = 'infisical-relay/1';
 /** Inner TLS modes, chosen by ALPN (SPEC §4.4). */
@@ -65,6 +65,8 @@ export function decodeStatus(buf: Buffer, from: StatusPeer = 'proxy'): { status:
     return null;
   }
   const rest = buf.subarray(nl + 1);
+  // The bound holds whether the newline arrived or not: a longer line is never parsed.
+  if (nl >= MAX_STATUS_LINE) return { status: malformed(from, 'status line too long'), rest };
   let parsed: unknown;
   try {
     parsed = JSON.parse(buf.subarray(0, nl).toString('utf8'));
@@ -76,7 +78,7 @@ export function decodeStatus(buf: Buffer, from: StatusPeer = 'proxy'): { status:
   }
   const p = parsed as Record<string, unknown>;
   if (p['ok'] === true) return { status: { ok: true }, rest };
-  const known = typeof p['code'] === 'string' && p['code'] in ErrorCodes;
+  const known = isErrorCode(p['code']);
   const code = known ? (p['code'] as ErrorCode) : fallbackCode(from);
   const text = typeof p['message'] === 'string' ? p['message'] : ErrorCodes[code];
   const message = known || typeof p['code'] !== 'string' ? text : `${p['code']}: ${text}`;

@@ -51,10 +51,17 @@ export function describeOrigin(origin: Origin): string {
   }
 }
 
-/** A refused configuration: `problems` lists each one, already prefixed with its source. */
+/** Problems reported at most: enough to fix a file in one pass, bounded for a file that is not a config at all. */
+export const MAX_CONFIG_PROBLEMS = 50;
+
+/** A refused configuration: `problems` lists each one (the first MAX_CONFIG_PROBLEMS), prefixed with its source. */
 export class ConfigError extends GatewayError {
   readonly problems: readonly string[];
-  constructor(problems: readonly string[]) {
+  constructor(all: readonly string[]) {
+    const problems =
+      all.length > MAX_CONFIG_PROBLEMS
+        ? [...all.slice(0, MAX_CONFIG_PROBLEMS), `… and ${all.length - MAX_CONFIG_PROBLEMS} more problems`]
+        : all;
     super('E_CONFIG_INVALID', problems.length === 1 ? problems[0] : `\n  ${problems.join('\n  ')}`);
     this.name = 'ConfigError';
     this.problems = problems;
@@ -181,10 +188,12 @@ export function parseConfigText(
     }
     const key = trimmed.slice(0, eq).trim();
     let raw = trimmed.slice(eq + 1).trim();
-    const spec = schema.keys[key];
+    // An own key only: "constructor" or "__proto__" must be refused as unknown, not found on the prototype.
+    const spec = Object.hasOwn(schema.keys, key) ? schema.keys[key] : undefined;
     if (!spec) {
-      const hint = closestKey(key, Object.keys(schema.keys));
-      problems.push(`${where}: unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
+      // Hints only for problems that will be shown (ConfigError keeps the first MAX_CONFIG_PROBLEMS).
+      const hint = problems.length < MAX_CONFIG_PROBLEMS ? closestKey(key, Object.keys(schema.keys)) : undefined;
+      problems.push(`${where}: unknown key ${quoted(key)}${hint ? ` (did you mean "${hint}"?)` : ''}`);
       return;
     }
     const previous = values.get(key);
@@ -313,11 +322,22 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
 
+/** A key as quoted in a problem: bounded, so a line of a megabyte does not become a message of one. */
+function quoted(key: string): string {
+  return JSON.stringify(key.length > 80 ? `${key.slice(0, 80)}…` : key);
+}
+
+/** Longest input worth a "did you mean": no key is this long, and edit distance costs length × length. */
+const MAX_HINT_INPUT = 64;
+
 /** A close key name for "did you mean", by edit distance ≤ 2. */
 function closestKey(input: string, candidates: string[]): string | undefined {
+  if (input.length > MAX_HINT_INPUT) return undefined;
   let best: string | undefined;
   let bestDistance = 3;
   for (const candidate of candidates) {
+    // The distance is at least the difference in length: skip what cannot beat the best.
+    if (Math.abs(input.length - candidate.length) >= bestDistance) continue;
     const d = editDistance(input, candidate);
     if (d < bestDistance) {
       best = candidate;
