@@ -37,7 +37,11 @@ export class ProxyMetrics {
     gauge('sshConnections', 'ssh_connections', 'SSH connections, authenticated or not.');
     gauge('sshUnauthenticated', 'ssh_unauthenticated_connections', 'SSH connections not authenticated yet.');
     gauge('tlsConnections', 'tls_connections', 'Platform (TLS) connections, admitted or not.');
-    gauge('tlsUnauthenticated', 'tls_unauthenticated_connections', 'Platform connections whose route is not admitted yet.');
+    gauge(
+      'tlsUnauthenticated',
+      'tls_unauthenticated_connections',
+      'Platform connections whose route is not admitted yet.',
+    );
     this.#refusals = metrics.counter(`${p}refusals_total`, 'Refused connections and requests, by stable error code.', [
       'listener',
       'code',

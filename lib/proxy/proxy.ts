@@ -19,6 +19,7 @@ import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { parseIdentity } from '../protocol/identity.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Readiness } from '../runtime/ops.js';
+import { sampledWarn } from '../runtime/sampled-log.js';
 import { DEFAULT_CERT_SKEW_MS, type LimitName, type OrgQuotas, type ProxyScope } from './admission.js';
 import { ProxyMetrics } from './metrics.js';
 import type { Direction } from './pipe.js';
@@ -120,8 +121,6 @@ export class ProxyServer {
   readonly #metrics: ProxyMetrics | undefined;
   readonly #now: () => number;
   readonly #refusals = new Map<string, number>();
-  /** Per "listener:limit": when it was last logged, and refusals not logged since. */
-  readonly #limitLog = new Map<string, { at: number; suppressed: number }>();
 
   private constructor(o: ProxyServerOptions) {
     this.#now = o.now ?? Date.now;
@@ -133,6 +132,7 @@ export class ProxyServer {
       ...this.#orgQuotas(),
     });
     this.#metrics = o.metrics ? new ProxyMetrics(o.metrics, () => this.stats()) : undefined;
+    const logSampled = sampledWarn(this.#log, LIMIT_LOG_INTERVAL_MS, this.#now);
     const refused =
       (listener: 'ssh' | 'tls') =>
       (code: ErrorCode, reason: string, fields: object, limit?: LimitName): void => {
@@ -145,7 +145,7 @@ export class ProxyServer {
           return;
         }
         this.#metrics?.limitRefusal(listener, limit);
-        this.#logSampled(listener, limit, { listener, code, limit, reason, ...fields });
+        logSampled(`${listener}:${limit}`, { listener, code, limit, reason, ...fields }, 'refused by a limit');
       };
     this.ssh = new SshTunnelListener({
       host: { hostKey: o.credentials.sshHostKey, hostCertificate: o.credentials.sshHostCertificate },
@@ -231,20 +231,9 @@ export class ProxyServer {
   /** Per-org quotas apply on an instance proxy only: an org proxy serves its own org. */
   #orgQuotas(): { orgQuotas?: OrgQuotas } {
     if (this.#trust.scope.scope !== 'instance') return {};
-    return { orgQuotas: { maxTunnelsPerOrg: this.#limits.maxTunnelsPerOrg, maxStreamsPerOrg: this.#limits.maxStreamsPerOrg } };
-  }
-
-  /** The first refusal by a limit is logged, then at most one line per interval with how many were not. */
-  #logSampled(listener: string, limit: LimitName, fields: Record<string, unknown>): void {
-    const key = `${listener}:${limit}`;
-    const now = this.#now();
-    const last = this.#limitLog.get(key);
-    if (last && now - last.at < LIMIT_LOG_INTERVAL_MS) {
-      last.suppressed++;
-      return;
-    }
-    this.#limitLog.set(key, { at: now, suppressed: 0 });
-    this.#log?.warn({ ...fields, ...(last?.suppressed ? { suppressed: last.suppressed } : {}) }, 'refused by a limit');
+    return {
+      orgQuotas: { maxTunnelsPerOrg: this.#limits.maxTunnelsPerOrg, maxStreamsPerOrg: this.#limits.maxStreamsPerOrg },
+    };
   }
 
   /**

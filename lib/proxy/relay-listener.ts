@@ -104,7 +104,12 @@ export class RelayListener {
     this.#gate = new HandshakeGate({
       limits: () => this.limits,
       onTimeout: (_ticket, remote) =>
-        options.events.refused('E_TIMEOUT', 'TLS handshake and route decision too slow', { remote }, 'handshake_timeout'),
+        options.events.refused(
+          'E_TIMEOUT',
+          'TLS handshake and route decision too slow',
+          { remote },
+          'handshake_timeout',
+        ),
     });
     this.#net = createServer({ allowHalfOpen: true }, (raw) => this.#accept(raw));
   }
