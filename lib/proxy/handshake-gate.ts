@@ -4,9 +4,9 @@
  * (max_unauthenticated_per_source), and the time from accept to authentication (handshake_timeout). The
  * decision is admitConnection (admission.ts); this class only counts and keeps the clock.
  *
- * The handshake time is a deadline from accept, not an idle timer: a peer that drips one byte at a time (or a
- * TLS ClientHello a byte every few seconds, which Node's own handshakeTimeout, an idle timer, lets through)
- * is cut exactly like a silent one.
+ * The handshake time is a deadline from accept, not an idle timer: a peer that drips one byte at a time (an
+ * SSH version line, a TLS ClientHello) is cut exactly like a silent one. On the TLS side it runs until the route
+ * is admitted, so it also bounds the decision after the handshake, not only the handshake.
  */
 import type { Socket } from 'node:net';
 import { admitConnection, type ConnectionLimits, type LimitRefusal, sourceKey } from './admission.js';

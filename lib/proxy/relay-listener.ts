@@ -5,7 +5,7 @@
  *
  * Sockets are accepted by our own net.Server and wrapped in TLS here (as the SSH side injects into ssh2): the
  * HandshakeGate bounds connections per listener and, until the route is admitted, per source, with a deadline
- * from accept (Node's handshakeTimeout is an idle timer: a ClientHello dripped a byte at a time outlives it).
+ * from accept to the admitted route (one clock for both listeners, in place of tls.Server's handshakeTimeout).
  *
  * Decisions, in order, each refusal answered with a status line and a close:
  *   ALPN = RELAY_ALPN · lib/pki checkPeer (proxy PKI client CA(s), clientAuth, route extension, revocation,

@@ -4,7 +4,7 @@
  *
  *  (a) raw TCP connections from 127.0.0.2 that never handshake, to both listeners, meet
  *      max_unauthenticated_per_source (refused at accept) and handshake_timeout (cut at the deadline; so is a
- *      TLS client that drips its ClientHello a byte at a time, which an idle timer would never cut), while a
+ *      TLS client that drips its ClientHello a byte at a time: a deadline, not an idle timer), while a
  *      gateway logging in and an `infisical-connect` transfer from 127.0.0.1 go through byte-exact;
  *  (b) a login with the gateway's own certificate (read from its state) that never asks for a forward is closed
  *      after forward_timeout, while the real gateway's tunnel carries a transfer.
