@@ -17,7 +17,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { DEFAULT_LIMITS, type ProxyServer } from '../lib/proxy/proxy.js';
+import { DEFAULT_LIMITS, type ProxyLimits, type ProxyServer } from '../lib/proxy/proxy.js';
 import { connectWithCertificate } from '../lib/sshwire/client.js';
 import type { Client } from '../lib/sshwire/ssh2.js';
 import { World } from '../test/helpers/world.js';
@@ -152,8 +152,9 @@ function spawnGateways(world: World, proxy: ProxyServer, n: number, concurrency:
 }
 
 /** 500 gateways from 127.0.0.1 at once against the default limits: how long until all hold a tunnel, and refusals. */
-export async function reconnectStorm(world: World): Promise<BenchRow[]> {
-  const proxy = await startProxy(world, { scope: 'instance' }); // DEFAULT_LIMITS
+export async function reconnectStorm(world: World, limits: Partial<ProxyLimits> = {}): Promise<BenchRow[]> {
+  const proxy = await startProxy(world, { scope: 'instance', limits });
+  const perSource = limits.maxUnauthenticatedPerSource ?? DEFAULT_LIMITS.maxUnauthenticatedPerSource;
   const { file, start } = spawnGateways(world, proxy, STORM, STORM);
   const child = start();
   let t0 = 0;
@@ -173,7 +174,7 @@ export async function reconnectStorm(world: World): Promise<BenchRow[]> {
         area: 'proxy',
         metric: `reconnect storm: ${STORM} gateways, one address, all at once`,
         ours: `${proxy.table.size} up in ${seconds.toFixed(1)} s`,
-        reference: `${refused} refused, at most ${peak} in handshake at once (max_unauthenticated_per_source ${DEFAULT_LIMITS.maxUnauthenticatedPerSource}, handshake_timeout ${DEFAULT_LIMITS.handshakeTimeoutMs / 1000} s)`,
+        reference: `${refused} refused, at most ${peak} in handshake at once (max_unauthenticated_per_source ${perSource}, handshake_timeout ${DEFAULT_LIMITS.handshakeTimeoutMs / 1000} s)`,
         note: 'from the first login; proxy and gateways share the machine',
       },
     ];
