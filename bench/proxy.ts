@@ -1,7 +1,9 @@
 /**
- * Proxy: bytes through one stream (platform → proxy → SSH tunnel → gateway), new streams per second, and the
+ * Proxy: bytes through one stream (platform → proxy → SSH tunnel → gateway), new streams per second, the
  * memory one idle tunnel costs the proxy with 1,000 tunnels held by simulated gateways (ssh2 clients in a
- * child process, so the proxy process measures only itself). Everything on 127.0.0.1; bounded in time.
+ * child process, so the proxy process measures only itself), and a reconnect storm: 500 gateways from one
+ * address logging in all at once against the default limits (max_unauthenticated_per_source, handshake_timeout),
+ * as after a proxy restart behind a NAT. Everything on 127.0.0.1; bounded in time.
  *
  * References, measured in the same run: the same bytes over a direct TLS connection on loopback (what the
  * platform would see with no proxy and no tunnel), and stream setup against a plain TLS server.
@@ -15,7 +17,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { ProxyServer } from '../lib/proxy/proxy.js';
+import { DEFAULT_LIMITS, type ProxyLimits, type ProxyServer } from '../lib/proxy/proxy.js';
 import { connectWithCertificate } from '../lib/sshwire/client.js';
 import type { Client } from '../lib/sshwire/ssh2.js';
 import { World } from '../test/helpers/world.js';
@@ -24,6 +26,7 @@ import { type BenchRow, fmt } from './table.js';
 
 const THROUGHPUT_BYTES = 256 * 1024 * 1024;
 const TUNNELS = 1000;
+const STORM = 500;
 const CHILD_FLAG = 'INFISICAL_BENCH_PROXY_GATEWAYS';
 
 /** Sends `bytes` into `socket` and resolves when the far end has counted them all (reported by `received`). */
@@ -121,24 +124,75 @@ function gc(): () => void {
   return runInNewContext('gc') as () => void;
 }
 
-async function idleTunnels(world: World, proxy: ProxyServer): Promise<BenchRow[]> {
-  const file = join(tmpdir(), `proxy-bench-${process.pid}.json`);
-  const gateways = Array.from({ length: TUNNELS }, (_, i) => {
+/** Simulated gateways in a child process, `concurrency` logging in at once; stdin's end stops them. */
+function spawnGateways(world: World, proxy: ProxyServer, n: number, concurrency: number) {
+  const file = join(tmpdir(), `proxy-bench-${process.pid}-${n}.json`);
+  const gateways = Array.from({ length: n }, (_, i) => {
     const ssh = world.gatewaySsh({ orgId: 'org-a', gatewayId: `gw-${i}`, scope: 'instance' });
     return { id: `gw-${i}`, privateKey: ssh.privateKey, certificate: ssh.certificateLine };
   });
   writeFileSync(
     file,
-    JSON.stringify({ port: proxy.sshPort, hostCa: world.instance.sshServer.publicBlob.toString('base64'), gateways }),
+    JSON.stringify({
+      port: proxy.sshPort,
+      hostCa: world.instance.sshServer.publicBlob.toString('base64'),
+      gateways,
+      concurrency,
+    }),
     { mode: 0o600 },
   );
+  return {
+    file,
+    start: () =>
+      spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+        env: { ...process.env, [CHILD_FLAG]: file },
+        stdio: ['pipe', 'pipe', 'inherit'],
+      }),
+  };
+}
+
+/** 500 gateways from 127.0.0.1 at once against the default limits: how long until all hold a tunnel, and refusals. */
+export async function reconnectStorm(world: World, limits: Partial<ProxyLimits> = {}): Promise<BenchRow[]> {
+  const proxy = await startProxy(world, { scope: 'instance', limits });
+  const perSource = limits.maxUnauthenticatedPerSource ?? DEFAULT_LIMITS.maxUnauthenticatedPerSource;
+  const { file, start } = spawnGateways(world, proxy, STORM, STORM);
+  const child = start();
+  let t0 = 0;
+  let peak = 0;
+  try {
+    const deadline = Date.now() + 120_000;
+    while (proxy.table.size < STORM && Date.now() < deadline && child.exitCode === null) {
+      await new Promise((r) => setTimeout(r, 10));
+      const { sshConnections, sshUnauthenticated } = proxy.stats();
+      if (!t0 && sshConnections > 0) t0 = performance.now(); // the clock starts at the first login, not the spawn
+      peak = Math.max(peak, sshUnauthenticated);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const refused = [...proxy.refusals()].filter(([k]) => /^ssh:E_/.test(k)).reduce((n, [, v]) => n + v, 0);
+    return [
+      {
+        area: 'proxy',
+        metric: `reconnect storm: ${STORM} gateways, one address, all at once`,
+        ours: `${proxy.table.size} up in ${seconds.toFixed(1)} s`,
+        reference: `${refused} refused, at most ${peak} in handshake at once (max_unauthenticated_per_source ${perSource}, handshake_timeout ${DEFAULT_LIMITS.handshakeTimeoutMs / 1000} s)`,
+        note: 'from the first login; proxy and gateways share the machine',
+      },
+    ];
+  } finally {
+    child.stdin?.end();
+    await Promise.race([once(child, 'exit'), new Promise((r) => setTimeout(r, 5000))]);
+    if (child.exitCode === null) child.kill('SIGKILL');
+    rmSync(file, { force: true });
+    await proxy.stop();
+  }
+}
+
+async function idleTunnels(world: World, proxy: ProxyServer): Promise<BenchRow[]> {
+  const { file, start } = spawnGateways(world, proxy, TUNNELS, 32);
   const collect = gc();
   collect();
   const before = process.memoryUsage();
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
-    env: { ...process.env, [CHILD_FLAG]: file },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const child = start();
   const t0 = performance.now();
   try {
     const deadline = Date.now() + 120_000;
@@ -172,7 +226,11 @@ export async function benchProxy(): Promise<BenchRow[]> {
   const world = new World();
   const proxy = await startProxy(world, { scope: 'instance', limits: { maxConnections: 100_000 } });
   try {
-    return [...(await throughput(world, proxy)), ...(await idleTunnels(world, proxy))];
+    return [
+      ...(await throughput(world, proxy)),
+      ...(await idleTunnels(world, proxy)),
+      ...(await reconnectStorm(world)),
+    ];
   } finally {
     await proxy.stop();
   }
@@ -184,24 +242,35 @@ async function runGateways(file: string): Promise<void> {
     port: number;
     hostCa: string;
     gateways: { id: string; privateKey: string; certificate: string }[];
+    concurrency: number;
   };
   const clients: Client[] = [];
   const queue = [...spec.gateways];
   await Promise.all(
-    Array.from({ length: 32 }, async () => {
+    Array.from({ length: spec.concurrency }, async () => {
       for (let g = queue.shift(); g; g = queue.shift()) {
-        const { client } = await connectWithCertificate({
-          host: '127.0.0.1',
-          port: spec.port,
-          username: g.id,
-          privateKey: g.privateKey,
-          certificate: g.certificate,
-          trustedHostCaKeys: [Buffer.from(spec.hostCa, 'base64')],
-          hostPrincipal: '127.0.0.1',
-        });
-        client.on('error', () => {});
-        await new Promise<void>((resolve, reject) => client.forwardIn(g.id, 0, (e) => (e ? reject(e) : resolve())));
-        clients.push(client);
+        // As a gateway does: a failed attempt is retried after a full-jitter delay doubling from 250 ms.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const { client } = await connectWithCertificate({
+              host: '127.0.0.1',
+              port: spec.port,
+              username: g.id,
+              privateKey: g.privateKey,
+              certificate: g.certificate,
+              trustedHostCaKeys: [Buffer.from(spec.hostCa, 'base64')],
+              hostPrincipal: '127.0.0.1',
+              readyTimeout: 15_000,
+            });
+            client.on('error', () => {});
+            await new Promise<void>((resolve, reject) => client.forwardIn(g.id, 0, (e) => (e ? reject(e) : resolve())));
+            clients.push(client);
+            break;
+          } catch {
+            const ceiling = Math.min(30_000, 250 * 2 ** attempt);
+            await new Promise((r) => setTimeout(r, Math.random() * ceiling));
+          }
+        }
       }
     }),
   );

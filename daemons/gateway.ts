@@ -119,6 +119,7 @@ await globalOptions(yargs(hideBin(process.argv)))
             'reconnect_cap',
             'max_streams',
             'handshake_timeout',
+            'max_pending_channels',
             'connect_timeout',
             'revocation_poll',
             'feed_wait',

@@ -127,6 +127,10 @@ await globalOptions(yargs(hideBin(process.argv)))
           flagOptions(proxyConfigSchema, [
             'ops_allow_remote',
             'max_auth_attempts',
+            'max_unauthenticated_per_source',
+            'forward_timeout',
+            'max_tunnels_per_org',
+            'max_streams_per_org',
             'cert_skew',
             'feed_wait',
             'feed_stale_after',

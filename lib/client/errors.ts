@@ -69,7 +69,9 @@ export function shouldTryNextProxy(err: ConnectError): boolean {
     case 'E_TIMEOUT':
       return true;
     case 'E_LIMIT':
-      // A proxy's limit is that proxy's; the gateway's own limit is the same behind every proxy.
+    case 'E_QUOTA_EXCEEDED':
+      // A proxy's limit (or an org's quota on a shared proxy) is that proxy's; the gateway's own limit is the
+      // same behind every proxy.
       return err.hop !== 'gateway';
     default:
       // A proxy whose server certificate we refuse may be an impostor on that path; others are checked anew.
@@ -151,7 +153,7 @@ export const EXIT_STATUSES: readonly { status: number; meaning: string; codes: r
   },
   { status: 8, meaning: 'gateway could not reach the target', codes: ['E_TARGET_UNREACHABLE'] },
   { status: 9, meaning: 'a certificate or key was refused', codes: ['E_CERT_*', 'E_CSR_INVALID', 'E_KEY_UNSUPPORTED'] },
-  { status: 10, meaning: 'timeout or limit', codes: ['E_TIMEOUT', 'E_LIMIT'] },
+  { status: 10, meaning: 'timeout or limit', codes: ['E_TIMEOUT', 'E_LIMIT', 'E_QUOTA_EXCEEDED'] },
   { status: 11, meaning: 'the CA could not be reached or failed', codes: ['E_CA_UNREACHABLE', 'E_INTERNAL'] },
   { status: 12, meaning: 'the --listen address is in use', codes: ['E_ADDRESS_IN_USE'] },
 ];

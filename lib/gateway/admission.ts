@@ -4,6 +4,9 @@
  * clientAuth, validity, revocation by serial, and the access grant, which checkGrant (lib/protocol/grant)
  * holds to this org, this gateway, the clock and the mode. The revocation list adds grant, identity and
  * gateway revocations. The allowlist is the next step (it needs a DNS lookup): see allowlist.ts.
+ *
+ * Before any of that, admitChannel bounds what a proxy can make the gateway hold for nothing: channels it
+ * opened whose inner TLS handshake has not completed yet.
  */
 import type { TrustAnchors, VerifiedPeer } from '../pki/verify.js';
 import { verifyCertificateChain } from '../pki/verify.js';
@@ -72,4 +75,17 @@ export function admitStream(
     return refuse('E_SUBJECT_REVOKED', `identity ${grant.actor} has been revoked`);
   }
   return accept({ peer, grant, mode });
+}
+
+/**
+ * A new `forwarded-tcpip` channel from a proxy, before it is accepted: refused (E_LIMIT) when that proxy
+ * already has `maxPending` channels whose inner handshake is not complete. Per proxy, so a flood through one
+ * proxy (or from a compromised one) leaves the channels of every other proxy alone; a platform's stream is
+ * pending only for its handshake (milliseconds), so legitimate bursts stay far below the cap.
+ */
+export function admitChannel(pendingFromProxy: number, maxPending: number, proxyId: string): Verdict<void> {
+  if (pendingFromProxy >= maxPending) {
+    return refuse('E_LIMIT', `proxy ${proxyId} already has ${maxPending} channels waiting for their inner handshake`);
+  }
+  return accept(undefined);
 }

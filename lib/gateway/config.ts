@@ -100,6 +100,12 @@ export const gatewayConfigSchema = defineSchema(
       description: 'Time a platform has to finish the inner TLS handshake.',
       validate: durationRange(100, 300_000),
     }),
+    max_pending_channels: keys.int({
+      default: 256,
+      description:
+        'Channels one proxy may have open here whose inner TLS handshake is not complete; more channel opens are rejected at once (counted in infisical_gateway_limit_refusals_total).',
+      validate: intRange(1, 100_000),
+    }),
     connect_timeout: keys.duration({
       default: 10_000,
       description: 'Time to connect to a target.',

@@ -11,7 +11,7 @@ import { rotationFollower } from '../enrolled/rotation.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
-import { GatewayError, unwrap } from '../protocol/errors.js';
+import { type ErrorCode, GatewayError, unwrap } from '../protocol/errors.js';
 import { parseIdentity } from '../protocol/identity.js';
 import type { Audit } from '../runtime/log.js';
 import { parseCertificate, parsePublicKey, type SshCertificate } from '../sshcert/index.js';
@@ -35,6 +35,8 @@ export interface GatewaySettings {
   backoff: BackoffPolicy;
   maxStreams: number;
   handshakeTimeoutMs: number;
+  /** Channels per proxy waiting for their inner handshake (default 256); more are rejected at the open. */
+  maxPendingChannels?: number;
   limits?: Partial<ModeLimits>;
   /** Retry interval of the revocation feed while the CA cannot be reached (and the poll interval without
    * long-polling); 0: never read the feed. */
@@ -59,6 +61,8 @@ export interface GatewayHooks {
   onTunnels?: (status: PoolStatus) => void;
   onStreamEnd?: (record: StreamRecord) => void;
   onRefused?: (refusal: Refusal) => void;
+  /** A channel open rejected by max_pending_channels (not audited: nobody has authenticated yet). */
+  onChannelRefused?: (r: { proxyId: string; code: ErrorCode; reason: string }) => void;
   /** This gateway learned it is revoked (or its certificate superseded): tunnels are closed already. */
   onRevokedSelf?: (reason: string) => void;
   version?: string;
@@ -105,6 +109,8 @@ export class Gateway {
       health: () => this.health(),
       now,
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
+      ...(hooks.onChannelRefused ? { onChannelRefused: hooks.onChannelRefused } : {}),
       ...(settings.limits ? { limits: settings.limits } : {}),
       ...(settings.upstreamTls ? { upstreamTls: settings.upstreamTls } : {}),
     });
@@ -113,6 +119,7 @@ export class Gateway {
       proxies: this.#activeProxies(),
       credentialsFor: (p) => this.#credentialsFor(p),
       onChannel: (channel, _info, proxy) => this.inner.handle(channel, { proxyId: proxy.proxyId }),
+      admitChannel: (proxy) => this.inner.admitChannel(proxy.proxyId),
       backoff: settings.backoff,
       keepaliveIntervalMs: settings.keepaliveIntervalMs,
       keepaliveCountMax: settings.keepaliveCountMax,
@@ -224,7 +231,12 @@ export class Gateway {
     const allowlist = allowlistOf(settings);
     const creds = innerCredentials(state);
     const ssh = sshCredentials(state, this.revoked);
-    this.inner.reload({ credentials: creds, allowlist, upstreamTls: settings.upstreamTls });
+    this.inner.reload({
+      credentials: creds,
+      allowlist,
+      upstreamTls: settings.upstreamTls,
+      ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
+    });
     const sshChanged = JSON.stringify(state.sshCertificates) !== JSON.stringify(this.#state.sshCertificates);
     this.#state = state;
     this.#settings = settings;

@@ -5,6 +5,10 @@
  * lookup, then the mode picked by ALPN. A refusal leaves an audit record; the platform is told why (a status
  * line, or an HTTP answer in http mode: lib/protocol/relay.ts, disclosure.ts) unless its certificate is not
  * proven ours, and the session closes. The TLS context is built once per credentials, not per channel.
+ *
+ * A channel is pending from its open until its inner handshake completes; each proxy may hold at most
+ * `maxPendingChannels` of them (admitChannel, asked by the tunnel before it accepts a channel), so a flood
+ * of channel opens is rejected at the open instead of costing a TLS session and a timer each.
  */
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
@@ -13,7 +17,7 @@ import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
 import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../protocol/errors.js';
 import { checkGrant, type GrantMode } from '../protocol/grant.js';
 import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
-import { type Admitted, admitStream } from './admission.js';
+import { type Admitted, admitChannel, admitStream } from './admission.js';
 import { type Allowlist, type Resolver, resolveTarget } from './allowlist.js';
 import { type DisclosureContext, refusalStatus } from './disclosure.js';
 import {
@@ -62,6 +66,10 @@ export interface InnerServerOptions {
   health: () => object;
   now?: () => Date;
   handshakeTimeoutMs?: number;
+  /** Channels per proxy whose inner handshake is not complete yet; more are rejected at the open. */
+  maxPendingChannels?: number;
+  /** A channel rejected at the open by maxPendingChannels (counted and logged sampled: never audited). */
+  onChannelRefused?: (r: { proxyId: string; code: ErrorCode; reason: string }) => void;
   limits?: Partial<ModeLimits>;
   /** TLS to targets in http mode (config http_upstream_tls / http_upstream_ca). */
   upstreamTls?: UpstreamTls;
@@ -76,19 +84,39 @@ interface Loaded {
 /** How long a refused platform has to read the status line and close before the session is cut. */
 const REFUSAL_GRACE_MS = 2000;
 
+export const DEFAULT_MAX_PENDING_CHANNELS = 256;
+
 export class InnerServer {
   readonly #opts: InnerServerOptions;
   #loaded: Loaded;
   #allowlist: Allowlist;
   #upstreamTls: UpstreamTls | undefined;
+  #maxPendingChannels: number;
   readonly #limits: ModeLimits;
+  /** Channels whose inner handshake is not complete, per proxy id. */
+  readonly #pending = new Map<string, number>();
 
   constructor(opts: InnerServerOptions) {
     this.#opts = opts;
     this.#loaded = load(opts.credentials);
     this.#allowlist = opts.allowlist;
     this.#upstreamTls = opts.upstreamTls;
+    this.#maxPendingChannels = opts.maxPendingChannels ?? DEFAULT_MAX_PENDING_CHANNELS;
     this.#limits = { ...DEFAULT_MODE_LIMITS, ...opts.limits };
+  }
+
+  /** Channels waiting for their inner handshake now, over every proxy. */
+  get pendingChannels(): number {
+    let n = 0;
+    for (const v of this.#pending.values()) n += v;
+    return n;
+  }
+
+  /** May `proxyId` open one more channel now? A refusal is reported (onChannelRefused) and the open rejected. */
+  admitChannel(proxyId: string): boolean {
+    const verdict = admitChannel(this.#pending.get(proxyId) ?? 0, this.#maxPendingChannels, proxyId);
+    if (!verdict.ok) this.#opts.onChannelRefused?.({ proxyId, code: verdict.code, reason: verdict.reason });
+    return verdict.ok;
   }
 
   /**
@@ -99,9 +127,11 @@ export class InnerServer {
     credentials?: InnerCredentials;
     allowlist?: Allowlist;
     upstreamTls?: UpstreamTls | undefined;
+    maxPendingChannels?: number;
   }): void {
     const loaded = update.credentials ? load(update.credentials) : this.#loaded;
     this.#loaded = loaded;
+    if (update.maxPendingChannels !== undefined) this.#maxPendingChannels = update.maxPendingChannels;
     if (update.allowlist) this.#allowlist = update.allowlist;
     if ('upstreamTls' in update) this.#upstreamTls = update.upstreamTls;
   }
@@ -117,6 +147,18 @@ export class InnerServer {
       rejectUnauthorized: false, // THE verifier decides, below
       ALPNProtocols: [...MODE_ALPNS],
     });
+    // Pending until the inner handshake completes (or the channel goes); counted per proxy for admitChannel.
+    this.#pending.set(meta.proxyId, (this.#pending.get(meta.proxyId) ?? 0) + 1);
+    let pending = true;
+    const settle = () => {
+      if (!pending) return;
+      pending = false;
+      const n = (this.#pending.get(meta.proxyId) ?? 1) - 1;
+      if (n > 0) this.#pending.set(meta.proxyId, n);
+      else this.#pending.delete(meta.proxyId);
+    };
+    socket.once('close', settle);
+    channel.once('close', settle);
     let closing = false;
     const cleanup = () => {
       socket.destroy();
@@ -150,6 +192,7 @@ export class InnerServer {
     socket.once('close', () => clearTimeout(timer));
     socket.once('secure', () => {
       secured = true;
+      settle();
       clearTimeout(timer);
       if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
       const admitted = this.#admit(socket, loaded, now());

@@ -48,6 +48,8 @@ export interface TunnelPoolOptions {
   credentialsFor(proxy: ProxyEndpoint): TunnelCredentials;
   /** Every platform stream from every tunnel. */
   onChannel(channel: ClientChannel, info: TcpConnectionDetails, proxy: ProxyEndpoint): void;
+  /** Asked before a channel from `proxy` is accepted; false rejects it at once. */
+  admitChannel?(proxy: ProxyEndpoint): boolean;
   backoff?: BackoffPolicy;
   random?: () => number;
   keepaliveIntervalMs?: number;
@@ -212,6 +214,7 @@ class Supervisor {
       keepaliveCountMax: o.keepaliveCountMax ?? TUNNEL_DEFAULTS.keepaliveCountMax,
       readyTimeoutMs: o.readyTimeoutMs ?? TUNNEL_DEFAULTS.readyTimeoutMs,
       ...(o.now ? { now: o.now } : {}),
+      ...(o.admitChannel ? { admitChannel: () => o.admitChannel?.(this.proxy) ?? true } : {}),
     });
   }
 

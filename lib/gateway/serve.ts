@@ -18,6 +18,7 @@ import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import { type Audit, createAudit, type Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
+import { sampledWarn } from '../runtime/sampled-log.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
 import type { gatewayConfigSchema } from './config.js';
@@ -49,6 +50,7 @@ export interface GatewayConfig {
   readonly reconnect_cap: number;
   readonly max_streams: number;
   readonly handshake_timeout: number;
+  readonly max_pending_channels: number;
   readonly connect_timeout: number;
   readonly revocation_poll: number;
   readonly feed_wait: number;
@@ -94,6 +96,7 @@ export function settingsFrom(config: GatewayConfig): GatewaySettings {
     },
     maxStreams: config.max_streams,
     handshakeTimeoutMs: config.handshake_timeout,
+    maxPendingChannels: config.max_pending_channels,
     limits: { connectTimeoutMs: config.connect_timeout },
     revocationPollMs: config.revocation_poll,
     feedWaitSec: Math.round(config.feed_wait / 1000),
@@ -231,6 +234,13 @@ export async function serve(
   const streams = metrics.counter(`${p}streams_total`, 'Streams carried, by outcome', ['outcome', 'mode']);
   const refusals = metrics.counter(`${p}refusals_total`, 'Streams refused, by code', ['code']);
   const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
+  const limitRefusals = metrics.counter(
+    `${p}limit_refusals_total`,
+    'Channel opens refused by an abuse limit, by limit (its config key) and proxy',
+    ['limit', 'proxy'],
+  );
+  // A flood of channel opens must not become a flood of log lines (nor of audit rows: nobody authenticated).
+  const warnSampled = sampledWarn(logger, 10_000);
   const ca = store.caClient(state, `infisical-gateway/${GATEWAY_VERSION}`);
   store.applyConfiguredPins(config.ca_fingerprint, ca);
 
@@ -253,11 +263,22 @@ export async function serve(
       bytes.inc({ direction: 'out' }, r.bytesOut);
     },
     onRefused: (r) => refusals.inc({ code: r.code }),
+    onChannelRefused: (r) => {
+      limitRefusals.inc({ limit: 'max_pending_channels', proxy: r.proxyId });
+      warnSampled(
+        `max_pending_channels:${r.proxyId}`,
+        { code: r.code, limit: 'max_pending_channels', proxyId: r.proxyId, reason: r.reason },
+        'channel refused by a limit',
+      );
+    },
     onRevokedSelf: (reason) => notifier.status(`REVOKED: ${reason}; every tunnel closed; enroll again`),
   });
   metrics.gauge(`${p}tunnels_up`, 'Tunnels up', [], (g) => g.set(gateway.pool.status().up));
   metrics.gauge(`${p}tunnels_total`, 'Proxies assigned', [], (g) => g.set(gateway.pool.status().total));
   metrics.gauge(`${p}streams_active`, 'Streams open now', [], (g) => g.set(gateway.registry.size));
+  metrics.gauge(`${p}channels_pending`, 'Channels waiting for their inner TLS handshake now', [], (g) =>
+    g.set(gateway.inner.pendingChannels),
+  );
   const standing = {
     revoked: () => gateway.revokedReason,
     feed: () => gateway.feedHealth(),

@@ -48,6 +48,8 @@ export interface TunnelOptions {
   readyTimeoutMs: number;
   /** Clock for the host certificate check (ms since the epoch). */
   now?: () => number;
+  /** Asked before each channel the proxy opens is accepted; false rejects it at once (channel open failure). */
+  admitChannel?: () => boolean;
 }
 
 export const TUNNEL_DEFAULTS = { keepaliveIntervalMs: 10_000, keepaliveCountMax: 2, readyTimeoutMs: 15_000 } as const;
@@ -64,6 +66,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly openedAt: number;
   readonly #client: Client;
   readonly #gatewayId: string;
+  readonly #admitChannel: () => boolean;
   readonly #channels = new Set<ClientChannel>();
   #closed = false;
   #draining = false;
@@ -75,6 +78,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     super();
     this.#client = client;
     this.#gatewayId = opts.gatewayId;
+    this.#admitChannel = opts.admitChannel ?? (() => true);
     this.proxy = opts.proxy;
     this.openedAt = Date.now();
     client.on('error', (err) => {
@@ -84,6 +88,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     client.on('tcp connection', (info, accept, reject) => {
       // Only our own forward: ssh2 already matches the bind address, this also refuses once draining.
       if (this.#draining || this.#closed || info.destIP !== this.#gatewayId) return reject();
+      if (!this.#admitChannel()) return reject();
       const channel = accept();
       this.#channels.add(channel);
       channel.once('close', () => {

@@ -67,6 +67,7 @@ export const ErrorCodes = {
   E_TARGET_NOT_ALLOWED: 'target is not in the gateway allowlist',
   E_TARGET_UNREACHABLE: 'gateway could not reach the target',
   E_LIMIT: 'a connection or stream limit was reached',
+  E_QUOTA_EXCEEDED: 'the organization holds its quota of tunnels or streams on this shared proxy',
   E_TIMEOUT: 'peer was too slow',
   // platform client (lib/client)
   E_PROXY_UNREACHABLE: 'proxy could not be reached (connection refused, reset or closed early)',

@@ -6,10 +6,14 @@
  *   admitGateway  a verified SSH user cert + the SSH user name → the gateway that may hold tunnels here
  *   admitForward  a `tcpip-forward` bind address → allowed only for the cert's own gateway name
  *   admitRoute    a verified outer TLS client cert → the (org, gateway) it may reach
+ *   admitConnection  a new TCP connection → within the listener's bounds on connections not yet authenticated
+ *   withinQuota   an org's tunnels or streams on an instance proxy → within its quota
  *
- * Instance and org proxies differ only in their ProxyScope: which org (if any) every cert must belong to.
+ * Instance and org proxies differ only in their ProxyScope: which org (if any) every cert must belong to, and
+ * whether per-org quotas apply (instance proxies only: an org proxy serves its own org).
  */
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { readAddress } from '../protocol/address.js';
+import { accept, type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import { parseIdentity, parseIdentityOfKind } from '../protocol/identity.js';
 import type { SshCertificate } from '../sshcert/index.js';
 
@@ -147,4 +151,104 @@ export function admitRoute(peer: VerifiedOuterCert, scope: ProxyScope): Verdict<
     serialHex: peer.serialHex,
     notAfterMs: peer.notAfter.getTime(),
   });
+}
+
+/**
+ * The abuse limits, named by their config keys (lib/proxy/config.ts), which are also the `limit` label of
+ * infisical_proxy_limit_refusals_total: the operator reads there which key to look at.
+ */
+export type LimitName =
+  | 'max_connections'
+  | 'max_unauthenticated_per_source'
+  | 'handshake_timeout'
+  | 'forward_timeout'
+  | 'max_streams_per_gateway'
+  | 'max_tunnels_per_org'
+  | 'max_streams_per_org';
+
+/** A refusal by one of the limits (a Verdict refusal that also names the limit). */
+export interface LimitRefusal {
+  ok: false;
+  code: ErrorCode;
+  reason: string;
+  limit: LimitName;
+}
+
+export function refuseAt(limit: LimitName, code: ErrorCode, reason: string): LimitRefusal {
+  return { ok: false, code, reason, limit };
+}
+
+/** The limit a refusal came from, if it came from one. */
+export function limitOf(v: Verdict<unknown>): LimitName | undefined {
+  return !v.ok && 'limit' in v ? (v as LimitRefusal).limit : undefined;
+}
+
+/**
+ * Whom a per-source limit counts together: an IPv4 address (also written IPv4-mapped, as a dual-stack listener
+ * reports it), or an IPv6 /64 (one host commonly holds a whole /64, so counting single IPv6 addresses would
+ * give it 2^64 budgets).
+ */
+export function sourceKey(address: string | undefined): string {
+  const a = readAddress(address ?? '');
+  if (typeof a === 'string') return address || 'unknown';
+  if (a.family === 4) return a.text;
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i += 2) groups.push(((a.bytes[i]! << 8) | a.bytes[i + 1]!).toString(16));
+  return `${groups.join(':')}::/64`;
+}
+
+export interface ConnectionLimits {
+  /** Connections open on the listener, authenticated or not. */
+  maxConnections: number;
+  /** Connections from one source (sourceKey) that have not yet authenticated. */
+  maxUnauthenticatedPerSource: number;
+}
+
+/**
+ * A new TCP connection, before a byte is read: refused (E_LIMIT) when the listener holds `maxConnections`,
+ * or when its source already has `maxUnauthenticatedPerSource` connections in their handshake. Only connections
+ * still in their handshake count against the source: an authenticated gateway or platform costs its source
+ * nothing, so a site behind one NAT address is bounded by how many reconnect AT ONCE, not by its size.
+ */
+export function admitConnection(
+  now: { open: number; unauthenticatedFromSource: number },
+  limits: ConnectionLimits,
+  source: string,
+): Verdict<void> | LimitRefusal {
+  if (now.open >= limits.maxConnections) {
+    return refuseAt('max_connections', 'E_LIMIT', `listener holds its maximum of ${limits.maxConnections} connections`);
+  }
+  if (now.unauthenticatedFromSource >= limits.maxUnauthenticatedPerSource) {
+    return refuseAt(
+      'max_unauthenticated_per_source',
+      'E_LIMIT',
+      `source ${source} already has ${limits.maxUnauthenticatedPerSource} connections in their handshake`,
+    );
+  }
+  return accept(undefined);
+}
+
+/** Per-org quotas of an instance proxy (undefined on an org proxy: no quota). */
+export interface OrgQuotas {
+  maxTunnelsPerOrg: number;
+  maxStreamsPerOrg: number;
+}
+
+/**
+ * One more tunnel or stream for `orgId` on an instance proxy: refused (E_QUOTA_EXCEEDED) at its quota, so one
+ * tenant cannot take the shared proxy's connections from the others.
+ */
+export function withinQuota(
+  what: 'tunnels' | 'streams',
+  orgId: string,
+  used: number,
+  quotas: OrgQuotas | undefined,
+): Verdict<void> | LimitRefusal {
+  if (!quotas) return accept(undefined);
+  const [max, limit] =
+    what === 'tunnels'
+      ? ([quotas.maxTunnelsPerOrg, 'max_tunnels_per_org'] as const)
+      : ([quotas.maxStreamsPerOrg, 'max_streams_per_org'] as const);
+  if (used >= max) return refuseAt(limit, 'E_QUOTA_EXCEEDED', `org ${orgId} holds its quota of ${max} ${what} here`);
+  return accept(undefined);
 }

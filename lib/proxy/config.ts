@@ -89,12 +89,36 @@ export const proxyConfigSchema = defineSchema(
         'Address platforms connect to (mTLS). `enroll` stores it (default 0.0.0.0:8443); set here it overrides.',
       validate: hostPort,
     }),
-    // limits
+    // limits (docs/security.md says what each answers and why its default is what it is)
     handshake_timeout: keys.duration({
       default: 10_000,
       description:
-        'Time from TCP accept to an authenticated SSH session or a finished TLS handshake; also the wait for a gateway to open a channel.',
+        'Deadline from TCP accept to an authenticated SSH login, or to an admitted platform route (TLS handshake and decision); also the wait for a gateway to open a channel. A deadline, not an idle timer: a peer sending a byte at a time is cut too (E_TIMEOUT).',
       validate: durationRange(100, 300_000),
+    }),
+    max_unauthenticated_per_source: keys.int({
+      default: 512,
+      description:
+        'Connections one source (an IPv4 address, an IPv6 /64) may have in their handshake at once, on each listener; more are dropped at accept (E_LIMIT). Authenticated ones do not count: size it for how many gateways behind one NAT address reconnect AT ONCE.',
+      validate: intRange(1, 1_000_000),
+    }),
+    forward_timeout: keys.duration({
+      default: 15_000,
+      description:
+        'A gateway that logged in must hold a granted tcpip-forward within this time, or its SSH connection is closed (E_TIMEOUT).',
+      validate: durationRange(100, 300_000),
+    }),
+    max_tunnels_per_org: keys.int({
+      default: 2_000,
+      description:
+        'Instance proxy: tunnels one org may hold here at once; more forwards are refused (E_QUOTA_EXCEEDED). Not applied on an org proxy.',
+      validate: intRange(1, 1_000_000),
+    }),
+    max_streams_per_org: keys.int({
+      default: 2_500,
+      description:
+        'Instance proxy: concurrent streams one org may have here (E_QUOTA_EXCEEDED beyond). Not applied on an org proxy.',
+      validate: intRange(1, 1_000_000),
     }),
     idle_timeout: keys.duration({
       default: 15 * 60_000,

@@ -2,6 +2,7 @@
 import type { Counter } from 'prom-client';
 import type { ErrorCode } from '../protocol/errors.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
+import type { LimitName } from './admission.js';
 import type { Direction } from './pipe.js';
 
 export interface ProxyGauges {
@@ -10,10 +11,14 @@ export interface ProxyGauges {
   streams: number;
   bufferedBytes: number;
   sshConnections: number;
+  sshUnauthenticated: number;
+  tlsConnections: number;
+  tlsUnauthenticated: number;
 }
 
 export class ProxyMetrics {
   readonly #refusals: Counter<'listener' | 'code'>;
+  readonly #limitRefusals: Counter<'listener' | 'limit'>;
   readonly #streams: Counter;
   readonly #tunnels: Counter;
   readonly #revocations: Counter<'kind'>;
@@ -30,10 +35,22 @@ export class ProxyMetrics {
     gauge('streams', 'streams', 'Platform streams carried now.');
     gauge('bufferedBytes', 'buffered_bytes', 'Bytes held in stream buffers now (bounded by backpressure).');
     gauge('sshConnections', 'ssh_connections', 'SSH connections, authenticated or not.');
+    gauge('sshUnauthenticated', 'ssh_unauthenticated_connections', 'SSH connections not authenticated yet.');
+    gauge('tlsConnections', 'tls_connections', 'Platform (TLS) connections, admitted or not.');
+    gauge(
+      'tlsUnauthenticated',
+      'tls_unauthenticated_connections',
+      'Platform connections whose route is not admitted yet.',
+    );
     this.#refusals = metrics.counter(`${p}refusals_total`, 'Refused connections and requests, by stable error code.', [
       'listener',
       'code',
     ]);
+    this.#limitRefusals = metrics.counter(
+      `${p}limit_refusals_total`,
+      'Connections, logins, tunnels and streams refused by an abuse limit, by listener and limit (its config key).',
+      ['listener', 'limit'],
+    );
     this.#streams = metrics.counter(`${p}streams_total`, 'Platform streams opened.');
     this.#tunnels = metrics.counter(`${p}tunnels_total`, 'Tunnels opened.');
     this.#revocations = metrics.counter(`${p}revocations_total`, 'Revocation entries applied.', ['kind']);
@@ -43,6 +60,10 @@ export class ProxyMetrics {
 
   refusal(listener: 'ssh' | 'tls', code: ErrorCode): void {
     this.#refusals.inc({ listener, code });
+  }
+
+  limitRefusal(listener: 'ssh' | 'tls', limit: LimitName): void {
+    this.#limitRefusals.inc({ listener, limit });
   }
 
   streamOpened(): void {

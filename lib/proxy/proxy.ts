@@ -5,6 +5,11 @@
  *
  * reload() swaps credentials, trust and limits for new connections without touching established tunnels or
  * streams; revoke() applies a revocation entry to the lists and closes what it hits.
+ *
+ * Abuse limits (docs/security.md): both listeners bound unauthenticated connections per source and in time
+ * (HandshakeGate), a gateway login must forward in time, and an instance proxy holds each org to quotas of
+ * tunnels and streams. Every refusal by a limit is counted by limit name; its log line is sampled, since a
+ * flood would otherwise turn into a flood of log lines.
  */
 import type { KeyObject } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
@@ -14,7 +19,8 @@ import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { parseIdentity } from '../protocol/identity.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Readiness } from '../runtime/ops.js';
-import { DEFAULT_CERT_SKEW_MS, type ProxyScope } from './admission.js';
+import { sampledWarn } from '../runtime/sampled-log.js';
+import { DEFAULT_CERT_SKEW_MS, type LimitName, type OrgQuotas, type ProxyScope } from './admission.js';
 import { ProxyMetrics } from './metrics.js';
 import type { Direction } from './pipe.js';
 import { type RelayLimits, RelayListener } from './relay-listener.js';
@@ -37,19 +43,27 @@ export interface ProxyCredentials {
   pkiClientCaPems: string[];
 }
 
-export interface ProxyLimits extends SshLimits, RelayLimits {
+export interface ProxyLimits extends SshLimits, RelayLimits, OrgQuotas {
   maxStreamsPerGateway: number;
 }
 
+/** The config defaults (lib/proxy/config.ts); docs/security.md says why each is what it is. */
 export const DEFAULT_LIMITS: ProxyLimits = {
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 15 * 60_000,
   maxConnections: 10_000,
+  maxUnauthenticatedPerSource: 512,
+  forwardTimeoutMs: 15_000,
   maxAuthAttempts: 6,
   maxTunnelAttempts: 3,
   maxStreamsPerGateway: 1_000,
+  maxTunnelsPerOrg: 2_000,
+  maxStreamsPerOrg: 2_500,
   certSkewMs: DEFAULT_CERT_SKEW_MS,
 };
+
+/** How often a limit's refusals are logged at most (one line per limit and listener, with the count since). */
+const LIMIT_LOG_INTERVAL_MS = 10_000;
 
 /** The pino subset the proxy logs with. */
 export interface ProxyLog {
@@ -113,14 +127,26 @@ export class ProxyServer {
     this.#log = o.log;
     this.#limits = { ...DEFAULT_LIMITS, ...o.limits };
     this.#trust = loadTrust(o.credentials);
-    this.table = new TunnelTable({ maxStreamsPerGateway: this.#limits.maxStreamsPerGateway });
+    this.table = new TunnelTable({
+      maxStreamsPerGateway: this.#limits.maxStreamsPerGateway,
+      ...this.#orgQuotas(),
+    });
     this.#metrics = o.metrics ? new ProxyMetrics(o.metrics, () => this.stats()) : undefined;
-    const refused = (listener: 'ssh' | 'tls') => (code: ErrorCode, reason: string, fields: object) => {
-      const k = `${listener}:${code}`;
-      this.#refusals.set(k, (this.#refusals.get(k) ?? 0) + 1);
-      this.#metrics?.refusal(listener, code);
-      this.#log?.warn({ listener, code, reason, ...fields }, 'refused');
-    };
+    const logSampled = sampledWarn(this.#log, LIMIT_LOG_INTERVAL_MS, this.#now);
+    const refused =
+      (listener: 'ssh' | 'tls') =>
+      (code: ErrorCode, reason: string, fields: object, limit?: LimitName): void => {
+        for (const k of [`${listener}:${code}`, ...(limit ? [`${listener}:${limit}`] : [])]) {
+          this.#refusals.set(k, (this.#refusals.get(k) ?? 0) + 1);
+        }
+        this.#metrics?.refusal(listener, code);
+        if (!limit) {
+          this.#log?.warn({ listener, code, reason, ...fields }, 'refused');
+          return;
+        }
+        this.#metrics?.limitRefusal(listener, limit);
+        logSampled(`${listener}:${limit}`, { listener, code, limit, reason, ...fields }, 'refused by a limit');
+      };
     this.ssh = new SshTunnelListener({
       host: { hostKey: o.credentials.sshHostKey, hostCertificate: o.credentials.sshHostCertificate },
       trust: () => this.#trust,
@@ -202,6 +228,14 @@ export class ProxyServer {
     return this.#trust.scope;
   }
 
+  /** Per-org quotas apply on an instance proxy only: an org proxy serves its own org. */
+  #orgQuotas(): { orgQuotas?: OrgQuotas } {
+    if (this.#trust.scope.scope !== 'instance') return {};
+    return {
+      orgQuotas: { maxTunnelsPerOrg: this.#limits.maxTunnelsPerOrg, maxStreamsPerOrg: this.#limits.maxStreamsPerOrg },
+    };
+  }
+
   /**
    * New credentials, trust and limits for new connections. Everything is checked before anything is swapped,
    * so a bad reload throws and leaves the running state as it was. Established tunnels and streams stay.
@@ -218,6 +252,7 @@ export class ProxyServer {
       Object.assign(this.#limits, limits);
       this.relay.setLimits(this.#limits);
       this.table.maxStreamsPerGateway = this.#limits.maxStreamsPerGateway;
+      this.table.orgQuotas = this.#orgQuotas().orgQuotas;
     }
   }
 
@@ -241,10 +276,13 @@ export class ProxyServer {
       streams: this.relay.streams.size,
       bufferedBytes: this.relay.bufferedBytes(),
       sshConnections: this.ssh.connections,
+      sshUnauthenticated: this.ssh.unauthenticated,
+      tlsConnections: this.relay.connections,
+      tlsUnauthenticated: this.relay.unauthenticated,
     };
   }
 
-  /** Refusals counted so far, by "listener:code" (tests; metrics carry the same). */
+  /** Refusals counted so far, by "listener:code" and "listener:limit" (tests; metrics carry the same). */
   refusals(): ReadonlyMap<string, number> {
     return this.#refusals;
   }

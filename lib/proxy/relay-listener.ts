@@ -3,34 +3,50 @@
  * status line (lib/protocol/relay) and splices the connection into a `forwarded-tcpip` channel of the gateway's
  * tunnel. After the line it never interprets a byte: the platform's inner mTLS runs end to end with the gateway.
  *
+ * Sockets are accepted by our own net.Server and wrapped in TLS here (as the SSH side injects into ssh2): the
+ * HandshakeGate bounds connections per listener and, until the route is admitted, per source, with a deadline
+ * from accept to the admitted route (one clock for both listeners, in place of tls.Server's handshakeTimeout).
+ *
  * Decisions, in order, each refusal answered with a status line and a close:
  *   ALPN = RELAY_ALPN · lib/pki checkPeer (proxy PKI client CA(s), clientAuth, route extension, revocation,
  *     validity with the `certSkewMs` allowance) · admitRoute (identity org = route org; an org proxy serves
  *     its org only) · stream revocations
- *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT)
+ *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT, the
+ *     org's stream quota on an instance proxy → E_QUOTA_EXCEEDED)
  *   · the newest healthy tunnel that opens a channel · the outer cert still live (outerCertLive) and not
  *     revoked, since the channel open takes time: only then `{"ok":true}`. The stream is cut when the cert
  *     ends (notAfter + skew).
  */
-import type { Socket } from 'node:net';
-import { type TLSSocket, type Server as TlsServer, createServer as tlsServer } from 'node:tls';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
 import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.js';
 import type { TrustAnchors } from '../pki/verify.js';
 import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
-import { admitRoute, DEFAULT_CERT_SKEW_MS, outerCertLive, type ProxyScope, type RouteDecision } from './admission.js';
+import {
+  admitRoute,
+  DEFAULT_CERT_SKEW_MS,
+  type LimitName,
+  limitOf,
+  outerCertLive,
+  type ProxyScope,
+  type RouteDecision,
+} from './admission.js';
+import { HandshakeGate, type HandshakeTicket } from './handshake-gate.js';
 import { type Direction, type Splice, splice } from './pipe.js';
 import type { RevocationList } from './revocations.js';
 import type { GatewayTunnel } from './ssh-listener.js';
 import type { Tunnel, TunnelTable } from './tunnel-table.js';
 
 export interface RelayLimits {
-  /** TLS handshake, and then the gateway's answer to the channel open. */
+  /** From accept to an admitted route (TLS handshake + decision), and then the gateway's answer to the channel open. */
   handshakeTimeoutMs: number;
   /** A stream with no byte either way for this long is closed. */
   idleTimeoutMs: number;
   /** Concurrent platform connections (beyond: dropped at accept). */
   maxConnections: number;
+  /** Connections from one source (IPv4 address, IPv6 /64) whose route is not admitted yet. */
+  maxUnauthenticatedPerSource: number;
   /** Tunnels tried for one stream before answering E_GATEWAY_OFFLINE. */
   maxTunnelAttempts: number;
   /** Allowance past an outer cert's notAfter (default DEFAULT_CERT_SKEW_MS): accepted iff now <= notAfter + skew. */
@@ -48,7 +64,8 @@ export interface ActiveStream {
 }
 
 export interface RelayEvents {
-  refused(code: ErrorCode, reason: string, fields: Record<string, unknown>): void;
+  /** `limit` names the abuse limit that refused, if one did (metrics count those apart, logs sample them). */
+  refused(code: ErrorCode, reason: string, fields: Record<string, unknown>, limit?: LimitName): void;
   streamOpened(stream: ActiveStream): void;
   streamClosed(stream: ActiveStream, end: string, reason: string): void;
   bytes(direction: Direction, n: number): void;
@@ -70,7 +87,10 @@ export interface RelayListenerOptions {
 export class RelayListener {
   readonly #o: RelayListenerOptions;
   readonly #now: () => number;
-  readonly #server: TlsServer;
+  readonly #net: NetServer;
+  readonly #gate: HandshakeGate;
+  /** Built once per credentials (construction, reload) and shared by every handshake. */
+  #context: SecureContext;
   readonly #streams = new Map<number, ActiveStream>();
   #nextStream = 1;
   readonly #sockets = new Set<Socket>();
@@ -80,37 +100,28 @@ export class RelayListener {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.limits = options.limits;
-    this.#server = tlsServer({
-      ...mtlsServerOptions({ ...options.credentials, alpn: [RELAY_ALPN] }),
-      handshakeTimeout: options.limits.handshakeTimeoutMs,
-      allowHalfOpen: true,
+    this.#context = contextOf(options.credentials);
+    this.#gate = new HandshakeGate({
+      limits: () => this.limits,
+      onTimeout: (_ticket, remote) =>
+        options.events.refused(
+          'E_TIMEOUT',
+          'TLS handshake and route decision too slow',
+          { remote },
+          'handshake_timeout',
+        ),
     });
-    this.#server.maxConnections = options.limits.maxConnections;
-    this.#server.on('drop', (d?: { remoteAddress?: string }) =>
-      options.events.refused('E_LIMIT', 'too many platform connections', { remote: d?.remoteAddress }),
-    );
-    this.#server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
-      const timeout = err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
-      options.events.refused(
-        timeout ? 'E_TIMEOUT' : 'E_ROUTE_FORBIDDEN',
-        `TLS handshake failed: ${err.code ?? err.message}`,
-        {
-          remote: socket.remoteAddress,
-        },
-      );
-      socket.destroy();
-    });
-    this.#server.on('connection', (raw: Socket) => {
-      raw.setNoDelay(true); // the status line must not wait for Nagle
-      this.#sockets.add(raw);
-      raw.once('close', () => this.#sockets.delete(raw));
-    });
-    this.#server.on('secureConnection', (socket: TLSSocket) => void this.#onConnection(socket));
+    this.#net = createServer({ allowHalfOpen: true }, (raw) => this.#accept(raw));
   }
 
   /** Platform connections open now (in handshake or carrying a stream). */
   get connections(): number {
     return this.#sockets.size;
+  }
+
+  /** Platform connections whose route is not admitted yet. */
+  get unauthenticated(): number {
+    return this.#gate.unauthenticated;
   }
 
   get streams(): ReadonlyMap<number, ActiveStream> {
@@ -119,10 +130,10 @@ export class RelayListener {
 
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', reject);
-        const addr = this.#server.address();
+      this.#net.once('error', reject);
+      this.#net.listen(port, host, () => {
+        this.#net.off('error', reject);
+        const addr = this.#net.address();
         resolve(typeof addr === 'object' && addr ? addr.port : port);
       });
     });
@@ -130,12 +141,11 @@ export class RelayListener {
 
   /** New key, chain and anchors for new handshakes; established streams are untouched. Throws if unusable. */
   setCredentials(credentials: MtlsCredentials): void {
-    this.#server.setSecureContext(mtlsServerOptions({ ...credentials, alpn: [RELAY_ALPN] }));
+    this.#context = contextOf(credentials);
   }
 
   setLimits(limits: RelayLimits): void {
     this.limits = limits;
-    this.#server.maxConnections = limits.maxConnections;
   }
 
   /** Drops every platform connection now (shutdown). */
@@ -144,7 +154,7 @@ export class RelayListener {
   }
 
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    return new Promise((resolve) => this.#net.close(() => resolve()));
   }
 
   /** Closes every stream matching `predicate`; returns how many. */
@@ -165,21 +175,57 @@ export class RelayListener {
     return n;
   }
 
-  async #onConnection(socket: TLSSocket): Promise<void> {
-    socket.on('error', () => {});
+  #accept(raw: Socket): void {
+    raw.on('error', () => {});
+    raw.setNoDelay(true); // the status line must not wait for Nagle
+    const entered = this.#gate.enter(raw);
+    if (!entered.ok) {
+      this.#o.events.refused(entered.code, entered.reason, { remote: raw.remoteAddress }, entered.limit);
+      raw.destroy();
+      return;
+    }
+    this.#sockets.add(raw);
+    raw.once('close', () => this.#sockets.delete(raw));
+    const ticket = entered.value;
+    const socket = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: this.#context,
+      requestCert: true,
+      rejectUnauthorized: false, // checkPeer decides, below
+      ALPNProtocols: [RELAY_ALPN],
+    });
+    let secured = false;
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (secured || raw.destroyed) return; // after the handshake, or cut by the gate: reported already
+      ticket.refused();
+      this.#o.events.refused('E_ROUTE_FORBIDDEN', `TLS handshake failed: ${err.code ?? err.message}`, {
+        remote: raw.remoteAddress,
+      });
+      socket.destroy();
+    });
+    socket.once('close', () => raw.destroy());
+    socket.once('secure', () => {
+      secured = true;
+      void this.#onConnection(socket, ticket);
+    });
+  }
+
+  async #onConnection(socket: TLSSocket, ticket: HandshakeTicket): Promise<void> {
     const remote = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
-    const answer = (status: RelayStatus): void => {
+    const answer = (status: RelayStatus, limit?: LimitName): void => {
       const line = encodeStatus(status);
       this.#o.tap?.('down', line);
       if (!status.ok) {
-        this.#o.events.refused(status.code, status.message, { remote: remote.address });
+        ticket.refused();
+        this.#o.events.refused(status.code, status.message, { remote: remote.address }, limit);
         socket.end(line);
         socket.setTimeout(this.limits.handshakeTimeoutMs, () => socket.destroy());
       } else {
         socket.write(line);
       }
     };
-    const deny = (code: ErrorCode, message: string): void => answer({ ok: false, code, message });
+    const deny = (code: ErrorCode, message: string, limit?: LimitName): void =>
+      answer({ ok: false, code, message }, limit);
 
     if (socket.alpnProtocol !== RELAY_ALPN) return deny('E_ROUTE_FORBIDDEN', `ALPN ${RELAY_ALPN} is required`);
     const { scope, anchors } = this.#o.trust();
@@ -201,9 +247,12 @@ export class RelayListener {
     if (!route.ok) return deny(route.code, route.reason);
     if (this.#o.revocations.streamRevoked(route.value))
       return deny('E_CERT_REVOKED', 'identity or certificate revoked');
+    // Admitted: the platform proved who it is; from here its source owes nothing, and the channel open has its
+    // own bound (handshakeTimeoutMs per tunnel tried).
+    ticket.authenticated();
 
     const candidates = this.#o.table.candidates(route.value.orgId, route.value.gatewayId, now);
-    if (!candidates.ok) return deny(candidates.code, candidates.reason);
+    if (!candidates.ok) return deny(candidates.code, candidates.reason, limitOf(candidates));
     const opened = await this.#openChannel(candidates.value, remote);
     if (!opened) return deny('E_GATEWAY_OFFLINE', `no tunnel of gateway ${route.value.gatewayId} opened a channel`);
     const release = (): void => {
@@ -315,4 +364,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, discard: (late: T) => void): 
       },
     );
   });
+}
+
+function contextOf(credentials: MtlsCredentials): SecureContext {
+  return createSecureContext(mtlsServerOptions({ ...credentials, alpn: [RELAY_ALPN] }));
 }

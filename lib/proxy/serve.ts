@@ -51,6 +51,10 @@ export interface ProxyConfig {
   readonly ssh_listen: string | undefined;
   readonly tls_listen: string | undefined;
   readonly handshake_timeout: number;
+  readonly max_unauthenticated_per_source: number;
+  readonly forward_timeout: number;
+  readonly max_tunnels_per_org: number;
+  readonly max_streams_per_org: number;
   readonly idle_timeout: number;
   readonly max_connections: number;
   readonly max_streams_per_gateway: number;
@@ -80,9 +84,13 @@ export function limitsFrom(config: ProxyConfig): ProxyLimits {
     handshakeTimeoutMs: config.handshake_timeout,
     idleTimeoutMs: config.idle_timeout,
     maxConnections: config.max_connections,
+    maxUnauthenticatedPerSource: config.max_unauthenticated_per_source,
+    forwardTimeoutMs: config.forward_timeout,
     maxAuthAttempts: config.max_auth_attempts,
     maxTunnelAttempts: 3,
     maxStreamsPerGateway: config.max_streams_per_gateway,
+    maxTunnelsPerOrg: config.max_tunnels_per_org,
+    maxStreamsPerOrg: config.max_streams_per_org,
     certSkewMs: config.cert_skew,
   };
 }

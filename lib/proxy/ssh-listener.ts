@@ -7,15 +7,25 @@
  * agent and X11 forwarding, which all ride on a session), direct-tcpip, streamlocal, other global requests.
  *
  * Sockets are accepted by our own net.Server and injected into an ssh2 Server: that lets us bound connections
- * and the time to authenticate before ssh2 sees a byte, and lets a reload swap the host certificate for new
- * connections (a new ssh2 Server) while established tunnels keep running on the old one.
+ * (per listener and, while unauthenticated, per source) and the time to authenticate before ssh2 sees a byte
+ * (HandshakeGate), and lets a reload swap the host certificate for new connections (a new ssh2 Server) while
+ * established tunnels keep running on the old one. A gateway that logs in must ask for its forward within
+ * `forwardTimeoutMs`, and its org must be within its tunnel quota on an instance proxy (TunnelTable).
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import type { SshCertificate } from '../sshcert/index.js';
 import { createCertServer, verifyUserAuth } from '../sshwire/server.js';
 import type { AuthContext, Connection, ServerChannel, Server as SshServer } from '../sshwire/ssh2.js';
-import { admitForward, admitGateway, type GatewayLogin, type ProxyScope } from './admission.js';
+import {
+  admitForward,
+  admitGateway,
+  type GatewayLogin,
+  type LimitName,
+  limitOf,
+  type ProxyScope,
+} from './admission.js';
+import { HandshakeGate, type HandshakeTicket } from './handshake-gate.js';
 import type { RevocationList } from './revocations.js';
 import type { Tunnel, TunnelTable } from './tunnel-table.js';
 
@@ -30,13 +40,18 @@ export interface SshLimits {
   /** From TCP accept to an authenticated session. */
   handshakeTimeoutMs: number;
   maxConnections: number;
+  /** Connections from one source (IPv4 address, IPv6 /64) not yet authenticated. */
+  maxUnauthenticatedPerSource: number;
+  /** From authentication to the first granted `tcpip-forward`; a login that never forwards is closed then. */
+  forwardTimeoutMs: number;
   /** Refused authentication attempts before the connection is dropped. */
   maxAuthAttempts: number;
 }
 
 /** What the listener reports; the proxy turns it into logs and metrics. */
 export interface SshEvents {
-  refused(code: ErrorCode, reason: string, fields: Record<string, unknown>): void;
+  /** `limit` names the abuse limit that refused, if one did (metrics count those apart, logs sample them). */
+  refused(code: ErrorCode, reason: string, fields: Record<string, unknown>, limit?: LimitName): void;
   tunnelUp(tunnel: Tunnel<GatewayTunnel>): void;
   tunnelDown(tunnel: Tunnel<GatewayTunnel>, reason: string): void;
   /** The gateway cancelled the forward (make-before-break): no new streams, open ones run on until closed. */
@@ -71,19 +86,34 @@ export class SshTunnelListener {
   readonly #now: () => number;
   readonly #net: NetServer;
   #ssh: SshServer;
-  #connections = 0;
-  /** Sockets by remote "ip:port", to find a connection's socket from ssh2's ClientInfo. */
-  readonly #sockets = new Map<string, { socket: Socket; timer: NodeJS.Timeout }>();
+  readonly #gate: HandshakeGate;
+  /** Sockets by remote "ip:port", to find a connection's socket and ticket from ssh2's ClientInfo. */
+  readonly #sockets = new Map<string, { socket: Socket; ticket: HandshakeTicket }>();
 
   constructor(options: SshListenerOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#ssh = this.#makeServer(options.host);
+    this.#gate = new HandshakeGate({
+      limits: () => options.limits,
+      onTimeout: (_ticket, remote) =>
+        options.events.refused(
+          'E_TIMEOUT',
+          'SSH handshake and authentication too slow',
+          { remote },
+          'handshake_timeout',
+        ),
+    });
     this.#net = createServer((socket) => this.#accept(socket));
   }
 
   get connections(): number {
-    return this.#connections;
+    return this.#gate.open;
+  }
+
+  /** Connections that have not authenticated yet. */
+  get unauthenticated(): number {
+    return this.#gate.unauthenticated;
   }
 
   listen(port: number, host: string): Promise<number> {
@@ -123,23 +153,15 @@ export class SshTunnelListener {
     socket.on('error', () => {});
     // Channel opens and status lines are small request/answer packets: Nagle + delayed ACK would add ~40 ms.
     socket.setNoDelay(true);
-    if (this.#connections >= this.#o.limits.maxConnections) {
-      this.#o.events.refused('E_LIMIT', 'too many SSH connections', { remote: socket.remoteAddress });
+    const entered = this.#gate.enter(socket);
+    if (!entered.ok) {
+      this.#o.events.refused(entered.code, entered.reason, { remote: socket.remoteAddress }, entered.limit);
       socket.destroy();
       return;
     }
-    this.#connections++;
     const key = `${socket.remoteAddress}:${socket.remotePort}`;
-    const timer = setTimeout(() => {
-      this.#o.events.refused('E_TIMEOUT', 'SSH handshake and authentication too slow', { remote: key });
-      socket.destroy();
-    }, this.#o.limits.handshakeTimeoutMs);
-    this.#sockets.set(key, { socket, timer });
-    socket.once('close', () => {
-      this.#connections--;
-      clearTimeout(timer);
-      this.#sockets.delete(key);
-    });
+    this.#sockets.set(key, { socket, ticket: entered.value });
+    socket.once('close', () => this.#sockets.delete(key));
     this.#ssh.injectSocket(socket);
   }
 
@@ -147,8 +169,8 @@ export class SshTunnelListener {
     conn.on('error', () => {});
     let login: GatewayLogin | undefined;
     let attempts = 0;
-    const refuse = (code: ErrorCode, reason: string, fields: Record<string, unknown> = {}): void =>
-      this.#o.events.refused(code, reason, { remote, ...(login ? { gateway: login.uri } : {}), ...fields });
+    const refuse = (code: ErrorCode, reason: string, fields: Record<string, unknown> = {}, limit?: LimitName): void =>
+      this.#o.events.refused(code, reason, { remote, ...(login ? { gateway: login.uri } : {}), ...fields }, limit);
 
     conn.on('authentication', (ctx: AuthContext) => {
       if (ctx.method === 'none') return ctx.reject(['publickey']);
@@ -167,12 +189,12 @@ export class SshTunnelListener {
 
     conn.on('ready', () => {
       const entry = this.#sockets.get(remote);
-      if (entry) clearTimeout(entry.timer);
       if (!login) {
         conn.end(); // ssh2 reached "ready" without our signed verdict: never serve that
         return;
       }
-      this.#serve(conn, login, refuse);
+      entry?.ticket.authenticated();
+      this.#serve(conn, login, refuse, () => entry?.socket.destroy());
     });
   }
 
@@ -188,7 +210,12 @@ export class SshTunnelListener {
     return admitGateway(verified.value, ctx.username, scope);
   }
 
-  #serve(conn: Connection, login: GatewayLogin, refuse: (code: ErrorCode, reason: string) => void): void {
+  #serve(
+    conn: Connection,
+    login: GatewayLogin,
+    refuse: (code: ErrorCode, reason: string, fields?: Record<string, unknown>, limit?: LimitName) => void,
+    destroySocket: () => void,
+  ): void {
     const tunnels = new Map<number, Tunnel<GatewayTunnel>>();
     // Forwards the gateway cancelled: out of the routing table, their streams still running on this connection.
     const draining = new Set<Tunnel<GatewayTunnel>>();
@@ -197,6 +224,7 @@ export class SshTunnelListener {
       if (closed) return;
       closed = true;
       clearTimeout(expiry);
+      clearTimeout(forwardDeadline);
       for (const t of [...tunnels.values(), ...draining]) {
         this.#o.table.remove(t.id);
         this.#o.events.tunnelDown(t, reason);
@@ -216,7 +244,18 @@ export class SshTunnelListener {
       expiry = setTimeout(armExpiry, Math.min(left, MAX_TIMER_MS));
       expiry.unref();
     };
+    // A login that holds no forward is a connection held for nothing: it must ask for one in time. Cleared by
+    // the first forward granted; a connection whose forwards were all refused is closed here too.
+    let forwardDeadline: NodeJS.Timeout | undefined;
     armExpiry();
+    if (!closed) {
+      forwardDeadline = setTimeout(() => {
+        refuse('E_TIMEOUT', 'no tcpip-forward asked for in time after login', {}, 'forward_timeout');
+        closeAll('no forward in time');
+        // end() waits for the peer; one that stalls on purpose must not keep the socket.
+        setTimeout(destroySocket, 1000).unref();
+      }, this.#o.limits.forwardTimeoutMs);
+    }
     conn.on('close', () => closeAll('connection closed'));
 
     const handle: Omit<GatewayTunnel, 'openStream'> = { login, close: closeAll };
@@ -248,6 +287,12 @@ export class SshTunnelListener {
         refuse('E_LIMIT', 'one forward per SSH connection');
         return reject?.();
       }
+      const quota = this.#o.table.admitTunnel(login.orgId);
+      if (!quota.ok) {
+        refuse(quota.code, quota.reason, {}, limitOf(quota));
+        return reject?.();
+      }
+      clearTimeout(forwardDeadline);
       const port = allowed.value.port || nextPort();
       const tunnel = this.#o.table.add(login, port, { ...handle, openStream: (o) => open(port, o) }, this.#now());
       tunnels.set(tunnel.id, tunnel);

@@ -6,9 +6,11 @@
  * New streams go to the newest healthy, unexpired tunnel; a tunnel that failed to open a channel is marked
  * unhealthy and tried only after every healthy one. Tunnels are keyed by the org named in the gateway's
  * *certificate*, so a platform of org B can never be routed to org A's gateway of the same name.
+ *
+ * On an instance proxy it also keeps each org's tunnels and streams, for the per-org quotas (withinQuota).
  */
 import { accept, refuse, type Verdict } from '../protocol/errors.js';
-import type { GatewayLogin } from './admission.js';
+import { type GatewayLogin, type LimitRefusal, type OrgQuotas, refuseAt, withinQuota } from './admission.js';
 
 export interface Tunnel<H> {
   readonly id: number;
@@ -26,6 +28,8 @@ export interface Tunnel<H> {
 export interface TunnelTableOptions {
   /** Concurrent streams per gateway (all its tunnels together). */
   maxStreamsPerGateway: number;
+  /** Per-org quotas (an instance proxy); absent: none. */
+  orgQuotas?: OrgQuotas;
 }
 
 const key = (orgId: string, gatewayId: string): string => `${orgId}\n${gatewayId}`;
@@ -35,10 +39,33 @@ export class TunnelTable<H> {
   readonly #byId = new Map<number, Tunnel<H>>();
   #nextId = 1;
   #streams = 0;
+  /** Tunnels and streams held per org (entries dropped at zero). */
+  readonly #byOrg = new Map<string, { tunnels: number; streams: number }>();
   maxStreamsPerGateway: number;
+  orgQuotas: OrgQuotas | undefined;
 
   constructor(options: TunnelTableOptions) {
     this.maxStreamsPerGateway = options.maxStreamsPerGateway;
+    this.orgQuotas = options.orgQuotas;
+  }
+
+  /** Tunnels and streams one org holds here now. */
+  usageOf(orgId: string): { tunnels: number; streams: number } {
+    const u = this.#byOrg.get(orgId);
+    return { tunnels: u?.tunnels ?? 0, streams: u?.streams ?? 0 };
+  }
+
+  /** May `orgId` hold one more tunnel here? (E_QUOTA_EXCEEDED at its quota on an instance proxy.) */
+  admitTunnel(orgId: string): Verdict<void> | LimitRefusal {
+    return withinQuota('tunnels', orgId, this.usageOf(orgId).tunnels, this.orgQuotas);
+  }
+
+  #count(orgId: string, tunnels: number, streams: number): void {
+    const u = this.#byOrg.get(orgId) ?? { tunnels: 0, streams: 0 };
+    u.tunnels += tunnels;
+    u.streams += streams;
+    if (u.tunnels <= 0 && u.streams <= 0) this.#byOrg.delete(orgId);
+    else this.#byOrg.set(orgId, u);
   }
 
   get size(): number {
@@ -70,6 +97,7 @@ export class TunnelTable<H> {
     list.push(tunnel);
     this.#byGateway.set(k, list);
     this.#byId.set(tunnel.id, tunnel);
+    this.#count(gateway.orgId, 1, 0);
     return tunnel;
   }
 
@@ -83,6 +111,7 @@ export class TunnelTable<H> {
     if (!tunnel) return false;
     this.#byId.delete(id);
     this.#streams -= tunnel.streams;
+    this.#count(tunnel.gateway.orgId, -1, -tunnel.streams);
     const k = key(tunnel.gateway.orgId, tunnel.gateway.gatewayId);
     const list = (this.#byGateway.get(k) ?? []).filter((t) => t.id !== id);
     if (list.length) this.#byGateway.set(k, list);
@@ -103,17 +132,23 @@ export class TunnelTable<H> {
   /**
    * Tunnels to try for a new stream of (orgId, gatewayId), best first: healthy before unhealthy, newest first
    * within each; expired ones never. Refuses E_GATEWAY_OFFLINE when none is left, E_LIMIT when the gateway
-   * already carries its maximum of streams.
+   * already carries its maximum of streams, E_QUOTA_EXCEEDED when its org holds its stream quota here.
    */
-  candidates(orgId: string, gatewayId: string, nowMs: number): Verdict<Tunnel<H>[]> {
+  candidates(orgId: string, gatewayId: string, nowMs: number): Verdict<Tunnel<H>[]> | LimitRefusal {
     const live = (this.#byGateway.get(key(orgId, gatewayId)) ?? []).filter(
       // The org check repeats the key on purpose: routing across orgs must be impossible, not just unlikely.
       (t) => t.gateway.orgId === orgId && t.gateway.gatewayId === gatewayId && t.gateway.validBeforeMs > nowMs,
     );
     if (live.length === 0) return refuse('E_GATEWAY_OFFLINE', `gateway ${gatewayId} has no tunnel here`);
     if (this.streamsOf(orgId, gatewayId) >= this.maxStreamsPerGateway) {
-      return refuse('E_LIMIT', `gateway ${gatewayId} carries its maximum of ${this.maxStreamsPerGateway} streams`);
+      return refuseAt(
+        'max_streams_per_gateway',
+        'E_LIMIT',
+        `gateway ${gatewayId} carries its maximum of ${this.maxStreamsPerGateway} streams`,
+      );
     }
+    const quota = withinQuota('streams', orgId, this.usageOf(orgId).streams, this.orgQuotas);
+    if (!quota.ok) return quota;
     const order = (t: Tunnel<H>) => (t.healthy ? 0 : 1);
     return accept([...live].sort((a, b) => order(a) - order(b) || b.openedAtMs - a.openedAtMs || b.id - a.id));
   }
@@ -123,6 +158,7 @@ export class TunnelTable<H> {
     if (!tunnel) return;
     tunnel.streams++;
     this.#streams++;
+    this.#count(tunnel.gateway.orgId, 0, 1);
   }
 
   streamClosed(id: number): void {
@@ -130,6 +166,7 @@ export class TunnelTable<H> {
     if (!tunnel || tunnel.streams === 0) return;
     tunnel.streams--;
     this.#streams--;
+    this.#count(tunnel.gateway.orgId, 0, -1);
   }
 
   /** Every tunnel matching `predicate` (revocation sweeps, expiry, drain). */

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { test } from 'node:test';
 import type { SignedRequest } from '../../lib/ca/authority.js';
-import { advance, type RotationScope, rotationStatus, rotationVersion } from '../../lib/ca/rotation.js';
+import { advance, type RotationScope, rotationStatus, rotationVersion, tickRotations } from '../../lib/ca/rotation.js';
 import { pemBlocks } from '../../lib/pki/x509.js';
 import { type GatewayEnrollResponse, signRequestBytes } from '../../lib/protocol/api.js';
 import { GatewayError, unwrap } from '../../lib/protocol/errors.js';
@@ -211,4 +211,36 @@ test('offline components are listed, not waited for; bad names and phases are re
   assert.throws(() => advance(f.ca.ctx, { orgId: 'ghost' }, 'gateway-server', 'start'), { code: 'E_NOT_FOUND' });
   assert.equal(rotationStatus(f.ca.ctx, { instance: true }).length, 5, 'four proxy CAs and the API root');
   assert.equal(rotationStatus(f.ca.ctx, ACME).length, 6);
+});
+
+test('automatic mode (--grace): each phase lasts the grace, moves on only when acknowledged, the old key goes a grace after standby', async () => {
+  const { f, gateway } = await world();
+  const version = () => rotationVersion(f.ca.ctx, { kind: 'gateway', orgId: 'acme' });
+  advance(f.ca.ctx, ACME, 'proxy-ssh-server', 'start', { actor: 'local-admin', graceMs: 60_000 });
+  f.clock.advance(30);
+  gateway.acknowledge();
+  assert.deepEqual(tickRotations(f.ca.ctx), [], 'not before the grace');
+  f.clock.advance(31);
+  const phaseOf = () => rotationStatus(f.ca.ctx, ACME, 'proxy-ssh-server')[0]?.phase;
+  assert.equal(tickRotations(f.ca.ctx)[0]?.to, 'update_clients');
+  f.clock.advance(61);
+  gateway.read(); // live, but it has not acknowledged update_clients
+  assert.deepEqual(tickRotations(f.ca.ctx), [], 'waits for the acknowledgement');
+  assert.equal(phaseOf(), 'update_clients');
+  gateway.acknowledge();
+  assert.equal(tickRotations(f.ca.ctx)[0]?.to, 'update_servers');
+  f.clock.advance(61);
+  gateway.acknowledge();
+  gateway.read(version());
+  assert.equal(tickRotations(f.ca.ctx)[0]?.to, 'standby');
+  const old = () => f.ca.ctx.store.getAuthority('org:acme:proxy-ssh-server')?.sealedKey ?? null;
+  assert.notEqual(old(), null, 'the old key stays for the grace');
+  f.clock.advance(61);
+  tickRotations(f.ca.ctx);
+  assert.equal(old(), null, 'and is destroyed after it');
+  const actors = f.ca.ctx.store
+    .auditSince(0, 1000)
+    .filter((a) => a.action === 'rotation.next')
+    .map((a) => a.actor);
+  assert.deepEqual(actors, ['automatic-rotation', 'automatic-rotation', 'automatic-rotation']);
 });

@@ -74,12 +74,15 @@ export interface Deployment {
   target: Target;
   /** A machine identity with a policy rule for the target through every gateway. */
   app: Identity;
-  /** Creates an identity; with a rule, also a policy rule for it (gateways default ['*'], modes default ['tcp']). */
-  identity(id: string, rule?: PolicyRule): Promise<Identity>;
+  /**
+   * Creates an identity; with a rule, also a policy rule for it (gateways default ['*'], modes default ['tcp']).
+   * In `org` (default the deployment's), which must exist (`ca.cli(['org', 'create', …])`).
+   */
+  identity(id: string, rule?: PolicyRule, org?: string): Promise<Identity>;
   /** Enrolls and starts one more instance proxy (proxy-N); running gateways learn of it only as the suite provides. */
   addProxy(extraArgs?: string[]): Promise<ProxyHandle>;
-  /** Enrolls and starts one more gateway (gw-N), tunnelled to the proxies enrolled so far. */
-  addGateway(extraArgs?: string[]): Promise<GatewayHandle>;
+  /** Enrolls and starts one more gateway (gw-N, or `o.id`) of `o.org` (default the deployment's). */
+  addGateway(extraArgs?: string[], o?: { org?: string; id?: string }): Promise<GatewayHandle>;
   /** Starts `infisical-connect tcp` on 127.0.0.1:0. */
   connect(o?: ConnectOptions): Promise<ConnectHandle>;
   /** A checksummed transfer of `bytes` random bytes through a connect listener to a target (default the echo one). */
@@ -147,13 +150,15 @@ export async function startDeployment(o: DeploymentOptions = {}): Promise<Deploy
       proxies.push(p);
       return p;
     };
-    const gatewayOptions = (extra: string[]) => ({
+    const gatewayOptions = (extra: string[], org?: string) => ({
       allowPorts: [target.port, ...(o.allowPorts ?? [])],
       extra,
       proxies: () => proxies.length,
+      ...(org ? { org } : {}),
     });
-    const addGateway = async (extra: string[] = o.gatewayArgs ?? []) => {
-      const g = await startGateway(site, ca, `gw-${gateways.length + 1}`, gatewayOptions(extra));
+    const addGateway = async (extra: string[] = o.gatewayArgs ?? [], g0: { org?: string; id?: string } = {}) => {
+      const id = g0.id ?? `gw-${gateways.length + 1}`;
+      const g = await startGateway(site, ca, id, gatewayOptions(extra, g0.org));
       gateways.push(g);
       return g;
     };
@@ -188,7 +193,7 @@ export async function startDeployment(o: DeploymentOptions = {}): Promise<Deploy
       gateways,
       target,
       app,
-      identity: (id, rule) => createIdentity(site, ca, id, rule),
+      identity: (id, rule, org) => createIdentity(site, ca, id, rule, org),
       addProxy,
       addGateway,
       connect: (c = {}) =>

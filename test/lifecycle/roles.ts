@@ -23,6 +23,8 @@ export interface Site {
 
 export interface Identity {
   identityId: string;
+  /** The org it belongs to (ORG unless created in another). */
+  org: string;
   clientId: string;
   /** A 0600 file holding its client secret (for --client-secret-file). */
   secretFile: string;
@@ -130,15 +132,21 @@ export interface PolicyRule {
   modes?: string[];
 }
 
-/** `identity create` (its secret to a 0600 file) and, with a rule, `policy add` for it. */
-export async function createIdentity(site: Site, ca: CaHandle, id: string, rule?: PolicyRule): Promise<Identity> {
-  const created = await ca.cli(['identity', 'create', ORG, id]);
+/** `identity create` (its secret to a 0600 file) and, with a rule, `policy add` for it (in `org`, default ORG). */
+export async function createIdentity(
+  site: Site,
+  ca: CaHandle,
+  id: string,
+  rule?: PolicyRule,
+  org = ORG,
+): Promise<Identity> {
+  const created = await ca.cli(['identity', 'create', org, id]);
   const secretFile = writeSecret(join(site.dir, 'secrets', `${id}.secret`), String(created['clientSecret']));
   if (rule) {
     await ca.cli([
       'policy',
       'add',
-      ORG,
+      org,
       '--subject',
       `identity:${id}`,
       ...(rule.gateways ?? ['*']).flatMap((g) => ['--gateway', g]),
@@ -146,7 +154,7 @@ export async function createIdentity(site: Site, ca: CaHandle, id: string, rule?
       ...(rule.modes ?? ['tcp']).flatMap((m) => ['--mode', m]),
     ]);
   }
-  return { identityId: id, clientId: String(created['clientId']), secretFile };
+  return { identityId: id, clientId: String(created['clientId']), secretFile, org };
 }
 
 /** An instance proxy: `enroll` with the admin credential, then `serve` (waits for /readyz 200). */
@@ -211,8 +219,9 @@ export async function startGateway(
   site: Site,
   ca: CaHandle,
   gatewayId: string,
-  o: { allowPorts: number[]; extra: string[]; proxies: () => number },
+  o: { allowPorts: number[]; extra: string[]; proxies: () => number; org?: string },
 ): Promise<GatewayHandle> {
+  const org = o.org ?? ORG;
   const stateDir = join(site.dir, gatewayId);
   const opsPort = await freePort();
   const g = Object.assign(
@@ -251,7 +260,7 @@ export async function startGateway(
     });
   };
   site.all.push(g);
-  const token = await ca.cli(['token', '--org', ORG, '--kind', 'gateway', '--subject', gatewayId]);
+  const token = await ca.cli(['token', '--org', org, '--kind', 'gateway', '--subject', gatewayId]);
   await runOnce(g, [
     'enroll',
     '--state-dir',
@@ -260,7 +269,7 @@ export async function startGateway(
     '--token-file',
     writeSecret(join(site.dir, 'secrets', `${gatewayId}.token`), String(token['token'])),
     '--org',
-    ORG,
+    org,
     '--gateway-id',
     gatewayId,
     '--json',
@@ -288,7 +297,7 @@ export async function startConnect(
         'tcp',
         ...ca.pinned(),
         '--org',
-        ORG,
+        o.identity.org,
         '--client-id',
         o.identity.clientId,
         '--client-secret-file',
