@@ -28,20 +28,32 @@ test('a revoked grant is replaced under a running connect; with the policy gone,
 
     await d.revoke('grant', first);
     const revokedAt = Date.now();
-    // Streams go on, every one byte-exact, until one has gone through on a new grant.
-    // (waitFor takes a throw for "not yet", so results are collected and checked after.)
+    // Streams go on until one has gone through, byte-exact, on a new grant. A stream that was already running on
+    // the revoked grant when the revocation reached the gateway is cut (that is the revocation working), and the
+    // client sees it; every other stream is byte-exact. (waitFor takes a throw for "not yet", so results are
+    // collected and checked after.)
     const results: TransferResult[] = [];
     await waitFor(
       async () => {
         const r = await d.transfer(c, 128 * 1024, { timeoutMs: 10_000 });
         results.push(r);
-        return !r.ok || grantIds(c).length > 1;
+        return r.ok && grantIds(c).length > 1;
       },
       { timeoutMs: 15_000, intervalMs: 300, what: 'a stream on a new grant', detail: () => c.tail(20) },
     );
-    for (const [i, r] of results.entries()) assertByteExact(r, `stream ${i + 1} after the revocation`);
+    const cut = results.filter((r) => !r.ok);
+    assert.ok(cut.length <= 1, `at most the one stream running when the revocation landed is cut: ${cut.length}`);
+    for (const [i, r] of results.entries()) {
+      if (r.ok) assertByteExact(r, `stream ${i + 1} after the revocation`);
+      else {
+        // Cut short, never corrupted: fewer bytes came back than were sent.
+        assert.ok(r.echoedBytes < r.bytes, `stream ${i + 1} failed without being cut short: ${r.error ?? ''}`);
+      }
+    }
     const transfers = results.length;
-    t.diagnostic(`a new grant ${Date.now() - revokedAt} ms after the revocation, ${transfers} streams all exact`);
+    t.diagnostic(
+      `a new grant ${Date.now() - revokedAt} ms after the revocation, ${transfers} streams, ${cut.length} cut mid-way`,
+    );
     const ids = grantIds(c);
     assert.equal(ids.length, 2, `exactly one new grant: ${ids.join(', ')}`);
     const second = ids[1]!;
