@@ -38,7 +38,10 @@ export interface DialOptions {
 }
 
 export interface RelayedStream {
-  /** The end-to-end stream to the gateway (inner TLS), past the gateway's status line. Errors on it are raw. */
+  /**
+   * The end-to-end stream to the gateway (inner TLS), past the gateway's status line. Errors on it are raw. It
+   * is half-open: the gateway's end-of-write is 'end', and ours stays open until end() (or destroy()).
+   */
   socket: tls.TLSSocket;
   /** The grant it was dialled with (a refusal arriving later on the stream may drop it: connector.ts). */
   grant: ClientGrant;
@@ -94,6 +97,12 @@ export async function dialViaProxy(
   };
 }
 
+/**
+ * Half-close (lib/protocol/splice.ts): the proxy's end-of-write must not end ours, and the inner session
+ * inherits the setting from the outer one. tls.connect reads it; @types/node 20 does not list it.
+ */
+const HALF_OPEN = { allowHalfOpen: true } as tls.ConnectionOptions;
+
 type Fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) => ConnectError;
 
 async function connectOuter(
@@ -122,6 +131,7 @@ async function connectOuter(
     ALPNProtocols: [RELAY_ALPN],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
+    ...HALF_OPEN,
   });
   // Interactive protocols (psql, HTTP) write small records: do not let Nagle hold them for an ACK.
   socket.setNoDelay(true);

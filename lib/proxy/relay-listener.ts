@@ -18,8 +18,9 @@ import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.j
 import type { TrustAnchors } from '../pki/verify.js';
 import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
+import { type Direction, type Splice, splice } from '../protocol/splice.js';
+import { endChannelWrites } from '../sshwire/ssh2.js';
 import { admitRoute, DEFAULT_CERT_SKEW_MS, outerCertLive, type ProxyScope, type RouteDecision } from './admission.js';
-import { type Direction, type Splice, splice } from './pipe.js';
 import type { RevocationList } from './revocations.js';
 import type { GatewayTunnel } from './ssh-listener.js';
 import type { Tunnel, TunnelTable } from './tunnel-table.js';
@@ -260,6 +261,7 @@ export class RelayListener {
       idleTimeoutMs: this.limits.idleTimeoutMs,
       onBytes: (d, n) => events.bytes(d, n),
       ...(tap ? { tap } : {}),
+      endUpstream: (_channel, flushed) => endChannelWrites(opened.channel, flushed),
     });
     const stream: ActiveStream = {
       id: this.#nextStream++,
