@@ -84,7 +84,7 @@ export class LocalForwarder {
     local.setNoDelay(true);
     emit({ type: 'accepted', id, from: `${local.remoteAddress}:${local.remotePort}` });
     const t0 = performance.now();
-    this.#o.connector.open(this.#o.target, this.#o.mode).then(
+    this.#o.connector.open(this.#o.target, this.#o.mode, { allowHalfOpen: true }).then(
       (stream) => {
         this.stats.opened++;
         emit({ type: 'opened', id, proxyId: stream.proxy.proxyId, setupMs: performance.now() - t0 });

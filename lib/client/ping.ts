@@ -98,13 +98,10 @@ function probe(socket: tls.TLSSocket, timeoutMs: number, proxyId: string): Promi
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('data', onData);
-      socket.off('end', onClose);
       socket.off('close', onClose);
       socket.off('error', onClose);
     };
     socket.on('data', onData);
-    // The stream is half-open (dial.ts): the gateway's end-of-write comes as 'end', not 'close'.
-    socket.once('end', onClose);
     socket.once('close', onClose);
     socket.once('error', onClose);
     socket.write(payload);
