@@ -33,6 +33,9 @@ export type Dial = (
   opts: DialOptions,
 ) => Promise<RelayedStream>;
 
+/** Per stream: half-close for a forwarded connection (forward.ts), off otherwise. */
+export type StreamOptions = Pick<DialOptions, 'allowHalfOpen'>;
+
 export interface ConnectorOptions extends DialOptions {
   source: GrantSource;
   orgId: string;
@@ -81,10 +84,10 @@ export class GatewayConnector {
    * share one CA request (the cache's single flight). If the CA refuses the fresh grant after a revocation, the
    * error is the CA's, saying so (errors.ts `refusedAfterRevocation`).
    */
-  async open(target: GrantTarget, mode: ModeAlpn): Promise<RelayedStream> {
+  async open(target: GrantTarget, mode: ModeAlpn, stream: StreamOptions = {}): Promise<RelayedStream> {
     const first = await this.grant(target, mode);
     try {
-      return await this.openWith(first, mode);
+      return await this.openWith(first, mode, stream);
     } catch (err) {
       const stale = err instanceof ConnectError ? staleGrant(err) : undefined;
       if (!stale) throw err;
@@ -97,7 +100,7 @@ export class GatewayConnector {
         throw refusedAfterRevocation(first.grantId, stale.refusal, caErr);
       }
       try {
-        return await this.openWith(fresh, mode);
+        return await this.openWith(fresh, mode, stream);
       } catch (again) {
         // Refused as stale again: not kept either, so the next stream asks the CA anew.
         const staleAgain = again instanceof ConnectError ? staleGrant(again) : undefined;
@@ -124,16 +127,16 @@ export class GatewayConnector {
   }
 
   /** Tries the grant's proxies in turn (the last good one first). */
-  async openWith(grant: ClientGrant, mode: ModeAlpn): Promise<RelayedStream> {
+  async openWith(grant: ClientGrant, mode: ModeAlpn, stream: StreamOptions = {}): Promise<RelayedStream> {
     const attempts: ConnectError[] = [];
     const proxies = orderProxies(grant.proxies, this.#lastGood);
     for (const [i, proxy] of proxies.entries()) {
       this.#opts.onProgress?.({ step: 'proxy', proxyId: proxy.proxyId, address: proxy.tlsAddress });
       try {
-        const stream = await this.#dial(grant, proxy, mode, this.#opts);
+        const opened = await this.#dial(grant, proxy, mode, { ...this.#opts, ...stream });
         this.#lastGood = proxy.proxyId;
-        this.#opts.onProgress?.({ step: 'connected', proxyId: proxy.proxyId, timings: stream.timings });
-        return stream;
+        this.#opts.onProgress?.({ step: 'connected', proxyId: proxy.proxyId, timings: opened.timings });
+        return opened;
       } catch (err) {
         const e = atHop(err, 'proxy', proxy.proxyId);
         const next = shouldTryNextProxy(e) && i < proxies.length - 1;

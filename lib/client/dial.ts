@@ -35,10 +35,18 @@ export interface DialOptions {
   now?: () => Date;
   /** Bound on each step (proxy connect + handshake, proxy status, inner handshake, gateway status). */
   stepTimeoutMs?: number;
+  /**
+   * Half-close (lib/protocol/splice.ts): the gateway's end-of-write leaves ours open until end(). Default off,
+   * like a net socket: the stream ends both ways when the gateway ends its side.
+   */
+  allowHalfOpen?: boolean;
 }
 
 export interface RelayedStream {
-  /** The end-to-end stream to the gateway (inner TLS), past the gateway's status line. Errors on it are raw. */
+  /**
+   * The end-to-end stream to the gateway (inner TLS), past the gateway's status line. Errors on it are raw.
+   * Half-open when dialled with `allowHalfOpen`.
+   */
   socket: tls.TLSSocket;
   /** The grant it was dialled with (a refusal arriving later on the stream may drop it: connector.ts). */
   grant: ClientGrant;
@@ -71,7 +79,7 @@ export async function dialViaProxy(
   }
 
   const t0 = performance.now();
-  const outer = await connectOuter(grant, material, proxy, now, timeout, fail);
+  const outer = await connectOuter(grant, material, proxy, now, timeout, fail, opts.allowHalfOpen ?? false);
   const t1 = performance.now();
   let rest: Buffer;
   try {
@@ -94,6 +102,12 @@ export async function dialViaProxy(
   };
 }
 
+/**
+ * Half-close: the proxy's end-of-write must not end ours, and the inner session inherits the setting from the
+ * outer one. tls.connect reads it; @types/node 20 does not list it.
+ */
+const HALF_OPEN = { allowHalfOpen: true } as tls.ConnectionOptions;
+
 type Fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) => ConnectError;
 
 async function connectOuter(
@@ -103,6 +117,7 @@ async function connectOuter(
   now: () => Date,
   timeout: number,
   fail: Fail,
+  halfOpen: boolean,
 ): Promise<tls.TLSSocket> {
   let secureContext: tls.SecureContext | undefined;
   try {
@@ -122,6 +137,7 @@ async function connectOuter(
     ALPNProtocols: [RELAY_ALPN],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
+    ...(halfOpen ? HALF_OPEN : {}),
   });
   // Interactive protocols (psql, HTTP) write small records: do not let Nagle hold them for an ACK.
   socket.setNoDelay(true);

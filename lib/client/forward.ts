@@ -1,7 +1,7 @@
 /**
  * Local listeners, like `ssh -L`: every connection accepted on 127.0.0.1:PORT gets its own relayed stream to
  * the target (tcp mode) or to the gateway's HTTP reverse proxy for the target (http mode), and bytes are piped
- * both ways with backpressure. Grants come from the connector's cache, so a burst of connections costs one CA
+ * both ways with backpressure and half-close. Grants come from the connector's cache, so a burst of connections costs one CA
  * round trip.
  *
  * The gateway tells why it refuses a stream (its status line, read by dial.ts): a refusal is a `failed` event
@@ -14,6 +14,7 @@ import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import { type ErrorCode, ErrorCodes } from '../protocol/errors.js';
 import type { GrantTarget } from '../protocol/grant.js';
+import { splice } from '../protocol/splice.js';
 import type { GatewayConnector } from './connector.js';
 import type { RelayedStream } from './dial.js';
 import { atHop, ConnectError } from './errors.js';
@@ -45,7 +46,7 @@ export class LocalForwarder {
 
   constructor(o: ForwarderOptions) {
     this.#o = o;
-    this.#server = net.createServer({ pauseOnConnect: true }, (local) => this.#serve(local));
+    this.#server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (local) => this.#serve(local));
   }
 
   /**
@@ -83,7 +84,7 @@ export class LocalForwarder {
     local.setNoDelay(true);
     emit({ type: 'accepted', id, from: `${local.remoteAddress}:${local.remotePort}` });
     const t0 = performance.now();
-    this.#o.connector.open(this.#o.target, this.#o.mode).then(
+    this.#o.connector.open(this.#o.target, this.#o.mode, { allowHalfOpen: true }).then(
       (stream) => {
         this.stats.opened++;
         emit({ type: 'opened', id, proxyId: stream.proxy.proxyId, setupMs: performance.now() - t0 });
@@ -92,32 +93,21 @@ export class LocalForwarder {
           inner.destroy();
           return;
         }
-        let up = 0;
-        let down = 0;
+        // Half-close both ways (lib/protocol/splice.ts): a client that shuts down its write side after its
+        // request still gets the whole reply; the stream closes once both directions ended and were flushed.
+        const s = splice(local, inner);
+        let first = true;
         inner.on('data', (d: Buffer) => {
-          if (down === 0 && this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
-          down += d.length;
+          if (first && this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
+          first = false;
         });
-        local.on('data', (d: Buffer) => {
-          up += d.length;
-        });
-        inner.on('error', () => local.destroy());
-        local.on('error', () => inner.destroy());
-        inner.once('close', () => local.destroy());
-        local.once('close', () => inner.destroy());
-        let reported = false;
-        const report = () => {
-          if (reported) return;
-          reported = true;
+        void s.done.then(() => {
+          const { up, down } = s.bytes;
           this.stats.bytesUp += up;
           this.stats.bytesDown += down;
           emit({ type: 'closed', id, bytesUp: up, bytesDown: down, ms: performance.now() - t0, early: down === 0 });
-        };
-        inner.once('close', report);
-        local.once('close', report);
-        local.pipe(inner);
-        inner.pipe(local);
-        local.resume();
+        });
+        local.resume(); // held since accept (pauseOnConnect): a 'data' listener does not start it
       },
       (err: unknown) => {
         const e = atHop(err, 'local');

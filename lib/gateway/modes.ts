@@ -1,6 +1,6 @@
 /**
  * What the gateway does with an admitted stream, by the ALPN mode (SPEC §4.4):
- *   tcp    dial the granted target and pipe both ways (pipe() carries backpressure end to end);
+ *   tcp    dial the granted target and splice both ways (backpressure and half-close end to end);
  *   http   HTTP/1.1 reverse proxy to the granted target, optionally over TLS with a configured CA;
  *   ping   echo, bounded in bytes and idle time (reachability and latency checks);
  *   health the gateway's status as one JSON document.
@@ -12,6 +12,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Verdict } from '../protocol/errors.js';
 import type { GrantTarget } from '../protocol/grant.js';
+import { splice } from '../protocol/splice.js';
 import type { DialTarget } from './allowlist.js';
 import type { StreamHandle } from './streams.js';
 
@@ -52,8 +53,9 @@ export interface TcpOutcome {
 }
 
 /**
- * tcp: one connection to the target, bytes piped both ways until either side ends. Nothing is read from the
- * platform until the target accepted the connection, so the platform learns of the outcome first.
+ * tcp: one connection to the target, bytes spliced both ways, each direction ending on its own (half-close),
+ * until both have ended. Nothing is read from the platform until the target accepted the connection, so the
+ * platform learns of the outcome first.
  */
 export function serveTcp(
   socket: Duplex,
@@ -63,7 +65,7 @@ export function serveTcp(
   outcome: TcpOutcome,
 ): void {
   handle.setTarget(`${dial.host}:${dial.port}`);
-  const upstream = net.connect({ host: dial.address, port: dial.port });
+  const upstream = net.connect({ host: dial.address, port: dial.port, allowHalfOpen: true });
   upstream.setNoDelay(true);
   let connected = false;
   const timer = setTimeout(() => {
@@ -81,31 +83,26 @@ export function serveTcp(
   socket.on('error', () => handle.end('ok', 'platform side closed with an error'));
   socket.once('close', () => {
     clearTimeout(timer);
-    upstream.destroy();
-    if (!connected) handle.end('ok', 'platform closed before the target answered');
+    if (!connected) {
+      upstream.destroy();
+      handle.end('ok', 'platform closed before the target answered');
+    }
   });
   upstream.once('connect', () => {
     clearTimeout(timer);
     connected = true;
     outcome.connected();
-    socket.on('data', (d: Buffer) => {
-      handle.bytesIn += d.length;
+    // Half-close both ways (lib/protocol/splice.ts): a platform that sends a request and then its FIN gets the
+    // whole reply; the stream ends once both directions ended and were flushed.
+    const s = splice(socket, upstream, {
+      onBytes: (direction, n) => {
+        if (direction === 'up') handle.bytesIn += n;
+        else handle.bytesOut += n;
+      },
     });
-    upstream.on('data', (d: Buffer) => {
-      handle.bytesOut += d.length;
-    });
-    // pipe() pauses either side when the other is full, and resumes the platform side held since admission.
-    socket.pipe(upstream);
-    upstream.pipe(socket);
-    let closed = 0;
-    const onClose = () => {
-      if (++closed === 1) {
-        // One side gone: give the other a moment to flush its half-close, then end the stream.
-        setTimeout(() => handle.end('ok'), 1000).unref();
-      } else handle.end('ok');
-    };
-    socket.once('close', onClose);
-    upstream.once('close', onClose);
+    socket.resume(); // held since admission: a 'data' listener does not start a paused stream
+    // A target error has ended the handle already (E_TARGET_UNREACHABLE): the first outcome wins.
+    void s.done.then(() => handle.end('ok'));
   });
 }
 

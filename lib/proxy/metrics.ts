@@ -1,9 +1,9 @@
 /** The proxy's Prometheus series (infisical_proxy_*), over lib/runtime's per-daemon registry. */
 import type { Counter } from 'prom-client';
 import type { ErrorCode } from '../protocol/errors.js';
+import type { Direction } from '../protocol/splice.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { LimitName } from './admission.js';
-import type { Direction } from './pipe.js';
 
 export interface ProxyGauges {
   tunnels: number;

@@ -23,6 +23,8 @@ import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.j
 import type { TrustAnchors } from '../pki/verify.js';
 import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
+import { type Direction, type Splice, splice } from '../protocol/splice.js';
+import { endChannelWrites } from '../sshwire/ssh2.js';
 import {
   admitRoute,
   DEFAULT_CERT_SKEW_MS,
@@ -33,7 +35,6 @@ import {
   type RouteDecision,
 } from './admission.js';
 import { HandshakeGate, type HandshakeTicket } from './handshake-gate.js';
-import { type Direction, type Splice, splice } from './pipe.js';
 import type { RevocationList } from './revocations.js';
 import type { GatewayTunnel } from './ssh-listener.js';
 import type { Tunnel, TunnelTable } from './tunnel-table.js';
@@ -309,6 +310,7 @@ export class RelayListener {
       idleTimeoutMs: this.limits.idleTimeoutMs,
       onBytes: (d, n) => events.bytes(d, n),
       ...(tap ? { tap } : {}),
+      endUpstream: (_channel, flushed) => endChannelWrites(opened.channel, flushed),
     });
     const stream: ActiveStream = {
       id: this.#nextStream++,

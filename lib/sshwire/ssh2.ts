@@ -93,3 +93,17 @@ export const CLIENT_ALGORITHMS: ssh2.Algorithms = {
   // The patch extends ssh2's runtime list; @types/ssh2 has a closed union for these names.
   serverHostKey: [...CERT_HOST_KEY_ALGORITHMS] as unknown as ssh2.ServerHostKeyAlgorithm[],
 };
+
+/**
+ * End-of-write on a server-side channel, keeping it open the other way (half-close; lib/protocol/splice.ts
+ * `EndWrites`). ssh2's server channels send CHANNEL_CLOSE right after the EOF when their write side ends
+ * (Channel.js onFinish), which tears down both directions: the peer's reply still in flight is lost. Here the
+ * EOF follows the bytes already queued (a zero-length write's callback runs after theirs) and no CLOSE is sent;
+ * destroy() sends it later, when both directions are done.
+ */
+export function endChannelWrites(channel: ssh2.ServerChannel, flushed: () => void): void {
+  channel.write(Buffer.alloc(0), () => {
+    channel.eof();
+    flushed();
+  });
+}

@@ -54,8 +54,10 @@ export interface DeploymentOptions {
 export interface ConnectOptions {
   /** Default: the first gateway. */
   gateway?: GatewayHandle | string;
-  /** "host:port" as the gateway sees it; default the echo target. */
+  /** "host:port" as the gateway sees it (a URL for http); default the echo target. */
   target?: string;
+  /** `infisical-connect tcp` (default) or `http`. */
+  command?: 'tcp' | 'http';
   /** Default: identity "app". */
   identity?: Identity;
   /** Extra flags, e.g. ['--ttl', '20']. */
@@ -83,7 +85,7 @@ export interface Deployment {
   addProxy(extraArgs?: string[]): Promise<ProxyHandle>;
   /** Enrolls and starts one more gateway (gw-N, or `o.id`) of `o.org` (default the deployment's). */
   addGateway(extraArgs?: string[], o?: { org?: string; id?: string }): Promise<GatewayHandle>;
-  /** Starts `infisical-connect tcp` on 127.0.0.1:0. */
+  /** Starts `infisical-connect tcp` (or `http`) on 127.0.0.1:0. */
   connect(o?: ConnectOptions): Promise<ConnectHandle>;
   /** A checksummed transfer of `bytes` random bytes through a connect listener to a target (default the echo one). */
   transfer(
@@ -203,6 +205,7 @@ export async function startDeployment(o: DeploymentOptions = {}): Promise<Deploy
           target: c.target ?? target.address,
           args: c.args ?? [],
           wait: c.wait ?? true,
+          ...(c.command ? { command: c.command } : {}),
         }),
       transfer: (via, bytes, t = {}) =>
         transfer({

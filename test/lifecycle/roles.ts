@@ -280,11 +280,11 @@ export async function startGateway(
 
 let connects = 0;
 
-/** `infisical-connect tcp --listen 127.0.0.1:0 --json`; with `wait`, resolves once it prints "listening". */
+/** `infisical-connect tcp` (or `http`) `--listen 127.0.0.1:0 --json`; with `wait`, resolves once it prints "listening". */
 export async function startConnect(
   site: Site,
   ca: CaHandle,
-  o: { gatewayId: string; identity: Identity; target: string; args: string[]; wait: boolean },
+  o: { gatewayId: string; identity: Identity; target: string; args: string[]; wait: boolean; command?: 'tcp' | 'http' },
 ): Promise<ConnectHandle> {
   const name = `connect-${++connects}`;
   const handle = Object.assign(
@@ -294,7 +294,7 @@ export async function startConnect(
       stateDir: site.dir,
       logFile: join(site.dir, 'logs', `${name}.log`),
       args: [
-        'tcp',
+        o.command ?? 'tcp',
         ...ca.pinned(),
         '--org',
         o.identity.org,

@@ -208,3 +208,127 @@ export function assertByteExact(r: TransferResult, what = 'transfer'): void {
       `  echoed   ${r.echoedBytes} bytes sha256 ${r.echoedSha256 ?? '-'}`,
   );
 }
+
+/** One connection to a reply target: what it read before the peer's FIN, and whether it replied. */
+export interface ReplyExchange {
+  requestBytes: number;
+  requestSha256: string;
+  /** The request ended (the peer shut down its write side) and the whole reply was handed to the socket. */
+  replied: boolean;
+  closed: boolean;
+}
+
+export interface ReplyTarget {
+  host: '127.0.0.1';
+  port: number;
+  address: string;
+  /** The reply every connection gets, and its SHA-256. */
+  reply: Buffer;
+  replySha256: string;
+  exchanges: ReplyExchange[];
+  close(): Promise<void>;
+}
+
+/**
+ * A target for a request-then-FIN protocol (`nc -N`, an HTTP/1.0 client that shuts down its write side): it
+ * reads the request until EOF, only then writes `replyBytes` random bytes, and closes. A path that tears the
+ * stream down at the client's FIN loses the reply.
+ */
+export async function startReplyTarget(replyBytes: number): Promise<ReplyTarget> {
+  const reply = randomBytes(replyBytes);
+  const exchanges: ReplyExchange[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    const hash = createHash('sha256');
+    const x: ReplyExchange = { requestBytes: 0, requestSha256: '', replied: false, closed: false };
+    exchanges.push(x);
+    socket.on('data', (d: Buffer) => {
+      x.requestBytes += d.length;
+      hash.update(d);
+    });
+    socket.once('end', () => {
+      x.requestSha256 = hash.digest('hex');
+      socket.end(reply, () => {
+        x.replied = true;
+      });
+    });
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      x.closed = true;
+      sockets.delete(socket);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    host: '127.0.0.1',
+    port,
+    address: `127.0.0.1:${port}`,
+    reply,
+    replySha256: createHash('sha256').update(reply).digest('hex'),
+    exchanges,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+export interface HalfCloseResult {
+  requestSha256: string;
+  /** Bytes that came back before the stream ended, and their SHA-256. */
+  replyBytes: number;
+  replySha256: string;
+  /** The stream ended with a FIN after the reply (not a reset, not a timeout). */
+  endedCleanly: boolean;
+  error?: string;
+}
+
+/**
+ * Connects to 127.0.0.1:port, sends `requestBytes` random bytes, shuts down its write side (FIN) and reads
+ * until the stream ends. `slowReader` reads in small steps with pauses, so that every hop still holds
+ * buffered reply bytes when the far end has already closed.
+ */
+export async function halfCloseExchange(o: {
+  port: number;
+  requestBytes: number;
+  slowReader?: boolean;
+  timeoutMs?: number;
+}): Promise<HalfCloseResult> {
+  const request = randomBytes(o.requestBytes);
+  const hash = createHash('sha256');
+  let replyBytes = 0;
+  let error: string | undefined;
+  let endedCleanly = false;
+  const socket = net.connect({ host: '127.0.0.1', port: o.port, allowHalfOpen: true });
+  const timer = setTimeout(() => {
+    error ??= `timed out after ${o.timeoutMs ?? 60_000} ms (${replyBytes} reply bytes so far)`;
+    socket.destroy();
+  }, o.timeoutMs ?? 60_000);
+  socket.on('error', (err) => {
+    error ??= `socket error: ${err.message}`;
+  });
+  socket.on('data', (d: Buffer) => {
+    replyBytes += d.length;
+    hash.update(d);
+    if (o.slowReader) {
+      socket.pause();
+      setTimeout(() => socket.resume(), 5);
+    }
+  });
+  socket.once('end', () => {
+    endedCleanly = true;
+  });
+  socket.once('connect', () => socket.end(request));
+  await once(socket, 'close');
+  clearTimeout(timer);
+  return {
+    requestSha256: createHash('sha256').update(request).digest('hex'),
+    replyBytes,
+    replySha256: hash.digest('hex'),
+    endedCleanly,
+    ...(error === undefined ? {} : { error }),
+  };
+}

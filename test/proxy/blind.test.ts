@@ -61,6 +61,7 @@ describe('blindness', () => {
             if (!peer.ok) return s.destroy();
             grants++;
             s.on('data', (d: Buffer) => s.write(Buffer.concat([Buffer.from(REPLY), d])));
+            s.once('end', () => s.end()); // half-close: the platform's end-of-write is passed on, then we close
           });
         });
       },

@@ -1,0 +1,127 @@
+/**
+ * How every hop of the relay moves a stream's bytes: `infisical-connect` (local connection ↔ inner TLS), the
+ * proxy (platform TLS ↔ SSH channel) and the gateway in tcp mode (inner TLS ↔ target). Bytes are moved, never
+ * parsed. Backpressure both ways: a side stops being read while the other is above its high-water mark.
+ *
+ * Half-close is TCP's: end-of-write on one side (a FIN, a TLS close_notify, an SSH channel EOF) is passed on
+ * as end-of-write on the other, and the other direction keeps flowing, so a client that sends a request and
+ * shuts down its write side still gets the whole reply. The splice is done when both directions have ended
+ * AND what was written into each side has been flushed; only then are the sides destroyed (destroying earlier
+ * drops the bytes still buffered: the tail of a reply to a slow reader). A side that closes or fails without
+ * its end-of-write (a reset, an error, a dead tunnel) cuts the other at once.
+ *
+ * Each side must be created with allowHalfOpen (net and TLS sockets default to ending their write side when
+ * the read side ends).
+ */
+import type { Duplex } from 'node:stream';
+
+/** 'up' = downstream → upstream (towards the target), 'down' = back. */
+export type Direction = 'up' | 'down';
+
+/**
+ * Passes end-of-write to a side and calls `flushed` once everything written before it has left (default
+ * `side.end()` and its 'finish'). An ssh2 server channel closes the whole channel on end(): the proxy sends an
+ * EOF alone instead (lib/proxy/ssh-listener.ts).
+ */
+export type EndWrites = (side: Duplex, flushed: () => void) => void;
+
+export interface SpliceOptions {
+  /** Close when no byte moved either way for this long (default: never). */
+  idleTimeoutMs?: number;
+  /** Called per chunk with its length (metrics, audit counts). */
+  onBytes?: (direction: Direction, bytes: number) => void;
+  /** Sees every chunk moved (tests prove the proxy is blind with it). */
+  tap?: (direction: Direction, chunk: Buffer) => void;
+  /** How end-of-write is passed to the upstream side (default: end()). */
+  endUpstream?: EndWrites;
+}
+
+export type SpliceEnd = 'done' | 'idle' | 'error' | 'closed';
+
+export interface Splice {
+  /** Bytes moved downstream → upstream ('up') and back ('down'). */
+  readonly bytes: Record<Direction, number>;
+  /** Bytes held for this stream now (both sides' unread and unwritten buffers). */
+  buffered(): number;
+  /** Ends the stream now (revocation, expiry, drain). */
+  close(reason: string): void;
+  readonly done: Promise<{ end: SpliceEnd; reason: string }>;
+}
+
+const endWithFinish: EndWrites = (side, flushed) => {
+  side.end(() => flushed());
+};
+
+export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOptions = {}): Splice {
+  const bytes: Record<Direction, number> = { up: 0, down: 0 };
+  let finished = false;
+  let resolveDone!: (v: { end: SpliceEnd; reason: string }) => void;
+  const done = new Promise<{ end: SpliceEnd; reason: string }>((r) => {
+    resolveDone = r;
+  });
+  const idle =
+    options.idleTimeoutMs === undefined
+      ? undefined
+      : setTimeout(() => finish('idle', 'idle timeout'), options.idleTimeoutMs);
+  idle?.unref();
+
+  const finish = (end: SpliceEnd, reason: string): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(idle);
+    downstream.destroy();
+    upstream.destroy();
+    resolveDone({ end, reason });
+  };
+
+  // ended: the source of that direction sent its end-of-write; flushed: the destination has everything.
+  const ended: Record<Direction, boolean> = { up: false, down: false };
+  const flushed: Record<Direction, boolean> = { up: false, down: false };
+  const settle = (): void => {
+    if (flushed.up && flushed.down) finish('done', 'both directions ended');
+  };
+  const forward = (from: Duplex, to: Duplex, direction: Direction, endWrites: EndWrites): void => {
+    from.on('data', (chunk: Buffer) => {
+      if (finished) return;
+      idle?.refresh();
+      bytes[direction] += chunk.length;
+      options.onBytes?.(direction, chunk.length);
+      options.tap?.(direction, chunk);
+      if (flushed[direction]) return; // the destination closed cleanly: nowhere to go
+      if (!to.write(chunk)) {
+        from.pause();
+        to.once('drain', () => {
+          if (!finished) from.resume();
+        });
+      }
+    });
+    from.once('end', () => {
+      ended[direction] = true;
+      if (finished || flushed[direction]) return settle();
+      endWrites(to, () => {
+        flushed[direction] = true;
+        settle();
+      });
+    });
+  };
+  forward(downstream, upstream, 'up', options.endUpstream ?? endWithFinish);
+  forward(upstream, downstream, 'down', endWithFinish);
+  // A side's close after its own end-of-write is orderly: nothing more can be written into it, and the other
+  // direction finishes on its own. A close before it is a reset or an abort: the other side is cut.
+  const onClose = (source: Direction, into: Direction) => () => {
+    if (!ended[source]) return finish('closed', 'a side closed before its end of stream');
+    flushed[into] = true;
+    settle();
+  };
+  downstream.once('close', onClose('up', 'down'));
+  upstream.once('close', onClose('down', 'up'));
+  for (const side of [downstream, upstream]) side.on('error', (err: Error) => finish('error', err.message));
+
+  return {
+    bytes,
+    buffered: () =>
+      downstream.readableLength + downstream.writableLength + upstream.readableLength + upstream.writableLength,
+    close: (reason) => finish('closed', reason),
+    done,
+  };
+}

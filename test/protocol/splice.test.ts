@@ -1,0 +1,101 @@
+/**
+ * lib/protocol/splice.ts, the byte path of every hop: end-of-write passed on with the other direction still
+ * flowing (half-close), the sides destroyed only once both directions ended AND were flushed, a side that
+ * closes before its end cuts the other, and the upstream side's own way of ending its writes is used.
+ */
+import assert from 'node:assert/strict';
+import { Duplex } from 'node:stream';
+import { test } from 'node:test';
+import { splice } from '../../lib/protocol/splice.js';
+
+/** One side of a splice: what is written into it is kept (each write completing after `delayMs`). */
+class Side extends Duplex {
+  readonly written: Buffer[] = [];
+  constructor(readonly delayMs = 0) {
+    super({ allowHalfOpen: true });
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const keep = () => {
+      this.written.push(chunk);
+      cb();
+    };
+    if (this.delayMs > 0) setTimeout(keep, this.delayMs);
+    else keep();
+  }
+  text(): string {
+    return Buffer.concat(this.written).toString();
+  }
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test('half-close: the client end-of-write reaches upstream, and the reply still flows back', async () => {
+  const client = new Side();
+  const target = new Side();
+  const s = splice(client, target);
+  client.push('request');
+  client.push(null);
+  await tick();
+  assert.equal(target.text(), 'request');
+  assert.equal(target.writableEnded, true, 'end-of-write passed on');
+  assert.equal(client.destroyed, false, 'the reply direction is still open');
+  target.push('reply');
+  target.push(null);
+  const { end } = await s.done;
+  assert.equal(end, 'done');
+  assert.equal(client.text(), 'reply');
+  assert.deepEqual(s.bytes, { up: 7, down: 5 });
+});
+
+test('the sides are destroyed only once everything written into them has been flushed', async () => {
+  const client = new Side(20); // a slow reader: each write completes 20 ms later
+  const target = new Side();
+  const s = splice(client, target);
+  client.push(null);
+  for (let i = 0; i < 5; i++) target.push(Buffer.alloc(4096, i));
+  target.push(null);
+  await tick();
+  assert.equal(client.destroyed, false, 'not destroyed while reply bytes are still being written');
+  await s.done;
+  assert.equal(Buffer.concat(client.written).length, 5 * 4096, 'the whole reply was written before the close');
+  assert.ok(client.destroyed && target.destroyed);
+});
+
+test('a side that closes before its end-of-write (a reset) cuts the other at once', async () => {
+  const client = new Side();
+  const target = new Side();
+  const s = splice(client, target);
+  target.destroy();
+  const { end } = await s.done;
+  assert.equal(end, 'closed');
+  assert.ok(client.destroyed);
+});
+
+test("the upstream side's end-of-write is passed on its own way (an SSH channel EOF)", async () => {
+  const client = new Side();
+  const target = new Side();
+  const seen: string[] = [];
+  const s = splice(client, target, {
+    endUpstream: (side, flushed) => {
+      seen.push(side === target ? 'target' : 'other');
+      flushed();
+    },
+  });
+  client.push(null);
+  await tick();
+  assert.deepEqual(seen, ['target']);
+  assert.equal(target.writableEnded, false, 'end() itself was not called');
+  target.push(null);
+  assert.equal((await s.done).end, 'done');
+});
+
+test('idle timeout and close(reason)', async () => {
+  const awake = setTimeout(() => undefined, 5000); // the idle timer is unref'd
+  const a = splice(new Side(), new Side(), { idleTimeoutMs: 30 });
+  assert.deepEqual(await a.done, { end: 'idle', reason: 'idle timeout' });
+  clearTimeout(awake);
+  const b = splice(new Side(), new Side());
+  b.close('revoked');
+  assert.deepEqual(await b.done, { end: 'closed', reason: 'revoked' });
+});
