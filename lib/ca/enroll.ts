@@ -27,6 +27,7 @@ import {
   requireOrgAdmin,
 } from './context.js';
 import { catchIssuance, parseSubjectKeys, recordX509, type SubjectKeys, sanOf, signRecordedSsh } from './issue.js';
+import { rotationVersion } from './rotation.js';
 import type { ProxyRow } from './store.js';
 import type { Generation } from './store-generations.js';
 import { generationOf, installEnrollment } from './supersede.js';
@@ -219,6 +220,8 @@ export function gatewayBundle(
     proxies: gatewayProxies(ctx, orgId),
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.gatewayTlsLifetimeSec, l.gatewaySshLifetimeSec) * 1000),
+    // Certificates and trust of the current rotation phase: holding this bundle acknowledges it (rotation.ts).
+    rotation: rotationVersion(ctx, { kind: 'gateway', orgId }),
   };
   return { bundle, generation: generationOf(issued, keys.tls) };
 }
@@ -270,6 +273,7 @@ export function proxyBundle(
     },
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.proxyTlsLifetimeSec, l.proxySshLifetimeSec) * 1000),
+    rotation: rotationVersion(ctx, orgId === null ? { kind: 'instance-proxy' } : { kind: 'proxy', orgId }),
   };
   return { bundle, generation: generationOf(issued, keys.tls) };
 }

@@ -19,7 +19,11 @@ export interface RotationHost {
 export function rotationFollower(host: RotationHost): NonNullable<FeedFollowerOptions['rotation']> {
   let held = host.store?.rotationVersion() ?? '-';
   return {
-    version: () => held,
+    // What is stored moves with each enrollment and renewal too (its bundle names the version it belongs to).
+    version: () => {
+      held = host.store?.rotationVersion() ?? held;
+      return held;
+    },
     apply: async ({ version, apiRoots }) => {
       // A component enrolled before rotation existed renews once on its first read, which is harmless.
       host.log?.info({ rotation: version, was: held }, 'CA rotation moved: renewing certificates and trust now');

@@ -48,6 +48,7 @@ export function stateFromResponse(
     })),
     revocationFeedKey: r.revocationFeedKey,
     notAfter: r.notAfter,
+    ...(r.rotation ? { rotation: r.rotation } : {}),
   };
 }
 

@@ -95,6 +95,8 @@ export interface ProxyRecord {
 
 /** Everything `serve` needs, as enrollment or renewal left it. */
 export interface GatewayState {
+  /** The CA rotation version of this enrollment or renewal (kept in the feed table, not loaded back). */
+  rotation?: string;
   orgId: string;
   gatewayId: string;
   gatewayUri: string;
@@ -127,6 +129,7 @@ export class GatewayStore extends EnrolledStore {
   saveEnrollment(s: GatewayState, now = new Date()): void {
     const db = this.db;
     db.transaction(() => {
+      if (s.rotation) this.setRotationVersion(s.rotation);
       db.prepare('DELETE FROM enrollment').run();
       db.prepare(
         `INSERT INTO enrollment (id, org_id, gateway_id, gateway_uri, ca_url, ca_fingerprint, tls_key_pem, tls_chain_pem,

@@ -264,6 +264,8 @@ export interface ProxyEnrollResponse {
   trust: { sshUserCaKeys: string[]; pkiClientCaCerts: string[] };
   revocationFeedKey: string;
   notAfter: string;
+  /** The CA rotation version these certificates and trust lists belong to (absent from older CAs). */
+  rotation?: string;
 }
 export interface GatewayEnrollResponse {
   gatewayUri: string;
@@ -273,6 +275,8 @@ export interface GatewayEnrollResponse {
   proxies: ProxyInfo[];
   revocationFeedKey: string;
   notAfter: string;
+  /** The CA rotation version these certificates and trust lists belong to (absent from older CAs). */
+  rotation?: string;
 }
 export interface GrantResponse {
   grantId: string;

@@ -52,6 +52,7 @@ export function stateFromResponse(
     pkiClientCaCerts: [...r.trust.pkiClientCaCerts],
     revocationFeedKey: r.revocationFeedKey,
     notAfter: r.notAfter,
+    ...(r.rotation ? { rotation: r.rotation } : {}),
   };
 }
 

@@ -60,6 +60,8 @@ export const PROXY_MIGRATIONS: readonly Migration[] = [
 
 /** Everything `serve` needs, as enrollment or renewal left it. */
 export interface ProxyState {
+  /** The CA rotation version of this enrollment or renewal (kept in the feed table, not loaded back). */
+  rotation?: string;
   proxyUri: string;
   proxyId: string;
   scope: 'instance' | 'org';
@@ -115,6 +117,7 @@ export class ProxyStore extends EnrolledStore {
   saveEnrollment(s: ProxyState, now = new Date()): void {
     const db = this.db;
     db.transaction(() => {
+      if (s.rotation) this.setRotationVersion(s.rotation);
       db.prepare('DELETE FROM enrollment').run();
       db.prepare(
         `INSERT INTO enrollment (id, proxy_uri, proxy_id, scope, org_id, hostnames, ssh_listen, tls_listen, ssh_address,
