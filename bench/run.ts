@@ -16,6 +16,7 @@ const AREAS: Area[] = [
   { name: 'gateway', module: './gateway.js', fn: 'benchGateway' },
   { name: 'client', module: './client.js', fn: 'benchClient' },
   { name: 'lifecycle', module: './lifecycle.js', fn: 'benchLifecycle' },
+  { name: 'rotation', module: './rotation.js', fn: 'benchRotation' },
   { name: 'packaging', module: './packaging.js', fn: 'benchPackaging' },
 ];
 
