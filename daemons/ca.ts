@@ -270,6 +270,39 @@ await globalOptions(yargs(hideBin(process.argv)))
     ),
   )
   .command(
+    'rotate <action>',
+    'rotate a certificate authority in phases, with no traffic lost (see docs/operations.md, Rotating CAs)',
+    (y) =>
+      y
+        .positional('action', {
+          choices: ['start', 'next', 'rollback', 'status'] as const,
+          describe:
+            'start: create the new CA (phase init: both trusted); next: move one phase (init → update_clients → ' +
+            'update_servers → standby) once every live component acknowledged the current one; rollback: back ' +
+            'to the old CA from any phase before standby (then next); status: every CA of the scope',
+        })
+        .option('instance', { type: 'boolean', default: false, describe: 'the instance CAs (shared proxies)' })
+        .option('org', { type: 'string', describe: "an org's CAs" })
+        .option('authority', {
+          type: 'string',
+          describe:
+            'the CA: gateway-client, gateway-server (org only), proxy-ssh-client, proxy-ssh-server, ' +
+            'proxy-pki-client, proxy-pki-server',
+        })
+        .option('grace', {
+          type: 'string',
+          describe: 'with start: automatic mode; the CA daemon moves each phase after this long (e.g. 10m) when it may',
+        }),
+    run((a, c) =>
+      cli.rotateCommand(c, a['action'] as 'start' | 'next' | 'rollback' | 'status', {
+        instance: a['instance'] === true,
+        org: a['org'] as string | undefined,
+        authority: a['authority'] as string | undefined,
+        grace: a['grace'] as string | undefined,
+      }),
+    ),
+  )
+  .command(
     'audit',
     'print audit entries (logins, issuance, denials, revocations)',
     (y) => y.option('since', { type: 'number', default: 0, describe: 'entries after this seq' }),

@@ -47,7 +47,7 @@ import { ChangeSignal } from './changes.js';
 import type { AuthorityContext, AuthorityLimits, Caller, RequestInfo } from './context.js';
 import { iso, ok, requireOrgMember } from './context.js';
 import { enrollGateway, enrollProxy, proxyInfo } from './enroll.js';
-import { awaitFeed, feedFor } from './feed.js';
+import { awaitFeed, type FeedQuery, feedFor } from './feed.js';
 import { issueGrant } from './grants.js';
 import { type ApiServerCredentials, Keyring } from './keyring.js';
 import * as orgs from './orgs.js';
@@ -340,10 +340,11 @@ export class Authority {
   }
 
   /** A gateway or proxy read the feed (authenticated by its certificate): remember when, and its version. */
-  noteSeen(peer: Peer, userAgent: string | undefined): void {
+  noteSeen(peer: Peer, userAgent: string | undefined, rotationAck?: string): void {
     const kind = peer.kind === 'gateway' ? 'gateway' : 'proxy';
     const m = /^infisical-(?:gateway|proxy)\/([0-9A-Za-z.+-]{1,32})(?:\s|$)/.exec(userAgent ?? '');
-    this.ctx.store.seen.record({ kind, orgId: peer.orgId, id: peer.id }, this.ctx.now().getTime(), m?.[1] ?? null);
+    const ref = { kind, orgId: peer.orgId, id: peer.id } as const;
+    this.ctx.store.seen.record(ref, this.ctx.now().getTime(), m?.[1] ?? null, rotationAck);
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------
@@ -366,7 +367,7 @@ export class Authority {
    */
   awaitRevocations(
     viewer: Caller | Peer,
-    query: { since: number; proxiesVersion?: string },
+    query: FeedQuery,
     wait: { waitMs: number; admit?: () => Verdict<AbortSignal | undefined> },
   ): Promise<Verdict<RevocationFeed>> {
     return awaitFeed(this.ctx, viewer, query, { ...wait, before: () => retireDue(this.ctx) });

@@ -11,7 +11,9 @@ import type { ComponentStatus, ProxyScope, RevocationKind } from '../protocol/ap
 import { type ErrorCode, GatewayError, unwrap } from '../protocol/errors.js';
 import type { GrantMode } from '../protocol/grant.js';
 import { ID_RULE, isValidId } from '../protocol/identity.js';
+import { parseDuration } from '../runtime/config-schema.js';
 import type { Authority } from './authority.js';
+import { advance, type RotationAction, type RotationScope, rotationStatus } from './rotation.js';
 import type { CaConfig } from './serve.js';
 import { openState } from './serve.js';
 
@@ -341,6 +343,54 @@ export function revokeCommand(
       ca.revoke(ca.localAdmin(), { kind, subject, ...(orgId ? { orgId } : {}), ...(reason ? { reason } : {}) }),
     );
     return out(r, `revoked ${kind} ${subject}${orgId ? ` of org ${orgId}` : ''} (feed seq ${r.seq})`);
+  });
+}
+
+/** `rotate start|next|rollback|status`: one CA's phased rotation (rotation.ts), instance-wide or for one org. */
+export function rotateCommand(
+  config: CaConfig,
+  action: RotationAction | 'status',
+  o: { instance: boolean; org: string | undefined; authority: string | undefined; grace: string | undefined },
+): Output {
+  if (o.instance === (o.org !== undefined)) {
+    throw new GatewayError('E_REQUEST_INVALID', 'name the scope: --instance or --org ORG (one of them)');
+  }
+  requireIds({ 'org id': o.org });
+  const scope: RotationScope = o.org !== undefined ? { orgId: o.org } : { instance: true };
+  let graceMs: number | null = null;
+  if (o.grace !== undefined) {
+    if (action !== 'start') throw new GatewayError('E_REQUEST_INVALID', '--grace is given to rotate start');
+    const parsed = parseDuration(o.grace);
+    if (parsed === undefined || parsed < 1000) {
+      throw new GatewayError(
+        'E_REQUEST_INVALID',
+        `--grace ${JSON.stringify(o.grace)}: expected a duration of 1s or more`,
+      );
+    }
+    graceMs = parsed;
+  }
+  return withAuthority(config, (ca) => {
+    if (action === 'status') {
+      const rows = rotationStatus(ca.ctx, scope, o.authority);
+      const text = rows.map(
+        (r) =>
+          `${r.authority}\t${r.phase}${r.automatic ? ` (automatic, grace ${r.automatic.graceMs / 1000} s)` : ''}` +
+          `\tsigner ${r.signer}${r.pending.length ? `\tpending: ${r.pending.join(', ')}` : ''}` +
+          `${r.offline.length ? `\toffline: ${r.offline.join(', ')}` : ''}` +
+          `${r.phase !== 'standby' && r.waitingFor.length === 0 ? '\tready for next' : ''}`,
+      );
+      return out(rows, text.join('\n'));
+    }
+    if (o.authority === undefined)
+      throw new GatewayError('E_REQUEST_INVALID', `rotate ${action} needs --authority NAME`);
+    const c = advance(ca.ctx, scope, o.authority, action, { actor: 'local-admin', graceMs });
+    const notes = [
+      c.status.offline.length
+        ? `offline (not waited for; they must re-enroll after standby): ${c.status.offline.join(', ')}`
+        : '',
+      c.to === 'standby' ? `only ${c.status.signer} is trusted now` : '',
+    ].filter(Boolean);
+    return out(c, [`${c.id}: ${c.from} → ${c.to}`, ...notes].join('\n'));
   });
 }
 

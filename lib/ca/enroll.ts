@@ -27,7 +27,6 @@ import {
   requireOrgAdmin,
 } from './context.js';
 import { catchIssuance, parseSubjectKeys, recordX509, type SubjectKeys, sanOf, signRecordedSsh } from './issue.js';
-import { authorityId } from './keyring.js';
 import type { ProxyRow } from './store.js';
 import type { Generation } from './store-generations.js';
 import { generationOf, installEnrollment } from './supersede.js';
@@ -163,7 +162,7 @@ export function gatewayBundle(
     issueGatewayServerCert(server, { subjectKey: keys.tls, uri, now, lifetimeSec: l.gatewayTlsLifetimeSec }),
     {
       kind: 'gateway-tls',
-      authorityId: authorityId(orgId, 'gateway-server'),
+      authorityId: ctx.keyring.signerId(orgId, 'gateway-server'),
       orgId,
       subjectUri: uri,
       requestedBy,
@@ -194,11 +193,12 @@ export function gatewayBundle(
     tlsCertificateChain: tls + server.certificatePem,
     sshCertificates,
     trust: {
+      // Every CA trusted now: two of a kind while a rotation runs (rotation.ts).
       sshHostCaKeys: [
-        { scope: 'instance', key: ctx.keyring.sshPublic(null, 'proxy-ssh-server') },
-        { scope: 'org', key: ctx.keyring.sshPublic(orgId, 'proxy-ssh-server') },
+        ...ctx.keyring.sshPublics(null, 'proxy-ssh-server').map((key) => ({ scope: 'instance' as const, key })),
+        ...ctx.keyring.sshPublics(orgId, 'proxy-ssh-server').map((key) => ({ scope: 'org' as const, key })),
       ],
-      gatewayClientCaCerts: [ctx.keyring.x509Pem(orgId, 'gateway-client')],
+      gatewayClientCaCerts: ctx.keyring.x509Pems(orgId, 'gateway-client'),
     },
     proxies: gatewayProxies(ctx, orgId),
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
@@ -230,7 +230,7 @@ export function proxyBundle(
     }),
     {
       kind: 'proxy-tls',
-      authorityId: authorityId(orgId, 'proxy-pki-server'),
+      authorityId: ctx.keyring.signerId(orgId, 'proxy-pki-server'),
       orgId,
       subjectUri: uri,
       requestedBy,
@@ -249,8 +249,8 @@ export function proxyBundle(
     tlsCertificateChain: tls + server.certificatePem,
     sshHostCertificate,
     trust: {
-      sshUserCaKeys: [ctx.keyring.sshPublic(orgId, 'proxy-ssh-client')],
-      pkiClientCaCerts: [ctx.keyring.x509Pem(orgId, 'proxy-pki-client')],
+      sshUserCaKeys: ctx.keyring.sshPublics(orgId, 'proxy-ssh-client'),
+      pkiClientCaCerts: ctx.keyring.x509Pems(orgId, 'proxy-pki-client'),
     },
     revocationFeedKey: ctx.keyring.feedPublicKeyPem(),
     notAfter: iso(now.getTime() + Math.min(l.proxyTlsLifetimeSec, l.proxySshLifetimeSec) * 1000),

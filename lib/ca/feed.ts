@@ -4,12 +4,13 @@
  * otherwise the read is held until the change signal brings news for it or the wait ends (then the same empty
  * answer). Held reads never keep state beyond their promise: the listener goes when the read ends or aborts.
  */
-import { type FeedProxyList, proxyListVersion, type RevocationFeed } from '../protocol/api.js';
+import { type FeedProxyList, type FeedRotation, proxyListVersion, type RevocationFeed } from '../protocol/api.js';
 import type { Verdict } from '../protocol/errors.js';
 import { type AuthorityContext, type Caller, ok } from './context.js';
 import { gatewayProxies } from './enroll.js';
 import type { Peer } from './renew.js';
 import { revocationsSince } from './revocation.js';
+import { rotationVersion } from './rotation.js';
 
 /** A feed reader: an API caller (bearer token) or a peer (gateway or proxy signing with its certificate). */
 export type FeedViewer = Caller | Peer;
@@ -18,6 +19,8 @@ export interface FeedQuery {
   since: number;
   /** The proxy list version the reader holds (gateways); absent: it holds none. */
   proxiesVersion?: string;
+  /** The rotation version a gateway or proxy applied ("-": none yet); absent: it knows nothing of rotation. */
+  rotation?: string;
 }
 
 /** Which org's entries a reader sees: undefined for all (the admin, instance proxies). */
@@ -33,6 +36,19 @@ export function proxyListFor(ctx: AuthorityContext, viewer: FeedViewer): FeedPro
   return { version: proxyListVersion(list), list };
 }
 
+/** The rotation version a gateway or proxy peer should hold (rotation.ts); nobody else gets one. */
+export function rotationFor(ctx: AuthorityContext, viewer: FeedViewer): FeedRotation | undefined {
+  if ('role' in viewer) return undefined;
+  if (viewer.kind === 'gateway') {
+    return viewer.orgId === null
+      ? undefined
+      : { version: rotationVersion(ctx, { kind: 'gateway', orgId: viewer.orgId }) };
+  }
+  const subject =
+    viewer.orgId === null ? { kind: 'instance-proxy' as const } : { kind: 'proxy' as const, orgId: viewer.orgId };
+  return { version: rotationVersion(ctx, subject) };
+}
+
 /** The signed feed for this reader, and whether it tells the reader anything it does not hold yet. */
 export function feedFor(
   ctx: AuthorityContext,
@@ -40,8 +56,12 @@ export function feedFor(
   query: FeedQuery,
 ): { feed: RevocationFeed; news: boolean } {
   const proxies = proxyListFor(ctx, viewer);
-  const feed = revocationsSince(ctx, query.since, viewerOrg(viewer), proxies);
-  const news = feed.entries.length > 0 || (proxies !== undefined && proxies.version !== query.proxiesVersion);
+  const rotation = query.rotation === undefined ? undefined : rotationFor(ctx, viewer);
+  const feed = revocationsSince(ctx, query.since, viewerOrg(viewer), proxies, rotation);
+  const news =
+    feed.entries.length > 0 ||
+    (proxies !== undefined && proxies.version !== query.proxiesVersion) ||
+    (rotation !== undefined && rotation.version !== query.rotation);
   return { feed, news };
 }
 

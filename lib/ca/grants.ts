@@ -23,7 +23,6 @@ import {
 } from './context.js';
 import { proxyInfo } from './enroll.js';
 import { catchIssuance, parseCsrKey, recordX509 } from './issue.js';
-import { authorityId } from './keyring.js';
 import { decideAccess, describeTarget } from './policy.js';
 import { randomId } from './secrets.js';
 
@@ -93,7 +92,7 @@ export function issueGrant(
     ctx.store.transaction((): Verdict<GrantResponse> => {
       const record = (kind: string, caOrg: string | null, purpose: 'proxy-pki-client' | 'gateway-client') => ({
         kind,
-        authorityId: authorityId(caOrg, purpose),
+        authorityId: ctx.keyring.signerId(caOrg, purpose),
         orgId,
         subjectUri: actorUri,
         requestedBy,
@@ -149,10 +148,10 @@ export function issueGrant(
         innerCertificateChain: inner,
         gatewayUri: gateway.uri,
         trust: {
-          proxyServerCaCerts: scopes.map((s) =>
-            ctx.keyring.x509Pem(s === 'instance' ? null : orgId, 'proxy-pki-server'),
+          proxyServerCaCerts: scopes.flatMap((s) =>
+            ctx.keyring.x509Pems(s === 'instance' ? null : orgId, 'proxy-pki-server'),
           ),
-          gatewayServerCaCerts: [ctx.keyring.x509Pem(orgId, 'gateway-server')],
+          gatewayServerCaCerts: ctx.keyring.x509Pems(orgId, 'gateway-server'),
         },
         proxies: proxies.map(proxyInfo).map(({ sshAddress: _ssh, ...rest }) => rest),
       });

@@ -15,7 +15,7 @@ import type { Logger } from '../runtime/log.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Authority, Caller, Peer, SignedRequest } from './authority.js';
 import { bearerToken, readBody, sendError, sendJson, statusFor } from './http-io.js';
-import { matchRoute, type RouteInput } from './routes.js';
+import { matchRoute, type RouteInput, rotationAckOf } from './routes.js';
 
 export interface CaServerOptions {
   authority: Authority;
@@ -192,7 +192,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       const peer = authenticateSignedGet(req, target, url.searchParams);
       if (!peer.ok) return fail(res, peer.code, peer.reason);
       input.peer = peer.value;
-      authority.noteSeen(peer.value, req.headers['user-agent']);
+      authority.noteSeen(peer.value, req.headers['user-agent'], rotationAckOf(url.searchParams));
     }
 
     // 3. The decision (a feed read may be held here: see hold above).
@@ -201,6 +201,10 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       result = await route.handle(authority, input);
     } finally {
       release();
+    }
+    // A held read ends up to 30 s after it began: seen again, so rotation status can tell live from offline.
+    if (input.peer && route.auth === 'feed') {
+      authority.noteSeen(input.peer, req.headers['user-agent'], rotationAckOf(url.searchParams));
     }
     if (!result.ok) return fail(res, result.code, result.reason, draining);
     sendJson(res, route.status ?? 200, result.value, draining);

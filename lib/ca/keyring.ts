@@ -13,6 +13,7 @@ import { GatewayError, unwrap } from '../protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../sshcert/index.js';
 import type { Sealer } from '../store/sealed.js';
 import type { AuthorityRow, CaStore } from './store.js';
+import { initialRotation, type RotationState, signerOf, trustedOf } from './store-rotations.js';
 
 export const PROXY_CA_PURPOSES = [
   'proxy-ssh-client',
@@ -84,9 +85,26 @@ export class Keyring {
     for (const purpose of ORG_CA_PURPOSES) this.#create(orgId, purpose, trustDomain, now);
   }
 
-  /** An X.509 CA ready to sign. Throws E_NOT_FOUND when it does not exist or its key was destroyed. */
-  x509(orgId: string | null, purpose: CaPurpose | 'api-root'): CaIssuer {
+  /**
+   * Where a CA's rotation stands (rotation.ts): which of its rows signs and which are trusted. Read per call, so
+   * a phase moved by the admin CLI applies to the next certificate this process issues.
+   */
+  rotation(orgId: string | null, purpose: CaPurpose): RotationState {
     const id = authorityId(orgId, purpose);
+    return this.#store.rotations.get(id) ?? initialRotation(id, orgId, purpose);
+  }
+
+  /** The row id of the CA that signs new certificates of this purpose now (recorded with each certificate). */
+  signerId(orgId: string | null, purpose: CaPurpose): string {
+    return signerOf(this.rotation(orgId, purpose));
+  }
+
+  /** An X.509 CA ready to sign (the signer of its rotation). Throws E_NOT_FOUND when missing or destroyed. */
+  x509(orgId: string | null, purpose: CaPurpose | 'api-root'): CaIssuer {
+    return this.#issuer(purpose === 'api-root' ? API_ROOT_ID : this.signerId(orgId, purpose));
+  }
+
+  #issuer(id: string): CaIssuer {
     const cached = this.#x509.get(id);
     if (cached) return cached;
     const row = this.#row(id, 'x509');
@@ -95,13 +113,18 @@ export class Keyring {
     return issuer;
   }
 
-  /** The CA certificate PEM (no private key needed). */
+  /** The signing CA's certificate PEM (no private key needed). */
   x509Pem(orgId: string | null, purpose: CaPurpose): string {
-    return this.#row(authorityId(orgId, purpose), 'x509').public;
+    return this.#row(this.signerId(orgId, purpose), 'x509').public;
+  }
+
+  /** Every CA certificate of this purpose trusted now, the signer first (two while a rotation runs). */
+  x509Pems(orgId: string | null, purpose: CaPurpose): string[] {
+    return trustedOf(this.rotation(orgId, purpose)).map((id) => this.#row(id, 'x509').public);
   }
 
   ssh(orgId: string | null, purpose: CaPurpose): SshAuthority {
-    const id = authorityId(orgId, purpose);
+    const id = this.signerId(orgId, purpose);
     const cached = this.#ssh.get(id);
     if (cached) return cached;
     const row = this.#row(id, 'ssh');
@@ -111,7 +134,29 @@ export class Keyring {
   }
 
   sshPublic(orgId: string | null, purpose: CaPurpose): string {
-    return this.#row(authorityId(orgId, purpose), 'ssh').public;
+    return this.#row(this.signerId(orgId, purpose), 'ssh').public;
+  }
+
+  /** Every SSH CA key of this purpose trusted now, the signer first. */
+  sshPublics(orgId: string | null, purpose: CaPurpose): string[] {
+    return trustedOf(this.rotation(orgId, purpose)).map((id) => this.#row(id, 'ssh').public);
+  }
+
+  /** The public part of any CA row (null when there is no such row). */
+  publicOf(rowId: string): string | null {
+    return this.#store.getAuthority(rowId)?.public ?? null;
+  }
+
+  /** Creates the new CA of a rotation under `rowId`. Call inside a transaction. */
+  createSuccessor(orgId: string | null, purpose: CaPurpose, rowId: string, trustDomain: string, now: Date): void {
+    this.#create(orgId, purpose, trustDomain, now, rowId);
+  }
+
+  /** Destroys one CA's private key (a rotation's retired or rolled-back CA); its public part stays on record. */
+  destroyKey(rowId: string): void {
+    this.#store.db.prepare('UPDATE authorities SET sealed_key = NULL WHERE id = ?').run(rowId);
+    this.#x509.delete(rowId);
+    this.#ssh.delete(rowId);
   }
 
   feedKey(): KeyObject {
@@ -125,9 +170,9 @@ export class Keyring {
 
   /** Drops cached keys of an org (after its deletion). */
   forget(orgId: string): void {
-    for (const purpose of ORG_CA_PURPOSES) {
-      this.#x509.delete(authorityId(orgId, purpose));
-      this.#ssh.delete(authorityId(orgId, purpose));
+    const prefix = `${authorityId(orgId, '')}`;
+    for (const cache of [this.#x509, this.#ssh]) {
+      for (const id of cache.keys()) if (id.startsWith(prefix)) cache.delete(id);
     }
   }
 
@@ -172,15 +217,22 @@ export class Keyring {
     };
   }
 
-  #create(orgId: string | null, purpose: CaPurpose, trustDomain: string, now: Date): void {
-    const id = authorityId(orgId, purpose);
+  #create(
+    orgId: string | null,
+    purpose: CaPurpose,
+    trustDomain: string,
+    now: Date,
+    id = authorityId(orgId, purpose),
+  ): void {
     if (SSH_PURPOSES.has(purpose)) {
       const pair = generateKeyPairSync('ed25519');
       const text = formatPublicKey(publicKeyBlob(pair.publicKey), id);
       this.#insert(id, orgId, purpose, 'ssh', text, pair.privateKey, now, null);
       return;
     }
-    const title = `${orgId === null ? 'instance' : 'org'} ${purpose.replace('-pki-', ' PKI ').replaceAll('-', ' ')} CA`;
+    // A rotation's new CA gets its own subject (" g2"), so chains are told apart by name as well as by key.
+    const generation = id.includes('@') ? ` g${id.slice(id.lastIndexOf('@') + 1)}` : '';
+    const title = `${orgId === null ? 'instance' : 'org'} ${purpose.replace('-pki-', ' PKI ').replaceAll('-', ' ')} CA${generation}`;
     this.#createX509Root(id, orgId, purpose, { organization: label(orgId ?? trustDomain), commonName: title }, now);
   }
 

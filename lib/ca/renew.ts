@@ -71,10 +71,10 @@ export function authenticatePeer(
     return refuse('E_SUBJECT_REVOKED', `org ${orgId} does not exist or was deleted`);
   }
   let retiredAt: number | undefined;
-  const anchor = ctx.keyring.x509Pem(orgId, who.kind === 'gateway' ? 'gateway-server' : 'proxy-pki-server');
+  const purpose = who.kind === 'gateway' ? 'gateway-server' : 'proxy-pki-server';
   const verified = verifyCertificateChain({
     chain: req.certificate,
-    anchors: anchor,
+    anchors: ctx.keyring.x509Pems(orgId, purpose),
     now,
     purpose: 'serverAuth',
     expectedUri: uri,
@@ -85,7 +85,7 @@ export function authenticatePeer(
       return r !== undefined && r.revokedBy !== RETIRED_BY;
     },
   });
-  if (!verified.ok) return verified;
+  if (!verified.ok) return missedRotation(ctx, parsed.serialHex, orgId, purpose) ?? verified;
   const record = ctx.store.certificate(verified.value.serialHex);
   if (!record || record.fingerprint !== sha256Hex(req.certificate) || record.subjectUri !== uri) {
     return refuse('E_CERT_UNTRUSTED', 'certificate is not one this CA issued');
@@ -118,6 +118,30 @@ export function authenticatePeer(
   const standing = standingOf(ctx, componentOf({ kind: who.kind, orgId, id: who.id }), serial, retiredAt);
   if (!standing.ok) return standing;
   return ok({ kind: who.kind, orgId, id: who.id, uri, serial, standing: standing.value });
+}
+
+/**
+ * A certificate this CA issued, from a CA of this purpose that a completed rotation no longer trusts: its holder
+ * was away while the rotation ran and must re-enroll (E_ROTATION_MISSED, which it treats as final).
+ */
+function missedRotation(
+  ctx: AuthorityContext,
+  serialHex: string,
+  orgId: string | null,
+  purpose: 'gateway-server' | 'proxy-pki-server',
+): Verdict<never> | undefined {
+  const record = ctx.store.certificate(serialHex);
+  const rotation = ctx.keyring.rotation(orgId, purpose);
+  if (!record || rotation.epoch === 0) return undefined;
+  const base = rotation.authorityId;
+  const ofThisCa = record.authorityId === base || record.authorityId.startsWith(`${base}@`);
+  if (!ofThisCa || record.authorityId === rotation.currentId || record.authorityId === rotation.nextId)
+    return undefined;
+  return refuse(
+    'E_ROTATION_MISSED',
+    `this certificate was signed by ${record.authorityId}, which a rotation of ${base} retired while this ` +
+      'component was away; enroll it again with a new token',
+  );
 }
 
 export function renewGateway(

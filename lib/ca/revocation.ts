@@ -7,6 +7,7 @@ import { sign } from 'node:crypto';
 import {
   type AuditResponse,
   type FeedProxyList,
+  type FeedRotation,
   type RevocationFeed,
   type RevokeRequest,
   type RevokeResponse,
@@ -122,6 +123,7 @@ export function revocationsSince(
   since: number,
   orgId?: string,
   proxies?: FeedProxyList,
+  rotation?: FeedRotation,
 ): RevocationFeed {
   const rows = ctx.store.revocationsSince(since, FEED_PAGE, orgId);
   const complete = rows.length < FEED_PAGE;
@@ -132,6 +134,7 @@ export function revocationsSince(
     issuedAt: ctx.now().toISOString(),
     entries: rows.map((r) => ({ seq: r.seq, kind: r.kind, orgId: r.orgId, subject: r.subject, at: iso(r.at) })),
     ...(proxies ? { proxies } : {}),
+    ...(rotation ? { rotation } : {}),
   };
   const signature = sign(null, revocationFeedBytes(unsigned), ctx.keyring.feedKey()).toString('base64');
   return { ...unsigned, signature };

@@ -210,10 +210,16 @@ export const ROUTES: readonly Route[] = [
       if (!wait.ok) return wait;
       const proxies = proxiesVersionOf(r.query);
       if (!proxies.ok) return proxies;
+      const rotation = rotationOf(r.query);
+      if (!rotation.ok) return rotation;
       const waitMs = wait.value * 1000;
       return ca.awaitRevocations(
         (r.caller ?? r.peer) as Caller | Peer,
-        { since: since.value, ...(proxies.value !== undefined ? { proxiesVersion: proxies.value } : {}) },
+        {
+          since: since.value,
+          ...(proxies.value !== undefined ? { proxiesVersion: proxies.value } : {}),
+          ...(rotation.value !== undefined ? { rotation: rotation.value } : {}),
+        },
         { waitMs, admit: () => r.hold(waitMs) },
       );
     },
@@ -251,6 +257,23 @@ export function proxiesVersionOf(query: URLSearchParams): Verdict<string | undef
   if (raw === null) return ok(undefined);
   if (!/^[A-Za-z0-9_-]{1,128}$/.test(raw)) return refuse('E_REQUEST_INVALID', 'proxies: expected a list version');
   return ok(raw);
+}
+
+/**
+ * `rotation`: the rotation version a gateway or proxy has applied (rotation.ts), or "-" for none yet; absent
+ * from readers that know nothing of rotation (they are sent no rotation, and their feed bytes are as before).
+ */
+export function rotationOf(query: URLSearchParams): Verdict<string | undefined> {
+  const raw = query.get('rotation');
+  if (raw === null) return ok(undefined);
+  if (!/^(?:-|[0-9a-f]{1,64})$/.test(raw)) return refuse('E_REQUEST_INVALID', 'rotation: expected a rotation version');
+  return ok(raw);
+}
+
+/** The rotation acknowledgement of a feed read, when it is well formed. */
+export function rotationAckOf(query: URLSearchParams): string | undefined {
+  const r = rotationOf(query);
+  return r.ok ? r.value : undefined;
 }
 
 const ID_SEGMENT = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;

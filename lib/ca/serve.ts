@@ -18,6 +18,8 @@ import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
 import type { caConfigSchema } from './config.js';
 import { startCaServer } from './http.js';
+import { tickRotations } from './rotation.js';
+import { ROTATION_PHASES } from './store-rotations.js';
 
 /** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
 export interface CaConfig {
@@ -94,6 +96,16 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     [],
     (g) => g.set(authority.apiServerCredentials().notAfter.getTime() / 1000),
   );
+  metrics.gauge(
+    `${metrics.prefix}rotation_phase`,
+    'Phase of each CA rotation ever started: 0 standby, 1 init, 2 update_clients, 3 update_servers, 4 rollback',
+    ['authority'],
+    (g) => {
+      g.reset();
+      for (const r of authority.store.rotations.list())
+        g.set({ authority: r.authorityId }, ROTATION_PHASES.indexOf(r.phase));
+    },
+  );
   const server = await startCaServer({
     authority,
     host: listen.host,
@@ -118,7 +130,12 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   const watcher = setInterval(() => {
     try {
       authority.noticeExternalChanges();
-      if (++ticks % 10 === 0) authority.retireDue();
+      if (++ticks % 10 === 0) {
+        authority.retireDue();
+        for (const c of tickRotations(authority.ctx)) {
+          logger.info({ authority: c.id, from: c.from, to: c.to }, 'automatic CA rotation moved one phase');
+        }
+      }
     } catch (err) {
       logger.error({ err }, 'change watch or retirement sweep failed');
     }

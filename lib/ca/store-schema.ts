@@ -192,4 +192,29 @@ CREATE TABLE component_seen (
 ) STRICT;
 `,
   },
+  {
+    // Phased rotation of each CA (rotation.ts). No row: the CA was never rotated (its row id is the base id,
+    // standby, epoch 0). The epoch grows at every phase change; components acknowledge it through the feed
+    // (component_seen.rotation_ack holds the rotation version a component last said it applied).
+    version: 4,
+    name: 'phased CA rotation',
+    sql: `
+CREATE TABLE rotations (
+  authority_id TEXT PRIMARY KEY,
+  org_id TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  current_id TEXT NOT NULL,
+  next_id TEXT,
+  phase TEXT NOT NULL CHECK (phase IN ('standby', 'init', 'update_clients', 'update_servers', 'rollback')),
+  epoch INTEGER NOT NULL,
+  generation INTEGER NOT NULL,
+  phase_at INTEGER NOT NULL,
+  started_at INTEGER,
+  grace_ms INTEGER,
+  retired_id TEXT,
+  destroy_at INTEGER
+) STRICT;
+ALTER TABLE component_seen ADD COLUMN rotation_ack TEXT;
+`,
+  },
 ];

@@ -9,6 +9,7 @@ import type { GrantMode } from '../protocol/grant.js';
 import { type Db, migrate, openDatabase } from '../store/db.js';
 import type { PolicyRule } from './policy.js';
 import { GenerationStore } from './store-generations.js';
+import { RotationStore } from './store-rotations.js';
 import {
   type AuditRow,
   type AuthorityRow,
@@ -53,6 +54,8 @@ export class CaStore {
   readonly generations: GenerationStore;
   /** When each gateway and proxy last read the feed, and its version (store-seen.ts). */
   readonly seen: SeenStore;
+  /** The rotation state of each CA (store-rotations.ts). */
+  readonly rotations: RotationStore;
 
   readonly #statements = new Map<string, Database.Statement>();
 
@@ -60,6 +63,7 @@ export class CaStore {
     this.db = db;
     this.generations = new GenerationStore(db);
     this.seen = new SeenStore(db);
+    this.rotations = new RotationStore(db);
   }
 
   /** Prepared once per SQL text: preparing costs more than running most of these queries. */

@@ -30,6 +30,12 @@ export interface FeedFollowerOptions {
   apply: (entries: readonly RevocationEntry[]) => void;
   /** Gateways: the proxy list held now (its version), and what to do with a new one. */
   proxies?: { version(): string | undefined; apply(list: FeedProxyList): void };
+  /**
+   * CA rotation: the version applied now ("-" for none), and what to do when the feed says another (renew at
+   * once, make-before-break, which brings the certificates and trust of the new phase). The follower says the
+   * new version on its next read only once `apply` resolved: that is the acknowledgement the CA waits for.
+   */
+  rotation?: { version(): string; apply(version: string): Promise<void> };
   /** The CA's refusal says this component is revoked or its certificate superseded. */
   onRevokedSelf?: (err: GatewayError) => void;
   /** Long-poll hold asked of the CA, seconds; 0 polls. Default 25. */
@@ -56,12 +62,22 @@ export interface FeedHealth {
 }
 
 /** CA refusals (of a feed read or a renewal) that mean "you": retrying cannot help. */
-const SELF_REFUSALS: readonly ErrorCode[] = ['E_SUBJECT_REVOKED', 'E_CERT_REVOKED', 'E_CERT_SUPERSEDED'];
+const SELF_REFUSALS: readonly ErrorCode[] = [
+  'E_SUBJECT_REVOKED',
+  'E_CERT_REVOKED',
+  'E_CERT_SUPERSEDED',
+  'E_ROTATION_MISSED',
+];
 
 /** Is this the CA saying that this component is revoked, or that its certificate was superseded? */
 export function isSelfRefusal(err: unknown): err is GatewayError {
   return err instanceof GatewayError && SELF_REFUSALS.includes(err.code);
 }
+/** The reason a component records when the CA refuses it for good: a missed rotation keeps its code in front. */
+export function selfRefusalReason(err: GatewayError): string {
+  return err.code === 'E_ROTATION_MISSED' ? `E_ROTATION_MISSED: ${err.message}` : err.message;
+}
+
 const FAILURE_LOG_EVERY_MS = 60_000;
 /** An answer faster than this with nothing new means the CA did not hold the read: wait before the next. */
 const MIN_HOLD_MS = 1000;
@@ -158,12 +174,14 @@ export class FeedFollower {
       const since = this.#o.position.seq();
       const { certificate, privateKey, feedKey } = this.#o.current();
       const version = this.#o.proxies?.version();
+      const rotation = this.#o.rotation?.version();
       const feed = await this.#o.client.revocations(since, {
         current: { certificate, privateKey },
         feedKey,
         // Only the first read of a round waits; the pages after it follow at once.
         ...(page === 0 && waitSec > 0 ? { waitSec } : {}),
         ...(version ? { proxiesVersion: version } : {}),
+        ...(rotation ? { rotation } : {}),
         ...(signal ? { signal } : {}),
       });
       this.#succeeded();
@@ -172,6 +190,11 @@ export class FeedFollower {
       applied += fresh.length;
       if (feed.proxies && this.#o.proxies && feed.proxies.version !== version) {
         this.#o.proxies.apply(feed.proxies);
+        applied++;
+      }
+      if (feed.rotation && this.#o.rotation && feed.rotation.version !== rotation) {
+        // Throws when the renewal fails: the read counts as failed and is retried after retryMs.
+        await this.#o.rotation.apply(feed.rotation.version);
         applied++;
       }
       // A complete page says where the whole feed stands (beyond entries filtered out for this component's

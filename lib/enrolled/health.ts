@@ -18,6 +18,9 @@ export interface Standing {
 /** Composes readiness: the component's standing decides before its own check. */
 export function enrolledReadiness(standing: Standing, own: () => Readiness): Readiness {
   const revoked = standing.revoked();
+  if (revoked?.startsWith('E_ROTATION_MISSED')) {
+    return { ready: false, code: 'E_ROTATION_MISSED', reason: `${revoked}; enroll again to serve` };
+  }
   if (revoked !== undefined) {
     return { ready: false, code: 'E_SUBJECT_REVOKED', reason: `revoked: ${revoked}; enroll again to serve` };
   }

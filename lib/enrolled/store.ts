@@ -121,6 +121,22 @@ export class EnrolledStore {
     return row?.seq ?? 0;
   }
 
+  /** The CA rotation version this component applied ("-": none yet; see lib/ca/rotation.ts). */
+  rotationVersion(): string {
+    const row = this.db.prepare('SELECT rotation FROM feed WHERE id = 1').get() as
+      | { rotation: string | null }
+      | undefined;
+    return row?.rotation ?? '-';
+  }
+
+  setRotationVersion(version: string): void {
+    this.db
+      .prepare(
+        'INSERT INTO feed (id, seq, rotation) VALUES (1, 0, ?) ON CONFLICT (id) DO UPDATE SET rotation = excluded.rotation',
+      )
+      .run(version);
+  }
+
   setFeedSeq(seq: number): void {
     this.db
       .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')

@@ -5,8 +5,9 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
-import { FeedFollower, type FeedHealth, type FeedTiming, isSelfRefusal } from '../enrolled/feed.js';
+import { FeedFollower, type FeedHealth, type FeedTiming, isSelfRefusal, selfRefusalReason } from '../enrolled/feed.js';
 import { RenewalScheduler, type RenewalWindow } from '../enrolled/renewal.js';
+import { rotationFollower } from '../enrolled/rotation.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
@@ -124,7 +125,7 @@ export class Gateway {
       windows: () => certWindows(this.#state),
       renew: () => this.#renew(),
       isFinal: isSelfRefusal,
-      onFinal: (err) => this.#enterRevoked((err as Error).message),
+      onFinal: (err) => this.#enterRevoked(selfRefusalReason(err as GatewayError)),
       now: () => now().getTime(),
       ...(hooks.random ? { random: hooks.random } : {}),
       log: hooks.log,
@@ -158,7 +159,8 @@ export class Gateway {
           this.#applyProxyList(list);
         },
       },
-      onRevokedSelf: (err) => this.#enterRevoked(err.message),
+      rotation: rotationFollower({ store, renewNow: () => this.renewNow(), log: this.#hooks.log }),
+      onRevokedSelf: (err) => this.#enterRevoked(selfRefusalReason(err)),
       ...feedTiming(settings),
       now: () => now().getTime(),
       log: this.#hooks.log,

@@ -77,6 +77,12 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
       ALTER TABLE revocations_v2 RENAME TO revocations;
     `,
   },
+  {
+    version: 3,
+    // The CA rotation version this gateway applied (lib/enrolled/store.ts rotationVersion).
+    name: 'rotation version',
+    sql: 'ALTER TABLE feed ADD COLUMN rotation TEXT;',
+  },
 ];
 
 export interface ProxyRecord {

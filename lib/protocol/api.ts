@@ -304,6 +304,10 @@ export interface FeedProxyList {
   version: string;
   list: ProxyInfo[];
 }
+/** The rotation version a gateway or proxy should hold (changes at every phase of a CA it depends on). */
+export interface FeedRotation {
+  version: string;
+}
 export interface RevocationFeed {
   since: number;
   seq: number;
@@ -311,6 +315,8 @@ export interface RevocationFeed {
   entries: RevocationEntry[];
   /** For gateways only: the proxy list of their scope (absent for proxies and admin readers). */
   proxies?: FeedProxyList;
+  /** For gateways and proxies that sent `rotation`: the version to hold; renew at once when it changes. */
+  rotation?: FeedRotation;
   /** Base64 Ed25519 signature over revocationFeedBytes(...). */
   signature: string;
 }
@@ -369,6 +375,8 @@ export function revocationFeedBytes(feed: Omit<RevocationFeed, 'signature'>): Bu
     issuedAt: feed.issuedAt,
     entries,
     proxies: feed.proxies ? { version: feed.proxies.version, list: feed.proxies.list.map(canonicalProxy) } : null,
+    // Only in feeds sent to readers that asked for it: the bytes of every other feed are as before.
+    ...(feed.rotation ? { rotation: { version: feed.rotation.version } } : {}),
   };
   return Buffer.from(`infisical-revocations-v2\n${JSON.stringify(canonical)}`, 'utf8');
 }

@@ -188,6 +188,8 @@ export class CaClient {
       feedKey?: string;
       waitSec?: number;
       proxiesVersion?: string;
+      /** The rotation version applied ("-": none yet): asks the CA to say the version to hold. */
+      rotation?: string;
       signal?: AbortSignal;
     } = {},
   ): Promise<RevocationFeed> {
@@ -195,6 +197,7 @@ export class CaClient {
     const waitSec = Math.min(FEED_MAX_WAIT_SEC, Math.max(0, Math.floor(opts.waitSec ?? 0)));
     if (waitSec > 0) target += `&wait=${waitSec}`;
     if (opts.proxiesVersion) target += `&proxies=${encodeURIComponent(opts.proxiesVersion)}`;
+    if (opts.rotation) target += `&rotation=${encodeURIComponent(opts.rotation)}`;
     let headers: Record<string, string> = {};
     if (opts.current) {
       target += `&timestamp=${this.#nowSec()}&nonce=${randomBytes(16).toString('base64url')}`;

@@ -57,6 +57,8 @@ export const ErrorCodes = {
   E_SUBJECT_REVOKED: 'gateway, proxy or identity has been revoked',
   E_CERT_SUPERSEDED: 'certificate was already renewed; only its successor may renew or be used',
   E_FEED_STALE: 'the CA revocation feed has not been read successfully for too long',
+  E_ROTATION_MISSED: 'this component was away while a rotation retired the CA that signed its certificate',
+  E_ROTATION_PENDING: 'a CA rotation cannot move on yet (components to acknowledge, or certificates to expire)',
   // routing and streams (lib/proxy, lib/gateway, lib/client)
   E_ROUTE_FORBIDDEN: 'proxy refuses to route this connection',
   E_GATEWAY_OFFLINE: 'gateway has no tunnel on this proxy',

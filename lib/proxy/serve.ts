@@ -6,11 +6,12 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FeedFollower, type FeedTiming, isSelfRefusal } from '../enrolled/feed.js';
+import { FeedFollower, type FeedTiming, isSelfRefusal, selfRefusalReason } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
 import { holdStateDirectory } from '../enrolled/lock.js';
 import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
+import { rotationFollower } from '../enrolled/rotation.js';
 import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { loadPrivateKey } from '../pki/keys.js';
@@ -307,7 +308,8 @@ export async function serve(
               if (isSelf(e)) enterRevoked(`proxy ${e.subject} was revoked`);
             }
           },
-          onRevokedSelf: (err) => enterRevoked(err.message),
+          rotation: rotationFollower({ store, renewNow: () => renewal.renewNow(), log: logger }),
+          onRevokedSelf: (err) => enterRevoked(selfRefusalReason(err)),
           ...feedTiming(config),
           log: logger,
         })
@@ -328,7 +330,7 @@ export async function serve(
       logger.info({ proxyUri: state.proxyUri, notAfter: state.notAfter }, 'certificates renewed');
     },
     isFinal: isSelfRefusal,
-    onFinal: (err) => enterRevoked((err as Error).message),
+    onFinal: (err) => enterRevoked(selfRefusalReason(err as GatewayError)),
     retryMs: 5 * 60_000,
     log: logger,
   });

@@ -50,6 +50,12 @@ export const PROXY_MIGRATIONS: readonly Migration[] = [
       CREATE TABLE feed (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
     `,
   },
+  {
+    version: 2,
+    // The CA rotation version this proxy applied (lib/enrolled/store.ts rotationVersion).
+    name: 'rotation version',
+    sql: 'ALTER TABLE feed ADD COLUMN rotation TEXT;',
+  },
 ];
 
 /** Everything `serve` needs, as enrollment or renewal left it. */

@@ -19,15 +19,24 @@ test('feed reads are recorded at most once per WRITE_EVERY_MS per component; a v
   const t0 = 1_700_000_000_000;
   const before = writes().n;
   seen.record(gw, t0, '0.1.0');
-  for (let i = 1; i <= 100; i++) seen.record(gw, t0 + i * 500, '0.1.0'); // a read every half second, 50 s
-  assert.equal(writes().n - before, 1, 'one write for 101 reads within a minute');
-  assert.deepEqual(seen.of(gw), { lastSeenAt: t0, version: '0.1.0' });
+  const reads = Math.floor(WRITE_EVERY_MS / 500) - 1;
+  for (let i = 1; i <= reads; i++) seen.record(gw, t0 + i * 500, '0.1.0'); // a read every half second
+  assert.equal(writes().n - before, 1, `one write for ${reads + 1} reads within WRITE_EVERY_MS`);
+  assert.deepEqual(seen.of(gw), { lastSeenAt: t0, version: '0.1.0', rotationAck: null });
   seen.record(gw, t0 + WRITE_EVERY_MS, '0.1.0');
-  assert.deepEqual(seen.of(gw), { lastSeenAt: t0 + WRITE_EVERY_MS, version: '0.1.0' });
+  assert.deepEqual(seen.of(gw), { lastSeenAt: t0 + WRITE_EVERY_MS, version: '0.1.0', rotationAck: null });
   seen.record(gw, t0 + WRITE_EVERY_MS + 1000, '0.2.0');
-  assert.deepEqual(seen.of(gw), { lastSeenAt: t0 + WRITE_EVERY_MS + 1000, version: '0.2.0' }, 'upgrade seen at once');
+  assert.deepEqual(
+    seen.of(gw),
+    { lastSeenAt: t0 + WRITE_EVERY_MS + 1000, version: '0.2.0', rotationAck: null },
+    'upgrade seen at once',
+  );
+  seen.record(gw, t0 + WRITE_EVERY_MS + 1500, '0.2.0', 'abc123');
+  assert.equal(seen.of(gw)?.rotationAck, 'abc123', 'a rotation acknowledgement is written at once');
+  seen.record(gw, t0 + 3 * WRITE_EVERY_MS, '0.2.0');
+  assert.equal(seen.of(gw)?.rotationAck, 'abc123', 'a read without one keeps it');
   seen.record(px, t0, null);
-  assert.deepEqual(seen.of(px), { lastSeenAt: t0, version: null });
+  assert.deepEqual(seen.of(px), { lastSeenAt: t0, version: null, rotationAck: null });
   assert.equal(seen.of({ kind: 'proxy', orgId: 'acme', id: 'p1' }), undefined, 'an org proxy is another component');
   db.close();
 });
