@@ -10,7 +10,7 @@ import { type AuthorityContext, type Caller, ok } from './context.js';
 import { gatewayProxies } from './enroll.js';
 import type { Peer } from './renew.js';
 import { revocationsSince } from './revocation.js';
-import { rotationVersion } from './rotation.js';
+import { type RotationSubject, rotationVersion } from './rotation.js';
 
 /** A feed reader: an API caller (bearer token) or a peer (gateway or proxy signing with its certificate). */
 export type FeedViewer = Caller | Peer;
@@ -39,14 +39,14 @@ export function proxyListFor(ctx: AuthorityContext, viewer: FeedViewer): FeedPro
 /** The rotation version a gateway or proxy peer should hold (rotation.ts); nobody else gets one. */
 export function rotationFor(ctx: AuthorityContext, viewer: FeedViewer): FeedRotation | undefined {
   if ('role' in viewer) return undefined;
+  let subject: RotationSubject;
   if (viewer.kind === 'gateway') {
-    return viewer.orgId === null
-      ? undefined
-      : { version: rotationVersion(ctx, { kind: 'gateway', orgId: viewer.orgId }) };
+    if (viewer.orgId === null) return undefined;
+    subject = { kind: 'gateway', orgId: viewer.orgId };
+  } else {
+    subject = viewer.orgId === null ? { kind: 'instance-proxy' } : { kind: 'proxy', orgId: viewer.orgId };
   }
-  const subject =
-    viewer.orgId === null ? { kind: 'instance-proxy' as const } : { kind: 'proxy' as const, orgId: viewer.orgId };
-  return { version: rotationVersion(ctx, subject) };
+  return { version: rotationVersion(ctx, subject), apiRoots: ctx.keyring.apiRootFingerprints() };
 }
 
 /** The signed feed for this reader, and whether it tells the reader anything it does not hold yet. */

@@ -5,7 +5,14 @@
  *
  * X.509 CAs are ECDSA P-256 roots; SSH CAs and the revocation-feed key are Ed25519.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  X509Certificate,
+} from 'node:crypto';
 import { type CaIssuer, createRootCa, issueCertificate, loadIssuer, validity } from '../pki/ca.js';
 import { generateKeyPairSync as generateX509KeyPair, privateKeyPem } from '../pki/keys.js';
 import { OID, parseCertificate, pemBlocks } from '../pki/x509.js';
@@ -23,6 +30,8 @@ export const PROXY_CA_PURPOSES = [
 ] as const;
 export const ORG_CA_PURPOSES = [...PROXY_CA_PURPOSES, 'gateway-client', 'gateway-server'] as const;
 export type CaPurpose = (typeof ORG_CA_PURPOSES)[number];
+/** Every CA that `rotate` can replace: the proxy and gateway CAs, and the CA API's own root (instance). */
+export type RotatablePurpose = CaPurpose | 'api-root';
 const SSH_PURPOSES = new Set<string>(['proxy-ssh-client', 'proxy-ssh-server']);
 
 const CA_LIFETIME_SEC = 10 * 365 * 24 * 3600;
@@ -89,19 +98,19 @@ export class Keyring {
    * Where a CA's rotation stands (rotation.ts): which of its rows signs and which are trusted. Read per call, so
    * a phase moved by the admin CLI applies to the next certificate this process issues.
    */
-  rotation(orgId: string | null, purpose: CaPurpose): RotationState {
+  rotation(orgId: string | null, purpose: RotatablePurpose): RotationState {
     const id = authorityId(orgId, purpose);
     return this.#store.rotations.get(id) ?? initialRotation(id, orgId, purpose);
   }
 
   /** The row id of the CA that signs new certificates of this purpose now (recorded with each certificate). */
-  signerId(orgId: string | null, purpose: CaPurpose): string {
+  signerId(orgId: string | null, purpose: RotatablePurpose): string {
     return signerOf(this.rotation(orgId, purpose));
   }
 
   /** An X.509 CA ready to sign (the signer of its rotation). Throws E_NOT_FOUND when missing or destroyed. */
   x509(orgId: string | null, purpose: CaPurpose | 'api-root'): CaIssuer {
-    return this.#issuer(purpose === 'api-root' ? API_ROOT_ID : this.signerId(orgId, purpose));
+    return this.#issuer(this.signerId(purpose === 'api-root' ? null : orgId, purpose));
   }
 
   #issuer(id: string): CaIssuer {
@@ -148,8 +157,31 @@ export class Keyring {
   }
 
   /** Creates the new CA of a rotation under `rowId`. Call inside a transaction. */
-  createSuccessor(orgId: string | null, purpose: CaPurpose, rowId: string, trustDomain: string, now: Date): void {
-    this.#create(orgId, purpose, trustDomain, now, rowId);
+  createSuccessor(
+    orgId: string | null,
+    purpose: RotatablePurpose,
+    rowId: string,
+    trustDomain: string,
+    now: Date,
+  ): void {
+    if (purpose !== 'api-root') {
+      this.#create(orgId, purpose, trustDomain, now, rowId);
+      return;
+    }
+    const generation = rowId.slice(rowId.lastIndexOf('@') + 1);
+    const subject = { organization: label(trustDomain), commonName: `CA API root g${generation}` };
+    this.#createX509Root(rowId, null, 'api-root', subject, now);
+  }
+
+  /** SHA-256 fingerprints of every CA API root trusted now (two while the API root rotates): clients pin these. */
+  apiRootFingerprints(): string[] {
+    return trustedOf(this.rotation(null, 'api-root')).map((id) => fingerprintOfPem(this.#row(id, 'x509').public));
+  }
+
+  /** The DNS names and IP addresses of the API server certificate in use (re-issued as they are on rotation). */
+  apiServerNames(): { dnsNames: string[]; ipAddresses: string[] } {
+    const leaf = parseCertificate(pemBlocks(this.#row(API_SERVER_ID, 'x509').public, 'CERTIFICATE', 1)[0]!);
+    return { dnsNames: [...leaf.san.dns], ipAddresses: [...leaf.san.ips] };
   }
 
   /** Destroys one CA's private key (a rotation's retired or rolled-back CA); its public part stays on record. */
@@ -205,7 +237,7 @@ export class Keyring {
   apiServerCredentials(): ApiServerCredentials {
     const row = this.#row(API_SERVER_ID, 'x509');
     const key = this.#privateKey(row);
-    const root = this.#row(API_ROOT_ID, 'x509').public;
+    const root = this.#apiRootOf(row.public);
     const leafDer = pemBlocks(row.public, 'CERTIFICATE', 1)[0]!;
     const parsed = parseCertificate(leafDer);
     return {
@@ -215,6 +247,17 @@ export class Keyring {
       rootFingerprint256: parseCertificate(pemBlocks(root, 'CERTIFICATE', 1)[0]!).fingerprint256,
       notAfter: parsed.notAfter,
     };
+  }
+
+  /** The API root (of those trusted, else the first) that issued this leaf. */
+  #apiRootOf(leafPem: string): string {
+    const leaf = new X509Certificate(leafPem);
+    const roots = trustedOf(this.rotation(null, 'api-root')).map((id) => this.#row(id, 'x509').public);
+    return (
+      roots.find(
+        (pem) => leaf.checkIssued(new X509Certificate(pem)) && leaf.verify(new X509Certificate(pem).publicKey),
+      ) ?? roots[0]!
+    );
   }
 
   #create(
@@ -296,4 +339,8 @@ function publicPem(key: KeyObject): string {
 /** X.500 attributes are at most 64 characters: long org ids are named by a hash prefix instead. */
 function label(name: string): string {
   return name.length <= 64 ? name : `id-${createHash('sha256').update(name).digest('hex').slice(0, 32)}`;
+}
+
+function fingerprintOfPem(pem: string): string {
+  return parseCertificate(pemBlocks(pem, 'CERTIFICATE', 1)[0]!).fingerprint256;
 }

@@ -24,7 +24,7 @@
 import { createHash } from 'node:crypto';
 import { GatewayError } from '../protocol/errors.js';
 import type { AuthorityContext } from './context.js';
-import { authorityId, type CaPurpose, ORG_CA_PURPOSES, PROXY_CA_PURPOSES } from './keyring.js';
+import { authorityId, ORG_CA_PURPOSES, PROXY_CA_PURPOSES, type RotatablePurpose } from './keyring.js';
 import type { ComponentRef } from './store-generations.js';
 import { type RotationPhase, type RotationState, signerOf } from './store-rotations.js';
 
@@ -35,7 +35,7 @@ export type RotationScope = { instance: true } | { orgId: string };
 
 export interface RotationStatus {
   /** The name to pass as --authority. */
-  authority: CaPurpose;
+  authority: RotatablePurpose;
   /** authorityId: "instance:<purpose>" or "org:<org>:<purpose>". */
   id: string;
   phase: RotationPhase;
@@ -57,12 +57,14 @@ export interface RotationStatus {
 
 const scopeOrg = (scope: RotationScope): string | null => ('orgId' in scope ? scope.orgId : null);
 
-/** The CAs of a scope, by the name an operator passes. */
-export function purposesOf(scope: RotationScope): readonly CaPurpose[] {
-  return 'orgId' in scope ? ORG_CA_PURPOSES : PROXY_CA_PURPOSES;
+const INSTANCE_PURPOSES: readonly RotatablePurpose[] = [...PROXY_CA_PURPOSES, 'api-root'];
+
+/** The CAs of a scope, by the name an operator passes (api-root: the CA API's own root, which clients pin). */
+export function purposesOf(scope: RotationScope): readonly RotatablePurpose[] {
+  return 'orgId' in scope ? ORG_CA_PURPOSES : INSTANCE_PURPOSES;
 }
 
-function checkPurpose(scope: RotationScope, name: string): CaPurpose {
+function checkPurpose(scope: RotationScope, name: string): RotatablePurpose {
   const names = purposesOf(scope);
   const found = names.find((p) => p === name);
   if (!found) {
@@ -85,12 +87,14 @@ export type RotationSubject =
 /**
  * The CAs (base ids) whose certificates a component holds or whose keys it trusts: a gateway, its TLS CA, the
  * SSH client CAs of both proxy scopes, the host CAs it checks proxies with, and the CA of the grants it admits;
- * a proxy, the four proxy CAs of its scope.
+ * a proxy, the four proxy CAs of its scope. Both pin the CA API root.
  */
 export function dependencies(subject: RotationSubject): string[] {
+  const api = authorityId(null, 'api-root');
   if (subject.kind === 'gateway') {
     const o = subject.orgId;
     return [
+      api,
       authorityId(o, 'gateway-server'),
       authorityId(o, 'gateway-client'),
       authorityId(o, 'proxy-ssh-client'),
@@ -100,7 +104,7 @@ export function dependencies(subject: RotationSubject): string[] {
     ];
   }
   const org = subject.kind === 'proxy' ? subject.orgId : null;
-  return PROXY_CA_PURPOSES.map((p) => authorityId(org, p));
+  return [api, ...PROXY_CA_PURPOSES.map((p) => authorityId(org, p))];
 }
 
 /** The rotation version a component should hold: a digest of the epochs of the CAs it depends on. */
@@ -177,7 +181,7 @@ function statusOf(ctx: AuthorityContext, s: RotationState): RotationStatus {
   }
   const signer = signerOf(s);
   return {
-    authority: s.purpose as CaPurpose,
+    authority: s.purpose as RotatablePurpose,
     id: s.authorityId,
     phase: s.phase,
     epoch: s.epoch,
@@ -222,7 +226,7 @@ function expiringBefore(
 export type RotationAction = 'start' | 'next' | 'rollback';
 
 export interface RotationChange {
-  authority: CaPurpose;
+  authority: RotatablePurpose;
   id: string;
   from: RotationPhase;
   to: RotationPhase;
@@ -260,6 +264,11 @@ export function advance(
     const now = ctx.now().getTime();
     const next = step(ctx, s, action, now, o.graceMs ?? null);
     ctx.store.rotations.put(next);
+    // The CA API's own certificate follows its root: from the new root at update_servers, the old at rollback.
+    // A running `serve` notices the new certificate within a second and serves it to new connections.
+    if (purpose === 'api-root' && (next.phase === 'update_servers' || next.phase === 'rollback')) {
+      ctx.keyring.issueApiServerCertificate(ctx.keyring.apiServerNames(), new Date(now));
+    }
     ctx.audit.insert({
       actor: o.actor,
       subject: s.authorityId,
@@ -289,7 +298,7 @@ function step(
     }
     const generation = s.generation + 1;
     const nextId = `${s.authorityId}@${generation}`;
-    ctx.keyring.createSuccessor(s.orgId, s.purpose as CaPurpose, nextId, ctx.trustDomain, new Date(now));
+    ctx.keyring.createSuccessor(s.orgId, s.purpose as RotatablePurpose, nextId, ctx.trustDomain, new Date(now));
     return { ...moved, phase: 'init', nextId, generation, startedAt: now, graceMs };
   }
   if (action === 'rollback') {

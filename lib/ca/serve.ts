@@ -127,6 +127,9 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   // it keeps a revocation made by the CLI within about 0.1 s of the feed. Due certificate retirements
   // (supersede_grace) are swept every second, without waiting for a request.
   let ticks = 0;
+  // A rotation of the API root re-issues the API certificate (rotation.ts), maybe from the admin CLI: served to
+  // new connections within a second, as SIGHUP would.
+  let servedFingerprint = authority.apiServerCredentials().fingerprint256;
   const watcher = setInterval(() => {
     try {
       authority.noticeExternalChanges();
@@ -134,6 +137,15 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         authority.retireDue();
         for (const c of tickRotations(authority.ctx)) {
           logger.info({ authority: c.id, from: c.from, to: c.to }, 'automatic CA rotation moved one phase');
+        }
+        const api = authority.apiServerCredentials();
+        if (api.fingerprint256 !== servedFingerprint) {
+          server.setCredentials(api);
+          servedFingerprint = api.fingerprint256;
+          logger.info(
+            { fingerprint: api.rootFingerprint256, certificateFingerprint: api.fingerprint256 },
+            'serving a new API certificate',
+          );
         }
       }
     } catch (err) {
@@ -151,6 +163,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
         const next = reloadConfig?.() ?? config;
         const credentials = authority.apiServerCredentials();
         server.setCredentials(credentials);
+        servedFingerprint = credentials.fingerprint256;
         authority.ctx.limits.tokenTtlSec = Math.round(next.token_ttl / 1000);
         authority.ctx.limits.grantTtlSec = Math.round(next.grant_ttl / 1000);
         authority.ctx.limits.supersedeGraceSec = Math.round(next.supersede_grace / 1000);

@@ -10,7 +10,7 @@
  * stops the follower and is handed to `onRevokedSelf`.
  */
 import type { KeyObject } from 'node:crypto';
-import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
+import type { FeedProxyList, FeedRotation, RevocationEntry } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 
@@ -35,7 +35,7 @@ export interface FeedFollowerOptions {
    * once, make-before-break, which brings the certificates and trust of the new phase). The follower says the
    * new version on its next read only once `apply` resolved: that is the acknowledgement the CA waits for.
    */
-  rotation?: { version(): string; apply(version: string): Promise<void> };
+  rotation?: { version(): string; apply(rotation: FeedRotation): Promise<void> };
   /** The CA's refusal says this component is revoked or its certificate superseded. */
   onRevokedSelf?: (err: GatewayError) => void;
   /** Long-poll hold asked of the CA, seconds; 0 polls. Default 25. */
@@ -194,7 +194,7 @@ export class FeedFollower {
       }
       if (feed.rotation && this.#o.rotation && feed.rotation.version !== rotation) {
         // Throws when the renewal fails: the read counts as failed and is retried after retryMs.
-        await this.#o.rotation.apply(feed.rotation.version);
+        await this.#o.rotation.apply(feed.rotation);
         applied++;
       }
       // A complete page says where the whole feed stands (beyond entries filtered out for this component's

@@ -11,6 +11,8 @@ export interface RotationHost {
   store: { rotationVersion(): string; setRotationVersion(version: string): void } | undefined;
   /** Renews now and reloads; rejects when the renewal failed (the feed read is then retried). */
   renewNow: () => Promise<void>;
+  /** Pins a CA API root (stored and in the running client): added before the API starts serving from it. */
+  pinApiRoot: (fingerprint: string) => void;
   log?: { info(fields: object, message: string): void };
 }
 
@@ -18,10 +20,11 @@ export function rotationFollower(host: RotationHost): NonNullable<FeedFollowerOp
   let held = host.store?.rotationVersion() ?? '-';
   return {
     version: () => held,
-    apply: async (version) => {
-      // The first version a component ever hears is only recorded when it has nothing to catch up with: a
-      // component enrolled before this version existed renews once, which is harmless.
+    apply: async ({ version, apiRoots }) => {
+      // A component enrolled before rotation existed renews once on its first read, which is harmless.
       host.log?.info({ rotation: version, was: held }, 'CA rotation moved: renewing certificates and trust now');
+      // Additive: a root that a completed rotation dropped has its key destroyed, so its pin trusts nothing new.
+      for (const fp of apiRoots) host.pinApiRoot(fp);
       await host.renewNow();
       host.store?.setRotationVersion(version);
       held = version;

@@ -159,7 +159,15 @@ export class Gateway {
           this.#applyProxyList(list);
         },
       },
-      rotation: rotationFollower({ store, renewNow: () => this.renewNow(), log: this.#hooks.log }),
+      rotation: rotationFollower({
+        store,
+        renewNow: () => this.renewNow(),
+        pinApiRoot: (fp) => {
+          ca.addPin(fp);
+          store?.addCaPin(fp);
+        },
+        log: this.#hooks.log,
+      }),
       onRevokedSelf: (err) => this.#enterRevoked(selfRefusalReason(err)),
       ...feedTiming(settings),
       now: () => now().getTime(),

@@ -307,6 +307,8 @@ export interface FeedProxyList {
 /** The rotation version a gateway or proxy should hold (changes at every phase of a CA it depends on). */
 export interface FeedRotation {
   version: string;
+  /** SHA-256 fingerprints of the CA API roots trusted now (two while the API root rotates): pin each. */
+  apiRoots: string[];
 }
 export interface RevocationFeed {
   since: number;
@@ -376,7 +378,7 @@ export function revocationFeedBytes(feed: Omit<RevocationFeed, 'signature'>): Bu
     entries,
     proxies: feed.proxies ? { version: feed.proxies.version, list: feed.proxies.list.map(canonicalProxy) } : null,
     // Only in feeds sent to readers that asked for it: the bytes of every other feed are as before.
-    ...(feed.rotation ? { rotation: { version: feed.rotation.version } } : {}),
+    ...(feed.rotation ? { rotation: { version: feed.rotation.version, apiRoots: [...feed.rotation.apiRoots] } } : {}),
   };
   return Buffer.from(`infisical-revocations-v2\n${JSON.stringify(canonical)}`, 'utf8');
 }

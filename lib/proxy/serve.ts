@@ -308,7 +308,15 @@ export async function serve(
               if (isSelf(e)) enterRevoked(`proxy ${e.subject} was revoked`);
             }
           },
-          rotation: rotationFollower({ store, renewNow: () => renewal.renewNow(), log: logger }),
+          rotation: rotationFollower({
+            store,
+            renewNow: () => renewal.renewNow(),
+            pinApiRoot: (fp) => {
+              ca.addPin(fp);
+              store.addCaPin(fp);
+            },
+            log: logger,
+          }),
           onRevokedSelf: (err) => enterRevoked(selfRefusalReason(err)),
           ...feedTiming(config),
           log: logger,
