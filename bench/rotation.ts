@@ -34,12 +34,12 @@ async function rotateMeasured(d: Deployment, a: Authority): Promise<BenchRow[]> 
     if (phase === 'init') {
       await rotateNow(d.ca, 'start', a);
     } else {
-      const r = await advance(d.ca, a, { timeoutMs: 180_000 });
+      const r = await advance(d.ca, a, { timeoutMs: 180_000, intervalMs: 250 });
       if (r.phase !== phase) throw new Error(`${label(a)}: next gave ${r.phase}, not ${phase}`);
       waited = `; next refused ${r.refusals}× over ${fmt.ms(r.ms)} before`;
     }
     const from = Date.now();
-    const { status } = await acknowledged(d.ca, a, { timeoutMs: 180_000, intervalMs: 0 });
+    const { status } = (await acknowledged(d.ca, [a], { timeoutMs: 180_000, intervalMs: 0 })).get(a)!;
     const ms = Date.now() - from;
     const call = Date.now();
     await rotationStatus(d.ca, a);

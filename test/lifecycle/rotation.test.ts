@@ -33,8 +33,9 @@ import {
   ORG_AUTHORITIES,
   type Phase,
   rotateNow,
-  rotationStatus,
   signsClients,
+  sleep,
+  statusesOf,
   type TrustView,
   trustSnapshot,
 } from './rotation.js';
@@ -204,12 +205,19 @@ async function drive(
     return { plan, phase: 'init', rolledBack: false, old };
   });
   const changes: { what: string; at: number }[] = [];
+  const note = (msg: string) => t.diagnostic(`${new Date().toISOString().slice(11, 23)} ${msg}`);
   const settle = async (moved: Progress[]) => {
+    const acks = await acknowledged(
+      d.ca,
+      moved.map((p) => p.plan.authority),
+    );
     for (const p of moved) {
-      const { ms, status } = await acknowledged(d.ca, p.plan.authority);
+      const { status } = acks.get(p.plan.authority)!;
       assert.equal(status.phase, p.phase, `${label(p.plan.authority)}: ${JSON.stringify(status)}`);
-      t.diagnostic(`${label(p.plan.authority)} ${p.phase}: acknowledged ${ms} ms after`);
     }
+    note(
+      `${moved.map((p) => `${label(p.plan.authority)} ${p.phase}`).join(', ')}: acknowledged (${[...acks.values()].map((x) => x.ms).join(', ')} ms)`,
+    );
     await waitFor(
       () => {
         const view = trustSnapshot(d);
@@ -229,14 +237,16 @@ async function drive(
         },
       },
     );
+    note('trust as the phases say');
     await newConnections(d, c, moved.map((p) => `${label(p.plan.authority)} ${p.phase}`).join(', '));
+    note('new connections through every proxy and gateway');
   };
 
   for (const p of progress) {
-    await rotateNow(d.ca, 'start', p.plan.authority);
+    const started = await rotateNow(d.ca, 'start', p.plan.authority);
     changes.push({ what: `${label(p.plan.authority)} started`, at: Date.now() });
-    const { phase } = await rotationStatus(d.ca, p.plan.authority);
-    assert.equal(phase, 'init', `${label(p.plan.authority)} after start`);
+    assert.equal(started.to, 'init', `${label(p.plan.authority)} after start`);
+    note(`${label(p.plan.authority)} started (init)`);
   }
   await settle(progress);
 
@@ -247,15 +257,16 @@ async function drive(
       const step = p.plan.steps[k]!;
       const want = nextPhase(p, step);
       if (step === 'rollback') {
-        await rotateNow(d.ca, 'rollback', p.plan.authority);
+        const r = await rotateNow(d.ca, 'rollback', p.plan.authority);
+        assert.equal(r.to, want, `${label(p.plan.authority)} after rollback`);
         p.rolledBack = true;
         p.phase = want;
-        t.diagnostic(`${label(p.plan.authority)} rolled back`);
+        note(`${label(p.plan.authority)} rolled back`);
       } else {
         const r = await advance(d.ca, p.plan.authority);
         assert.equal(r.phase, want, `${label(p.plan.authority)} after next`);
         p.phase = want;
-        t.diagnostic(
+        note(
           `${label(p.plan.authority)} → ${want} after ${r.ms} ms, ${r.refusals} refusals` +
             (r.lastRefusal ? ` (last: ${r.lastRefusal.slice(0, 160)})` : ''),
         );
@@ -314,8 +325,11 @@ test('every CA of the org and of the instance rotated through all four phases wh
       steps: ['next', 'next', 'next'] as Step[],
     }));
     const changes = await drive(t, d, c, plans);
-    for (const p of plans) {
-      assert.equal((await rotationStatus(d.ca, p.authority)).phase, 'standby', label(p.authority));
+    for (const [a, st] of await statusesOf(
+      d.ca,
+      plans.map((p) => p.authority),
+    )) {
+      assert.equal(st.phase, 'standby', label(a));
     }
     const { streams, mib } = await assertTraffic(traffic, changes);
     t.diagnostic(`${streams} overlapping streams, ${mib.toFixed(1)} MiB, all byte-exact`);
@@ -338,8 +352,11 @@ test('rotations rolled back from init, update_clients and update_servers end on 
       ...from(['org/gateway-server', 'instance/proxy-pki-server'], ['next', 'next', 'rollback', 'next']),
     ];
     const changes = await drive(t, d, c, plans);
-    for (const p of plans) {
-      assert.equal((await rotationStatus(d.ca, p.authority)).phase, 'standby', label(p.authority));
+    for (const [a, st] of await statusesOf(
+      d.ca,
+      plans.map((p) => p.authority),
+    )) {
+      assert.equal(st.phase, 'standby', label(a));
     }
     const { streams, mib } = await assertTraffic(traffic, changes);
     t.diagnostic(`${streams} overlapping streams, ${mib.toFixed(1)} MiB, all byte-exact`);
@@ -356,17 +373,17 @@ test('a gateway stopped during update_clients and started after standby is told 
     const gw2 = d.gateways[1]!;
     await rotateNow(d.ca, 'start', a);
     const changes = [{ what: 'the rotation started', at: Date.now() }];
-    await acknowledged(d.ca, a);
+    await acknowledged(d.ca, [a]);
     assert.equal((await advance(d.ca, a)).phase, 'update_clients');
     changes.push({ what: 'update_clients', at: Date.now() });
-    await acknowledged(d.ca, a);
+    await acknowledged(d.ca, [a]);
 
     await gw2.stop();
     // gw-2 is listed offline (after the silence the CA allows), not waited for.
     const moved = await advance(d.ca, a, { timeoutMs: 120_000 });
     assert.equal(moved.phase, 'update_servers');
     changes.push({ what: 'update_servers', at: Date.now() });
-    const { status } = await acknowledged(d.ca, a);
+    const { status } = (await acknowledged(d.ca, [a])).get(a)!;
     assert.ok(
       status.offline.some((id) => id.includes('gw-2')),
       `gw-2 listed offline: ${JSON.stringify(status)}`,
@@ -407,7 +424,20 @@ test('a gateway stopped during update_clients and started after standby is told 
       await new Promise((res) => setTimeout(res, 5000));
       assert.ok(missed() <= first + 1, `gw-2 does not retry in a loop (${first} → ${missed()} mentions)`);
       assert.equal(await gw2.tunnelsUp(), 0, 'gw-2 holds no tunnel');
+      t.diagnostic(`gw-2 stays up, /readyz 503 E_ROTATION_MISSED, ${missed()} log mentions`);
+      await gw2.stop();
     }
+    // Started once more (systemd, an operator), it refuses at once, still naming the missed rotation, not as if
+    // an operator had revoked it.
+    const again = gw2.log().length;
+    gw2.spawn();
+    const second = await Promise.race([gw2.exited, sleep(30_000).then(() => undefined)]);
+    const output = gw2.log().slice(again);
+    if (!second) await gw2.kill();
+    assert.ok(second, `gw-2 started once more exits instead of running on:\n${gw2.tail()}`);
+    assert.notEqual(second.code, 0, `gw-2 started once more fails:\n${output}`);
+    assert.match(output, /E_ROTATION_MISSED/, `gw-2 started once more names the missed rotation:\n${output}`);
+    t.diagnostic(`gw-2 started once more exited ${second.signal ?? second.code}`);
     assert.equal(await d.gateways[0]!.tunnelsUp(), d.proxies.length, 'gw-1 carries on');
     await newConnections(d, c, 'after gw-2 was refused', [d.gateways[0]!]);
     const { streams, mib } = await assertTraffic(traffic, changes);

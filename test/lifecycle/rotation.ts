@@ -60,11 +60,30 @@ export function rotate(
   return ca.cliResult(['rotate', verb, ...scopeArgs(a), '--authority', a.name, ...extra]);
 }
 
+/** What `rotate start|next|rollback --json` prints: the move, and the status after it. */
+export interface RotationChange {
+  authority: string;
+  from: string;
+  to: string;
+  status: RotationStatus;
+}
+
+function changeOf(r: CliResult, what: string): RotationChange {
+  const c = JSON.parse(r.stdout) as RotationChange;
+  if (typeof c.to !== 'string') throw new Error(`${what} printed no phase: ${r.stdout}`);
+  return c;
+}
+
 /** `rotate start|rollback`, which must succeed at once. */
-export async function rotateNow(ca: CaHandle, verb: 'start' | 'rollback', a: Authority, extra: string[] = []) {
+export async function rotateNow(
+  ca: CaHandle,
+  verb: 'start' | 'rollback',
+  a: Authority,
+  extra: string[] = [],
+): Promise<RotationChange> {
   const r = await rotate(ca, verb, a, extra);
   if (r.code !== 0) throw new Error(`rotate ${verb} ${label(a)} exited ${r.code}: ${r.stdout}${r.stderr}`);
-  return r;
+  return changeOf(r, `rotate ${verb} ${label(a)}`);
 }
 
 /** Every row of `rotate status --json` for the authority's scope (one authority when `a.name` is given). */
@@ -83,6 +102,22 @@ export async function rotationStatus(ca: CaHandle, a: Authority): Promise<Rotati
   return row;
 }
 
+/** The status of several authorities, one `rotate status` per scope. */
+export async function statusesOf(ca: CaHandle, as: Authority[]): Promise<Map<Authority, RotationStatus>> {
+  const out = new Map<Authority, RotationStatus>();
+  for (const scope of ['instance', 'org'] as const) {
+    const mine = as.filter((a) => a.scope === scope);
+    if (mine.length === 0) continue;
+    const rows = await rotationStatuses(ca, { scope });
+    for (const a of mine) {
+      const row = rows.find((r) => r.authority === a.name);
+      if (!row) throw new Error(`rotate status has no row for ${label(a)}: ${JSON.stringify(rows)}`);
+      out.set(a, row);
+    }
+  }
+  return out;
+}
+
 export interface Advanced {
   /** From the first `next` until the one that succeeded. */
   ms: number;
@@ -90,22 +125,26 @@ export interface Advanced {
   refusals: number;
   /** The last refusal's text (what it waited for). */
   lastRefusal: string;
-  /** The phase `status` reports right after. */
+  /** The phase it moved to. */
   phase: string;
 }
 
-/**
- * `rotate next` until the CA allows it: refusals must name E_ROTATION_PENDING (anything else fails at once).
- * Then the phase from `status`.
- */
-export async function advance(ca: CaHandle, a: Authority, o: { timeoutMs?: number } = {}): Promise<Advanced> {
+/** `rotate next` until the CA allows it: refusals must name E_ROTATION_PENDING (anything else fails at once). */
+export async function advance(
+  ca: CaHandle,
+  a: Authority,
+  o: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<Advanced> {
   const start = Date.now();
   const deadline = start + (o.timeoutMs ?? 90_000);
   let refusals = 0;
   let lastRefusal = '';
   for (;;) {
     const r = await rotate(ca, 'next', a);
-    if (r.code === 0) break;
+    if (r.code === 0) {
+      const { to } = changeOf(r, `rotate next ${label(a)}`);
+      return { ms: Date.now() - start, refusals, lastRefusal, phase: to };
+    }
     const text = `${r.stdout}${r.stderr}`.trim();
     if (!/E_ROTATION_PENDING/.test(text)) {
       throw new Error(`rotate next ${label(a)} exited ${r.code} without E_ROTATION_PENDING: ${text}`);
@@ -115,27 +154,32 @@ export async function advance(ca: CaHandle, a: Authority, o: { timeoutMs?: numbe
     if (Date.now() > deadline) {
       throw new Error(`rotate next ${label(a)} still refused after ${Date.now() - start} ms: ${text}`);
     }
-    await sleep(1000);
+    await sleep(o.intervalMs ?? 1000);
   }
-  const ms = Date.now() - start;
-  const { phase } = await rotationStatus(ca, a);
-  return { ms, refusals, lastRefusal, phase };
 }
 
-/** Polls `status` until nobody is pending for `a` (offline components are not waited for). ms from the call. */
+/**
+ * Polls `status` until nobody is pending for any of `as` (offline components are not waited for): the ms
+ * from the call until each was seen acknowledged, and its last status.
+ */
 export async function acknowledged(
   ca: CaHandle,
-  a: Authority,
+  as: Authority[],
   o: { timeoutMs?: number; intervalMs?: number } = {},
-): Promise<{ ms: number; status: RotationStatus }> {
+): Promise<Map<Authority, { ms: number; status: RotationStatus }>> {
   const start = Date.now();
   const deadline = start + (o.timeoutMs ?? 60_000);
-  let last: RotationStatus | undefined;
+  const done = new Map<Authority, { ms: number; status: RotationStatus }>();
   for (;;) {
-    last = await rotationStatus(ca, a);
-    if (Array.isArray(last.pending) && last.pending.length === 0) return { ms: Date.now() - start, status: last };
+    const waiting = as.filter((a) => !done.has(a));
+    const rows = await statusesOf(ca, waiting);
+    for (const [a, status] of rows) {
+      if (Array.isArray(status.pending) && status.pending.length === 0) done.set(a, { ms: Date.now() - start, status });
+    }
+    if (done.size === as.length) return done;
     if (Date.now() > deadline) {
-      throw new Error(`${label(a)}: still pending after ${Date.now() - start} ms: ${JSON.stringify(last)}`);
+      const left = [...rows].filter(([a]) => !done.has(a)).map(([a, s]) => `${label(a)}: ${JSON.stringify(s)}`);
+      throw new Error(`still pending after ${Date.now() - start} ms:\n${left.join('\n')}`);
     }
     await sleep(o.intervalMs ?? 250);
   }
