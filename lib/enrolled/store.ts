@@ -137,6 +137,26 @@ export class EnrolledStore {
       .run(version);
   }
 
+  /**
+   * The CA's word that this component missed a rotation (E_ROTATION_MISSED), kept so that a restart says so
+   * again instead of a plain "revoked"; undefined when it did not.
+   */
+  rotationMissed(): string | undefined {
+    const row = this.db.prepare('SELECT rotation_missed FROM feed WHERE id = 1').get() as
+      | { rotation_missed: string | null }
+      | undefined;
+    return row?.rotation_missed ?? undefined;
+  }
+
+  setRotationMissed(reason: string): void {
+    this.db
+      .prepare(
+        'INSERT INTO feed (id, seq, rotation_missed) VALUES (1, 0, ?) ' +
+          'ON CONFLICT (id) DO UPDATE SET rotation_missed = excluded.rotation_missed',
+      )
+      .run(reason);
+  }
+
   setFeedSeq(seq: number): void {
     this.db
       .prepare('INSERT INTO feed (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq')

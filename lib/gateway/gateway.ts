@@ -187,6 +187,8 @@ export class Gateway {
   }
 
   start(): void {
+    const missed = this.#hooks.store?.rotationMissed();
+    if (missed !== undefined) throw new GatewayError('E_ROTATION_MISSED', missed);
     if (this.revoked.has('gateway', this.#state.gatewayId, this.#state.orgId)) {
       throw new GatewayError('E_SUBJECT_REVOKED', `gateway ${this.#state.gatewayId} has been revoked`);
     }
@@ -335,8 +337,9 @@ export class Gateway {
   #enterRevoked(reason: string): void {
     if (this.#revokedSelf) return;
     this.#revokedSelf = reason;
-    // Remembered, so a restart exits (EXIT_REVOKED) instead of serving again.
+    // Remembered, so a restart exits (EXIT_REVOKED) instead of serving again, naming a missed rotation as such.
     this.#hooks.store?.addRevocation({ kind: 'gateway', subject: this.#state.gatewayId, orgId: this.#state.orgId });
+    if (reason.startsWith('E_ROTATION_MISSED')) this.#hooks.store?.setRotationMissed(reason);
     this.#hooks.log.error(
       { gatewayId: this.#state.gatewayId, reason },
       'this gateway is revoked: closing every tunnel',

@@ -83,6 +83,12 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     name: 'rotation version',
     sql: 'ALTER TABLE feed ADD COLUMN rotation TEXT;',
   },
+  {
+    version: 4,
+    // Why the CA refused this gateway for good after a rotation (lib/enrolled/store.ts rotationMissed).
+    name: 'rotation missed',
+    sql: 'ALTER TABLE feed ADD COLUMN rotation_missed TEXT;',
+  },
 ];
 
 export interface ProxyRecord {

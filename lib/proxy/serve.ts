@@ -267,6 +267,11 @@ export async function serve(
   const lock = holdStateDirectory(path, 'proxy', 'serve');
   const store = ProxyStore.open(path);
   let state: ProxyState = store.load();
+  const missed = store.rotationMissed();
+  if (missed !== undefined) {
+    store.close();
+    throw new GatewayError('E_ROTATION_MISSED', missed);
+  }
   const self = store
     .revocations()
     .find((r) => r.kind === 'proxy' && r.subject === state.proxyId && r.orgId === state.orgId);
@@ -296,6 +301,7 @@ export async function serve(
       'this proxy is revoked: closing its listeners, tunnels and streams',
     );
     store.addRevocation({ kind: 'proxy', subject: state.proxyId, orgId: state.orgId });
+    if (reason.startsWith('E_ROTATION_MISSED')) store.setRotationMissed(reason);
     renewal.stop();
     void feed?.stop();
     void proxy.stop();

@@ -56,6 +56,12 @@ export const PROXY_MIGRATIONS: readonly Migration[] = [
     name: 'rotation version',
     sql: 'ALTER TABLE feed ADD COLUMN rotation TEXT;',
   },
+  {
+    version: 3,
+    // Why the CA refused this proxy for good after a rotation (lib/enrolled/store.ts rotationMissed).
+    name: 'rotation missed',
+    sql: 'ALTER TABLE feed ADD COLUMN rotation_missed TEXT;',
+  },
 ];
 
 /** Everything `serve` needs, as enrollment or renewal left it. */

@@ -34,7 +34,10 @@ import {
 import { assertByteExact, startTarget, type Target, type TransferResult, transfer } from './transfer.js';
 
 export interface DeploymentOptions {
+  /** Instance proxies (proxy-1, proxy-2, …; default 2). */
   proxies?: number;
+  /** Org proxies of the deployment's org, after the instance ones (org-proxy-1, …; default 0). */
+  orgProxies?: number;
   gateways?: number;
   /** Extra `serve` flags, e.g. ['--revocation-poll', '1s'] (each handle's `args` can also be edited before restart). */
   caArgs?: string[];
@@ -167,7 +170,10 @@ export async function startDeployment(o: DeploymentOptions = {}): Promise<Deploy
     // In parallel (enrollment and start-up are most of the time), in id order.
     const ids = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
     proxies.push(
-      ...(await Promise.all(ids(o.proxies ?? 2, 'proxy').map((id) => startProxy(site, ca, id, o.proxyArgs ?? [])))),
+      ...(await Promise.all([
+        ...ids(o.proxies ?? 2, 'proxy').map((id) => startProxy(site, ca, id, o.proxyArgs ?? [])),
+        ...ids(o.orgProxies ?? 0, 'org-proxy').map((id) => startProxy(site, ca, id, o.proxyArgs ?? [], ORG)),
+      ])),
     );
     gateways.push(
       ...(await Promise.all(

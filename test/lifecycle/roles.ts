@@ -47,6 +47,7 @@ export interface CaHandle extends Daemon {
 
 export interface ProxyHandle extends Daemon {
   proxyId: string;
+  scope: 'instance' | 'org';
   sshPort: number;
   tlsPort: number;
 }
@@ -157,8 +158,17 @@ export async function createIdentity(
   return { identityId: id, clientId: String(created['clientId']), secretFile, org };
 }
 
-/** An instance proxy: `enroll` with the admin credential, then `serve` (waits for /readyz 200). */
-export async function startProxy(site: Site, ca: CaHandle, proxyId: string, extra: string[]): Promise<ProxyHandle> {
+/**
+ * A proxy, then `serve` (waits for /readyz 200). An instance proxy enrolls with the admin credential; an org
+ * proxy (`org` given: it serves that org only, under the org's own proxy CAs) with a one-time token.
+ */
+export async function startProxy(
+  site: Site,
+  ca: CaHandle,
+  proxyId: string,
+  extra: string[],
+  org?: string,
+): Promise<ProxyHandle> {
   const [sshPort, tlsPort, opsPort] = [await freePort(), await freePort(), await freePort()];
   const stateDir = join(site.dir, proxyId);
   const p = Object.assign(
@@ -183,20 +193,26 @@ export async function startProxy(site: Site, ca: CaHandle, proxyId: string, extr
         ...extra,
       ],
     }),
-    { proxyId, sshPort, tlsPort },
+    { proxyId, sshPort, tlsPort, scope: org === undefined ? 'instance' : 'org' },
   ) as ProxyHandle;
   site.all.push(p);
+  const credential =
+    org === undefined
+      ? ['--admin-client-id', ca.adminClientId, '--client-secret-file', ca.adminSecretFile, '--scope', 'instance']
+      : [
+          '--token',
+          String((await ca.cli(['token', '--org', org, '--kind', 'proxy', '--subject', proxyId]))['token']),
+          '--scope',
+          'org',
+          '--org',
+          org,
+        ];
   await runOnce(p, [
     'enroll',
     '--state-dir',
     stateDir,
     ...ca.pinned(),
-    '--admin-client-id',
-    ca.adminClientId,
-    '--client-secret-file',
-    ca.adminSecretFile,
-    '--scope',
-    'instance',
+    ...credential,
     '--proxy-id',
     proxyId,
     '--hostname',
