@@ -190,6 +190,14 @@ export class InnerServer {
       this.#opts.handshakeTimeoutMs ?? 10_000,
     );
     socket.once('close', () => clearTimeout(timer));
+    // End of stream from the platform before the handshake finished (it gave up; the proxy passes a half-close
+    // on as a channel EOF): the handshake can never complete, so the channel goes now, not at the timeout.
+    channel.once('end', () => {
+      if (!secured && !closing) {
+        closing = true;
+        cleanup();
+      }
+    });
     socket.once('secure', () => {
       secured = true;
       settle();
