@@ -243,18 +243,21 @@ async function drive(
     note('new connections through every proxy and gateway');
   };
 
-  for (const p of progress) {
-    const started = await rotateNow(d.ca, 'start', p.plan.authority);
-    changes.push({ what: `${label(p.plan.authority)} started`, at: Date.now() });
-    assert.equal(started.to, 'init', `${label(p.plan.authority)} after start`);
-    note(`${label(p.plan.authority)} started (init)`);
-  }
+  // Each step is taken for every plan at once (one CLI each, as several operators might).
+  await Promise.all(
+    progress.map(async (p) => {
+      const started = await rotateNow(d.ca, 'start', p.plan.authority);
+      changes.push({ what: `${label(p.plan.authority)} started`, at: Date.now() });
+      assert.equal(started.to, 'init', `${label(p.plan.authority)} after start`);
+      note(`${label(p.plan.authority)} started (init)`);
+    }),
+  );
   await settle(progress);
 
   const steps = Math.max(...plans.map((p) => p.steps.length));
   for (let k = 0; k < steps; k++) {
     const moved = progress.filter((p) => p.plan.steps[k] !== undefined);
-    for (const p of moved) {
+    const move = async (p: Progress) => {
       const step = p.plan.steps[k]!;
       const want = nextPhase(p, step);
       if (step === 'rollback') {
@@ -273,7 +276,8 @@ async function drive(
         );
       }
       changes.push({ what: `${label(p.plan.authority)} moved to ${p.phase}`, at: Date.now() });
-    }
+    };
+    await Promise.all(moved.map(move));
     await settle(moved);
   }
 
