@@ -4,7 +4,7 @@
  *   1. every CA of the org and of the instance rotated init → update_clients → update_servers → standby, in
  *      lockstep, while checksummed streams flow without a break;
  *   2. rotations rolled back from init, from update_clients and from update_servers, then finished on the
- *      old CA, the same way;
+ *      old CA, the same way, while another CA rotates in automatic mode (--grace);
  *   3. a gateway stopped during update_clients and started after standby is told E_ROTATION_MISSED and stops,
  *      instead of hanging or retrying; one away for standby only catches up by itself.
  * Throughout: a new stream and a ping through every proxy to every gateway in each phase; no stream fails, no
@@ -198,6 +198,8 @@ async function drive(
   d: Deployment,
   c: ConnectHandle,
   plans: Plan[],
+  /** Authorities rotating meanwhile on their own (automatic mode): not checked here. */
+  others: Authority[] = [],
 ): Promise<{ what: string; at: number }[]> {
   const before = trustSnapshot(d);
   const progress: Progress[] = plans.map((plan) => {
@@ -291,7 +293,7 @@ async function drive(
     else if (p.old.length) assert.notDeepEqual(keys, p.old, `${label(p.plan.authority)}: on a new CA`);
   }
   // Authorities not rotated are untouched.
-  const rotated = new Set(plans.map((p) => label(p.authority)));
+  const rotated = new Set([...plans.map((p) => label(p.authority)), ...others.map(label)]);
   for (const [key, v] of Object.entries(before)) {
     if (!rotated.has(key)) assert.deepEqual(after[key], v, `${key} was not rotated and must not change`);
   }
@@ -343,7 +345,7 @@ test('every CA of the org and of the instance rotated through all four phases wh
   });
 });
 
-test('rotations rolled back from init, update_clients and update_servers end on the old CA', async (t) => {
+test('rotations rolled back from init, update_clients and update_servers end on the old CA; one rotates by itself', async (t) => {
   const { d, c, traffic } = await deployment(t);
   await withTails(d, async () => {
     const pids = pidsOf(d);
@@ -356,7 +358,29 @@ test('rotations rolled back from init, update_clients and update_servers end on 
       ...from(['org/proxy-ssh-client', 'instance/proxy-ssh-server'], ['next', 'rollback', 'next']),
       ...from(['org/gateway-server'], ['next', 'next', 'rollback', 'next']),
     ];
-    const changes = await drive(t, d, c, plans);
+    // Meanwhile one CA rotates in automatic mode: the CA daemon walks its phases, each lasting the grace.
+    const auto: Authority = { scope: 'org', name: 'proxy-pki-server' };
+    const [autoOld] = keysOf(trustSnapshot(d), auto);
+    assert.equal((await rotateNow(d.ca, 'start', auto, ['--grace', '3s'])).to, 'init');
+    const changes = await drive(t, d, c, plans, [auto]);
+    const autoDone = await waitFor(
+      async () => {
+        const st = (await statusesOf(d.ca, [auto])).get(auto)!;
+        return st.phase === 'standby' && st;
+      },
+      { what: `${label(auto)} to reach standby by itself`, timeoutMs: 90_000, intervalMs: 1000 },
+    );
+    assert.deepEqual(autoDone.pending, []);
+    await waitFor(
+      () => {
+        const keys = keysOf(trustSnapshot(d), auto);
+        return keys.length === 1 && keys[0] !== autoOld;
+      },
+      { what: `the fleet on ${label(auto)}'s new CA alone`, timeoutMs: 20_000 },
+    );
+    await newConnections(d, c, `${label(auto)} rotated automatically`);
+    changes.push({ what: `${label(auto)} standby (automatic)`, at: Date.now() });
+    t.diagnostic(`${label(auto)} walked init → standby by itself (--grace 3s)`);
     for (const [a, st] of await statusesOf(
       d.ca,
       plans.map((p) => p.authority),
