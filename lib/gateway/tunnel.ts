@@ -73,6 +73,12 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   #lastError: Error | undefined;
   /** The port the proxy bound our forward to (its choice, since we ask for 0). */
   #boundPort = 0;
+  /**
+   * Streams that arrived before anyone listened for them: the proxy routes new streams to a tunnel as soon as it
+   * grants the forward (newest first), which is before open() resolves and the pool adopts the tunnel. Held
+   * here and delivered to the first 'channel' listener, instead of being accepted and then left unanswered.
+   */
+  #early: [ClientChannel, TcpConnectionDetails][] = [];
 
   private constructor(client: Client, opts: TunnelOptions) {
     super();
@@ -95,7 +101,17 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
         this.#channels.delete(channel);
         if (this.#draining && this.#channels.size === 0) this.close();
       });
-      this.emit('channel', channel, info);
+      if (this.listenerCount('channel') === 0) this.#early.push([channel, info]);
+      else this.emit('channel', channel, info);
+    });
+    // 'newListener' is EventEmitter's own event, outside TunnelEvents.
+    (this as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event !== 'channel' || this.#early.length === 0) return;
+      const early = this.#early.splice(0);
+      // 'newListener' comes before the listener is added: deliver once it is.
+      queueMicrotask(() => {
+        for (const [channel, info] of early) if (!channel.destroyed) this.emit('channel', channel, info);
+      });
     });
   }
 

@@ -88,6 +88,23 @@ describe('Tunnel', () => {
     await until(() => t.closed);
   });
 
+  it('holds a stream that arrives before anyone listens (the proxy routes to a new tunnel at once)', async () => {
+    // A proxy sends new streams to the newest tunnel as soon as it grants the forward, before the pool has
+    // adopted it (during every renewal's make-before-break): the stream must wait for the listener, not be
+    // accepted and then left unanswered.
+    const p = await proxy();
+    const t = await Tunnel.open(tunnelOpts(p));
+    const reply = roundTrip(p, 'early stream');
+    await new Promise((r) => setTimeout(r, 100));
+    t.on('channel', echo);
+    assert.equal(
+      await Promise.race([reply, new Promise((r) => setTimeout(() => r('(no answer within 5 s)'), 5000))]),
+      'early stream',
+    );
+    t.close();
+    await until(() => t.closed);
+  });
+
   it('refuses a proxy whose host cert comes from another CA', async () => {
     const p = new FakeProxy(world, 'proxy-a.test');
     p.useHostCert(sshParty(), ['proxy-a.test']);

@@ -4,9 +4,9 @@
  *   1. every CA of the org and of the instance rotated init → update_clients → update_servers → standby, in
  *      lockstep, while checksummed streams flow without a break;
  *   2. rotations rolled back from init, from update_clients and from update_servers, then finished on the
- *      old CA, the same way;
+ *      old CA, the same way, while another CA rotates in automatic mode (--grace);
  *   3. a gateway stopped during update_clients and started after standby is told E_ROTATION_MISSED and stops,
- *      instead of hanging or retrying.
+ *      instead of hanging or retrying; one away for standby only catches up by itself.
  * Throughout: a new stream and a ping through every proxy to every gateway in each phase; no stream fails, no
  * component restarts. What the fleet signs with and trusts is read from the components' own state (trustSnapshot)
  * after each phase: both CAs trusted until standby, the new one alone after it (the old one after a rollback).
@@ -18,6 +18,7 @@ import {
   type ConnectHandle,
   type Daemon,
   type Deployment,
+  type GatewayHandle,
   startDeployment,
   waitFor,
 } from './deploy.js';
@@ -197,6 +198,8 @@ async function drive(
   d: Deployment,
   c: ConnectHandle,
   plans: Plan[],
+  /** Authorities rotating meanwhile on their own (automatic mode): not checked here. */
+  others: Authority[] = [],
 ): Promise<{ what: string; at: number }[]> {
   const before = trustSnapshot(d);
   const progress: Progress[] = plans.map((plan) => {
@@ -242,18 +245,21 @@ async function drive(
     note('new connections through every proxy and gateway');
   };
 
-  for (const p of progress) {
-    const started = await rotateNow(d.ca, 'start', p.plan.authority);
-    changes.push({ what: `${label(p.plan.authority)} started`, at: Date.now() });
-    assert.equal(started.to, 'init', `${label(p.plan.authority)} after start`);
-    note(`${label(p.plan.authority)} started (init)`);
-  }
+  // Each step is taken for every plan at once (one CLI each, as several operators might).
+  await Promise.all(
+    progress.map(async (p) => {
+      const started = await rotateNow(d.ca, 'start', p.plan.authority);
+      changes.push({ what: `${label(p.plan.authority)} started`, at: Date.now() });
+      assert.equal(started.to, 'init', `${label(p.plan.authority)} after start`);
+      note(`${label(p.plan.authority)} started (init)`);
+    }),
+  );
   await settle(progress);
 
   const steps = Math.max(...plans.map((p) => p.steps.length));
   for (let k = 0; k < steps; k++) {
     const moved = progress.filter((p) => p.plan.steps[k] !== undefined);
-    for (const p of moved) {
+    const move = async (p: Progress) => {
       const step = p.plan.steps[k]!;
       const want = nextPhase(p, step);
       if (step === 'rollback') {
@@ -272,7 +278,8 @@ async function drive(
         );
       }
       changes.push({ what: `${label(p.plan.authority)} moved to ${p.phase}`, at: Date.now() });
-    }
+    };
+    await Promise.all(moved.map(move));
     await settle(moved);
   }
 
@@ -286,7 +293,7 @@ async function drive(
     else if (p.old.length) assert.notDeepEqual(keys, p.old, `${label(p.plan.authority)}: on a new CA`);
   }
   // Authorities not rotated are untouched.
-  const rotated = new Set(plans.map((p) => label(p.authority)));
+  const rotated = new Set([...plans.map((p) => label(p.authority)), ...others.map(label)]);
   for (const [key, v] of Object.entries(before)) {
     if (!rotated.has(key)) assert.deepEqual(after[key], v, `${key} was not rotated and must not change`);
   }
@@ -299,8 +306,8 @@ function selected(all: Authority[]): Authority[] {
   return only ? all.filter((a) => only.includes(label(a))) : all;
 }
 
-async function deployment(t: { after(fn: () => Promise<void>): void }) {
-  const d = await startDeployment({ proxies: 1, orgProxies: 1, gateways: 2, caArgs: CA_ARGS });
+async function deployment(t: { after(fn: () => Promise<void>): void }, gateways = 2) {
+  const d = await startDeployment({ proxies: 1, orgProxies: 1, gateways, caArgs: CA_ARGS });
   t.after(() => d.close());
   const c = await d.connect({ gateway: d.gateways[0]! });
   const traffic = rollingTraffic({ port: () => c.port, target: d.target, rate: MiB, streamMs: 6000, everyMs: 2000 });
@@ -338,7 +345,7 @@ test('every CA of the org and of the instance rotated through all four phases wh
   });
 });
 
-test('rotations rolled back from init, update_clients and update_servers end on the old CA', async (t) => {
+test('rotations rolled back from init, update_clients and update_servers end on the old CA; one rotates by itself', async (t) => {
   const { d, c, traffic } = await deployment(t);
   await withTails(d, async () => {
     const pids = pidsOf(d);
@@ -351,7 +358,29 @@ test('rotations rolled back from init, update_clients and update_servers end on 
       ...from(['org/proxy-ssh-client', 'instance/proxy-ssh-server'], ['next', 'rollback', 'next']),
       ...from(['org/gateway-server'], ['next', 'next', 'rollback', 'next']),
     ];
-    const changes = await drive(t, d, c, plans);
+    // Meanwhile one CA rotates in automatic mode: the CA daemon walks its phases, each lasting the grace.
+    const auto: Authority = { scope: 'org', name: 'proxy-pki-server' };
+    const [autoOld] = keysOf(trustSnapshot(d), auto);
+    assert.equal((await rotateNow(d.ca, 'start', auto, ['--grace', '3s'])).to, 'init');
+    const changes = await drive(t, d, c, plans, [auto]);
+    const autoDone = await waitFor(
+      async () => {
+        const st = (await statusesOf(d.ca, [auto])).get(auto)!;
+        return st.phase === 'standby' && st;
+      },
+      { what: `${label(auto)} to reach standby by itself`, timeoutMs: 90_000, intervalMs: 1000 },
+    );
+    assert.deepEqual(autoDone.pending, []);
+    await waitFor(
+      () => {
+        const keys = keysOf(trustSnapshot(d), auto);
+        return keys.length === 1 && keys[0] !== autoOld;
+      },
+      { what: `the fleet on ${label(auto)}'s new CA alone`, timeoutMs: 20_000 },
+    );
+    await newConnections(d, c, `${label(auto)} rotated automatically`);
+    changes.push({ what: `${label(auto)} standby (automatic)`, at: Date.now() });
+    t.diagnostic(`${label(auto)} walked init → standby by itself (--grace 3s)`);
     for (const [a, st] of await statusesOf(
       d.ca,
       plans.map((p) => p.authority),
@@ -365,37 +394,82 @@ test('rotations rolled back from init, update_clients and update_servers end on 
   });
 });
 
-test('a gateway stopped during update_clients and started after standby is told E_ROTATION_MISSED', async (t) => {
-  const { d, c, traffic } = await deployment(t);
+test('a gateway away since update_clients is told E_ROTATION_MISSED; one away only for standby catches up', async (t) => {
+  const { d, c, traffic } = await deployment(t, 3);
   await withTails(d, async () => {
     const pids = pidsOf(d);
-    const a: Authority = { scope: 'org', name: 'gateway-server' };
-    const gw2 = d.gateways[1]!;
-    await rotateNow(d.ca, 'start', a);
-    const changes = [{ what: 'the rotation started', at: Date.now() }];
-    await acknowledged(d.ca, [a]);
-    assert.equal((await advance(d.ca, a)).phase, 'update_clients');
-    changes.push({ what: 'update_clients', at: Date.now() });
-    await acknowledged(d.ca, [a]);
+    const note = (msg: string) => t.diagnostic(`${new Date().toISOString().slice(11, 23)} ${msg}`);
+    // The gateways' TLS CA (a gateway away for it cannot authenticate any more) and the proxies' host CA (which
+    // a returning gateway learns anew when it renews).
+    const tls: Authority = { scope: 'org', name: 'gateway-server' };
+    const host: Authority = { scope: 'instance', name: 'proxy-ssh-server' };
+    const both = [tls, host];
+    const [gw1, gw2, gw3] = d.gateways as [GatewayHandle, GatewayHandle, GatewayHandle];
+    const oldHost = keysOf(trustSnapshot(d), host);
+    const changes: { what: string; at: number }[] = [];
+    const step = async (phase: string, o: { timeoutMs?: number } = {}) => {
+      for (const a of both) {
+        if (phase === 'init') await rotateNow(d.ca, 'start', a);
+        else {
+          const r = await advance(d.ca, a, o);
+          assert.equal(r.phase, phase, label(a));
+          if (r.refusals > 0)
+            note(`${label(a)} → ${phase}: refused ${r.refusals}×, last: ${r.lastRefusal.slice(0, 300)}`);
+        }
+      }
+      changes.push({ what: phase, at: Date.now() });
+      note(`${phase}`);
+      const acks = await acknowledged(d.ca, both);
+      note(`${phase} acknowledged`);
+      return acks;
+    };
+    await step('init');
+    await step('update_clients');
 
     await gw2.stop();
     // gw-2 is listed offline (after the silence the CA allows), not waited for.
-    const moved = await advance(d.ca, a, { timeoutMs: 120_000 });
-    assert.equal(moved.phase, 'update_servers');
-    changes.push({ what: 'update_servers', at: Date.now() });
-    const { status } = (await acknowledged(d.ca, [a])).get(a)!;
-    assert.ok(
-      status.offline.some((id) => id.includes('gw-2')),
-      `gw-2 listed offline: ${JSON.stringify(status)}`,
+    const acks = await step('update_servers', { timeoutMs: 120_000 });
+    for (const a of both) {
+      const { status } = acks.get(a)!;
+      assert.ok(
+        status.offline.some((id) => id.includes('gw-2')),
+        `gw-2 listed offline: ${JSON.stringify(status)}`,
+      );
+      assert.ok(!status.offline.some((id) => /gw-[13]/.test(id)), `gw-1, gw-3 online: ${JSON.stringify(status)}`);
+    }
+    // gw-3 acknowledged update_servers (renewed from the new TLS CA), then is away while the host CA goes to
+    // standby. (Each move changes the rotation version of every gateway, so a gateway away for one move is
+    // waited for, until offline, by the next move of any rotation: the host CA moves alone here.)
+    await gw3.stop();
+    assert.equal((await advance(d.ca, host)).phase, 'standby');
+    changes.push({ what: `${label(host)} standby`, at: Date.now() });
+    note(`${label(host)} standby`);
+    await newConnections(d, c, `${label(host)} standby without gw-2 and gw-3`, [gw1]);
+
+    // gw-3 comes back and catches up by itself: it renews, trusts the new host CA alone and reaches every proxy.
+    await gw3.start();
+    note('gw-3 started again');
+    await gw3.waitTunnels(d.proxies.length, 60_000);
+    note('gw-3 has a tunnel to every proxy');
+    await waitFor(
+      () => {
+        const keys = keysOf(trustSnapshot(d, { gateways: [gw3] }), host);
+        return keys.length === 1 && keys[0] !== oldHost[0];
+      },
+      { what: 'gw-3 to trust the new proxy host CA alone', timeoutMs: 30_000 },
     );
-    assert.ok(!status.offline.some((id) => id.includes('gw-1')), `gw-1 is not offline: ${JSON.stringify(status)}`);
-    assert.equal((await advance(d.ca, a, { timeoutMs: 120_000 })).phase, 'standby');
-    changes.push({ what: 'standby', at: Date.now() });
-    await newConnections(d, c, 'standby without gw-2');
+    await newConnections(d, c, 'gw-3 back after standby', [gw1, gw3]);
+    t.diagnostic('gw-3, away for standby only, caught up: new host CA alone, tunnels to every proxy');
+
+    assert.equal((await advance(d.ca, tls)).phase, 'standby');
+    changes.push({ what: `${label(tls)} standby`, at: Date.now() });
+    note(`${label(tls)} standby`);
+    await newConnections(d, c, `${label(tls)} standby`, [gw1, gw3]);
 
     // Started again, gw-2 learns that it missed the rotation: it says so with the code and stops (or stays
     // up not ready, saying so), instead of hanging or retrying.
     const logStart = gw2.log().length;
+    note('gw-2 starting again');
     gw2.spawn();
     const missed = () =>
       (
@@ -438,11 +512,11 @@ test('a gateway stopped during update_clients and started after standby is told 
     assert.notEqual(second.code, 0, `gw-2 started once more fails:\n${output}`);
     assert.match(output, /E_ROTATION_MISSED/, `gw-2 started once more names the missed rotation:\n${output}`);
     t.diagnostic(`gw-2 started once more exited ${second.signal ?? second.code}`);
-    assert.equal(await d.gateways[0]!.tunnelsUp(), d.proxies.length, 'gw-1 carries on');
-    await newConnections(d, c, 'after gw-2 was refused', [d.gateways[0]!]);
+    assert.equal(await gw1.tunnelsUp(), d.proxies.length, 'gw-1 carries on');
+    await newConnections(d, c, 'after gw-2 was refused', [gw1, gw3]);
     const { streams, mib } = await assertTraffic(traffic, changes);
     t.diagnostic(`${streams} overlapping streams through gw-1, ${mib.toFixed(1)} MiB, all byte-exact`);
     assertConnectClean(c);
-    assertNoRestart(pids, [gw2]);
+    assertNoRestart(pids, [gw2, gw3]);
   });
 });

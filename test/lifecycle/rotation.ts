@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { CliResult } from '../ca/daemon-helpers.js';
-import type { CaHandle, Deployment } from './deploy.js';
+import type { CaHandle, Deployment, GatewayHandle } from './deploy.js';
 import { ORG } from './roles.js';
 
 export const PHASES = ['init', 'update_clients', 'update_servers', 'standby'] as const;
@@ -196,9 +196,9 @@ export type TrustView = Record<string, { signers: string[]; trusted: string[] }>
  *   proxy-pki-server  signers: the proxies' TLS certificates
  *   gateway-client    trusted: the gateways' client CAs (its certificates go into grants)
  *   gateway-server    signers: the gateways' TLS certificates
- * Read-only opens beside the running daemons (WAL).
+ * Read-only opens beside the running daemons (WAL). `only.gateways`: read these gateways only (default all).
  */
-export function trustSnapshot(d: Deployment): TrustView {
+export function trustSnapshot(d: Deployment, only: { gateways?: GatewayHandle[] } = {}): TrustView {
   const view: TrustView = {};
   const add = (key: string, side: 'signers' | 'trusted', fp: string) => {
     const v = view[key] ?? { signers: [], trusted: [] };
@@ -224,7 +224,7 @@ export function trustSnapshot(d: Deployment): TrustView {
         }
       });
     }
-    for (const g of d.gateways) {
+    for (const g of only.gateways ?? d.gateways) {
       withDb(join(g.stateDir, 'gateway.db'), (db) => {
         const e = db.prepare('SELECT tls_chain_pem FROM enrollment WHERE id = 1').get() as { tls_chain_pem: string };
         add('org/gateway-server', 'signers', x509Signer(e.tls_chain_pem, g.name));
