@@ -4,8 +4,14 @@
  */
 import { defineSchema, durationRange, hostPort, intRange, keys, oneOf } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
-import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE } from './http.js';
 import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from './unauthenticated.js';
+/**
+ * Sized for a site of 500 gateways behind one NAT address, each holding a feed read (a long-poll) and renewing
+ * at the same moment: about 1000 connections from one address, a few sites' worth in all. Declared here, not in
+ * http.ts, so the schema stays free of the server's imports (packaging bundles it alone to render the sample).
+ */
+export const MAX_CONNECTIONS = 4096;
+export const MAX_CONNECTIONS_PER_SOURCE = 1024;
 
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
   listen: keys.string({

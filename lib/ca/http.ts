@@ -16,6 +16,7 @@ import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Logger } from '../runtime/log.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
+import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE } from './config.js';
 import { bearerToken, readBody, sendError, sendJson, statusFor } from './http-io.js';
 import { parseRequestBody, type RouteInput, rotationAckOf, routeRequest } from './routes.js';
 import { sourceKey } from './throttle.js';
@@ -47,13 +48,6 @@ export interface CaServerOptions {
   /** Feed reads held at once (long-polls); more are refused with E_LIMIT. Default MAX_HELD_REQUESTS. */
   maxHeldRequests?: number;
 }
-
-/**
- * Sized for a site of 500 gateways behind one NAT address, each holding a feed read (a long-poll) and renewing
- * at the same moment: about 1000 connections from one address, a few sites' worth in all.
- */
-export const MAX_CONNECTIONS = 4096;
-export const MAX_CONNECTIONS_PER_SOURCE = 1024;
 
 export type ApiTlsVersion = '1.2' | '1.3';
 
