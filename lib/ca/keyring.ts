@@ -68,6 +68,7 @@ export class Keyring {
   readonly #sealer: Sealer;
   readonly #x509 = new Map<string, CaIssuer>();
   readonly #ssh = new Map<string, SshAuthority>();
+  readonly #fingerprints = new Map<string, string>();
   #feed: KeyObject | undefined;
 
   constructor(store: CaStore, sealer: Sealer) {
@@ -175,7 +176,15 @@ export class Keyring {
 
   /** SHA-256 fingerprints of every CA API root trusted now (two while the API root rotates): clients pin these. */
   apiRootFingerprints(): string[] {
-    return trustedOf(this.rotation(null, 'api-root')).map((id) => fingerprintOfPem(this.#row(id, 'x509').public));
+    // Asked at every feed answer: each root row is parsed once (rows never change; only which are trusted does).
+    return trustedOf(this.rotation(null, 'api-root')).map((id) => {
+      let fp = this.#fingerprints.get(id);
+      if (fp === undefined) {
+        fp = fingerprintOfPem(this.#row(id, 'x509').public);
+        this.#fingerprints.set(id, fp);
+      }
+      return fp;
+    });
   }
 
   /** The DNS names and IP addresses of the API server certificate in use (re-issued as they are on rotation). */

@@ -163,7 +163,9 @@ function statusOf(ctx: AuthorityContext, s: RotationState): RotationStatus {
   const now = ctx.now().getTime();
   const pending: string[] = [];
   const offline: string[] = [];
-  if (s.phase !== 'standby') {
+  // Also in standby after a rotation (epoch > 0): who has not yet dropped the old CA (after a suspected
+  // compromise the operator needs to know when it is trusted nowhere). `next` is not asked there.
+  if (s.phase !== 'standby' || s.epoch > 0) {
     for (const c of affected(ctx, s.authorityId)) {
       const seen = ctx.store.seen.of(c.ref);
       if (!seen || now - seen.lastSeenAt > OFFLINE_AFTER_MS) offline.push(c.label);

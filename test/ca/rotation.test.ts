@@ -129,6 +129,9 @@ test('gateway-client through all four phases: grants signed by the new CA from u
   gateway.read(rotationVersion(f.ca.ctx, { kind: 'gateway', orgId: 'acme' }));
   const done = advance(f.ca.ctx, ACME, 'gateway-client', 'next');
   assert.equal(done.to, 'standby');
+  assert.deepEqual(done.status.pending, ['gateway:acme/gw1'], 'standby too is acknowledged: the old CA still held');
+  gateway.acknowledge();
+  assert.deepEqual(rotationStatus(f.ca.ctx, ACME, 'gateway-client')[0]?.pending, [], 'the old CA is trusted nowhere');
   assert.deepEqual(k.x509Pems('acme', 'gateway-client'), [k.x509Pem('acme', 'gateway-client')], 'one CA again');
   assert.notEqual(k.x509Pem('acme', 'gateway-client'), oldCa);
   assert.equal(f.ca.ctx.store.getAuthority('org:acme:gateway-client')?.sealedKey, null, 'old key destroyed');
