@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Authority } from '../lib/ca/authority.js';
 import { startCaServer } from '../lib/ca/http.js';
+import { unwrap } from '../lib/errors/codes.js';
 import { createCsrPem } from '../lib/pki/csr.js';
 import { generateKeyPairSync } from '../lib/pki/keys.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
-import { unwrap } from '../lib/protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../lib/sshcert/index.js';
 import { type BenchRow, fmt, rate, renderTable } from './table.js';
 

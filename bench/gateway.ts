@@ -4,8 +4,8 @@
  * with the memory they cost. Everything in-process on 127.0.0.1.
  */
 import { dialViaProxy } from '../lib/client/dial.js';
+import { unwrap } from '../lib/errors/codes.js';
 import { Tunnel } from '../lib/gateway/tunnel.js';
-import { unwrap } from '../lib/protocol/errors.js';
 import { parsePublicKey } from '../lib/sshcert/index.js';
 import {
   gatewayState,

@@ -2,6 +2,8 @@
 import { X509Certificate } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import forge from 'node-forge';
+import { unwrap } from '../lib/errors/codes.js';
+import { gatewayUri } from '../lib/pki/identity.js';
 import {
   createCsr,
   generateKeyPairSync,
@@ -11,8 +13,6 @@ import {
   parseCsr,
   verifyCertificateChain,
 } from '../lib/pki/index.js';
-import { unwrap } from '../lib/protocol/errors.js';
-import { gatewayUri } from '../lib/protocol/identity.js';
 import { hierarchy } from '../test/pki/fixtures.js';
 import { type BenchRow, fmt, rate, renderTable } from './table.js';
 

@@ -15,9 +15,9 @@ import { LocalForwarder } from '../lib/client/forward.js';
 import { ping } from '../lib/client/ping.js';
 import { count, StatusReporter } from '../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../lib/client/target.js';
+import { GatewayError, unwrap } from '../lib/errors/codes.js';
+import type { GrantTarget } from '../lib/pki/grant.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
-import { GatewayError, unwrap } from '../lib/protocol/errors.js';
-import type { GrantTarget } from '../lib/protocol/grant.js';
 import { CONNECT_FLAG_ENV, CONNECT_SECRET_ENV, flagEnvName, flagsFromEnv } from '../lib/runtime/program-env.js';
 import { readSecretFile } from '../lib/runtime/secret-file.js';
 

@@ -10,6 +10,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { enrolledCommands } from '../lib/enrolled/commands.js';
 import { tokenOnCommandLineWarning } from '../lib/enrolled/credentials.js';
+import { GatewayError } from '../lib/errors/codes.js';
 import { gatewayConfigSchema } from '../lib/gateway/config.js';
 import {
   asGatewayConfig,
@@ -20,7 +21,6 @@ import {
   serve,
   statusCommand,
 } from '../lib/gateway/serve.js';
-import { GatewayError } from '../lib/protocol/errors.js';
 import { loadFromArgv } from '../lib/runtime/config.js';
 import { flagOptions } from '../lib/runtime/config-doc.js';
 import { daemonExitStatus } from '../lib/runtime/exit-status.js';

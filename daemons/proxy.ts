@@ -10,7 +10,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { enrolledCommands } from '../lib/enrolled/commands.js';
 import { tokenOnCommandLineWarning } from '../lib/enrolled/credentials.js';
-import { GatewayError } from '../lib/protocol/errors.js';
+import { GatewayError } from '../lib/errors/codes.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import {
   asProxyConfig,

@@ -2,6 +2,8 @@
  * Who the caller is: machine identities (client id + secret → short-lived access token), access tokens, and
  * one-time enrollment tokens. Secrets and tokens are stored only hashed (secrets.ts).
  */
+
+import { refuse, type Verdict } from '../errors/codes.js';
 import type {
   CreateEnrollmentTokenRequest,
   CreateIdentityRequest,
@@ -10,7 +12,6 @@ import type {
   LoginRequest,
   LoginResponse,
 } from '../protocol/api.js';
-import { refuse, type Verdict } from '../protocol/errors.js';
 import {
   type AuthorityContext,
   actorOf,

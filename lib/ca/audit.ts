@@ -3,7 +3,7 @@
  * `insert` writes the row only, so an issuance can commit its certificates and its audit row in one
  * transaction; `log` writes the line after the commit, so the log never tells of something that rolled back.
  */
-import type { ErrorCode } from '../protocol/errors.js';
+import type { ErrorCode } from '../errors/codes.js';
 import { type Audit, createAudit, type Logger } from '../runtime/log.js';
 import type { CaStore } from './store.js';
 

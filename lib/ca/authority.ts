@@ -9,6 +9,8 @@
  * secrets are async. Certificates are returned only after their records have committed.
  */
 
+import { GatewayError, refuse, unwrap, type Verdict } from '../errors/codes.js';
+import { isValidTrustDomain } from '../pki/identity.js';
 import type {
   AddPolicyRequest,
   AuditResponse,
@@ -37,8 +39,6 @@ import type {
   RevokeRequest,
   RevokeResponse,
 } from '../protocol/api.js';
-import { GatewayError, refuse, unwrap, type Verdict } from '../protocol/errors.js';
-import { isValidTrustDomain } from '../protocol/identity.js';
 import type { Logger } from '../runtime/log.js';
 import { Sealer, SealingKey } from '../store/sealed.js';
 import * as access from './access.js';

@@ -7,10 +7,10 @@
  * Each command returns what it did as data; the entry point prints it as text or, with --json, as JSON.
  */
 import { isIP } from 'node:net';
+import { type ErrorCode, GatewayError, unwrap } from '../errors/codes.js';
+import type { GrantMode } from '../pki/grant.js';
+import { ID_RULE, isValidId } from '../pki/identity.js';
 import type { ComponentStatus, ProxyScope, RevocationKind } from '../protocol/api.js';
-import { type ErrorCode, GatewayError, unwrap } from '../protocol/errors.js';
-import type { GrantMode } from '../protocol/grant.js';
-import { ID_RULE, isValidId } from '../protocol/identity.js';
 import { parseDuration } from '../runtime/config-schema.js';
 import type { Authority } from './authority.js';
 import { advance, type RotationAction, type RotationScope, rotationStatus } from './rotation.js';

@@ -4,8 +4,8 @@
  * sibling files call these helpers and never re-implement them.
  */
 import { createHash } from 'node:crypto';
+import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import type { Role } from '../protocol/api.js';
-import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { AuditEvent, AuditTrail } from './audit.js';
 import type { ChangeSignal } from './changes.js';
 import type { Keyring } from './keyring.js';

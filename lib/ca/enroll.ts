@@ -3,6 +3,9 @@
  * token naming exactly this gateway or proxy), and what they receive (their certs, the CAs they must trust, the
  * proxies they may attach to, the revocation feed key). Renewal (renew.ts) reuses the bundles.
  */
+
+import { refuse, type Verdict } from '../errors/codes.js';
+import { gatewayUri, instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import { issueGatewayServerCert, issueProxyServerCert } from '../pki/profiles.js';
 import type {
   GatewayEnrollRequest,
@@ -11,8 +14,6 @@ import type {
   ProxyEnrollResponse,
   ProxyInfo,
 } from '../protocol/api.js';
-import { refuse, type Verdict } from '../protocol/errors.js';
-import { gatewayUri, instanceProxyUri, orgProxyUri } from '../protocol/identity.js';
 import { checkEnrollmentToken, consumeEnrollmentToken } from './access.js';
 import {
   type AuthorityContext,

@@ -4,8 +4,9 @@
  * otherwise the read is held until the change signal brings news for it or the wait ends (then the same empty
  * answer). Held reads never keep state beyond their promise: the listener goes when the read ends or aborts.
  */
+
+import type { Verdict } from '../errors/codes.js';
 import { type FeedProxyList, type FeedRotation, proxyListVersion, type RevocationFeed } from '../protocol/api.js';
-import type { Verdict } from '../protocol/errors.js';
 import { type AuthorityContext, type Caller, ok } from './context.js';
 import { gatewayProxies } from './enroll.js';
 import type { Peer } from './renew.js';

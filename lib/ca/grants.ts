@@ -5,11 +5,12 @@
  *   outer  the proxy PKI client CA of each proxy scope the gateway can be reached through, carrying the
  *          GatewayRoute (org + gateway) the proxy routes on.
  */
+
+import type { Verdict } from '../errors/codes.js';
+import { type AccessGrant, GRANT_VERSION } from '../pki/grant.js';
+import { gatewayUri, identityUri } from '../pki/identity.js';
 import { issuePlatformInnerClientCert, issuePlatformOuterClientCert } from '../pki/profiles.js';
 import type { GrantRequest, GrantResponse, ProxyScope } from '../protocol/api.js';
-import type { Verdict } from '../protocol/errors.js';
-import { type AccessGrant, GRANT_VERSION } from '../protocol/grant.js';
-import { gatewayUri, identityUri } from '../protocol/identity.js';
 import {
   type AuthorityContext,
   actorOf,

@@ -3,7 +3,7 @@
  * HTTP statuses. No decisions here.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type ErrorCode, ErrorCodes, refuse, type Verdict } from '../protocol/errors.js';
+import { type ErrorCode, ErrorCodes, refuse, type Verdict } from '../errors/codes.js';
 
 /** The HTTP status for a refusal code (400 schema, 401 auth, 403 forbidden, 404, 409, 413, 429). */
 export function statusFor(code: ErrorCode): number {

@@ -5,9 +5,9 @@
  */
 import { type KeyObject, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
+import { GatewayError, refuse, unwrap, type Verdict } from '../errors/codes.js';
 import type { IssuedCert } from '../pki/ca.js';
 import { parseCsr } from '../pki/csr.js';
-import { GatewayError, refuse, unwrap, type Verdict } from '../protocol/errors.js';
 import { formatCertificate, parsePublicKey, signCertificate } from '../sshcert/index.js';
 import { type AuthorityContext, ok, sha256Hex } from './context.js';
 import type { SshAuthority } from './keyring.js';

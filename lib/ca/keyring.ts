@@ -13,10 +13,10 @@ import {
   type KeyObject,
   X509Certificate,
 } from 'node:crypto';
+import { GatewayError, unwrap } from '../errors/codes.js';
 import { type CaIssuer, createRootCa, issueCertificate, loadIssuer, validity } from '../pki/ca.js';
 import { generateKeyPairSync as generateX509KeyPair, privateKeyPem } from '../pki/keys.js';
 import { OID, parseCertificate, pemBlocks } from '../pki/x509.js';
-import { GatewayError, unwrap } from '../protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../sshcert/index.js';
 import type { Sealer } from '../store/sealed.js';
 import type { AuthorityRow, CaStore } from './store.js';

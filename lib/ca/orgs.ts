@@ -2,6 +2,8 @@
  * Orgs and their access policies. Creating an org creates its six CAs (each an independent root); deleting one
  * revokes everything it had (gateways, org proxies, identities) in the revocation feed and destroys its CA keys.
  */
+
+import type { Verdict } from '../errors/codes.js';
 import type {
   AddPolicyRequest,
   ListOrgsResponse,
@@ -9,7 +11,6 @@ import type {
   OrgInfo,
   PolicyRuleBody,
 } from '../protocol/api.js';
-import type { Verdict } from '../protocol/errors.js';
 import {
   type AuthorityContext,
   actorOf,

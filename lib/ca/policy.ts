@@ -14,9 +14,9 @@
  * a zoned target (fe80::1%eth0) is refused outright.
  */
 import { isIP } from 'node:net';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import { GRANT_MODES, type GrantMode, type GrantTarget } from '../pki/grant.js';
 import { cidrContains, readAddress, readCidr, sameAddress } from '../protocol/address.js';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
-import { GRANT_MODES, type GrantMode, type GrantTarget } from '../protocol/grant.js';
 
 export interface PolicyRule {
   id: string;

@@ -5,7 +5,9 @@
  * that issued that kind of certificate for that org or the instance, then matched against our own records.
  */
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { refuse, type Verdict } from '../errors/codes.js';
 import { DerError } from '../pki/der.js';
+import { parseIdentity } from '../pki/identity.js';
 import { verifyCertificateChain } from '../pki/verify.js';
 import { parseCertificate } from '../pki/x509.js';
 import {
@@ -16,8 +18,6 @@ import {
   requestSignatureHash,
   SIGNED_REQUEST_SKEW_SEC,
 } from '../protocol/api.js';
-import { refuse, type Verdict } from '../protocol/errors.js';
-import { parseIdentity } from '../protocol/identity.js';
 import { type AuthorityContext, deny, ok, type RequestInfo, sha256Hex } from './context.js';
 import { gatewayBundle, proxyBundle } from './enroll.js';
 import { catchIssuance, parseSubjectKeys } from './issue.js';

@@ -4,6 +4,7 @@
  * relayed or cached feed cannot be forged. The audit log is read the same way (seq-paged).
  */
 import { sign } from 'node:crypto';
+import type { Verdict } from '../errors/codes.js';
 import {
   type AuditResponse,
   type FeedProxyList,
@@ -13,7 +14,6 @@ import {
   type RevokeResponse,
   revocationFeedBytes,
 } from '../protocol/api.js';
-import type { Verdict } from '../protocol/errors.js';
 import {
   type AuthorityContext,
   actorOf,

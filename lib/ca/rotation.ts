@@ -22,7 +22,7 @@
  * One owner: every phase change is decided here (the admin CLI and the daemon's automatic mode call `advance`).
  */
 import { createHash } from 'node:crypto';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import type { AuthorityContext } from './context.js';
 import { authorityId, ORG_CA_PURPOSES, PROXY_CA_PURPOSES, type RotatablePurpose } from './keyring.js';
 import type { ComponentRef } from './store-generations.js';

@@ -2,6 +2,8 @@
  * The CA API route table: for each route its method, path, how the caller authenticates, the body schema, and
  * the Authority method it calls. Reading this file is reading the API (see lib/protocol/api.ts for the shapes).
  */
+
+import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import {
   AddPolicyRequest,
   CreateEnrollmentTokenRequest,
@@ -19,7 +21,6 @@ import {
   RenewRequest,
   RevokeRequest,
 } from '../protocol/api.js';
-import { accept, type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
 import type { Schema } from '../protocol/validate.js';
 import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 

@@ -4,7 +4,7 @@
  * drains in-flight requests within drain_timeout.
  */
 import { join } from 'node:path';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import type { ConfigOf } from '../runtime/config-schema.js';
 import { parseHostPort } from '../runtime/config-schema.js';
 import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';

@@ -1,5 +1,5 @@
 /** Row shapes of the CA database (store-schema.ts) and their mapping from SQLite rows. */
-import type { GrantMode } from '../protocol/grant.js';
+import type { GrantMode } from '../pki/grant.js';
 
 export type Raw = Record<string, unknown>;
 

@@ -5,7 +5,7 @@
  */
 
 import Database from 'better-sqlite3';
-import type { GrantMode } from '../protocol/grant.js';
+import type { GrantMode } from '../pki/grant.js';
 import { type Db, migrate, openDatabase } from '../store/db.js';
 import type { PolicyRule } from './policy.js';
 import { GenerationStore } from './store-generations.js';

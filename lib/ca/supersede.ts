@@ -9,7 +9,7 @@
  * retry after a lost response: the predecessor may renew again when the new CSR's key is the successor's key.
  */
 import { createHash, type KeyObject } from 'node:crypto';
-import { refuse, type Verdict } from '../protocol/errors.js';
+import { refuse, type Verdict } from '../errors/codes.js';
 import { type AuthorityContext, iso, ok } from './context.js';
 import type { ComponentRef, Generation } from './store-generations.js';
 

@@ -9,8 +9,8 @@
  * bounded: the least recently charged keys are dropped first, which can only forgive a source, never block one.
  */
 
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { readAddress } from '../protocol/address.js';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
 
 export interface FailurePolicy {
   /** Failures a source may make at once before it has to wait. */

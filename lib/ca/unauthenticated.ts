@@ -12,7 +12,7 @@
  * No limit is keyed by anything an attacker can name (a client id) or shared by every source: either could be
  * drained by anyone to refuse the real holder. What one source cannot do, many can: see docs/security.md.
  */
-import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
+import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import type { Logger } from '../runtime/log.js';
 import { type FailurePolicy, FailureThrottle, SampledLog, sourceKey } from './throttle.js';
 

@@ -3,8 +3,9 @@
  * as a machine identity. The access token is reused until shortly before it expires, and fetched again once
  * if the CA says it expired or was revoked.
  */
+
+import { GatewayError } from '../errors/codes.js';
 import type { CaClient } from '../protocol/ca-client.js';
-import { GatewayError } from '../protocol/errors.js';
 import type { GrantRequest, GrantResponse, GrantSource } from './grant.js';
 
 const TOKEN_MARGIN_MS = 30_000;

@@ -4,7 +4,7 @@
  * a refusal by the CA, the route, the grant or the target ends the attempt at once, except that a grant
  * refused as expired or revoked is dropped from the cache and replaced once (`open`).
  */
-import type { GrantMode, GrantTarget } from '../protocol/grant.js';
+import type { GrantMode, GrantTarget } from '../pki/grant.js';
 import type { ModeAlpn } from '../protocol/relay.js';
 import { type DialOptions, dialViaProxy, type RelayedStream } from './dial.js';
 import {

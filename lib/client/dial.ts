@@ -14,9 +14,9 @@ import { once } from 'node:events';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import type { ErrorCode } from '../errors/codes.js';
+import { instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import type { VerifiedPeer } from '../pki/verify.js';
-import type { ErrorCode } from '../protocol/errors.js';
-import { instanceProxyUri, orgProxyUri } from '../protocol/identity.js';
 import {
   decodeStatus,
   MAX_STATUS_LINE,

@@ -2,7 +2,7 @@
  * Client-side errors name the hop that refused (the CA, a proxy, the gateway) so that a person reading
  * `infisical-connect` output knows whom to ask, and scripts get a stable exit code per error code.
  */
-import { type ErrorCode, ErrorCodes, GatewayError } from '../protocol/errors.js';
+import { type ErrorCode, ErrorCodes, GatewayError } from '../errors/codes.js';
 
 export type Hop = 'ca' | 'proxy' | 'gateway' | 'local';
 

@@ -12,8 +12,8 @@
  */
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
-import { type ErrorCode, ErrorCodes } from '../protocol/errors.js';
-import type { GrantTarget } from '../protocol/grant.js';
+import { type ErrorCode, ErrorCodes } from '../errors/codes.js';
+import type { GrantTarget } from '../pki/grant.js';
 import { splice } from '../protocol/splice.js';
 import type { GatewayConnector } from './connector.js';
 import type { RelayedStream } from './dial.js';

@@ -5,7 +5,7 @@
  * The freshness decision is pure (injected clock); the cache coalesces concurrent refreshes so a burst of
  * local connections costs one CA request.
  */
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import type { ClientGrant, GrantSpec } from './grant.js';
 
 /** Refresh this long before the earliest certificate expiry: a handshake started later could fail mid-way. */

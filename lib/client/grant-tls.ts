@@ -6,9 +6,9 @@
  * the grant does.
  */
 import tls from 'node:tls';
+import type { Verdict } from '../errors/codes.js';
 import { checkPeer, mtlsClientOptions, type PeerExpectations } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors, type VerifiedPeer, verifyCertificateChain } from '../pki/verify.js';
-import type { Verdict } from '../protocol/errors.js';
 import type { ClientGrant, ProxyScope } from './grant.js';
 
 /** Anchors for the verifier, parsed once (PEM when they do not parse: the verifier then says why). */

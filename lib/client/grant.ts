@@ -6,12 +6,12 @@
  * pinned CA certificate); tests inject one that mints certificates locally.
  */
 import type { KeyObject } from 'node:crypto';
+import { GatewayError } from '../errors/codes.js';
 import { createCsrPem } from '../pki/csr.js';
+import type { GrantMode, GrantTarget } from '../pki/grant.js';
+import { parseIdentityOfKind } from '../pki/identity.js';
 import { generateKeyPair } from '../pki/keys.js';
 import { certificateInputs, parseCertificate } from '../pki/x509.js';
-import { GatewayError } from '../protocol/errors.js';
-import type { GrantMode, GrantTarget } from '../protocol/grant.js';
-import { parseIdentityOfKind } from '../protocol/identity.js';
 
 export type ProxyScope = 'instance' | 'org';
 

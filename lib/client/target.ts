@@ -2,9 +2,9 @@
  * What a person types on the command line, as the grant's target and the local listen address. Pure and
  * strict: a bad value is refused with E_CONFIG_INVALID and says what was expected.
  */
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
-import { type GrantTarget, isValidHost } from '../protocol/grant.js';
-import { isValidId } from '../protocol/identity.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import { type GrantTarget, isValidHost } from '../pki/grant.js';
+import { isValidId } from '../pki/identity.js';
 import { parseAddress } from './dial.js';
 
 /** `HOST:PORT`, `[V6]:PORT`, or `name:NAME` (a named target of the gateway). */

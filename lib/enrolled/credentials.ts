@@ -4,7 +4,7 @@
  * id and the secret in --client-secret-file. Secret files are read through lib/runtime/secret-file.ts, which
  * refuses one that group or others may read. Resolved before the state directory is touched or the CA asked.
  */
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import type { Origin } from '../runtime/config.js';
 import { type ConfigSchema, envName } from '../runtime/config-schema.js';
 import { readSecretFile } from '../runtime/secret-file.js';

@@ -10,9 +10,9 @@
  * stops the follower and is handed to `onRevokedSelf`.
  */
 import type { KeyObject } from 'node:crypto';
+import { type ErrorCode, GatewayError } from '../errors/codes.js';
 import type { FeedProxyList, FeedRotation, RevocationEntry } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
-import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 
 export interface FeedCredentials {
   certificate: string;

@@ -6,8 +6,8 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { GatewayError } from '../errors/codes.js';
 import type { CaClient } from '../protocol/ca-client.js';
-import { GatewayError } from '../protocol/errors.js';
 
 interface Renewable {
   caUrl: string;

@@ -8,10 +8,11 @@
  * Before any of that, admitChannel bounds what a proxy can make the gateway hold for nothing: channels it
  * opened whose inner TLS handshake has not completed yet.
  */
+
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import { type AccessGrant, checkGrant, type GrantMode, type GrantTarget } from '../pki/grant.js';
 import type { TrustAnchors, VerifiedPeer } from '../pki/verify.js';
 import { verifyCertificateChain } from '../pki/verify.js';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
-import { type AccessGrant, checkGrant, type GrantMode, type GrantTarget } from '../protocol/grant.js';
 import { MODE_ALPNS, type ModeAlpn } from '../protocol/relay.js';
 import type { RevocationSet } from './revocations.js';
 

@@ -10,10 +10,10 @@
  * ("5432", "8000-8099"), targets ("name=host:port": named targets a grant may use instead of host and port).
  */
 import { isIP } from 'node:net';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import { type GrantTarget, isValidHost } from '../pki/grant.js';
+import { isValidId } from '../pki/identity.js';
 import { cidrContains, type IpCidr, readAddress, readCidr } from '../protocol/address.js';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
-import { type GrantTarget, isValidHost } from '../protocol/grant.js';
-import { isValidId } from '../protocol/identity.js';
 
 export interface AllowlistConfig {
   cidrs: readonly string[];

@@ -9,8 +9,8 @@
  * grant (wrong CA, bad signature, malformed, no grant): such a peer is told nothing, the session just closes.
  */
 import { isIP } from 'node:net';
-import type { ErrorCode } from '../protocol/errors.js';
-import type { GrantTarget } from '../protocol/grant.js';
+import type { ErrorCode } from '../errors/codes.js';
+import type { GrantTarget } from '../pki/grant.js';
 import type { RelayStatus } from '../protocol/relay.js';
 
 export interface DisclosureContext {

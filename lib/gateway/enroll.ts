@@ -6,11 +6,11 @@
  */
 import { createPublicKey } from 'node:crypto';
 import { type FreshKeys, freshKeys } from '../enrolled/keys.js';
+import { GatewayError } from '../errors/codes.js';
+import { parseIdentityOfKind } from '../pki/identity.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import type { GatewayEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
-import { GatewayError } from '../protocol/errors.js';
-import { parseIdentityOfKind } from '../protocol/identity.js';
 import type { GatewayState } from './state.js';
 
 /** Turns the CA's answer into the stored state, refusing an answer for another org or gateway. */

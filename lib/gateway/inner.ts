@@ -12,10 +12,10 @@
  */
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../errors/codes.js';
+import { checkGrant, type GrantMode } from '../pki/grant.js';
 import { mtlsServerOptions, peerChain } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
-import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../protocol/errors.js';
-import { checkGrant, type GrantMode } from '../protocol/grant.js';
 import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
 import { type Admitted, admitChannel, admitStream } from './admission.js';
 import { type Allowlist, type Resolver, resolveTarget } from './allowlist.js';

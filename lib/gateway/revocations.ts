@@ -3,9 +3,10 @@
  * revocation feed, or an operator). Checked when a stream is admitted; live streams are ended by the
  * StreamRegistry at the moment of revocation.
  */
+
+import type { AccessGrant } from '../pki/grant.js';
+import { parseIdentity } from '../pki/identity.js';
 import type { RevocationKind } from '../protocol/api.js';
-import type { AccessGrant } from '../protocol/grant.js';
-import { parseIdentity } from '../protocol/identity.js';
 
 export type { RevocationKind };
 

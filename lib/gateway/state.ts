@@ -7,7 +7,7 @@
 
 import { StateSecrets } from '../enrolled/secrets.js';
 import { EnrolledStore } from '../enrolled/store.js';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import type { AuditRecord } from '../runtime/log.js';
 import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyScope } from './tunnel.js';

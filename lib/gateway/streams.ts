@@ -3,8 +3,8 @@
  * its grant, identity, certificate or this gateway is revoked, or when the gateway drains. Each stream
  * leaves one audit record: actor, target, bytes each way, duration, outcome.
  */
-import type { ErrorCode } from '../protocol/errors.js';
-import type { AccessGrant } from '../protocol/grant.js';
+import type { ErrorCode } from '../errors/codes.js';
+import type { AccessGrant } from '../pki/grant.js';
 import type { ModeAlpn } from '../protocol/relay.js';
 import { type Revocation, revocationCovers } from './revocations.js';
 

@@ -7,7 +7,7 @@
  * TunnelPool's job.
  */
 import { EventEmitter } from 'node:events';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import { parseHostPort } from '../runtime/config-schema.js';
 import type { SshCertificate } from '../sshcert/index.js';
 import { connectWithCertificate } from '../sshwire/client.js';

@@ -5,7 +5,7 @@
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
 import { isIP } from 'node:net';
-import { refuse, type Verdict } from '../protocol/errors.js';
+import { refuse, type Verdict } from '../errors/codes.js';
 import * as der from './der.js';
 import { type SignatureAlgorithm, signatureAlgorithmFor } from './keys.js';
 import { KeyUsage, type KeyUsageName, OID } from './x509.js';

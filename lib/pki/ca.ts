@@ -6,7 +6,7 @@
  * Node's native crypto.sign. Serials are 127 random bits, positive.
  */
 import { createPublicKey, type KeyObject, randomBytes } from 'node:crypto';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import {
   algorithmIdentifier,
   basicConstraints,

@@ -4,7 +4,7 @@
  * a CSR asks for are reported but never trusted: the CA's profile decides what goes into the certificate.
  */
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
-import { refuse, type Verdict } from '../protocol/errors.js';
+import { refuse, type Verdict } from '../errors/codes.js';
 import { buildName, extension, generalNames, type NameSpec, type SanSpec, signStructure } from './build.js';
 import * as der from './der.js';
 import { algorithmFitsKey, describeKey, type KeyInfo, rememberSpki, SIG_ALGS, spkiDer, WEAK_SIG_ALGS } from './keys.js';

@@ -10,7 +10,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { promisify } from 'node:util';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import * as der from './der.js';
 
 export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048';

@@ -14,7 +14,8 @@
  * from the verifier's result (`VerifiedPeer.route`), never from the CN.
  */
 import type { KeyObject } from 'node:crypto';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import { type CaIssuer, type IssuedCert, issueCertificate, validity } from './ca.js';
 import {
   type AccessGrant,
   encodeGrant,
@@ -22,9 +23,8 @@ import {
   type GatewayRoute,
   GRANT_EXTENSION_OID,
   ROUTE_EXTENSION_OID,
-} from '../protocol/grant.js';
-import { type Identity, type IdentityKind, parseIdentity } from '../protocol/identity.js';
-import { type CaIssuer, type IssuedCert, issueCertificate, validity } from './ca.js';
+} from './grant.js';
+import { type Identity, type IdentityKind, parseIdentity } from './identity.js';
 import { OID } from './x509.js';
 
 /** Default lifetimes in seconds. Client certs live as long as one access (SPEC §3: inner ≤ 5 min by default). */

@@ -8,7 +8,7 @@
 import { constants, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
 import tls from 'node:tls';
-import { type ErrorCode, GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { type ErrorCode, GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import { type VerifiedPeer, type VerifyOptions, verifyCertificateChain } from './verify.js';
 import { toPem } from './x509.js';
 

@@ -7,7 +7,9 @@
  * algorithms, critical extensions and CA constraints, then the leaf's usage, identity, revocation and grant.
  */
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
-import { type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
+import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
+import { ipBytes } from './build.js';
+import { DerError } from './der.js';
 import {
   type AccessGrant,
   checkGrant,
@@ -17,9 +19,7 @@ import {
   GRANT_EXTENSION_OID,
   type GrantContext,
   ROUTE_EXTENSION_OID,
-} from '../protocol/grant.js';
-import { ipBytes } from './build.js';
-import { DerError } from './der.js';
+} from './grant.js';
 import {
   algorithmFitsKey,
   describeKey,

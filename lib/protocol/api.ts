@@ -4,9 +4,9 @@
  * by them. Schemas are strict: unknown fields are refused, strings and arrays are bounded.
  */
 import { createHash, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
-import { accept, refuse, type Verdict } from './errors.js';
-import { GRANT_MODES, type GrantMode, type GrantTarget, isValidHost } from './grant.js';
-import { isValidId } from './identity.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import { GRANT_MODES, type GrantMode, type GrantTarget, isValidHost } from '../pki/grant.js';
+import { isValidId } from '../pki/identity.js';
 import { type Infer, type Schema, validate } from './validate.js';
 
 export const API_VERSION = 'v1';

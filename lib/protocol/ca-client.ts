@@ -14,6 +14,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { type IncomingMessage, request } from 'node:http';
 import { isIP } from 'node:net';
 import { connect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
+import {
+  accept,
+  type ErrorCode,
+  ErrorCodes,
+  GatewayError,
+  isErrorCode,
+  refuse,
+  type Verdict,
+} from '../errors/codes.js';
 import { verifyCertificateChain } from '../pki/verify.js';
 import {
   type AddPolicyRequest,
@@ -49,7 +58,6 @@ import {
   signRequestBytes,
   verifyRevocationFeed,
 } from './api.js';
-import { accept, type ErrorCode, ErrorCodes, GatewayError, isErrorCode, refuse, type Verdict } from './errors.js';
 
 export class CaApiError extends GatewayError {
   /** HTTP status; 0 when no response was received. */

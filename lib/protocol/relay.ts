@@ -21,7 +21,7 @@
  * On the SSH side the gateway logs in with user name = its gatewayId and asks for `tcpip-forward` with bind
  * address = its gatewayId (port 0); the proxy opens `forwarded-tcpip` channels to that bind address.
  */
-import { type ErrorCode, ErrorCodes, isErrorCode } from './errors.js';
+import { type ErrorCode, ErrorCodes, isErrorCode } from '../errors/codes.js';
 
 export const RELAY_ALPN = 'infisical-relay/1';
 /** Inner TLS modes, chosen by ALPN (SPEC §4.4). */

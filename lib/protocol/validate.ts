@@ -2,7 +2,7 @@
  * A small strict validator for JSON request bodies: exact types, bounded sizes, unknown fields refused.
  * Schemas are plain data so that the API's shape can be read in one place (lib/protocol/api.ts).
  */
-import { accept, refuse, type Verdict } from './errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 
 export type Schema =
   | { type: 'string'; min?: number; max: number; pattern?: RegExp; optional?: boolean }

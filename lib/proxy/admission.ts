@@ -12,9 +12,10 @@
  * Instance and org proxies differ only in their ProxyScope: which org (if any) every cert must belong to, and
  * whether per-org quotas apply (instance proxies only: an org proxy serves its own org).
  */
+
+import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
+import { parseIdentity, parseIdentityOfKind } from '../pki/identity.js';
 import { readAddress } from '../protocol/address.js';
-import { accept, type ErrorCode, refuse, type Verdict } from '../protocol/errors.js';
-import { parseIdentity, parseIdentityOfKind } from '../protocol/identity.js';
 import type { SshCertificate } from '../sshcert/index.js';
 
 export interface ProxyScope {

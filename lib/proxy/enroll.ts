@@ -5,10 +5,10 @@
  * answer becomes the ProxyState that `serve` runs on. Renewal sends fresh keys, signed by the current TLS key.
  */
 import { type FreshKeys, freshKeys } from '../enrolled/keys.js';
+import { GatewayError } from '../errors/codes.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import type { ProxyEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
-import { GatewayError } from '../protocol/errors.js';
 import { scopeOf } from './proxy.js';
 import type { ProxyState } from './state.js';
 

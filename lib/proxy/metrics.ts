@@ -1,6 +1,6 @@
 /** The proxy's Prometheus series (infisical_proxy_*), over lib/runtime's per-daemon registry. */
 import type { Counter } from 'prom-client';
-import type { ErrorCode } from '../protocol/errors.js';
+import type { ErrorCode } from '../errors/codes.js';
 import type { Direction } from '../protocol/splice.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { LimitName } from './admission.js';

@@ -13,10 +13,10 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
+import { type ErrorCode, GatewayError } from '../errors/codes.js';
+import { parseIdentity } from '../pki/identity.js';
 import { mtlsServerOptions } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
-import { type ErrorCode, GatewayError } from '../protocol/errors.js';
-import { parseIdentity } from '../protocol/identity.js';
 import type { Direction } from '../protocol/splice.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Readiness } from '../runtime/ops.js';

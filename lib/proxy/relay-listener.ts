@@ -19,9 +19,9 @@
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
+import { type ErrorCode, GatewayError } from '../errors/codes.js';
 import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.js';
 import type { TrustAnchors } from '../pki/verify.js';
-import { type ErrorCode, GatewayError } from '../protocol/errors.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
 import { type Direction, type Splice, splice } from '../protocol/splice.js';
 import { endChannelWrites } from '../sshwire/ssh2.js';

@@ -13,7 +13,7 @@
  * `forwardTimeoutMs`, and its org must be within its tunnel quota on an instance proxy (TunnelTable).
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
-import { type ErrorCode, GatewayError } from '../protocol/errors.js';
+import { type ErrorCode, GatewayError } from '../errors/codes.js';
 import type { SshCertificate } from '../sshcert/index.js';
 import { createCertServer, verifyUserAuth } from '../sshwire/server.js';
 import type { AuthContext, Connection, ServerChannel, Server as SshServer } from '../sshwire/ssh2.js';

@@ -6,7 +6,7 @@
  */
 import { StateSecrets } from '../enrolled/secrets.js';
 import { EnrolledStore } from '../enrolled/store.js';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import { parsePublicKey } from '../sshcert/index.js';
 import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyCredentials } from './proxy.js';

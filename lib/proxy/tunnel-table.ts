@@ -9,7 +9,7 @@
  *
  * On an instance proxy it also keeps each org's tunnels and streams, for the per-org quotas (withinQuota).
  */
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { type GatewayLogin, type LimitRefusal, type OrgQuotas, refuseAt, withinQuota } from './admission.js';
 
 export interface Tunnel<H> {

@@ -16,7 +16,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import {
   type ConfigOf,
   type ConfigSchema,

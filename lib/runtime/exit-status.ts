@@ -9,7 +9,7 @@
  *   78  configuration is invalid, or the state directory is not enrolled (E_CONFIG_INVALID), or a secret file
  *       is readable by group or others (E_SECRET_FILE_MODE)
  */
-import type { ErrorCode } from '../protocol/errors.js';
+import type { ErrorCode } from '../errors/codes.js';
 
 export const EXIT_REVOKED = 77;
 export const EXIT_CONFIG = 78;

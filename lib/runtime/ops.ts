@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIPv4, isIPv6 } from 'node:net';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import { type HostPort, parseHostPort } from './config-schema.js';
 import type { DaemonMetrics } from './metrics.js';
 

@@ -6,7 +6,7 @@
  * never depends on the content.
  */
 import { closeSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 
 /** The path that means standard input (`--token-file -`). */
 export const STDIN_PATH = '-';

@@ -4,7 +4,7 @@
  * it never decides trust: verify.ts does, and it re-parses the blob so no edited field can slip in.
  */
 import { type KeyObject, randomBytes } from 'node:crypto';
-import { accept, GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import {
   CERT_ALGORITHMS,
   isKeyAlgorithm,

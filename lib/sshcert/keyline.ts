@@ -1,6 +1,6 @@
 /** Key lines and fingerprints that must see through certificates to the key they certify. */
 import { createHash } from 'node:crypto';
-import { accept, type Verdict } from '../protocol/errors.js';
+import { accept, type Verdict } from '../errors/codes.js';
 import { parseCertificate } from './cert.js';
 import { CERT_ALGORITHMS, parseKeyBlob } from './keys.js';
 import { parseKeyLine } from './text.js';

@@ -4,7 +4,7 @@
  * E_KEY_UNSUPPORTED, so no caller ever falls back to a key type nobody reviewed.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { ed25519Public, p256Point, rsaParts } from './der.js';
 import { SshReader, SshWriter, WireError } from './wire.js';
 

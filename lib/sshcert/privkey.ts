@@ -4,7 +4,7 @@
  * private state directory; passphrase protection there would only move the secret next to it.
  */
 import { createPrivateKey, type KeyObject, randomBytes } from 'node:crypto';
-import { accept, GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import { ed25519Public, ed25519Seed, p256Point, p256Scalar, rsaParts } from './der.js';
 import { isKeyAlgorithm, KeyUnsupportedError, keyAlgorithmOf, publicKeyBlob } from './keys.js';
 import { SshReader, SshWriter, WireError } from './wire.js';

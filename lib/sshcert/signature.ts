@@ -4,7 +4,7 @@
  * SHA-1 is broken for collisions (SHAttered, 2017) and OpenSSH itself disabled it by default in 8.8.
  */
 import { type KeyObject, sign, verify } from 'node:crypto';
-import { accept, GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import { type KeyAlgorithm, keyAlgorithmOf, type ParsedKey, RSA_MIN_BITS } from './keys.js';
 import { SshReader, SshWriter } from './wire.js';
 

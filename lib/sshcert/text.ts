@@ -1,5 +1,5 @@
 /** OpenSSH one-line text form ("<algorithm> <base64> [comment]") of keys and certificates. */
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { blobAlgorithm } from './keys.js';
 
 /** Upper bound on a key or certificate line, so hostile input cannot make us decode megabytes. */

@@ -3,7 +3,7 @@
  * spirit of OpenSSH's sshkey_cert_check_authority, and every listener calls it instead of checking
  * fields inline. Pure: data and an injected clock in, a verdict with a stable code out.
  */
-import { accept, refuse, type Verdict } from '../protocol/errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { parseCertificate } from './cert.js';
 import { blobAlgorithm, CERT_ALGORITHMS, parseKeyBlob, RSA_MIN_BITS } from './keys.js';
 import { verifyWithKey } from './signature.js';

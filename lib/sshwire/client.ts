@@ -3,7 +3,7 @@
  * server only through a host certificate that lib/sshcert verifies. No known_hosts, no plain host keys.
  */
 import type { ConnectConfig } from 'ssh2';
-import { GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import { parseCertificate, type SshCertificate, verifyCertificate } from '../sshcert/index.js';
 import { CLIENT_ALGORITHMS, Client } from './ssh2.js';
 

@@ -3,7 +3,7 @@
  * by user certificates that lib/sshcert verifies. Plain keys, passwords and every other method are refused.
  */
 import type { AddressInfo } from 'node:net';
-import { GatewayError, refuse, type Verdict } from '../protocol/errors.js';
+import { GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import {
   parseCertificate,
   type SshCertificate,

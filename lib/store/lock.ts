@@ -11,7 +11,7 @@
 import { closeSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 
 const LOCK_FILE = 'state.lock';
 const HOLDER_FILE = 'state.lock.json';

@@ -18,7 +18,7 @@ import {
 } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '../errors/codes.js';
 import { assertPrivateFile } from '../runtime/secret-file.js';
 import { prepareStateDirectory } from './db.js';
 

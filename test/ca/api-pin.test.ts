@@ -9,11 +9,11 @@ import { X509Certificate } from 'node:crypto';
 import { after, test } from 'node:test';
 import { createServer } from 'node:tls';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import { createRootCa, issueCertificate, loadIssuer, validity } from '../../lib/pki/index.js';
 import { generateKeyPairSync, privateKeyPem } from '../../lib/pki/keys.js';
 import { OID } from '../../lib/pki/x509.js';
 import { CaApiError, CaClient, checkPin } from '../../lib/protocol/ca-client.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { newAuthority } from './helpers.js';
 
 const names = { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] };

@@ -1,10 +1,10 @@
 /** The Authority in-process: what each operation issues, and that what it issues verifies where it should. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { unwrap } from '../../lib/errors/codes.js';
 import { verifyCertificateChain } from '../../lib/pki/verify.js';
 import { parseCertificate as parseX509, pemBlocks } from '../../lib/pki/x509.js';
 import { verifyRevocationFeed } from '../../lib/protocol/api.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { parseCertificate, parsePublicKey, verifyCertificate } from '../../lib/sshcert/index.js';
 import { clientKeys, csrFor, newAuthority, newOrg, pemCerts, TD } from './helpers.js';
 

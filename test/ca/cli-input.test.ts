@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ID_RULE } from '../../lib/protocol/identity.js';
+import { ID_RULE } from '../../lib/pki/identity.js';
 import { cli, cliJson } from './daemon-helpers.js';
 import { TempDir } from './helpers.js';
 

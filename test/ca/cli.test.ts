@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { withAuthority } from '../../lib/ca/cli.js';
 import type { CaConfig } from '../../lib/ca/serve.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import { parseCertificate, pemBlocks } from '../../lib/pki/x509.js';
 import { signRequestBytes } from '../../lib/protocol/api.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { cli, cliJson } from './daemon-helpers.js';
 import { clientKeys, TempDir } from './helpers.js';
 

@@ -5,6 +5,7 @@ import { request } from 'node:https';
 import { after, before, test } from 'node:test';
 import { Authority } from '../../lib/ca/authority.js';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import {
   type GatewayEnrollResponse,
   type ProxyEnrollRequest,
@@ -13,7 +14,6 @@ import {
   verifyRevocationFeed,
 } from '../../lib/protocol/api.js';
 import { CaApiError, CaClient, type CurrentCredentials } from '../../lib/protocol/ca-client.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { CHEAP_SCRYPT, clientKeys, type Fixture, newAuthority, newOrg, TD, TempDir } from './helpers.js';
 
 let f: Fixture;

@@ -5,9 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Authority, type AuthorityOptions, type Caller } from '../../lib/ca/authority.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import { createCsrPem } from '../../lib/pki/csr.js';
 import { generateKeyPairSync as x509Pair } from '../../lib/pki/keys.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { formatPublicKey, publicKeyBlob } from '../../lib/sshcert/index.js';
 
 export const CHEAP_SCRYPT = { N: 2 ** 10, r: 8, p: 1 };

@@ -4,8 +4,8 @@ import { request } from 'node:https';
 import { after, before, test } from 'node:test';
 import { connect } from 'node:tls';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
+import { ErrorCodes, unwrap } from '../../lib/errors/codes.js';
 import { CaApiError, CaClient } from '../../lib/protocol/ca-client.js';
-import { ErrorCodes, unwrap } from '../../lib/protocol/errors.js';
 import { clientKeys, csrFor, type Fixture, newAuthority } from './helpers.js';
 
 let f: Fixture;

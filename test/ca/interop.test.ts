@@ -2,7 +2,7 @@
  * `ssh-keygen -L` reads each OpenSSH cert with the fields SPEC §3 asks for. */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { unwrap } from '../../lib/protocol/errors.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import {
   clientKeys,
   csrFor,

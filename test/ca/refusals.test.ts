@@ -1,12 +1,12 @@
 /** Every refusal of the Authority, in-process, each with its stable code (and each fails if its check goes). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
 import { buildName, signStructure } from '../../lib/pki/build.js';
 import { createCsrPem } from '../../lib/pki/csr.js';
 import * as der from '../../lib/pki/der.js';
 import { generateKeyPairSync, spkiDer } from '../../lib/pki/keys.js';
 import { toPem } from '../../lib/pki/x509.js';
-import { type ErrorCode, unwrap, type Verdict } from '../../lib/protocol/errors.js';
 import { clientKeys, csrFor, type Fixture, newAuthority, newOrg } from './helpers.js';
 
 function refused(v: Verdict<unknown>, code: ErrorCode, why?: string): void {

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { SignedRequest } from '../../lib/ca/authority.js';
+import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
 import { pemBlocks } from '../../lib/pki/x509.js';
 import { signRequestBytes } from '../../lib/protocol/api.js';
-import { type ErrorCode, unwrap, type Verdict } from '../../lib/protocol/errors.js';
 import { type ClientKeys, clientKeys, type Fixture, newAuthority, newOrg } from './helpers.js';
 
 function refused(v: Verdict<unknown>, code: ErrorCode, why?: string): void {

@@ -9,9 +9,9 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { test } from 'node:test';
 import type { SignedRequest } from '../../lib/ca/authority.js';
 import { advance, type RotationScope, rotationStatus, rotationVersion, tickRotations } from '../../lib/ca/rotation.js';
+import { GatewayError, unwrap } from '../../lib/errors/codes.js';
 import { pemBlocks } from '../../lib/pki/x509.js';
 import { type GatewayEnrollResponse, signRequestBytes } from '../../lib/protocol/api.js';
-import { GatewayError, unwrap } from '../../lib/protocol/errors.js';
 import { type ClientKeys, clientKeys, csrFor, type Fixture, newAuthority, newOrg } from './helpers.js';
 
 const ACME: RotationScope = { orgId: 'acme' };

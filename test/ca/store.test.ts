@@ -9,7 +9,7 @@ import { Authority } from '../../lib/ca/authority.js';
 import { DEFAULT_SCRYPT, hashSecret, randomToken, tokenHash, verifySecret } from '../../lib/ca/secrets.js';
 import { CaStore } from '../../lib/ca/store.js';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
-import { GatewayError, unwrap } from '../../lib/protocol/errors.js';
+import { GatewayError, unwrap } from '../../lib/errors/codes.js';
 import { CHEAP_SCRYPT, Clock, clientKeys, csrFor, newAuthority, newOrg, TD, TempDir } from './helpers.js';
 
 const dir = new TempDir();

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { Peer, SignedRequest } from '../../lib/ca/authority.js';
+import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
 import { parseCertificate, pemBlocks } from '../../lib/pki/x509.js';
 import { signRequestBytes } from '../../lib/protocol/api.js';
-import { type ErrorCode, unwrap, type Verdict } from '../../lib/protocol/errors.js';
 import { parseCertificate as parseSsh } from '../../lib/sshcert/index.js';
 import { type ClientKeys, clientKeys, csrFor, type Fixture, newAuthority, newOrg } from './helpers.js';
 

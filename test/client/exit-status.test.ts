@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { exitCodeFor } from '../../lib/client/errors.js';
-import { type ErrorCode, ErrorCodes } from '../../lib/protocol/errors.js';
+import { type ErrorCode, ErrorCodes } from '../../lib/errors/codes.js';
 import { freePort } from '../helpers/openssh.js';
 import { runConnect } from './connect-cli.js';
 import { GATEWAY, type Installation, ORG, startInstallation } from './installation.js';

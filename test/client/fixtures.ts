@@ -10,14 +10,14 @@ import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { GrantRequest, GrantResponse, GrantSource, ProxyEndpoint } from '../../lib/client/grant.js';
+import { type ErrorCode, GatewayError, unwrap } from '../../lib/errors/codes.js';
 import { createIntermediateCa, loadIssuer } from '../../lib/pki/ca.js';
 import { parseCsr } from '../../lib/pki/csr.js';
+import type { AccessGrant } from '../../lib/pki/grant.js';
+import { identityUri } from '../../lib/pki/identity.js';
 import { generateKeyPairSync as generateKeyPair } from '../../lib/pki/keys.js';
 import { issuePlatformInnerClientCert, issuePlatformOuterClientCert } from '../../lib/pki/profiles.js';
 import { mtlsServerOptions, onVerifiedConnection } from '../../lib/pki/tls.js';
-import { type ErrorCode, GatewayError, unwrap } from '../../lib/protocol/errors.js';
-import type { AccessGrant } from '../../lib/protocol/grant.js';
-import { identityUri } from '../../lib/protocol/identity.js';
 import { encodeStatus, MODE_ALPNS, modeHasStatus, RELAY_ALPN, type RelayStatus } from '../../lib/protocol/relay.js';
 import type { Scope, TlsCredentials, World, X509Ca } from '../helpers/world.js';
 

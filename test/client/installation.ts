@@ -8,6 +8,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { Authority } from '../../lib/ca/authority.js';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import { parseAllowlist } from '../../lib/gateway/allowlist.js';
 import { InnerServer, type Refusal } from '../../lib/gateway/inner.js';
 import { TunnelPool } from '../../lib/gateway/pool.js';
@@ -16,7 +17,6 @@ import { type StreamRecord, StreamRegistry } from '../../lib/gateway/streams.js'
 import { createCsrPem } from '../../lib/pki/csr.js';
 import { privateKeyPem, generateKeyPairSync as x509Pair } from '../../lib/pki/keys.js';
 import { CaClient } from '../../lib/protocol/ca-client.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { ProxyServer } from '../../lib/proxy/proxy.js';
 import { formatPublicKey, publicKeyBlob, toOpenSshPrivateKey } from '../../lib/sshcert/index.js';
 import { freePort } from '../helpers/openssh.js';

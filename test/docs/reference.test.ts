@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ErrorCodes } from '../../lib/protocol/errors.js';
+import { ErrorCodes } from '../../lib/errors/codes.js';
 
 const ROOT = join(import.meta.dirname, '../../..');
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
@@ -35,7 +35,7 @@ test('troubleshooting explains every error code, and only codes that exist', () 
   assert.deepEqual(
     [...rows].filter((c) => !known.has(c!)),
     [],
-    'rows for codes lib/protocol/errors.ts does not have',
+    'rows for codes lib/errors/codes.ts does not have',
   );
 });
 

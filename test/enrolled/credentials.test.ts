@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { enrollmentCredential, tokenOnCommandLineWarning } from '../../lib/enrolled/credentials.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import { gatewayConfigSchema } from '../../lib/gateway/config.js';
-import { GatewayError } from '../../lib/protocol/errors.js';
 import { proxyConfigSchema } from '../../lib/proxy/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'credentials-'));

@@ -8,7 +8,7 @@
  * reports how many inputs failed and how; the first few are kept, hex or JSON, for a regression test.
  */
 import fc from 'fast-check';
-import { ErrorCodes, GatewayError } from '../../lib/protocol/errors.js';
+import { ErrorCodes, GatewayError } from '../../lib/errors/codes.js';
 import type { FuzzTarget, Seeds } from './target.js';
 
 /** What the runner hands a worker thread (worker.ts). */

@@ -15,7 +15,7 @@ import { Gateway, type GatewaySettings } from '../../lib/gateway/gateway.js';
 import type { Refusal } from '../../lib/gateway/inner.js';
 import { type GatewayState, GatewayStore } from '../../lib/gateway/state.js';
 import type { StreamRecord } from '../../lib/gateway/streams.js';
-import type { GrantMode, GrantTarget } from '../../lib/protocol/grant.js';
+import type { GrantMode, GrantTarget } from '../../lib/pki/grant.js';
 import { DEFAULT_LIMITS, ProxyServer } from '../../lib/proxy/proxy.js';
 import { FakeGrantSource } from '../client/fixtures.js';
 import { freePort } from '../helpers/openssh.js';

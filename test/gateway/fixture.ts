@@ -5,13 +5,13 @@
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { Duplex } from 'node:stream';
+import { unwrap } from '../../lib/errors/codes.js';
 import type { ProxyEndpoint, TunnelCredentials } from '../../lib/gateway/tunnel.js';
 import { type CaIssuer, createRootCa, loadIssuer } from '../../lib/pki/ca.js';
+import type { AccessGrant, GrantMode, GrantTarget } from '../../lib/pki/grant.js';
+import { gatewayUri, identityUri } from '../../lib/pki/identity.js';
 import { generateKeyPairSync as pkiKeyPair } from '../../lib/pki/keys.js';
 import { issueGatewayServerCert, issuePlatformInnerClientCert } from '../../lib/pki/profiles.js';
-import { unwrap } from '../../lib/protocol/errors.js';
-import type { AccessGrant, GrantMode, GrantTarget } from '../../lib/protocol/grant.js';
-import { gatewayUri, identityUri } from '../../lib/protocol/identity.js';
 import { publicKeyBlob, signCertificate, toOpenSshPrivateKey } from '../../lib/sshcert/index.js';
 import { authenticateUser, createCertServer, listen } from '../../lib/sshwire/server.js';
 import type { Connection, Server, ServerChannel } from '../../lib/sshwire/ssh2.js';

@@ -7,12 +7,12 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
+import { unwrap } from '../../lib/errors/codes.js';
 import { parseAllowlist } from '../../lib/gateway/allowlist.js';
 import { InnerServer, type InnerServerOptions, type Refusal } from '../../lib/gateway/inner.js';
 import { RevocationSet } from '../../lib/gateway/revocations.js';
 import { type StreamRecord, StreamRegistry } from '../../lib/gateway/streams.js';
 import { checkPeer, mtlsClientOptions } from '../../lib/pki/tls.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 import { decodeStatus, type ModeAlpn, type RelayStatus } from '../../lib/protocol/relay.js';
 import type { TlsCredentials, World } from '../helpers/world.js';
 

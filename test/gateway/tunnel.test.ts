@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { GatewayError } from '../../lib/errors/codes.js';
 import { TunnelPool } from '../../lib/gateway/pool.js';
 import { Tunnel, type TunnelOptions } from '../../lib/gateway/tunnel.js';
-import { GatewayError } from '../../lib/protocol/errors.js';
 import type { ClientChannel } from '../../lib/sshwire/ssh2.js';
 import { FakeProxy, SshWorld, sshParty } from './fixture.js';
 

@@ -14,7 +14,10 @@
  * ECDSA P-256 (X.509) and Ed25519 (SSH): fast, so a test can mint hundreds.
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject, X509Certificate } from 'node:crypto';
+import { unwrap } from '../../lib/errors/codes.js';
 import { type CaIssuer, createRootCa, type IssuedCert, loadIssuer } from '../../lib/pki/ca.js';
+import type { AccessGrant, GrantMode, GrantTarget } from '../../lib/pki/grant.js';
+import { gatewayUri, identityUri, instanceProxyUri, orgProxyUri } from '../../lib/pki/identity.js';
 import { generateKeyPairSync as generatePkiKeyPair, privateKeyPem } from '../../lib/pki/keys.js';
 import {
   issueGatewayServerCert,
@@ -22,9 +25,6 @@ import {
   issuePlatformOuterClientCert,
   issueProxyServerCert,
 } from '../../lib/pki/profiles.js';
-import { unwrap } from '../../lib/protocol/errors.js';
-import type { AccessGrant, GrantMode, GrantTarget } from '../../lib/protocol/grant.js';
-import { gatewayUri, identityUri, instanceProxyUri, orgProxyUri } from '../../lib/protocol/identity.js';
 import {
   type CertType,
   formatCertificate,

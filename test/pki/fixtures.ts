@@ -4,6 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { unwrap } from '../../lib/errors/codes.js';
 import {
   type CaIssuer,
   createIntermediateCa,
@@ -14,7 +15,6 @@ import {
   type KeyPair,
   loadIssuer,
 } from '../../lib/pki/index.js';
-import { unwrap } from '../../lib/protocol/errors.js';
 
 export const T0 = new Date('2030-06-01T12:00:00Z');
 export const TD = 'td.example';

@@ -1,6 +1,9 @@
 /** What we issue is what OpenSSL accepts: CSRs, CA certificates and every SPEC §3 profile, ECDSA and RSA. */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { unwrap } from '../../lib/errors/codes.js';
+import type { AccessGrant } from '../../lib/pki/grant.js';
+import { gatewayUri, identityUri, instanceProxyUri, orgProxyUri } from '../../lib/pki/identity.js';
 import {
   createCsr,
   createCsrPem,
@@ -14,9 +17,6 @@ import {
   parseCertificate,
   parseCsr,
 } from '../../lib/pki/index.js';
-import { unwrap } from '../../lib/protocol/errors.js';
-import type { AccessGrant } from '../../lib/protocol/grant.js';
-import { gatewayUri, identityUri, instanceProxyUri, orgProxyUri } from '../../lib/protocol/identity.js';
 import { hierarchy, OpensslDir, T0, TD } from './fixtures.js';
 
 const ossl = new OpensslDir();

@@ -1,8 +1,8 @@
 /** Certificates made by the openssl CLI: our verifier accepts the good ones and refuses the bad ones. */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import type { Verdict } from '../../lib/errors/codes.js';
 import { verifyCertificateChain } from '../../lib/pki/index.js';
-import type { Verdict } from '../../lib/protocol/errors.js';
 import { OpensslDir } from './fixtures.js';
 
 const ossl = new OpensslDir();

@@ -5,6 +5,9 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
 import tls from 'node:tls';
+import { type ErrorCode, GatewayError, unwrap } from '../../lib/errors/codes.js';
+import type { AccessGrant } from '../../lib/pki/grant.js';
+import { gatewayUri, identityUri } from '../../lib/pki/identity.js';
 import {
   connectVerified,
   createCsr,
@@ -17,9 +20,6 @@ import {
   parseCsr,
   type VerifiedPeer,
 } from '../../lib/pki/index.js';
-import { type ErrorCode, GatewayError, unwrap } from '../../lib/protocol/errors.js';
-import type { AccessGrant } from '../../lib/protocol/grant.js';
-import { gatewayUri, identityUri } from '../../lib/protocol/identity.js';
 import { hierarchy, OpensslDir } from './fixtures.js';
 
 const ossl = new OpensslDir();

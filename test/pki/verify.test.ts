@@ -1,6 +1,9 @@
 /** THE verifier: accepts our chains, refuses every kind of bad certificate with its own code (injected clock). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { unwrap, type Verdict } from '../../lib/errors/codes.js';
+import { type AccessGrant, encodeGrant, GRANT_EXTENSION_OID } from '../../lib/pki/grant.js';
+import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/pki/identity.js';
 import {
   type CaIssuer,
   createIntermediateCa,
@@ -20,9 +23,6 @@ import {
   verifyCertificateChain,
 } from '../../lib/pki/index.js';
 import { signatureAlgorithmFor } from '../../lib/pki/keys.js';
-import { unwrap, type Verdict } from '../../lib/protocol/errors.js';
-import { type AccessGrant, encodeGrant, GRANT_EXTENSION_OID } from '../../lib/protocol/grant.js';
-import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/protocol/identity.js';
 import { hierarchy, T0, TD } from './fixtures.js';
 
 const h = hierarchy('ecdsa-p256', 'Acme');

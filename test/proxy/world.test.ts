@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { decodeRoute, ROUTE_EXTENSION_OID } from '../../lib/pki/grant.js';
 import { parseCertificate as parseX509 } from '../../lib/pki/x509.js';
-import { decodeRoute, ROUTE_EXTENSION_OID } from '../../lib/protocol/grant.js';
 import { verifyCertificate } from '../../lib/sshcert/index.js';
 import { World } from '../helpers/world.js';
 

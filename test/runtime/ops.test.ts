@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { test } from 'node:test';
 import { register as globalRegistry } from 'prom-client';
-import { GatewayError } from '../../lib/protocol/errors.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import { DaemonMetrics } from '../../lib/runtime/metrics.js';
 import { isLoopbackHost, type Readiness, startOpsServer } from '../../lib/runtime/ops.js';
 

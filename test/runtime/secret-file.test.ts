@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { GatewayError } from '../../lib/protocol/errors.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import { readSecretFile, secretFileModeProblem } from '../../lib/runtime/secret-file.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'secret-file-'));

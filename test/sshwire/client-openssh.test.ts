@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import ssh2 from 'ssh2';
-import { GatewayError } from '../../lib/protocol/errors.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import { type CertClientOptions, connectWithCertificate } from '../../lib/sshwire/client.js';
 import { type CertFiles, type KeyFiles, keygen, keygenSign, TempDir } from '../helpers/openssh.js';
 import { type RunningSshd, startSshd } from '../helpers/sshd.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import ssh2 from 'ssh2';
-import { type ErrorCode, GatewayError } from '../../lib/protocol/errors.js';
+import { type ErrorCode, GatewayError } from '../../lib/errors/codes.js';
 import { publicKeyBlob, signCertificate, toOpenSshPrivateKey } from '../../lib/sshcert/index.js';
 import { type CertClientOptions, connectWithCertificate } from '../../lib/sshwire/client.js';
 import { type AuthenticateOptions, authenticateUser, createCertServer, listen } from '../../lib/sshwire/server.js';

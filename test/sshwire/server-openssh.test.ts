@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { ErrorCode } from '../../lib/protocol/errors.js';
+import type { ErrorCode } from '../../lib/errors/codes.js';
 import type { SshCertificate } from '../../lib/sshcert/index.js';
 import { authenticateUser, createCertServer, listen } from '../../lib/sshwire/server.js';
 import type { Server } from '../../lib/sshwire/ssh2.js';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import type { Verdict } from '../../lib/protocol/errors.js';
+import type { Verdict } from '../../lib/errors/codes.js';
 import { publicKeyBlob, signCertificate, signSsh } from '../../lib/sshcert/index.js';
 import { verifyHostCertificate } from '../../lib/sshwire/client.js';
 import { verifyUserAuth } from '../../lib/sshwire/server.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { GatewayError } from '../../lib/protocol/errors.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import {
   checkMigrations,
   type Migration,

@@ -4,7 +4,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { GatewayError } from '../../lib/protocol/errors.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import { openDatabase } from '../../lib/store/db.js';
 import { loadSealingKey, Sealer, SealingKey, sealedKeyId } from '../../lib/store/sealed.js';
 

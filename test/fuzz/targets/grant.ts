@@ -1,4 +1,4 @@
-/** The access grant and gateway route X.509 extensions (lib/protocol/grant.ts), decoded from hostile DER. */
+/** The access grant and gateway route X.509 extensions (lib/pki/grant.ts), decoded from hostile DER. */
 import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import {
@@ -11,7 +11,7 @@ import {
   GRANT_MODES,
   type GrantMode,
   validateGrant,
-} from '../../../lib/protocol/grant.js';
+} from '../../../lib/pki/grant.js';
 import { cloneNode, decodeLenient, mutateTree, toBuffer } from '../der-mutate.js';
 import { hostileString, mutants, randomBytes } from '../mutate.js';
 import type { FuzzTarget } from '../target.js';

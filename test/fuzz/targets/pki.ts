@@ -3,6 +3,7 @@ import { createPrivateKey, generateKeyPairSync, type KeyObject, sign } from 'nod
 import fc from 'fast-check';
 import { createCsr, parseCsr } from '../../../lib/pki/csr.js';
 import * as der from '../../../lib/pki/der.js';
+import { encodeGrant, encodeRoute, GRANT_EXTENSION_OID, ROUTE_EXTENSION_OID } from '../../../lib/pki/grant.js';
 import {
   loadTrustAnchors,
   type TrustAnchors,
@@ -10,7 +11,6 @@ import {
   verifyCertificateChain,
 } from '../../../lib/pki/verify.js';
 import { certificateInputs, parseCertificate, toPem } from '../../../lib/pki/x509.js';
-import { encodeGrant, encodeRoute, GRANT_EXTENSION_OID, ROUTE_EXTENSION_OID } from '../../../lib/protocol/grant.js';
 import { cloneNode, decodeLenient, mutateTree, toBuffer } from '../der-mutate.js';
 import { mutants, randomBytes, textMutants } from '../mutate.js';
 import type { FuzzTarget, Seeds } from '../target.js';

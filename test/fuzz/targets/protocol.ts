@@ -6,6 +6,7 @@
 import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import fc from 'fast-check';
 import { parseRequestBody, proxiesVersionOf, ROUTES, routeRequest, sinceOf, waitOf } from '../../../lib/ca/routes.js';
+import { ErrorCodes } from '../../../lib/errors/codes.js';
 import { cidrContains, readAddress, readCidr } from '../../../lib/protocol/address.js';
 import {
   REVOCATION_KINDS,
@@ -13,7 +14,6 @@ import {
   revocationFeedBytes,
   verifyRevocationFeed,
 } from '../../../lib/protocol/api.js';
-import { ErrorCodes } from '../../../lib/protocol/errors.js';
 import { decodeStatus, encodeStatus, MAX_STATUS_LINE } from '../../../lib/protocol/relay.js';
 import type { Schema } from '../../../lib/protocol/validate.js';
 import { HOSTILE_WORDS, hostileString, textMutants } from '../mutate.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { GatewayError } from '../../lib/protocol/errors.js';
+import { GatewayError } from '../../lib/errors/codes.js';
 import {
   formatIdentity,
   gatewayUri,
@@ -10,7 +10,7 @@ import {
   orgProxyUri,
   parseIdentity,
   parseIdentityOfKind,
-} from '../../lib/protocol/identity.js';
+} from '../../lib/pki/identity.js';
 
 test('builds the four SPEC §3 URI shapes', () => {
   assert.equal(gatewayUri('example.org', 'acme', 'gw-1'), 'spiffe://example.org/org/acme/gateway/gw-1');

@@ -22,8 +22,8 @@
  */
 import { isIP } from 'node:net';
 import forge from 'node-forge';
-import * as der from '../pki/der.js';
-import { accept, refuse, type Verdict } from './errors.js';
+import { accept, refuse, type Verdict } from '../errors/codes.js';
+import * as der from './der.js';
 import { isValidId, parseIdentity } from './identity.js';
 
 export const GRANT_OID_ARC = '2.25.164606950001041719975179529538499735090';

@@ -11,8 +11,8 @@ import {
   encodeRoute,
   GRANT_EXTENSION_OID,
   type GrantContext,
-} from '../../lib/protocol/grant.js';
-import { identityUri } from '../../lib/protocol/identity.js';
+} from '../../lib/pki/grant.js';
+import { identityUri } from '../../lib/pki/identity.js';
 
 const now = new Date('2030-01-01T00:00:00Z');
 const nowSec = now.getTime() / 1000;

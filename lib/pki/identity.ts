@@ -8,7 +8,7 @@
  *   spiffe://<td>/instance/proxy/<proxyId>
  *   spiffe://<td>/org/<orgId>/identity/<identityId>
  */
-import { accept, refuse, unwrap, type Verdict } from './errors.js';
+import { accept, refuse, unwrap, type Verdict } from '../errors/codes.js';
 
 export type IdentityKind = 'gateway' | 'org-proxy' | 'instance-proxy' | 'identity';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ErrorCodes, GatewayError, refuse, unwrap } from '../../lib/protocol/errors.js';
+import { ErrorCodes, GatewayError, refuse, unwrap } from '../../lib/errors/codes.js';
 
 test('unwrap throws a GatewayError carrying the verdict code', () => {
   assert.throws(
