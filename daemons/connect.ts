@@ -34,7 +34,12 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 function commonOptions(y: Argv): Argv {
   return y
-    .option('ca', { type: 'string', describe: 'CA API URL (https://host:port)', global: true })
+    .option('ca', {
+      type: 'string',
+      describe:
+        'CA API URL (https://host:port); repeat it, or give a comma-separated list, for replicas of one CA: the next is tried when one cannot be reached',
+      global: true,
+    })
     .option('ca-fingerprint', {
       type: 'string',
       describe: 'SHA-256 fingerprint of the CA API certificate (sha256:hex, printed by `infisical-ca init`)',
@@ -94,6 +99,13 @@ function setup(argv: Args) {
     }
     return v;
   };
+  /** --ca given once, several times (yargs collects an array) or as a comma-separated list. */
+  const caUrls = (): string[] => {
+    const v = argv['ca'];
+    const list = (Array.isArray(v) ? v : [v]).filter((u): u is string => typeof u === 'string' && u !== '');
+    if (list.length === 0) throw new GatewayError('E_CONFIG_INVALID', `--ca is required (or env ${flagEnvName('ca')})`);
+    return list;
+  };
   const connector = () => {
     const secretFile = argv['client-secret-file'];
     const clientSecret =
@@ -106,7 +118,7 @@ function setup(argv: Args) {
         `--client-secret-file (or ${flagEnvName('client-secret-file')}, or ${CONNECT_SECRET_ENV}) is required`,
       );
     const stepTimeoutMs = Number(argv['timeout'] ?? 10) * 1000;
-    const ca = new CaClient({ url: need('ca'), fingerprint: need('ca-fingerprint'), timeoutMs: stepTimeoutMs });
+    const ca = new CaClient({ url: caUrls(), fingerprint: need('ca-fingerprint'), timeoutMs: stepTimeoutMs });
     const source = new CaGrantSource({ ca, clientId: need('client-id'), clientSecret });
     const ttl = argv['ttl'];
     return new GatewayConnector({

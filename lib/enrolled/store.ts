@@ -8,7 +8,8 @@
  *   subject, seq, at), feed (id = 1, seq).
  */
 import type { RevocationKind } from '../protocol/api.js';
-import { CaClient, normalizeFingerprint } from '../protocol/ca-client.js';
+import { CaClient, type CaClientOptions, normalizeFingerprint, parseCaUrls } from '../protocol/ca-client.js';
+import type { Logger } from '../runtime/log.js';
 import type { Db } from '../store/db.js';
 import { type SecretKind, StateSecrets } from './secrets.js';
 
@@ -81,14 +82,56 @@ export class EnrolledStore {
     return added;
   }
 
+  /**
+   * The CA API URLs named in the config (ca_url: one, or a comma-separated list of the same CA's replicas), at
+   * start: they replace the stored ones, so an operator adds or moves a CA replica by editing the config, and
+   * `renew` and later starts use the same list. The pins are unchanged: every URL must present the pinned CA.
+   * Returns the URLs in effect (stored form: comma-separated).
+   */
+  applyConfiguredCaUrls(configured: string | undefined, stored: string): string {
+    if (configured === undefined || configured.trim() === '') return stored;
+    const urls = parseCaUrls(configured)
+      .map((u) => u.origin)
+      .join(',');
+    if (urls !== stored) this.db.prepare('UPDATE enrollment SET ca_url = ? WHERE id = 1').run(urls);
+    return urls;
+  }
+
   /** A CA client for the stored enrollment that stores the API root beside a leaf pin when it learns it. */
-  caClient(state: { caUrl: string; caFingerprint: string }, userAgent?: string): CaClient {
+  caClient(
+    state: { caUrl: string; caFingerprint: string },
+    userAgent?: string,
+    onFailover?: CaClientOptions['onFailover'],
+  ): CaClient {
     return new CaClient({
       url: state.caUrl,
       fingerprint: state.caFingerprint,
       onRootLearned: (fp) => this.addCaPin(fp),
       ...(userAgent ? { userAgent } : {}),
+      ...(onFailover ? { onFailover } : {}),
     });
+  }
+
+  /**
+   * The running daemon's CA client: the configured CA URLs (applyConfiguredCaUrls) and pins (applyConfiguredPins)
+   * over the stored ones, with each failover logged.
+   */
+  serveCaClient(
+    state: { caUrl: string; caFingerprint: string },
+    config: { ca_url?: string | undefined; ca_fingerprint?: string | undefined },
+    userAgent: string,
+    logger: Logger,
+  ): CaClient {
+    const caUrl = this.applyConfiguredCaUrls(config.ca_url, state.caUrl);
+    if (caUrl !== state.caUrl) logger.info({ caUrls: caUrl.split(',') }, 'CA API URLs taken from the config (ca_url)');
+    const ca = this.caClient({ ...state, caUrl }, userAgent, (e) =>
+      logger.warn(
+        { from: e.from, to: e.to, code: e.code, reason: e.reason },
+        'CA API URL unreachable, trying the next one',
+      ),
+    );
+    this.applyConfiguredPins(config.ca_fingerprint, ca);
+    return ca;
   }
 
   protected sealKey(plaintext: string, kind: SecretKind): string {

@@ -3,7 +3,7 @@
  * > defaults). Declared once: the loader, --help and the sample config read this.
  */
 import { enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
-import { defineSchema, durationRange, httpsUrl, intRange, keys } from '../runtime/config-schema.js';
+import { defineSchema, durationRange, httpsUrls, intRange, keys } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
 
 export const gatewayConfigSchema = defineSchema(
@@ -14,9 +14,10 @@ export const gatewayConfigSchema = defineSchema(
     ca_url: keys.string({
       flag: 'ca',
       optional: true,
-      placeholder: 'https://host:port',
-      description: 'CA API URL used by `enroll`, renewal and the revocation feed.',
-      validate: httpsUrl,
+      placeholder: 'https://host:port[,https://host2:port]',
+      description:
+        'CA API URL used by `enroll`, renewal and the revocation feed; a comma-separated list names replicas of one CA, tried in turn when one cannot be reached (same pins). Read at start: it replaces the URLs stored at enrollment.',
+      validate: httpsUrls,
     }),
     ca_fingerprint: keys.string({
       optional: true,

@@ -241,8 +241,7 @@ export async function serve(
   );
   // A flood of channel opens must not become a flood of log lines (nor of audit rows: nobody authenticated).
   const warnSampled = sampledWarn(logger, 10_000);
-  const ca = store.caClient(state, `infisical-gateway/${GATEWAY_VERSION}`);
-  store.applyConfiguredPins(config.ca_fingerprint, ca);
+  const ca = store.serveCaClient(state, config, `infisical-gateway/${GATEWAY_VERSION}`, logger);
 
   let lifecycle: Lifecycle | undefined;
   const gateway: Gateway = new Gateway(state, settingsFrom(config), {

@@ -7,6 +7,12 @@
  *
  * Refusals from the server, and transport failures, are thrown as CaApiError (a GatewayError with the server's
  * code and the HTTP status; status 0 for transport failures).
+ *
+ * Failover: the client may know several URLs of one CA (replicas behind separate addresses), all held to the
+ * same pins. It keeps using the one that last answered; when a connection to it cannot be made (refused, reset,
+ * no route, or no TLS handshake within the connect timeout) it tries the next, before a byte of the request is
+ * written. A request that reached a CA is never sent again elsewhere (it may have spent a token), and a CA that
+ * answers with a certificate outside the pins is an error, never a reason to try another URL.
  */
 
 import type { KeyObject } from 'node:crypto';
@@ -70,8 +76,8 @@ export class CaApiError extends GatewayError {
 }
 
 export interface CaClientOptions {
-  /** "https://ca.example.com:8443" */
-  url: string;
+  /** "https://ca.example.com:8443", or several URLs of the same CA (a list, or one comma-separated string). */
+  url: string | readonly string[];
   /** SHA-256 of the API server certificate: 64 hex digits, colons and a "sha256:" prefix allowed. Several
    * pins may be given (during a certificate change). */
   fingerprint: string | readonly string[];
@@ -90,6 +96,32 @@ export interface CaClientOptions {
   onRootLearned?: (rootFingerprint: string) => void;
   /** Sent as User-Agent ("infisical-gateway/0.1.0"): the CA lists the version of what reads its feed. */
   userAgent?: string;
+  /** How long one URL gets to complete TCP + TLS before the next is tried; default 5 s with several URLs (with
+   * one, the whole-request timeout applies). */
+  connectTimeoutMs?: number;
+  /** Called when a URL could not be reached and the next one is tried (for the caller's log). */
+  onFailover?: (event: { from: string; to: string; code: ErrorCode; reason: string }) => void;
+}
+
+/**
+ * The CA API URLs in a `--ca` / `ca_url` value: one URL, a comma-separated list, or a list of either. Each must
+ * be https:// (the pin needs TLS); duplicates are dropped, order is kept (the first is tried first).
+ */
+export function parseCaUrls(value: string | readonly string[]): URL[] {
+  const parts = (typeof value === 'string' ? [value] : value).flatMap((v) => v.split(','));
+  const urls: URL[] = [];
+  for (const raw of parts.map((p) => p.trim()).filter((p) => p !== '')) {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new GatewayError('E_CONFIG_INVALID', `CA API URL ${JSON.stringify(raw)} is not a URL`);
+    }
+    if (url.protocol !== 'https:') throw new GatewayError('E_CONFIG_INVALID', 'CA API URL must be https://');
+    if (!urls.some((u) => u.href === url.href)) urls.push(url);
+  }
+  if (urls.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'at least one CA API URL is required');
+  return urls;
 }
 
 /** The current certificate and key a gateway or proxy signs renewals and feed reads with. */
@@ -110,14 +142,15 @@ export function normalizeFingerprint(fp: string): string {
 }
 
 export class CaClient {
-  readonly #url: URL;
+  readonly #urls: readonly URL[];
+  /** Which URL answered last; shared with clients made by withToken, so they keep to it too. */
+  readonly #current: { index: number };
   readonly #pins: Set<string>;
   readonly #options: CaClientOptions;
 
-  constructor(options: CaClientOptions) {
-    const url = new URL(options.url);
-    if (url.protocol !== 'https:') throw new GatewayError('E_CONFIG_INVALID', 'CA API URL must be https://');
-    this.#url = url;
+  constructor(options: CaClientOptions, current?: { index: number }) {
+    this.#urls = parseCaUrls(options.url);
+    this.#current = current ?? { index: 0 };
     // A stored pin may be a comma-separated list (a leaf pin and the root learned beside it).
     const pins =
       typeof options.fingerprint === 'string'
@@ -133,9 +166,19 @@ export class CaClient {
     this.#pins.add(normalizeFingerprint(fingerprint));
   }
 
+  /** The CA API URLs this client knows, in the order they are tried from the first. */
+  get urls(): string[] {
+    return this.#urls.map((u) => u.origin);
+  }
+
+  /** The URL that answered last (or will be tried first). */
+  get currentUrl(): string {
+    return this.#urls[this.#current.index % this.#urls.length]!.origin;
+  }
+
   /** A client of the same server with this access token. */
   withToken(accessToken: string): CaClient {
-    return new CaClient({ ...this.#options, accessToken });
+    return new CaClient({ ...this.#options, accessToken }, this.#current);
   }
 
   /** Logs in and returns a client carrying the access token (and the login response). */
@@ -262,13 +305,13 @@ export class CaClient {
     const timeoutMs = call.timeoutMs ?? this.#options.timeoutMs ?? 15_000;
     const timeout = AbortSignal.timeout(timeoutMs);
     const deadline = call.signal ? AbortSignal.any([timeout, call.signal]) : timeout;
-    const socket = await this.#connectPinned(deadline);
+    const { socket, url } = await this.#connectAny(deadline);
     try {
       const res = await new Promise<IncomingMessage>((resolve, reject) => {
         const req = request({
           method,
           path,
-          headers: { host: this.#url.host, ...headers },
+          headers: { host: url.host, ...headers },
           createConnection: () => socket,
           signal: deadline,
         });
@@ -316,10 +359,39 @@ export class CaClient {
     this.#options.onRootLearned?.(fp);
   }
 
+  /**
+   * A pinned connection to the current URL or, when it cannot be reached, to the next ones in turn (each at most
+   * once per call). Only unreachability moves on: a pin mismatch or the caller's own deadline ends the call.
+   */
+  async #connectAny(deadline: AbortSignal): Promise<{ socket: TLSSocket; url: URL }> {
+    const n = this.#urls.length;
+    const perUrlMs = this.#options.connectTimeoutMs ?? (n > 1 ? 5_000 : undefined);
+    const start = this.#current.index % n;
+    let last: CaApiError | undefined;
+    for (let i = 0; i < n; i++) {
+      const index = (start + i) % n;
+      const url = this.#urls[index]!;
+      const signal = perUrlMs === undefined ? deadline : AbortSignal.any([deadline, AbortSignal.timeout(perUrlMs)]);
+      try {
+        const socket = await this.#connectPinned(url, signal);
+        this.#current.index = index;
+        return { socket, url };
+      } catch (err) {
+        const e = err as CaApiError;
+        const unreachable = e.code === 'E_CA_UNREACHABLE' || (e.code === 'E_TIMEOUT' && !deadline.aborted);
+        if (!unreachable || i === n - 1) throw last && n > 1 ? withTried(e, this.urls) : e;
+        last = e;
+        const next = this.#urls[(index + 1) % n]!;
+        this.#options.onFailover?.({ from: url.origin, to: next.origin, code: e.code, reason: e.message });
+      }
+    }
+    throw last ?? new CaApiError('E_CA_UNREACHABLE', 'no CA API URL', 0);
+  }
+
   /** Connects, finishes the TLS handshake and checks the pin; only then is the socket handed to HTTP. */
-  #connectPinned(signal: AbortSignal): Promise<TLSSocket> {
-    const host = this.#url.hostname.replace(/^\[(.*)\]$/, '$1');
-    const port = Number(this.#url.port || 443);
+  #connectPinned(url: URL, signal: AbortSignal): Promise<TLSSocket> {
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = Number(url.port || 443);
     return new Promise((resolve, reject) => {
       const socket = connect({
         host,
@@ -354,6 +426,11 @@ export class CaClient {
       });
     });
   }
+}
+
+/** The last failure of a call that tried every URL, saying so (the operator sees that none answered). */
+function withTried(e: CaApiError, urls: readonly string[]): CaApiError {
+  return new CaApiError(e.code, `${e.message} (tried ${urls.join(', ')})`, e.status, { cause: e });
 }
 
 /** The certificates the CA sent, leaf first, as DER (getPeerCertificate(true) keeps what the peer sent). */

@@ -9,7 +9,7 @@ import {
   durationRange,
   each,
   hostPort,
-  httpsUrl,
+  httpsUrls,
   intRange,
   keys,
   oneOf,
@@ -27,9 +27,10 @@ export const proxyConfigSchema = defineSchema(
     ca_url: keys.string({
       flag: 'ca',
       optional: true,
-      placeholder: 'https://host:port',
-      description: 'CA API URL used by `enroll`, renewal and the revocation feed.',
-      validate: httpsUrl,
+      placeholder: 'https://host:port[,https://host2:port]',
+      description:
+        'CA API URL used by `enroll`, renewal and the revocation feed; a comma-separated list names replicas of one CA, tried in turn when one cannot be reached (same pins). Read at start: it replaces the URLs stored at enrollment.',
+      validate: httpsUrls,
     }),
     ca_fingerprint: keys.string({
       optional: true,

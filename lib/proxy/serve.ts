@@ -289,8 +289,7 @@ export async function serve(
     log: logger,
     revocations: store.revocations(),
   });
-  const ca = store.caClient(state, `infisical-proxy/${PROXY_VERSION}`);
-  store.applyConfiguredPins(config.ca_fingerprint, ca);
+  const ca = store.serveCaClient(state, config, `infisical-proxy/${PROXY_VERSION}`, logger);
 
   let revoked: string | undefined;
   const enterRevoked = (reason: string): void => {

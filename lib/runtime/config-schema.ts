@@ -256,3 +256,14 @@ export function httpsUrl(value: string): string | undefined {
     return 'expected an https:// URL';
   }
 }
+
+/** One https:// URL or a comma-separated list of them (the replicas of one CA, tried in order). */
+export function httpsUrls(value: string): string | undefined {
+  const parts = value.split(',').map((p) => p.trim());
+  if (parts.some((p) => p === '')) return 'expected https:// URLs separated by commas';
+  for (const p of parts) {
+    const problem = httpsUrl(p);
+    if (problem) return `${problem} (${JSON.stringify(p)})`;
+  }
+  return undefined;
+}
