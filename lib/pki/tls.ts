@@ -73,7 +73,10 @@ export function mtlsClientOptions(
   return opts;
 }
 
-/** The peer's certificates as DER, leaf first, following Node's issuer links (bounded). */
+/**
+ * The peer's certificates as DER, leaf first, following Node's issuer links (bounded). The one place a chain is
+ * read off a socket: THE verifier's listeners and the CA client's pin check both use it.
+ */
 export function peerChain(socket: tls.TLSSocket): Buffer[] {
   const out: Buffer[] = [];
   let cert = socket.getPeerCertificate(true) as tls.DetailedPeerCertificate | Record<string, never>;
