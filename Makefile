@@ -25,10 +25,11 @@ test: build
 test-only:
 	@npx tsc -p tsconfig.json && $(NODE) --test $(TEST_FILES)
 
-## lint: biome (lint + format check) and the type checker
+## lint: biome (lint + format check), the type checker, and the layer order of lib/ (.dependency-cruiser.cjs)
 lint: deps
 	@npx biome check .
 	@npx tsc -p tsconfig.json --noEmit
+	@npx depcruise --config .dependency-cruiser.cjs lib daemons
 
 format:
 	@npx biome check --write .

@@ -16,6 +16,7 @@
 import { isIP } from 'node:net';
 import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { GRANT_MODES, type GrantMode, type GrantTarget } from '../pki/grant.js';
+import { isValidId } from '../pki/identity.js';
 import { cidrContains, readAddress, readCidr, sameAddress } from '../protocol/address.js';
 
 export interface PolicyRule {
@@ -36,14 +37,16 @@ export interface AccessRequest {
   mode: GrantMode;
 }
 
-const SUBJECT = /^(identity|group):[A-Za-z0-9._-]{1,128}$/;
-const GATEWAY = /^(\*|[A-Za-z0-9._-]{1,128})$/;
+/** `identity:<id>` or `group:<id>`. */
+const isSubject = (s: string): boolean => /^(identity|group):/.test(s) && isValidId(s.slice(s.indexOf(':') + 1));
+/** A gateway id, or `*` for every gateway. */
+const isGatewayPattern = (g: string): boolean => g === '*' || isValidId(g);
 
 /** Checks a rule's syntax before it is stored; the refusal names the bad part. */
 export function validateRule(rule: PolicyRule): Verdict<PolicyRule> {
-  if (!SUBJECT.test(rule.subject)) return refuse('E_REQUEST_INVALID', `subject "${rule.subject}"`);
+  if (!isSubject(rule.subject)) return refuse('E_REQUEST_INVALID', `subject "${rule.subject}"`);
   if (rule.gateways.length === 0) return refuse('E_REQUEST_INVALID', 'a rule names at least one gateway or "*"');
-  for (const g of rule.gateways) if (!GATEWAY.test(g)) return refuse('E_REQUEST_INVALID', `gateway "${g}"`);
+  for (const g of rule.gateways) if (!isGatewayPattern(g)) return refuse('E_REQUEST_INVALID', `gateway "${g}"`);
   if (rule.targets.length === 0) return refuse('E_REQUEST_INVALID', 'a rule names at least one target');
   for (const t of rule.targets) {
     if (parseTargetPattern(t) === null) return refuse('E_REQUEST_INVALID', `target pattern "${t}"`);
@@ -86,7 +89,7 @@ type TargetPattern = { kind: 'name'; name: string } | { kind: 'host'; host: Host
 function parseTargetPattern(pattern: string): TargetPattern | null {
   if (pattern.startsWith('name:')) {
     const name = pattern.slice(5);
-    return /^[A-Za-z0-9._-]{1,128}$/.test(name) ? { kind: 'name', name } : null;
+    return isValidId(name) ? { kind: 'name', name } : null;
   }
   const cut = pattern.lastIndexOf(':');
   if (cut <= 0) return null;

@@ -4,6 +4,7 @@
  */
 
 import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
+import { isValidId } from '../pki/identity.js';
 import {
   AddPolicyRequest,
   CreateEnrollmentTokenRequest,
@@ -278,8 +279,6 @@ export function rotationAckOf(query: URLSearchParams): string | undefined {
   return r.ok ? r.value : undefined;
 }
 
-const ID_SEGMENT = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
-
 /** Finds the route for a path; `allowed` lists the methods of a path that exists with another method. */
 export function matchRoute(
   method: string,
@@ -296,7 +295,7 @@ export function matchRoute(
       const t = tpl[i]!;
       const v = parts[i]!;
       if (t.startsWith(':')) {
-        if (ID_SEGMENT.test(v)) params[t.slice(1)] = v;
+        if (isValidId(v)) params[t.slice(1)] = v;
         else match = false;
       } else if (t !== v) match = false;
     }

@@ -8,7 +8,7 @@
 import tls from 'node:tls';
 import type { Verdict } from '../errors/codes.js';
 import { checkPeer, mtlsClientOptions, type PeerExpectations } from '../pki/tls.js';
-import { loadTrustAnchors, type TrustAnchors, type VerifiedPeer, verifyCertificateChain } from '../pki/verify.js';
+import { loadTrustAnchors, type TrustAnchors, type VerifiedPeer } from '../pki/verify.js';
 import type { ClientGrant, ProxyScope } from './grant.js';
 
 /** Anchors for the verifier, parsed once (PEM when they do not parse: the verifier then says why). */
@@ -69,25 +69,12 @@ function trust(pems: readonly string[]): Trust {
   return { anchors: loaded.ok ? loaded.value : pems };
 }
 
-/**
- * checkPeer's verdict, computed first on the peer's leaf alone: on a client socket getPeerCertificate(true)
- * costs ~0.4 ms (Node builds an object per certificate and completes the chain), the leaf alone ~0.06 ms. A
- * path found from the leaf alone is the path the whole chain gives (the verifier tries anchors first), so an
- * acceptance is the same; any refusal is decided again by checkPeer on the whole chain, so refusals are the same
- * too. (Not getPeerX509Certificate: on a client socket Node 20 removes the leaf from OpenSSL's peer chain, and
- * later reads of the chain come back empty.)
- */
+/** checkPeer against the grant's parsed anchors, on the leaf alone first (lib/pki/tls decideLeafFirst). */
 export function verifyPeer(
   socket: tls.TLSSocket,
   trust: Trust,
   expectations: Omit<PeerExpectations, 'anchors'>,
   now: Date,
 ): Verdict<VerifiedPeer> {
-  const full: PeerExpectations = { ...expectations, anchors: trust.anchors };
-  const raw = socket.getProtocol() === 'TLSv1.3' ? socket.getPeerCertificate(false)?.raw : undefined;
-  if (raw) {
-    const quick = verifyCertificateChain({ ...full, chain: [raw], now });
-    if (quick.ok) return quick;
-  }
-  return checkPeer(socket, full, now);
+  return checkPeer(socket, { ...expectations, anchors: trust.anchors }, now, { leafFirst: true });
 }

@@ -12,42 +12,11 @@ import type { GrantMode, GrantTarget } from '../pki/grant.js';
 import { parseIdentityOfKind } from '../pki/identity.js';
 import { generateKeyPair } from '../pki/keys.js';
 import { certificateInputs, parseCertificate } from '../pki/x509.js';
+import type { GrantRequest, GrantResponse, ProxyScope } from '../protocol/api.js';
 
-export type ProxyScope = 'instance' | 'org';
-
-/** A proxy where the gateway can be attached, as the CA lists it. */
-export interface ProxyEndpoint {
-  proxyId: string;
-  scope: ProxyScope;
-  /** The name its TLS server certificate carries (DNS or IP SAN). */
-  hostname: string;
-  /** `host:port` to dial. */
-  tlsAddress: string;
-}
-
-/** Body of `POST /v1/grants` (the caller's identity comes from its Bearer token). */
-export interface GrantRequest {
-  orgId: string;
-  gatewayId: string;
-  target: GrantTarget;
-  mode: GrantMode;
-  outerCsr: string;
-  innerCsr: string;
-  ttlSeconds?: number;
-}
-
-/** Response of `POST /v1/grants` (/tmp/api-contract.md). */
-export interface GrantResponse {
-  grantId: string;
-  expiresAt: string | number;
-  outerCertificateChain?: string;
-  /** One outer chain per proxy scope when both kinds of proxies exist. */
-  outerCertificateChains?: Partial<Record<ProxyScope, string>>;
-  innerCertificateChain: string;
-  gatewayUri: string;
-  trust: { proxyServerCaCerts: string[]; gatewayServerCaCerts: string[] };
-  proxies: ProxyEndpoint[];
-}
+/** A proxy where the gateway can be attached, as the CA lists it in a grant response. */
+export type ProxyEndpoint = GrantResponse['proxies'][number];
+export type { GrantRequest, GrantResponse, ProxyScope };
 
 /** The CA, as the client sees it. Refusals reject with a GatewayError (E_POLICY_DENIED, E_AUTH_INVALID, …). */
 export interface GrantSource {
@@ -120,7 +89,7 @@ export function clientGrantFrom(spec: GrantSpec, privateKey: KeyObject, res: Gra
     throw bad('missing proxy or gateway server CA certificates');
   }
   const leaves = [...Object.values(outerChain), res.innerCertificateChain].map((chain) => leafNotAfter(chain ?? ''));
-  const stated = typeof res.expiresAt === 'number' ? res.expiresAt * 1000 : Date.parse(res.expiresAt);
+  const stated = Date.parse(res.expiresAt);
   const expiresAtMs = Math.min(...leaves, Number.isFinite(stated) ? stated : Number.POSITIVE_INFINITY);
   return {
     spec,

@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../errors/codes.js';
 import { checkGrant, type GrantMode } from '../pki/grant.js';
-import { mtlsServerOptions, peerChain } from '../pki/tls.js';
+import { decideLeafFirst, mtlsServerOptions } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
 import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
 import { type Admitted, admitChannel, admitStream } from './admission.js';
@@ -262,13 +262,7 @@ export class InnerServer {
     });
   }
 
-  /**
-   * THE admission decision, first on the peer's leaf alone: building Node's chain objects
-   * (getPeerCertificate(true)) was the costliest step of a stream's setup. A path found from the leaf alone is
-   * the path the whole chain would give (anchors are tried first); on any refusal the decision is made again on
-   * the whole chain the peer sent, so the verdict is always the full chain's. (Not getPeerX509Certificate: in
-   * Node 20, after it, getPeerCertificate(true) loses the intermediates the peer sent.)
-   */
+  /** THE admission decision, on the peer's leaf alone first (lib/pki/tls decideLeafFirst: the same verdict). */
   #admit(socket: tls.TLSSocket, loaded: Loaded, now: Date): Verdict<Admitted> {
     const ctx = {
       orgId: this.#opts.orgId,
@@ -277,12 +271,7 @@ export class InnerServer {
       revoked: this.#opts.revoked,
       now,
     };
-    const leaf = socket.getPeerCertificate(false)?.raw;
-    if (leaf) {
-      const quick = admitStream([leaf], socket.alpnProtocol, ctx);
-      if (quick.ok) return quick;
-    }
-    return admitStream(peerChain(socket), socket.alpnProtocol, ctx);
+    return decideLeafFirst(socket, (chain) => admitStream(chain, socket.alpnProtocol, ctx));
   }
 }
 

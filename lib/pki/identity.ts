@@ -25,8 +25,13 @@ export const MAX_TRUST_DOMAIN_LENGTH = 253;
 /** Longest whole URI accepted; bounded so a hostile SAN cannot make us allocate much. */
 export const MAX_URI_LENGTH = 600;
 
-const ID_RE = /^[A-Za-z0-9._-]+$/;
-/** The id rule in words, for messages that refuse an id (isValidId is the rule itself). */
+/**
+ * THE id rule (orgId, gatewayId, proxyId, identityId, group and target names), written once: 1 to 128 of
+ * A-Z a-z 0-9 . _ -, but not "." or ".." (an id is a URI path segment). Schemas that take a pattern use it;
+ * code uses isValidId.
+ */
+export const ID_PATTERN = new RegExp(`^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,${MAX_ID_LENGTH}}$`);
+/** The id rule in words, for messages that refuse an id (ID_PATTERN is the rule itself). */
 export const ID_RULE = `1 to ${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ -, not "." or ".."`;
 // SPIFFE trust domains are lowercase: letters, digits, dots, dashes, underscores.
 const TRUST_DOMAIN_RE = /^[a-z0-9._-]+$/;
@@ -34,9 +39,7 @@ const SCHEME = 'spiffe://';
 
 /** True when `id` is a valid id segment: [A-Za-z0-9._-], 1..128 chars, not "." or "..". */
 export function isValidId(id: unknown): id is string {
-  return (
-    typeof id === 'string' && id.length > 0 && id.length <= MAX_ID_LENGTH && ID_RE.test(id) && id !== '.' && id !== '..'
-  );
+  return typeof id === 'string' && ID_PATTERN.test(id);
 }
 
 /** True when `td` is a valid trust domain: lowercase [a-z0-9._-], 1..253 chars, no empty labels. */

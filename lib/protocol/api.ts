@@ -6,7 +6,7 @@
 import { createHash, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
 import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { GRANT_MODES, type GrantMode, type GrantTarget, isValidHost } from '../pki/grant.js';
-import { isValidId } from '../pki/identity.js';
+import { ID_PATTERN, isValidId, MAX_ID_LENGTH } from '../pki/identity.js';
 import { type Infer, type Schema, validate } from './validate.js';
 
 export const API_VERSION = 'v1';
@@ -21,8 +21,7 @@ export const SIGNED_REQUEST_SKEW_SEC = 5 * 60;
 
 // ---- building blocks --------------------------------------------------------------------------------------
 
-const ID = /^(?!\.{1,2}$)[A-Za-z0-9._-]+$/;
-const id = { type: 'string', max: 128, pattern: ID } as const;
+const id = { type: 'string', max: MAX_ID_LENGTH, pattern: ID_PATTERN } as const;
 const optionalId = { ...id, optional: true } as const;
 const pem = { type: 'string', max: 16 * 1024 } as const;
 const sshKey = { type: 'string', max: 8 * 1024 } as const;
@@ -42,7 +41,7 @@ export type RevocationKind = (typeof REVOCATION_KINDS)[number];
 
 export const LoginRequest = {
   type: 'object',
-  fields: { clientId: { type: 'string', max: 128, pattern: ID }, clientSecret: { type: 'string', max: 256 } },
+  fields: { clientId: { type: 'string', max: 128, pattern: ID_PATTERN }, clientSecret: { type: 'string', max: 256 } },
 } as const;
 
 export const CreateOrgRequest = { type: 'object', fields: { orgId: id } } as const;
@@ -139,7 +138,7 @@ export const RevokeRequest = {
   fields: {
     kind: { type: 'enum', values: REVOCATION_KINDS },
     orgId: optionalId,
-    subject: { type: 'string', max: 128, pattern: ID },
+    subject: { type: 'string', max: 128, pattern: ID_PATTERN },
     reason: { type: 'string', max: 500, optional: true },
   },
 } as const;

@@ -19,7 +19,7 @@ import type { KeyObject } from 'node:crypto';
 import { createHash, randomBytes } from 'node:crypto';
 import { type IncomingMessage, request } from 'node:http';
 import { isIP } from 'node:net';
-import { connect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
+import { connect, type TLSSocket } from 'node:tls';
 import {
   accept,
   type ErrorCode,
@@ -29,6 +29,7 @@ import {
   refuse,
   type Verdict,
 } from '../errors/codes.js';
+import { peerChain } from '../pki/tls.js';
 import { verifyCertificateChain } from '../pki/verify.js';
 import {
   type AddPolicyRequest,
@@ -431,18 +432,6 @@ export class CaClient {
 /** The last failure of a call that tried every URL, saying so (the operator sees that none answered). */
 function withTried(e: CaApiError, urls: readonly string[]): CaApiError {
   return new CaApiError(e.code, `${e.message} (tried ${urls.join(', ')})`, e.status, { cause: e });
-}
-
-/** The certificates the CA sent, leaf first, as DER (getPeerCertificate(true) keeps what the peer sent). */
-function peerChain(socket: TLSSocket): Buffer[] {
-  const out: Buffer[] = [];
-  let cert = socket.getPeerCertificate(true) as DetailedPeerCertificate | undefined;
-  while (cert?.raw && out.length < 8) {
-    if (out.some((d) => d.equals(cert!.raw))) break; // a self-signed root points at itself
-    out.push(cert.raw);
-    cert = cert.issuerCertificate;
-  }
-  return out;
 }
 
 /**

@@ -86,6 +86,7 @@ test('failover: a dead proxy and one saying E_GATEWAY_OFFLINE are skipped', asyn
     proxyId: 'p-dead',
     scope: 'instance',
     hostname: 'localhost',
+    hostnames: ['localhost'],
     tlsAddress: `127.0.0.1:${await deadPort()}`,
   };
   const offline = await relay('p-offline', { status: 'E_GATEWAY_OFFLINE' });

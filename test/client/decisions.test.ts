@@ -93,7 +93,13 @@ test('exit codes group error codes by who must act', () => {
 });
 
 test('the proxy that worked last is tried first; the CA order otherwise', () => {
-  const p = (proxyId: string): ProxyEndpoint => ({ proxyId, scope: 'instance', hostname: 'h', tlsAddress: 'h:1' });
+  const p = (proxyId: string): ProxyEndpoint => ({
+    proxyId,
+    scope: 'instance',
+    hostname: 'h',
+    hostnames: ['h'],
+    tlsAddress: 'h:1',
+  });
   const list = [p('a'), p('b'), p('c')];
   assert.deepEqual(
     orderProxies(list, 'b').map((x) => x.proxyId),

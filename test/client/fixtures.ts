@@ -79,6 +79,8 @@ export class FakeGrantSource implements GrantSource {
     return {
       grantId: grant.grantId,
       expiresAt: new Date(grant.notAfter * 1000).toISOString(),
+      // As the CA: the org-scope chain when org proxies exist, else the instance one.
+      outerCertificateChain: (outer.org ?? outer.instance)!,
       outerCertificateChains: outer,
       innerCertificateChain: inner.pem,
       gatewayUri: world.gatewayUri(req.orgId, req.gatewayId),
@@ -161,7 +163,13 @@ export async function startRelay(o: {
   const port = await listen(server);
   const l = tracked(server, port, { connections: 0 });
   return Object.assign(l, {
-    endpoint: { proxyId: o.proxyId, scope: o.scope, hostname: 'localhost', tlsAddress: `127.0.0.1:${port}` },
+    endpoint: {
+      proxyId: o.proxyId,
+      scope: o.scope,
+      hostname: 'localhost',
+      hostnames: ['localhost'],
+      tlsAddress: `127.0.0.1:${port}`,
+    },
   });
 }
 

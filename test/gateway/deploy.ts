@@ -117,6 +117,7 @@ export function clientProxies(proxies: RunningProxy[]): ClientProxy[] {
     proxyId: p.proxyId,
     scope: 'instance',
     hostname: '127.0.0.1',
+    hostnames: ['127.0.0.1'],
     tlsAddress: `127.0.0.1:${p.tlsPort}`,
   }));
 }
