@@ -11,10 +11,9 @@ import { parseIdentity } from '../pki/identity.js';
 import { verifyCertificateChain } from '../pki/verify.js';
 import { parseCertificate } from '../pki/x509.js';
 import {
+  BODIES,
   type GatewayEnrollResponse,
   type ProxyEnrollResponse,
-  parseBody,
-  RenewRequest,
   requestSignatureHash,
   SIGNED_REQUEST_SKEW_SEC,
 } from '../protocol/api.js';
@@ -233,7 +232,7 @@ function prepare(ctx: AuthorityContext, req: SignedRequest, info: RequestInfo, a
   } catch {
     return ctx.unauthenticated.refuse('signed', action, info.source, 'E_REQUEST_MALFORMED', 'body is not JSON');
   }
-  const body = parseBody(RenewRequest, json);
+  const body = BODIES.renew.parse(json);
   if (!body.ok) return ctx.unauthenticated.refuse('signed', action, info.source, body.code, body.reason);
   const peer = authenticateSigned(ctx, action, req, body.value, info);
   if (!peer.ok) return peer;
