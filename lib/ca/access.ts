@@ -49,7 +49,7 @@ export async function login(
   const token = randomToken();
   const expiresAt = nowMs + ctx.limits.tokenTtlSec * 1000;
   ctx.store.transaction(() => {
-    ctx.store.insertAccessToken(tokenHash(token), identity.rowId, nowMs, expiresAt);
+    ctx.store.orgs.insertAccessToken(tokenHash(token), identity.rowId, nowMs, expiresAt);
     ctx.audit.insert({ ...event, orgId: identity.orgId, outcome: 'ok' });
   });
   ctx.audit.log({ ...event, orgId: identity.orgId, outcome: 'ok' });
@@ -69,7 +69,7 @@ async function provedIdentity(ctx: AuthorityContext, req: LoginRequest, source: 
   const turn = await ctx.unauthenticated.loginTurn(source);
   if (!turn.ok) return turn;
   try {
-    const identity = ctx.store.identityByClientId(req.clientId);
+    const identity = ctx.store.orgs.identityByClientId(req.clientId);
     decoy ??= decoyHash(ctx.limits.scrypt);
     const matches = await verifySecret(req.clientSecret, identity?.secretHash ?? (await decoy));
     // Charged before the turn is handed on, so the next login in line sees this failure.
@@ -91,7 +91,7 @@ async function provedIdentity(ctx: AuthorityContext, req: LoginRequest, source: 
 /** Resolves a bearer access token to its caller. Never audited (called on every request). */
 export function authenticate(ctx: AuthorityContext, accessToken: string | undefined): Verdict<Caller> {
   if (!accessToken) return refuse('E_AUTH_REQUIRED', 'no access token');
-  const row = ctx.store.accessToken(tokenHash(accessToken));
+  const row = ctx.store.orgs.accessToken(tokenHash(accessToken));
   if (!row) return refuse('E_AUTH_INVALID', 'unknown access token');
   if (row.revokedAt !== null) return refuse('E_TOKEN_REVOKED', 'access token was revoked');
   if (ctx.now().getTime() >= row.expiresAt)
@@ -104,7 +104,7 @@ export function authenticate(ctx: AuthorityContext, accessToken: string | undefi
 
 /** Ends an access token now (logout, or a test of E_TOKEN_REVOKED). */
 export function revokeAccessToken(ctx: AuthorityContext, accessToken: string): boolean {
-  return ctx.store.revokeAccessToken(tokenHash(accessToken), ctx.now().getTime());
+  return ctx.store.orgs.revokeAccessToken(tokenHash(accessToken), ctx.now().getTime());
 }
 
 /**
@@ -119,7 +119,7 @@ export async function prepareAdminIdentity(
   const clientSecret = randomToken();
   const secretHash = await hashSecret(clientSecret, ctx.limits.scrypt);
   const insert = () => {
-    ctx.store.insertIdentity({
+    ctx.store.orgs.insertIdentity({
       orgId: null,
       identityId,
       role: 'admin',
@@ -148,7 +148,7 @@ export async function createIdentity(
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const live = requireLiveOrg(ctx, orgId);
   if (!live.ok) return deny(ctx, event, live.code, live.reason);
-  if (ctx.store.identity(orgId, req.identityId))
+  if (ctx.store.orgs.identity(orgId, req.identityId))
     return deny(ctx, event, 'E_CONFLICT', `identity ${req.identityId} exists`);
   const clientId = randomId('ci-');
   const clientSecret = randomToken();
@@ -156,8 +156,8 @@ export async function createIdentity(
   const groups = [...new Set(req.groups ?? [])];
   const created = ctx.store.transaction(() => {
     // Checked again inside the transaction: two concurrent creations raced through the await above.
-    if (ctx.store.identity(orgId, req.identityId)) return false;
-    ctx.store.insertIdentity({
+    if (ctx.store.orgs.identity(orgId, req.identityId)) return false;
+    ctx.store.orgs.insertIdentity({
       orgId,
       identityId: req.identityId,
       role: req.role,
@@ -203,7 +203,7 @@ export function createEnrollmentToken(
   const nowMs = ctx.now().getTime();
   const expiresAt = nowMs + ttl * 1000;
   ctx.store.transaction(() => {
-    ctx.store.insertEnrollmentToken({
+    ctx.store.enrollment.insertToken({
       tokenHash: tokenHash(token),
       orgId,
       kind: req.kind,
@@ -224,7 +224,7 @@ export function checkEnrollmentToken(
   token: string,
   want: { kind: 'gateway' | 'proxy'; orgId: string | null; subjectId: string },
 ): Verdict<EnrollmentTokenRow> {
-  const row = ctx.store.enrollmentToken(tokenHash(token));
+  const row = ctx.store.enrollment.token(tokenHash(token));
   if (!row) return refuse('E_AUTH_INVALID', 'unknown enrollment token');
   if (row.usedAt !== null) return refuse('E_TOKEN_USED', `enrollment token was used at ${iso(row.usedAt)}`);
   if (ctx.now().getTime() >= row.expiresAt)
@@ -247,7 +247,7 @@ export function consumeEnrollmentToken(
 ): Verdict<EnrollmentTokenRow> {
   const row = checkEnrollmentToken(ctx, token, want);
   if (!row.ok) return row;
-  if (!ctx.store.useEnrollmentToken(row.value.tokenHash, ctx.now().getTime()))
+  if (!ctx.store.enrollment.useToken(row.value.tokenHash, ctx.now().getTime()))
     return refuse('E_TOKEN_USED', 'enrollment token was used');
   return row;
 }

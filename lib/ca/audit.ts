@@ -35,7 +35,7 @@ export class AuditTrail {
 
   /** The row only; call inside the transaction whose outcome it describes. Returns its seq. */
   insert(e: AuditEvent): number {
-    return this.#store.insertAudit({
+    return this.#store.audit.insert({
       at: this.#now().getTime(),
       actor: e.actor,
       subject: e.subject,

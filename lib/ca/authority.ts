@@ -306,7 +306,7 @@ export class Authority {
     const allowed = requireOrgMember(caller, orgId);
     if (!allowed.ok) return allowed;
     return ok({
-      gateways: this.ctx.store.listGateways(orgId).map((g) => ({
+      gateways: this.ctx.store.enrollment.listGateways(orgId).map((g) => ({
         orgId: g.orgId,
         gatewayId: g.gatewayId,
         uri: g.uri,
@@ -317,7 +317,7 @@ export class Authority {
   }
   /** Every proxy for the admin; the instance's and its own org's for anyone else. */
   listProxies(caller: Caller): Verdict<ListProxiesResponse> {
-    const rows = this.ctx.store
+    const rows = this.ctx.store.enrollment
       .listProxies()
       .filter((p) => caller.role === 'admin' || p.orgId === null || p.orgId === caller.orgId);
     return ok({
@@ -333,7 +333,7 @@ export class Authority {
   /** A component's current certificate and renewal times, for the lists. */
   #status(ref: ComponentRef, row: { enrolledAt: number; renewedAt?: number | null }): ComponentStatus {
     const serial = this.ctx.store.generations.of(ref)?.current?.serial ?? null;
-    const cert = serial === null ? undefined : this.ctx.store.certificate(serial);
+    const cert = serial === null ? undefined : this.ctx.store.issuance.certificate(serial);
     const seen = this.ctx.store.seen.of(ref);
     return {
       currentSerial: serial,

@@ -179,7 +179,7 @@ export const identityCommands = {
   list: (config: CaConfig, orgId: string) => {
     requireIds({ 'org id': orgId });
     return withAuthority(config, (ca) => {
-      const rows = ca.store.listIdentities(orgId).map((i) => ({
+      const rows = ca.store.orgs.listIdentities(orgId).map((i) => ({
         identityId: i.identityId,
         role: i.role,
         groups: i.groups,
@@ -240,7 +240,7 @@ export const listCommands = {
   grants: (config: CaConfig, orgId: string, limit: number) => {
     requireIds({ 'org id': orgId });
     return withAuthority(config, (ca) => {
-      const rows = ca.store.listGrants(orgId, limit);
+      const rows = ca.store.issuance.listGrants(orgId, limit);
       const text = rows.map(
         (g) =>
           `${g.grantId}\t${g.identityId} → ${g.gatewayId} ${g.targetJson} ${g.mode}\tuntil ${new Date(g.expiresAt).toISOString()}`,
@@ -292,7 +292,7 @@ export const policyCommands = {
     for (const g of rule.gateways) if (g !== '*') requireIds({ 'gateway id': g });
     return withAuthority(config, (ca) => {
       // A rule for an identity that does not exist would allow nothing, silently (a typo): refuse it.
-      if (subjectKind === 'identity' && subjectId !== undefined && !ca.store.identity(orgId, subjectId)) {
+      if (subjectKind === 'identity' && subjectId !== undefined && !ca.store.orgs.identity(orgId, subjectId)) {
         throw new GatewayError(
           'E_NOT_FOUND',
           `no identity ${subjectId} in org ${orgId} (create it first: infisical-ca identity create ${orgId} ${subjectId})`,

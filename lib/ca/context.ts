@@ -95,7 +95,7 @@ export function requireOrgMember(caller: Caller, orgId: string): Verdict<Caller>
 
 /** The org exists and was not deleted. */
 export function requireLiveOrg(ctx: AuthorityContext, orgId: string): Verdict<true> {
-  const org = ctx.store.getOrg(orgId);
+  const org = ctx.store.orgs.get(orgId);
   if (!org || org.deletedAt !== null) return refuse('E_NOT_FOUND', `no org ${orgId}`);
   return ok(true);
 }

@@ -52,8 +52,8 @@ export function enrollGateway(
   }
   const live = requireLiveOrg(ctx, orgId);
   if (!live.ok) return deny(ctx, event, live.code, live.reason);
-  const existing = ctx.store.gateway(orgId, gatewayId);
-  if (existing?.revokedAt != null || ctx.store.isRevoked('gateway', orgId, gatewayId)) {
+  const existing = ctx.store.enrollment.gateway(orgId, gatewayId);
+  if (existing?.revokedAt != null || ctx.store.revocations.has('gateway', orgId, gatewayId)) {
     return deny(ctx, event, 'E_SUBJECT_REVOKED', `gateway ${gatewayId} was revoked; enroll under a new id`);
   }
   const keys = parseSubjectKeys(req.csr, req.sshPublicKey);
@@ -64,7 +64,7 @@ export function enrollGateway(
         const used = consumeEnrollmentToken(ctx, req.enrollmentToken, { kind: 'gateway', orgId, subjectId: gatewayId });
         if (!used.ok) return used;
       }
-      ctx.store.upsertGateway(orgId, gatewayId, uri, ctx.now().getTime());
+      ctx.store.enrollment.upsertGateway(orgId, gatewayId, uri, ctx.now().getTime());
       const { bundle, generation } = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor);
       installEnrollment(ctx, { kind: 'gateway', orgId, id: gatewayId }, generation);
       ctx.audit.insert({ ...event, outcome: 'ok' });
@@ -99,8 +99,8 @@ export function enrollProxy(
     const live = requireLiveOrg(ctx, orgId);
     if (!live.ok) return deny(ctx, event, live.code, live.reason);
   }
-  const existing = ctx.store.proxy(orgId, req.proxyId);
-  if (existing?.revokedAt != null || ctx.store.isRevoked('proxy', orgId, req.proxyId)) {
+  const existing = ctx.store.enrollment.proxy(orgId, req.proxyId);
+  if (existing?.revokedAt != null || ctx.store.revocations.has('proxy', orgId, req.proxyId)) {
     return deny(ctx, event, 'E_SUBJECT_REVOKED', `proxy ${req.proxyId} was revoked; enroll under a new id`);
   }
   const keys = parseSubjectKeys(req.csr, req.sshPublicKey);
@@ -121,7 +121,7 @@ export function enrollProxy(
         const used = consumeEnrollmentToken(ctx, req.enrollmentToken, { kind: 'proxy', orgId, subjectId: req.proxyId });
         if (!used.ok) return used;
       }
-      ctx.store.upsertProxy(row);
+      ctx.store.enrollment.upsertProxy(row);
       const { bundle, generation } = proxyBundle(ctx, row, keys.value, actor);
       installEnrollment(ctx, { kind: 'proxy', orgId, id: req.proxyId }, generation);
       ctx.audit.insert({ ...event, outcome: 'ok' });
@@ -284,9 +284,9 @@ export function proxyBundle(
  * one rule for both the enrollment/renewal bundle and the signed feed's proxy list.
  */
 export function gatewayProxies(ctx: AuthorityContext, orgId: string): ProxyInfo[] {
-  return ctx.store
+  return ctx.store.enrollment
     .proxiesFor(orgId)
-    .filter((p) => !ctx.store.isRevoked('proxy', p.orgId, p.proxyId))
+    .filter((p) => !ctx.store.revocations.has('proxy', p.orgId, p.proxyId))
     .map(proxyInfo);
 }
 

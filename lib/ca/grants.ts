@@ -46,14 +46,14 @@ export function issueGrant(
   if (caller.orgId !== orgId) return deny(ctx, event, 'E_FORBIDDEN', 'grants are issued to identities of the org');
   const live = requireLiveOrg(ctx, orgId);
   if (!live.ok) return deny(ctx, event, live.code, live.reason);
-  const gateway = ctx.store.gateway(orgId, gatewayId);
+  const gateway = ctx.store.enrollment.gateway(orgId, gatewayId);
   if (!gateway) return deny(ctx, event, 'E_NOT_FOUND', `no gateway ${gatewayId} in org ${orgId}`);
   if (gateway.revokedAt !== null) return deny(ctx, event, 'E_SUBJECT_REVOKED', `gateway ${gatewayId} was revoked`);
   const ttl = req.ttlSeconds ?? ctx.limits.grantTtlSec;
   if (ttl > ctx.limits.maxGrantTtlSec) {
     return deny(ctx, event, 'E_REQUEST_INVALID', `ttlSeconds above ${ctx.limits.maxGrantTtlSec}`);
   }
-  const decision = decideAccess(ctx.store.policies(orgId), {
+  const decision = decideAccess(ctx.store.orgs.policies(orgId), {
     orgId,
     identityId: caller.identityId,
     groups: caller.groups,
@@ -82,7 +82,7 @@ export function issueGrant(
     modes: [req.mode],
     notAfter,
   };
-  const proxies = ctx.store.proxiesFor(orgId);
+  const proxies = ctx.store.enrollment.proxiesFor(orgId);
   const present = new Set<ProxyScope>(proxies.map((p) => p.scope));
   // With no proxy enrolled yet, both scopes: the grant stays usable whichever kind comes first.
   const scopes: ProxyScope[] =
@@ -129,7 +129,7 @@ export function issueGrant(
             record(`grant-outer-${scope}`, caOrg, 'proxy-pki-client'),
           ) + issuer.certificatePem;
       }
-      ctx.store.insertGrant({
+      ctx.store.issuance.insertGrant({
         grantId,
         orgId,
         gatewayId,

@@ -18,7 +18,7 @@ import type { DaemonMetrics } from '../runtime/metrics.js';
 import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE } from './config.js';
 import { bearerToken, readBody, sendError, sendJson, statusFor } from './http-io.js';
-import { parseRequestBody, type RouteInput, rotationAckOf, routeRequest } from './routes.js';
+import { type RouteInput, rotationAckOf, routeRequest } from './routes.js';
 import { sourceKey } from './throttle.js';
 
 export interface CaServerOptions {
@@ -196,15 +196,13 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     const read = await readBody(req, maxBody);
     if (!read.ok) return fail(res, read.code, read.reason, true);
     const raw = read.value;
-    const parsed = parseRequestBody(route, raw);
-    if (!parsed.ok) return fail(res, parsed.code, parsed.reason);
-    const body = parsed.value;
+    const request = route.accept(raw);
+    if (!request.ok) return fail(res, request.code, request.reason);
 
     // 2. The caller.
     const input: RouteInput = {
       params,
       query: url.searchParams,
-      body,
       caller: null,
       peer: null,
       signed: null,
@@ -258,7 +256,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     // 3. The decision (a feed read may be held here: see hold above).
     let result: Verdict<unknown>;
     try {
-      result = await route.handle(authority, input);
+      result = await request.value.handle(authority, input);
     } finally {
       release();
     }

@@ -26,7 +26,7 @@ export interface RecordMeta {
 /** Records an X.509 certificate just signed; returns its PEM. */
 export function recordX509(ctx: AuthorityContext, issued: Verdict<IssuedCert>, meta: RecordMeta): string {
   const cert = unwrap(issued);
-  ctx.store.insertCertificate({
+  ctx.store.issuance.insertCertificate({
     serial: cert.serialHex,
     kind: meta.kind,
     authorityId: meta.authorityId,
@@ -75,7 +75,7 @@ export function signRecordedSsh(ctx: AuthorityContext, ca: SshAuthority, spec: S
   );
   const serialHex = serial.toString(16).padStart(16, '0');
   meta.issued?.push(serialHex);
-  ctx.store.insertCertificate({
+  ctx.store.issuance.insertCertificate({
     serial: serialHex,
     kind: meta.kind,
     authorityId: meta.authorityId,

@@ -154,7 +154,7 @@ export class Keyring {
 
   /** The public part of any CA row (null when there is no such row). */
   publicOf(rowId: string): string | null {
-    return this.#store.getAuthority(rowId)?.public ?? null;
+    return this.#store.issuance.authority(rowId)?.public ?? null;
   }
 
   /** Creates the new CA of a rotation under `rowId`. Call inside a transaction. */
@@ -195,7 +195,7 @@ export class Keyring {
 
   /** Destroys one CA's private key (a rotation's retired or rolled-back CA); its public part stays on record. */
   destroyKey(rowId: string): void {
-    this.#store.db.prepare('UPDATE authorities SET sealed_key = NULL WHERE id = ?').run(rowId);
+    this.#store.issuance.destroyAuthorityKey(rowId);
     this.#x509.delete(rowId);
     this.#ssh.delete(rowId);
   }
@@ -238,7 +238,7 @@ export class Keyring {
         san: names,
       }),
     );
-    this.#store.db.prepare('DELETE FROM authorities WHERE id = ?').run(API_SERVER_ID);
+    this.#store.issuance.deleteAuthority(API_SERVER_ID);
     this.#insert(API_SERVER_ID, null, 'api-server', 'x509', leaf.pem, key.privateKey, now, leaf.notAfter.getTime());
     return this.apiServerCredentials();
   }
@@ -311,7 +311,7 @@ export class Keyring {
     notAfter: number | null,
   ): void {
     const der = privateKey.export({ type: 'pkcs8', format: 'der' });
-    this.#store.insertAuthority({
+    this.#store.issuance.insertAuthority({
       id,
       orgId,
       purpose,
@@ -324,7 +324,7 @@ export class Keyring {
   }
 
   #row(id: string, kind: AuthorityRow['kind']): AuthorityRow {
-    const row = this.#store.getAuthority(id);
+    const row = this.#store.issuance.authority(id);
     if (!row || row.kind !== kind) throw new GatewayError('E_NOT_FOUND', `certificate authority ${id}`);
     return row;
   }

@@ -33,8 +33,8 @@ export function createOrg(ctx: AuthorityContext, caller: Caller, orgId: string):
   const now = ctx.now();
   const created = ctx.store.transaction(() => {
     // A deleted org's id stays taken: the revocation feed still names its gateways and proxies.
-    if (ctx.store.getOrg(orgId)) return false;
-    ctx.store.insertOrg(orgId, now.getTime());
+    if (ctx.store.orgs.get(orgId)) return false;
+    ctx.store.orgs.insert(orgId, now.getTime());
     ctx.keyring.createOrg(orgId, ctx.trustDomain, now);
     ctx.audit.insert({ ...event, outcome: 'ok' });
     return true;
@@ -45,7 +45,7 @@ export function createOrg(ctx: AuthorityContext, caller: Caller, orgId: string):
 }
 
 export function listOrgs(ctx: AuthorityContext, caller: Caller): Verdict<ListOrgsResponse> {
-  const orgs = ctx.store.listOrgs().map((o) => ({ orgId: o.orgId, createdAt: iso(o.createdAt) }));
+  const orgs = ctx.store.orgs.list().map((o) => ({ orgId: o.orgId, createdAt: iso(o.createdAt) }));
   if (caller.role === 'admin') return ok({ orgs });
   return ok({ orgs: orgs.filter((o) => o.orgId === caller.orgId) });
 }
@@ -64,22 +64,22 @@ export function deleteOrg(
   const revoked = ctx.store.transaction(() => {
     let n = 0;
     const add = (kind: 'gateway' | 'proxy' | 'identity', subject: string) => {
-      ctx.store.insertRevocation({ kind, orgId, subject, reason: 'org deleted', revokedBy: event.actor, at: nowMs });
+      ctx.store.revocations.insert({ kind, orgId, subject, reason: 'org deleted', revokedBy: event.actor, at: nowMs });
       n++;
     };
-    for (const g of ctx.store.listGateways(orgId)) {
-      ctx.store.revokeGateway(orgId, g.gatewayId, nowMs);
+    for (const g of ctx.store.enrollment.listGateways(orgId)) {
+      ctx.store.enrollment.revokeGateway(orgId, g.gatewayId, nowMs);
       add('gateway', g.gatewayId);
     }
-    for (const p of ctx.store.listProxies().filter((p) => p.orgId === orgId)) {
-      ctx.store.revokeProxy(orgId, p.proxyId, nowMs);
+    for (const p of ctx.store.enrollment.listProxies().filter((p) => p.orgId === orgId)) {
+      ctx.store.enrollment.revokeProxy(orgId, p.proxyId, nowMs);
       add('proxy', p.proxyId);
     }
-    for (const i of ctx.store.listIdentities(orgId)) add('identity', i.identityId);
-    ctx.store.revokeOrgIdentities(orgId, nowMs);
-    ctx.store.deleteOrgPolicies(orgId);
-    ctx.store.destroyAuthorityKeys(orgId);
-    ctx.store.markOrgDeleted(orgId, nowMs);
+    for (const i of ctx.store.orgs.listIdentities(orgId)) add('identity', i.identityId);
+    ctx.store.orgs.revokeIdentities(orgId, nowMs);
+    ctx.store.orgs.deletePolicies(orgId);
+    ctx.store.issuance.destroyOrgAuthorityKeys(orgId);
+    ctx.store.orgs.markDeleted(orgId, nowMs);
     ctx.audit.insert({ ...event, outcome: 'ok', reason: `${n} revocations` });
     return n;
   });
@@ -111,8 +111,8 @@ export function addPolicy(
   const valid = validateRule(rule);
   if (!valid.ok) return deny(ctx, event, valid.code, valid.reason);
   const added = ctx.store.transaction(() => {
-    if (ctx.store.policies(orgId).some((r) => r.id === rule.id)) return false;
-    ctx.store.insertPolicy(rule, ctx.now().getTime());
+    if (ctx.store.orgs.policies(orgId).some((r) => r.id === rule.id)) return false;
+    ctx.store.orgs.insertPolicy(rule, ctx.now().getTime());
     ctx.audit.insert({ ...event, outcome: 'ok', reason: JSON.stringify(rule) });
     return true;
   });
@@ -126,7 +126,7 @@ export function listPolicies(ctx: AuthorityContext, caller: Caller, orgId: strin
   if (!allowed.ok) return allowed;
   const live = requireLiveOrg(ctx, orgId);
   if (!live.ok) return live;
-  return ok({ rules: ctx.store.policies(orgId) });
+  return ok({ rules: ctx.store.orgs.policies(orgId) });
 }
 
 export function deletePolicy(
@@ -139,7 +139,7 @@ export function deletePolicy(
   const allowed = requireOrgAdmin(caller, orgId);
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const deleted = ctx.store.transaction(() => {
-    if (!ctx.store.deletePolicy(orgId, ruleId)) return false;
+    if (!ctx.store.orgs.deletePolicy(orgId, ruleId)) return false;
     ctx.audit.insert({ ...event, outcome: 'ok' });
     return true;
   });

@@ -11,10 +11,9 @@ import { parseIdentity } from '../pki/identity.js';
 import { verifyCertificateChain } from '../pki/verify.js';
 import { parseCertificate } from '../pki/x509.js';
 import {
+  BODIES,
   type GatewayEnrollResponse,
   type ProxyEnrollResponse,
-  parseBody,
-  RenewRequest,
   requestSignatureHash,
   SIGNED_REQUEST_SKEW_SEC,
 } from '../protocol/api.js';
@@ -67,7 +66,7 @@ export function authenticatePeer(
   if (who.trustDomain !== ctx.trustDomain) return refuse('E_CERT_UNTRUSTED', 'certificate of another trust domain');
   const orgId = who.kind === 'instance-proxy' ? null : who.orgId;
   const uri = parsed.san.uris[0]!;
-  if (orgId !== null && ctx.store.getOrg(orgId)?.deletedAt !== null) {
+  if (orgId !== null && ctx.store.orgs.get(orgId)?.deletedAt !== null) {
     return refuse('E_SUBJECT_REVOKED', `org ${orgId} does not exist or was deleted`);
   }
   let retiredAt: number | undefined;
@@ -86,14 +85,16 @@ export function authenticatePeer(
     },
   });
   if (!verified.ok) return missedRotation(ctx, parsed.serialHex, orgId, purpose) ?? verified;
-  const record = ctx.store.certificate(verified.value.serialHex);
+  const record = ctx.store.issuance.certificate(verified.value.serialHex);
   if (!record || record.fingerprint !== sha256Hex(req.certificate) || record.subjectUri !== uri) {
     return refuse('E_CERT_UNTRUSTED', 'certificate is not one this CA issued');
   }
   const revoked =
     who.kind === 'gateway'
-      ? ctx.store.gateway(who.orgId, who.id)?.revokedAt != null || ctx.store.isRevoked('gateway', orgId, who.id)
-      : ctx.store.proxy(orgId, who.id)?.revokedAt != null || ctx.store.isRevoked('proxy', orgId, who.id);
+      ? ctx.store.enrollment.gateway(who.orgId, who.id)?.revokedAt != null ||
+        ctx.store.revocations.has('gateway', orgId, who.id)
+      : ctx.store.enrollment.proxy(orgId, who.id)?.revokedAt != null ||
+        ctx.store.revocations.has('proxy', orgId, who.id);
   if (revoked) return refuse('E_SUBJECT_REVOKED', `${who.kind} ${who.id} was revoked`);
 
   let key: KeyObject;
@@ -111,7 +112,7 @@ export function authenticatePeer(
   if (!good) return refuse('E_AUTH_INVALID', 'request signature does not verify with the certificate key');
   const skew = Math.abs(freshness.timestamp - Math.floor(now.getTime() / 1000));
   if (skew > SIGNED_REQUEST_SKEW_SEC) return refuse('E_AUTH_INVALID', `timestamp is ${skew} s away from the CA clock`);
-  if (!ctx.store.useNonce(freshness.nonce, now.getTime() + NONCE_TTL_MS)) {
+  if (!ctx.store.enrollment.useNonce(freshness.nonce, now.getTime() + NONCE_TTL_MS)) {
     return refuse('E_TOKEN_USED', 'nonce was already used (replayed request)');
   }
   const serial = verified.value.serialHex;
@@ -130,7 +131,7 @@ function missedRotation(
   orgId: string | null,
   purpose: 'gateway-server' | 'proxy-pki-server',
 ): Verdict<never> | undefined {
-  const record = ctx.store.certificate(serialHex);
+  const record = ctx.store.issuance.certificate(serialHex);
   const rotation = ctx.keyring.rotation(orgId, purpose);
   if (!record || rotation.epoch === 0) return undefined;
   const base = rotation.authorityId;
@@ -161,7 +162,7 @@ export function renewGateway(
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
-      ctx.store.upsertGateway(orgId, peer.id, peer.uri, ctx.now().getTime());
+      ctx.store.enrollment.upsertGateway(orgId, peer.id, peer.uri, ctx.now().getTime());
       const { bundle, generation } = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri);
       installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
       ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value === 'retry' ? 'retry' : null });
@@ -178,7 +179,7 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
   if (!renewal.ok) return renewal;
   const { peer, keys, event } = renewal.value;
   if (peer.kind === 'gateway') return deny(ctx, event, 'E_CERT_WRONG_TYPE', 'a proxy certificate is required');
-  const row = ctx.store.proxy(peer.orgId, peer.id);
+  const row = ctx.store.enrollment.proxy(peer.orgId, peer.id);
   if (!row) return deny(ctx, event, 'E_NOT_FOUND', `no proxy ${peer.id}`);
   const ref = componentOf(peer);
   const allowed = renewalAllowed(ctx, ref, peer.serial, peer.standing, keys.tls);
@@ -186,7 +187,7 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
       const renewed = { ...row, enrolledAt: ctx.now().getTime() };
-      ctx.store.upsertProxy(renewed);
+      ctx.store.enrollment.upsertProxy(renewed);
       const { bundle, generation } = proxyBundle(ctx, renewed, keys, peer.uri);
       installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
       ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value === 'retry' ? 'retry' : null });
@@ -201,7 +202,7 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
 
 /** The renewed certificate as recorded (its bundle is found by subject and time when it is untracked). */
 function presented(ctx: AuthorityContext, peer: Peer): { serial: string; createdAt: number; subjectUri: string } {
-  const record = ctx.store.certificate(peer.serial);
+  const record = ctx.store.issuance.certificate(peer.serial);
   return { serial: peer.serial, createdAt: record?.createdAt ?? 0, subjectUri: peer.uri };
 }
 
@@ -233,7 +234,7 @@ function prepare(ctx: AuthorityContext, req: SignedRequest, info: RequestInfo, a
   } catch {
     return ctx.unauthenticated.refuse('signed', action, info.source, 'E_REQUEST_MALFORMED', 'body is not JSON');
   }
-  const body = parseBody(RenewRequest, json);
+  const body = BODIES.renew.parse(json);
   if (!body.ok) return ctx.unauthenticated.refuse('signed', action, info.source, body.code, body.reason);
   const peer = authenticateSigned(ctx, action, req, body.value, info);
   if (!peer.ok) return peer;

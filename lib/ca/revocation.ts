@@ -47,30 +47,31 @@ export function revoke(ctx: AuthorityContext, caller: Caller, req: RevokeRequest
         return deny(ctx, event, 'E_REQUEST_INVALID', `$.orgId: required to revoke a ${kind}`);
       orgId = req.orgId;
       if (kind === 'gateway') {
-        if (!ctx.store.gateway(orgId, subject))
+        if (!ctx.store.enrollment.gateway(orgId, subject))
           return authorizedNotFound(ctx, caller, orgId, event, `no gateway ${subject}`);
-        apply = () => ctx.store.revokeGateway(orgId!, subject, nowMs);
+        apply = () => ctx.store.enrollment.revokeGateway(orgId!, subject, nowMs);
       } else {
-        const identity = ctx.store.identity(orgId, subject);
+        const identity = ctx.store.orgs.identity(orgId, subject);
         if (!identity) return authorizedNotFound(ctx, caller, orgId, event, `no identity ${subject}`);
-        apply = () => ctx.store.revokeIdentity(identity.rowId, nowMs);
+        apply = () => ctx.store.orgs.revokeIdentity(identity.rowId, nowMs);
       }
       break;
     }
     case 'proxy': {
       orgId = req.orgId ?? null;
-      if (!ctx.store.proxy(orgId, subject)) return authorizedNotFound(ctx, caller, orgId, event, `no proxy ${subject}`);
-      apply = () => ctx.store.revokeProxy(orgId, subject, nowMs);
+      if (!ctx.store.enrollment.proxy(orgId, subject))
+        return authorizedNotFound(ctx, caller, orgId, event, `no proxy ${subject}`);
+      apply = () => ctx.store.enrollment.revokeProxy(orgId, subject, nowMs);
       break;
     }
     case 'grant': {
-      const grant = ctx.store.grant(subject);
+      const grant = ctx.store.issuance.grant(subject);
       if (!grant) return authorizedNotFound(ctx, caller, req.orgId ?? caller.orgId, event, `no grant ${subject}`);
       orgId = grant.orgId;
       break;
     }
     case 'certificate': {
-      const cert = ctx.store.certificate(subject.toLowerCase());
+      const cert = ctx.store.issuance.certificate(subject.toLowerCase());
       if (!cert) return authorizedNotFound(ctx, caller, req.orgId ?? caller.orgId, event, `no certificate ${subject}`);
       orgId = cert.orgId;
       break;
@@ -84,7 +85,7 @@ export function revoke(ctx: AuthorityContext, caller: Caller, req: RevokeRequest
   const normalized = kind === 'certificate' ? subject.toLowerCase() : subject;
   const seq = ctx.store.transaction(() => {
     apply();
-    const n = ctx.store.insertRevocation({
+    const n = ctx.store.revocations.insert({
       kind,
       orgId,
       subject: normalized,
@@ -125,9 +126,9 @@ export function revocationsSince(
   proxies?: FeedProxyList,
   rotation?: FeedRotation,
 ): RevocationFeed {
-  const rows = ctx.store.revocationsSince(since, FEED_PAGE, orgId);
+  const rows = ctx.store.revocations.since(since, FEED_PAGE, orgId);
   const complete = rows.length < FEED_PAGE;
-  const seq = complete ? Math.max(since, ctx.store.latestRevocationSeq()) : rows[rows.length - 1]!.seq;
+  const seq = complete ? Math.max(since, ctx.store.revocations.latestSeq()) : rows[rows.length - 1]!.seq;
   const unsigned = {
     since,
     seq,
@@ -149,7 +150,7 @@ export function auditSince(ctx: AuthorityContext, caller: Caller, since: number)
       'E_FORBIDDEN',
       'members may not read the audit log',
     );
-  const rows = ctx.store.auditSince(
+  const rows = ctx.store.audit.since(
     since,
     AUDIT_PAGE,
     caller.role === 'admin' ? undefined : (caller.orgId ?? undefined),

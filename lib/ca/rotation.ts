@@ -125,9 +125,9 @@ interface Component {
 /** The live (not revoked) components that depend on a CA. */
 function affected(ctx: AuthorityContext, base: string): Component[] {
   const out: Component[] = [];
-  for (const org of ctx.store.listOrgs()) {
-    for (const g of ctx.store.listGateways(org.orgId)) {
-      if (g.revokedAt !== null || ctx.store.isRevoked('gateway', org.orgId, g.gatewayId)) continue;
+  for (const org of ctx.store.orgs.list()) {
+    for (const g of ctx.store.enrollment.listGateways(org.orgId)) {
+      if (g.revokedAt !== null || ctx.store.revocations.has('gateway', org.orgId, g.gatewayId)) continue;
       const subject: RotationSubject = { kind: 'gateway', orgId: org.orgId };
       if (dependencies(subject).includes(base)) {
         out.push({
@@ -138,8 +138,8 @@ function affected(ctx: AuthorityContext, base: string): Component[] {
       }
     }
   }
-  for (const p of ctx.store.listProxies()) {
-    if (p.revokedAt !== null || ctx.store.isRevoked('proxy', p.orgId, p.proxyId)) continue;
+  for (const p of ctx.store.enrollment.listProxies()) {
+    if (p.revokedAt !== null || ctx.store.revocations.has('proxy', p.orgId, p.proxyId)) continue;
     const subject: RotationSubject = p.orgId === null ? { kind: 'instance-proxy' } : { kind: 'proxy', orgId: p.orgId };
     if (dependencies(subject).includes(base)) {
       out.push({
@@ -258,7 +258,7 @@ export function advance(
   const purpose = checkPurpose(scope, name);
   const orgId = scopeOrg(scope);
   if (orgId !== null) {
-    const org = ctx.store.getOrg(orgId);
+    const org = ctx.store.orgs.get(orgId);
     if (!org || org.deletedAt !== null) throw new GatewayError('E_NOT_FOUND', `no org ${orgId}`);
   }
   const change = ctx.store.transaction(() => {

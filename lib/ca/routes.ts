@@ -5,23 +5,7 @@
 
 import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import { isValidId } from '../pki/identity.js';
-import {
-  AddPolicyRequest,
-  CreateEnrollmentTokenRequest,
-  CreateIdentityRequest,
-  CreateInstanceTokenRequest,
-  CreateOrgRequest,
-  FEED_MAX_WAIT_SEC,
-  GatewayEnrollRequest,
-  type GrantRequest,
-  GrantRequest as GrantRequestSchema,
-  LoginRequest,
-  PATHS,
-  ProxyEnrollRequest,
-  parseBody,
-  RenewRequest,
-  RevokeRequest,
-} from '../protocol/api.js';
+import { BODIES, type BodyValidator, FEED_MAX_WAIT_SEC, PATHS } from '../protocol/api.js';
 import type { Schema } from '../protocol/validate.js';
 import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './authority.js';
 
@@ -31,10 +15,10 @@ import type { Authority, Caller, Peer, RequestInfo, SignedRequest } from './auth
  */
 export type RouteAuth = 'public' | 'bearer' | 'enroll' | 'signed' | 'feed';
 
+/** What a handler is given besides its body: the request as the HTTP layer authenticated it. */
 export interface RouteInput {
   params: Record<string, string>;
   query: URLSearchParams;
-  body: unknown;
   caller: Caller | null;
   peer: Peer | null;
   signed: SignedRequest | null;
@@ -46,15 +30,61 @@ export interface RouteInput {
   hold(waitMs: number): Verdict<AbortSignal>;
 }
 
-export interface Route {
+type Answer = Verdict<unknown> | Promise<Verdict<unknown>>;
+
+interface RouteHead {
   name: string;
   method: 'GET' | 'POST' | 'DELETE';
   path: string;
   auth: RouteAuth;
-  body?: Schema;
   /** 201 for creations. */
   status?: number;
-  handle(ca: Authority, r: RouteInput): Verdict<unknown> | Promise<Verdict<unknown>>;
+}
+
+/** A request whose body passed its route's validator, bound to the route's handler (typed by that body). */
+export interface BoundRequest {
+  body: unknown;
+  handle(ca: Authority, r: RouteInput): Answer;
+}
+
+export interface Route extends RouteHead {
+  /** The body's schema; absent when the route takes no body. */
+  body?: Schema;
+  /** Parses a raw body for this route (JSON, then its validator) and binds it to the handler. */
+  accept(raw: Buffer): Verdict<BoundRequest>;
+}
+
+/** A route that takes a body: the handler is typed by the validator's output, so no body is ever cast. */
+function withBody<T>(
+  def: RouteHead & { body: BodyValidator<T>; handle: (ca: Authority, r: RouteInput, body: T) => Answer },
+): Route {
+  const { body, handle, ...head } = def;
+  return {
+    ...head,
+    body: body.schema,
+    accept(raw) {
+      let json: unknown;
+      try {
+        json = JSON.parse(raw.toString('utf8'));
+      } catch (err) {
+        return refuse('E_REQUEST_MALFORMED', (err as Error).message.slice(0, 200));
+      }
+      const parsed = body.parse(json);
+      if (!parsed.ok) return parsed;
+      const value = parsed.value;
+      return accept({ body: value, handle: (ca, r) => handle(ca, r, value) });
+    },
+  };
+}
+
+/** A route that takes no body (a GET or DELETE). */
+function noBody(def: RouteHead & { handle: (ca: Authority, r: RouteInput) => Answer }): Route {
+  const { handle, ...head } = def;
+  return {
+    ...head,
+    accept: (raw) =>
+      raw.length > 0 ? refuse('E_REQUEST_INVALID', `${head.name} takes no body`) : accept({ body: undefined, handle }),
+  };
 }
 
 const ok = <T>(value: T): Verdict<T> => ({ ok: true, value });
@@ -62,146 +92,153 @@ const must = (r: RouteInput): Caller => r.caller as Caller;
 const p = (r: RouteInput, name: string): string => r.params[name] as string;
 
 export const ROUTES: readonly Route[] = [
-  { name: 'health', method: 'GET', path: PATHS.health, auth: 'public', handle: (ca) => ok(ca.health()) },
-  { name: 'ca-bundle', method: 'GET', path: PATHS.caBundle, auth: 'public', handle: (ca) => ok(ca.caBundle()) },
-  {
+  noBody({ name: 'health', method: 'GET', path: PATHS.health, auth: 'public', handle: (ca) => ok(ca.health()) }),
+  noBody({ name: 'ca-bundle', method: 'GET', path: PATHS.caBundle, auth: 'public', handle: (ca) => ok(ca.caBundle()) }),
+  withBody({
     name: 'login',
     method: 'POST',
     path: PATHS.login,
     auth: 'public',
-    body: LoginRequest,
-    handle: (ca, r) => ca.login(r.body as never, r.info),
-  },
-  {
+    body: BODIES.login,
+    handle: (ca, r, body) => ca.login(body, r.info),
+  }),
+  withBody({
     name: 'org.create',
     method: 'POST',
     path: PATHS.orgs,
     auth: 'bearer',
-    body: CreateOrgRequest,
+    body: BODIES.createOrg,
     status: 201,
-    handle: (ca, r) => ca.createOrg(must(r), (r.body as { orgId: string }).orgId),
-  },
-  { name: 'org.list', method: 'GET', path: PATHS.orgs, auth: 'bearer', handle: (ca, r) => ca.listOrgs(must(r)) },
-  {
+    handle: (ca, r, body) => ca.createOrg(must(r), body.orgId),
+  }),
+  noBody({
+    name: 'org.list',
+    method: 'GET',
+    path: PATHS.orgs,
+    auth: 'bearer',
+    handle: (ca, r) => ca.listOrgs(must(r)),
+  }),
+  noBody({
     name: 'org.delete',
     method: 'DELETE',
     path: PATHS.org,
     auth: 'bearer',
     handle: (ca, r) => ca.deleteOrg(must(r), p(r, 'orgId')),
-  },
-  {
+  }),
+  withBody({
     name: 'identity.create',
     method: 'POST',
     path: PATHS.identities,
     auth: 'bearer',
-    body: CreateIdentityRequest,
+    body: BODIES.createIdentity,
     status: 201,
-    handle: (ca, r) => ca.createIdentity(must(r), p(r, 'orgId'), r.body as never),
-  },
-  {
+    handle: (ca, r, body) => ca.createIdentity(must(r), p(r, 'orgId'), body),
+  }),
+  withBody({
     name: 'enrollment-token.create',
     method: 'POST',
     path: PATHS.enrollmentTokens,
     auth: 'bearer',
-    body: CreateEnrollmentTokenRequest,
+    body: BODIES.createEnrollmentToken,
     status: 201,
-    handle: (ca, r) => ca.createEnrollmentToken(must(r), p(r, 'orgId'), r.body as never),
-  },
-  {
+    handle: (ca, r, body) => ca.createEnrollmentToken(must(r), p(r, 'orgId'), body),
+  }),
+  withBody({
     name: 'enrollment-token.create-instance',
     method: 'POST',
     path: PATHS.instanceEnrollmentTokens,
     auth: 'bearer',
-    body: CreateInstanceTokenRequest,
+    body: BODIES.createInstanceToken,
     status: 201,
-    handle: (ca, r) => ca.createEnrollmentToken(must(r), null, r.body as never),
-  },
-  {
+    handle: (ca, r, body) => ca.createEnrollmentToken(must(r), null, body),
+  }),
+  withBody({
     name: 'policy.add',
     method: 'POST',
     path: PATHS.policies,
     auth: 'bearer',
-    body: AddPolicyRequest,
+    body: BODIES.addPolicy,
     status: 201,
-    handle: (ca, r) => ca.addPolicy(must(r), p(r, 'orgId'), r.body as never),
-  },
-  {
+    handle: (ca, r, body) => ca.addPolicy(must(r), p(r, 'orgId'), body),
+  }),
+  noBody({
     name: 'policy.list',
     method: 'GET',
     path: PATHS.policies,
     auth: 'bearer',
     handle: (ca, r) => ca.listPolicies(must(r), p(r, 'orgId')),
-  },
-  {
+  }),
+  noBody({
     name: 'policy.delete',
     method: 'DELETE',
     path: PATHS.policy,
     auth: 'bearer',
     handle: (ca, r) => ca.deletePolicy(must(r), p(r, 'orgId'), p(r, 'ruleId')),
-  },
-  {
+  }),
+  noBody({
     name: 'gateway.list',
     method: 'GET',
     path: PATHS.gateways,
     auth: 'bearer',
     handle: (ca, r) => ca.listGateways(must(r), p(r, 'orgId')),
-  },
-  {
+  }),
+  noBody({
     name: 'proxy.list',
     method: 'GET',
     path: PATHS.proxies,
     auth: 'bearer',
     handle: (ca, r) => ca.listProxies(must(r)),
-  },
-  {
+  }),
+  withBody({
     name: 'proxy.enroll',
     method: 'POST',
     path: PATHS.proxyEnroll,
     auth: 'enroll',
-    body: ProxyEnrollRequest,
-    handle: (ca, r) => ca.enrollProxy(r.caller, r.body as never, r.info),
-  },
-  {
+    body: BODIES.proxyEnroll,
+    handle: (ca, r, body) => ca.enrollProxy(r.caller, body, r.info),
+  }),
+  withBody({
     name: 'gateway.enroll',
     method: 'POST',
     path: PATHS.gatewayEnroll,
     auth: 'enroll',
-    body: GatewayEnrollRequest,
-    handle: (ca, r) => ca.enrollGateway(r.caller, r.body as never, r.info),
-  },
-  {
+    body: BODIES.gatewayEnroll,
+    handle: (ca, r, body) => ca.enrollGateway(r.caller, body, r.info),
+  }),
+  // Renewal reads its body itself (renew.ts): it is the signed bytes, checked against the signature first.
+  withBody({
     name: 'proxy.renew',
     method: 'POST',
     path: PATHS.proxyRenew,
     auth: 'signed',
-    body: RenewRequest,
+    body: BODIES.renew,
     handle: (ca, r) => ca.renewProxy(r.signed as SignedRequest, r.info),
-  },
-  {
+  }),
+  withBody({
     name: 'gateway.renew',
     method: 'POST',
     path: PATHS.gatewayRenew,
     auth: 'signed',
-    body: RenewRequest,
+    body: BODIES.renew,
     handle: (ca, r) => ca.renewGateway(r.signed as SignedRequest, r.info),
-  },
-  {
+  }),
+  withBody({
     name: 'grant.issue',
     method: 'POST',
     path: PATHS.grants,
     auth: 'bearer',
-    body: GrantRequestSchema,
-    handle: (ca, r) => ca.issueGrant(must(r), r.body as GrantRequest, r.info),
-  },
-  {
+    body: BODIES.grant,
+    handle: (ca, r, body) => ca.issueGrant(must(r), body, r.info),
+  }),
+  withBody({
     name: 'revoke',
     method: 'POST',
     path: PATHS.revocations,
     auth: 'bearer',
-    body: RevokeRequest,
-    handle: (ca, r) => ca.revoke(must(r), r.body as never),
-  },
-  {
+    body: BODIES.revoke,
+    handle: (ca, r, body) => ca.revoke(must(r), body),
+  }),
+  noBody({
     name: 'revocations',
     method: 'GET',
     path: PATHS.revocations,
@@ -226,8 +263,8 @@ export const ROUTES: readonly Route[] = [
         { waitMs, admit: () => r.hold(waitMs) },
       );
     },
-  },
-  {
+  }),
+  noBody({
     name: 'audit',
     method: 'GET',
     path: PATHS.audit,
@@ -236,7 +273,7 @@ export const ROUTES: readonly Route[] = [
       const since = sinceOf(r.query);
       return since.ok ? ca.audit(must(r), since.value) : since;
     },
-  },
+  }),
 ];
 
 export function sinceOf(query: URLSearchParams): Verdict<number> {
@@ -333,16 +370,8 @@ export function routeRequest(method: string, target: string): RequestRoute {
   return { ok: true, ...match, url };
 }
 
-/** The request body as the route wants it: JSON checked against its schema, or nothing for a route without one. */
+/** The request body as the route wants it: JSON checked against its validator, or nothing for a route without one. */
 export function parseRequestBody(route: Route, raw: Buffer): Verdict<unknown> {
-  if (!route.body) {
-    return raw.length > 0 ? refuse('E_REQUEST_INVALID', `${route.name} takes no body`) : accept(undefined);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(raw.toString('utf8'));
-  } catch (err) {
-    return refuse('E_REQUEST_MALFORMED', (err as Error).message.slice(0, 200));
-  }
-  return parseBody(route.body, json);
+  const bound = route.accept(raw);
+  return bound.ok ? accept(bound.value.body) : bound;
 }

@@ -117,7 +117,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   }
   const listen = parseHostPort(config.listen)!;
   metrics.gauge(`${metrics.prefix}certificates_issued`, 'Certificates recorded in the database', [], (g) =>
-    g.set(authority.store.certificateCount()),
+    g.set(authority.store.issuance.certificateCount()),
   );
   metrics.gauge(
     `${metrics.prefix}certificate_expiry_timestamp_seconds`,

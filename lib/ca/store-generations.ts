@@ -2,9 +2,8 @@
  * The certificate generations of gateways and proxies (store-schema.ts migration 2): which TLS serial is current,
  * and the previous generation waiting to be retired. Reads and writes only; supersede.ts decides.
  */
-import type Database from 'better-sqlite3';
-import type { Db } from '../store/db.js';
 import { nul, orgKey, type Raw } from './store-rows.js';
+import { TableStore } from './store-table.js';
 
 /** A gateway (orgId set) or proxy (orgId null for an instance proxy). */
 export interface ComponentRef {
@@ -52,26 +51,10 @@ function toGenerations(r: Raw): Generations {
   };
 }
 
-export class GenerationStore {
-  readonly #db: Db;
-  readonly #statements = new Map<string, Database.Statement>();
-
-  constructor(db: Db) {
-    this.#db = db;
-  }
-
-  #q(sql: string): Database.Statement {
-    let stmt = this.#statements.get(sql);
-    if (!stmt) {
-      stmt = this.#db.prepare(sql);
-      this.#statements.set(sql, stmt);
-    }
-    return stmt;
-  }
-
+export class GenerationStore extends TableStore {
   of(ref: ComponentRef): Generations | undefined {
     const { table, id } = tableOf(ref);
-    const r = this.#q(`SELECT * FROM ${table} WHERE org_id = ? AND ${id} = ?`).get(orgKey(ref.orgId), ref.id) as
+    const r = this.q(`SELECT * FROM ${table} WHERE org_id = ? AND ${id} = ?`).get(orgKey(ref.orgId), ref.id) as
       | Raw
       | undefined;
     return r && toGenerations(r);
@@ -82,12 +65,12 @@ export class GenerationStore {
     const { table, id } = tableOf(ref);
     const cur = [gen.serial, JSON.stringify(gen.serials), gen.spki];
     if (previous) {
-      this.#q(
+      this.q(
         `UPDATE ${table} SET current_serial = ?, current_serials_json = ?, current_spki = ?, previous_serial = ?,
            previous_serials_json = ?, previous_retire_at = ? WHERE org_id = ? AND ${id} = ?`,
       ).run(...cur, previous.serial, JSON.stringify(previous.serials), previous.retireAt, orgKey(ref.orgId), ref.id);
     } else {
-      this.#q(
+      this.q(
         `UPDATE ${table} SET current_serial = ?, current_serials_json = ?, current_spki = ?
          WHERE org_id = ? AND ${id} = ?`,
       ).run(...cur, orgKey(ref.orgId), ref.id);
@@ -96,7 +79,7 @@ export class GenerationStore {
 
   clearPrevious(ref: ComponentRef): void {
     const { table, id } = tableOf(ref);
-    this.#q(
+    this.q(
       `UPDATE ${table} SET previous_serial = NULL, previous_serials_json = NULL, previous_retire_at = NULL
        WHERE org_id = ? AND ${id} = ?`,
     ).run(orgKey(ref.orgId), ref.id);
@@ -104,10 +87,10 @@ export class GenerationStore {
 
   /** Components whose previous generation is due for retirement at `now`. */
   due(now: number): ComponentRef[] {
-    const gateways = this.#q(
+    const gateways = this.q(
       'SELECT org_id, gateway_id FROM gateways WHERE previous_retire_at IS NOT NULL AND previous_retire_at <= ?',
     ).all(now) as Raw[];
-    const proxies = this.#q(
+    const proxies = this.q(
       'SELECT org_id, proxy_id FROM proxies WHERE previous_retire_at IS NOT NULL AND previous_retire_at <= ?',
     ).all(now) as Raw[];
     return [
@@ -127,7 +110,7 @@ export class GenerationStore {
   /** The serials signed for `subjectUri` at `createdAt` (one bundle), TLS leaf first: for untracked generations. */
   bundleOf(subjectUri: string, createdAt: number): string[] {
     return (
-      this.#q(
+      this.q(
         `SELECT serial FROM certificates WHERE subject_uri = ? AND created_at = ? AND grant_id IS NULL
          ORDER BY kind LIKE '%-tls' DESC, rowid`,
       ).all(subjectUri, createdAt) as Raw[]
@@ -136,7 +119,7 @@ export class GenerationStore {
 
   /** The revocation row of a certificate serial, if any (who revoked it tells a retirement from a revocation). */
   certificateRevocation(orgId: string | null, serial: string): { revokedBy: string; at: number } | undefined {
-    const r = this.#q(
+    const r = this.q(
       `SELECT revoked_by, at FROM revocations WHERE kind = 'certificate' AND org_id = ? AND subject = ?`,
     ).get(orgKey(orgId), serial) as Raw | undefined;
     return r && { revokedBy: r['revoked_by'] as string, at: r['at'] as number };

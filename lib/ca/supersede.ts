@@ -141,7 +141,7 @@ function retire(ctx: AuthorityContext, ref: ComponentRef, serials: string[], why
   };
   ctx.store.transaction(() => {
     for (const subject of serials) {
-      ctx.store.insertRevocation({
+      ctx.store.revocations.insert({
         kind: 'certificate',
         orgId: ref.orgId,
         subject,
@@ -158,7 +158,7 @@ function retire(ctx: AuthorityContext, ref: ComponentRef, serials: string[], why
 
 function superseded(ctx: AuthorityContext, ref: ComponentRef, serial: string, detail: string): Verdict<never> {
   const current = ctx.store.generations.of(ref)?.current;
-  const successor = current ? ctx.store.certificate(current.serial) : undefined;
+  const successor = current ? ctx.store.issuance.certificate(current.serial) : undefined;
   const when = successor ? ` at ${iso(successor.createdAt)} (current certificate ${successor.serial})` : '';
   return refuse('E_CERT_SUPERSEDED', `certificate ${serial} was renewed already${when}; ${detail}`);
 }

@@ -7,6 +7,19 @@
  */
 import forge from 'node-forge';
 
+declare module 'node-forge' {
+  namespace asn1 {
+    /** What forge's fromDer reads at run time (lib/asn1.js); @types/node-forge declares only the old `strict`. */
+    interface FromDerOptions {
+      strict?: boolean;
+      parseAllBytes?: boolean;
+      decodeBitStrings?: boolean;
+      maxDepth?: number;
+    }
+    function fromDer(bytes: Bytes | util.ByteBuffer, options: FromDerOptions): Asn1;
+  }
+}
+
 const { asn1 } = forge;
 export type Node = forge.asn1.Asn1;
 const C = asn1.Class;
@@ -71,7 +84,7 @@ export function time(d: Date): Node {
 
 /** Embeds already-encoded DER (e.g. a SubjectPublicKeyInfo from Node) as a node. */
 export function raw(der: Buffer): Node {
-  return asn1.fromDer(bin(der), { strict: true, parseAllBytes: true, decodeBitStrings: false } as never);
+  return asn1.fromDer(bin(der), { strict: true, parseAllBytes: true, decodeBitStrings: false });
 }
 
 export function encode(node: Node): Buffer {
@@ -149,7 +162,7 @@ export function decode(der: Buffer, maxBytes: number): Node {
       parseAllBytes: true,
       decodeBitStrings: false,
       maxDepth: 16,
-    } as never);
+    });
   } catch (err) {
     throw new DerError(`not DER: ${(err as Error).message}`);
   }

@@ -155,18 +155,42 @@ export type RevokeRequest = Infer<typeof RevokeRequest>;
 /** The grant request after refinement: the target is exactly one of {host, port} or {name}. */
 export type GrantRequest = Omit<Infer<typeof GrantRequest>, 'target'> & { target: GrantTarget };
 
-/** Schema check plus the cross-field rules a schema cannot say. */
-export function parseBody<S extends Schema>(schema: S, value: unknown): Verdict<Infer<S>> {
-  const v = validate(schema, value);
-  if (!v.ok) return v;
-  const extra = refinements.get(schema);
-  return extra ? (extra(v.value as never) as Verdict<Infer<S>>) : v;
+/**
+ * A request body's validator: its schema (the shape, for the server, the client and the fuzzer) and the parse
+ * that checks it plus the cross-field rules a schema cannot say, typed by what it yields.
+ */
+export interface BodyValidator<T> {
+  readonly schema: Schema;
+  parse(value: unknown): Verdict<T>;
 }
 
-const refinements = new Map<Schema, (v: never) => Verdict<unknown>>([
-  [GrantRequest, refineGrant],
-  [ProxyEnrollRequest, refineProxyEnroll],
-]);
+function body<S extends Schema>(schema: S): BodyValidator<Infer<S>>;
+function body<S extends Schema, T>(schema: S, refine: (value: Infer<S>) => Verdict<T>): BodyValidator<T>;
+function body<S extends Schema, T>(schema: S, refine?: (value: Infer<S>) => Verdict<T>) {
+  if (!refine) return { schema, parse: (value: unknown) => validate(schema, value) };
+  return {
+    schema,
+    parse: (value: unknown): Verdict<T> => {
+      const v = validate(schema, value);
+      return v.ok ? refine(v.value) : v;
+    },
+  };
+}
+
+/** Every request body the API takes, each typed once by its validator (the CA's route table pairs them). */
+export const BODIES = {
+  login: body(LoginRequest),
+  createOrg: body(CreateOrgRequest),
+  createIdentity: body(CreateIdentityRequest),
+  createEnrollmentToken: body(CreateEnrollmentTokenRequest),
+  createInstanceToken: body(CreateInstanceTokenRequest),
+  addPolicy: body(AddPolicyRequest),
+  proxyEnroll: body(ProxyEnrollRequest, refineProxyEnroll),
+  gatewayEnroll: body(GatewayEnrollRequest),
+  grant: body(GrantRequest, refineGrant),
+  renew: body(RenewRequest),
+  revoke: body(RevokeRequest),
+} as const;
 
 function refineGrant(body: Infer<typeof GrantRequest>): Verdict<GrantRequest> {
   const t = body.target;

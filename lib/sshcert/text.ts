@@ -18,7 +18,7 @@ export function parseKeyLine(text: string): Verdict<KeyLine> {
   if (text.length > MAX_LINE_CHARS) return refuse('E_CERT_MALFORMED', 'key line too long');
   const m = /^\s*(\S+)\s+(\S+)(?:\s+(.*?))?\s*$/s.exec(text);
   if (!m) return refuse('E_CERT_MALFORMED', 'expected "<algorithm> <base64> [comment]"');
-  const [, algorithm, b64, comment] = m as unknown as [string, string, string, string | undefined];
+  const [, algorithm = '', b64 = '', comment] = m; // groups 1 and 2 always take part in a match
   if (!BASE64.test(b64) || b64.length % 4 !== 0) return refuse('E_CERT_MALFORMED', 'invalid base64');
   const blob = Buffer.from(b64, 'base64');
   // Buffer.from ignores bad padding bits; a canonical re-encoding proves the text was exact.

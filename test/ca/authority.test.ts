@@ -90,7 +90,7 @@ test('gateway enrollment: TLS server cert for its URI, SSH user certs per scope,
   );
   assert.deepEqual(gateway.trust.gatewayClientCaCerts, [f.ca.ctx.keyring.x509Pem('acme', 'gateway-client')]);
   assert.match(gateway.revocationFeedKey, /BEGIN PUBLIC KEY/);
-  assert.ok(f.ca.store.gateway('acme', 'gw1'));
+  assert.ok(f.ca.store.enrollment.gateway('acme', 'gw1'));
 });
 
 test('proxy enrollment: instance proxies get instance CAs only, org proxies their org CAs only', async () => {
@@ -197,11 +197,11 @@ test('grant: inner cert carries the grant (org gateway client CA), outer certs t
   // Every certificate handed out is on record, with who asked for it.
   for (const pem of [g.innerCertificateChain, g.outerCertificateChains.instance!, g.outerCertificateChains.org!]) {
     const leaf = parseX509(pemBlocks(pem, 'CERTIFICATE')[0]!);
-    const row = f.ca.store.certificate(leaf.serialHex);
+    const row = f.ca.store.issuance.certificate(leaf.serialHex);
     assert.equal(row?.grantId, g.grantId);
     assert.equal(row?.requestedBy, 'org:acme/identity:alice');
   }
-  assert.equal(f.ca.store.grant(g.grantId)?.identityId, 'alice');
+  assert.equal(f.ca.store.issuance.grant(g.grantId)?.identityId, 'alice');
 });
 
 test('grant with only instance proxies gets only the instance outer chain', async () => {

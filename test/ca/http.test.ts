@@ -213,7 +213,7 @@ test('authentication refusals: no token, malformed header, unknown, expired, rev
 
 test('login refusals: wrong secret 401, then 429 with Retry-After once the source is over its budget', async () => {
   const id = await admin.createOrg('lim').then(() => admin.createIdentity('lim', { identityId: 'x', role: 'member' }));
-  const auditBefore = f.ca.store.auditSince(0, 10_000).length;
+  const auditBefore = f.ca.store.audit.since(0, 10_000).length;
   // The burst (4), then one more failure that starts the source's first wait.
   for (let i = 0; i < 5; i++)
     await rejects(anon.login({ clientId: id.clientId, clientSecret: 'wrong' }), 401, 'E_AUTH_INVALID');
@@ -222,7 +222,7 @@ test('login refusals: wrong secret 401, then 429 with Retry-After once the sourc
   });
   assert.deepEqual([limited.status, limited.body.code], [429, 'E_RATE_LIMITED']);
   assert.equal(limited.headers['retry-after'], '60');
-  assert.equal(f.ca.store.auditSince(0, 10_000).length, auditBefore, 'no audit row for a caller that proved nothing');
+  assert.equal(f.ca.store.audit.since(0, 10_000).length, auditBefore, 'no audit row for a caller that proved nothing');
   assert.equal(f.ca.unauthenticated.count('login', 'E_AUTH_INVALID'), 5);
   assert.equal(f.ca.unauthenticated.count('login', 'E_RATE_LIMITED'), 1);
   f.clock.advance(61); // the wait is over: this source (127.0.0.1) may log in again
@@ -315,10 +315,10 @@ test('decision refusals over HTTP: used enrollment token, policy denial, wrong o
 });
 
 test('the client checks the pin before sending anything', async () => {
-  const before = f.ca.store.auditSince(0, 100_000).length;
+  const before = f.ca.store.audit.since(0, 100_000).length;
   const wrong = new CaClient({ url: server.url, fingerprint: '00'.repeat(32) });
   await rejects(wrong.login({ clientId: f.adminClientId, clientSecret: f.adminClientSecret }), 0, 'E_CERT_UNTRUSTED');
-  assert.equal(f.ca.store.auditSince(0, 100_000).length, before, 'the server saw no login');
+  assert.equal(f.ca.store.audit.since(0, 100_000).length, before, 'the server saw no login');
   await rejects(new CaClient({ url: 'https://127.0.0.1:1', fingerprint }).health(), 0, 'E_CA_UNREACHABLE');
   assert.throws(() => new CaClient({ url: 'http://127.0.0.1:1', fingerprint }), /https/);
 });

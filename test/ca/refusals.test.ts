@@ -31,7 +31,7 @@ test('login: wrong secret and unknown client unaudited; failures make their sour
   const f = await newAuthority({ rateLimits: { login: { burst: 3, refillMs: 10_000, maxDelayMs: 60_000 } } });
   const acme = await newOrg(f, 'acme');
   const { clientId: id, clientSecret: secret } = acme.memberCreds;
-  const rows = () => f.ca.store.auditSince(0, 10_000).length;
+  const rows = () => f.ca.store.audit.since(0, 10_000).length;
   const before = rows();
   refused(await f.ca.login({ clientId: id, clientSecret: 'wrong' }, { source: '10.0.0.1' }), 'E_AUTH_INVALID');
   refused(await f.ca.login({ clientId: 'nobody', clientSecret: 'x' }, { source: '10.0.0.2' }), 'E_AUTH_INVALID');
@@ -241,7 +241,7 @@ test('bad and mismatched CSRs and SSH keys are refused', async () => {
     'E_KEY_UNSUPPORTED',
     'a cert as a key',
   );
-  assert.equal(f.ca.store.gateway('acme', 'gw5'), undefined, 'nothing recorded for refused enrollments');
+  assert.equal(f.ca.store.enrollment.gateway('acme', 'gw5'), undefined, 'nothing recorded for refused enrollments');
 });
 
 test('grants: policy denial, unknown or revoked gateway, ttl above the limit, bad CSR', async () => {

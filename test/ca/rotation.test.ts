@@ -134,9 +134,9 @@ test('gateway-client through all four phases: grants signed by the new CA from u
   assert.deepEqual(rotationStatus(f.ca.ctx, ACME, 'gateway-client')[0]?.pending, [], 'the old CA is trusted nowhere');
   assert.deepEqual(k.x509Pems('acme', 'gateway-client'), [k.x509Pem('acme', 'gateway-client')], 'one CA again');
   assert.notEqual(k.x509Pem('acme', 'gateway-client'), oldCa);
-  assert.equal(f.ca.ctx.store.getAuthority('org:acme:gateway-client')?.sealedKey, null, 'old key destroyed');
-  const audit = f.ca.ctx.store
-    .auditSince(0, 1000)
+  assert.equal(f.ca.ctx.store.issuance.authority('org:acme:gateway-client')?.sealedKey, null, 'old key destroyed');
+  const audit = f.ca.ctx.store.audit
+    .since(0, 1000)
     .filter((a) => a.action.startsWith('rotation.'))
     .map((a) => a.reason);
   assert.deepEqual(audit, [
@@ -194,7 +194,7 @@ test('rollback from update_clients: the old CA signs again, both trusted until n
   gateway.read(rotationVersion(f.ca.ctx, { kind: 'gateway', orgId: 'acme' }));
   assert.equal(advance(f.ca.ctx, ACME, 'gateway-client', 'next').to, 'standby');
   assert.deepEqual(k.x509Pems('acme', 'gateway-client'), [oldCa]);
-  assert.equal(f.ca.ctx.store.getAuthority('org:acme:gateway-client@2')?.sealedKey, null, 'new key destroyed');
+  assert.equal(f.ca.ctx.store.issuance.authority('org:acme:gateway-client@2')?.sealedKey, null, 'new key destroyed');
   // A second rotation after a rollback starts a third CA.
   assert.equal(advance(f.ca.ctx, ACME, 'gateway-client', 'start').status.trusted[1], 'org:acme:gateway-client@3');
 });
@@ -236,13 +236,13 @@ test('automatic mode (--grace): each phase lasts the grace, moves on only when a
   gateway.acknowledge();
   gateway.read(version());
   assert.equal(tickRotations(f.ca.ctx)[0]?.to, 'standby');
-  const old = () => f.ca.ctx.store.getAuthority('org:acme:proxy-ssh-server')?.sealedKey ?? null;
+  const old = () => f.ca.ctx.store.issuance.authority('org:acme:proxy-ssh-server')?.sealedKey ?? null;
   assert.notEqual(old(), null, 'the old key stays for the grace');
   f.clock.advance(61);
   tickRotations(f.ca.ctx);
   assert.equal(old(), null, 'and is destroyed after it');
-  const actors = f.ca.ctx.store
-    .auditSince(0, 1000)
+  const actors = f.ca.ctx.store.audit
+    .since(0, 1000)
     .filter((a) => a.action === 'rotation.next')
     .map((a) => a.actor);
   assert.deepEqual(actors, ['automatic-rotation', 'automatic-rotation', 'automatic-rotation']);

@@ -85,9 +85,9 @@ test('CA private keys, client secrets and tokens never reach the database file i
   }
   const bytes = fileBytes(path);
   for (const s of secrets) assert.equal(bytes.indexOf(s), -1, 'secret found in the database file');
-  const row = ca.store.identityByClientId(init.adminClientId)!;
+  const row = ca.store.orgs.identityByClientId(init.adminClientId)!;
   assert.match(row.secretHash, /^scrypt\$1024\$8\$1\$/);
-  assert.ok(ca.store.accessToken(tokenHash(admin.accessToken)));
+  assert.ok(ca.store.orgs.accessToken(tokenHash(admin.accessToken)));
   ca.close();
 });
 

@@ -156,7 +156,8 @@ test("the predecessor's certificates enter the feed at the successor's first use
   const entries = f.ca.revocationsSince(f.admin, 0).entries;
   assert.ok(entries.every((e) => e.orgId === 'acme'));
   refused(feedRead(f, gateway), 'E_CERT_SUPERSEDED', 'a retired predecessor reading the feed');
-  for (const s of proxySerials) assert.equal(f.ca.store.isRevoked('certificate', null, s), false, 'proxy untouched');
+  for (const s of proxySerials)
+    assert.equal(f.ca.store.revocations.has('certificate', null, s), false, 'proxy untouched');
   // The successor renews in turn, and its own predecessor (the first successor) follows the same path.
   const third = clientKeys();
   const again = unwrap(f.ca.renewGateway(renewal(f, successor, third)));
@@ -182,7 +183,7 @@ test('without any use of the successor, the predecessor is retired once the grac
     f.ca.revocationsSince(f.admin, 0).entries.every((e) => e.orgId === null),
     'an instance proxy: instance entries',
   );
-  for (const s of gatewaySerials) assert.equal(f.ca.store.isRevoked('certificate', 'acme', s), false);
+  for (const s of gatewaySerials) assert.equal(f.ca.store.revocations.has('certificate', 'acme', s), false);
 
   // A feed read sweeps too; the grace is a limit (here 10 s).
   const g = await newAuthority({ limits: { supersedeGraceSec: 10 } });
