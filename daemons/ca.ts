@@ -11,7 +11,7 @@ import { hideBin } from 'yargs/helpers';
 import { VERSION } from '../lib/ca/authority.js';
 import * as cli from '../lib/ca/cli.js';
 import { caConfigSchema } from '../lib/ca/config.js';
-import { asCaConfig, type CaConfig, serve } from '../lib/ca/serve.js';
+import { type CaConfig, serve } from '../lib/ca/serve.js';
 import { GatewayError } from '../lib/errors/codes.js';
 import { GRANT_MODES, type GrantMode } from '../lib/pki/grant.js';
 import { REVOCATION_KINDS } from '../lib/protocol/api.js';
@@ -24,7 +24,7 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 /** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): CaConfig {
-  return asCaConfig(loadFromArgv(caConfigSchema, argv).config);
+  return loadFromArgv(caConfigSchema, argv).config;
 }
 
 /** Runs a command, printing its output as text or JSON; failures print a code and exit non-zero. */
@@ -92,11 +92,10 @@ await globalOptions(yargs(hideBin(process.argv)))
       y
         .option('listen', { type: 'string', describe: 'API address host:port (default 127.0.0.1:8443: loopback only)' })
         .option('ops-listen', { type: 'string', describe: 'ops endpoint host:port (default 127.0.0.1:9471)' })
-        .option('ops-allow-remote', { type: 'boolean', describe: 'allow a non-loopback ops address' })
         .option('token-ttl', { type: 'string', describe: 'access token lifetime (default 15m)' })
         .option('grant-ttl', { type: 'string', describe: 'default grant lifetime (default 5m)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
-        .options(flagOptions(caConfigSchema, ['supersede_grace', 'tls_min_version'])),
+        .options(flagOptions(caConfigSchema, ['ops_allow_remote', 'supersede_grace', 'tls_min_version'])),
     run(async (argv, config) => {
       const logger = createLogger({ daemon: 'ca', version: VERSION, level: config.log_level as LogLevel });
       await serve(config, logger, () => configOf(argv));

@@ -13,7 +13,6 @@ import { tokenOnCommandLineWarning } from '../lib/enrolled/credentials.js';
 import { GatewayError } from '../lib/errors/codes.js';
 import { gatewayConfigSchema } from '../lib/gateway/config.js';
 import {
-  asGatewayConfig,
   enrollCommand,
   GATEWAY_VERSION,
   type GatewayConfig,
@@ -31,7 +30,7 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 /** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): GatewayConfig {
-  return asGatewayConfig(loadFromArgv(gatewayConfigSchema, argv).config);
+  return loadFromArgv(gatewayConfigSchema, argv).config;
 }
 
 function fail(err: unknown, json: boolean): void {
@@ -85,7 +84,7 @@ await globalOptions(yargs(hideBin(process.argv)))
         const loaded = loadFromArgv(gatewayConfigSchema, argv);
         const warning = tokenOnCommandLineWarning(gatewayConfigSchema, loaded.origins.enrollment_token);
         if (warning) process.stderr.write(`infisical-gateway: ${warning}\n`);
-        const out = await enrollCommand(asGatewayConfig(loaded.config));
+        const out = await enrollCommand(loaded.config);
         process.stdout.write(
           argv['json']
             ? `${JSON.stringify(out, null, 2)}\n`

@@ -13,7 +13,6 @@ import { tokenOnCommandLineWarning } from '../lib/enrolled/credentials.js';
 import { GatewayError } from '../lib/errors/codes.js';
 import { proxyConfigSchema } from '../lib/proxy/config.js';
 import {
-  asProxyConfig,
   enrollCommand,
   PROXY_VERSION,
   type ProxyConfig,
@@ -31,7 +30,7 @@ type Args = ArgumentsCamelCase<Record<string, unknown>>;
 
 /** Flags (those the schema declares) > environment > config file > defaults. */
 function configOf(argv: Args): ProxyConfig {
-  return asProxyConfig(loadFromArgv(proxyConfigSchema, argv).config);
+  return loadFromArgv(proxyConfigSchema, argv).config;
 }
 
 function fail(err: unknown, json: boolean): void {
@@ -99,7 +98,7 @@ await globalOptions(yargs(hideBin(process.argv)))
         const loaded = loadFromArgv(proxyConfigSchema, argv);
         const warning = tokenOnCommandLineWarning(proxyConfigSchema, loaded.origins.enrollment_token);
         if (warning) process.stderr.write(`infisical-proxy: ${warning}\n`);
-        const out = await enrollCommand(asProxyConfig(loaded.config));
+        const out = await enrollCommand(loaded.config);
         process.stdout.write(
           argv['json']
             ? `${JSON.stringify(out, null, 2)}\n`
@@ -119,13 +118,13 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('ops-listen', { type: 'string', describe: 'ops endpoint host:port (default 127.0.0.1:9473)' })
         .option('handshake-timeout', { type: 'string', describe: 'SSH login / TLS handshake bound (default 10s)' })
         .option('idle-timeout', { type: 'string', describe: 'idle stream bound (default 15m)' })
-        .option('max-connections', { type: 'number', describe: 'connections per listener (default 10000)' })
-        .option('max-streams-per-gateway', { type: 'number', describe: 'streams per gateway (default 1000)' })
         .option('revocation-poll', { type: 'string', describe: 'revocation feed period, 0 = off (default 10s)' })
         .option('drain-timeout', { type: 'string', describe: 'SIGTERM drain bound (default 30s)' })
         .options(
           flagOptions(proxyConfigSchema, [
             'ops_allow_remote',
+            'max_connections',
+            'max_streams_per_gateway',
             'max_auth_attempts',
             'max_unauthenticated_per_source',
             'forward_timeout',

@@ -168,3 +168,4 @@ export function unauthenticatedPolicies(config: {
     },
   };
 }
+export type CaConfigSchema = typeof caConfigSchema;

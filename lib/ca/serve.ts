@@ -16,43 +16,14 @@ import { prepareStateDirectory, stateDirectory } from '../store/db.js';
 import { StateLock } from '../store/lock.js';
 import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
-import { type caConfigSchema, unauthenticatedPolicies } from './config.js';
+import { type CaConfigSchema, unauthenticatedPolicies } from './config.js';
 import { startCaServer } from './http.js';
 import { tickRotations } from './rotation.js';
 import { ROTATION_PHASES } from './store-rotations.js';
 import type { RefusalCounter } from './unauthenticated.js';
 
-/** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
-export interface CaConfig {
-  readonly listen: string;
-  readonly tls_min_version: string;
-  readonly trust_domain: string | undefined;
-  readonly api_names: readonly string[];
-  readonly token_ttl: number;
-  readonly grant_ttl: number;
-  readonly log_level: string;
-  readonly ops_listen: string;
-  readonly ops_allow_remote: boolean;
-  readonly state_directory: string | undefined;
-  readonly drain_timeout: number;
-  readonly supersede_grace: number;
-  readonly max_connections: number;
-  readonly max_connections_per_source: number;
-  readonly login_failure_burst: number;
-  readonly login_failure_refill: number;
-  readonly login_failure_delay_max: number;
-  readonly enroll_failure_burst: number;
-  readonly enroll_failure_refill: number;
-  readonly enroll_failure_delay_max: number;
-  readonly signed_failure_burst: number;
-  readonly signed_failure_refill: number;
-  readonly signed_failure_delay_max: number;
-}
-
-/** Loaded config as CaConfig; every key is validated by the loader, defaults make the required ones present. */
-export function asCaConfig(config: ConfigOf<(typeof caConfigSchema)['keys']>): CaConfig {
-  return config as unknown as CaConfig;
-}
+/** The loaded configuration, typed by the schema that parsed it. */
+export type CaConfig = ConfigOf<CaConfigSchema['keys']>;
 
 function isLoopback(host: string): boolean {
   return host === '::1' || host.startsWith('127.') || host === '::ffff:127.0.0.1';

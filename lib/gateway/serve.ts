@@ -21,52 +21,15 @@ import { startOpsServer } from '../runtime/ops.js';
 import { sampledWarn } from '../runtime/sampled-log.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
-import type { gatewayConfigSchema } from './config.js';
+import type { GatewayConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
 import { GatewayStore } from './state.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 
-/** The loaded configuration (the schema's KeySpec generics widen `optional`, so the shape is spelled out). */
-export interface GatewayConfig {
-  readonly ca_url: string | undefined;
-  readonly ca_fingerprint: string | undefined;
-  readonly org_id: string | undefined;
-  readonly gateway_id: string | undefined;
-  readonly enrollment_token: string | undefined;
-  readonly enrollment_token_file: string | undefined;
-  readonly client_id: string | undefined;
-  readonly client_secret_file: string | undefined;
-  readonly allow_cidrs: readonly string[];
-  readonly allow_hosts: readonly string[];
-  readonly allow_ports: readonly string[];
-  readonly targets: readonly string[];
-  readonly http_upstream_tls: boolean;
-  readonly http_upstream_ca: string | undefined;
-  readonly keepalive_interval: number;
-  readonly keepalive_count_max: number;
-  readonly reconnect_base: number;
-  readonly reconnect_cap: number;
-  readonly max_streams: number;
-  readonly handshake_timeout: number;
-  readonly max_pending_channels: number;
-  readonly connect_timeout: number;
-  readonly revocation_poll: number;
-  readonly feed_wait: number;
-  readonly feed_stale_after: number;
-  readonly renew: boolean;
-  readonly log_level: string;
-  readonly ops_listen: string;
-  readonly ops_allow_remote: boolean;
-  readonly state_directory: string | undefined;
-  readonly drain_timeout: number;
-}
-
-/** Loaded config as GatewayConfig; the loader validated every key and defaults fill the required ones. */
-export function asGatewayConfig(config: ConfigOf<(typeof gatewayConfigSchema)['keys']>): GatewayConfig {
-  return config as unknown as GatewayConfig;
-}
+/** The loaded configuration, typed by the schema that parsed it. */
+export type GatewayConfig = ConfigOf<GatewayConfigSchema['keys']>;
 
 export function databasePath(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): string {
   return join(stateDirectory('gateway', { override: config.state_directory, env }), 'gateway.db');

@@ -25,7 +25,7 @@ import { DaemonMetrics } from '../runtime/metrics.js';
 import { type OpsServer, startOpsServer } from '../runtime/ops.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
-import type { proxyConfigSchema } from './config.js';
+import type { ProxyConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { type ProxyLimits, ProxyServer } from './proxy.js';
 import { credentialsOf, type ProxyState, ProxyStore } from './state.js';
@@ -34,46 +34,8 @@ export const PROXY_VERSION = '0.1.0';
 const DEFAULT_SSH_LISTEN = '0.0.0.0:2222';
 const DEFAULT_TLS_LISTEN = '0.0.0.0:8443';
 
-/** The loaded configuration (the schema's generics widen `optional`, so the shape is spelled out). */
-export interface ProxyConfig {
-  readonly ca_url: string | undefined;
-  readonly ca_fingerprint: string | undefined;
-  readonly enrollment_token: string | undefined;
-  readonly enrollment_token_file: string | undefined;
-  readonly admin_client_id: string | undefined;
-  readonly client_secret_file: string | undefined;
-  readonly scope: string | undefined;
-  readonly org_id: string | undefined;
-  readonly proxy_id: string | undefined;
-  readonly hostnames: readonly string[];
-  readonly ssh_address: string | undefined;
-  readonly tls_address: string | undefined;
-  readonly ssh_listen: string | undefined;
-  readonly tls_listen: string | undefined;
-  readonly handshake_timeout: number;
-  readonly max_unauthenticated_per_source: number;
-  readonly forward_timeout: number;
-  readonly max_tunnels_per_org: number;
-  readonly max_streams_per_org: number;
-  readonly idle_timeout: number;
-  readonly max_connections: number;
-  readonly max_streams_per_gateway: number;
-  readonly max_auth_attempts: number;
-  readonly cert_skew: number;
-  readonly revocation_poll: number;
-  readonly feed_wait: number;
-  readonly feed_stale_after: number;
-  readonly renew: boolean;
-  readonly log_level: string;
-  readonly ops_listen: string;
-  readonly ops_allow_remote: boolean;
-  readonly state_directory: string | undefined;
-  readonly drain_timeout: number;
-}
-
-export function asProxyConfig(config: ConfigOf<(typeof proxyConfigSchema)['keys']>): ProxyConfig {
-  return config as unknown as ProxyConfig;
-}
+/** The loaded configuration, typed by the schema that parsed it. */
+export type ProxyConfig = ConfigOf<ProxyConfigSchema['keys']>;
 
 export function databasePath(config: ProxyConfig, env: NodeJS.ProcessEnv = process.env): string {
   return join(stateDirectory('proxy', { override: config.state_directory, env }), 'proxy.db');

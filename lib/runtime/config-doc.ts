@@ -4,7 +4,6 @@
  */
 import {
   type ConfigSchema,
-  configEnvName,
   defaultConfigPath,
   envName,
   flagOf,
@@ -44,56 +43,6 @@ function wrap(text: string, width: number, indent: string): string[] {
   return lines;
 }
 
-export interface HelpOptions {
-  /** Program name as invoked, e.g. "infisical-proxy". */
-  program: string;
-  version: string;
-  /** Extra usage lines, e.g. subcommands: ["init    create the instance CAs"]. */
-  commands?: readonly string[];
-}
-
-/** The text printed by `--help`. */
-export function renderHelp(schema: ConfigSchema, options: HelpOptions): string {
-  const out: string[] = [
-    `${options.program} ${options.version}: ${schema.summary}`,
-    '',
-    `Usage: ${options.program}${options.commands?.length ? ' [command]' : ''} [options]`,
-  ];
-  if (options.commands?.length) {
-    out.push('', 'Commands:', ...options.commands.map((line) => `  ${line}`));
-  }
-  out.push(
-    '',
-    'Options (each also settable as an environment variable or a config file key;',
-    'precedence: flags > environment > config file > built-in default):',
-    '',
-  );
-  for (const [key, spec] of Object.entries(schema.keys)) {
-    const arg = placeholder(spec);
-    const name = flagOf(key, spec);
-    const flag = !name
-      ? `${key} (no flag)`
-      : spec.type === 'bool'
-        ? `${name}, --no-${name.slice(2)}`
-        : `${name} <${arg}>`;
-    out.push(`  ${flag}`);
-    out.push(...wrap(`${spec.description} (${defaultText(spec)})`, 76, '      '));
-    out.push(`      env ${envName(schema, key)}, config key ${key}`);
-  }
-  out.push(
-    `  --config <path>`,
-    `      Config file (default: ${defaultConfigPath(schema)}; env ${configEnvName(schema)})`,
-    '  -h, --help',
-    '      Print this help and exit',
-    '  --version',
-    '      Print the version and exit',
-    '',
-    'Durations read 250ms, 30s, 5m, 24h, 7d or 1h30m. Lists are comma-separated.',
-    '',
-  );
-  return out.join('\n');
-}
-
 /** A complete, commented sample config file; every key is commented out at its default. */
 export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${schema.daemon}`): string {
   const out: string[] = [
@@ -126,15 +75,16 @@ export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${
 }
 
 export interface FlagOption {
-  type: 'string' | 'number' | 'boolean' | 'array';
-  string?: true;
+  type: 'string' | 'array';
+  string: true;
   describe: string;
 }
 
 /**
  * Command-line options (yargs' `.options()`) for these config keys, named and described from the schema, so
- * `--help`, the sample config and the loader agree. No default is set: an absent flag must stay absent, or it
- * would hide the environment and the config file.
+ * `--help`, the sample config and the loader agree. Every one collects text only (a list flag: one text per
+ * use): the schema parses it as it parses the environment and the file, so the three accept the same input.
+ * No default is set: an absent flag must stay absent, or it would hide the environment and the config file.
  */
 export function flagOptions(schema: ConfigSchema, keys: readonly string[]): Record<string, FlagOption> {
   const options: Record<string, FlagOption> = {};
@@ -142,10 +92,9 @@ export function flagOptions(schema: ConfigSchema, keys: readonly string[]): Reco
     const spec = schema.keys[key];
     const flag = spec && flagOf(key, spec);
     if (!spec || !flag) throw new Error(`config key ${key} of ${schema.daemon} has no flag`);
-    const describe = `${spec.description} (${defaultText(spec)})`;
-    const type =
-      spec.type === 'bool' ? 'boolean' : spec.type === 'int' ? 'number' : spec.type === 'list' ? 'array' : 'string';
-    options[flag.slice(2)] = type === 'array' ? { type, string: true, describe } : { type, describe };
+    const bare = spec.type === 'bool' ? `; ${flag} alone means true, --no-${flag.slice(2)} false` : '';
+    const describe = `${spec.description} (${defaultText(spec)}${bare})`;
+    options[flag.slice(2)] = { type: spec.type === 'list' ? 'array' : 'string', string: true, describe };
   }
   return options;
 }

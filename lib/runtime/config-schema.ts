@@ -64,8 +64,14 @@ export interface ConfigSchema<S extends Keys = Keys> {
 
 type KeyOptions<K extends ValueType, O extends boolean> = Omit<KeySpec<K, O>, 'type'>;
 
+/** Whether a key's options say `optional: true`: decides if its value may load as undefined. */
+type OptionalOf<P> = P extends { readonly optional: true } ? true : false;
+
 function keyOf<K extends ValueType>(type: K) {
-  return <O extends boolean = false>(spec: KeyOptions<K, O>): KeySpec<K, O> => ({ ...spec, type });
+  // Generic over the whole options object (not over `optional` alone, which inference through Omit widened to
+  // boolean): `ConfigOf` then knows which keys may be undefined, so daemons need no hand-written config type.
+  return <P extends KeyOptions<K, boolean>>(spec: P): KeySpec<K, OptionalOf<P>> =>
+    ({ ...spec, type }) as KeySpec<K, OptionalOf<P>>;
 }
 
 /** Key builders: `keys.duration({ default: 30_000, description: '...' })`. */

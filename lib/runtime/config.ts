@@ -73,85 +73,6 @@ interface RawValue {
   origin: Origin;
 }
 
-export type CommandLine =
-  | { action: 'help' }
-  | { action: 'version' }
-  | {
-      action: 'run';
-      /** Raw flag values by config key; lists may repeat (`--proxy a --proxy b`). */
-      flags: ReadonlyMap<string, RawValue>;
-      configPath?: string;
-      positionals: readonly string[];
-    };
-
-/**
- * Parses argv (without node and script) against the schema: `--key value`, `--key=value`, `--bool`,
- * `--no-bool`, `--config path`, `--help`/`-h`, `--version`. Unknown or repeated flags are refused.
- * Positionals (subcommands) are returned for the daemon to interpret; `--` ends flag parsing.
- */
-export function parseCommandLine(schema: ConfigSchema, argv: readonly string[]): CommandLine {
-  const byFlag = new Map([...configFlags(schema)].map(([flag, key]) => [`--${flag}`, key]));
-  const flags = new Map<string, RawValue>();
-  const positionals: string[] = [];
-  const problems: string[] = [];
-  let configPath: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      positionals.push(...argv.slice(i + 1));
-      break;
-    }
-    if (arg === '--help' || arg === '-h') return { action: 'help' };
-    if (arg === '--version') return { action: 'version' };
-    if (!arg.startsWith('--')) {
-      if (arg.startsWith('-') && arg.length > 1) problems.push(`flag ${arg}: unknown flag (see --help)`);
-      else positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const flag = eq === -1 ? arg : arg.slice(0, eq);
-    let inline = eq === -1 ? undefined : arg.slice(eq + 1);
-    let key = byFlag.get(flag);
-    if (!key && flag.startsWith('--no-') && inline === undefined) {
-      const positive = byFlag.get(`--${flag.slice(5)}`);
-      if (positive && schema.keys[positive]?.type === 'bool') {
-        key = positive;
-        inline = 'false';
-      }
-    }
-    if (flag === '--config') {
-      const value = inline ?? argv[++i];
-      if (value === undefined) problems.push('flag --config: expected a path');
-      else configPath = value;
-      continue;
-    }
-    const spec = key ? schema.keys[key] : undefined;
-    if (!key || !spec) {
-      problems.push(`flag ${flag}: unknown flag (see --help)`);
-      continue;
-    }
-    let raw = inline;
-    if (raw === undefined && spec.type === 'bool') raw = 'true';
-    if (raw === undefined) {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith('--')) {
-        problems.push(`flag ${flag}: key "${key}": expected a value`);
-        continue;
-      }
-      raw = next;
-      i++;
-    }
-    const previous = flags.get(key);
-    if (previous && spec.type !== 'list') {
-      problems.push(`flag ${flag}: key "${key}": given more than once`);
-      continue;
-    }
-    flags.set(key, { raw: previous ? `${previous.raw},${raw}` : raw, origin: { source: 'flag', flag } });
-  }
-  if (problems.length > 0) throw new ConfigError(problems);
-  return { action: 'run', flags, positionals, ...(configPath !== undefined ? { configPath } : {}) };
-}
-
 const MAX_CONFIG_BYTES = 1 << 20;
 
 /** Reads a config file; undefined when it does not exist. Other failures (permissions, size) are refused. */
@@ -212,8 +133,12 @@ export function parseConfigText(
 }
 
 export interface LoadOptions {
-  /** Parsed flags; omit to ignore flags. */
-  commandLine?: CommandLine;
+  /**
+   * The command line as collected (yargs' argv): flag name without dashes → the text given (a list flag may
+   * repeat: an array). Only the flags the schema declares (`configFlags`) and `config` are read; their text is
+   * parsed here, exactly like the same key's text in the environment or the file. Omit to ignore flags.
+   */
+  flags?: Readonly<Record<string, unknown>>;
   /** Environment; defaults to none (pass process.env explicitly). */
   env?: Readonly<Record<string, string | undefined>>;
   /** Working directory for relative paths from flags and environment. */
@@ -239,12 +164,11 @@ export function loadConfig<S extends Keys>(schema: ConfigSchema<S>, options: Loa
   const env = options.env ?? {};
   const cwd = options.cwd ?? process.cwd();
   const readFile = options.readFile ?? readConfigFile;
-  const commandLine = options.commandLine;
-  const flags = commandLine?.action === 'run' ? commandLine.flags : new Map<string, RawValue>();
+  const flags = flagValues(schema, options.flags ?? {});
   const problems: string[] = [];
 
-  const explicitPath =
-    (commandLine?.action === 'run' ? commandLine.configPath : undefined) ?? nonEmpty(env[configEnvName(schema)]);
+  const flagPath = options.flags?.['config'];
+  const explicitPath = (typeof flagPath === 'string' ? flagPath : undefined) ?? nonEmpty(env[configEnvName(schema)]);
   const configPath = explicitPath ?? defaultConfigPath(schema);
   const text = readFile(configPath);
   if (text === undefined && explicitPath !== undefined) problems.push(`${configPath}: config file not found`);
@@ -360,27 +284,32 @@ function editDistance(a: string, b: string): number {
 }
 
 /**
- * Loads a daemon's config from its parsed command line (yargs' argv): every flag the schema declares
+ * The raw text of every declared flag that was given. The command-line parser only collects text (the daemons
+ * declare every config flag as a string, `flagOptions`): typing and validation are the schema's, the same as for
+ * the environment and the file. A bare boolean flag (`--ops-allow-remote`) reads as "true", `--no-<flag>` as
+ * "false"; a repeated list flag joins its items with commas.
+ */
+function flagValues(schema: ConfigSchema, argv: Readonly<Record<string, unknown>>): Map<string, RawValue> {
+  const flags = new Map<string, RawValue>();
+  for (const [flag, key] of configFlags(schema)) {
+    const value = argv[flag];
+    if (value === undefined) continue;
+    let raw = Array.isArray(value) ? value.map(String).join(',') : String(value);
+    if (raw === '' && schema.keys[key]?.type === 'bool') raw = 'true';
+    flags.set(key, { raw, origin: { source: 'flag', flag: `--${flag}` } });
+  }
+  return flags;
+}
+
+/**
+ * Loads a daemon's config from its collected command line (yargs' argv): every flag the schema declares
  * (`configFlags`) that was given, and `--config`. The three daemons share this, so the flags that set keys are
  * exactly the ones the schema, and so the docs and the sample config, name.
  */
 export function loadFromArgv<S extends Keys>(
   schema: ConfigSchema<S>,
   argv: Readonly<Record<string, unknown>>,
-  options: Omit<LoadOptions, 'commandLine'> = { env: process.env },
+  options: Omit<LoadOptions, 'flags'> = { env: process.env },
 ): LoadedConfig<S> {
-  const flags = new Map<string, RawValue>();
-  for (const [flag, key] of configFlags(schema)) {
-    const value = argv[flag];
-    if (value === undefined) continue;
-    flags.set(key, {
-      raw: Array.isArray(value) ? value.join(',') : String(value),
-      origin: { source: 'flag', flag: `--${flag}` },
-    });
-  }
-  const configPath = typeof argv['config'] === 'string' ? argv['config'] : undefined;
-  return loadConfig(schema, {
-    ...options,
-    commandLine: { action: 'run', flags, positionals: [], ...(configPath ? { configPath } : {}) },
-  });
+  return loadConfig(schema, { ...options, flags: argv });
 }

@@ -10,7 +10,7 @@ import { decodeStatus } from '../../lib/protocol/relay.js';
 import { DEFAULT_CERT_SKEW_MS, outerCertLive } from '../../lib/proxy/admission.js';
 import { proxyConfigSchema } from '../../lib/proxy/config.js';
 import { DEFAULT_LIMITS, type ProxyLimits, type ProxyServer } from '../../lib/proxy/proxy.js';
-import { loadConfig, parseCommandLine } from '../../lib/runtime/config.js';
+import { loadConfig } from '../../lib/runtime/config.js';
 import { World } from '../helpers/world.js';
 import {
   closed,
@@ -102,7 +102,7 @@ describe('outer certificate expiry: the rule', () => {
     assert.equal(DEFAULT_LIMITS.certSkewMs, DEFAULT_CERT_SKEW_MS);
     const load = (args: string[]) =>
       loadConfig(proxyConfigSchema, {
-        commandLine: parseCommandLine(proxyConfigSchema, args),
+        flags: args.length === 0 ? {} : { [args[0]!.slice(2)]: args[1] },
         env: {},
         readFile: () => undefined,
       }).config;

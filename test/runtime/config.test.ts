@@ -3,15 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import {
-  ConfigError,
-  describeConfig,
-  loadConfig,
-  loadFromArgv,
-  parseCommandLine,
-  readConfigFile,
-} from '../../lib/runtime/config.js';
-import { flagOptions, renderHelp, renderSampleConfig } from '../../lib/runtime/config-doc.js';
+import { ConfigError, describeConfig, loadConfig, loadFromArgv, readConfigFile } from '../../lib/runtime/config.js';
+import { flagOptions, renderSampleConfig } from '../../lib/runtime/config-doc.js';
 import {
   defineSchema,
   each,
@@ -60,9 +53,9 @@ test('precedence: defaults < file < environment < flags, with origins', () => {
   const text = ['# comment', 'ca_url = https://file', 'max_streams = 7', 'keepalive = 1m', 'strict = no', ''].join(
     '\n',
   );
-  const cli = parseCommandLine(schema, ['--keepalive', '5s', '--no-strict']);
+  // As yargs collects `--keepalive 5s --no-strict`.
   const { config, origins, configFileFound } = loadConfig(schema, {
-    commandLine: cli,
+    flags: { keepalive: '5s', strict: false },
     env: { INFISICAL_PROXY_MAX_STREAMS: '9', INFISICAL_PROXY_KEEPALIVE: '2m', INFISICAL_PROXY_SSH_LISTEN: '' },
     readFile: files(text),
   });
@@ -87,9 +80,8 @@ test('precedence: defaults < file < environment < flags, with origins', () => {
 
 test('typed values: durations, lists, paths relative to the config file, custom env name', () => {
   const text = 'ca_url = x\nproxies = a.example:1, [::1]:2 ,\nca_file = certs/ca.pem\n';
-  const cli = parseCommandLine(schema, ['--ca-url=y']);
   const { config } = loadConfig(schema, {
-    commandLine: cli,
+    flags: { 'ca-url': 'y' },
     env: { PROXY_LISTEN: 'alias' },
     readFile: files(text),
   });
@@ -106,7 +98,7 @@ test('typed values: durations, lists, paths relative to the config file, custom 
   assert.deepEqual(parseHostPort('[::1]:9464'), { host: '::1', port: 9464 });
   assert.equal(parseHostPort('host:70000'), undefined);
   const flagPath = loadConfig(schema, {
-    commandLine: parseCommandLine(schema, ['--ca-file', 'rel.pem', '--ca-url', 'z']),
+    flags: { 'ca-file': 'rel.pem', 'ca-url': 'z' },
     cwd: '/srv',
     readFile: files(undefined),
   });
@@ -126,7 +118,7 @@ test('a bad file value names the file, line, key and expectation', () => {
 test('bad environment and flag values name their source', () => {
   const err = refusal(() =>
     loadConfig(schema, {
-      commandLine: parseCommandLine(schema, ['--max-streams', '0', '--ca-url', 'x']),
+      flags: { 'max-streams': '0', 'ca-url': 'x' },
       env: { INFISICAL_PROXY_KEEPALIVE: '15' },
       readFile: files(undefined),
     }),
@@ -190,37 +182,58 @@ test('secret values are never echoed', () => {
   assert.ok(!JSON.stringify(described).includes('hunter2'));
 });
 
-test('command line: help, version, config, positionals, repeated lists, refusals', () => {
-  assert.deepEqual(parseCommandLine(schema, ['--ca-url', 'x', '--help']), { action: 'help' });
-  assert.deepEqual(parseCommandLine(schema, ['--version']), { action: 'version' });
-  const cli = parseCommandLine(schema, [
-    'init',
-    '--config=/x.conf',
-    '--proxies',
-    'a:1',
-    '--proxies=b:2',
-    '--',
-    '--raw',
-  ]);
-  assert.equal(cli.action, 'run');
-  if (cli.action !== 'run') return;
-  assert.equal(cli.configPath, '/x.conf');
-  assert.deepEqual(cli.positionals, ['init', '--raw']);
-  const { config } = loadConfig(schema, {
-    commandLine: cli,
+test('one key reads the same from a flag, the environment and the file: the schema parses all three', () => {
+  const cases: { key: 'keepalive' | 'strict' | 'max_streams' | 'proxies'; text: string; want: unknown }[] = [
+    { key: 'keepalive', text: '1h30m', want: 5_400_000 },
+    { key: 'strict', text: 'yes', want: true },
+    { key: 'strict', text: 'off', want: false },
+    { key: 'max_streams', text: '0042', want: 42 },
+    { key: 'proxies', text: 'a:1, b:2', want: ['a:1', 'b:2'] },
+  ];
+  for (const { key, text, want } of cases) {
+    const flag = key.replaceAll('_', '-');
+    const env = `INFISICAL_PROXY_${key.toUpperCase()}`;
+    const base = { env: { INFISICAL_PROXY_CA_URL: 'x' } as Record<string, string> };
+    const fromFlag = loadConfig(schema, { ...base, flags: { [flag]: text }, readFile: files(undefined) });
+    const fromEnv = loadConfig(schema, { env: { ...base.env, [env]: text }, readFile: files(undefined) });
+    const fromFile = loadConfig(schema, { ...base, readFile: files(`${key} = ${text}\n`) });
+    for (const [source, loaded] of [
+      ['flag', fromFlag],
+      ['env', fromEnv],
+      ['file', fromFile],
+    ] as const) {
+      assert.deepEqual(loaded.config[key], want, `${key} = ${text} from ${source}`);
+      assert.equal(loaded.origins[key]?.source, source);
+    }
+  }
+  // What the file refuses, the flag refuses with the same words (yargs no longer coerces "0x10" to 16).
+  for (const [key, text] of [
+    ['max_streams', '0x10'],
+    ['keepalive', '15'],
+    ['strict', 'maybe'],
+  ] as const) {
+    const fromFlag = refusal(() =>
+      loadConfig(schema, { flags: { [key.replaceAll('_', '-')]: text, 'ca-url': 'x' }, readFile: files(undefined) }),
+    );
+    const fromFile = refusal(() => loadConfig(schema, { readFile: files(`ca_url = x\n${key} = ${text}\n`) }));
+    assert.equal(
+      fromFlag.problems[0]!.replace(/^flag --[a-z-]+: /, ''),
+      fromFile.problems[0]!.replace(/^.* line 2: /, ''),
+    );
+  }
+  // As yargs collects them: a bare boolean flag is "", --no-flag is false, a repeated list flag an array.
+  const collected = loadConfig(schema, {
+    flags: { strict: '', proxies: ['a:1', 'b:2'], config: '/x.conf' },
     env: { INFISICAL_PROXY_CA_URL: 'x' },
     readFile: (p) => (p === '/x.conf' ? '' : undefined),
   });
-  assert.deepEqual(config.proxies, ['a:1', 'b:2']);
-  const err = refusal(() => parseCommandLine(schema, ['--bogus', '--max-streams', '1', '--max-streams', '2', '-x']));
-  assert.deepEqual(err.problems, [
-    'flag --bogus: unknown flag (see --help)',
-    'flag --max-streams: key "max_streams": given more than once',
-    'flag -x: unknown flag (see --help)',
-  ]);
-  assert.deepEqual(refusal(() => parseCommandLine(schema, ['--ca-url'])).problems, [
-    'flag --ca-url: key "ca_url": expected a value',
-  ]);
+  assert.equal(collected.config.strict, true);
+  assert.deepEqual(collected.config.proxies, ['a:1', 'b:2']);
+  assert.equal(collected.configPath, '/x.conf');
+  assert.equal(
+    loadConfig(schema, { flags: { strict: false, 'ca-url': 'x' }, readFile: files(undefined) }).config.strict,
+    false,
+  );
 });
 
 test('schema definitions refuse bad names and defaults that fail their own validation', () => {
@@ -247,7 +260,7 @@ test('the sample config documents every key and, uncommented, loads as the defau
   const path = join(dir, 'proxy.conf');
   writeFileSync(path, uncommented);
   const fromFile = loadConfig(schema, {
-    commandLine: parseCommandLine(schema, ['--config', path]),
+    flags: { config: path },
     readFile: readConfigFile,
   });
   const fromDefaults = loadConfig(schema, {
@@ -256,17 +269,6 @@ test('the sample config documents every key and, uncommented, loads as the defau
   });
   assert.deepEqual({ ...fromFile.config }, { ...fromDefaults.config });
   assert.equal(fromFile.origins.keepalive?.source, 'file');
-});
-
-test('help text names every flag, variable and default', () => {
-  const help = renderHelp(schema, { program: 'infisical-proxy', version: '1.2.3' });
-  assert.match(help, /^infisical-proxy 1\.2\.3: test proxy/);
-  assert.match(help, /--ssh-listen <text>/);
-  assert.match(help, /--strict, --no-strict/);
-  assert.match(help, /env INFISICAL_PROXY_SSH_LISTEN, config key ssh_listen/);
-  assert.match(help, /\(default: 15s\)/);
-  assert.match(help, /CA URL\. \(required\)/);
-  assert.match(help, /--config <path>/);
 });
 
 test('readConfigFile: absent is undefined, unreadable is refused', () => {
@@ -301,12 +303,24 @@ test('flags come from the schema: a declared name, the dashed key by default, or
   );
 });
 
-test('flagOptions: yargs options named, typed and described by the schema, never with a default', () => {
+test('flagOptions: yargs options named and described by the schema, text only, never with a default', () => {
   const options = flagOptions(schema, ['max_streams', 'strict', 'proxies', 'keepalive']);
-  assert.deepEqual(options['max-streams'], { type: 'number', describe: 'Streams per tunnel. (default: 100)' });
-  assert.deepEqual(options['strict'], { type: 'boolean', describe: 'Be strict. (default: true)' });
+  assert.deepEqual(options['max-streams'], {
+    type: 'string',
+    string: true,
+    describe: 'Streams per tunnel. (default: 100)',
+  });
+  assert.deepEqual(options['strict'], {
+    type: 'string',
+    string: true,
+    describe: 'Be strict. (default: true; --strict alone means true, --no-strict false)',
+  });
   assert.deepEqual(options['proxies'], { type: 'array', string: true, describe: 'Peers. (default: (empty))' });
-  assert.deepEqual(options['keepalive'], { type: 'string', describe: 'Keepalive interval. (default: 15s)' });
+  assert.deepEqual(options['keepalive'], {
+    type: 'string',
+    string: true,
+    describe: 'Keepalive interval. (default: 15s)',
+  });
   const noFlag = defineSchema('gateway', 'x', { renew: keys.bool({ default: true, flag: null, description: 'R.' }) });
   assert.throws(() => flagOptions(noFlag, ['renew']), /config key renew of gateway has no flag/);
   assert.throws(() => flagOptions(noFlag, ['nope']), /config key nope of gateway has no flag/);

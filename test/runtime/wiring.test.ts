@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadConfig, parseCommandLine } from '../../lib/runtime/config.js';
+import { loadConfig } from '../../lib/runtime/config.js';
 import { defineSchema, hostPort, keys } from '../../lib/runtime/config-schema.js';
 import { Lifecycle } from '../../lib/runtime/lifecycle.js';
 import { createAudit, createLogger } from '../../lib/runtime/log.js';
@@ -26,7 +26,7 @@ test('a daemon main wired from the runtime and store parts', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'wiring-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const { config } = loadConfig(schema, {
-    commandLine: parseCommandLine(schema, ['--log-level', 'debug', '--drain-timeout', '2s']),
+    flags: { 'log-level': 'debug', 'drain-timeout': '2s' },
     env: { STATE_DIRECTORY: dir },
     readFile: () => undefined,
   });

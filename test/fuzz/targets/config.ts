@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { caConfigSchema } from '../../../lib/ca/config.js';
 import { gatewayConfigSchema } from '../../../lib/gateway/config.js';
 import { proxyConfigSchema } from '../../../lib/proxy/config.js';
-import { type LoadedConfig, loadConfig, parseCommandLine } from '../../../lib/runtime/config.js';
+import { type LoadedConfig, loadConfig } from '../../../lib/runtime/config.js';
 import { type ConfigSchema, formatValue, type KeySpec, parseValue } from '../../../lib/runtime/config-schema.js';
 import { HOSTILE_WORDS, hostileString, textMutants } from '../mutate.js';
 import type { FuzzTarget, Seeds } from '../target.js';
@@ -111,22 +111,25 @@ export const configFile: FuzzTarget<ConfigInput> = {
   },
 };
 
-export const commandLine: FuzzTarget<{ daemon: Daemon; argv: string[] }> = {
+/** Flags as yargs collects them (text, a list flag's repeats as an array, `--no-x` as false), parsed by the schema. */
+export const commandLine: FuzzTarget<{ daemon: Daemon; flags: Record<string, unknown> }> = {
   name: 'config-argv',
-  covers: 'lib/runtime/config parseCommandLine',
+  covers: 'lib/runtime/config loadConfig from collected flags',
   arbitrary: () =>
-    fc.record({
-      daemon: fc.constantFrom<Daemon>('ca', 'proxy', 'gateway'),
-      argv: fc.array(
-        fc.oneof(
-          fc.constantFrom('--config', '--', '-h', '--no-', '--no-json-logs', '--log-level', '--log-level=', '-'),
-          hostileString.map((w) => `--${w}`),
-          hostileString,
+    fc.constantFrom<Daemon>('ca', 'proxy', 'gateway').chain((daemon) =>
+      fc.record({
+        daemon: fc.constant(daemon),
+        flags: fc.dictionary(
+          fc.oneof(
+            fc.constantFrom(...Object.keys(SCHEMAS[daemon].keys).map((k) => k.replaceAll('_', '-')), 'ca', 'org'),
+            hostileString,
+          ),
+          fc.oneof(value, fc.array(value, { maxLength: 3 }), fc.constantFrom(false, true, '')),
+          { maxKeys: 8 },
         ),
-        { maxLength: 12 },
-      ),
-    }),
-  run: (c) => parseCommandLine(schemaOf(c.daemon), c.argv),
+      }),
+    ),
+  run: (c) => loadConfig(schemaOf(c.daemon), { flags: c.flags, env: {}, readFile: () => undefined }),
 };
 
 export const CONFIG_TARGETS = [configFile, commandLine];
