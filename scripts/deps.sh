@@ -35,7 +35,10 @@ fi
 # node-gyp cannot download Node's headers here: build native addons against the local ones.
 export npm_config_nodedir="${npm_config_nodedir:-/usr}"
 stamp=node_modules/.deps-stamp
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ] || [ -n "$(find patches -newer "$stamp" -type f 2>/dev/null)" ]; then
+if [ -L node_modules ]; then
+  # A checkout sharing another one's packages (a git worktree): npm ci would empty the folder it points at.
+  step "node_modules is a link to $(readlink node_modules): left as it is (run make deps where it points)"
+elif [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ] || [ -n "$(find patches -newer "$stamp" -type f 2>/dev/null)" ]; then
   start=$SECONDS
   step "npm ci: npm packages, patched, native addons built here (about 2 minutes)…"
   npm ci --no-audit --no-fund
