@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
 import tls from 'node:tls';
 import { type ErrorCode, GatewayError, unwrap } from '../../lib/errors/codes.js';
-import type { AccessGrant } from '../../lib/pki/grant.js';
+import { type AccessGrant, checkGrant } from '../../lib/pki/grant.js';
 import { gatewayUri, identityUri } from '../../lib/pki/identity.js';
 import {
   connectVerified,
@@ -77,13 +77,16 @@ async function gatewayServer() {
   );
   onVerifiedConnection(
     server,
-    (socket) => ({
-      anchors: clientCa.root.pem,
-      purpose: 'clientAuth',
-      grantContext: { ...grantContext, mode: socket.alpnProtocol as 'tcp' },
-    }),
+    { anchors: clientCa.root.pem, purpose: 'clientAuth', requireGrant: true },
     clock,
     (socket, peer) => {
+      // What the grant allows is checked by its holder, as the gateway's admission does.
+      const allowed = checkGrant(peer.grant!, { ...grantContext, mode: socket.alpnProtocol as 'tcp', now: clock() });
+      if (!allowed.ok) {
+        refusals.push(allowed.code);
+        socket.destroy();
+        return;
+      }
       accepted.push(peer);
       socket.end(`hello ${peer.uris[0]} grant=${peer.grant?.grantId}\n`);
     },
