@@ -7,8 +7,6 @@ export {
   verifyHostCertificate,
 } from './client.js';
 export {
-  type AuthenticateOptions,
-  authenticateUser,
   type CertServerOptions,
   createCertServer,
   listen,
