@@ -6,20 +6,13 @@ import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
 import tls from 'node:tls';
 import { type ErrorCode, GatewayError, unwrap } from '../../lib/errors/codes.js';
+import { createCsr, parseCsr } from '../../lib/pki/csr.js';
 import { type AccessGrant, checkGrant } from '../../lib/pki/grant.js';
 import { gatewayUri, identityUri } from '../../lib/pki/identity.js';
-import {
-  connectVerified,
-  createCsr,
-  generateKeyPairSync,
-  issueGatewayServerCert,
-  issuePlatformInnerClientCert,
-  mtlsClientOptions,
-  mtlsServerOptions,
-  onVerifiedConnection,
-  parseCsr,
-  type VerifiedPeer,
-} from '../../lib/pki/index.js';
+import { generateKeyPairSync } from '../../lib/pki/keys.js';
+import { issueGatewayServerCert, issuePlatformInnerClientCert } from '../../lib/pki/profiles.js';
+import { connectVerified, mtlsClientOptions, mtlsServerOptions, onVerifiedConnection } from '../../lib/pki/tls.js';
+import type { VerifiedPeer } from '../../lib/pki/verify.js';
 import { hierarchy, OpensslDir } from './fixtures.js';
 
 const ossl = new OpensslDir();

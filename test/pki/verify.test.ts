@@ -3,6 +3,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { unwrap, type Verdict } from '../../lib/errors/codes.js';
 import {
+  type CaIssuer,
+  createIntermediateCa,
+  type IssuedCert,
+  issueCertificate,
+  loadIssuer,
+  validity,
+} from '../../lib/pki/ca.js';
+import {
   type AccessGrant,
   checkGrant,
   encodeGrant,
@@ -10,25 +18,15 @@ import {
   type GrantContext,
 } from '../../lib/pki/grant.js';
 import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/pki/identity.js';
+import { generateKeyPairSync, signatureAlgorithmFor } from '../../lib/pki/keys.js';
 import {
-  type CaIssuer,
-  createIntermediateCa,
-  generateKeyPairSync,
-  type IssuedCert,
-  issueCertificate,
   issueGatewayServerCert,
   issuePlatformInnerClientCert,
   issuePlatformOuterClientCert,
   issueProxyServerCert,
-  loadIssuer,
-  loadTrustAnchors,
-  parseCertificate,
-  toPem,
-  type VerifyOptions,
-  validity,
-  verifyCertificateChain,
-} from '../../lib/pki/index.js';
-import { signatureAlgorithmFor } from '../../lib/pki/keys.js';
+} from '../../lib/pki/profiles.js';
+import { loadTrustAnchors, type VerifyOptions, verifyCertificateChain } from '../../lib/pki/verify.js';
+import { parseCertificate, toPem } from '../../lib/pki/x509.js';
 import { hierarchy, T0, TD } from './fixtures.js';
 
 const h = hierarchy('ecdsa-p256', 'Acme');
