@@ -3,16 +3,11 @@ import { X509Certificate } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import forge from 'node-forge';
 import { unwrap } from '../lib/errors/codes.js';
+import { createCsr, parseCsr } from '../lib/pki/csr.js';
 import { gatewayUri } from '../lib/pki/identity.js';
-import {
-  createCsr,
-  generateKeyPairSync,
-  issueGatewayServerCert,
-  type KeyAlgorithm,
-  loadTrustAnchors,
-  parseCsr,
-  verifyCertificateChain,
-} from '../lib/pki/index.js';
+import { generateKeyPairSync, type KeyAlgorithm } from '../lib/pki/keys.js';
+import { issueGatewayServerCert } from '../lib/pki/profiles.js';
+import { loadTrustAnchors, verifyCertificateChain } from '../lib/pki/verify.js';
 import { hierarchy } from '../test/pki/fixtures.js';
 import { type BenchRow, fmt, rate, renderTable } from './table.js';
 

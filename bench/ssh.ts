@@ -5,9 +5,10 @@
 import { spawn } from 'node:child_process';
 import { connect, createServer, type Socket } from 'node:net';
 import { connectWithCertificate } from '../lib/sshwire/client.js';
-import { authenticateUser, createCertServer, listen } from '../lib/sshwire/server.js';
+import { createCertServer, listen } from '../lib/sshwire/server.js';
 import type { Connection, ServerChannel } from '../lib/sshwire/ssh2.js';
 import { keygen, keygenSign, TempDir } from '../test/helpers/openssh.js';
+import { authenticateUser } from '../test/helpers/ssh-auth.js';
 import { startSshd } from '../test/helpers/sshd.js';
 import { type BenchRow, fmt, percentile } from './table.js';
 

@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ErrorCode, ErrorCodes, refuse, type Verdict } from '../errors/codes.js';
+import type { ErrorBody } from '../protocol/api.js';
 
 /** The HTTP status for a refusal code (400 schema, 401 auth, 403 forbidden, 404, 409, 413, 429). */
 export function statusFor(code: ErrorCode): number {
@@ -112,7 +113,7 @@ export function sendError(res: ServerResponse, code: ErrorCode, reason: string, 
     if (wait) res.setHeader('retry-after', wait);
   }
   const message = reason ? `${ErrorCodes[code]}: ${reason}` : ErrorCodes[code];
-  sendJson(res, status, { code, message }, close);
+  sendJson(res, status, { code, message } satisfies ErrorBody, close);
 }
 
 /** The bearer token of an Authorization header, if any. */

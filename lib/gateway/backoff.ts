@@ -86,12 +86,3 @@ export function backoffDelay(attempt: number, random: () => number, policy: Back
 export function attemptAfterTunnel(attempt: number, upForMs: number, policy: BackoffPolicy = DEFAULT_BACKOFF): number {
   return upForMs >= policy.stableMs ? 0 : attempt;
 }
-
-/** Refuses a policy that would spin (zero cap) or never retry (non-finite values). */
-export function checkBackoffPolicy(p: BackoffPolicy): string | undefined {
-  if (!(p.baseMs > 0 && Number.isFinite(p.baseMs))) return 'baseMs must be a positive number';
-  if (!(p.capMs >= p.baseMs && Number.isFinite(p.capMs))) return 'capMs must be finite and at least baseMs';
-  if (!(p.factor >= 1 && Number.isFinite(p.factor))) return 'factor must be at least 1';
-  if (!(p.stableMs >= 0 && Number.isFinite(p.stableMs))) return 'stableMs must be a non-negative number';
-  return undefined;
-}

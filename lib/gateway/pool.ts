@@ -58,6 +58,8 @@ export interface TunnelPoolOptions {
   /** How long an old tunnel's streams may run on after a make-before-break swap. */
   drainTimeoutMs?: number;
   log?: PoolLog;
+  /** Clock (ms since the epoch) for the tunnels' host certificate checks and the supervisors' state times and
+   * up-times (a tunnel up for `stableMs` resets the backoff); default Date.now. */
   now?: () => number;
 }
 
@@ -166,8 +168,9 @@ class Supervisor {
   #tunnel: Tunnel | undefined;
   #old = new Set<Tunnel>();
   #state: TunnelState = 'stopped';
+  readonly #now: () => number;
   #attempt = 0;
-  #since = Date.now();
+  #since: number;
   #lastError: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -177,6 +180,8 @@ class Supervisor {
     this.#pool = pool;
     this.proxy = proxy;
     this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+    this.#since = this.#now();
   }
 
   status(): ProxyStatus {
@@ -200,7 +205,7 @@ class Supervisor {
   #setState(state: TunnelState): void {
     if (this.#state === state) return;
     this.#state = state;
-    this.#since = Date.now();
+    this.#since = this.#now();
     this.#pool.changed();
   }
 
@@ -213,7 +218,7 @@ class Supervisor {
       keepaliveIntervalMs: o.keepaliveIntervalMs ?? TUNNEL_DEFAULTS.keepaliveIntervalMs,
       keepaliveCountMax: o.keepaliveCountMax ?? TUNNEL_DEFAULTS.keepaliveCountMax,
       readyTimeoutMs: o.readyTimeoutMs ?? TUNNEL_DEFAULTS.readyTimeoutMs,
-      ...(o.now ? { now: o.now } : {}),
+      now: this.#now,
       ...(o.admitChannel ? { admitChannel: () => o.admitChannel?.(this.proxy) ?? true } : {}),
     });
   }
@@ -255,7 +260,7 @@ class Supervisor {
       if (this.#tunnel !== tunnel) return; // an old, replaced tunnel: nothing to retry
       this.#tunnel = undefined;
       if (this.#stopped) return;
-      const upFor = Date.now() - tunnel.openedAt;
+      const upFor = this.#now() - tunnel.openedAt;
       this.#lastError = err?.message ?? 'tunnel closed by the proxy';
       this.#opts.log?.warn({ proxyId: this.proxy.proxyId, upForMs: upFor, err: this.#lastError }, 'tunnel down');
       // A tunnel that lived counts as a success: the next attempt starts fast again.

@@ -46,7 +46,7 @@ export interface TunnelOptions {
   keepaliveCountMax: number;
   /** Time to connect, exchange keys, authenticate and get the forward. */
   readyTimeoutMs: number;
-  /** Clock for the host certificate check (ms since the epoch). */
+  /** Clock for the host certificate check and `openedAt` (ms since the epoch; default Date.now). */
   now?: () => number;
   /** Asked before each channel the proxy opens is accepted; false rejects it at once (channel open failure). */
   admitChannel?: () => boolean;
@@ -86,7 +86,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.#gatewayId = opts.gatewayId;
     this.#admitChannel = opts.admitChannel ?? (() => true);
     this.proxy = opts.proxy;
-    this.openedAt = Date.now();
+    this.openedAt = (opts.now ?? Date.now)();
     client.on('error', (err) => {
       this.#lastError ??= err;
     });

@@ -10,7 +10,6 @@ import { once } from 'node:events';
 import tls from 'node:tls';
 import { type ErrorCode, GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import { type VerifiedPeer, type VerifyOptions, verifyCertificateChain } from './verify.js';
-import { toPem } from './x509.js';
 
 export interface MtlsCredentials {
   /** Our private key. */
@@ -169,6 +168,3 @@ export async function connectVerified(
   }
   return { socket, peer: v.value };
 }
-
-/** PEM of a DER certificate (re-exported for callers assembling `chain`). */
-export const certificatePem = (der: Buffer): string => toPem(der);

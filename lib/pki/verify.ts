@@ -12,12 +12,10 @@ import { ipBytes } from './build.js';
 import { DerError } from './der.js';
 import {
   type AccessGrant,
-  checkGrant,
   decodeGrant,
   decodeRoute,
   type GatewayRoute,
   GRANT_EXTENSION_OID,
-  type GrantContext,
   ROUTE_EXTENSION_OID,
 } from './grant.js';
 import {
@@ -62,8 +60,6 @@ export interface VerifyOptions {
   isRevoked?: (serialHex: string, issuer: IssuerRef) => boolean;
   /** Refuse a leaf without an access grant (E_GRANT_MISSING). */
   requireGrant?: boolean;
-  /** Also run checkGrant with this context and `now` (implies requireGrant). */
-  grantContext?: Omit<GrantContext, 'now'>;
   /** Refuse a leaf without a gateway route (outer client certs at a proxy). */
   requireRoute?: boolean;
 }
@@ -369,11 +365,8 @@ function finish(leaf: ParsedCert, full: ParsedCert[], opts: VerifyOptions): Verd
     }
     peer.grant = grant.value;
   }
-  if ((opts.requireGrant || opts.grantContext) && !peer.grant) return refuse('E_GRANT_MISSING', 'no access grant');
-  if (opts.grantContext && peer.grant) {
-    const ok = checkGrant(peer.grant, { ...opts.grantContext, now: opts.now });
-    if (!ok.ok) return ok;
-  }
+  // What the grant allows is checkGrant's decision, made by its holder against the request (gateway admission).
+  if (opts.requireGrant && !peer.grant) return refuse('E_GRANT_MISSING', 'no access grant');
 
   const routeExt = leaf.extensions.get(ROUTE_EXTENSION_OID);
   if (routeExt) {

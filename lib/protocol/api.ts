@@ -9,7 +9,6 @@ import { GRANT_MODES, type GrantMode, type GrantTarget, isValidHost } from '../p
 import { ID_PATTERN, isValidId, MAX_ID_LENGTH } from '../pki/identity.js';
 import { type Infer, type Schema, validate } from './validate.js';
 
-export const API_VERSION = 'v1';
 /** Largest request body the server reads; beyond it answers 413. */
 export const MAX_BODY_BYTES = 64 * 1024;
 /** Base64 DER of the caller's current certificate (renewal, revocation feed). */
@@ -212,10 +211,6 @@ function refineProxyEnroll(body: ProxyEnrollRequest): Verdict<ProxyEnrollRequest
     if (!isValidHost(h)) return refuse('E_REQUEST_INVALID', `$.hostnames: ${JSON.stringify(h)} is not a host name`);
   }
   return accept(body);
-}
-
-export function isApiId(value: string): boolean {
-  return isValidId(value);
 }
 
 // ---- responses ----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 
 export { formatCertificate, parseCertificate, signCertificate } from './cert.js';
 export { fingerprint, parsePublicKey } from './keyline.js';
-export { type KeyAlgorithm, publicKeyBlob, publicKeyObject } from './keys.js';
+export { type KeyAlgorithm, publicKeyBlob } from './keys.js';
 export { parseOpenSshPrivateKey, toOpenSshPrivateKey } from './privkey.js';
 export type { SignatureAlgorithm } from './signature.js';
 export { signSsh } from './signature.js';

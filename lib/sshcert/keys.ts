@@ -101,12 +101,6 @@ export function parseKeyBlob(blob: Buffer): Verdict<ParsedKey> {
   }
 }
 
-/** Node KeyObject for a plain SSH public key blob. */
-export function publicKeyObject(blob: Buffer): Verdict<KeyObject> {
-  const parsed = parseKeyBlob(blob);
-  return parsed.ok ? accept(parsed.value.key) : parsed;
-}
-
 /** The SSH key algorithm of a Node key (public or private); throws E_KEY_UNSUPPORTED otherwise. */
 export function keyAlgorithmOf(key: KeyObject): KeyAlgorithm {
   const t = key.asymmetricKeyType;

@@ -54,15 +54,6 @@ export function signSsh(privateKey: KeyObject, data: Buffer, algorithm?: Signatu
   return w.string(sign(HASH[alg], data, privateKey)).toBuffer();
 }
 
-/** Reads the algorithm name of a signature blob without checking it. */
-export function signatureAlgorithmOf(signatureBlob: Buffer): string | undefined {
-  try {
-    return new SshReader(signatureBlob).text();
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Checks an SSH signature blob over `data` against an already parsed key. Codes: E_CERT_MALFORMED
  * (unreadable blob), E_CERT_WEAK_ALGORITHM (SHA-1 ssh-rsa, small RSA key, algorithm not fitting the

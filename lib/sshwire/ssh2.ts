@@ -35,10 +35,8 @@ export type {
   ClientChannel,
   ClientInfo,
   Connection,
-  PublicKeyAuthContext,
   ServerChannel,
   TcpConnectionDetails,
-  TcpipBindInfo,
 } from 'ssh2';
 
 /** Fails loudly when node_modules holds an unpatched ssh2 (the options above would be silently ignored). */

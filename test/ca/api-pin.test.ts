@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { createServer } from 'node:tls';
 import { type CaServer, startCaServer } from '../../lib/ca/http.js';
 import { unwrap } from '../../lib/errors/codes.js';
-import { createRootCa, issueCertificate, loadIssuer, validity } from '../../lib/pki/index.js';
+import { createRootCa, issueCertificate, loadIssuer, validity } from '../../lib/pki/ca.js';
 import { generateKeyPairSync, privateKeyPem } from '../../lib/pki/keys.js';
 import { OID } from '../../lib/pki/x509.js';
 import { CaApiError, CaClient, checkPin } from '../../lib/protocol/ca-client.js';

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { unwrap } from '../../lib/errors/codes.js';
+import { checkGrant } from '../../lib/pki/grant.js';
 import { verifyCertificateChain } from '../../lib/pki/verify.js';
 import { parseCertificate as parseX509, pemBlocks } from '../../lib/pki/x509.js';
 import { verifyRevocationFeed } from '../../lib/protocol/api.js';
@@ -169,19 +170,15 @@ test('grant: inner cert carries the grant (org gateway client CA), outer certs t
     anchors: k.x509Pem('acme', 'gateway-client'),
     now: now(f),
     purpose: 'clientAuth',
-    grantContext: { orgId: 'acme', gatewayId: 'gw1', target: { host: 'db.internal', port: 5432 }, mode: 'tcp' },
+    requireGrant: true,
   });
   assert.ok(innerV.ok, JSON.stringify(innerV));
+  const grantContext = { orgId: 'acme', gatewayId: 'gw1', mode: 'tcp' as const, now: now(f) };
+  assert.ok(checkGrant(innerV.value.grant!, { ...grantContext, target: { host: 'db.internal', port: 5432 } }).ok);
   assert.equal(innerV.value.grant?.grantId, g.grantId);
   assert.equal(innerV.value.grant?.actor, `spiffe://${TD}/org/acme/identity/alice`);
   assert.ok(innerV.value.notAfter.getTime() - f.clock.ms <= 5 * 60_000, 'inner cert ≤ 5 min by default');
-  const otherTarget = verifyCertificateChain({
-    chain: g.innerCertificateChain,
-    anchors: k.x509Pem('acme', 'gateway-client'),
-    now: now(f),
-    purpose: 'clientAuth',
-    grantContext: { orgId: 'acme', gatewayId: 'gw1', target: { host: 'db.internal', port: 22 }, mode: 'tcp' },
-  });
+  const otherTarget = checkGrant(innerV.value.grant!, { ...grantContext, target: { host: 'db.internal', port: 22 } });
   assert.equal(!otherTarget.ok && otherTarget.code, 'E_GRANT_TARGET');
   for (const scope of ['instance', 'org'] as const) {
     const v = verifyCertificateChain({

@@ -13,8 +13,9 @@ import { gatewayUri, identityUri } from '../../lib/pki/identity.js';
 import { generateKeyPairSync as pkiKeyPair } from '../../lib/pki/keys.js';
 import { issueGatewayServerCert, issuePlatformInnerClientCert } from '../../lib/pki/profiles.js';
 import { publicKeyBlob, signCertificate, toOpenSshPrivateKey } from '../../lib/sshcert/index.js';
-import { authenticateUser, createCertServer, listen } from '../../lib/sshwire/server.js';
+import { createCertServer, listen } from '../../lib/sshwire/server.js';
 import type { Connection, Server, ServerChannel } from '../../lib/sshwire/ssh2.js';
+import { authenticateUser } from '../helpers/ssh-auth.js';
 
 export const TD = 'test.infisical';
 

@@ -300,6 +300,46 @@ describe('TunnelPool', () => {
     assert.equal(p.status().up, 1);
   });
 
+  it('supervisors read the injected clock, not Date.now(): state times, and the up-time that resets the backoff', async () => {
+    // Inside the certificates' validity (the clock also checks the host certificate), 20 minutes from real time.
+    let nowMs = Date.now() + 20 * 60_000;
+    const downs: { upForMs?: number }[] = [];
+    const retries: { attempt?: number }[] = [];
+    const a = new FakeProxy(world, 'clock.test');
+    await a.start();
+    const port = a.port;
+    await a.kill();
+    proxies.push(a);
+    const p = pool([a], {
+      now: () => nowMs,
+      backoff: { baseMs: 50, capMs: 200, factor: 2, stableMs: 60_000 },
+      log: {
+        info: (fields, message) => {
+          if (message.startsWith('proxy not reachable')) retries.push(fields);
+        },
+        warn: (fields, message) => {
+          if (message === 'tunnel down') downs.push(fields);
+        },
+      },
+    });
+    p.start();
+    await until(() => (p.status().proxies[0]?.attempt ?? 0) >= 3, 5000, 'failed attempts');
+    await a.start(port);
+    await p.whenUp(5000);
+    const up = p.status().proxies[0]!;
+    assert.equal(up.since, nowMs, 'the state time is the injected clock');
+    const failedBefore = up.attempt;
+    assert.ok(failedBefore >= 3);
+    // A minute passes on the injected clock only: the tunnel was up for stableMs, so it counts as a success and
+    // the retry after it starts from the first attempt again (with Date.now() it would have lived a few ms).
+    nowMs += 60_000;
+    const retriesBefore = retries.length;
+    await a.kill();
+    await until(() => downs.length === 1 && retries.length > retriesBefore, 5000, 'tunnel down and a retry');
+    assert.equal(downs[0]?.upForMs, 60_000);
+    assert.equal(retries[retriesBefore]?.attempt, 1);
+  });
+
   it('reload: a removed proxy is dropped, an added one connects, the others keep their tunnel', async () => {
     const a = await proxy('keep.test');
     const b = await proxy('drop.test');

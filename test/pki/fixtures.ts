@@ -5,16 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unwrap } from '../../lib/errors/codes.js';
-import {
-  type CaIssuer,
-  createIntermediateCa,
-  createRootCa,
-  generateKeyPairSync,
-  type IssuedCert,
-  type KeyAlgorithm,
-  type KeyPair,
-  loadIssuer,
-} from '../../lib/pki/index.js';
+import { type CaIssuer, createIntermediateCa, createRootCa, type IssuedCert, loadIssuer } from '../../lib/pki/ca.js';
+import { generateKeyPairSync, type KeyAlgorithm, type KeyPair } from '../../lib/pki/keys.js';
 
 export const T0 = new Date('2030-06-01T12:00:00Z');
 export const TD = 'td.example';

@@ -2,21 +2,18 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { unwrap } from '../../lib/errors/codes.js';
+import type { IssuedCert } from '../../lib/pki/ca.js';
+import { createCsr, createCsrPem, parseCsr } from '../../lib/pki/csr.js';
 import type { AccessGrant } from '../../lib/pki/grant.js';
 import { gatewayUri, identityUri, instanceProxyUri, orgProxyUri } from '../../lib/pki/identity.js';
+import { generateKeyPairSync, type KeyAlgorithm } from '../../lib/pki/keys.js';
 import {
-  createCsr,
-  createCsrPem,
-  generateKeyPairSync,
-  type IssuedCert,
   issueGatewayServerCert,
   issuePlatformInnerClientCert,
   issuePlatformOuterClientCert,
   issueProxyServerCert,
-  type KeyAlgorithm,
-  parseCertificate,
-  parseCsr,
-} from '../../lib/pki/index.js';
+} from '../../lib/pki/profiles.js';
+import { parseCertificate } from '../../lib/pki/x509.js';
 import { hierarchy, OpensslDir, T0, TD } from './fixtures.js';
 
 const ossl = new OpensslDir();

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import type { Verdict } from '../../lib/errors/codes.js';
-import { verifyCertificateChain } from '../../lib/pki/index.js';
+import { verifyCertificateChain } from '../../lib/pki/verify.js';
 import { OpensslDir } from './fixtures.js';
 
 const ossl = new OpensslDir();

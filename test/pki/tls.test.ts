@@ -6,20 +6,13 @@ import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
 import tls from 'node:tls';
 import { type ErrorCode, GatewayError, unwrap } from '../../lib/errors/codes.js';
-import type { AccessGrant } from '../../lib/pki/grant.js';
+import { createCsr, parseCsr } from '../../lib/pki/csr.js';
+import { type AccessGrant, checkGrant } from '../../lib/pki/grant.js';
 import { gatewayUri, identityUri } from '../../lib/pki/identity.js';
-import {
-  connectVerified,
-  createCsr,
-  generateKeyPairSync,
-  issueGatewayServerCert,
-  issuePlatformInnerClientCert,
-  mtlsClientOptions,
-  mtlsServerOptions,
-  onVerifiedConnection,
-  parseCsr,
-  type VerifiedPeer,
-} from '../../lib/pki/index.js';
+import { generateKeyPairSync } from '../../lib/pki/keys.js';
+import { issueGatewayServerCert, issuePlatformInnerClientCert } from '../../lib/pki/profiles.js';
+import { connectVerified, mtlsClientOptions, mtlsServerOptions, onVerifiedConnection } from '../../lib/pki/tls.js';
+import type { VerifiedPeer } from '../../lib/pki/verify.js';
 import { hierarchy, OpensslDir } from './fixtures.js';
 
 const ossl = new OpensslDir();
@@ -77,13 +70,16 @@ async function gatewayServer() {
   );
   onVerifiedConnection(
     server,
-    (socket) => ({
-      anchors: clientCa.root.pem,
-      purpose: 'clientAuth',
-      grantContext: { ...grantContext, mode: socket.alpnProtocol as 'tcp' },
-    }),
+    { anchors: clientCa.root.pem, purpose: 'clientAuth', requireGrant: true },
     clock,
     (socket, peer) => {
+      // What the grant allows is checked by its holder, as the gateway's admission does.
+      const allowed = checkGrant(peer.grant!, { ...grantContext, mode: socket.alpnProtocol as 'tcp', now: clock() });
+      if (!allowed.ok) {
+        refusals.push(allowed.code);
+        socket.destroy();
+        return;
+      }
       accepted.push(peer);
       socket.end(`hello ${peer.uris[0]} grant=${peer.grant?.grantId}\n`);
     },

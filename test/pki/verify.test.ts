@@ -2,27 +2,31 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { unwrap, type Verdict } from '../../lib/errors/codes.js';
-import { type AccessGrant, encodeGrant, GRANT_EXTENSION_OID } from '../../lib/pki/grant.js';
-import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/pki/identity.js';
 import {
   type CaIssuer,
   createIntermediateCa,
-  generateKeyPairSync,
   type IssuedCert,
   issueCertificate,
+  loadIssuer,
+  validity,
+} from '../../lib/pki/ca.js';
+import {
+  type AccessGrant,
+  checkGrant,
+  encodeGrant,
+  GRANT_EXTENSION_OID,
+  type GrantContext,
+} from '../../lib/pki/grant.js';
+import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/pki/identity.js';
+import { generateKeyPairSync, signatureAlgorithmFor } from '../../lib/pki/keys.js';
+import {
   issueGatewayServerCert,
   issuePlatformInnerClientCert,
   issuePlatformOuterClientCert,
   issueProxyServerCert,
-  loadIssuer,
-  loadTrustAnchors,
-  parseCertificate,
-  toPem,
-  type VerifyOptions,
-  validity,
-  verifyCertificateChain,
-} from '../../lib/pki/index.js';
-import { signatureAlgorithmFor } from '../../lib/pki/keys.js';
+} from '../../lib/pki/profiles.js';
+import { loadTrustAnchors, type VerifyOptions, verifyCertificateChain } from '../../lib/pki/verify.js';
+import { parseCertificate, toPem } from '../../lib/pki/x509.js';
 import { hierarchy, T0, TD } from './fixtures.js';
 
 const h = hierarchy('ecdsa-p256', 'Acme');
@@ -106,9 +110,10 @@ test('chain input: PEM bundle, extra unrelated certs, the root included, any ord
 
 test('inner client cert: grant decoded and checked; outer client cert: route decoded', () => {
   const ctx = { orgId: 'acme', gatewayId: 'gw-1', target: { host: 'db.internal', port: 5432 }, mode: 'tcp' as const };
-  const v = run(inner, { purpose: 'clientAuth', expectedUri: ACTOR, grantContext: ctx });
+  const v = run(inner, { purpose: 'clientAuth', expectedUri: ACTOR, requireGrant: true });
   assert.ok(v.ok, !v.ok ? v.reason : '');
   assert.deepEqual(v.value.grant, grant);
+  assert.ok(checkGrant(v.value.grant!, { ...ctx, now: T0 }).ok);
   const o = run(outer, { purpose: 'clientAuth', requireRoute: true });
   assert.ok(o.ok, !o.ok ? o.reason : '');
   assert.deepEqual(o.value.route, { version: 1, orgId: 'acme', gatewayId: 'gw-1' });
@@ -276,15 +281,21 @@ test('grants: missing, for another target / gateway / org / mode, expired (injec
   const ctx = { orgId: 'acme', gatewayId: 'gw-1', target: { host: 'db.internal', port: 5432 }, mode: 'tcp' as const };
   const client = (over: Partial<VerifyOptions>) => run(inner, { purpose: 'clientAuth', ...over });
   refused(run(outer, { purpose: 'clientAuth', requireGrant: true }), 'E_GRANT_MISSING');
-  refused(run(outer, { purpose: 'clientAuth', grantContext: ctx }), 'E_GRANT_MISSING');
-  refused(client({ grantContext: { ...ctx, target: { host: 'db.internal', port: 22 } } }), 'E_GRANT_TARGET');
-  refused(client({ grantContext: { ...ctx, target: { name: 'db' } } }), 'E_GRANT_TARGET');
-  refused(client({ grantContext: { ...ctx, gatewayId: 'gw-2' } }), 'E_GRANT_GATEWAY');
-  refused(client({ grantContext: { ...ctx, orgId: 'other' } }), 'E_GRANT_ORG');
+  // The verifier, then checkGrant on the grant it decoded, as the gateway's admission runs them.
+  const admit = (c: IssuedCert, context: Omit<GrantContext, 'now'>, now = T0): Verdict<unknown> => {
+    const v = run(c, { purpose: 'clientAuth', requireGrant: true, now });
+    return v.ok ? checkGrant(v.value.grant!, { ...context, now }) : v;
+  };
+  assert.ok(admit(inner, ctx).ok);
+  refused(admit(outer, ctx), 'E_GRANT_MISSING');
+  refused(admit(inner, { ...ctx, target: { host: 'db.internal', port: 22 } }), 'E_GRANT_TARGET');
+  refused(admit(inner, { ...ctx, target: { name: 'db' } }), 'E_GRANT_TARGET');
+  refused(admit(inner, { ...ctx, gatewayId: 'gw-2' }), 'E_GRANT_GATEWAY');
+  refused(admit(inner, { ...ctx, orgId: 'other' }), 'E_GRANT_ORG');
   // 30 s after the grant's end the cert is still inside the skew: only the grant check can refuse.
   const late = new Date((grant.notAfter + 30) * 1000);
   assert.ok(client({ now: late }).ok, 'the certificate itself is still acceptable');
-  refused(client({ now: late, grantContext: ctx }), 'E_GRANT_EXPIRED');
+  refused(admit(inner, ctx, late), 'E_GRANT_EXPIRED');
 
   const otherActor = unwrap(
     issueCertificate(h.issuer, {
@@ -297,7 +308,7 @@ test('grants: missing, for another target / gateway / org / mode, expired (injec
       extraExtensions: [{ oid: GRANT_EXTENSION_OID, critical: false, value: unwrap(encodeGrant(grant)) }],
     }),
   );
-  refused(run(otherActor, { purpose: 'clientAuth', grantContext: ctx }), 'E_CERT_IDENTITY');
+  refused(admit(otherActor, ctx), 'E_CERT_IDENTITY');
   const badGrant = unwrap(
     issueCertificate(h.issuer, {
       subjectKey: key.publicKey,

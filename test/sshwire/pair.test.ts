@@ -9,8 +9,9 @@ import ssh2 from 'ssh2';
 import { type ErrorCode, GatewayError } from '../../lib/errors/codes.js';
 import { publicKeyBlob, signCertificate, toOpenSshPrivateKey } from '../../lib/sshcert/index.js';
 import { type CertClientOptions, connectWithCertificate } from '../../lib/sshwire/client.js';
-import { type AuthenticateOptions, authenticateUser, createCertServer, listen } from '../../lib/sshwire/server.js';
+import { createCertServer, listen } from '../../lib/sshwire/server.js';
 import type { ClientChannel, Server, ServerChannel } from '../../lib/sshwire/ssh2.js';
+import { type AuthenticateOptions, authenticateUser } from '../helpers/ssh-auth.js';
 
 const nowS = Math.floor(Date.now() / 1000);
 

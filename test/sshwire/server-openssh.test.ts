@@ -6,9 +6,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { ErrorCode } from '../../lib/errors/codes.js';
 import type { SshCertificate } from '../../lib/sshcert/index.js';
-import { authenticateUser, createCertServer, listen } from '../../lib/sshwire/server.js';
+import { createCertServer, listen } from '../../lib/sshwire/server.js';
 import type { Server } from '../../lib/sshwire/ssh2.js';
 import { type CertFiles, type KeyFiles, keygen, keygenSign, runSsh, TempDir } from '../helpers/openssh.js';
+import { authenticateUser } from '../helpers/ssh-auth.js';
 
 const dir = new TempDir();
 let userCa: KeyFiles;

@@ -15,7 +15,8 @@ import {
 } from '../../../lib/sshcert/index.js';
 import type { SshCertificate } from '../../../lib/sshcert/types.js';
 import { SshWriter } from '../../../lib/sshcert/wire.js';
-import { verifyHostCertificate, verifyUserAuth } from '../../../lib/sshwire/index.js';
+import { verifyHostCertificate } from '../../../lib/sshwire/client.js';
+import { verifyUserAuth } from '../../../lib/sshwire/server.js';
 import { hostileString, mutants, randomBytes, textMutants } from '../mutate.js';
 import type { FuzzTarget, Seeds } from '../target.js';
 
