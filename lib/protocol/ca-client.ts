@@ -431,7 +431,9 @@ export class CaClient {
 
 /** The last failure of a call that tried every URL, saying so (the operator sees that none answered). */
 function withTried(e: CaApiError, urls: readonly string[]): CaApiError {
-  return new CaApiError(e.code, `${e.message} (tried ${urls.join(', ')})`, e.status, { cause: e });
+  const generic = `${ErrorCodes[e.code]}: `;
+  const detail = e.message.startsWith(generic) ? e.message.slice(generic.length) : e.message;
+  return new CaApiError(e.code, `${detail} (tried ${urls.join(', ')})`, e.status, { cause: e });
 }
 
 /**

@@ -119,6 +119,7 @@ test('every URL unreachable: E_CA_UNREACHABLE naming every URL tried', async () 
   const b = await refusedUrl();
   const client = new CaClient({ url: [a, b], fingerprint: 'ab'.repeat(32) });
   const err = await refusedWith(client.health(), 'E_CA_UNREACHABLE', /tried/);
+  assert.equal(err.message.split('could not be reached').length, 2, `the description once: ${err.message}`);
   assert.ok(err.message.includes(a) && err.message.includes(b), err.message);
 });
 
