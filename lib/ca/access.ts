@@ -12,18 +12,8 @@ import type {
   LoginRequest,
   LoginResponse,
 } from '../protocol/api.js';
-import {
-  type AuthorityContext,
-  actorOf,
-  type Caller,
-  deny,
-  iso,
-  ok,
-  type RequestInfo,
-  requireAdmin,
-  requireLiveOrg,
-  requireOrgAdmin,
-} from './context.js';
+import type { AuthorityContext, Caller, RequestInfo } from './context.js';
+import { actorOf, authorize, deny, iso, ok, requireLiveOrg } from './context.js';
 import { decoyHash, hashSecret, randomId, randomToken, tokenHash, verifySecret } from './secrets.js';
 import type { EnrollmentTokenRow, IdentityRow } from './store.js';
 
@@ -144,10 +134,8 @@ export async function createIdentity(
     action: 'identity.create',
     orgId,
   };
-  const allowed = requireOrgAdmin(caller, orgId);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  const live = requireLiveOrg(ctx, orgId);
-  if (!live.ok) return deny(ctx, event, live.code, live.reason);
+  const allowed = authorize(ctx, caller, 'org-admin', orgId, event);
+  if (!allowed.ok) return allowed;
   if (ctx.store.orgs.identity(orgId, req.identityId))
     return deny(ctx, event, 'E_CONFLICT', `identity ${req.identityId} exists`);
   const clientId = randomId('ci-');
@@ -187,12 +175,9 @@ export function createEnrollmentToken(
     action: 'enrollment-token.create',
     orgId,
   };
-  const allowed = orgId === null ? requireAdmin(caller) : requireOrgAdmin(caller, orgId);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  if (orgId !== null) {
-    const live = requireLiveOrg(ctx, orgId);
-    if (!live.ok) return deny(ctx, event, live.code, live.reason);
-  } else if (req.kind !== 'proxy') {
+  const allowed = authorize(ctx, caller, 'org-admin', orgId, event);
+  if (!allowed.ok) return allowed;
+  if (orgId === null && req.kind !== 'proxy') {
     return deny(ctx, event, 'E_REQUEST_INVALID', 'instance enrollment tokens are for proxies only');
   }
   const ttl = req.ttlSeconds ?? ctx.limits.enrollmentTokenTtlSec;

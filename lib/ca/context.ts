@@ -100,6 +100,46 @@ export function requireLiveOrg(ctx: AuthorityContext, orgId: string): Verdict<tr
   return ok(true);
 }
 
+/** Who may act on an org: only the instance admin; an org-admin of it (or the admin); any identity of it (or the admin). */
+export type Needs = 'admin' | 'org-admin' | 'org-member';
+
+/**
+ * The authorization every operation opens with, unaudited (reads): the caller's role and org for `orgId` (null:
+ * the instance, which only the admin may act on), then, unless `live` is false, that the org exists and was not
+ * deleted. `'token'` is a one-time enrollment token that names this very subject: it stands in for the role.
+ */
+export function mayAct(
+  ctx: AuthorityContext,
+  caller: Caller | 'token',
+  needs: Needs,
+  orgId: string | null,
+  { live = true }: { live?: boolean } = {},
+): Verdict<true> {
+  if (caller !== 'token') {
+    const role =
+      orgId === null || needs === 'admin'
+        ? requireAdmin(caller)
+        : needs === 'org-admin'
+          ? requireOrgAdmin(caller, orgId)
+          : requireOrgMember(caller, orgId);
+    if (!role.ok) return role;
+  }
+  return live && orgId !== null ? requireLiveOrg(ctx, orgId) : ok(true);
+}
+
+/** mayAct for an operation that changes something: a refusal is audited as `event` (deny). */
+export function authorize(
+  ctx: AuthorityContext,
+  caller: Caller | 'token',
+  needs: Needs,
+  orgId: string | null,
+  event: Omit<AuditEvent, 'outcome' | 'code' | 'reason'>,
+  options: { live?: boolean } = {},
+): Verdict<true> {
+  const allowed = mayAct(ctx, caller, needs, orgId, options);
+  return allowed.ok ? allowed : deny(ctx, event, allowed.code, allowed.reason);
+}
+
 export function ok<T>(value: T): Verdict<T> {
   return { ok: true, value };
 }

@@ -15,18 +15,8 @@ import type {
   ProxyInfo,
 } from '../protocol/api.js';
 import { checkEnrollmentToken, consumeEnrollmentToken } from './access.js';
-import {
-  type AuthorityContext,
-  actorOf,
-  type Caller,
-  deny,
-  iso,
-  ok,
-  type RequestInfo,
-  requireAdmin,
-  requireLiveOrg,
-  requireOrgAdmin,
-} from './context.js';
+import type { AuthorityContext, Caller, RequestInfo } from './context.js';
+import { actorOf, authorize, deny, iso, ok } from './context.js';
 import { catchIssuance, parseSubjectKeys, recordX509, type SubjectKeys, sanOf, signRecordedSsh } from './issue.js';
 import { rotationVersion } from './rotation.js';
 import type { ProxyRow } from './store.js';
@@ -46,12 +36,8 @@ export function enrollGateway(
   const want = { kind: 'gateway' as const, orgId, subjectId: gatewayId };
   const by = enroller(ctx, caller, req.enrollmentToken, want, event.action, info);
   if (!by.ok) return by;
-  if (by.value !== 'token') {
-    const allowed = requireOrgAdmin(by.value, orgId);
-    if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  }
-  const live = requireLiveOrg(ctx, orgId);
-  if (!live.ok) return deny(ctx, event, live.code, live.reason);
+  const allowed = authorize(ctx, by.value, 'org-admin', orgId, event);
+  if (!allowed.ok) return allowed;
   const existing = ctx.store.enrollment.gateway(orgId, gatewayId);
   if (existing?.revokedAt != null || ctx.store.revocations.has('gateway', orgId, gatewayId)) {
     return deny(ctx, event, 'E_SUBJECT_REVOKED', `gateway ${gatewayId} was revoked; enroll under a new id`);
@@ -91,14 +77,8 @@ export function enrollProxy(
   const want = { kind: 'proxy' as const, orgId, subjectId: req.proxyId };
   const by = enroller(ctx, caller, req.enrollmentToken, want, event.action, info);
   if (!by.ok) return by;
-  if (by.value !== 'token') {
-    const allowed = orgId === null ? requireAdmin(by.value) : requireOrgAdmin(by.value, orgId);
-    if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  }
-  if (orgId !== null) {
-    const live = requireLiveOrg(ctx, orgId);
-    if (!live.ok) return deny(ctx, event, live.code, live.reason);
-  }
+  const allowed = authorize(ctx, by.value, 'org-admin', orgId, event);
+  if (!allowed.ok) return allowed;
   const existing = ctx.store.enrollment.proxy(orgId, req.proxyId);
   if (existing?.revokedAt != null || ctx.store.revocations.has('proxy', orgId, req.proxyId)) {
     return deny(ctx, event, 'E_SUBJECT_REVOKED', `proxy ${req.proxyId} was revoked; enroll under a new id`);

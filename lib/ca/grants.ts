@@ -11,17 +11,8 @@ import { type AccessGrant, GRANT_VERSION } from '../pki/grant.js';
 import { gatewayUri, identityUri } from '../pki/identity.js';
 import { issuePlatformInnerClientCert, issuePlatformOuterClientCert } from '../pki/profiles.js';
 import type { GrantRequest, GrantResponse, ProxyScope } from '../protocol/api.js';
-import {
-  type AuthorityContext,
-  actorOf,
-  type Caller,
-  deny,
-  iso,
-  ok,
-  type RequestInfo,
-  requireLiveOrg,
-  requireOrgMember,
-} from './context.js';
+import type { AuthorityContext, Caller, RequestInfo } from './context.js';
+import { actorOf, authorize, deny, iso, ok, requireLiveOrg } from './context.js';
 import { proxyInfo } from './enroll.js';
 import { catchIssuance, parseCsrKey, recordX509 } from './issue.js';
 import { decideAccess, describeTarget } from './policy.js';
@@ -41,8 +32,9 @@ export function issueGrant(
     orgId,
     source: info.source ?? null,
   };
-  const member = requireOrgMember(caller, orgId);
-  if (!member.ok) return deny(ctx, event, member.code, member.reason);
+  const member = authorize(ctx, caller, 'org-member', orgId, event, { live: false });
+  if (!member.ok) return member;
+  // The instance admin may act on the org, but a grant is a credential for one of the org's own identities.
   if (caller.orgId !== orgId) return deny(ctx, event, 'E_FORBIDDEN', 'grants are issued to identities of the org');
   const live = requireLiveOrg(ctx, orgId);
   if (!live.ok) return deny(ctx, event, live.code, live.reason);

@@ -63,6 +63,16 @@ export interface ApiServerCredentials {
   notAfter: Date;
 }
 
+/** The value cached under `id`, made (and kept) on first use: unsealing a CA key costs a decryption. */
+function cachedIn<T>(cache: Map<string, T>, id: string, make: () => T): T {
+  let value = cache.get(id);
+  if (value === undefined) {
+    value = make();
+    cache.set(id, value);
+  }
+  return value;
+}
+
 export class Keyring {
   readonly #store: CaStore;
   readonly #sealer: Sealer;
@@ -115,12 +125,10 @@ export class Keyring {
   }
 
   #issuer(id: string): CaIssuer {
-    const cached = this.#x509.get(id);
-    if (cached) return cached;
-    const row = this.#row(id, 'x509');
-    const issuer = unwrap(loadIssuer(row.public, this.#privateKey(row)));
-    this.#x509.set(id, issuer);
-    return issuer;
+    return cachedIn(this.#x509, id, () => {
+      const row = this.#row(id, 'x509');
+      return unwrap(loadIssuer(row.public, this.#privateKey(row)));
+    });
   }
 
   /** The signing CA's certificate PEM (no private key needed). */
@@ -135,12 +143,10 @@ export class Keyring {
 
   ssh(orgId: string | null, purpose: CaPurpose): SshAuthority {
     const id = this.signerId(orgId, purpose);
-    const cached = this.#ssh.get(id);
-    if (cached) return cached;
-    const row = this.#row(id, 'ssh');
-    const ca = { id, privateKey: this.#privateKey(row), publicKeyText: row.public };
-    this.#ssh.set(id, ca);
-    return ca;
+    return cachedIn(this.#ssh, id, () => {
+      const row = this.#row(id, 'ssh');
+      return { id, privateKey: this.#privateKey(row), publicKeyText: row.public };
+    });
   }
 
   sshPublic(orgId: string | null, purpose: CaPurpose): string {

@@ -11,25 +11,15 @@ import type {
   OrgInfo,
   PolicyRuleBody,
 } from '../protocol/api.js';
-import {
-  type AuthorityContext,
-  actorOf,
-  type Caller,
-  deny,
-  iso,
-  ok,
-  requireAdmin,
-  requireLiveOrg,
-  requireOrgAdmin,
-  requireOrgMember,
-} from './context.js';
+import type { AuthorityContext, Caller } from './context.js';
+import { actorOf, authorize, deny, iso, mayAct, ok } from './context.js';
 import { type PolicyRule, validateRule } from './policy.js';
 import { randomId } from './secrets.js';
 
 export function createOrg(ctx: AuthorityContext, caller: Caller, orgId: string): Verdict<OrgInfo> {
   const event = { actor: actorOf(caller), subject: `org:${orgId}`, action: 'org.create', orgId };
-  const allowed = requireAdmin(caller);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
+  const allowed = authorize(ctx, caller, 'admin', orgId, event, { live: false });
+  if (!allowed.ok) return allowed;
   const now = ctx.now();
   const created = ctx.store.transaction(() => {
     // A deleted org's id stays taken: the revocation feed still names its gateways and proxies.
@@ -56,10 +46,8 @@ export function deleteOrg(
   orgId: string,
 ): Verdict<{ orgId: string; revoked: number }> {
   const event = { actor: actorOf(caller), subject: `org:${orgId}`, action: 'org.delete', orgId };
-  const allowed = requireAdmin(caller);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  const live = requireLiveOrg(ctx, orgId);
-  if (!live.ok) return deny(ctx, event, live.code, live.reason);
+  const allowed = authorize(ctx, caller, 'admin', orgId, event);
+  if (!allowed.ok) return allowed;
   const nowMs = ctx.now().getTime();
   const revoked = ctx.store.transaction(() => {
     let n = 0;
@@ -104,10 +92,8 @@ export function addPolicy(
     modes: [...req.modes],
   };
   const event = { actor: actorOf(caller), subject: `org:${orgId}/policy:${rule.id}`, action: 'policy.add', orgId };
-  const allowed = requireOrgAdmin(caller, orgId);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  const live = requireLiveOrg(ctx, orgId);
-  if (!live.ok) return deny(ctx, event, live.code, live.reason);
+  const allowed = authorize(ctx, caller, 'org-admin', orgId, event);
+  if (!allowed.ok) return allowed;
   const valid = validateRule(rule);
   if (!valid.ok) return deny(ctx, event, valid.code, valid.reason);
   const added = ctx.store.transaction(() => {
@@ -122,10 +108,8 @@ export function addPolicy(
 }
 
 export function listPolicies(ctx: AuthorityContext, caller: Caller, orgId: string): Verdict<ListPoliciesResponse> {
-  const allowed = requireOrgMember(caller, orgId);
+  const allowed = mayAct(ctx, caller, 'org-member', orgId);
   if (!allowed.ok) return allowed;
-  const live = requireLiveOrg(ctx, orgId);
-  if (!live.ok) return live;
   return ok({ rules: ctx.store.orgs.policies(orgId) });
 }
 
@@ -136,8 +120,8 @@ export function deletePolicy(
   ruleId: string,
 ): Verdict<{ deleted: string }> {
   const event = { actor: actorOf(caller), subject: `org:${orgId}/policy:${ruleId}`, action: 'policy.delete', orgId };
-  const allowed = requireOrgAdmin(caller, orgId);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
+  const allowed = authorize(ctx, caller, 'org-admin', orgId, event, { live: false });
+  if (!allowed.ok) return allowed;
   const deleted = ctx.store.transaction(() => {
     if (!ctx.store.orgs.deletePolicy(orgId, ruleId)) return false;
     ctx.audit.insert({ ...event, outcome: 'ok' });

@@ -18,15 +18,10 @@ import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { GRANT_MODES, type GrantMode, type GrantTarget } from '../pki/grant.js';
 import { isValidId } from '../pki/identity.js';
 import { cidrContains, readAddress, readCidr, sameAddress } from '../protocol/address.js';
+import type { PolicyRuleBody } from '../protocol/api.js';
 
-export interface PolicyRule {
-  id: string;
-  orgId: string;
-  subject: string;
-  gateways: string[];
-  targets: string[];
-  modes: GrantMode[];
-}
+/** A rule as stored and as the API shows it. */
+export type PolicyRule = PolicyRuleBody;
 
 export interface AccessRequest {
   orgId: string;

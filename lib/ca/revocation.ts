@@ -14,16 +14,8 @@ import {
   type RevokeResponse,
   revocationFeedBytes,
 } from '../protocol/api.js';
-import {
-  type AuthorityContext,
-  actorOf,
-  type Caller,
-  deny,
-  iso,
-  ok,
-  requireAdmin,
-  requireOrgAdmin,
-} from './context.js';
+import type { AuthorityContext, Caller } from './context.js';
+import { actorOf, authorize, deny, iso, ok } from './context.js';
 
 export const FEED_PAGE = 1000;
 export const AUDIT_PAGE = 1000;
@@ -80,8 +72,8 @@ export function revoke(ctx: AuthorityContext, caller: Caller, req: RevokeRequest
   if (req.orgId !== undefined && req.orgId !== orgId) {
     return deny(ctx, event, 'E_ORG_MISMATCH', `${kind} ${subject} does not belong to org ${req.orgId}`);
   }
-  const allowed = orgId === null ? requireAdmin(caller) : requireOrgAdmin(caller, orgId);
-  if (!allowed.ok) return deny(ctx, { ...event, orgId }, allowed.code, allowed.reason);
+  const allowed = authorize(ctx, caller, 'org-admin', orgId, { ...event, orgId }, { live: false });
+  if (!allowed.ok) return allowed;
   const normalized = kind === 'certificate' ? subject.toLowerCase() : subject;
   const seq = ctx.store.transaction(() => {
     apply();
@@ -109,9 +101,8 @@ function authorizedNotFound(
   event: { actor: string; subject: string; action: string; orgId: string | null },
   reason: string,
 ): Verdict<never> {
-  const allowed = orgId === null ? requireAdmin(caller) : requireOrgAdmin(caller, orgId);
-  if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
-  return deny(ctx, event, 'E_NOT_FOUND', reason);
+  const allowed = authorize(ctx, caller, 'org-admin', orgId, event, { live: false });
+  return allowed.ok ? deny(ctx, event, 'E_NOT_FOUND', reason) : allowed;
 }
 
 /**

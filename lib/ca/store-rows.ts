@@ -1,5 +1,6 @@
 /** Row shapes of the CA database (store-schema.ts) and their mapping from SQLite rows. */
 import type { GrantMode } from '../pki/grant.js';
+import type { AuditEntry } from '../protocol/api.js';
 
 export type Raw = Record<string, unknown>;
 
@@ -91,137 +92,129 @@ export interface RevocationRow {
   revokedBy: string;
   at: number;
 }
-export interface AuditRow {
-  seq: number;
-  at: number;
-  actor: string;
-  subject: string;
-  action: string;
-  outcome: 'ok' | 'refused';
-  code: string | null;
-  reason: string | null;
-  orgId: string | null;
-  source: string | null;
-}
+/** An audit entry as the API shows it (audit.ts), with its time in ms and the request's source address. */
+export type AuditRow = Omit<AuditEntry, 'at'> & { at: number; source: string | null };
 
 export function nul<T>(v: unknown): T | null {
   return v === null || v === undefined ? null : (v as T);
 }
 
-export function toAuthority(r: Raw): AuthorityRow {
-  return {
-    id: r['id'] as string,
-    orgId: orgOf(r['org_id'] as string),
-    purpose: r['purpose'] as string,
-    kind: r['kind'] as AuthorityRow['kind'],
-    public: r['public'] as string,
-    sealedKey: nul(r['sealed_key']),
-    createdAt: r['created_at'] as number,
-    notAfter: nul(r['not_after']),
-  };
-}
-export function toIdentity(r: Raw): IdentityRow {
-  return {
-    rowId: r['row_id'] as number,
-    orgId: orgOf(r['org_id'] as string),
-    identityId: r['identity_id'] as string,
-    role: r['role'] as IdentityRow['role'],
-    groups: JSON.parse(r['groups_json'] as string) as string[],
-    clientId: r['client_id'] as string,
-    secretHash: r['secret_hash'] as string,
-    createdAt: r['created_at'] as number,
-    revokedAt: nul(r['revoked_at']),
-  };
-}
-export function toGateway(r: Raw): GatewayRow {
-  return {
-    orgId: r['org_id'] as string,
-    gatewayId: r['gateway_id'] as string,
-    uri: r['uri'] as string,
-    enrolledAt: r['enrolled_at'] as number,
-    renewedAt: nul(r['renewed_at']),
-    revokedAt: nul(r['revoked_at']),
-  };
-}
-export function toProxy(r: Raw): ProxyRow {
-  return {
-    orgId: orgOf(r['org_id'] as string),
-    proxyId: r['proxy_id'] as string,
-    scope: r['scope'] as 'instance' | 'org',
-    uri: r['uri'] as string,
-    hostnames: JSON.parse(r['hostnames_json'] as string) as string[],
-    sshAddress: r['ssh_address'] as string,
-    tlsAddress: r['tls_address'] as string,
-    enrolledAt: r['enrolled_at'] as number,
-    renewedAt: nul(r['renewed_at']),
-    revokedAt: nul(r['revoked_at']),
-  };
-}
-export function toCertificate(r: Raw): CertificateRow {
-  return {
-    serial: r['serial'] as string,
-    kind: r['kind'] as string,
-    authorityId: r['authority_id'] as string,
-    orgId: orgOf(r['org_id'] as string),
-    subjectUri: r['subject_uri'] as string,
-    fingerprint: r['fingerprint'] as string,
-    notAfter: r['not_after'] as number,
-    requestedBy: r['requested_by'] as string,
-    grantId: nul(r['grant_id']),
-    createdAt: r['created_at'] as number,
+/**
+ * How a row field is read from its column (`fooBar` from `foo_bar`): `value` as SQLite gives it (NULL: null),
+ * `org` as an org id ('' is the instance: null), `json` parsed from the column `foo_bar_json`.
+ */
+type ColumnKind = 'value' | 'org' | 'json';
+
+/** A mapper from SQLite rows to T, one column kind per field of T (the compiler checks that none is missing). */
+function rowOf<T extends object>(fields: { [K in keyof T]-?: ColumnKind }): (r: Raw) => T {
+  const columns = Object.entries<ColumnKind>(fields).map(([field, kind]) => {
+    const column = field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    return { field, kind, column: kind === 'json' ? `${column}_json` : column };
+  });
+  return (r) => {
+    const row: Raw = {};
+    for (const { field, kind, column } of columns) {
+      const v = r[column];
+      row[field] = kind === 'org' ? orgOf(v as string) : kind === 'json' ? JSON.parse(v as string) : (v ?? null);
+    }
+    // Each field was read from its own column above, by the kind its type declares.
+    return row as T;
   };
 }
 
-export function toGrant(r: Raw): GrantRow {
-  return {
-    grantId: r['grant_id'] as string,
-    orgId: r['org_id'] as string,
-    gatewayId: r['gateway_id'] as string,
-    identityId: r['identity_id'] as string,
-    targetJson: r['target_json'] as string,
-    mode: r['mode'] as GrantMode,
-    ruleId: r['rule_id'] as string,
-    createdAt: r['created_at'] as number,
-    expiresAt: r['expires_at'] as number,
-  };
-}
-
-export function toEnrollmentToken(r: Raw): EnrollmentTokenRow {
-  return {
-    tokenHash: r['token_hash'] as string,
-    orgId: orgOf(r['org_id'] as string),
-    kind: r['kind'] as 'gateway' | 'proxy',
-    subjectId: r['subject_id'] as string,
-    createdBy: r['created_by'] as string,
-    createdAt: r['created_at'] as number,
-    expiresAt: r['expires_at'] as number,
-    usedAt: nul(r['used_at']),
-  };
-}
-
-export function toRevocation(r: Raw): RevocationRow {
-  return {
-    seq: r['seq'] as number,
-    kind: r['kind'] as RevocationRow['kind'],
-    orgId: orgOf(r['org_id'] as string),
-    subject: r['subject'] as string,
-    reason: nul(r['reason']),
-    revokedBy: r['revoked_by'] as string,
-    at: r['at'] as number,
-  };
-}
-
-export function toAudit(r: Raw): AuditRow {
-  return {
-    seq: r['seq'] as number,
-    at: r['at'] as number,
-    actor: r['actor'] as string,
-    subject: r['subject'] as string,
-    action: r['action'] as string,
-    outcome: r['outcome'] as 'ok' | 'refused',
-    code: nul(r['code']),
-    reason: nul(r['reason']),
-    orgId: orgOf(r['org_id'] as string),
-    source: nul(r['source']),
-  };
-}
+const v = 'value';
+export const toAuthority = rowOf<AuthorityRow>({
+  id: v,
+  orgId: 'org',
+  purpose: v,
+  kind: v,
+  public: v,
+  sealedKey: v,
+  createdAt: v,
+  notAfter: v,
+});
+export const toIdentity = rowOf<IdentityRow>({
+  rowId: v,
+  orgId: 'org',
+  identityId: v,
+  role: v,
+  groups: 'json',
+  clientId: v,
+  secretHash: v,
+  createdAt: v,
+  revokedAt: v,
+});
+export const toGateway = rowOf<GatewayRow>({
+  orgId: v,
+  gatewayId: v,
+  uri: v,
+  enrolledAt: v,
+  renewedAt: v,
+  revokedAt: v,
+});
+export const toProxy = rowOf<ProxyRow>({
+  orgId: 'org',
+  proxyId: v,
+  scope: v,
+  uri: v,
+  hostnames: 'json',
+  sshAddress: v,
+  tlsAddress: v,
+  enrolledAt: v,
+  renewedAt: v,
+  revokedAt: v,
+});
+export const toCertificate = rowOf<CertificateRow>({
+  serial: v,
+  kind: v,
+  authorityId: v,
+  orgId: 'org',
+  subjectUri: v,
+  fingerprint: v,
+  notAfter: v,
+  requestedBy: v,
+  grantId: v,
+  createdAt: v,
+});
+export const toGrant = rowOf<GrantRow>({
+  grantId: v,
+  orgId: v,
+  gatewayId: v,
+  identityId: v,
+  targetJson: v,
+  mode: v,
+  ruleId: v,
+  createdAt: v,
+  expiresAt: v,
+});
+export const toEnrollmentToken = rowOf<EnrollmentTokenRow>({
+  tokenHash: v,
+  orgId: 'org',
+  kind: v,
+  subjectId: v,
+  createdBy: v,
+  createdAt: v,
+  expiresAt: v,
+  usedAt: v,
+});
+export const toRevocation = rowOf<RevocationRow>({
+  seq: v,
+  kind: v,
+  orgId: 'org',
+  subject: v,
+  reason: v,
+  revokedBy: v,
+  at: v,
+});
+export const toAudit = rowOf<AuditRow>({
+  seq: v,
+  at: v,
+  actor: v,
+  subject: v,
+  action: v,
+  outcome: v,
+  code: v,
+  reason: v,
+  orgId: 'org',
+  source: v,
+});

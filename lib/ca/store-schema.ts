@@ -4,6 +4,19 @@
  */
 import type { Migration } from '../store/db.js';
 
+/** Migration 2, the same on both component tables: the statements it has always run, written once. */
+function generationColumns(table: string): string {
+  const columns = [
+    'current_serial TEXT',
+    'current_serials_json TEXT',
+    'current_spki TEXT',
+    'previous_serial TEXT',
+    'previous_serials_json TEXT',
+    'previous_retire_at INTEGER',
+  ];
+  return `${columns.map((c) => `ALTER TABLE ${table} ADD COLUMN ${c};\n`).join('')}CREATE INDEX ${table}_retire ON ${table} (previous_retire_at) WHERE previous_retire_at IS NOT NULL;\n`;
+}
+
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -160,22 +173,7 @@ CREATE TABLE audit (
     // enrolled before this migration, adopted at its next renewal.
     version: 2,
     name: 'certificate generations of gateways and proxies',
-    sql: `
-ALTER TABLE gateways ADD COLUMN current_serial TEXT;
-ALTER TABLE gateways ADD COLUMN current_serials_json TEXT;
-ALTER TABLE gateways ADD COLUMN current_spki TEXT;
-ALTER TABLE gateways ADD COLUMN previous_serial TEXT;
-ALTER TABLE gateways ADD COLUMN previous_serials_json TEXT;
-ALTER TABLE gateways ADD COLUMN previous_retire_at INTEGER;
-CREATE INDEX gateways_retire ON gateways (previous_retire_at) WHERE previous_retire_at IS NOT NULL;
-ALTER TABLE proxies ADD COLUMN current_serial TEXT;
-ALTER TABLE proxies ADD COLUMN current_serials_json TEXT;
-ALTER TABLE proxies ADD COLUMN current_spki TEXT;
-ALTER TABLE proxies ADD COLUMN previous_serial TEXT;
-ALTER TABLE proxies ADD COLUMN previous_serials_json TEXT;
-ALTER TABLE proxies ADD COLUMN previous_retire_at INTEGER;
-CREATE INDEX proxies_retire ON proxies (previous_retire_at) WHERE previous_retire_at IS NOT NULL;
-`,
+    sql: ['gateways', 'proxies'].map(generationColumns).join(''),
   },
   {
     // When each gateway and proxy last read the feed, and the version it sent (store-seen.ts).

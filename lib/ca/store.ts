@@ -15,17 +15,6 @@ import { IssuanceStore } from './store-issuance.js';
 import { OrgStore } from './store-orgs.js';
 import { RevocationStore } from './store-revocations.js';
 import { RotationStore } from './store-rotations.js';
-import type {
-  AuditRow,
-  AuthorityRow,
-  CertificateRow,
-  EnrollmentTokenRow,
-  GatewayRow,
-  GrantRow,
-  IdentityRow,
-  ProxyRow,
-  RevocationRow,
-} from './store-rows.js';
 import { MIGRATIONS } from './store-schema.js';
 import { SeenStore } from './store-seen.js';
 
@@ -39,7 +28,7 @@ export type {
   IdentityRow,
   ProxyRow,
   RevocationRow,
-};
+} from './store-rows.js';
 
 export class CaStore {
   readonly db: Db;

@@ -59,6 +59,8 @@ export interface TunnelEvents {
   channel: [channel: ClientChannel, info: TcpConnectionDetails];
   /** The SSH connection ended; `error` says why when it was not asked for. */
   close: [error: Error | undefined];
+  /** EventEmitter's own: a listener is about to be added for `event` (the tunnel holds early channels for it). */
+  newListener: [event: string | symbol];
 }
 
 export class Tunnel extends EventEmitter<TunnelEvents> {
@@ -104,8 +106,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       if (this.listenerCount('channel') === 0) this.#early.push([channel, info]);
       else this.emit('channel', channel, info);
     });
-    // 'newListener' is EventEmitter's own event, outside TunnelEvents.
-    (this as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
+    this.on('newListener', (event) => {
       if (event !== 'channel' || this.#early.length === 0) return;
       const early = this.#early.splice(0);
       // 'newListener' comes before the listener is added: deliver once it is.

@@ -76,6 +76,9 @@ export const AddPolicyRequest = {
   },
 } as const;
 
+/** What every enrollment carries: the keys to certify, and a one-time token when no access token is sent. */
+const enrolling = { csr: pem, sshPublicKey: sshKey, enrollmentToken: { ...token, optional: true } } as const;
+
 export const ProxyEnrollRequest = {
   type: 'object',
   fields: {
@@ -85,9 +88,7 @@ export const ProxyEnrollRequest = {
     hostnames: { type: 'array', items: hostname, min: 1, max: 16 },
     sshAddress: hostPort,
     tlsAddress: hostPort,
-    csr: pem,
-    sshPublicKey: sshKey,
-    enrollmentToken: { ...token, optional: true },
+    ...enrolling,
   },
 } as const;
 
@@ -96,9 +97,7 @@ export const GatewayEnrollRequest = {
   fields: {
     orgId: id,
     gatewayId: id,
-    csr: pem,
-    sshPublicKey: sshKey,
-    enrollmentToken: { ...token, optional: true },
+    ...enrolling,
   },
 } as const;
 
