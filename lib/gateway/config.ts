@@ -14,7 +14,7 @@ export const gatewayConfigSchema = defineSchema(
     ca_url: keys.string({
       flag: 'ca',
       optional: true,
-      placeholder: 'https://host:port[,https://host2:port]',
+      placeholder: 'https://host:port',
       description:
         'CA API URL used by `enroll`, renewal and the revocation feed; a comma-separated list names replicas of one CA, tried in turn when one cannot be reached (same pins). Read at start: it replaces the URLs stored at enrollment.',
       validate: httpsUrls,
