@@ -8,12 +8,13 @@
  */
 import { EventEmitter } from 'node:events';
 import { GatewayError } from '../errors/codes.js';
+import type { ProxyScope } from '../protocol/api.js';
 import { parseHostPort } from '../runtime/config-schema.js';
 import type { SshCertificate } from '../sshcert/index.js';
 import { connectWithCertificate } from '../sshwire/client.js';
 import type { Client, ClientChannel, TcpConnectionDetails } from '../sshwire/ssh2.js';
 
-export type ProxyScope = 'instance' | 'org';
+export type { ProxyScope };
 
 /** A proxy as the enrollment answer lists it. */
 export interface ProxyEndpoint {

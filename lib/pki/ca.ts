@@ -123,20 +123,6 @@ export function createRootCa(
   });
 }
 
-/** An intermediate CA signed by `issuer`. */
-export function createIntermediateCa(
-  issuer: CaIssuer,
-  spec: { subjectKey: KeyObject; subject: NameSpec; pathLen?: number } & Lifetime,
-): Verdict<IssuedCert> {
-  return issueCertificate(issuer, {
-    subjectKey: spec.subjectKey,
-    subject: spec.subject,
-    ...validity(spec),
-    ca: spec.pathLen === undefined ? {} : { pathLen: spec.pathLen },
-    keyUsage: ['keyCertSign', 'cRLSign'],
-  });
-}
-
 /**
  * Issues any certificate from a template. notAfter is clamped to the issuer's notAfter: a child never
  * outlives its CA.

@@ -16,10 +16,11 @@
 import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import { parseIdentity, parseIdentityOfKind } from '../pki/identity.js';
 import { readAddress } from '../protocol/address.js';
+import type { ProxyScope as ApiProxyScope } from '../protocol/api.js';
 import type { SshCertificate } from '../sshcert/index.js';
 
 export interface ProxyScope {
-  scope: 'instance' | 'org';
+  scope: ApiProxyScope;
   /** Set for an org proxy: every gateway and platform cert must belong to it. */
   orgId?: string;
   /** The installation's trust domain (from the proxy's own identity URI). */

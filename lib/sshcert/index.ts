@@ -8,7 +8,7 @@
 export { formatCertificate, parseCertificate, signCertificate } from './cert.js';
 export { fingerprint, parsePublicKey } from './keyline.js';
 export { type KeyAlgorithm, publicKeyBlob } from './keys.js';
-export { parseOpenSshPrivateKey, toOpenSshPrivateKey } from './privkey.js';
+export { toOpenSshPrivateKey } from './privkey.js';
 export type { SignatureAlgorithm } from './signature.js';
 export { signSsh } from './signature.js';
 export { formatPublicKey } from './text.js';

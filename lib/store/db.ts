@@ -187,13 +187,3 @@ export function openDatabase(options: OpenDatabaseOptions): Db {
     throw err;
   }
 }
-
-/** `<state directory>/<name>.db`, opened as above. */
-export function openStateDatabase(
-  name: string,
-  migrations: readonly Migration[],
-  options: { stateDirectory?: string | undefined; env?: Readonly<Record<string, string | undefined>> } = {},
-): Db {
-  const dir = stateDirectory(name, { override: options.stateDirectory, env: options.env ?? process.env });
-  return openDatabase({ path: join(dir, `${name}.db`), migrations });
-}

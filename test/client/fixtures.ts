@@ -11,7 +11,7 @@ import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { GrantRequest, GrantResponse, GrantSource, ProxyEndpoint } from '../../lib/client/grant.js';
 import { type ErrorCode, GatewayError, unwrap } from '../../lib/errors/codes.js';
-import { createIntermediateCa, loadIssuer } from '../../lib/pki/ca.js';
+import { loadIssuer } from '../../lib/pki/ca.js';
 import { parseCsr } from '../../lib/pki/csr.js';
 import type { AccessGrant } from '../../lib/pki/grant.js';
 import { identityUri } from '../../lib/pki/identity.js';
@@ -20,6 +20,7 @@ import { issuePlatformInnerClientCert, issuePlatformOuterClientCert } from '../.
 import { mtlsServerOptions, onVerifiedConnection } from '../../lib/pki/tls.js';
 import { encodeStatus, MODE_ALPNS, modeHasStatus, RELAY_ALPN, type RelayStatus } from '../../lib/protocol/relay.js';
 import type { Scope, TlsCredentials, World, X509Ca } from '../helpers/world.js';
+import { createIntermediateCa } from '../pki/fixtures.js';
 
 export interface FakeSourceOptions {
   world: World;

@@ -17,11 +17,11 @@ import {
   formatCertificate,
   formatPublicKey,
   parseCertificate,
-  parseOpenSshPrivateKey,
   parsePublicKey,
   publicKeyBlob,
   toOpenSshPrivateKey,
 } from '../../lib/sshcert/index.js';
+import { parseOpenSshPrivateKey } from '../helpers/openssh-key.js';
 import { formatReport, fuzz, targetNames } from './runner.js';
 import { makeSeeds } from './seeds.js';
 import type { Seeds } from './target.js';

@@ -11,7 +11,7 @@ import { caConfigSchema } from '../../lib/ca/config.js';
 import { gatewayConfigSchema } from '../../lib/gateway/config.js';
 import { proxyConfigSchema } from '../../lib/proxy/config.js';
 import { renderSampleConfig } from '../../lib/runtime/config-doc.js';
-import { parseOpenSshPrivateKey } from '../../lib/sshcert/index.js';
+import { parseOpenSshPrivateKey } from '../helpers/openssh-key.js';
 import type { Seeds } from './target.js';
 
 const run = (cmd: string, args: string[], cwd: string): void => {

@@ -4,8 +4,18 @@ import type { KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Verdict } from '../../lib/errors/codes.js';
 import { unwrap } from '../../lib/errors/codes.js';
-import { type CaIssuer, createIntermediateCa, createRootCa, type IssuedCert, loadIssuer } from '../../lib/pki/ca.js';
+import type { NameSpec } from '../../lib/pki/build.js';
+import {
+  type CaIssuer,
+  createRootCa,
+  type IssuedCert,
+  issueCertificate,
+  type Lifetime,
+  loadIssuer,
+  validity,
+} from '../../lib/pki/ca.js';
 import { generateKeyPairSync, type KeyAlgorithm, type KeyPair } from '../../lib/pki/keys.js';
 
 export const T0 = new Date('2030-06-01T12:00:00Z');
@@ -18,6 +28,20 @@ export interface Hierarchy {
   interKey: KeyPair;
   inter: IssuedCert;
   issuer: CaIssuer;
+}
+
+/** An intermediate CA signed by `issuer` (the suite's CAs are roots; the verifier must still walk intermediates). */
+export function createIntermediateCa(
+  issuer: CaIssuer,
+  spec: { subjectKey: KeyObject; subject: NameSpec; pathLen?: number } & Lifetime,
+): Verdict<IssuedCert> {
+  return issueCertificate(issuer, {
+    subjectKey: spec.subjectKey,
+    subject: spec.subject,
+    ...validity(spec),
+    ca: spec.pathLen === undefined ? {} : { pathLen: spec.pathLen },
+    keyUsage: ['keyCertSign', 'cRLSign'],
+  });
 }
 
 /** Root (pathLen 1) → intermediate (pathLen 0), valid for a year around T0. */

@@ -2,14 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { unwrap, type Verdict } from '../../lib/errors/codes.js';
-import {
-  type CaIssuer,
-  createIntermediateCa,
-  type IssuedCert,
-  issueCertificate,
-  loadIssuer,
-  validity,
-} from '../../lib/pki/ca.js';
+import { type CaIssuer, type IssuedCert, issueCertificate, loadIssuer, validity } from '../../lib/pki/ca.js';
 import {
   type AccessGrant,
   checkGrant,
@@ -27,7 +20,7 @@ import {
 } from '../../lib/pki/profiles.js';
 import { loadTrustAnchors, type VerifyOptions, verifyCertificateChain } from '../../lib/pki/verify.js';
 import { parseCertificate, toPem } from '../../lib/pki/x509.js';
-import { hierarchy, T0, TD } from './fixtures.js';
+import { createIntermediateCa, hierarchy, T0, TD } from './fixtures.js';
 
 const h = hierarchy('ecdsa-p256', 'Acme');
 const other = hierarchy('ecdsa-p256', 'Acme'); // another org's CAs with the very same names

@@ -15,7 +15,7 @@ import { DaemonMetrics } from '../../lib/runtime/metrics.js';
 import { startOpsServer } from '../../lib/runtime/ops.js';
 import { runtimeKeys } from '../../lib/runtime/runtime-keys.js';
 import { SystemdNotifier } from '../../lib/runtime/systemd.js';
-import { openStateDatabase } from '../../lib/store/db.js';
+import { openDatabase, stateDirectory } from '../../lib/store/db.js';
 
 const schema = defineSchema('proxy', 'wiring test', {
   ...runtimeKeys({ opsListen: '127.0.0.1:0' }),
@@ -37,17 +37,19 @@ test('a daemon main wired from the runtime and store parts', async (t) => {
     level: config.log_level,
     destination: { write: (s: string) => void lines.push(JSON.parse(s)) },
   });
-  const db = openStateDatabase(
-    'proxy',
-    [
+  const db = openDatabase({
+    path: join(
+      stateDirectory('proxy', { override: config.state_directory, env: { STATE_DIRECTORY: dir } }),
+      'proxy.db',
+    ),
+    migrations: [
       {
         version: 1,
         name: 'audit',
         sql: 'CREATE TABLE audit (time TEXT NOT NULL, event TEXT NOT NULL, fields TEXT NOT NULL)',
       },
     ],
-    { stateDirectory: config.state_directory, env: { STATE_DIRECTORY: dir } },
-  );
+  });
   const insertAudit = db.prepare('INSERT INTO audit VALUES (?, ?, ?)');
   const audit = createAudit(log, { sink: (r) => void insertAudit.run(r.time, r.event, JSON.stringify(r.fields)) });
   const metrics = new DaemonMetrics('proxy', { processMetrics: false });

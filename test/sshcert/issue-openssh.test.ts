@@ -12,7 +12,6 @@ import {
   formatCertificate,
   formatPublicKey,
   parseCertificate,
-  parseOpenSshPrivateKey,
   parsePublicKey,
   publicKeyBlob,
   signCertificate,
@@ -20,6 +19,7 @@ import {
   verifyCertificate,
   verifySshSignature,
 } from '../../lib/sshcert/index.js';
+import { parseOpenSshPrivateKey } from '../helpers/openssh-key.js';
 import { HOUR, keygen, NOW, sshKeygen, TempDir } from './helpers.js';
 
 const dir = new TempDir();

@@ -8,14 +8,7 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { GatewayError } from '../../lib/errors/codes.js';
-import {
-  checkMigrations,
-  type Migration,
-  openDatabase,
-  openStateDatabase,
-  schemaVersion,
-  stateDirectory,
-} from '../../lib/store/db.js';
+import { checkMigrations, type Migration, openDatabase, schemaVersion, stateDirectory } from '../../lib/store/db.js';
 import { crashMigrations } from './fixtures/crash-schema.js';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
@@ -50,7 +43,10 @@ test('stateDirectory: override, then $STATE_DIRECTORY (ours among several), then
 
 test('open: private files, WAL, FULL sync, foreign keys, busy timeout', (t) => {
   const dir = join(tempDir(t), 'infisical-proxy');
-  const db = openStateDatabase('proxy', [m1, m2], { env: { STATE_DIRECTORY: dir } });
+  const db = openDatabase({
+    path: join(stateDirectory('proxy', { env: { STATE_DIRECTORY: dir } }), 'proxy.db'),
+    migrations: [m1, m2],
+  });
   t.after(() => db.close());
   db.prepare('INSERT INTO certs VALUES (?, ?)').run('a', 'pem');
   assert.equal(statSync(dir).mode & 0o777, 0o700);

@@ -6,7 +6,6 @@ import {
   formatCertificate,
   formatPublicKey,
   parseCertificate,
-  parseOpenSshPrivateKey,
   parsePublicKey,
   publicKeyBlob,
   signSsh,
@@ -17,6 +16,7 @@ import type { SshCertificate } from '../../../lib/sshcert/types.js';
 import { SshWriter } from '../../../lib/sshcert/wire.js';
 import { verifyHostCertificate } from '../../../lib/sshwire/client.js';
 import { verifyUserAuth } from '../../../lib/sshwire/server.js';
+import { parseOpenSshPrivateKey } from '../../helpers/openssh-key.js';
 import { hostileString, mutants, randomBytes, textMutants } from '../mutate.js';
 import type { FuzzTarget, Seeds } from '../target.js';
 
@@ -216,7 +216,7 @@ const wrapPem = (b: Buffer): string =>
 
 export const sshPrivateKey: FuzzTarget<string> = {
   name: 'ssh-private-key',
-  covers: 'lib/sshcert parseOpenSshPrivateKey, toOpenSshPrivateKey',
+  covers: 'lib/sshcert toOpenSshPrivateKey, read back by test/helpers/openssh-key.ts parseOpenSshPrivateKey',
   arbitrary: (s) =>
     fc.oneof(
       { weight: 5, arbitrary: mutants(s.ssh.privateKeys.map(pemBody)).map(wrapPem) },
