@@ -1,0 +1,383 @@
+/**
+ * Bulk throughput of one stream through the whole data path, beside a hand-built chain of the same layering
+ * (issue 13), all in one run on the same machine:
+ *
+ *   ours    sender → `infisical-connect tcp` → outer TLS → proxy → SSH tunnel → gateway → inner TLS ends → sink
+ *           (CA, proxy, gateway and connect are real processes started through their CLIs: test/lifecycle)
+ *   chain   sender → socat (inner TLS client) → socat (outer TLS client) → socat (outer TLS server) → sshd ⇄
+ *           `ssh -R` → socat (inner TLS server) → sink: two TLS layers and one SSH layer, as ours
+ *   ssh -R  sender → sshd ⇄ `ssh -R` → sink (one layer)
+ *   tcp     sender → sink (raw loopback)
+ *
+ * Every tool runs with the distribution's default ciphers (OpenSSL and OpenSSH pick; the negotiated ones are
+ * printed) and fresh keys. One connection per path carries a warm-up and then `ROUNDS` transfers of `MIB` MiB
+ * (BENCH_DATAPATH_MIB, default 256); the paths take turns round by round, so that a burst of load from other
+ * work hits them alike. The sink reads an 8-byte length, SHA-256s that many bytes and answers with the
+ * digest: a transfer counts only if every byte arrived unaltered, and it is timed from its first byte sent
+ * to the digest received.
+ *
+ * BENCH_DATAPATH_PROFILE=DIR starts the daemons with `node --cpu-prof --cpu-prof-dir=DIR` (one .cpuprofile
+ * per process, written when it exits; docs/performance.md reads them).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
+import { freePort, keygen, keygenSign, TempDir } from '../test/helpers/openssh.js';
+import { startSshd } from '../test/helpers/sshd.js';
+import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
+import { type BenchRow, fmt, percentile } from './table.js';
+
+const MIB = Math.max(1, Number(process.env['BENCH_DATAPATH_MIB'] ?? 256));
+const ROUNDS = 3;
+const CHUNK = 64 * 1024;
+
+/** Sink: per transfer an 8-byte length, then that many bytes, SHA-256d; answers with the 32-byte digest. */
+async function startSink(): Promise<net.Server> {
+  const server = net.createServer((s) => {
+    s.on('error', () => undefined);
+    let want = -1;
+    let header = Buffer.alloc(0);
+    let got = 0;
+    let hash = createHash('sha256');
+    s.on('data', (d: Buffer) => {
+      let chunk = d;
+      while (chunk.length > 0) {
+        if (want < 0) {
+          header = Buffer.concat([header, chunk]);
+          if (header.length < 8) return;
+          want = Number(header.readBigUInt64BE(0));
+          chunk = header.subarray(8);
+          header = Buffer.alloc(0);
+          continue;
+        }
+        const take = Math.min(chunk.length, want - got);
+        hash.update(take === chunk.length ? chunk : chunk.subarray(0, take));
+        got += take;
+        chunk = chunk.subarray(take);
+        if (got === want) {
+          s.write(hash.digest());
+          hash = createHash('sha256');
+          want = -1;
+          got = 0;
+        }
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return server;
+}
+
+/** One connection to the sink through a path, reused for every transfer of that path. */
+class Sender {
+  readonly #socket: net.Socket;
+  readonly #digests: Buffer[] = [];
+  #waiting: ((d: Buffer) => void) | undefined;
+  #pending = Buffer.alloc(0);
+  #failure: Error | undefined;
+
+  private constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.on('data', (d: Buffer) => {
+      this.#pending = Buffer.concat([this.#pending, d]);
+      while (this.#pending.length >= 32) {
+        this.#digests.push(this.#pending.subarray(0, 32));
+        this.#pending = this.#pending.subarray(32);
+      }
+      const next = this.#waiting && this.#digests.shift();
+      if (next) this.#waiting!(next);
+    });
+    const fail = (err: Error) => {
+      this.#failure ??= err;
+      this.#waiting?.(Buffer.alloc(0));
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('the path closed the stream')));
+  }
+
+  static async open(port: number): Promise<Sender> {
+    const socket = net.connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.setNoDelay(true);
+    return new Sender(socket);
+  }
+
+  /** Sends `data` and resolves with MiB/s once the sink's digest matches `sha256`; throws on any mismatch. */
+  async transfer(data: Buffer, sha256: Buffer): Promise<number> {
+    const digest = new Promise<Buffer>((resolve) => {
+      const ready = this.#digests.shift();
+      if (ready) resolve(ready);
+      else this.#waiting = resolve;
+    });
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64BE(BigInt(data.length));
+    const t0 = performance.now();
+    this.#socket.write(head);
+    for (let off = 0; off < data.length && !this.#failure; off += CHUNK) {
+      if (!this.#socket.write(data.subarray(off, off + CHUNK))) {
+        await Promise.race([once(this.#socket, 'drain'), digest]);
+      }
+    }
+    const got = await digest;
+    const sec = (performance.now() - t0) / 1000;
+    this.#waiting = undefined;
+    if (this.#failure) throw this.#failure;
+    if (!got.equals(sha256)) throw new Error('the sink received different bytes (sha256 mismatch)');
+    return data.length / 2 ** 20 / sec;
+  }
+
+  close(): void {
+    this.#socket.destroy();
+  }
+}
+
+/** A spawned helper process (ssh, socat), with its stderr kept for errors and for what it negotiated. */
+interface Tool {
+  child: ChildProcess;
+  err(): string;
+}
+
+function tool(cmd: string, args: string[]): Tool {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    // Keep the start (negotiation, errors), not every per-connection line of a long run.
+    if (err.length < 64 * 1024) err += d;
+  });
+  child.on('error', (e) => {
+    err += `\n${e.message}`;
+  });
+  return { child, err: () => err };
+}
+
+/** Resolves with the first match of `re` in the tool's stderr; rejects if it exits first or after 20 s. */
+async function waitOutput(t: Tool, re: RegExp, what: string): Promise<RegExpExecArray> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const m = re.exec(t.err());
+    if (m) return m;
+    if (t.child.exitCode !== null || t.child.signalCode !== null || Date.now() > deadline) {
+      throw new Error(`${what}: ${t.child.exitCode !== null ? 'exited' : 'timed out'}: ${t.err().slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function stopTool(t: Tool): Promise<void> {
+  if (t.child.exitCode !== null || t.child.signalCode !== null) return;
+  t.child.kill('SIGTERM');
+  await Promise.race([once(t.child, 'exit'), new Promise((r) => setTimeout(r, 3000))]);
+}
+
+/** sshd on 127.0.0.1 (private config, fresh keys) and `ssh -R 0:127.0.0.1:<to>` with default ciphers. */
+async function startSshForward(
+  dir: TempDir,
+  to: number,
+): Promise<{ port: number; cipher: string; stop(): Promise<void> }> {
+  const tag = `fwd-${to}`;
+  const userCa = keygen(dir, `${tag}-user_ca`);
+  const hostCa = keygen(dir, `${tag}-host_ca`);
+  const host = keygen(dir, `${tag}-host`);
+  const hostCert = keygenSign(hostCa, host, { id: 'proxy', principals: ['127.0.0.1'], host: true });
+  const gw = keygen(dir, `${tag}-gw`);
+  const gwCert = keygenSign(userCa, gw, {
+    id: 'gw',
+    principals: ['gw1'],
+    options: ['clear', 'permit-port-forwarding'],
+  });
+  const sshd = await startSshd({
+    dir,
+    hostKeyPath: host.path,
+    hostCertPath: hostCert.path,
+    trustedUserCaKeysPath: userCa.pubPath,
+    principals: ['gw1'],
+    extra: ['AllowTcpForwarding yes'],
+  });
+  const kh = dir.write(`${tag}-known_hosts`, `@cert-authority [127.0.0.1]:* ${hostCa.publicLine}\n`);
+  const ssh = tool('ssh', [
+    ...['-v', '-F', '/dev/null', '-o', `UserKnownHostsFile=${kh}`, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes'],
+    ...['-i', gw.path, '-o', `CertificateFile=${gwCert.path}`, '-p', String(sshd.port)],
+    ...['-o', 'ExitOnForwardFailure=yes', '-N', '-R', `0:127.0.0.1:${to}`, `${sshd.user}@127.0.0.1`],
+  ]);
+  try {
+    const port = Number((await waitOutput(ssh, /Allocated port (\d+) for remote forward/, 'ssh -R'))[1]);
+    const cipher = /kex: client->server cipher: (\S+)/.exec(ssh.err())?.[1] ?? 'default';
+    return {
+      port,
+      cipher,
+      stop: async () => {
+        await stopTool(ssh);
+        await sshd.stop();
+      },
+    };
+  } catch (err) {
+    await stopTool(ssh);
+    await sshd.stop();
+    throw err;
+  }
+}
+
+/** A self-signed P-256 certificate for `cn` (as our PKI's ECDSA P-256 leaves), made by the openssl CLI. */
+function selfSigned(dir: TempDir, cn: string): { cert: string; key: string } {
+  const cert = dir.file(`${cn}.crt`);
+  const key = dir.file(`${cn}.key`);
+  execFileSync(
+    'openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1'],
+      ...['-subj', `/CN=${cn}`, '-addext', `subjectAltName=DNS:${cn}`, '-keyout', key, '-out', cert],
+    ],
+    { stdio: 'pipe' },
+  );
+  return { cert, key };
+}
+
+/** `socat -d -d TCP-LISTEN|OPENSSL-LISTEN → …` on a fresh port; resolves once it listens. */
+async function socat(listen: (port: number) => string, to: string): Promise<{ port: number; t: Tool }> {
+  const port = await freePort();
+  const t = tool('socat', ['-d', '-d', listen(port), to]);
+  await waitOutput(t, /listening on/, `socat ${listen(port)}`);
+  return { port, t };
+}
+
+/**
+ * The hand-built chain: inner TLS client → outer TLS client → outer TLS server → `ssh -R` → inner TLS server
+ * → `to`. Each TLS client checks the server's certificate and name. Returns the port the sender connects to.
+ */
+async function startChain(
+  dir: TempDir,
+  to: number,
+): Promise<{ port: number; cipher: string; tls(): string; stop(): Promise<void> }> {
+  const inner = selfSigned(dir, 'inner.chain');
+  const outer = selfSigned(dir, 'outer.chain');
+  const tools: Tool[] = [];
+  let ssh: Awaited<ReturnType<typeof startSshForward>> | undefined;
+  const stop = async () => {
+    for (const t of tools.reverse()) await stopTool(t);
+    await ssh?.stop();
+  };
+  try {
+    const server = (c: { cert: string; key: string }) => (p: number) =>
+      `OPENSSL-LISTEN:${p},bind=127.0.0.1,reuseaddr,fork,cert=${c.cert},key=${c.key},verify=0`;
+    const client = (c: { cert: string }, cn: string, p: number) =>
+      `OPENSSL:127.0.0.1:${p},cafile=${c.cert},commonname=${cn}`;
+    const plain = (p: number) => `TCP-LISTEN:${p},bind=127.0.0.1,reuseaddr,fork`;
+    const innerServer = await socat(server(inner), `TCP:127.0.0.1:${to}`);
+    tools.push(innerServer.t);
+    ssh = await startSshForward(dir, innerServer.port);
+    const outerServer = await socat(server(outer), `TCP:127.0.0.1:${ssh.port}`);
+    tools.push(outerServer.t);
+    const outerClient = await socat(plain, client(outer, 'outer.chain', outerServer.port));
+    tools.push(outerClient.t);
+    const innerClient = await socat(plain, client(inner, 'inner.chain', outerClient.port));
+    tools.push(innerClient.t);
+    return {
+      port: innerClient.port,
+      cipher: ssh.cipher,
+      // socat -d -d names the TLS cipher suite once a connection is up (after the warm-up).
+      tls: () => /SSL connection using (\S+)/.exec(innerServer.t.err())?.[1] ?? 'OpenSSL default',
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Runs the deployment with `node --cpu-prof` when BENCH_DATAPATH_PROFILE names a folder. */
+async function deploy(sinkAddress: string, sinkPort: number): Promise<{ d: Deployment; port: number }> {
+  const profile = process.env['BENCH_DATAPATH_PROFILE'];
+  const saved = process.env['NODE_OPTIONS'];
+  if (profile) process.env['NODE_OPTIONS'] = `${saved ?? ''} --cpu-prof --cpu-prof-dir=${profile}`.trim();
+  try {
+    const d = await startDeployment({
+      proxies: 1,
+      gateways: 1,
+      allowPorts: [sinkPort],
+      policyTargets: [sinkAddress],
+      logLevel: 'warn',
+    });
+    try {
+      const c = await d.connect({ target: sinkAddress });
+      return { d, port: c.port };
+    } catch (err) {
+      await d.close();
+      throw err;
+    }
+  } finally {
+    if (saved === undefined) delete process.env['NODE_OPTIONS'];
+    else process.env['NODE_OPTIONS'] = saved;
+  }
+}
+
+const summary = (v: number[]) =>
+  `${fmt.mibs(percentile(v, 50))} (${Math.min(...v).toFixed(0)}–${Math.max(...v).toFixed(0)})`;
+
+export async function benchDatapath(): Promise<BenchRow[]> {
+  const dir = new TempDir('bench-datapath-');
+  const sink = await startSink();
+  const sinkPort = (sink.address() as AddressInfo).port;
+  const sinkAddress = `127.0.0.1:${sinkPort}`;
+  const data = randomBytes(MIB * 2 ** 20);
+  const sha256 = createHash('sha256').update(data).digest();
+  const warm = data.subarray(0, Math.min(data.length, 16 * 2 ** 20));
+  const warmSha = createHash('sha256').update(warm).digest();
+  let ours: Awaited<ReturnType<typeof deploy>> | undefined;
+  let ssh: Awaited<ReturnType<typeof startSshForward>> | undefined;
+  let chain: Awaited<ReturnType<typeof startChain>> | undefined;
+  const senders: Sender[] = [];
+  try {
+    ours = await deploy(sinkAddress, sinkPort);
+    ssh = await startSshForward(dir, sinkPort);
+    chain = await startChain(dir, sinkPort);
+    const paths: [string, number][] = [
+      ['ours', ours.port],
+      ['chain', chain.port],
+      ['ssh', ssh.port],
+      ['tcp', sinkPort],
+    ];
+    const results: Record<string, number[]> = {};
+    const open: [string, Sender][] = [];
+    for (const [name, port] of paths) {
+      const s = await Sender.open(port);
+      senders.push(s);
+      open.push([name, s]);
+      await s.transfer(warm, warmSha);
+      results[name] = [];
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, s] of open) results[name]!.push(await s.transfer(data, sha256));
+    }
+    const o = results['ours']!;
+    const c = results['chain']!;
+    const ratio = percentile(o, 50) / percentile(c, 50);
+    const tlsSuite = chain.tls();
+    return [
+      {
+        area: 'datapath',
+        metric: `bulk, 1 stream, ${MIB} MiB × ${ROUNDS}, median (range), MiB/s`,
+        ours: summary(o),
+        reference: `${summary(c)} hand-built chain → ours/chain ${ratio.toFixed(2)}×`,
+        note:
+          'ours: infisical-connect tcp → outer TLS → proxy → SSH → gateway, inner TLS end to end, every daemon ' +
+          `its CLI; chain: socat TLS in socat TLS → sshd/ssh -R (${chain.cipher}) → socat TLS (${tlsSuite}); ` +
+          'sink checks sha256; goal ≥1.2×',
+      },
+      {
+        area: 'datapath',
+        metric: 'bulk, 1 stream, references, median (range), MiB/s',
+        ours: '-',
+        reference: `${summary(results['ssh']!)} ssh -R alone (${ssh.cipher}); ${summary(results['tcp']!)} raw loopback`,
+        note: 'same run, same sink, same sender',
+      },
+    ];
+  } finally {
+    for (const s of senders) s.close();
+    await chain?.stop();
+    await ssh?.stop();
+    await ours?.d.close();
+    sink.close();
+    dir.remove();
+  }
+}
