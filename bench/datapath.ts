@@ -16,12 +16,13 @@
  * digest: a transfer counts only if every byte arrived unaltered, and it is timed from its first byte sent
  * to the digest received.
  *
- * BENCH_DATAPATH_PROFILE=DIR starts the daemons with `node --cpu-prof --cpu-prof-dir=DIR` (one .cpuprofile
- * per process, written when it exits; docs/performance.md reads them).
+ * BENCH_DATAPATH_PROFILE=DIR runs every daemon under V8's CPU profiler (bench/cpu-profile.ts: one .cpuprofile
+ * per process in DIR, written when it exits; docs/performance.md reads them).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { freePort, keygen, keygenSign, TempDir } from '../test/helpers/openssh.js';
 import { startSshd } from '../test/helpers/sshd.js';
@@ -31,6 +32,33 @@ import { type BenchRow, fmt, percentile } from './table.js';
 const MIB = Math.max(1, Number(process.env['BENCH_DATAPATH_MIB'] ?? 256));
 const ROUNDS = 3;
 const CHUNK = 64 * 1024;
+
+/**
+ * CPU seconds (user + system) used so far by these processes and their live descendants (socat and sshd fork
+ * one per connection), from /proc: what a path costs, beside what it achieves on a machine shared with others.
+ */
+function cpuSeconds(pids: number[]): number {
+  const tick = 100; // USER_HZ on Linux
+  let total = 0;
+  const seen = new Set<number>();
+  const visit = (pid: number): void => {
+    if (seen.has(pid)) return;
+    seen.add(pid);
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(fields[11]) + Number(fields[12])) / tick; // utime, stime (fields 14 and 15)
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const children = readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').trim();
+        for (const c of children ? children.split(' ') : []) visit(Number(c));
+      }
+    } catch {
+      // gone meanwhile
+    }
+  };
+  for (const pid of pids) visit(pid);
+  return total;
+}
 
 /** Sink: per transfer an 8-byte length, then that many bytes, SHA-256d; answers with the 32-byte digest. */
 async function startSink(): Promise<net.Server> {
@@ -135,6 +163,7 @@ class Sender {
 /** A spawned helper process (ssh, socat), with its stderr kept for errors and for what it negotiated. */
 interface Tool {
   child: ChildProcess;
+  pid: number;
   err(): string;
 }
 
@@ -148,7 +177,7 @@ function tool(cmd: string, args: string[]): Tool {
   child.on('error', (e) => {
     err += `\n${e.message}`;
   });
-  return { child, err: () => err };
+  return { child, pid: child.pid ?? 0, err: () => err };
 }
 
 /** Resolves with the first match of `re` in the tool's stderr; rejects if it exits first or after 20 s. */
@@ -174,7 +203,7 @@ async function stopTool(t: Tool): Promise<void> {
 async function startSshForward(
   dir: TempDir,
   to: number,
-): Promise<{ port: number; cipher: string; stop(): Promise<void> }> {
+): Promise<{ port: number; cipher: string; pids: number[]; stop(): Promise<void> }> {
   const tag = `fwd-${to}`;
   const userCa = keygen(dir, `${tag}-user_ca`);
   const hostCa = keygen(dir, `${tag}-host_ca`);
@@ -206,6 +235,7 @@ async function startSshForward(
     return {
       port,
       cipher,
+      pids: [ssh.pid, sshd.pid],
       stop: async () => {
         await stopTool(ssh);
         await sshd.stop();
@@ -248,7 +278,7 @@ async function socat(listen: (port: number) => string, to: string): Promise<{ po
 async function startChain(
   dir: TempDir,
   to: number,
-): Promise<{ port: number; cipher: string; tls(): string; stop(): Promise<void> }> {
+): Promise<{ port: number; cipher: string; pids: number[]; tls(): string; stop(): Promise<void> }> {
   const inner = selfSigned(dir, 'inner.chain');
   const outer = selfSigned(dir, 'outer.chain');
   const tools: Tool[] = [];
@@ -275,6 +305,7 @@ async function startChain(
     return {
       port: innerClient.port,
       cipher: ssh.cipher,
+      pids: [...tools.map((t) => t.pid), ...ssh.pids],
       // socat -d -d names the TLS cipher suite once a connection is up (after the warm-up).
       tls: () => /SSL connection using (\S+)/.exec(innerServer.t.err())?.[1] ?? 'OpenSSL default',
       stop,
@@ -285,11 +316,15 @@ async function startChain(
   }
 }
 
-/** Runs the deployment with `node --cpu-prof` when BENCH_DATAPATH_PROFILE names a folder. */
+/** Runs the deployment, each daemon under bench/cpu-profile.ts when BENCH_DATAPATH_PROFILE names a folder. */
 async function deploy(sinkAddress: string, sinkPort: number): Promise<{ d: Deployment; port: number }> {
   const profile = process.env['BENCH_DATAPATH_PROFILE'];
-  const saved = process.env['NODE_OPTIONS'];
-  if (profile) process.env['NODE_OPTIONS'] = `${saved ?? ''} --cpu-prof --cpu-prof-dir=${profile}`.trim();
+  const saved = { options: process.env['NODE_OPTIONS'], dir: process.env['BENCH_CPU_PROFILE_DIR'] };
+  if (profile) {
+    const preload = new URL('./cpu-profile.js', import.meta.url).href;
+    process.env['NODE_OPTIONS'] = `${saved.options ?? ''} --import=${preload}`.trim();
+    process.env['BENCH_CPU_PROFILE_DIR'] = profile;
+  }
   try {
     const d = await startDeployment({
       proxies: 1,
@@ -306,8 +341,13 @@ async function deploy(sinkAddress: string, sinkPort: number): Promise<{ d: Deplo
       throw err;
     }
   } finally {
-    if (saved === undefined) delete process.env['NODE_OPTIONS'];
-    else process.env['NODE_OPTIONS'] = saved;
+    for (const [k, v] of [
+      ['NODE_OPTIONS', saved.options],
+      ['BENCH_CPU_PROFILE_DIR', saved.dir],
+    ] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   }
 }
 
@@ -331,24 +371,41 @@ export async function benchDatapath(): Promise<BenchRow[]> {
     ours = await deploy(sinkAddress, sinkPort);
     ssh = await startSshForward(dir, sinkPort);
     chain = await startChain(dir, sinkPort);
-    const paths: [string, number][] = [
-      ['ours', ours.port],
-      ['chain', chain.port],
-      ['ssh', ssh.port],
-      ['tcp', sinkPort],
+    const ourPids = () => ours!.d.daemons().flatMap((d) => (d.running && d.program !== 'ca' && d.pid ? [d.pid] : []));
+    const paths: [string, number, () => number[]][] = [
+      ['ours', ours.port, ourPids],
+      ['chain', chain.port, () => chain!.pids],
+      ['ssh', ssh.port, () => ssh!.pids],
+      ['tcp', sinkPort, () => []],
     ];
     const results: Record<string, number[]> = {};
-    const open: [string, Sender][] = [];
-    for (const [name, port] of paths) {
+    const cpu: Record<string, number[]> = {};
+    const open: [string, Sender, () => number[]][] = [];
+    for (const [name, port, pids] of paths) {
       const s = await Sender.open(port);
       senders.push(s);
-      open.push([name, s]);
+      open.push([name, s, pids]);
       await s.transfer(warm, warmSha);
       results[name] = [];
+      cpu[name] = [];
     }
+    // Ours per process too (where the time goes: docs/performance.md).
+    const daemons = ours.d.daemons().filter((d) => d.running && d.program !== 'ca' && d.pid);
+    const perDaemon: Record<string, number[]> = Object.fromEntries(daemons.map((d) => [d.program, []]));
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, s] of open) results[name]!.push(await s.transfer(data, sha256));
+      for (const [name, s, pids] of open) {
+        const before = cpuSeconds(pids());
+        const each = daemons.map((d) => cpuSeconds([d.pid!]));
+        results[name]!.push(await s.transfer(data, sha256));
+        cpu[name]!.push(((cpuSeconds(pids()) - before) / MIB) * 1024);
+        if (name !== 'ours') continue;
+        daemons.forEach((d, i) => perDaemon[d.program]!.push(((cpuSeconds([d.pid!]) - each[i]!) / MIB) * 1024));
+      }
     }
+    const ourSplit = Object.entries(perDaemon)
+      .map(([program, v]) => `${program} ${percentile(v, 50).toFixed(1)}`)
+      .join(', ');
+    const cpuPerGiB = (name: string) => `${percentile(cpu[name]!, 50).toFixed(1)} CPU s/GiB`;
     const o = results['ours']!;
     const c = results['chain']!;
     const ratio = percentile(o, 50) / percentile(c, 50);
@@ -362,13 +419,14 @@ export async function benchDatapath(): Promise<BenchRow[]> {
         note:
           'ours: infisical-connect tcp → outer TLS → proxy → SSH → gateway, inner TLS end to end, every daemon ' +
           `its CLI; chain: socat TLS in socat TLS → sshd/ssh -R (${chain.cipher}) → socat TLS (${tlsSuite}); ` +
-          'sink checks sha256; goal ≥1.2×',
+          `sink checks sha256; goal ≥1.2×; CPU of the path's processes: ours ${cpuPerGiB('ours')} (${ourSplit}), ` +
+          `chain ${cpuPerGiB('chain')}`,
       },
       {
         area: 'datapath',
         metric: 'bulk, 1 stream, references, median (range), MiB/s',
         ours: '-',
-        reference: `${summary(results['ssh']!)} ssh -R alone (${ssh.cipher}); ${summary(results['tcp']!)} raw loopback`,
+        reference: `${summary(results['ssh']!)} ssh -R alone (${ssh.cipher}, ${cpuPerGiB('ssh')}); ${summary(results['tcp']!)} raw loopback`,
         note: 'same run, same sink, same sender',
       },
     ];
