@@ -11,11 +11,13 @@
  *
  * Every tool runs with the distribution's default ciphers (OpenSSL and OpenSSH pick; the negotiated ones are
  * printed) and fresh keys. One connection per path carries a warm-up and then `ROUNDS` transfers of `MIB` MiB
- * (BENCH_DATAPATH_MIB, default 256); the paths take turns round by round, so that a burst of load from other
- * work hits them alike. The sink reads an 8-byte length, SHA-256s that many bytes and answers with the
- * digest: a transfer counts only if every byte arrived unaltered, and it is timed from its first byte sent
- * to the digest received.
+ * (BENCH_DATAPATH_MIB, default 256) each way; the paths take turns round by round, so that a burst of load
+ * from other work hits them alike. Upload: the sink reads an 8-byte length, SHA-256s that many bytes and
+ * answers with the digest, timed from the first byte sent to the digest received. Download: the sink sends
+ * the bytes asked for, and the sender SHA-256s them. A transfer counts only if every byte arrived unaltered.
+ * Beside each figure, the CPU seconds per GiB that the path's processes used (from /proc).
  *
+ * BENCH_DATAPATH_PATHS=ours (a comma list of ours, chain, ssh, tcp) measures only those, for quick comparisons.
  * BENCH_DATAPATH_PROFILE=DIR runs every daemon under V8's CPU profiler (bench/cpu-profile.ts: one .cpuprofile
  * per process in DIR, written when it exits; docs/performance.md reads them).
  */
@@ -60,23 +62,35 @@ function cpuSeconds(pids: number[]): number {
   return total;
 }
 
-/** Sink: per transfer an 8-byte length, then that many bytes, SHA-256d; answers with the 32-byte digest. */
-async function startSink(): Promise<net.Server> {
+const SEND_BACK = 1n << 63n;
+
+/**
+ * Sink: per transfer an 8-byte length, then that many bytes, SHA-256d; answers with the 32-byte digest. A
+ * length with the top bit set asks for that many bytes of `source` instead (the download direction).
+ */
+async function startSink(source: Buffer): Promise<net.Server> {
   const server = net.createServer((s) => {
     s.on('error', () => undefined);
     let want = -1;
     let header = Buffer.alloc(0);
     let got = 0;
     let hash = createHash('sha256');
+    const sendBack = async (n: number) => {
+      for (let off = 0; off < n && !s.destroyed; off += CHUNK) {
+        if (!s.write(source.subarray(off, Math.min(n, off + CHUNK)))) await once(s, 'drain').catch(() => undefined);
+      }
+    };
     s.on('data', (d: Buffer) => {
       let chunk = d;
       while (chunk.length > 0) {
         if (want < 0) {
           header = Buffer.concat([header, chunk]);
           if (header.length < 8) return;
-          want = Number(header.readBigUInt64BE(0));
+          const head = header.readBigUInt64BE(0);
           chunk = header.subarray(8);
           header = Buffer.alloc(0);
+          if (head & SEND_BACK) void sendBack(Number(head & ~SEND_BACK));
+          else want = Number(head);
           continue;
         }
         const take = Math.min(chunk.length, want - got);
@@ -104,10 +118,22 @@ class Sender {
   #waiting: ((d: Buffer) => void) | undefined;
   #pending = Buffer.alloc(0);
   #failure: Error | undefined;
+  /** A download in progress: what is still to come and the hash of what came. */
+  #download: { remaining: number; hash: ReturnType<typeof createHash> } | undefined;
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
     socket.on('data', (d: Buffer) => {
+      const down = this.#download;
+      if (down) {
+        down.hash.update(d);
+        down.remaining -= d.length;
+        if (down.remaining <= 0) {
+          this.#download = undefined;
+          this.#waiting?.(down.remaining === 0 ? down.hash.digest() : Buffer.alloc(0));
+        }
+        return;
+      }
       this.#pending = Buffer.concat([this.#pending, d]);
       while (this.#pending.length >= 32) {
         this.#digests.push(this.#pending.subarray(0, 32));
@@ -122,6 +148,24 @@ class Sender {
     };
     socket.on('error', fail);
     socket.on('close', () => fail(new Error('the path closed the stream')));
+  }
+
+  /** Asks the sink for the first `bytes` of its source; MiB/s once they all came back matching `sha256`. */
+  async download(bytes: number, sha256: Buffer): Promise<number> {
+    const digest = new Promise<Buffer>((resolve) => {
+      this.#waiting = resolve;
+    });
+    this.#download = { remaining: bytes, hash: createHash('sha256') };
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64BE(BigInt(bytes) | SEND_BACK);
+    const t0 = performance.now();
+    this.#socket.write(head);
+    const got = await digest;
+    const sec = (performance.now() - t0) / 1000;
+    this.#waiting = undefined;
+    if (this.#failure) throw this.#failure;
+    if (!got.equals(sha256)) throw new Error('different bytes came back from the sink (sha256 mismatch)');
+    return bytes / 2 ** 20 / sec;
   }
 
   static async open(port: number): Promise<Sender> {
@@ -356,10 +400,10 @@ const summary = (v: number[]) =>
 
 export async function benchDatapath(): Promise<BenchRow[]> {
   const dir = new TempDir('bench-datapath-');
-  const sink = await startSink();
+  const data = randomBytes(MIB * 2 ** 20);
+  const sink = await startSink(data);
   const sinkPort = (sink.address() as AddressInfo).port;
   const sinkAddress = `127.0.0.1:${sinkPort}`;
-  const data = randomBytes(MIB * 2 ** 20);
   const sha256 = createHash('sha256').update(data).digest();
   const warm = data.subarray(0, Math.min(data.length, 16 * 2 ** 20));
   const warmSha = createHash('sha256').update(warm).digest();
@@ -378,56 +422,84 @@ export async function benchDatapath(): Promise<BenchRow[]> {
       ['ssh', ssh.port, () => ssh!.pids],
       ['tcp', sinkPort, () => []],
     ];
-    const results: Record<string, number[]> = {};
-    const cpu: Record<string, number[]> = {};
+    // BENCH_DATAPATH_PATHS=ours,tcp narrows the run (profiling, quick comparisons); the table needs all four.
+    const only = process.env['BENCH_DATAPATH_PATHS']?.split(',');
     const open: [string, Sender, () => number[]][] = [];
     for (const [name, port, pids] of paths) {
+      if (only && !only.includes(name)) continue;
       const s = await Sender.open(port);
       senders.push(s);
       open.push([name, s, pids]);
       await s.transfer(warm, warmSha);
-      results[name] = [];
-      cpu[name] = [];
+      await s.download(warm.length, warmSha);
     }
-    // Ours per process too (where the time goes: docs/performance.md).
+    // Per path and direction: MiB/s and CPU s/GiB of the path's processes; ours per daemon too.
+    const mibs: Record<string, number[]> = {};
+    const cpu: Record<string, number[]> = {};
     const daemons = ours.d.daemons().filter((d) => d.running && d.program !== 'ca' && d.pid);
-    const perDaemon: Record<string, number[]> = Object.fromEntries(daemons.map((d) => [d.program, []]));
+    const perDaemon: Record<string, number[]> = {};
+    const push = (r: Record<string, number[]>, k: string, v: number) => {
+      r[k] ??= [];
+      r[k].push(v);
+    };
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, s, pids] of open) {
-        const before = cpuSeconds(pids());
-        const each = daemons.map((d) => cpuSeconds([d.pid!]));
-        results[name]!.push(await s.transfer(data, sha256));
-        cpu[name]!.push(((cpuSeconds(pids()) - before) / MIB) * 1024);
-        if (name !== 'ours') continue;
-        daemons.forEach((d, i) => perDaemon[d.program]!.push(((cpuSeconds([d.pid!]) - each[i]!) / MIB) * 1024));
+      for (const dir of ['up', 'down'] as const) {
+        for (const [name, s, pids] of open) {
+          const before = cpuSeconds(pids());
+          const each = daemons.map((d) => cpuSeconds([d.pid!]));
+          push(
+            mibs,
+            `${name}:${dir}`,
+            dir === 'up' ? await s.transfer(data, sha256) : await s.download(data.length, sha256),
+          );
+          push(cpu, `${name}:${dir}`, ((cpuSeconds(pids()) - before) / MIB) * 1024);
+          if (name !== 'ours') continue;
+          daemons.forEach((d, i) =>
+            push(perDaemon, `${d.program}:${dir}`, ((cpuSeconds([d.pid!]) - each[i]!) / MIB) * 1024),
+          );
+        }
       }
     }
-    const ourSplit = Object.entries(perDaemon)
-      .map(([program, v]) => `${program} ${percentile(v, 50).toFixed(1)}`)
-      .join(', ');
-    const cpuPerGiB = (name: string) => `${percentile(cpu[name]!, 50).toFixed(1)} CPU s/GiB`;
-    const o = results['ours']!;
-    const c = results['chain']!;
-    const ratio = percentile(o, 50) / percentile(c, 50);
+    const cpuPerGiB = (k: string) => `${percentile(cpu[k]!, 50).toFixed(1)} CPU s/GiB`;
+    const split = (dir: string) =>
+      daemons.map((d) => `${d.program} ${percentile(perDaemon[`${d.program}:${dir}`]!, 50).toFixed(1)}`).join(', ');
+    if (only) {
+      const line = (k: string) => `${k} ${summary(mibs[k]!)}, ${cpuPerGiB(k)}`;
+      return Object.keys(mibs).map((k) => ({
+        area: 'datapath',
+        metric: `${k} (${MIB} MiB × ${ROUNDS})`,
+        ours: line(k),
+        note: k.startsWith('ours') ? split(k.split(':')[1]!) : '',
+      }));
+    }
     const tlsSuite = chain.tls();
+    const row = (dir: 'up' | 'down', what: string): BenchRow => {
+      const o = mibs[`ours:${dir}`]!;
+      const c = mibs[`chain:${dir}`]!;
+      return {
+        area: 'datapath',
+        metric: `bulk ${what}, 1 stream, ${MIB} MiB × ${ROUNDS}, median (range)`,
+        ours: summary(o),
+        reference: `${summary(c)} hand-built chain → ours/chain ${(percentile(o, 50) / percentile(c, 50)).toFixed(2)}×`,
+        note:
+          `CPU of the path's processes: ours ${cpuPerGiB(`ours:${dir}`)} (${split(dir)}), ` +
+          `chain ${cpuPerGiB(`chain:${dir}`)}; goal ≥1.2×`,
+      };
+    };
+    const refs = (dir: 'up' | 'down') =>
+      `${summary(mibs[`ssh:${dir}`]!)} ssh -R alone (${cpuPerGiB(`ssh:${dir}`)}); ${summary(mibs[`tcp:${dir}`]!)} raw loopback`;
     return [
+      row('up', 'upload (platform → target)'),
+      row('down', 'download (target → platform)'),
       {
         area: 'datapath',
-        metric: `bulk, 1 stream, ${MIB} MiB × ${ROUNDS}, median (range), MiB/s`,
-        ours: summary(o),
-        reference: `${summary(c)} hand-built chain → ours/chain ${ratio.toFixed(2)}×`,
+        metric: 'bulk, references: upload; download',
+        ours: '-',
+        reference: `${refs('up')}; ${refs('down')}`,
         note:
           'ours: infisical-connect tcp → outer TLS → proxy → SSH → gateway, inner TLS end to end, every daemon ' +
           `its CLI; chain: socat TLS in socat TLS → sshd/ssh -R (${chain.cipher}) → socat TLS (${tlsSuite}); ` +
-          `sink checks sha256; goal ≥1.2×; CPU of the path's processes: ours ${cpuPerGiB('ours')} (${ourSplit}), ` +
-          `chain ${cpuPerGiB('chain')}`,
-      },
-      {
-        area: 'datapath',
-        metric: 'bulk, 1 stream, references, median (range), MiB/s',
-        ours: '-',
-        reference: `${summary(results['ssh']!)} ssh -R alone (${ssh.cipher}, ${cpuPerGiB('ssh')}); ${summary(results['tcp']!)} raw loopback`,
-        note: 'same run, same sink, same sender',
+          'one connection per path, paths in turn each round; the sink checks sha256 both ways',
       },
     ];
   } finally {
