@@ -454,9 +454,9 @@ export async function benchDatapath(): Promise<BenchRow[]> {
           );
           push(cpu, `${name}:${dir}`, ((cpuSeconds(pids()) - before) / MIB) * 1024);
           if (name !== 'ours') continue;
-          daemons.forEach((d, i) =>
-            push(perDaemon, `${d.program}:${dir}`, ((cpuSeconds([d.pid!]) - each[i]!) / MIB) * 1024),
-          );
+          for (const [i, d] of daemons.entries()) {
+            push(perDaemon, `${d.program}:${dir}`, ((cpuSeconds([d.pid!]) - each[i]!) / MIB) * 1024);
+          }
         }
       }
     }
