@@ -15,6 +15,7 @@ const AREAS: Area[] = [
   { name: 'proxy', module: './proxy.js', fn: 'benchProxy' },
   { name: 'gateway', module: './gateway.js', fn: 'benchGateway' },
   { name: 'client', module: './client.js', fn: 'benchClient' },
+  { name: 'datapath', module: './datapath.js', fn: 'benchDatapath' },
   { name: 'lifecycle', module: './lifecycle.js', fn: 'benchLifecycle' },
   { name: 'outage', module: './outage.js', fn: 'benchOutage' },
   { name: 'rotation', module: './rotation.js', fn: 'benchRotation' },

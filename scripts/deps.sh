@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '%s\n' "$*"; }
 
+# socat (with openssl, openssh): the hand-built reference chain of bench/datapath.ts.
 # apt-utils (apt-ftparchive), gnupg, createrepo-c: the offline bundle's signed apt and dnf repositories;
 # dnf: its test installs from the dnf repository into an empty root.
-DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl rpm iproute2 debootstrap systemd-container
+DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl socat rpm iproute2 debootstrap systemd-container
       postgresql postgresql-client curl groff-base man-db apt-utils gnupg createrepo-c dnf)
 missing=()
 for p in "${DEBS[@]}"; do

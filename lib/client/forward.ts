@@ -95,7 +95,8 @@ export class LocalForwarder {
         }
         // Half-close both ways (lib/protocol/splice.ts): a client that shuts down its write side after its
         // request still gets the whole reply; the stream closes once both directions ended and were flushed.
-        const s = splice(local, inner);
+        // The inner session rides on the outer TLS socket, one write at a time: gather what the local side sends.
+        const s = splice(local, inner, { coalesce: ['up'] });
         let first = true;
         inner.on('data', (d: Buffer) => {
           if (first && this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);

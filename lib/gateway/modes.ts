@@ -95,6 +95,9 @@ export function serveTcp(
     // Half-close both ways (lib/protocol/splice.ts): a platform that sends a request and then its FIN gets the
     // whole reply; the stream ends once both directions ended and were flushed.
     const s = splice(socket, upstream, {
+      // The inner TLS session rides on the SSH channel, one write at a time (JSStreamSocket): gather the
+      // target's bytes into one write per I/O phase, as infisical-connect does the other way.
+      coalesce: ['down'],
       onBytes: (direction, n) => {
         if (direction === 'up') handle.bytesIn += n;
         else handle.bytesOut += n;

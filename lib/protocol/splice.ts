@@ -34,6 +34,12 @@ export interface SpliceOptions {
   tap?: (direction: Direction, chunk: Buffer) => void;
   /** How end-of-write is passed to the upstream side (default: end()). */
   endUpstream?: EndWrites;
+  /**
+   * Directions whose chunks are gathered into one write per I/O phase (up to 256 KiB): for a destination
+   * where each write costs a round trip, as a TLS session over another TLS socket (Node's JSStreamSocket
+   * carries one write at a time and completes it on the next setImmediate).
+   */
+  coalesce?: Direction[];
 }
 
 export type SpliceEnd = 'done' | 'idle' | 'error' | 'closed';
@@ -46,6 +52,44 @@ export interface Splice {
   /** Ends the stream now (revocation, expiry, drain). */
   close(reason: string): void;
   readonly done: Promise<{ end: SpliceEnd; reason: string }>;
+}
+
+const GATHER_MAX = 256 * 1024;
+
+/**
+ * Gathers the chunks that arrive in one I/O phase and writes them as one: setImmediate runs right after the
+ * phase, so a lone small chunk waits for no timer; a full gather is written at once.
+ */
+class Gather {
+  #parts: Buffer[] = [];
+  #bytes = 0;
+  #scheduled = false;
+  readonly #write: (chunk: Buffer) => void;
+
+  constructor(write: (chunk: Buffer) => void) {
+    this.#write = write;
+  }
+
+  add(chunk: Buffer): void {
+    this.#parts.push(chunk);
+    this.#bytes += chunk.length;
+    if (this.#bytes >= GATHER_MAX) this.flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  flush(): void {
+    if (this.#bytes === 0) return;
+    const chunk = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts, this.#bytes);
+    this.#parts = [];
+    this.#bytes = 0;
+    this.#write(chunk);
+  }
 }
 
 const endWithFinish: EndWrites = (side, flushed) => {
@@ -81,22 +125,28 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
     if (flushed.up && flushed.down) finish('done', 'both directions ended');
   };
   const forward = (from: Duplex, to: Duplex, direction: Direction, endWrites: EndWrites): void => {
-    from.on('data', (chunk: Buffer) => {
-      if (finished) return;
-      idle?.refresh();
-      bytes[direction] += chunk.length;
-      options.onBytes?.(direction, chunk.length);
-      options.tap?.(direction, chunk);
-      if (flushed[direction]) return; // the destination closed cleanly: nowhere to go
+    const write = (chunk: Buffer): void => {
+      if (finished || flushed[direction]) return; // the destination closed cleanly: nowhere to go
       if (!to.write(chunk)) {
         from.pause();
         to.once('drain', () => {
           if (!finished) from.resume();
         });
       }
+    };
+    const gather = options.coalesce?.includes(direction) ? new Gather(write) : undefined;
+    from.on('data', (chunk: Buffer) => {
+      if (finished) return;
+      idle?.refresh();
+      bytes[direction] += chunk.length;
+      options.onBytes?.(direction, chunk.length);
+      options.tap?.(direction, chunk);
+      if (gather) gather.add(chunk);
+      else write(chunk);
     });
     from.once('end', () => {
       ended[direction] = true;
+      gather?.flush(); // what was gathered goes before the end-of-write
       if (finished || flushed[direction]) return settle();
       endWrites(to, () => {
         flushed[direction] = true;

@@ -99,3 +99,38 @@ test('idle timeout and close(reason)', async () => {
   b.close('revoked');
   assert.deepEqual(await b.done, { end: 'closed', reason: 'revoked' });
 });
+
+test('coalesce: the chunks of one I/O phase leave as one write, in order, before the end-of-write', async () => {
+  const client = new Side();
+  const target = new Side();
+  const s = splice(client, target, { coalesce: ['up'] });
+  for (let i = 0; i < 4; i++) client.push(Buffer.alloc(16 * 1024, i));
+  await tick();
+  await tick();
+  assert.equal(target.written.length, 1, 'four 16 KiB chunks of one phase: one write');
+  assert.deepEqual(target.written[0], Buffer.concat([0, 1, 2, 3].map((i) => Buffer.alloc(16 * 1024, i))));
+  client.push('tail');
+  client.push(null);
+  await tick();
+  assert.equal(Buffer.concat(target.written).subarray(-4).toString(), 'tail', 'gathered bytes precede the EOF');
+  assert.equal(target.writableEnded, true);
+  target.push(null);
+  assert.equal((await s.done).end, 'done');
+  assert.deepEqual(s.bytes, { up: 4 * 16 * 1024 + 4, down: 0 });
+});
+
+test('coalesce: a gather never grows past 256 KiB, and backpressure still pauses the source', async () => {
+  const client = new Side();
+  const target = new Side(5); // a slow writer
+  const s = splice(client, target, { coalesce: ['up'] });
+  for (let i = 0; i < 40; i++) client.push(Buffer.alloc(16 * 1024, i)); // 640 KiB in one phase
+  await tick();
+  assert.ok(
+    target.written.every((w) => w.length <= 256 * 1024),
+    'no single write over 256 KiB',
+  );
+  assert.ok(client.isPaused(), 'the source is paused while the destination is above its high-water mark');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(Buffer.concat(target.written).length, 640 * 1024, 'everything arrives once it drains');
+  s.close('test over');
+});
