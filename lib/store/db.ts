@@ -9,7 +9,7 @@
  * The daemons commit rarely (enrolment, renewal, revocation, audit), so the fsync per commit is cheap here.
  */
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { GatewayError } from '../errors/codes.js';
 
