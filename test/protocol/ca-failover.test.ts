@@ -24,13 +24,12 @@ async function listening(server: Server): Promise<string> {
   return `https://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
-/** A URL where nothing listens (a port bound, then released). */
+/**
+ * A URL whose connections are reset at once (what a CA host with nothing on the port answers). It stays bound
+ * for the whole test, so no other test running beside this one can take the port over.
+ */
 async function refusedUrl(): Promise<string> {
-  const s = createTcpServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return `https://127.0.0.1:${port}`;
+  return listening(createTcpServer((s) => s.resetAndDestroy()));
 }
 
 /** A real CA API server; returns its URL, pin and a count of the requests it answered. */
