@@ -18,10 +18,11 @@ import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import { type Audit, createAudit, type Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
+import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
 import { sampledWarn } from '../runtime/sampled-log.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
-import type { GatewayConfigSchema } from './config.js';
+import { type GatewayConfigSchema, gatewayConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
 import { GatewayStore } from './state.js';
@@ -251,6 +252,39 @@ export async function serve(
     nextRenewalMs: () => gateway.renewal.nextAt,
   });
 
+  // What SIGHUP applied, read back from the parts that use it (the last applied config only for the CA pin,
+  // which is added to the client's pins, and the upstream CA file, which the inner server holds as its content).
+  let applied = config;
+  registerLiveSettings(metrics, gatewayConfigSchema, () => {
+    const { allowlist, upstreamTls, feedWaitSec, feedStaleAfterMs } = gateway.settings;
+    const tunnels = gateway.pool.settings;
+    const inner = gateway.inner.settings;
+    const feed = gateway.feed?.timing;
+    return {
+      ca_fingerprint: applied.ca_fingerprint,
+      allow_cidrs: allowlist.cidrs,
+      allow_hosts: allowlist.hosts ?? [],
+      allow_ports: allowlist.ports,
+      targets: allowlist.targets ?? [],
+      http_upstream_tls: upstreamTls !== undefined,
+      http_upstream_ca: applied.http_upstream_ca,
+      keepalive_interval: tunnels.keepaliveIntervalMs,
+      keepalive_count_max: tunnels.keepaliveCountMax,
+      reconnect_base: tunnels.backoff.baseMs,
+      reconnect_cap: tunnels.backoff.capMs,
+      max_streams: gateway.registry.maxStreams ?? 0,
+      handshake_timeout: inner.handshakeTimeoutMs,
+      max_pending_channels: inner.maxPendingChannels,
+      connect_timeout: inner.limits.connectTimeoutMs,
+      revocation_poll: feed?.running ? feed.retryMs : 0,
+      feed_wait: (feed?.waitSec ?? feedWaitSec ?? 0) * 1000,
+      feed_stale_after: feed?.staleAfterMs ?? feedStaleAfterMs ?? 0,
+      renew: gateway.renewal.running,
+      log_level: logger.level,
+      drain_timeout: lifecycle?.drainTimeoutMs ?? config.drain_timeout,
+    };
+  });
+
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,
@@ -284,6 +318,10 @@ export async function serve(
         const pins = store.applyConfiguredPins(next.ca_fingerprint, ca);
         if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
         await gateway.reload({ settings: settingsFrom(next), state: store.load() });
+        logger.level = next.log_level;
+        if (lifecycle) lifecycle.drainTimeoutMs = next.drain_timeout;
+        logRestartOnly(gatewayConfigSchema, config, next, logger);
+        applied = next;
       },
       drain: async (deadlineMs) => {
         watch.stop();

@@ -23,9 +23,11 @@ import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import type { Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { type OpsServer, startOpsServer } from '../runtime/ops.js';
+import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { stateDirectory } from '../store/db.js';
-import type { ProxyConfigSchema } from './config.js';
+import { DEFAULT_CERT_SKEW_MS } from './admission.js';
+import { type ProxyConfigSchema, proxyConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { type ProxyLimits, ProxyServer } from './proxy.js';
 import { credentialsOf, type ProxyState, ProxyStore } from './state.js';
@@ -329,6 +331,32 @@ export async function serve(
     notAfterMs: () => Date.parse(state.notAfter),
     nextRenewalMs: () => renewal.nextAt,
   });
+  // What SIGHUP applied, read back from the parts that use it (the last applied config only for the CA pin,
+  // which is added to the client's pins).
+  registerLiveSettings(metrics, proxyConfigSchema, () => {
+    const limits = proxy.limits;
+    const timing = feed?.timing;
+    return {
+      ca_fingerprint: current.ca_fingerprint,
+      handshake_timeout: limits.handshakeTimeoutMs,
+      max_unauthenticated_per_source: limits.maxUnauthenticatedPerSource,
+      forward_timeout: limits.forwardTimeoutMs,
+      max_tunnels_per_org: limits.maxTunnelsPerOrg,
+      max_streams_per_org: limits.maxStreamsPerOrg,
+      idle_timeout: limits.idleTimeoutMs,
+      max_connections: limits.maxConnections,
+      max_streams_per_gateway: limits.maxStreamsPerGateway,
+      max_auth_attempts: limits.maxAuthAttempts,
+      cert_skew: limits.certSkewMs ?? DEFAULT_CERT_SKEW_MS,
+      revocation_poll: timing?.running ? timing.retryMs : 0,
+      feed_wait: (timing?.waitSec ?? 0) * 1000,
+      feed_stale_after: timing?.staleAfterMs ?? current.feed_stale_after,
+      renew: renewal.running,
+      log_level: logger.level,
+      // Scraped only once ops answers, after the lifecycle below exists (no await between the two).
+      drain_timeout: lifecycle.drainTimeoutMs,
+    };
+  });
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,
@@ -350,7 +378,7 @@ export async function serve(
     log: logger,
     drainTimeoutMs: config.drain_timeout,
     hooks: {
-      reload: () => {
+      reload: async () => {
         if (revoked !== undefined) return;
         const nextConfig = reloadConfig();
         const pins = store.applyConfiguredPins(nextConfig.ca_fingerprint, ca);
@@ -362,10 +390,19 @@ export async function serve(
         state = nextState;
         current = nextConfig;
         feed?.configure(feedTiming(nextConfig));
-        if (nextConfig.ssh_listen !== config.ssh_listen || nextConfig.tls_listen !== config.tls_listen) {
-          logger.warn({}, 'a changed listen address takes effect at the next restart');
+        if (feed && nextConfig.revocation_poll > 0) feed.start();
+        else if (feed) await feed.stop();
+        else if (nextConfig.revocation_poll > 0) {
+          logger.warn(
+            { key: 'revocation_poll' },
+            'revocation_poll changed, takes effect at restart (the feed was off at start)',
+          );
         }
-        if (current.renew) renewal.reschedule();
+        if (current.renew) renewal.start();
+        else renewal.stop();
+        logger.level = nextConfig.log_level;
+        lifecycle.drainTimeoutMs = nextConfig.drain_timeout;
+        logRestartOnly(proxyConfigSchema, config, nextConfig, logger);
       },
       drain: async (_deadlineMs, signal) => {
         watch.stop();
