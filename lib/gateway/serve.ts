@@ -4,15 +4,19 @@
  * from SQLite without dropping streams; SIGTERM drains (bounded by drain_timeout).
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { type EnrollmentCredential, enrollmentCredential } from '../enrolled/credentials.js';
+import {
+  enrollAndSave,
+  enrolledDatabasePath,
+  enrolledStatus,
+  openForServe,
+  renewEnrolled,
+} from '../enrolled/commands-of.js';
+import { enrollmentCredential } from '../enrolled/credentials.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
-import { holdStateDirectory } from '../enrolled/lock.js';
-import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
-import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
+import type { RenewResult } from '../enrolled/renew.js';
+import { type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { GatewayError } from '../errors/codes.js';
-import { CaClient } from '../protocol/ca-client.js';
 import type { ConfigOf } from '../runtime/config-schema.js';
 import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import { type Audit, createAudit, type Logger } from '../runtime/log.js';
@@ -20,8 +24,6 @@ import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
 import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
 import { sampledWarn } from '../runtime/sampled-log.js';
-import { SystemdNotifier } from '../runtime/systemd.js';
-import { stateDirectory } from '../store/db.js';
 import { type GatewayConfigSchema, gatewayConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
@@ -33,7 +35,7 @@ export const GATEWAY_VERSION = '0.1.0';
 export type GatewayConfig = ConfigOf<GatewayConfigSchema['keys']>;
 
 export function databasePath(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): string {
-  return join(stateDirectory('gateway', { override: config.state_directory, env }), 'gateway.db');
+  return enrolledDatabasePath('gateway', config.state_directory, env);
 }
 
 /** The reloadable settings a config gives the Gateway. */
@@ -86,39 +88,16 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
   // Read (and a loose secret file refused) before the state directory is touched.
   const credential = enrollmentCredential(config, { clientId: config.client_id, clientIdFlag: '--client-id' });
   const path = databasePath(config);
-  // Before the CA is asked (a token is spent once): never under a running serve.
-  const lock = holdStateDirectory(path, 'gateway', 'enroll');
-  try {
-    return await enrollAndStore(credential, path, { caUrl, caFingerprint, orgId, gatewayId });
-  } finally {
-    lock.release();
-  }
-}
-
-async function enrollAndStore(
-  credential: EnrollmentCredential,
-  path: string,
-  { caUrl, caFingerprint, orgId, gatewayId }: Record<'caUrl' | 'caFingerprint' | 'orgId' | 'gatewayId', string>,
-): Promise<Record<string, unknown>> {
-  let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
-  if (credential.kind === 'login') {
-    const { clientId, clientSecret } = credential;
-    client = (await client.loginAs({ clientId, clientSecret })).client;
-  }
-  const state = await enroll({
-    client,
+  const state = await enrollAndSave({
+    role: 'gateway',
+    path,
     caUrl,
     caFingerprint,
-    orgId,
-    gatewayId,
-    ...(credential.kind === 'token' ? { enrollmentToken: credential.token } : {}),
+    credential,
+    enroll: (client, enrollmentToken) =>
+      enroll({ client, caUrl, caFingerprint, orgId, gatewayId, ...(enrollmentToken ? { enrollmentToken } : {}) }),
+    open: (p) => GatewayStore.open(p),
   });
-  const store = GatewayStore.open(path);
-  try {
-    store.saveEnrollment(state);
-  } finally {
-    store.close();
-  }
   return {
     gatewayUri: state.gatewayUri,
     database: path,
@@ -128,48 +107,35 @@ async function enrollAndStore(
 }
 
 /** Renews the stored certificates now (also beside a running serve, which picks them up). */
-export async function renewCommand(config: GatewayConfig): Promise<RenewResult> {
-  const path = databasePath(config);
-  requireEnrolled(path, 'gateway');
-  const store = GatewayStore.open(path);
-  try {
-    return await renewStoredEnrollment(store, renew);
-  } finally {
-    store.close();
-  }
+export function renewCommand(config: GatewayConfig): Promise<RenewResult> {
+  return renewEnrolled('gateway', databasePath(config), (p) => GatewayStore.open(p), renew);
 }
 
 /** What the state directory and a running serve say (reads only, beside serve). */
 export function statusCommand(config: GatewayConfig): Promise<StatusReport> {
-  const path = databasePath(config);
-  requireEnrolled(path, 'gateway');
-  return collectStatus({
-    role: 'gateway',
-    databasePath: path,
-    stored: () => {
-      const store = GatewayStore.open(path);
-      try {
-        const s = store.load();
-        return {
-          uri: s.gatewayUri,
-          orgId: s.orgId,
-          id: s.gatewayId,
-          certificates: [
-            x509Entry('tls', s.tlsChainPem),
-            ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
-          ],
-          revoked: store
-            .revocations()
-            .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
-          feedSeq: store.feedSeq(),
-          extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
-        };
-      } finally {
-        store.close();
-      }
+  return enrolledStatus(
+    'gateway',
+    databasePath(config),
+    (p) => GatewayStore.open(p),
+    (store) => {
+      const s = store.load();
+      return {
+        uri: s.gatewayUri,
+        orgId: s.orgId,
+        id: s.gatewayId,
+        certificates: [
+          x509Entry('tls', s.tlsChainPem),
+          ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
+        ],
+        revoked: store
+          .revocations()
+          .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
+        feedSeq: store.feedSeq(),
+        extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
+      };
     },
-    counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
-  });
+    { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
+  );
 }
 
 export interface ServeHandle {
@@ -184,13 +150,7 @@ export async function serve(
   logger: Logger,
   reloadConfig: () => GatewayConfig,
 ): Promise<ServeHandle> {
-  const notifier = new SystemdNotifier();
-  notifier.status('opening state');
-  const path = databasePath(config);
-  requireEnrolled(path, 'gateway');
-  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
-  const lock = holdStateDirectory(path, 'gateway', 'serve');
-  const store = GatewayStore.open(path);
+  const { notifier, lock, store } = openForServe('gateway', databasePath(config), (p) => GatewayStore.open(p));
   const state = store.load();
   const audit: Audit = createAudit(logger, { sink: (r) => store.appendAudit(r) });
   const metrics = new DaemonMetrics('gateway');
