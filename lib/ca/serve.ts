@@ -120,29 +120,32 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   });
   // What SIGHUP applied, read back from the authority and the API server that use it.
   let lifecycle: Lifecycle | undefined;
-  registerLiveSettings(metrics, caConfigSchema, () => {
-    const limits = authority.ctx.limits;
-    const p = authority.unauthenticated.policies;
-    const caps = server.connectionLimits;
-    return {
-      token_ttl: limits.tokenTtlSec * 1000,
-      grant_ttl: limits.grantTtlSec * 1000,
-      supersede_grace: limits.supersedeGraceSec * 1000,
-      max_connections: caps.maxConnections,
-      max_connections_per_source: caps.maxConnectionsPerSource,
-      login_failure_burst: p.login.burst,
-      login_failure_refill: p.login.refillMs,
-      login_failure_delay_max: p.login.maxDelayMs,
-      enroll_failure_burst: p.enroll.burst,
-      enroll_failure_refill: p.enroll.refillMs,
-      enroll_failure_delay_max: p.enroll.maxDelayMs,
-      signed_failure_burst: p.signed.burst,
-      signed_failure_refill: p.signed.refillMs,
-      signed_failure_delay_max: p.signed.maxDelayMs,
-      log_level: logger.level,
-      drain_timeout: lifecycle?.drainTimeoutMs ?? config.drain_timeout,
-    };
-  });
+  registerLiveSettings(
+    metrics,
+    caConfigSchema,
+    () => {
+      const limits = authority.ctx.limits;
+      const p = authority.unauthenticated.policies;
+      const caps = server.connectionLimits;
+      return {
+        token_ttl: limits.tokenTtlSec * 1000,
+        grant_ttl: limits.grantTtlSec * 1000,
+        supersede_grace: limits.supersedeGraceSec * 1000,
+        max_connections: caps.maxConnections,
+        max_connections_per_source: caps.maxConnectionsPerSource,
+        login_failure_burst: p.login.burst,
+        login_failure_refill: p.login.refillMs,
+        login_failure_delay_max: p.login.maxDelayMs,
+        enroll_failure_burst: p.enroll.burst,
+        enroll_failure_refill: p.enroll.refillMs,
+        enroll_failure_delay_max: p.enroll.maxDelayMs,
+        signed_failure_burst: p.signed.burst,
+        signed_failure_refill: p.signed.refillMs,
+        signed_failure_delay_max: p.signed.maxDelayMs,
+      };
+    },
+    { logger, drainTimeoutMs: () => lifecycle?.drainTimeoutMs ?? config.drain_timeout },
+  );
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,

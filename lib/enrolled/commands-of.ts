@@ -31,6 +31,14 @@ interface RenewableState {
   notAfter: string;
 }
 
+/** What renewal does with a daemon's store. */
+interface RenewableStore<S> {
+  load(): S;
+  saveEnrollment(state: S): void;
+  caClient(state: S): CaClient;
+  db: { name: string };
+}
+
 /** A daemon's store, as these commands use it. */
 interface ClosableStore {
   close(): void;
@@ -79,12 +87,7 @@ export async function enrollAndSave<S>(o: {
 export async function renewEnrolled<S extends RenewableState>(
   role: ComponentRole,
   path: string,
-  open: (path: string) => ClosableStore & {
-    load(): S;
-    saveEnrollment(state: S): void;
-    caClient(state: S): CaClient;
-    db: { name: string };
-  },
+  open: (path: string) => ClosableStore & RenewableStore<S>,
   renew: (client: CaClient, current: S) => Promise<S>,
 ): Promise<RenewResult> {
   requireEnrolled(path, role);
@@ -122,4 +125,21 @@ export function openForServe<S>(
   requireEnrolled(path, role);
   const lock = holdStateDirectory(path, role, 'serve');
   return { notifier, lock, store: open(path) };
+}
+
+/**
+ * A daemon's `renew` and `status` from what is its own: how its store opens, how it renews, what its status
+ * shows of the stored enrollment and which metric series it counts.
+ */
+export function renewAndStatus<S extends RenewableState, St extends ClosableStore & RenewableStore<S>>(o: {
+  role: ComponentRole;
+  open: (path: string) => St;
+  renew: (client: CaClient, current: S) => Promise<S>;
+  stored: (store: St) => StoredStatus;
+  counts: Record<string, string>;
+}): { renew(path: string): Promise<RenewResult>; status(path: string): Promise<StatusReport> } {
+  return {
+    renew: (path) => renewEnrolled(o.role, path, o.open, o.renew),
+    status: (path) => enrolledStatus(o.role, path, o.open, o.stored, o.counts),
+  };
 }

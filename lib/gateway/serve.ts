@@ -4,13 +4,7 @@
  * from SQLite without dropping streams; SIGTERM drains (bounded by drain_timeout).
  */
 import { readFileSync } from 'node:fs';
-import {
-  enrollAndSave,
-  enrolledDatabasePath,
-  enrolledStatus,
-  openForServe,
-  renewEnrolled,
-} from '../enrolled/commands-of.js';
+import { enrollAndSave, enrolledDatabasePath, openForServe, renewAndStatus } from '../enrolled/commands-of.js';
 import { enrollmentCredential } from '../enrolled/credentials.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
 import type { RenewResult } from '../enrolled/renew.js';
@@ -106,37 +100,35 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
   };
 }
 
+const commands = renewAndStatus({
+  role: 'gateway',
+  open: (p) => GatewayStore.open(p),
+  renew,
+  stored: (store) => {
+    const s = store.load();
+    return {
+      uri: s.gatewayUri,
+      orgId: s.orgId,
+      id: s.gatewayId,
+      certificates: [
+        x509Entry('tls', s.tlsChainPem),
+        ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
+      ],
+      revoked: store
+        .revocations()
+        .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
+      feedSeq: store.feedSeq(),
+      extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
+    };
+  },
+  counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
+});
+
 /** Renews the stored certificates now (also beside a running serve, which picks them up). */
-export function renewCommand(config: GatewayConfig): Promise<RenewResult> {
-  return renewEnrolled('gateway', databasePath(config), (p) => GatewayStore.open(p), renew);
-}
+export const renewCommand = (config: GatewayConfig): Promise<RenewResult> => commands.renew(databasePath(config));
 
 /** What the state directory and a running serve say (reads only, beside serve). */
-export function statusCommand(config: GatewayConfig): Promise<StatusReport> {
-  return enrolledStatus(
-    'gateway',
-    databasePath(config),
-    (p) => GatewayStore.open(p),
-    (store) => {
-      const s = store.load();
-      return {
-        uri: s.gatewayUri,
-        orgId: s.orgId,
-        id: s.gatewayId,
-        certificates: [
-          x509Entry('tls', s.tlsChainPem),
-          ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
-        ],
-        revoked: store
-          .revocations()
-          .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
-        feedSeq: store.feedSeq(),
-        extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
-      };
-    },
-    { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
-  );
-}
+export const statusCommand = (config: GatewayConfig): Promise<StatusReport> => commands.status(databasePath(config));
 
 export interface ServeHandle {
   gateway: Gateway;
@@ -215,35 +207,38 @@ export async function serve(
   // What SIGHUP applied, read back from the parts that use it (the last applied config only for the CA pin,
   // which is added to the client's pins, and the upstream CA file, which the inner server holds as its content).
   let applied = config;
-  registerLiveSettings(metrics, gatewayConfigSchema, () => {
-    const { allowlist, upstreamTls, feedWaitSec, feedStaleAfterMs } = gateway.settings;
-    const tunnels = gateway.pool.settings;
-    const inner = gateway.inner.settings;
-    const feed = gateway.feed?.timing;
-    return {
-      ca_fingerprint: applied.ca_fingerprint,
-      allow_cidrs: allowlist.cidrs,
-      allow_hosts: allowlist.hosts ?? [],
-      allow_ports: allowlist.ports,
-      targets: allowlist.targets ?? [],
-      http_upstream_tls: upstreamTls !== undefined,
-      http_upstream_ca: applied.http_upstream_ca,
-      keepalive_interval: tunnels.keepaliveIntervalMs,
-      keepalive_count_max: tunnels.keepaliveCountMax,
-      reconnect_base: tunnels.backoff.baseMs,
-      reconnect_cap: tunnels.backoff.capMs,
-      max_streams: gateway.registry.maxStreams ?? 0,
-      handshake_timeout: inner.handshakeTimeoutMs,
-      max_pending_channels: inner.maxPendingChannels,
-      connect_timeout: inner.limits.connectTimeoutMs,
-      revocation_poll: feed?.running ? feed.retryMs : 0,
-      feed_wait: (feed?.waitSec ?? feedWaitSec ?? 0) * 1000,
-      feed_stale_after: feed?.staleAfterMs ?? feedStaleAfterMs ?? 0,
-      renew: gateway.renewal.running,
-      log_level: logger.level,
-      drain_timeout: lifecycle?.drainTimeoutMs ?? config.drain_timeout,
-    };
-  });
+  registerLiveSettings(
+    metrics,
+    gatewayConfigSchema,
+    () => {
+      const { allowlist, upstreamTls, feedWaitSec, feedStaleAfterMs } = gateway.settings;
+      const tunnels = gateway.pool.settings;
+      const inner = gateway.inner.settings;
+      const feed = gateway.feed?.timing;
+      return {
+        ca_fingerprint: applied.ca_fingerprint,
+        allow_cidrs: allowlist.cidrs,
+        allow_hosts: allowlist.hosts ?? [],
+        allow_ports: allowlist.ports,
+        targets: allowlist.targets ?? [],
+        http_upstream_tls: upstreamTls !== undefined,
+        http_upstream_ca: applied.http_upstream_ca,
+        keepalive_interval: tunnels.keepaliveIntervalMs,
+        keepalive_count_max: tunnels.keepaliveCountMax,
+        reconnect_base: tunnels.backoff.baseMs,
+        reconnect_cap: tunnels.backoff.capMs,
+        max_streams: gateway.registry.maxStreams ?? 0,
+        handshake_timeout: inner.handshakeTimeoutMs,
+        max_pending_channels: inner.maxPendingChannels,
+        connect_timeout: inner.limits.connectTimeoutMs,
+        revocation_poll: feed?.running ? feed.retryMs : 0,
+        feed_wait: (feed?.waitSec ?? feedWaitSec ?? 0) * 1000,
+        feed_stale_after: feed?.staleAfterMs ?? feedStaleAfterMs ?? 0,
+        renew: gateway.renewal.running,
+      };
+    },
+    { logger, drainTimeoutMs: () => lifecycle?.drainTimeoutMs ?? config.drain_timeout },
+  );
 
   const ops = await startOpsServer({
     listen: config.ops_listen,

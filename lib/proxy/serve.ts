@@ -4,13 +4,7 @@
  * certificates from SQLite without dropping a tunnel or a stream; SIGTERM drains (bounded by drain_timeout).
  */
 import { X509Certificate } from 'node:crypto';
-import {
-  enrollAndSave,
-  enrolledDatabasePath,
-  enrolledStatus,
-  openForServe,
-  renewEnrolled,
-} from '../enrolled/commands-of.js';
+import { enrollAndSave, enrolledDatabasePath, openForServe, renewAndStatus } from '../enrolled/commands-of.js';
 import { enrollmentCredential } from '../enrolled/credentials.js';
 import { FeedFollower, type FeedTiming, isSelfRefusal, selfRefusalReason } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
@@ -124,39 +118,37 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
   };
 }
 
+const commands = renewAndStatus({
+  role: 'proxy',
+  open: (p) => ProxyStore.open(p),
+  renew,
+  stored: (store) => {
+    const s = store.load();
+    return {
+      uri: s.proxyUri,
+      orgId: s.orgId,
+      id: s.proxyId,
+      certificates: [x509Entry('tls', s.tlsChainPem), sshEntry('ssh host', s.sshHostCertificate)],
+      revoked: store
+        .revocations()
+        .some(
+          (r) => r.kind === 'proxy' && (r.subject === s.proxyId || r.subject === s.proxyUri) && r.orgId === s.orgId,
+        ),
+      feedSeq: store.feedSeq(),
+      extra: {
+        ssh: `${s.sshListen} (advertised ${s.sshAddress})`,
+        tls: `${s.tlsListen} (advertised ${s.tlsAddress})`,
+      },
+    };
+  },
+  counts: { gateways: 'gateways', tunnels: 'tunnels', 'streams open': 'streams' },
+});
+
 /** Renews the stored certificates now (also beside a running serve, which picks them up). */
-export function renewCommand(config: ProxyConfig): Promise<RenewResult> {
-  return renewEnrolled('proxy', databasePath(config), (p) => ProxyStore.open(p), renew);
-}
+export const renewCommand = (config: ProxyConfig): Promise<RenewResult> => commands.renew(databasePath(config));
 
 /** What the state directory and a running serve say (reads only, beside serve). */
-export function statusCommand(config: ProxyConfig): Promise<StatusReport> {
-  return enrolledStatus(
-    'proxy',
-    databasePath(config),
-    (p) => ProxyStore.open(p),
-    (store) => {
-      const s = store.load();
-      return {
-        uri: s.proxyUri,
-        orgId: s.orgId,
-        id: s.proxyId,
-        certificates: [x509Entry('tls', s.tlsChainPem), sshEntry('ssh host', s.sshHostCertificate)],
-        revoked: store
-          .revocations()
-          .some(
-            (r) => r.kind === 'proxy' && (r.subject === s.proxyId || r.subject === s.proxyUri) && r.orgId === s.orgId,
-          ),
-        feedSeq: store.feedSeq(),
-        extra: {
-          ssh: `${s.sshListen} (advertised ${s.sshAddress})`,
-          tls: `${s.tlsListen} (advertised ${s.tlsAddress})`,
-        },
-      };
-    },
-    { gateways: 'gateways', tunnels: 'tunnels', 'streams open': 'streams' },
-  );
-}
+export const statusCommand = (config: ProxyConfig): Promise<StatusReport> => commands.status(databasePath(config));
 
 export interface ServeHandle {
   proxy: ProxyServer;
@@ -285,30 +277,33 @@ export async function serve(
   });
   // What SIGHUP applied, read back from the parts that use it (the last applied config only for the CA pin,
   // which is added to the client's pins).
-  registerLiveSettings(metrics, proxyConfigSchema, () => {
-    const limits = proxy.limits;
-    const timing = feed?.timing;
-    return {
-      ca_fingerprint: current.ca_fingerprint,
-      handshake_timeout: limits.handshakeTimeoutMs,
-      max_unauthenticated_per_source: limits.maxUnauthenticatedPerSource,
-      forward_timeout: limits.forwardTimeoutMs,
-      max_tunnels_per_org: limits.maxTunnelsPerOrg,
-      max_streams_per_org: limits.maxStreamsPerOrg,
-      idle_timeout: limits.idleTimeoutMs,
-      max_connections: limits.maxConnections,
-      max_streams_per_gateway: limits.maxStreamsPerGateway,
-      max_auth_attempts: limits.maxAuthAttempts,
-      cert_skew: limits.certSkewMs ?? DEFAULT_CERT_SKEW_MS,
-      revocation_poll: timing?.running ? timing.retryMs : 0,
-      feed_wait: (timing?.waitSec ?? 0) * 1000,
-      feed_stale_after: timing?.staleAfterMs ?? current.feed_stale_after,
-      renew: renewal.running,
-      log_level: logger.level,
-      // Scraped only once ops answers, after the lifecycle below exists (no await between the two).
-      drain_timeout: lifecycle.drainTimeoutMs,
-    };
-  });
+  registerLiveSettings(
+    metrics,
+    proxyConfigSchema,
+    () => {
+      const limits = proxy.limits;
+      const timing = feed?.timing;
+      return {
+        ca_fingerprint: current.ca_fingerprint,
+        handshake_timeout: limits.handshakeTimeoutMs,
+        max_unauthenticated_per_source: limits.maxUnauthenticatedPerSource,
+        forward_timeout: limits.forwardTimeoutMs,
+        max_tunnels_per_org: limits.maxTunnelsPerOrg,
+        max_streams_per_org: limits.maxStreamsPerOrg,
+        idle_timeout: limits.idleTimeoutMs,
+        max_connections: limits.maxConnections,
+        max_streams_per_gateway: limits.maxStreamsPerGateway,
+        max_auth_attempts: limits.maxAuthAttempts,
+        cert_skew: limits.certSkewMs ?? DEFAULT_CERT_SKEW_MS,
+        revocation_poll: timing?.running ? timing.retryMs : 0,
+        feed_wait: (timing?.waitSec ?? 0) * 1000,
+        feed_stale_after: timing?.staleAfterMs ?? current.feed_stale_after,
+        renew: renewal.running,
+      };
+    },
+    // Scraped only once ops answers, after the lifecycle below exists (no await between the two).
+    { logger, drainTimeoutMs: () => lifecycle.drainTimeoutMs },
+  );
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,

@@ -40,7 +40,9 @@ export function logRestartOnly<S extends Keys>(
 export function registerLiveSettings<S extends Keys>(
   metrics: DaemonMetrics,
   schema: ConfigSchema<S>,
-  effective: () => LiveSettings<S>,
+  /** The daemon's own live keys; the ones every daemon has (runtime-keys.ts) are read from `runtime`. */
+  effective: () => Omit<LiveSettings<S>, 'log_level' | 'drain_timeout'>,
+  runtime: { logger: { level: string }; drainTimeoutMs: () => number },
 ): void {
   metrics.gauge(
     `${metrics.prefix}live_setting`,
@@ -48,7 +50,8 @@ export function registerLiveSettings<S extends Keys>(
     ['key', 'value'],
     (g) => {
       g.reset();
-      for (const [key, value] of Object.entries(effective()) as [string, unknown][]) {
+      const all = { ...effective(), log_level: runtime.logger.level, drain_timeout: runtime.drainTimeoutMs() };
+      for (const [key, value] of Object.entries(all) as [string, unknown][]) {
         const spec = schema.keys[key];
         if (!spec) continue;
         const text = value === undefined ? '' : spec.secret ? '<redacted>' : formatValue(spec.type, value);
