@@ -108,7 +108,7 @@ export function defineSchema<S extends Keys>(daemon: string, summary: string, ke
       throw new Error(`config schema: key "${name}" is both optional and defaulted`);
     }
     if (spec.default !== undefined) {
-      const problem = spec.validate?.(spec.default as never);
+      const problem = spec.validate?.(spec.default);
       if (problem) throw new Error(`config schema: default of key "${name}" fails validation: ${problem}`);
     }
   }
