@@ -49,6 +49,10 @@ async function renderConfig() {
     'daemon at start with a message naming the key, its source and the line (exit code 78, `E_CONFIG_INVALID`).',
     'Below is each file exactly as the packages install it, every key commented out at its default. Generated',
     'from the schemas the loader enforces (`lib/<name>/config.ts`) by `scripts/reference-docs.mjs`.',
+    "Each key's `Reload:` line says what `systemctl reload` (SIGHUP) does with it: `live` keys are applied to the",
+    "running daemon (each one's value in force is on `/metrics` as `infisical_<name>_live_setting{key,value}`),",
+    'a changed `restart` key is logged as "<key> changed, takes effect at restart", and `commands only` keys are',
+    'not read by `serve` at all.',
   ];
   for (const [program, name] of PROGRAMS) {
     if (name === 'connect') continue;

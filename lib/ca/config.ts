@@ -15,6 +15,7 @@ export const MAX_CONNECTIONS_PER_SOURCE = 1024;
 
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
   listen: keys.string({
+    reload: 'restart',
     default: '127.0.0.1:8443',
     placeholder: 'host:port',
     description:
@@ -23,6 +24,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: hostPort,
   }),
   tls_min_version: keys.string({
+    reload: 'restart',
     default: '1.3',
     placeholder: '1.2|1.3',
     description:
@@ -31,26 +33,31 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: oneOf('1.2', '1.3'),
   }),
   trust_domain: keys.string({
+    reload: 'restart',
     optional: true,
     placeholder: 'name',
     description: 'SPIFFE trust domain, fixed by `init` (default infisical.local); later runs must agree with it.',
   }),
   api_names: keys.list({
+    reload: 'command',
     default: ['localhost', '127.0.0.1'],
     flag: 'api-name',
     description: 'DNS names and IP addresses put in the API server certificate by `init` and `api-cert`.',
   }),
   token_ttl: keys.duration({
+    reload: 'live',
     default: 15 * 60_000,
     description: 'Lifetime of access tokens issued at login.',
     validate: durationRange(60_000, 24 * 3_600_000),
   }),
   grant_ttl: keys.duration({
+    reload: 'live',
     default: 5 * 60_000,
     description: 'Lifetime of access grants when a request names none.',
     validate: durationRange(10_000, 3_600_000),
   }),
   supersede_grace: keys.duration({
+    reload: 'live',
     default: 120_000,
     description:
       'After a gateway or proxy renews, how long its previous certificates stay valid unless the new ones are used ' +
@@ -58,6 +65,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: durationRange(0, 24 * 3_600_000),
   }),
   max_connections: keys.int({
+    reload: 'live',
     default: MAX_CONNECTIONS,
     flag: null,
     description:
@@ -66,6 +74,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: intRange(16, 1_000_000),
   }),
   max_connections_per_source: keys.int({
+    reload: 'live',
     default: MAX_CONNECTIONS_PER_SOURCE,
     flag: null,
     description:
@@ -76,6 +85,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
   // Per-source limits on failed authentication (lib/ca/unauthenticated.ts; docs/security.md "CA API"). Only
   // failures are charged: components and identities that authenticate never meet them. File and environment only.
   login_failure_burst: keys.int({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.login.burst,
     flag: null,
     description:
@@ -84,6 +94,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: intRange(1, 100_000),
   }),
   login_failure_refill: keys.duration({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.login.refillMs,
     flag: null,
     description:
@@ -92,12 +103,14 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: durationRange(10, 3_600_000),
   }),
   login_failure_delay_max: keys.duration({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.login.maxDelayMs,
     flag: null,
     description: 'The longest wait a source that keeps failing to log in is given.',
     validate: durationRange(1000, 3_600_000),
   }),
   enroll_failure_burst: keys.int({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.enroll.burst,
     flag: null,
     description:
@@ -106,18 +119,21 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: intRange(1, 100_000),
   }),
   enroll_failure_refill: keys.duration({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.enroll.refillMs,
     flag: null,
     description: 'One failed enrollment of a source is forgotten per this much quiet; also its first wait (doubling).',
     validate: durationRange(10, 3_600_000),
   }),
   enroll_failure_delay_max: keys.duration({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.enroll.maxDelayMs,
     flag: null,
     description: 'The longest wait a source that keeps failing to enroll is given.',
     validate: durationRange(1000, 3_600_000),
   }),
   signed_failure_burst: keys.int({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.signed.burst,
     flag: null,
     description:
@@ -126,6 +142,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: intRange(1, 100_000),
   }),
   signed_failure_refill: keys.duration({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.signed.refillMs,
     flag: null,
     description:
@@ -133,6 +150,7 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
     validate: durationRange(10, 3_600_000),
   }),
   signed_failure_delay_max: keys.duration({
+    reload: 'live',
     default: DEFAULT_UNAUTHENTICATED_POLICIES.signed.maxDelayMs,
     flag: null,
     description: 'The longest wait a source that keeps failing to authenticate signed requests is given.',

@@ -88,6 +88,8 @@ export interface CaServer {
   readonly held: number;
   /** New connection caps (a reload); connections over them stay until they close. */
   setConnectionLimits(limits: { maxConnections: number; maxConnectionsPerSource: number }): void;
+  /** The caps in force. */
+  readonly connectionLimits: { maxConnections: number; maxConnectionsPerSource: number };
 }
 
 const MAX_HEADER_B64 = 16 * 1024;
@@ -308,6 +310,9 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     },
     get held() {
       return held.size;
+    },
+    get connectionLimits() {
+      return { maxConnections: server.maxConnections, maxConnectionsPerSource: maxPerSource };
     },
     setConnectionLimits(limits) {
       server.maxConnections = limits.maxConnections;

@@ -11,12 +11,13 @@ import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import type { Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
+import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { prepareStateDirectory, stateDirectory } from '../store/db.js';
 import { StateLock } from '../store/lock.js';
 import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
-import { type CaConfigSchema, unauthenticatedPolicies } from './config.js';
+import { type CaConfigSchema, caConfigSchema, unauthenticatedPolicies } from './config.js';
 import { startCaServer } from './http.js';
 import { tickRotations } from './rotation.js';
 import { ROTATION_PHASES } from './store-rotations.js';
@@ -117,6 +118,34 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     maxConnections: config.max_connections,
     maxConnectionsPerSource: config.max_connections_per_source,
   });
+  // What SIGHUP applied, read back from the authority and the API server that use it.
+  let lifecycle: Lifecycle | undefined;
+  registerLiveSettings(
+    metrics,
+    caConfigSchema,
+    () => {
+      const limits = authority.ctx.limits;
+      const p = authority.unauthenticated.policies;
+      const caps = server.connectionLimits;
+      return {
+        token_ttl: limits.tokenTtlSec * 1000,
+        grant_ttl: limits.grantTtlSec * 1000,
+        supersede_grace: limits.supersedeGraceSec * 1000,
+        max_connections: caps.maxConnections,
+        max_connections_per_source: caps.maxConnectionsPerSource,
+        login_failure_burst: p.login.burst,
+        login_failure_refill: p.login.refillMs,
+        login_failure_delay_max: p.login.maxDelayMs,
+        enroll_failure_burst: p.enroll.burst,
+        enroll_failure_refill: p.enroll.refillMs,
+        enroll_failure_delay_max: p.enroll.maxDelayMs,
+        signed_failure_burst: p.signed.burst,
+        signed_failure_refill: p.signed.refillMs,
+        signed_failure_delay_max: p.signed.maxDelayMs,
+      };
+    },
+    { logger, drainTimeoutMs: () => lifecycle?.drainTimeoutMs ?? config.drain_timeout },
+  );
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,
@@ -157,7 +186,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
     }
   }, 100);
   watcher.unref();
-  const lifecycle = new Lifecycle({
+  lifecycle = new Lifecycle({
     notifier,
     log: logger,
     drainTimeoutMs: config.drain_timeout,
@@ -177,9 +206,8 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
           maxConnectionsPerSource: next.max_connections_per_source,
         });
         logger.level = next.log_level;
-        for (const key of ['listen', 'tls_min_version', 'ops_listen', 'state_directory', 'trust_domain'] as const) {
-          if (next[key] !== config[key]) logger.warn({ key }, `${key} changed: restart the daemon to apply it`);
-        }
+        if (lifecycle) lifecycle.drainTimeoutMs = next.drain_timeout;
+        logRestartOnly(caConfigSchema, config, next, logger);
         logger.info({ fingerprint: credentials.fingerprint256 }, 'reloaded configuration and API certificate');
       },
       drain: async (deadlineMs) => {

@@ -12,6 +12,7 @@ import { durationRange, keys } from '../runtime/config-schema.js';
 export function enrollmentTokenKeys(kind: 'gateway' | 'proxy') {
   return {
     enrollment_token: keys.string({
+      reload: 'command',
       flag: 'token',
       optional: true,
       secret: true,
@@ -20,6 +21,7 @@ export function enrollmentTokenKeys(kind: 'gateway' | 'proxy') {
         'of the host (ps) and a warning is printed: prefer enrollment_token_file or this variable.',
     }),
     enrollment_token_file: keys.string({
+      reload: 'command',
       flag: 'token-file',
       optional: true,
       placeholder: 'path|-',
@@ -34,6 +36,7 @@ export function enrollmentTokenKeys(kind: 'gateway' | 'proxy') {
 export function enrolledKeys() {
   return {
     revocation_poll: keys.duration({
+      reload: 'live',
       default: 10_000,
       description:
         'Retry interval of the signed revocation feed while the CA cannot be reached, and the poll interval when ' +
@@ -41,6 +44,7 @@ export function enrolledKeys() {
       validate: durationRange(0, 3_600_000),
     }),
     feed_wait: keys.duration({
+      reload: 'live',
       default: 25_000,
       description:
         'How long the CA may hold each feed read until there is news (a long-poll: revocations and proxy list ' +
@@ -48,6 +52,7 @@ export function enrolledKeys() {
       validate: durationRange(0, 30_000),
     }),
     feed_stale_after: keys.duration({
+      reload: 'live',
       default: 300_000,
       description:
         'After this long without a successful feed read, /readyz answers 503 E_FEED_STALE (tunnels and streams ' +
@@ -55,6 +60,7 @@ export function enrolledKeys() {
       validate: durationRange(1_000, 86_400_000),
     }),
     renew: keys.bool({
+      reload: 'live',
       flag: null,
       default: true,
       description: 'Renew certificates at about 2/3 of their lifetime.',

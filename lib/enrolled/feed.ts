@@ -117,6 +117,16 @@ export class FeedFollower {
     this.#loop = undefined;
   }
 
+  /** The timing in force, and whether the follower runs (a reload may stop or start it). */
+  get timing(): Readonly<FeedTiming> & { running: boolean } {
+    return {
+      waitSec: this.#o.waitSec,
+      retryMs: this.#o.retryMs,
+      staleAfterMs: this.#o.staleAfterMs,
+      running: this.#running,
+    };
+  }
+
   /** New timing from a reload; a read already held keeps its wait, the next one uses the new value. */
   configure(timing: FeedTiming): void {
     this.#o = { ...this.#o, ...timing };

@@ -5,7 +5,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { createCsrPem } from '../pki/csr.js';
-import { generateKeyPair, privateKeyPem } from '../pki/keys.js';
+import { generateKeyPair, loadPrivateKey, privateKeyPem } from '../pki/keys.js';
 import { formatPublicKey, publicKeyBlob, toOpenSshPrivateKey } from '../sshcert/index.js';
 
 export interface FreshKeys {
@@ -30,4 +30,29 @@ export async function freshKeys(role: ComponentRole, id: string): Promise<FreshK
     sshPrivateKey: toOpenSshPrivateKey(ssh, `infisical-${role} ${id}`),
     sshPublicKey: formatPublicKey(publicKeyBlob(ssh), id),
   };
+}
+
+/** What the CA is sent of fresh keys: the CSR and the SSH public key (the private halves stay here). */
+export interface KeyRequest {
+  csr: string;
+  sshPublicKey: string;
+}
+
+/**
+ * Enrollment and renewal alike: fresh keys made here, the CA asked with their public halves (`ask`), its answer
+ * and the keys made into the new state (`toState`).
+ */
+export async function withFreshKeys<R, S>(
+  role: ComponentRole,
+  id: string,
+  ask: (request: KeyRequest) => Promise<R>,
+  toState: (response: R, keys: FreshKeys) => S,
+): Promise<S> {
+  const keys = await freshKeys(role, id);
+  return toState(await ask({ csr: keys.csr, sshPublicKey: keys.sshPublicKey }), keys);
+}
+
+/** A renewal's proof of possession: the current TLS chain and its key. */
+export function currentTlsProof(current: { tlsChainPem: string; tlsKeyPem: string }) {
+  return { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) };
 }

@@ -90,6 +90,11 @@ export class RenewalScheduler {
     this.reschedule();
   }
 
+  /** Started and not stopped since (config renew, live). */
+  get running(): boolean {
+    return !this.#stopped;
+  }
+
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);

@@ -7,10 +7,12 @@
  *   enrollment (id = 1, tls_key_pem, ssh_private_key, updated_at, …), revocations (kind, org_id '' = any,
  *   subject, seq, at), feed (id = 1, seq).
  */
+import { GatewayError } from '../errors/codes.js';
 import type { RevocationKind } from '../protocol/api.js';
 import { CaClient, type CaClientOptions, normalizeFingerprint, parseCaUrls } from '../protocol/ca-client.js';
 import type { Logger } from '../runtime/log.js';
 import type { Db } from '../store/db.js';
+import type { ComponentRole } from './keys.js';
 import { type SecretKind, StateSecrets } from './secrets.js';
 
 export interface StoredRevocation {
@@ -26,6 +28,21 @@ interface KeyColumns {
   ssh_private_key: string;
 }
 
+/** What every enrolled component's state holds alike (its own fields beside these). */
+export interface SharedEnrollment {
+  caUrl: string;
+  caFingerprint: string;
+  /** PKCS#8 PEM of the TLS key. */
+  tlsKeyPem: string;
+  /** PEM chain of the TLS certificate, leaf first. */
+  tlsChainPem: string;
+  /** OpenSSH private key text of the SSH key. */
+  sshPrivateKey: string;
+  revocationFeedKey: string;
+  /** ISO time the earliest certificate ends. */
+  notAfter: string;
+}
+
 export class EnrolledStore {
   readonly db: Db;
   readonly secrets: StateSecrets;
@@ -38,6 +55,67 @@ export class EnrolledStore {
 
   close(): void {
     this.db.close();
+  }
+
+  /**
+   * Replaces the enrollment (first enrollment or renewal) in one transaction: the rotation version it was made
+   * under, the row (the columns both daemons have, the two private keys sealed, and the daemon's own `columns`),
+   * then the daemon's own tables (`tables`).
+   */
+  protected replaceEnrollment(
+    s: SharedEnrollment & { rotation?: string },
+    columns: Record<string, string | null>,
+    now: Date,
+    tables: () => void,
+  ): void {
+    const row: Record<string, string | null> = {
+      ...columns,
+      ca_url: s.caUrl,
+      ca_fingerprint: s.caFingerprint,
+      tls_key_pem: this.sealKey(s.tlsKeyPem, 'tls-private-key'),
+      tls_chain_pem: s.tlsChainPem,
+      ssh_private_key: this.sealKey(s.sshPrivateKey, 'ssh-private-key'),
+      revocation_feed_key: s.revocationFeedKey,
+      not_after: s.notAfter,
+      updated_at: now.toISOString(),
+    };
+    const names = Object.keys(row);
+    // Column names come from the daemons' code, never from input; checked anyway before they meet the SQL text.
+    if (!names.every((n) => /^[a-z_]+$/.test(n))) throw new Error('enrollment: bad column name');
+    this.db.transaction(() => {
+      if (s.rotation) this.setRotationVersion(s.rotation);
+      this.db.prepare('DELETE FROM enrollment').run();
+      this.db
+        .prepare(`INSERT INTO enrollment (id, ${names.join(', ')}) VALUES (1, ${names.map(() => '?').join(', ')})`)
+        .run(...names.map((n) => row[n]));
+      tables();
+    })();
+  }
+
+  /** The columns both daemons' enrollment rows have, as a state: the two private keys opened. */
+  protected sharedEnrollment(row: Record<string, string | null>): SharedEnrollment {
+    const text = (k: string): string => String(row[k] ?? '');
+    return {
+      caUrl: text('ca_url'),
+      caFingerprint: text('ca_fingerprint'),
+      tlsKeyPem: this.openKey(text('tls_key_pem'), 'tls-private-key'),
+      tlsChainPem: text('tls_chain_pem'),
+      sshPrivateKey: this.openKey(text('ssh_private_key'), 'ssh-private-key'),
+      revocationFeedKey: text('revocation_feed_key'),
+      notAfter: text('not_after'),
+    };
+  }
+
+  /** The enrollment row; E_CONFIG_INVALID (with the fix) when this `role` was never enrolled. */
+  protected enrollmentRow<R>(role: ComponentRole): R {
+    const row = this.db.prepare('SELECT * FROM enrollment WHERE id = 1').get() as R | undefined;
+    if (!row) {
+      throw new GatewayError(
+        'E_CONFIG_INVALID',
+        `${this.db.name}: not enrolled: run \`infisical-${role} enroll\` first`,
+      );
+    }
+    return row;
   }
 
   isEnrolled(): boolean {

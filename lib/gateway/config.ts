@@ -12,6 +12,7 @@ export const gatewayConfigSchema = defineSchema(
   {
     // enrollment (serve reads everything else from the state database)
     ca_url: keys.string({
+      reload: 'command',
       flag: 'ca',
       optional: true,
       placeholder: 'https://host:port',
@@ -20,26 +21,38 @@ export const gatewayConfigSchema = defineSchema(
       validate: httpsUrls,
     }),
     ca_fingerprint: keys.string({
+      reload: 'live',
       optional: true,
       placeholder: 'sha256:hex',
       description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
     }),
     org_id: keys.string({
+      reload: 'command',
       flag: 'org',
       optional: true,
       placeholder: 'id',
       description: 'Organization this gateway belongs to.',
     }),
     gateway_id: keys.string({
+      reload: 'command',
       optional: true,
       placeholder: 'id',
       description: "This gateway's id (its SSH principal).",
     }),
     ...enrollmentTokenKeys('gateway'),
-    client_id: keys.string({ optional: true, description: 'Machine identity client id for `enroll` (org-admin).' }),
-    client_secret_file: keys.path({ optional: true, description: 'File holding the machine identity client secret.' }),
+    client_id: keys.string({
+      reload: 'command',
+      optional: true,
+      description: 'Machine identity client id for `enroll` (org-admin).',
+    }),
+    client_secret_file: keys.path({
+      reload: 'command',
+      optional: true,
+      description: 'File holding the machine identity client secret.',
+    }),
     // allowlist: deny by default
     allow_cidrs: keys.list({
+      reload: 'live',
       flag: 'allow-cidr',
       default: [],
       placeholder: 'cidr,...',
@@ -47,6 +60,7 @@ export const gatewayConfigSchema = defineSchema(
         'Addresses targets may have (after name resolution), e.g. 10.0.0.0/24, 127.0.0.1/32. An IPv4 target is judged by IPv4 entries only, however it is written (::ffff:a.b.c.d); zoned addresses are refused. Empty: none.',
     }),
     allow_hosts: keys.list({
+      reload: 'live',
       flag: 'allow-host',
       default: [],
       placeholder: 'name,...',
@@ -54,60 +68,75 @@ export const gatewayConfigSchema = defineSchema(
         'Host names grants may name, e.g. db.internal or *.svc.internal; their address must also be in allow_cidrs.',
     }),
     allow_ports: keys.list({
+      reload: 'live',
       flag: 'allow-port',
       default: [],
       placeholder: 'port,...',
       description: 'Target ports or ranges, e.g. 5432, 8000-8099. Empty: none.',
     }),
     targets: keys.list({
+      reload: 'live',
       flag: 'target',
       default: [],
       placeholder: 'name=host:port,...',
       description: 'Named targets a grant may use instead of host and port, e.g. pg=db.internal:5432.',
     }),
-    http_upstream_tls: keys.bool({ default: false, description: 'In http mode, speak HTTPS to the target.' }),
+    http_upstream_tls: keys.bool({
+      reload: 'live',
+      default: false,
+      description: 'In http mode, speak HTTPS to the target.',
+    }),
     http_upstream_ca: keys.path({
+      reload: 'live',
       optional: true,
       description: "PEM CA bundle for targets' certificates in http mode (default: the system store).",
     }),
     // tunnels
     keepalive_interval: keys.duration({
+      reload: 'live',
       default: 10_000,
       description: 'SSH keepalive period; a proxy silent for keepalive_count_max + 1 periods is dropped.',
       validate: durationRange(100, 600_000),
     }),
     keepalive_count_max: keys.int({
+      reload: 'live',
       default: 2,
       description: 'Unanswered keepalives tolerated.',
       validate: intRange(0, 100),
     }),
     reconnect_base: keys.duration({
+      reload: 'live',
       default: 250,
       description: 'Ceiling of the first reconnect delay (full jitter below it); doubles per failure.',
       validate: durationRange(10, 60_000),
     }),
     reconnect_cap: keys.duration({
+      reload: 'live',
       default: 30_000,
       description: 'Largest reconnect delay ceiling.',
       validate: durationRange(100, 3_600_000),
     }),
     max_streams: keys.int({
+      reload: 'live',
       default: 10_000,
       description: 'Concurrent streams; more are refused (E_LIMIT).',
       validate: intRange(1, 1_000_000),
     }),
     handshake_timeout: keys.duration({
+      reload: 'live',
       default: 10_000,
       description: 'Time a platform has to finish the inner TLS handshake.',
       validate: durationRange(100, 300_000),
     }),
     max_pending_channels: keys.int({
+      reload: 'live',
       default: 256,
       description:
         'Channels one proxy may have open here whose inner TLS handshake is not complete; more channel opens are rejected at once (counted in infisical_gateway_limit_refusals_total).',
       validate: intRange(1, 100_000),
     }),
     connect_timeout: keys.duration({
+      reload: 'live',
       default: 10_000,
       description: 'Time to connect to a target.',
       validate: durationRange(100, 300_000),

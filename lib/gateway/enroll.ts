@@ -5,10 +5,9 @@
  * current TLS key (lib/protocol/ca-client).
  */
 import { createPublicKey } from 'node:crypto';
-import { type FreshKeys, freshKeys } from '../enrolled/keys.js';
+import { currentTlsProof, type FreshKeys, withFreshKeys } from '../enrolled/keys.js';
 import { GatewayError } from '../errors/codes.js';
 import { parseIdentityOfKind } from '../pki/identity.js';
-import { loadPrivateKey } from '../pki/keys.js';
 import type { GatewayEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import type { GatewayState } from './state.js';
@@ -62,26 +61,24 @@ export interface EnrollOptions {
   enrollmentToken?: string;
 }
 
-export async function enroll(o: EnrollOptions): Promise<GatewayState> {
-  const keys = await freshKeys('gateway', o.gatewayId);
-  const response = await o.client.enrollGateway({
-    orgId: o.orgId,
-    gatewayId: o.gatewayId,
-    csr: keys.csr,
-    sshPublicKey: keys.sshPublicKey,
-    ...(o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {}),
-  });
-  return stateFromResponse(response, o, keys);
+export function enroll(o: EnrollOptions): Promise<GatewayState> {
+  const token = o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {};
+  return withFreshKeys(
+    'gateway',
+    o.gatewayId,
+    (request) => o.client.enrollGateway({ orgId: o.orgId, gatewayId: o.gatewayId, ...request, ...token }),
+    (response, keys) => stateFromResponse(response, o, keys),
+  );
 }
 
 /** Renews every certificate with fresh keys, proving itself with the current TLS key. */
-export async function renew(client: CaClient, current: GatewayState): Promise<GatewayState> {
-  const keys = await freshKeys('gateway', current.gatewayId);
-  const response = await client.renewGateway(
-    { csr: keys.csr, sshPublicKey: keys.sshPublicKey },
-    { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) },
+export function renew(client: CaClient, current: GatewayState): Promise<GatewayState> {
+  return withFreshKeys(
+    'gateway',
+    current.gatewayId,
+    (request) => client.renewGateway(request, currentTlsProof(current)),
+    (response, keys) => stateFromResponse(response, current, keys),
   );
-  return stateFromResponse(response, current, keys);
 }
 
 /** The public half of the stored TLS key (for checks that the chain's leaf is ours). */

@@ -186,6 +186,11 @@ export class Gateway {
     return this.#state;
   }
 
+  /** The settings of the last successful start or reload (the parts read their own back: pool, inner, feed). */
+  get settings(): GatewaySettings {
+    return this.#settings;
+  }
+
   start(): void {
     const missed = this.#hooks.store?.rotationMissed();
     if (missed !== undefined) throw new GatewayError('E_ROTATION_MISSED', missed);
@@ -237,20 +242,38 @@ export class Gateway {
       credentials: creds,
       allowlist,
       upstreamTls: settings.upstreamTls,
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
       ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
+      ...(settings.limits ? { limits: settings.limits } : {}),
     });
     const sshChanged = JSON.stringify(state.sshCertificates) !== JSON.stringify(this.#state.sshCertificates);
     this.#state = state;
     this.#settings = settings;
     this.#sshCreds = ssh;
+    this.registry.maxStreams = settings.maxStreams;
+    const keepaliveChanged = this.pool.configure({
+      backoff: settings.backoff,
+      keepaliveIntervalMs: settings.keepaliveIntervalMs,
+      keepaliveCountMax: settings.keepaliveCountMax,
+    });
     this.feed?.configure(feedTiming(settings));
     if (this.#revokedSelf) return;
+    if (this.feed) {
+      if (settings.revocationPollMs > 0) this.feed.start();
+      else await this.feed.stop();
+    } else if (settings.revocationPollMs > 0 && this.#hooks.ca) {
+      this.#hooks.log.warn(
+        { key: 'revocation_poll' },
+        'revocation_poll changed, takes effect at restart (the feed was off at start)',
+      );
+    }
+    if (settings.renew && this.#hooks.ca) this.renewal.start();
+    else this.renewal.stop();
     this.pool.setProxies(this.#activeProxies());
-    if (sshChanged) {
+    if (sshChanged || keepaliveChanged) {
       const failures = await this.pool.renew();
       for (const f of failures) this.#hooks.log.warn({ proxyId: f.proxyId, err: f.error }, 'make-before-break failed');
     }
-    this.renewal.reschedule();
   }
 
   /** Revocation entry point (operator or the CA's feed): remembered, and live streams it covers end now. */

@@ -92,6 +92,7 @@ export class InnerServer {
   #allowlist: Allowlist;
   #upstreamTls: UpstreamTls | undefined;
   #maxPendingChannels: number;
+  #handshakeTimeoutMs: number;
   readonly #limits: ModeLimits;
   /** Channels whose inner handshake is not complete, per proxy id. */
   readonly #pending = new Map<string, number>();
@@ -102,7 +103,17 @@ export class InnerServer {
     this.#allowlist = opts.allowlist;
     this.#upstreamTls = opts.upstreamTls;
     this.#maxPendingChannels = opts.maxPendingChannels ?? DEFAULT_MAX_PENDING_CHANNELS;
+    this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     this.#limits = { ...DEFAULT_MODE_LIMITS, ...opts.limits };
+  }
+
+  /** What new channels are held to now (reported as live settings). */
+  get settings(): { handshakeTimeoutMs: number; maxPendingChannels: number; limits: Readonly<ModeLimits> } {
+    return {
+      handshakeTimeoutMs: this.#handshakeTimeoutMs,
+      maxPendingChannels: this.#maxPendingChannels,
+      limits: this.#limits,
+    };
   }
 
   /** Channels waiting for their inner handshake now, over every proxy. */
@@ -128,10 +139,15 @@ export class InnerServer {
     allowlist?: Allowlist;
     upstreamTls?: UpstreamTls | undefined;
     maxPendingChannels?: number;
+    handshakeTimeoutMs?: number;
+    limits?: Partial<ModeLimits>;
   }): void {
     const loaded = update.credentials ? load(update.credentials) : this.#loaded;
     this.#loaded = loaded;
     if (update.maxPendingChannels !== undefined) this.#maxPendingChannels = update.maxPendingChannels;
+    if (update.handshakeTimeoutMs !== undefined) this.#handshakeTimeoutMs = update.handshakeTimeoutMs;
+    // In place: streams already running read the same object, new ones see the new values at once.
+    if (update.limits) Object.assign(this.#limits, update.limits);
     if (update.allowlist) this.#allowlist = update.allowlist;
     if ('upstreamTls' in update) this.#upstreamTls = update.upstreamTls;
   }
@@ -185,9 +201,10 @@ export class InnerServer {
       if (!secured) refuse(...handshakeRefusal(err));
     });
     let secured = false;
+    const handshakeTimeoutMs = this.#handshakeTimeoutMs;
     const timer = setTimeout(
-      () => refuse('E_TIMEOUT', `no inner TLS handshake within ${this.#opts.handshakeTimeoutMs ?? 10_000} ms`),
-      this.#opts.handshakeTimeoutMs ?? 10_000,
+      () => refuse('E_TIMEOUT', `no inner TLS handshake within ${handshakeTimeoutMs} ms`),
+      handshakeTimeoutMs,
     );
     socket.once('close', () => clearTimeout(timer));
     // End of stream from the platform before the handshake finished (it gave up; the proxy passes a half-close

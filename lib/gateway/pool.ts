@@ -63,6 +63,13 @@ export interface TunnelPoolOptions {
   now?: () => number;
 }
 
+/** What a reload may change in a running pool. */
+export interface TunnelSettings {
+  backoff: BackoffPolicy;
+  keepaliveIntervalMs: number;
+  keepaliveCountMax: number;
+}
+
 export interface TunnelPoolEvents {
   change: [status: PoolStatus];
 }
@@ -109,6 +116,32 @@ export class TunnelPool extends EventEmitter<TunnelPoolEvents> {
       this.on('change', check);
       check(this.status());
     });
+  }
+
+  /** The tunnel settings in force: the next connect, reconnect delay and tunnel use these. */
+  get settings(): TunnelSettings {
+    const o = this.#opts;
+    return {
+      backoff: o.backoff ?? DEFAULT_BACKOFF,
+      keepaliveIntervalMs: o.keepaliveIntervalMs ?? TUNNEL_DEFAULTS.keepaliveIntervalMs,
+      keepaliveCountMax: o.keepaliveCountMax ?? TUNNEL_DEFAULTS.keepaliveCountMax,
+    };
+  }
+
+  /**
+   * Reload: new backoff and keepalive. The options object is shared with every supervisor, so the next delay
+   * and the next tunnel use them; returns whether the keepalive changed (tunnels up hold the old one until they
+   * are replaced: the caller brings new ones up make-before-break, `renew`).
+   */
+  configure(settings: TunnelSettings): boolean {
+    const before = this.settings;
+    this.#opts.backoff = settings.backoff;
+    this.#opts.keepaliveIntervalMs = settings.keepaliveIntervalMs;
+    this.#opts.keepaliveCountMax = settings.keepaliveCountMax;
+    return (
+      before.keepaliveIntervalMs !== settings.keepaliveIntervalMs ||
+      before.keepaliveCountMax !== settings.keepaliveCountMax
+    );
   }
 
   /** Reload: supervisors for new proxies start, those for removed proxies stop; the others keep their tunnel. */

@@ -4,24 +4,21 @@
  * from SQLite without dropping streams; SIGTERM drains (bounded by drain_timeout).
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { type EnrollmentCredential, enrollmentCredential } from '../enrolled/credentials.js';
+import { enrollAndSave, enrolledDatabasePath, openForServe, renewAndStatus } from '../enrolled/commands-of.js';
+import { enrollmentCredential } from '../enrolled/credentials.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
-import { holdStateDirectory } from '../enrolled/lock.js';
-import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
-import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
+import type { RenewResult } from '../enrolled/renew.js';
+import { type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { GatewayError } from '../errors/codes.js';
-import { CaClient } from '../protocol/ca-client.js';
 import type { ConfigOf } from '../runtime/config-schema.js';
 import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import { type Audit, createAudit, type Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
+import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
 import { sampledWarn } from '../runtime/sampled-log.js';
-import { SystemdNotifier } from '../runtime/systemd.js';
-import { stateDirectory } from '../store/db.js';
-import type { GatewayConfigSchema } from './config.js';
+import { type GatewayConfigSchema, gatewayConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
 import { GatewayStore } from './state.js';
@@ -32,7 +29,7 @@ export const GATEWAY_VERSION = '0.1.0';
 export type GatewayConfig = ConfigOf<GatewayConfigSchema['keys']>;
 
 export function databasePath(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): string {
-  return join(stateDirectory('gateway', { override: config.state_directory, env }), 'gateway.db');
+  return enrolledDatabasePath('gateway', config.state_directory, env);
 }
 
 /** The reloadable settings a config gives the Gateway. */
@@ -85,39 +82,16 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
   // Read (and a loose secret file refused) before the state directory is touched.
   const credential = enrollmentCredential(config, { clientId: config.client_id, clientIdFlag: '--client-id' });
   const path = databasePath(config);
-  // Before the CA is asked (a token is spent once): never under a running serve.
-  const lock = holdStateDirectory(path, 'gateway', 'enroll');
-  try {
-    return await enrollAndStore(credential, path, { caUrl, caFingerprint, orgId, gatewayId });
-  } finally {
-    lock.release();
-  }
-}
-
-async function enrollAndStore(
-  credential: EnrollmentCredential,
-  path: string,
-  { caUrl, caFingerprint, orgId, gatewayId }: Record<'caUrl' | 'caFingerprint' | 'orgId' | 'gatewayId', string>,
-): Promise<Record<string, unknown>> {
-  let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
-  if (credential.kind === 'login') {
-    const { clientId, clientSecret } = credential;
-    client = (await client.loginAs({ clientId, clientSecret })).client;
-  }
-  const state = await enroll({
-    client,
+  const state = await enrollAndSave({
+    role: 'gateway',
+    path,
     caUrl,
     caFingerprint,
-    orgId,
-    gatewayId,
-    ...(credential.kind === 'token' ? { enrollmentToken: credential.token } : {}),
+    credential,
+    enroll: (client, enrollmentToken) =>
+      enroll({ client, caUrl, caFingerprint, orgId, gatewayId, ...(enrollmentToken ? { enrollmentToken } : {}) }),
+    open: (p) => GatewayStore.open(p),
   });
-  const store = GatewayStore.open(path);
-  try {
-    store.saveEnrollment(state);
-  } finally {
-    store.close();
-  }
   return {
     gatewayUri: state.gatewayUri,
     database: path,
@@ -126,50 +100,35 @@ async function enrollAndStore(
   };
 }
 
+const commands = renewAndStatus({
+  role: 'gateway',
+  open: (p) => GatewayStore.open(p),
+  renew,
+  stored: (store) => {
+    const s = store.load();
+    return {
+      uri: s.gatewayUri,
+      orgId: s.orgId,
+      id: s.gatewayId,
+      certificates: [
+        x509Entry('tls', s.tlsChainPem),
+        ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
+      ],
+      revoked: store
+        .revocations()
+        .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
+      feedSeq: store.feedSeq(),
+      extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
+    };
+  },
+  counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
+});
+
 /** Renews the stored certificates now (also beside a running serve, which picks them up). */
-export async function renewCommand(config: GatewayConfig): Promise<RenewResult> {
-  const path = databasePath(config);
-  requireEnrolled(path, 'gateway');
-  const store = GatewayStore.open(path);
-  try {
-    return await renewStoredEnrollment(store, renew);
-  } finally {
-    store.close();
-  }
-}
+export const renewCommand = (config: GatewayConfig): Promise<RenewResult> => commands.renew(databasePath(config));
 
 /** What the state directory and a running serve say (reads only, beside serve). */
-export function statusCommand(config: GatewayConfig): Promise<StatusReport> {
-  const path = databasePath(config);
-  requireEnrolled(path, 'gateway');
-  return collectStatus({
-    role: 'gateway',
-    databasePath: path,
-    stored: () => {
-      const store = GatewayStore.open(path);
-      try {
-        const s = store.load();
-        return {
-          uri: s.gatewayUri,
-          orgId: s.orgId,
-          id: s.gatewayId,
-          certificates: [
-            x509Entry('tls', s.tlsChainPem),
-            ...s.sshCertificates.map((c) => sshEntry(`ssh ${c.scope}`, c.certificate)),
-          ],
-          revoked: store
-            .revocations()
-            .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
-          feedSeq: store.feedSeq(),
-          extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
-        };
-      } finally {
-        store.close();
-      }
-    },
-    counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },
-  });
-}
+export const statusCommand = (config: GatewayConfig): Promise<StatusReport> => commands.status(databasePath(config));
 
 export interface ServeHandle {
   gateway: Gateway;
@@ -183,13 +142,7 @@ export async function serve(
   logger: Logger,
   reloadConfig: () => GatewayConfig,
 ): Promise<ServeHandle> {
-  const notifier = new SystemdNotifier();
-  notifier.status('opening state');
-  const path = databasePath(config);
-  requireEnrolled(path, 'gateway');
-  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
-  const lock = holdStateDirectory(path, 'gateway', 'serve');
-  const store = GatewayStore.open(path);
+  const { notifier, lock, store } = openForServe('gateway', databasePath(config), (p) => GatewayStore.open(p));
   const state = store.load();
   const audit: Audit = createAudit(logger, { sink: (r) => store.appendAudit(r) });
   const metrics = new DaemonMetrics('gateway');
@@ -250,6 +203,42 @@ export async function serve(
     nextRenewalMs: () => gateway.renewal.nextAt,
   });
 
+  // What SIGHUP applied, read back from the parts that use it (the last applied config only for the CA pin,
+  // which is added to the client's pins, and the upstream CA file, which the inner server holds as its content).
+  let applied = config;
+  registerLiveSettings(
+    metrics,
+    gatewayConfigSchema,
+    () => {
+      const { allowlist, upstreamTls, feedWaitSec, feedStaleAfterMs } = gateway.settings;
+      const tunnels = gateway.pool.settings;
+      const inner = gateway.inner.settings;
+      const feed = gateway.feed?.timing;
+      return {
+        ca_fingerprint: applied.ca_fingerprint,
+        allow_cidrs: allowlist.cidrs,
+        allow_hosts: allowlist.hosts ?? [],
+        allow_ports: allowlist.ports,
+        targets: allowlist.targets ?? [],
+        http_upstream_tls: upstreamTls !== undefined,
+        http_upstream_ca: applied.http_upstream_ca,
+        keepalive_interval: tunnels.keepaliveIntervalMs,
+        keepalive_count_max: tunnels.keepaliveCountMax,
+        reconnect_base: tunnels.backoff.baseMs,
+        reconnect_cap: tunnels.backoff.capMs,
+        max_streams: gateway.registry.maxStreams ?? 0,
+        handshake_timeout: inner.handshakeTimeoutMs,
+        max_pending_channels: inner.maxPendingChannels,
+        connect_timeout: inner.limits.connectTimeoutMs,
+        revocation_poll: feed?.running ? feed.retryMs : 0,
+        feed_wait: (feed?.waitSec ?? feedWaitSec ?? 0) * 1000,
+        feed_stale_after: feed?.staleAfterMs ?? feedStaleAfterMs ?? 0,
+        renew: gateway.renewal.running,
+      };
+    },
+    { logger, drainTimeoutMs: () => lifecycle?.drainTimeoutMs ?? config.drain_timeout },
+  );
+
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,
@@ -283,6 +272,10 @@ export async function serve(
         const pins = store.applyConfiguredPins(next.ca_fingerprint, ca);
         if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
         await gateway.reload({ settings: settingsFrom(next), state: store.load() });
+        logger.level = next.log_level;
+        if (lifecycle) lifecycle.drainTimeoutMs = next.drain_timeout;
+        logRestartOnly(gatewayConfigSchema, config, next, logger);
+        applied = next;
       },
       drain: async (deadlineMs) => {
         watch.stop();

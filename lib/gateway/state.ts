@@ -7,7 +7,6 @@
 
 import { StateSecrets } from '../enrolled/secrets.js';
 import { EnrolledStore } from '../enrolled/store.js';
-import { GatewayError } from '../errors/codes.js';
 import type { AuditRecord } from '../runtime/log.js';
 import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyScope } from './tunnel.js';
@@ -134,25 +133,8 @@ export class GatewayStore extends EnrolledStore {
   /** Replaces the enrollment (first enrollment or renewal) in one transaction. */
   saveEnrollment(s: GatewayState, now = new Date()): void {
     const db = this.db;
-    db.transaction(() => {
-      if (s.rotation) this.setRotationVersion(s.rotation);
-      db.prepare('DELETE FROM enrollment').run();
-      db.prepare(
-        `INSERT INTO enrollment (id, org_id, gateway_id, gateway_uri, ca_url, ca_fingerprint, tls_key_pem, tls_chain_pem,
-           ssh_private_key, revocation_feed_key, not_after, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        s.orgId,
-        s.gatewayId,
-        s.gatewayUri,
-        s.caUrl,
-        s.caFingerprint,
-        this.sealKey(s.tlsKeyPem, 'tls-private-key'),
-        s.tlsChainPem,
-        this.sealKey(s.sshPrivateKey, 'ssh-private-key'),
-        s.revocationFeedKey,
-        s.notAfter,
-        now.toISOString(),
-      );
+    const own = { org_id: s.orgId, gateway_id: s.gatewayId, gateway_uri: s.gatewayUri };
+    this.replaceEnrollment(s, own, now, () => {
       for (const t of ['ssh_certificates', 'ssh_host_cas', 'gateway_client_cas', 'proxies'])
         db.prepare(`DELETE FROM ${t}`).run();
       const cert = db.prepare('INSERT INTO ssh_certificates (scope, certificate) VALUES (?, ?)');
@@ -165,30 +147,18 @@ export class GatewayStore extends EnrolledStore {
         'INSERT INTO proxies (proxy_id, scope, hostname, ssh_address, tls_address) VALUES (?, ?, ?, ?, ?)',
       );
       for (const p of s.proxies) proxy.run(p.proxyId, p.scope, p.hostname, p.sshAddress, p.tlsAddress);
-    })();
+    });
   }
 
   /** The stored enrollment; E_CONFIG_INVALID (with the fix) when the gateway was never enrolled. */
   load(): GatewayState {
-    const row = this.db.prepare('SELECT * FROM enrollment WHERE id = 1').get() as Record<string, string> | undefined;
-    if (!row) {
-      throw new GatewayError(
-        'E_CONFIG_INVALID',
-        `${this.db.name}: not enrolled: run \`infisical-gateway enroll\` first`,
-      );
-    }
+    const row = this.enrollmentRow<Record<string, string>>('gateway');
     const all = <T>(sql: string) => this.db.prepare(sql).all() as T[];
     return {
+      ...this.sharedEnrollment(row),
       orgId: row['org_id']!,
       gatewayId: row['gateway_id']!,
       gatewayUri: row['gateway_uri']!,
-      caUrl: row['ca_url']!,
-      caFingerprint: row['ca_fingerprint']!,
-      tlsKeyPem: this.openKey(row['tls_key_pem']!, 'tls-private-key'),
-      tlsChainPem: row['tls_chain_pem']!,
-      sshPrivateKey: this.openKey(row['ssh_private_key']!, 'ssh-private-key'),
-      revocationFeedKey: row['revocation_feed_key']!,
-      notAfter: row['not_after']!,
       sshCertificates: all<{ scope: ProxyScope; certificate: string }>(
         'SELECT scope, certificate FROM ssh_certificates ORDER BY scope',
       ),

@@ -73,6 +73,15 @@ export class StreamRegistry {
     return this.#live.size;
   }
 
+  /** Upper bound of live streams (config max_streams, live: a reload sets it; streams over it are not cut). */
+  get maxStreams(): number | undefined {
+    return this.#opts.maxStreams;
+  }
+
+  set maxStreams(n: number | undefined) {
+    this.#opts.maxStreams = n;
+  }
+
   get full(): boolean {
     return this.#live.size >= (this.#opts.maxStreams ?? Number.POSITIVE_INFINITY);
   }

@@ -25,6 +25,7 @@ export const proxyConfigSchema = defineSchema(
   {
     // enrollment
     ca_url: keys.string({
+      reload: 'command',
       flag: 'ca',
       optional: true,
       placeholder: 'https://host:port',
@@ -33,30 +34,44 @@ export const proxyConfigSchema = defineSchema(
       validate: httpsUrls,
     }),
     ca_fingerprint: keys.string({
+      reload: 'live',
       optional: true,
       placeholder: 'sha256:hex',
       description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
     }),
     ...enrollmentTokenKeys('proxy'),
     admin_client_id: keys.string({
+      reload: 'command',
       optional: true,
       description: 'Client id of the instance admin (instance proxy) or an org-admin (org proxy) for `enroll`.',
     }),
-    client_secret_file: keys.path({ optional: true, description: 'File holding that client secret.' }),
+    client_secret_file: keys.path({
+      reload: 'command',
+      optional: true,
+      description: 'File holding that client secret.',
+    }),
     scope: keys.string({
+      reload: 'command',
       optional: true,
       placeholder: 'instance|org',
       description: 'instance: shared by every org (trusts the instance CAs); org: one org’s own proxy (its CAs only).',
       validate: oneOf('instance', 'org'),
     }),
     org_id: keys.string({
+      reload: 'command',
       flag: 'org',
       optional: true,
       placeholder: 'id',
       description: 'Org of an org proxy.',
     }),
-    proxy_id: keys.string({ optional: true, placeholder: 'id', description: "This proxy's id." }),
+    proxy_id: keys.string({
+      reload: 'command',
+      optional: true,
+      placeholder: 'id',
+      description: "This proxy's id.",
+    }),
     hostnames: keys.list({
+      reload: 'command',
       flag: 'hostname',
       default: [],
       placeholder: 'name,...',
@@ -64,12 +79,14 @@ export const proxyConfigSchema = defineSchema(
       validate: hostnameList,
     }),
     ssh_address: keys.string({
+      reload: 'command',
       optional: true,
       placeholder: 'host:port',
       description: 'SSH address advertised to gateways (default: first hostname and the ssh_listen port).',
       validate: hostPort,
     }),
     tls_address: keys.string({
+      reload: 'command',
       optional: true,
       placeholder: 'host:port',
       description: 'TLS address advertised to platforms (default: first hostname and the tls_listen port).',
@@ -77,6 +94,7 @@ export const proxyConfigSchema = defineSchema(
     }),
     // listeners
     ssh_listen: keys.string({
+      reload: 'restart',
       optional: true,
       placeholder: 'host:port',
       description:
@@ -84,6 +102,7 @@ export const proxyConfigSchema = defineSchema(
       validate: hostPort,
     }),
     tls_listen: keys.string({
+      reload: 'restart',
       optional: true,
       placeholder: 'host:port',
       description:
@@ -92,56 +111,66 @@ export const proxyConfigSchema = defineSchema(
     }),
     // limits (docs/security.md says what each answers and why its default is what it is)
     handshake_timeout: keys.duration({
+      reload: 'live',
       default: 10_000,
       description:
         'Deadline from TCP accept to an authenticated SSH login, or to an admitted platform route (TLS handshake and decision); also the wait for a gateway to open a channel. A deadline, not an idle timer: a peer sending a byte at a time is cut too (E_TIMEOUT).',
       validate: durationRange(100, 300_000),
     }),
     max_unauthenticated_per_source: keys.int({
+      reload: 'live',
       default: 512,
       description:
         'Connections one source (an IPv4 address, an IPv6 /64) may have in their handshake at once, on each listener; more are dropped at accept (E_LIMIT). Authenticated ones do not count: size it for how many gateways behind one NAT address reconnect AT ONCE.',
       validate: intRange(1, 1_000_000),
     }),
     forward_timeout: keys.duration({
+      reload: 'live',
       default: 15_000,
       description:
         'A gateway that logged in must hold a granted tcpip-forward within this time, or its SSH connection is closed (E_TIMEOUT).',
       validate: durationRange(100, 300_000),
     }),
     max_tunnels_per_org: keys.int({
+      reload: 'live',
       default: 2_000,
       description:
         'Instance proxy: tunnels one org may hold here at once; more forwards are refused (E_QUOTA_EXCEEDED). Not applied on an org proxy.',
       validate: intRange(1, 1_000_000),
     }),
     max_streams_per_org: keys.int({
+      reload: 'live',
       default: 2_500,
       description:
         'Instance proxy: concurrent streams one org may have here (E_QUOTA_EXCEEDED beyond). Not applied on an org proxy.',
       validate: intRange(1, 1_000_000),
     }),
     idle_timeout: keys.duration({
+      reload: 'live',
       default: 15 * 60_000,
       description: 'A stream with no byte either way for this long is closed.',
       validate: durationRange(1000, 7 * 86_400_000),
     }),
     max_connections: keys.int({
+      reload: 'live',
       default: 10_000,
       description: 'Concurrent connections per listener; more are dropped at accept (E_LIMIT).',
       validate: intRange(1, 1_000_000),
     }),
     max_streams_per_gateway: keys.int({
+      reload: 'live',
       default: 1_000,
       description: 'Concurrent streams to one gateway over all its tunnels (E_LIMIT beyond).',
       validate: intRange(1, 1_000_000),
     }),
     max_auth_attempts: keys.int({
+      reload: 'live',
       default: 6,
       description: 'Refused SSH authentication attempts before the connection is dropped.',
       validate: intRange(1, 100),
     }),
     cert_skew: keys.duration({
+      reload: 'live',
       default: DEFAULT_CERT_SKEW_MS,
       description:
         'Clock skew allowed past a platform certificate’s notAfter: accepted iff now <= notAfter + cert_skew; a live stream is cut then (0: exact).',

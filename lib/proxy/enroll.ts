@@ -4,9 +4,8 @@
  * cert and the trust lists (instance CAs for an instance proxy, that org's CAs only for an org proxy). The
  * answer becomes the ProxyState that `serve` runs on. Renewal sends fresh keys, signed by the current TLS key.
  */
-import { type FreshKeys, freshKeys } from '../enrolled/keys.js';
+import { currentTlsProof, type FreshKeys, withFreshKeys } from '../enrolled/keys.js';
 import { GatewayError } from '../errors/codes.js';
-import { loadPrivateKey } from '../pki/keys.js';
 import type { ProxyEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import { scopeOf } from './proxy.js';
@@ -62,30 +61,26 @@ export interface EnrollOptions extends ProxySettings {
   enrollmentToken?: string;
 }
 
-export async function enroll(o: EnrollOptions): Promise<ProxyState> {
-  const keys = await freshKeys('proxy', o.proxyId);
-  const response = await o.client.enrollProxy({
-    scope: o.scope,
-    ...(o.orgId ? { orgId: o.orgId } : {}),
-    proxyId: o.proxyId,
-    hostnames: o.hostnames,
-    sshAddress: o.sshAddress,
-    tlsAddress: o.tlsAddress,
-    csr: keys.csr,
-    sshPublicKey: keys.sshPublicKey,
-    ...(o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {}),
-  });
-  return stateFromResponse(response, o, keys);
+export function enroll(o: EnrollOptions): Promise<ProxyState> {
+  const { scope, proxyId, hostnames, sshAddress, tlsAddress } = o;
+  const named = { scope, ...(o.orgId ? { orgId: o.orgId } : {}), proxyId, hostnames, sshAddress, tlsAddress };
+  const token = o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {};
+  return withFreshKeys(
+    'proxy',
+    o.proxyId,
+    (request) => o.client.enrollProxy({ ...named, ...request, ...token }),
+    (response, keys) => stateFromResponse(response, o, keys),
+  );
 }
 
 /** Renews both certificates with fresh keys, proving itself with the current TLS key. */
-export async function renew(client: CaClient, current: ProxyState): Promise<ProxyState> {
-  const keys = await freshKeys('proxy', current.proxyId);
-  const response = await client.renewProxy(
-    { csr: keys.csr, sshPublicKey: keys.sshPublicKey },
-    { certificate: current.tlsChainPem, privateKey: loadPrivateKey(current.tlsKeyPem) },
+export function renew(client: CaClient, current: ProxyState): Promise<ProxyState> {
+  return withFreshKeys(
+    'proxy',
+    current.proxyId,
+    (request) => client.renewProxy(request, currentTlsProof(current)),
+    (response, keys) => stateFromResponse(response, current, keys),
   );
-  return stateFromResponse(response, current, keys);
 }
 
 /**

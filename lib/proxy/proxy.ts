@@ -224,6 +224,11 @@ export class ProxyServer {
     return proxy;
   }
 
+  /** The limits both listeners and the tunnel table hold now (a reload updates them in place). */
+  get limits(): Readonly<ProxyLimits> {
+    return this.#limits;
+  }
+
   get scope(): ProxyScope {
     return this.#trust.scope;
   }

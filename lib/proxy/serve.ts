@@ -4,28 +4,26 @@
  * certificates from SQLite without dropping a tunnel or a stream; SIGTERM drains (bounded by drain_timeout).
  */
 import { X509Certificate } from 'node:crypto';
-import { join } from 'node:path';
-import { type EnrollmentCredential, enrollmentCredential } from '../enrolled/credentials.js';
+import { enrollAndSave, enrolledDatabasePath, openForServe, renewAndStatus } from '../enrolled/commands-of.js';
+import { enrollmentCredential } from '../enrolled/credentials.js';
 import { FeedFollower, type FeedTiming, isSelfRefusal, selfRefusalReason } from '../enrolled/feed.js';
 import { enrolledReadiness, registerStandingMetrics } from '../enrolled/health.js';
-import { holdStateDirectory } from '../enrolled/lock.js';
-import { type RenewResult, renewStoredEnrollment, requireEnrolled } from '../enrolled/renew.js';
+import type { RenewResult } from '../enrolled/renew.js';
 import { RenewalScheduler } from '../enrolled/renewal.js';
 import { rotationFollower } from '../enrolled/rotation.js';
-import { collectStatus, type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
+import { type StatusReport, sshEntry, x509Entry } from '../enrolled/status.js';
 import { watchGeneration } from '../enrolled/store.js';
 import { GatewayError } from '../errors/codes.js';
 import { loadPrivateKey } from '../pki/keys.js';
-import { CaClient } from '../protocol/ca-client.js';
 import type { ConfigOf } from '../runtime/config-schema.js';
 import { parseHostPort } from '../runtime/config-schema.js';
 import { installSignalHandlers, Lifecycle } from '../runtime/lifecycle.js';
 import type { Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { type OpsServer, startOpsServer } from '../runtime/ops.js';
-import { SystemdNotifier } from '../runtime/systemd.js';
-import { stateDirectory } from '../store/db.js';
-import type { ProxyConfigSchema } from './config.js';
+import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
+import { DEFAULT_CERT_SKEW_MS } from './admission.js';
+import { type ProxyConfigSchema, proxyConfigSchema } from './config.js';
 import { enroll, renew } from './enroll.js';
 import { type ProxyLimits, ProxyServer } from './proxy.js';
 import { credentialsOf, type ProxyState, ProxyStore } from './state.js';
@@ -38,7 +36,7 @@ const DEFAULT_TLS_LISTEN = '0.0.0.0:8443';
 export type ProxyConfig = ConfigOf<ProxyConfigSchema['keys']>;
 
 export function databasePath(config: ProxyConfig, env: NodeJS.ProcessEnv = process.env): string {
-  return join(stateDirectory('proxy', { override: config.state_directory, env }), 'proxy.db');
+  return enrolledDatabasePath('proxy', config.state_directory, env);
 }
 
 export function limitsFrom(config: ProxyConfig): ProxyLimits {
@@ -86,62 +84,31 @@ export async function enrollCommand(config: ProxyConfig): Promise<Record<string,
     clientIdFlag: '--admin-client-id',
   });
   const path = databasePath(config);
-  // Before the CA is asked (a token is spent once): never under a running serve.
-  const lock = holdStateDirectory(path, 'proxy', 'enroll');
-  try {
-    return await enrollAndStore(config, credential, path, { caUrl, caFingerprint, scope, orgId, proxyId, hostname });
-  } finally {
-    lock.release();
-  }
-}
-
-async function enrollAndStore(
-  config: ProxyConfig,
-  credential: EnrollmentCredential,
-  path: string,
-  {
-    caUrl,
-    caFingerprint,
-    scope,
-    orgId,
-    proxyId,
-    hostname,
-  }: {
-    caUrl: string;
-    caFingerprint: string;
-    scope: 'instance' | 'org';
-    orgId: string | null;
-    proxyId: string;
-    hostname: string;
-  },
-): Promise<Record<string, unknown>> {
   const sshListen = config.ssh_listen ?? DEFAULT_SSH_LISTEN;
   const tlsListen = config.tls_listen ?? DEFAULT_TLS_LISTEN;
-  let client = new CaClient({ url: caUrl, fingerprint: caFingerprint });
-  if (credential.kind === 'login') {
-    const { clientId, clientSecret } = credential;
-    client = (await client.loginAs({ clientId, clientSecret })).client;
-  }
-  const state = await enroll({
-    client,
+  const state = await enrollAndSave({
+    role: 'proxy',
+    path,
     caUrl,
     caFingerprint,
-    scope,
-    orgId,
-    proxyId,
-    hostnames: [...config.hostnames],
-    sshListen,
-    tlsListen,
-    sshAddress: advertised(config.ssh_address, sshListen, hostname),
-    tlsAddress: advertised(config.tls_address, tlsListen, hostname),
-    ...(credential.kind === 'token' ? { enrollmentToken: credential.token } : {}),
+    credential,
+    enroll: (client, enrollmentToken) =>
+      enroll({
+        client,
+        caUrl,
+        caFingerprint,
+        scope,
+        orgId,
+        proxyId,
+        hostnames: [...config.hostnames],
+        sshListen,
+        tlsListen,
+        sshAddress: advertised(config.ssh_address, sshListen, hostname),
+        tlsAddress: advertised(config.tls_address, tlsListen, hostname),
+        ...(enrollmentToken ? { enrollmentToken } : {}),
+      }),
+    open: (p) => ProxyStore.open(p),
   });
-  const store = ProxyStore.open(path);
-  try {
-    store.saveEnrollment(state);
-  } finally {
-    store.close();
-  }
   return {
     proxyUri: state.proxyUri,
     database: path,
@@ -151,52 +118,37 @@ async function enrollAndStore(
   };
 }
 
+const commands = renewAndStatus({
+  role: 'proxy',
+  open: (p) => ProxyStore.open(p),
+  renew,
+  stored: (store) => {
+    const s = store.load();
+    return {
+      uri: s.proxyUri,
+      orgId: s.orgId,
+      id: s.proxyId,
+      certificates: [x509Entry('tls', s.tlsChainPem), sshEntry('ssh host', s.sshHostCertificate)],
+      revoked: store
+        .revocations()
+        .some(
+          (r) => r.kind === 'proxy' && (r.subject === s.proxyId || r.subject === s.proxyUri) && r.orgId === s.orgId,
+        ),
+      feedSeq: store.feedSeq(),
+      extra: {
+        ssh: `${s.sshListen} (advertised ${s.sshAddress})`,
+        tls: `${s.tlsListen} (advertised ${s.tlsAddress})`,
+      },
+    };
+  },
+  counts: { gateways: 'gateways', tunnels: 'tunnels', 'streams open': 'streams' },
+});
+
 /** Renews the stored certificates now (also beside a running serve, which picks them up). */
-export async function renewCommand(config: ProxyConfig): Promise<RenewResult> {
-  const path = databasePath(config);
-  requireEnrolled(path, 'proxy');
-  const store = ProxyStore.open(path);
-  try {
-    return await renewStoredEnrollment(store, renew);
-  } finally {
-    store.close();
-  }
-}
+export const renewCommand = (config: ProxyConfig): Promise<RenewResult> => commands.renew(databasePath(config));
 
 /** What the state directory and a running serve say (reads only, beside serve). */
-export function statusCommand(config: ProxyConfig): Promise<StatusReport> {
-  const path = databasePath(config);
-  requireEnrolled(path, 'proxy');
-  return collectStatus({
-    role: 'proxy',
-    databasePath: path,
-    stored: () => {
-      const store = ProxyStore.open(path);
-      try {
-        const s = store.load();
-        return {
-          uri: s.proxyUri,
-          orgId: s.orgId,
-          id: s.proxyId,
-          certificates: [x509Entry('tls', s.tlsChainPem), sshEntry('ssh host', s.sshHostCertificate)],
-          revoked: store
-            .revocations()
-            .some(
-              (r) => r.kind === 'proxy' && (r.subject === s.proxyId || r.subject === s.proxyUri) && r.orgId === s.orgId,
-            ),
-          feedSeq: store.feedSeq(),
-          extra: {
-            ssh: `${s.sshListen} (advertised ${s.sshAddress})`,
-            tls: `${s.tlsListen} (advertised ${s.tlsAddress})`,
-          },
-        };
-      } finally {
-        store.close();
-      }
-    },
-    counts: { gateways: 'gateways', tunnels: 'tunnels', 'streams open': 'streams' },
-  });
-}
+export const statusCommand = (config: ProxyConfig): Promise<StatusReport> => commands.status(databasePath(config));
 
 export interface ServeHandle {
   proxy: ProxyServer;
@@ -221,13 +173,7 @@ export async function serve(
   logger: Logger,
   reloadConfig: () => ProxyConfig,
 ): Promise<ServeHandle> {
-  const notifier = new SystemdNotifier();
-  notifier.status('opening state');
-  const path = databasePath(config);
-  requireEnrolled(path, 'proxy');
-  // Held for the process's life (the kernel frees it however serve ends); refused if another holds it.
-  const lock = holdStateDirectory(path, 'proxy', 'serve');
-  const store = ProxyStore.open(path);
+  const { notifier, lock, store } = openForServe('proxy', databasePath(config), (p) => ProxyStore.open(p));
   let state: ProxyState = store.load();
   const missed = store.rotationMissed();
   if (missed !== undefined) {
@@ -328,6 +274,35 @@ export async function serve(
     notAfterMs: () => Date.parse(state.notAfter),
     nextRenewalMs: () => renewal.nextAt,
   });
+  // What SIGHUP applied, read back from the parts that use it (the last applied config only for the CA pin,
+  // which is added to the client's pins).
+  registerLiveSettings(
+    metrics,
+    proxyConfigSchema,
+    () => {
+      const limits = proxy.limits;
+      const timing = feed?.timing;
+      return {
+        ca_fingerprint: current.ca_fingerprint,
+        handshake_timeout: limits.handshakeTimeoutMs,
+        max_unauthenticated_per_source: limits.maxUnauthenticatedPerSource,
+        forward_timeout: limits.forwardTimeoutMs,
+        max_tunnels_per_org: limits.maxTunnelsPerOrg,
+        max_streams_per_org: limits.maxStreamsPerOrg,
+        idle_timeout: limits.idleTimeoutMs,
+        max_connections: limits.maxConnections,
+        max_streams_per_gateway: limits.maxStreamsPerGateway,
+        max_auth_attempts: limits.maxAuthAttempts,
+        cert_skew: limits.certSkewMs ?? DEFAULT_CERT_SKEW_MS,
+        revocation_poll: timing?.running ? timing.retryMs : 0,
+        feed_wait: (timing?.waitSec ?? 0) * 1000,
+        feed_stale_after: timing?.staleAfterMs ?? current.feed_stale_after,
+        renew: renewal.running,
+      };
+    },
+    // Scraped only once ops answers, after the lifecycle below exists (no await between the two).
+    { logger, drainTimeoutMs: () => lifecycle.drainTimeoutMs },
+  );
   const ops = await startOpsServer({
     listen: config.ops_listen,
     allowNonLoopback: config.ops_allow_remote,
@@ -349,7 +324,7 @@ export async function serve(
     log: logger,
     drainTimeoutMs: config.drain_timeout,
     hooks: {
-      reload: () => {
+      reload: async () => {
         if (revoked !== undefined) return;
         const nextConfig = reloadConfig();
         const pins = store.applyConfiguredPins(nextConfig.ca_fingerprint, ca);
@@ -361,10 +336,19 @@ export async function serve(
         state = nextState;
         current = nextConfig;
         feed?.configure(feedTiming(nextConfig));
-        if (nextConfig.ssh_listen !== config.ssh_listen || nextConfig.tls_listen !== config.tls_listen) {
-          logger.warn({}, 'a changed listen address takes effect at the next restart');
+        if (feed && nextConfig.revocation_poll > 0) feed.start();
+        else if (feed) await feed.stop();
+        else if (nextConfig.revocation_poll > 0) {
+          logger.warn(
+            { key: 'revocation_poll' },
+            'revocation_poll changed, takes effect at restart (the feed was off at start)',
+          );
         }
-        if (current.renew) renewal.reschedule();
+        if (current.renew) renewal.start();
+        else renewal.stop();
+        logger.level = nextConfig.log_level;
+        lifecycle.drainTimeoutMs = nextConfig.drain_timeout;
+        logRestartOnly(proxyConfigSchema, config, nextConfig, logger);
       },
       drain: async (_deadlineMs, signal) => {
         watch.stop();

@@ -122,53 +122,34 @@ export class ProxyStore extends EnrolledStore {
   /** Replaces the enrollment (first enrollment or renewal) in one transaction. */
   saveEnrollment(s: ProxyState, now = new Date()): void {
     const db = this.db;
-    db.transaction(() => {
-      if (s.rotation) this.setRotationVersion(s.rotation);
-      db.prepare('DELETE FROM enrollment').run();
-      db.prepare(
-        `INSERT INTO enrollment (id, proxy_uri, proxy_id, scope, org_id, hostnames, ssh_listen, tls_listen, ssh_address,
-           tls_address, ca_url, ca_fingerprint, tls_key_pem, tls_chain_pem, ssh_private_key, ssh_host_certificate,
-           revocation_feed_key, not_after, updated_at)
-         VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        s.proxyUri,
-        s.proxyId,
-        s.scope,
-        s.orgId,
-        JSON.stringify(s.hostnames),
-        s.sshListen,
-        s.tlsListen,
-        s.sshAddress,
-        s.tlsAddress,
-        s.caUrl,
-        s.caFingerprint,
-        this.sealKey(s.tlsKeyPem, 'tls-private-key'),
-        s.tlsChainPem,
-        this.sealKey(s.sshPrivateKey, 'ssh-private-key'),
-        s.sshHostCertificate,
-        s.revocationFeedKey,
-        s.notAfter,
-        now.toISOString(),
-      );
+    const own = {
+      proxy_uri: s.proxyUri,
+      proxy_id: s.proxyId,
+      scope: s.scope,
+      org_id: s.orgId,
+      hostnames: JSON.stringify(s.hostnames),
+      ssh_listen: s.sshListen,
+      tls_listen: s.tlsListen,
+      ssh_address: s.sshAddress,
+      tls_address: s.tlsAddress,
+      ssh_host_certificate: s.sshHostCertificate,
+    };
+    this.replaceEnrollment(s, own, now, () => {
       db.prepare('DELETE FROM ssh_user_cas').run();
       db.prepare('DELETE FROM pki_client_cas').run();
       const ssh = db.prepare('INSERT OR IGNORE INTO ssh_user_cas (key) VALUES (?)');
       for (const k of s.sshUserCaKeys) ssh.run(k);
       const pki = db.prepare('INSERT OR IGNORE INTO pki_client_cas (pem) VALUES (?)');
       for (const pem of s.pkiClientCaCerts) pki.run(pem);
-    })();
+    });
   }
 
   /** The stored enrollment; E_CONFIG_INVALID (with the fix) when the proxy was never enrolled. */
   load(): ProxyState {
-    const row = this.db.prepare('SELECT * FROM enrollment WHERE id = 1').get() as
-      | Record<string, string | null>
-      | undefined;
-    if (!row) {
-      throw new GatewayError('E_CONFIG_INVALID', `${this.db.name}: not enrolled: run \`infisical-proxy enroll\` first`);
-    }
+    const row = this.enrollmentRow<Record<string, string | null>>('proxy');
     const text = (k: string): string => String(row[k] ?? '');
     return {
+      ...this.sharedEnrollment(row),
       proxyUri: text('proxy_uri'),
       proxyId: text('proxy_id'),
       scope: text('scope') as 'instance' | 'org',
@@ -178,14 +159,7 @@ export class ProxyStore extends EnrolledStore {
       tlsListen: text('tls_listen'),
       sshAddress: text('ssh_address'),
       tlsAddress: text('tls_address'),
-      caUrl: text('ca_url'),
-      caFingerprint: text('ca_fingerprint'),
-      tlsKeyPem: this.openKey(text('tls_key_pem'), 'tls-private-key'),
-      tlsChainPem: text('tls_chain_pem'),
-      sshPrivateKey: this.openKey(text('ssh_private_key'), 'ssh-private-key'),
       sshHostCertificate: text('ssh_host_certificate'),
-      revocationFeedKey: text('revocation_feed_key'),
-      notAfter: text('not_after'),
       sshUserCaKeys: (this.db.prepare('SELECT key FROM ssh_user_cas ORDER BY key').all() as { key: string }[]).map(
         (r) => r.key,
       ),

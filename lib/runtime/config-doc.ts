@@ -9,6 +9,7 @@ import {
   flagOf,
   formatValue,
   type KeySpec,
+  type Reload,
   type ValueType,
 } from './config-schema.js';
 
@@ -19,6 +20,12 @@ const PLACEHOLDERS: Record<ValueType, string> = {
   duration: 'duration',
   list: 'a,b,...',
   path: 'path',
+};
+
+const RELOAD_TEXT: Record<Reload, string> = {
+  live: 'live (SIGHUP applies it to the running daemon).',
+  restart: 'restart (SIGHUP logs a change; it takes effect at the next start).',
+  command: 'commands only (enroll, init, api-cert read it; serve does not).',
 };
 
 function placeholder(spec: KeySpec): string {
@@ -54,6 +61,8 @@ export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${
     "# 5m, 24h, 7d or 1h30m; relative paths are resolved against this file's directory. Unknown keys are",
     '# refused at start with the line number.',
     '# Precedence: command-line flags > environment variables > this file > built-in defaults.',
+    '# Reload (systemctl reload, SIGHUP): each key says whether a running serve applies it (live), needs a',
+    '# restart (a change is logged "<key> changed, takes effect at restart") or is read by commands only.',
   ];
   for (const [key, spec] of Object.entries(schema.keys)) {
     out.push('');
@@ -64,6 +73,7 @@ export function renderSampleConfig(schema: ConfigSchema, program = `infisical-${
     out.push(
       `# Type: ${kind}. ${spec.default === undefined ? (spec.optional ? 'Optional. ' : 'Required. ') : ''}${env}`,
     );
+    out.push(`# Reload: ${RELOAD_TEXT[spec.reload]}`);
     if (spec.secret)
       out.push('# Secret: prefer a systemd credential or an environment file readable only by the service.');
     const shown =

@@ -20,8 +20,17 @@ export interface ValueTypes {
 /** Returns undefined when the value is acceptable, else what was expected (e.g. "expected host:port"). */
 export type Validator<T> = (value: T) => string | undefined;
 
-export interface KeySpec<K extends ValueType = ValueType, O extends boolean = boolean> {
+/**
+ * What SIGHUP does with a key of a running `serve`: `live`, the new value is applied to the running daemon;
+ * `restart`, it takes effect at the next start (a change is logged "<key> changed, takes effect at restart");
+ * `command`, serve never reads it (enroll, init, api-cert do), so a reload has nothing to apply.
+ */
+export type Reload = 'live' | 'restart' | 'command';
+
+export interface KeySpec<K extends ValueType = ValueType, O extends boolean = boolean, R extends Reload = Reload> {
   readonly type: K;
+  /** Applied by SIGHUP, at restart, or by commands only (see Reload); docs/config.md prints it per key. */
+  readonly reload: R;
   /** One or two sentences for --help and the sample config. */
   readonly description: string;
   /** Built-in default; a key with neither default nor `optional: true` is required. */
@@ -49,7 +58,10 @@ export interface KeySpec<K extends ValueType = ValueType, O extends boolean = bo
 export type KeyValue<S> =
   S extends KeySpec<infer K, infer O> ? (O extends true ? ValueTypes[K] | undefined : ValueTypes[K]) : never;
 
-export type Keys = Record<string, KeySpec<ValueType, boolean>>;
+export type Keys = Record<string, KeySpec<ValueType, boolean, Reload>>;
+
+/** The keys of a schema that SIGHUP applies to the running daemon. */
+export type LiveKeys<S extends Keys> = { [N in keyof S]: S[N]['reload'] extends 'live' ? N : never }[keyof S];
 
 /** The frozen, typed object a daemon receives. */
 export type ConfigOf<S extends Keys> = { readonly [N in keyof S]: KeyValue<S[N]> };
@@ -62,7 +74,7 @@ export interface ConfigSchema<S extends Keys = Keys> {
   readonly keys: S;
 }
 
-type KeyOptions<K extends ValueType, O extends boolean> = Omit<KeySpec<K, O>, 'type'>;
+type KeyOptions<K extends ValueType, O extends boolean> = Omit<KeySpec<K, O, Reload>, 'type'>;
 
 /** Whether a key's options say `optional: true`: decides if its value may load as undefined. */
 type OptionalOf<P> = P extends { readonly optional: true } ? true : false;
@@ -70,8 +82,8 @@ type OptionalOf<P> = P extends { readonly optional: true } ? true : false;
 function keyOf<K extends ValueType>(type: K) {
   // Generic over the whole options object (not over `optional` alone, which inference through Omit widened to
   // boolean): `ConfigOf` then knows which keys may be undefined, so daemons need no hand-written config type.
-  return <P extends KeyOptions<K, boolean>>(spec: P): KeySpec<K, OptionalOf<P>> =>
-    ({ ...spec, type }) as KeySpec<K, OptionalOf<P>>;
+  return <P extends KeyOptions<K, boolean>>(spec: P): KeySpec<K, OptionalOf<P>, P['reload']> =>
+    ({ ...spec, type }) as KeySpec<K, OptionalOf<P>, P['reload']>;
 }
 
 /** Key builders: `keys.duration({ default: 30_000, description: '...' })`. */
@@ -96,7 +108,7 @@ export function defineSchema<S extends Keys>(daemon: string, summary: string, ke
       throw new Error(`config schema: key "${name}" is both optional and defaulted`);
     }
     if (spec.default !== undefined) {
-      const problem = spec.validate?.(spec.default as never);
+      const problem = spec.validate?.(spec.default);
       if (problem) throw new Error(`config schema: default of key "${name}" fails validation: ${problem}`);
     }
   }

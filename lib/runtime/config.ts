@@ -207,7 +207,7 @@ export function loadConfig<S extends Keys>(schema: ConfigSchema<S>, options: Loa
     }
     const baseDir = chosen.origin.source === 'file' ? dirname(chosen.origin.path) : cwd;
     const parsed = parseValue(spec.type, chosen.raw, baseDir);
-    const problem = parsed.ok ? spec.validate?.(parsed.value as never) : parsed.expected;
+    const problem = parsed.ok ? spec.validate?.(parsed.value) : parsed.expected;
     if (problem) {
       const got = spec.secret ? '' : ` (got "${chosen.raw}")`;
       problems.push(`${describeOrigin(chosen.origin)}: key "${key}": ${problem}${got}`);

@@ -72,6 +72,15 @@ export class Lifecycle {
     return this.#state;
   }
 
+  /** Bound on the next drain (config drain_timeout, live: a reload sets it). */
+  get drainTimeoutMs(): number {
+    return this.#options.drainTimeoutMs;
+  }
+
+  set drainTimeoutMs(ms: number) {
+    this.#options.drainTimeoutMs = ms;
+  }
+
   /** Startup finished: READY=1; runs a reload that was asked for while starting. */
   ready(status?: string): void {
     if (this.#state !== 'starting') return;

@@ -19,20 +19,31 @@ import { runtimeKeys } from '../../lib/runtime/runtime-keys.js';
 
 const schema = defineSchema('proxy', 'test proxy', {
   ...runtimeKeys({ opsListen: '127.0.0.1:9464' }),
-  ssh_listen: keys.string({ default: '0.0.0.0:2222', description: 'SSH listener.', validate: hostPort }),
-  max_streams: keys.int({ default: 100, description: 'Streams per tunnel.', validate: intRange(1, 10_000) }),
-  keepalive: keys.duration({ default: 15_000, description: 'Keepalive interval.' }),
-  strict: keys.bool({ default: true, description: 'Be strict.' }),
-  proxies: keys.list({ default: [], description: 'Peers.', validate: each(hostPort) }),
-  ca_file: keys.path({ optional: true, description: 'CA bundle.' }),
-  ca_url: keys.string({ description: 'CA URL.', example: 'https://ca.example:8443' }),
+  ssh_listen: keys.string({
+    reload: 'live',
+    default: '0.0.0.0:2222',
+    description: 'SSH listener.',
+    validate: hostPort,
+  }),
+  max_streams: keys.int({
+    reload: 'live',
+    default: 100,
+    description: 'Streams per tunnel.',
+    validate: intRange(1, 10_000),
+  }),
+  keepalive: keys.duration({ reload: 'live', default: 15_000, description: 'Keepalive interval.' }),
+  strict: keys.bool({ reload: 'live', default: true, description: 'Be strict.' }),
+  proxies: keys.list({ reload: 'live', default: [], description: 'Peers.', validate: each(hostPort) }),
+  ca_file: keys.path({ reload: 'live', optional: true, description: 'CA bundle.' }),
+  ca_url: keys.string({ reload: 'live', description: 'CA URL.', example: 'https://ca.example:8443' }),
   token: keys.string({
+    reload: 'live',
     optional: true,
     secret: true,
     description: 'Enrollment token.',
     validate: (v) => (v.length >= 8 ? undefined : 'expected at least 8 characters'),
   }),
-  listen_alias: keys.string({ optional: true, env: 'PROXY_LISTEN', description: 'Custom env name.' }),
+  listen_alias: keys.string({ reload: 'live', optional: true, env: 'PROXY_LISTEN', description: 'Custom env name.' }),
 });
 
 const PATH = '/etc/infisical/proxy.conf';
@@ -238,11 +249,20 @@ test('one key reads the same from a flag, the environment and the file: the sche
 
 test('schema definitions refuse bad names and defaults that fail their own validation', () => {
   assert.throws(
-    () => defineSchema('proxy', 's', { bad: keys.string({ default: 'nope', description: 'd', validate: hostPort }) }),
+    () =>
+      defineSchema('proxy', 's', {
+        bad: keys.string({ reload: 'live', default: 'nope', description: 'd', validate: hostPort }),
+      }),
     /default of key "bad"/,
   );
-  assert.throws(() => defineSchema('proxy', 's', { BadName: keys.string({ description: 'd' }) }), /bad key name/);
-  assert.throws(() => defineSchema('proxy', 's', { config: keys.string({ description: 'd' }) }), /bad key name/);
+  assert.throws(
+    () => defineSchema('proxy', 's', { BadName: keys.string({ reload: 'live', description: 'd' }) }),
+    /bad key name/,
+  );
+  assert.throws(
+    () => defineSchema('proxy', 's', { config: keys.string({ reload: 'live', description: 'd' }) }),
+    /bad key name/,
+  );
 });
 
 test('the sample config documents every key and, uncommented, loads as the defaults', () => {
@@ -280,9 +300,9 @@ test('readConfigFile: absent is undefined, unreadable is refused', () => {
 test('flags come from the schema: a declared name, the dashed key by default, or none', () => {
   const flagged = defineSchema('gateway', 'flag names', {
     ...runtimeKeys({ opsListen: '127.0.0.1:9472' }),
-    ca_url: keys.string({ flag: 'ca', description: 'CA URL.' }),
-    max_streams: keys.int({ default: 10, description: 'Streams.' }),
-    renew: keys.bool({ default: true, flag: null, description: 'Renew.' }),
+    ca_url: keys.string({ reload: 'live', flag: 'ca', description: 'CA URL.' }),
+    max_streams: keys.int({ reload: 'live', default: 10, description: 'Streams.' }),
+    renew: keys.bool({ reload: 'live', default: true, flag: null, description: 'Renew.' }),
   });
   const argv = { ca: 'https://flag', 'max-streams': 3, renew: false, 'ca-url': 'ignored', 'state-dir': '/srv/gw' };
   const none = { env: {}, readFile: () => undefined };
@@ -293,8 +313,8 @@ test('flags come from the schema: a declared name, the dashed key by default, or
   assert.equal(loaded.config.renew, true, 'a key without a flag is not set from argv');
   assert.equal(loaded.config.state_directory, '/srv/gw', 'state_directory is --state-dir in every daemon');
   const sample = renderSampleConfig(flagged);
-  assert.match(sample, /INFISICAL_GATEWAY_CA_URL\. Flag: --ca\.\n#ca_url = /);
-  assert.match(sample, /INFISICAL_GATEWAY_RENEW\. No flag\.\n#renew = true/);
+  assert.match(sample, /INFISICAL_GATEWAY_CA_URL\. Flag: --ca\.\n# Reload: live .*\n#ca_url = /);
+  assert.match(sample, /INFISICAL_GATEWAY_RENEW\. No flag\.\n# Reload: live .*\n#renew = true/);
   assert.doesNotMatch(sample, /--ca-url|--state-directory|--renew/);
   const missing = refusal(() => loadFromArgv(flagged, {}, none));
   assert.match(
@@ -321,7 +341,9 @@ test('flagOptions: yargs options named and described by the schema, text only, n
     string: true,
     describe: 'Keepalive interval. (default: 15s)',
   });
-  const noFlag = defineSchema('gateway', 'x', { renew: keys.bool({ default: true, flag: null, description: 'R.' }) });
+  const noFlag = defineSchema('gateway', 'x', {
+    renew: keys.bool({ reload: 'live', default: true, flag: null, description: 'R.' }),
+  });
   assert.throws(() => flagOptions(noFlag, ['renew']), /config key renew of gateway has no flag/);
   assert.throws(() => flagOptions(noFlag, ['nope']), /config key nope of gateway has no flag/);
 });

@@ -19,7 +19,12 @@ import { openDatabase, stateDirectory } from '../../lib/store/db.js';
 
 const schema = defineSchema('proxy', 'wiring test', {
   ...runtimeKeys({ opsListen: '127.0.0.1:0' }),
-  ssh_listen: keys.string({ default: '0.0.0.0:2222', description: 'SSH listener.', validate: hostPort }),
+  ssh_listen: keys.string({
+    reload: 'live',
+    default: '0.0.0.0:2222',
+    description: 'SSH listener.',
+    validate: hostPort,
+  }),
 });
 
 test('a daemon main wired from the runtime and store parts', async (t) => {
