@@ -16,7 +16,6 @@
  * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { CaGrantSource } from '../lib/client/ca-source.js';
