@@ -50,10 +50,18 @@ function viaPort(port: number): Setup {
     });
 }
 
-async function measure(setup: Setup): Promise<number[]> {
-  for (let i = 0; i < WARMUP; i++) await setup();
-  const out: number[] = [];
-  for (let i = 0; i < STREAMS; i++) out.push(await setup());
+/**
+ * Every path's setup times, measured in rounds of one stream per path: the machine is shared, and a busy
+ * moment then costs every path alike instead of the one measured at the time.
+ */
+async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+  for (let i = 0; i < WARMUP + STREAMS; i++) {
+    for (const [name, setup] of Object.entries(paths)) {
+      const ms = await setup();
+      if (i >= WARMUP) out[name]!.push(ms);
+    }
+  }
   return out;
 }
 
@@ -107,16 +115,18 @@ async function startSshReference(dir: TempDir, targetPort: number): Promise<{ po
 }
 
 /** Ping mode from this process, against the deployment's proxy and gateway processes. */
-function pingConnector(d: Deployment): GatewayConnector {
+function pingConnector(d: Deployment, warmRelay: boolean): GatewayConnector {
   const source = new CaGrantSource({
     ca: new CaClient({ url: d.ca.url, fingerprint: d.ca.fingerprint }),
     clientId: d.app.clientId,
     clientSecret: readFileSync(d.app.secretFile, 'utf8').trim(),
   });
-  return new GatewayConnector({ source, orgId: d.org, gatewayId: d.gateways[0]!.gatewayId });
+  return new GatewayConnector({ source, orgId: d.org, gatewayId: d.gateways[0]!.gatewayId, warmRelay });
 }
 
-function viaPing(connector: GatewayConnector, d: Deployment, steps: RelayedStream['timings'][]): Setup {
+type Step = Pick<RelayedStream, 'timings' | 'warm'>;
+
+function viaPing(connector: GatewayConnector, d: Deployment, steps: Step[]): Setup {
   const spec = { host: d.target.host, port: d.target.port };
   return async () => {
     const t0 = performance.now();
@@ -130,12 +140,33 @@ function viaPing(connector: GatewayConnector, d: Deployment, steps: RelayedStrea
     });
     const ms = performance.now() - t0;
     socket.destroy();
-    steps.push(stream.timings);
+    steps.push({ timings: stream.timings, warm: stream.warm ?? false });
     return ms;
   };
 }
 
 const pp = (v: number[]) => `${fmt.ms(percentile(v, 50))} / ${fmt.ms(percentile(v, 99))}`;
+
+/** CPU time (user + system) a process has used so far, ms; from /proc (this machine's clock tick: 100 Hz). */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime: fields 14 and 15 of stat(5)
+}
+
+const CPU_STREAMS = 50;
+
+/** The CPU each process spends per stream of one path, over CPU_STREAMS streams in a row. */
+async function cpuPerStream(setup: Setup, pids: Record<string, number | undefined>): Promise<string> {
+  const before = Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)] as const);
+  const self0 = process.cpuUsage();
+  for (let i = 0; i < CPU_STREAMS; i++) await setup();
+  const self = process.cpuUsage(self0);
+  const cpu = before.map(([name, t0]) => `${name} ${((cpuMs(pids[name]) - t0) / CPU_STREAMS).toFixed(2)}`);
+  cpu.push(`this process ${((self.user + self.system) / 1000 / CPU_STREAMS).toFixed(2)}`);
+  return `CPU ms per stream: ${cpu.join(', ')}`;
+}
 
 export async function benchSetup(): Promise<BenchRow[]> {
   const dir = new TempDir('bench-setup-');
@@ -144,38 +175,61 @@ export async function benchSetup(): Promise<BenchRow[]> {
   try {
     const connect = await d.connect();
     ssh = await startSshReference(dir, d.target.port);
-    const connector = pingConnector(d);
-    await connector.grant({ host: d.target.host, port: d.target.port }, 'ping');
-    const steps: RelayedStream['timings'][] = [];
-    const r = {
-      tcp: await measure(viaPort(connect.port)),
-      ping: await measure(viaPing(connector, d, steps)),
-      ssh: await measure(viaPort(ssh.port)),
-      raw: await measure(viaPort(d.target.port)),
+    const warm = pingConnector(d, true);
+    const cold = pingConnector(d, false);
+    for (const c of [warm, cold]) await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
+    const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
+    const warmSteps: Step[] = [];
+    const coldSteps: Step[] = [];
+    const pingWarm = viaPing(warm, d, warmSteps);
+    const pingCold = viaPing(cold, d, coldSteps);
+    const r = await measureInterleaved({
+      tcp: viaPort(connect.port),
+      pingWarm,
+      pingCold,
+      ssh: viaPort(ssh.port),
+      raw: viaPort(d.target.port),
+    });
+    const cpu = {
+      tcp: await cpuPerStream(viaPort(connect.port), { connect: connect.pid, ...daemons }),
+      pingWarm: await cpuPerStream(pingWarm, daemons),
+      pingCold: await cpuPerStream(pingCold, daemons),
     };
-    const counted = steps.slice(WARMUP);
-    const stepP50 = (k: keyof RelayedStream['timings']) =>
+    const p50Of = (list: Step[], k: keyof RelayedStream['timings']) =>
       fmt.ms(
         percentile(
-          counted.map((s) => s[k]),
+          list.slice(WARMUP, WARMUP + STREAMS).map((s) => s.timings[k]),
           50,
         ),
       );
-    const refs = `${pp(r.ssh)} ssh -R; ${pp(r.raw)} raw loopback`;
+    const opened = connect
+      .events()
+      .filter((e) => e['event'] === 'opened')
+      .slice(WARMUP, WARMUP + STREAMS);
+    const inConnect = opened.map((e) => Number(e['setupMs']));
+    const refs = `${pp(r['ssh']!)} ssh -R; ${pp(r['raw']!)} raw loopback`;
     return [
       {
         area: 'setup',
         metric: `new stream via infisical-connect tcp, connect → first echoed byte, p50 / p99 (${STREAMS})`,
-        ours: pp(r.tcp),
+        ours: pp(r['tcp']!),
         reference: refs,
-        note: 'grant held; CA, proxy, gateway, connect: processes started through their CLIs; goal p50 ≤5 ms, p99 ≤20 ms',
+        note:
+          `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
+          `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
+          `${fmt.ms(percentile(inConnect, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
+          `${opened.length} on a relay opened ahead of need; ${cpu.tcp}`,
       },
       {
         area: 'setup',
         metric: `new stream in ping mode (client library → proxy, gateway processes), p50 / p99 (${STREAMS})`,
-        ours: pp(r.ping),
-        reference: refs,
-        note: `steps p50: outer TLS ${stepP50('proxyMs')}, proxy status (route + SSH channel) ${stepP50('statusMs')}, inner TLS + gateway status ${stepP50('gatewayMs')}`,
+        ours: pp(r['pingWarm']!),
+        reference: `${pp(r['pingCold']!)} without the relay opened ahead; ${refs}`,
+        note:
+          `${warmSteps.slice(WARMUP, WARMUP + STREAMS).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +
+          `inner TLS + gateway status p50 ${p50Of(warmSteps, 'gatewayMs')}; ${cpu.pingWarm}. Without: outer TLS ` +
+          `${p50Of(coldSteps, 'proxyMs')}, proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
+          `${p50Of(coldSteps, 'gatewayMs')}; ${cpu.pingCold}`,
       },
     ];
   } finally {

@@ -149,6 +149,7 @@ async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, sh
       process.once('SIGTERM', resolve);
     });
     await forwarder.close();
+    connector.close();
     status.event(
       'stopped',
       { ...forwarder.stats },
