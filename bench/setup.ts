@@ -115,13 +115,18 @@ async function startSshReference(dir: TempDir, targetPort: number): Promise<{ po
 }
 
 /** Ping mode from this process, against the deployment's proxy and gateway processes. */
-function pingConnector(d: Deployment, warmRelay: boolean): GatewayConnector {
+function pingConnector(d: Deployment, warmRelayMs?: number): GatewayConnector {
   const source = new CaGrantSource({
     ca: new CaClient({ url: d.ca.url, fingerprint: d.ca.fingerprint }),
     clientId: d.app.clientId,
     clientSecret: readFileSync(d.app.secretFile, 'utf8').trim(),
   });
-  return new GatewayConnector({ source, orgId: d.org, gatewayId: d.gateways[0]!.gatewayId, warmRelay });
+  return new GatewayConnector({
+    source,
+    orgId: d.org,
+    gatewayId: d.gateways[0]!.gatewayId,
+    ...(warmRelayMs === undefined ? {} : { warmRelayMs }),
+  });
 }
 
 type Step = Pick<RelayedStream, 'timings' | 'warm'>;
@@ -174,9 +179,10 @@ export async function benchSetup(): Promise<BenchRow[]> {
   let ssh: { port: number; stop(): Promise<void> } | undefined;
   try {
     const connect = await d.connect();
+    const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
-    const warm = pingConnector(d, true);
-    const cold = pingConnector(d, false);
+    const warm = pingConnector(d);
+    const cold = pingConnector(d, 0);
     for (const c of [warm, cold]) await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
     const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
     const warmSteps: Step[] = [];
@@ -185,6 +191,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
     const pingCold = viaPing(cold, d, coldSteps);
     const r = await measureInterleaved({
       tcp: viaPort(connect.port),
+      tcpCold: viaPort(connectCold.port),
       pingWarm,
       pingCold,
       ssh: viaPort(ssh.port),
@@ -192,6 +199,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
     });
     const cpu = {
       tcp: await cpuPerStream(viaPort(connect.port), { connect: connect.pid, ...daemons }),
+      tcpCold: await cpuPerStream(viaPort(connectCold.port), { connect: connectCold.pid, ...daemons }),
       pingWarm: await cpuPerStream(pingWarm, daemons),
       pingCold: await cpuPerStream(pingCold, daemons),
     };
@@ -213,12 +221,12 @@ export async function benchSetup(): Promise<BenchRow[]> {
         area: 'setup',
         metric: `new stream via infisical-connect tcp, connect → first echoed byte, p50 / p99 (${STREAMS})`,
         ours: pp(r['tcp']!),
-        reference: refs,
+        reference: `${pp(r['tcpCold']!)} with --warm-relay 0; ${refs}`,
         note:
           `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
           `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
           `${fmt.ms(percentile(inConnect, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
-          `${opened.length} on a relay opened ahead of need; ${cpu.tcp}`,
+          `${opened.length} on a relay opened ahead of need; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
       },
       {
         area: 'setup',

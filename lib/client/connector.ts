@@ -17,7 +17,7 @@ import {
 } from './errors.js';
 import { type ClientGrant, type GrantSource, type GrantSpec, obtainGrant, type ProxyEndpoint } from './grant.js';
 import { GrantCache, grantFreshness } from './grant-cache.js';
-import { WarmRelay } from './warm.js';
+import { DEFAULT_WARM_MAX_AGE_MS, WarmRelay } from './warm.js';
 
 export type Progress =
   | { step: 'grant'; cached: boolean }
@@ -50,10 +50,10 @@ export interface ConnectorOptions extends DialOptions {
   /** Replaceable for tests; default dialViaProxy. */
   dial?: Dial;
   /**
-   * Open the next relay ahead of need once a stream has opened (warm.ts). Default: on, unless `dial` is
-   * replaced (the warm path dials with dial.ts itself).
+   * Once a stream has opened, open the next relay ahead of need and hold it this long (warm.ts); 0: none.
+   * Default DEFAULT_WARM_MAX_AGE_MS, or 0 when `dial` is replaced (the warm path dials with dial.ts itself).
    */
-  warmRelay?: boolean;
+  warmRelayMs?: number;
 }
 
 export class GatewayConnector {
@@ -67,9 +67,11 @@ export class GatewayConnector {
   constructor(opts: ConnectorOptions) {
     this.#opts = opts;
     this.#dial = opts.dial ?? dialViaProxy;
-    if (opts.warmRelay ?? opts.dial === undefined) {
+    const maxAgeMs = opts.warmRelayMs ?? (opts.dial === undefined ? DEFAULT_WARM_MAX_AGE_MS : 0);
+    if (maxAgeMs > 0) {
       this.#warm = new WarmRelay({
         open: (grant, proxy, halfOpen) => openRelay(grant, proxy, { ...this.#opts, allowHalfOpen: halfOpen }),
+        maxAgeMs,
       });
     }
     this.cache = new GrantCache({
