@@ -226,7 +226,8 @@ export async function benchSetup(): Promise<BenchRow[]> {
           `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
           `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
           `${fmt.ms(percentile(inConnect, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
-          `${opened.length} on a relay opened ahead of need; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
+          `${opened.length} on a relay opened ahead of need, ${opened.filter((e) => e['resumed'] === true).length} ` +
+          `resumed the grant's inner session; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
       },
       {
         area: 'setup',

@@ -56,6 +56,8 @@ export interface RelayedStream {
   timings: { proxyMs: number; statusMs: number; gatewayMs: number };
   /** The relay was opened ahead of need (warm.ts): proxyMs and statusMs were spent before the stream was asked for. */
   warm?: boolean;
+  /** The inner session resumed the grant's previous one (grant-tls.ts); the gateway admitted the grant anyway. */
+  resumed: boolean;
 }
 
 /** Opens the outer session, reads the status line and runs the inner handshake. */
@@ -127,6 +129,7 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     proxy,
     gateway: inner.peer,
     timings: { ...relay.timings, gatewayMs: t3 - t2 },
+    resumed: inner.socket.isSessionReused(),
   };
 }
 
@@ -283,14 +286,23 @@ async function connectInner(
 ): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
+  const offered = material.innerSession;
   const socket = tls.connect({
     socket: outer as Duplex,
     secureContext: material.inner,
     ALPNProtocols: [mode],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
+    ...(offered ? { session: offered.ticket } : {}),
   });
   socket.once('close', () => outer.destroy());
+  // A ticket is kept (grant-tls.ts) only from a gateway whose certificate we accepted; it may come before or after.
+  let gatewayLeaf: Buffer | undefined;
+  let ticket: Buffer | undefined;
+  socket.on('session', (session: Buffer) => {
+    if (gatewayLeaf) material.innerSession = { ticket: session, gatewayLeaf };
+    else ticket = session;
+  });
   try {
     await within(once(socket, 'secureConnect'), timeout, () =>
       fail('E_TIMEOUT', 'gateway', `no inner TLS session with the gateway within ${timeout} ms`),
@@ -300,11 +312,19 @@ async function connectInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
-  const v = verifyPeer(socket, material.gatewayTrust, { purpose: 'serverAuth', expectedUri: grant.gatewayUri }, now());
+  const v = verifyPeer(
+    socket,
+    material.gatewayTrust,
+    { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
+    now(),
+    offered,
+  );
   if (!v.ok) {
     socket.destroy();
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
+  gatewayLeaf = socket.isSessionReused() && offered ? offered.gatewayLeaf : socket.getPeerCertificate(false)?.raw;
+  if (ticket && gatewayLeaf) material.innerSession = { ticket, gatewayLeaf };
   if (socket.alpnProtocol !== mode) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);

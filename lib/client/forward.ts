@@ -21,7 +21,7 @@ import { atHop, ConnectError } from './errors.js';
 
 export type ForwardEvent =
   | { type: 'accepted'; id: number; from: string }
-  | { type: 'opened'; id: number; proxyId: string; setupMs: number; warm: boolean }
+  | { type: 'opened'; id: number; proxyId: string; setupMs: number; warm: boolean; resumed: boolean }
   | { type: 'failed'; id: number; error: ConnectError }
   | { type: 'closed'; id: number; bytesUp: number; bytesDown: number; ms: number; early: boolean };
 
@@ -93,6 +93,7 @@ export class LocalForwarder {
           proxyId: stream.proxy.proxyId,
           setupMs: performance.now() - t0,
           warm: stream.warm ?? false,
+          resumed: stream.resumed,
         });
         const inner = stream.socket;
         if (local.destroyed) {

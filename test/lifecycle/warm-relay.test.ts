@@ -2,8 +2,10 @@
  * The relay `infisical-connect` opens ahead of need (lib/client/warm.ts, `--warm-relay`), through real processes:
  *   - after a stream opened, the next relay waits as one pending channel at the gateway, and the next stream
  *     runs on it, byte-exact;
- *   - it decides nothing ahead: with its grant revoked while it waits, the gateway refuses it at the inner
- *     handshake (E_CERT_REVOKED, hop gateway), and the stream goes through, byte-exact, on a new grant;
+ *   - the second stream of a grant resumes the grant's inner TLS session (lib/client/grant-tls.ts);
+ *   - neither decides anything ahead: with the grant revoked while a relay waits, the gateway refuses the
+ *     resumed inner session (E_CERT_REVOKED, hop gateway), and the stream goes through, byte-exact, on a new
+ *     grant, in a full handshake;
  *   - unused, it is ended after its hold, quietly: the channel goes, and the gateway records no refusal.
  */
 import assert from 'node:assert/strict';
@@ -25,6 +27,12 @@ const warmFlags = (c: ConnectHandle) =>
     .filter((e) => e['event'] === 'opened')
     .map((e) => e['warm']);
 
+const resumedFlags = (c: ConnectHandle) =>
+  c
+    .events()
+    .filter((e) => e['event'] === 'opened')
+    .map((e) => e['resumed']);
+
 async function refusals(gw: GatewayHandle): Promise<number> {
   const text = await gw.metrics();
   let n = 0;
@@ -37,7 +45,7 @@ async function refusals(gw: GatewayHandle): Promise<number> {
 const pendingIs = (gw: GatewayHandle, n: number, what: string) =>
   waitFor(async () => (await gw.metric(PENDING)) === n, { timeoutMs: 10_000, what });
 
-test('a relay opened ahead carries the next stream, is refused once its grant is revoked, and ends quietly', async (t) => {
+test('a relay opened ahead and a resumed inner session carry the next stream, are refused once the grant is revoked; an unused relay ends quietly', async (t) => {
   const d = await startDeployment({ proxies: 1, gateways: 1, proxyArgs: FEED, gatewayArgs: FEED });
   t.after(() => d.close());
   const gw = d.gateways[0]!;
@@ -48,6 +56,7 @@ test('a relay opened ahead carries the next stream, is refused once its grant is
     await pendingIs(gw, 1, 'the relay opened ahead to wait at the gateway as one pending channel');
     assertByteExact(await d.transfer(c, 256 * 1024), 'the second stream');
     assert.deepEqual(warmFlags(c), [false, true], 'the second stream ran on the relay opened ahead');
+    assert.deepEqual(resumedFlags(c), [false, true], "the second stream resumed the grant's inner session");
     await pendingIs(gw, 1, 'the next relay to wait at the gateway');
 
     // Its grant revoked while it waits: the gateway judges the grant when the relay is used, not before.
@@ -74,6 +83,7 @@ test('a relay opened ahead carries the next stream, is refused once its grant is
     assert.equal(grantIds(c).length, 2, 'one new grant');
     assert.equal(await refusals(gw), refusedBefore + 1, 'one refusal: the relay opened ahead on the revoked grant');
     assert.deepEqual(warmFlags(c), [false, true, false], 'the stream on the new grant was dialled in full');
+    assert.deepEqual(resumedFlags(c), [false, true, false], 'a new grant starts without a session');
 
     // Unused: ended after its hold (1 s here), without a refusal at the gateway, and not replaced.
     const quick = await d.connect({ args: ['--warm-relay', '1'] });
