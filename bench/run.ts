@@ -18,6 +18,7 @@ const AREAS: Area[] = [
   { name: 'datapath', module: './datapath.js', fn: 'benchDatapath' },
   { name: 'lifecycle', module: './lifecycle.js', fn: 'benchLifecycle' },
   { name: 'outage', module: './outage.js', fn: 'benchOutage' },
+  { name: 'setup', module: './setup.js', fn: 'benchSetup' },
   { name: 'rotation', module: './rotation.js', fn: 'benchRotation' },
   { name: 'packaging', module: './packaging.js', fn: 'benchPackaging' },
 ];

@@ -15,6 +15,7 @@ import { LocalForwarder } from '../lib/client/forward.js';
 import { ping } from '../lib/client/ping.js';
 import { count, StatusReporter } from '../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../lib/client/target.js';
+import { DEFAULT_WARM_MAX_AGE_MS } from '../lib/client/warm.js';
 import { GatewayError, unwrap } from '../lib/errors/codes.js';
 import type { GrantTarget } from '../lib/pki/grant.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
@@ -82,11 +83,18 @@ function gatewayOption(y: Argv): Argv {
 }
 
 function listenOption(y: Argv): Argv {
-  return y.option('listen', {
-    type: 'string',
-    default: '127.0.0.1:0',
-    describe: 'local address to accept connections on ([HOST:]PORT; port 0 picks one and prints it)',
-  });
+  return y
+    .option('listen', {
+      type: 'string',
+      default: '127.0.0.1:0',
+      describe: 'local address to accept connections on ([HOST:]PORT; port 0 picks one and prints it)',
+    })
+    .option('warm-relay', {
+      type: 'number',
+      default: DEFAULT_WARM_MAX_AGE_MS / 1000,
+      describe:
+        'after a connection opened, open the next relay (TLS to the proxy, its channel to the gateway) ahead of need and hold it up to this many seconds, so the next connection runs only the TLS handshake with the gateway; 0: none (0 to 10)',
+    });
 }
 
 /** Everything a command needs: the reporter, and a connector built from flags (lazily, so --help needs none). */
@@ -121,12 +129,17 @@ function setup(argv: Args) {
     const ca = new CaClient({ url: caUrls(), fingerprint: need('ca-fingerprint'), timeoutMs: stepTimeoutMs });
     const source = new CaGrantSource({ ca, clientId: need('client-id'), clientSecret });
     const ttl = argv['ttl'];
+    const warm = argv['warm-relay'];
+    if (warm !== undefined && !(typeof warm === 'number' && warm >= 0 && warm <= 10)) {
+      throw new GatewayError('E_CONFIG_INVALID', `--warm-relay must be a number of seconds from 0 to 10, not ${warm}`);
+    }
     return new GatewayConnector({
       source,
       orgId: need('org'),
       gatewayId: need('gateway'),
       ...(typeof ttl === 'number' ? { ttlSeconds: ttl } : {}),
       stepTimeoutMs,
+      ...(typeof warm === 'number' ? { warmRelayMs: warm * 1000 } : {}),
       onProgress: status.progress,
     });
   };
@@ -161,6 +174,7 @@ async function forward(argv: Args, mode: 'tcp' | 'http', target: GrantTarget, sh
       process.once('SIGTERM', resolve);
     });
     await forwarder.close();
+    connector.close();
     status.event(
       'stopped',
       { ...forwarder.stats },

@@ -6,7 +6,7 @@
  */
 import type { GrantMode, GrantTarget } from '../pki/grant.js';
 import type { ModeAlpn } from '../protocol/relay.js';
-import { type DialOptions, dialViaProxy, type RelayedStream } from './dial.js';
+import { completeStream, type DialOptions, dialViaProxy, openRelay, type RelayedStream } from './dial.js';
 import {
   atHop,
   ConnectError,
@@ -16,7 +16,8 @@ import {
   staleGrant,
 } from './errors.js';
 import { type ClientGrant, type GrantSource, type GrantSpec, obtainGrant, type ProxyEndpoint } from './grant.js';
-import { GrantCache } from './grant-cache.js';
+import { GrantCache, grantFreshness } from './grant-cache.js';
+import { DEFAULT_WARM_MAX_AGE_MS, WarmRelay } from './warm.js';
 
 export type Progress =
   | { step: 'grant'; cached: boolean }
@@ -48,6 +49,11 @@ export interface ConnectorOptions extends DialOptions {
   onProgress?: (p: Progress) => void;
   /** Replaceable for tests; default dialViaProxy. */
   dial?: Dial;
+  /**
+   * Once a stream has opened, open the next relay ahead of need and hold it this long (warm.ts); 0: none.
+   * Default DEFAULT_WARM_MAX_AGE_MS, or 0 when `dial` is replaced (the warm path dials with dial.ts itself).
+   */
+  warmRelayMs?: number;
 }
 
 export class GatewayConnector {
@@ -56,10 +62,18 @@ export class GatewayConnector {
   readonly #dial: Dial;
   /** The proxy that worked last is tried first: fewer dead-proxy timeouts for the next stream. */
   #lastGood: string | undefined;
+  readonly #warm: WarmRelay | undefined;
 
   constructor(opts: ConnectorOptions) {
     this.#opts = opts;
     this.#dial = opts.dial ?? dialViaProxy;
+    const maxAgeMs = opts.warmRelayMs ?? (opts.dial === undefined ? DEFAULT_WARM_MAX_AGE_MS : 0);
+    if (maxAgeMs > 0) {
+      this.#warm = new WarmRelay({
+        open: (grant, proxy, halfOpen) => openRelay(grant, proxy, { ...this.#opts, allowHalfOpen: halfOpen }),
+        maxAgeMs,
+      });
+    }
     this.cache = new GrantCache({
       obtain: (spec) => this.#obtain(spec),
       ...(opts.nowMs ? { now: opts.nowMs } : {}),
@@ -126,16 +140,57 @@ export class GatewayConnector {
     this.#opts.onProgress?.({ step: 'grant-dropped', grantId: grant.grantId, reason, error });
   }
 
-  /** Tries the grant's proxies in turn (the last good one first). */
+  /** Ends the relay held ahead of need (shutdown); streams open later are dialled in full. */
+  close(): void {
+    this.#warm?.close();
+  }
+
+  /**
+   * The relay opened ahead of need, when one is held for this grant (warm.ts), else the grant's proxies in turn
+   * (the last good one first).
+   */
   async openWith(grant: ClientGrant, mode: ModeAlpn, stream: StreamOptions = {}): Promise<RelayedStream> {
+    const dialOpts: DialOptions = { ...this.#opts, ...stream };
+    const halfOpen = dialOpts.allowHalfOpen ?? false;
+    const warm = await this.#warm?.take(grant, halfOpen);
+    if (warm) {
+      this.#opts.onProgress?.({ step: 'proxy', proxyId: warm.proxy.proxyId, address: warm.proxy.tlsAddress });
+      try {
+        const opened = { ...(await completeStream(warm, mode, dialOpts)), warm: true };
+        this.#connected(opened, halfOpen);
+        return opened;
+      } catch (err) {
+        // What the gateway said is the answer; a relay that went while it waited is dialled again below.
+        if (!(err instanceof ConnectError) || !RELAY_GONE.has(err.code)) throw err;
+      }
+    }
+    return this.#dialProxies(grant, mode, dialOpts, halfOpen);
+  }
+
+  #connected(opened: RelayedStream, halfOpen: boolean): void {
+    this.#lastGood = opened.proxy.proxyId;
+    this.#opts.onProgress?.({ step: 'connected', proxyId: opened.proxy.proxyId, timings: opened.timings });
+    // The next stream's outer handshake and channel open, done now (warm.ts); not for a grant about to be
+    // refreshed, whose relay would go unused.
+    const nowMs = (this.#opts.nowMs ?? Date.now)();
+    if (grantFreshness(opened.grant, nowMs, this.#opts.refreshMarginMs).ok) {
+      this.#warm?.refill(opened.grant, opened.proxy, halfOpen);
+    }
+  }
+
+  async #dialProxies(
+    grant: ClientGrant,
+    mode: ModeAlpn,
+    dialOpts: DialOptions,
+    halfOpen: boolean,
+  ): Promise<RelayedStream> {
     const attempts: ConnectError[] = [];
     const proxies = orderProxies(grant.proxies, this.#lastGood);
     for (const [i, proxy] of proxies.entries()) {
       this.#opts.onProgress?.({ step: 'proxy', proxyId: proxy.proxyId, address: proxy.tlsAddress });
       try {
-        const opened = await this.#dial(grant, proxy, mode, { ...this.#opts, ...stream });
-        this.#lastGood = proxy.proxyId;
-        this.#opts.onProgress?.({ step: 'connected', proxyId: proxy.proxyId, timings: opened.timings });
+        const opened = await this.#dial(grant, proxy, mode, dialOpts);
+        this.#connected(opened, halfOpen);
         return opened;
       } catch (err) {
         const e = atHop(err, 'proxy', proxy.proxyId);
@@ -172,6 +227,12 @@ export class GatewayConnector {
     return grant;
   }
 }
+
+/**
+ * How a relay held ahead of need fails when it went while it waited (the proxy or the gateway closed it, it
+ * stalled): the stream is then dialled in full, and a refusal there is reported as usual.
+ */
+const RELAY_GONE = new Set<string>(['E_GATEWAY_OFFLINE', 'E_STREAM_CLOSED', 'E_TIMEOUT', 'E_PROXY_UNREACHABLE']);
 
 /** The CA's order, except that the last proxy that worked goes first. */
 export function orderProxies(proxies: readonly ProxyEndpoint[], preferred: string | undefined): ProxyEndpoint[] {

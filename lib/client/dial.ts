@@ -54,6 +54,10 @@ export interface RelayedStream {
   gateway: VerifiedPeer;
   /** Milliseconds spent in each step (gatewayMs: inner handshake and the gateway's status line). */
   timings: { proxyMs: number; statusMs: number; gatewayMs: number };
+  /** The relay was opened ahead of need (warm.ts): proxyMs and statusMs were spent before the stream was asked for. */
+  warm?: boolean;
+  /** The inner session resumed the grant's previous one (grant-tls.ts); the gateway admitted the grant anyway. */
+  resumed: boolean;
 }
 
 /** Opens the outer session, reads the status line and runs the inner handshake. */
@@ -63,23 +67,32 @@ export async function dialViaProxy(
   mode: ModeAlpn,
   opts: DialOptions = {},
 ): Promise<RelayedStream> {
+  return completeStream(await openRelay(grant, proxy, opts), mode, opts);
+}
+
+/**
+ * Steps 1 and 2: an outer session the proxy has admitted and tied to a channel of the gateway's tunnel, whose
+ * inner session is not started yet. The connector opens one ahead of need (warm.ts); completeStream finishes it.
+ */
+export interface OpenRelay {
+  outer: tls.TLSSocket;
+  /** Bytes read after the proxy's status line (normally none: the gateway speaks after our ClientHello). */
+  rest: Buffer;
+  grant: ClientGrant;
+  proxy: ProxyEndpoint;
+  halfOpen: boolean;
+  timings: { proxyMs: number; statusMs: number };
+}
+
+/** Steps 1 and 2: outer mTLS to the proxy (its certificate judged by THE verifier), then its status line. */
+export async function openRelay(grant: ClientGrant, proxy: ProxyEndpoint, opts: DialOptions = {}): Promise<OpenRelay> {
   const now = opts.now ?? (() => new Date());
   const timeout = opts.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
-  const fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) =>
-    new ConnectError(code, hop, detail, {
-      proxyId: proxy.proxyId,
-      ...(hop === 'gateway' ? { gatewayId: grant.spec.gatewayId } : {}),
-      ...(cause === undefined ? {} : { cause }),
-    });
-  let material: GrantTls;
-  try {
-    material = grantTls(grant);
-  } catch (err) {
-    throw fail('E_CERT_MALFORMED', 'local', `the grant's key or certificates do not load: ${(err as Error).message}`);
-  }
-
+  const fail = failAt(grant, proxy);
+  const material = materialOf(grant, fail);
+  const halfOpen = opts.allowHalfOpen ?? false;
   const t0 = performance.now();
-  const outer = await connectOuter(grant, material, proxy, now, timeout, fail, opts.allowHalfOpen ?? false);
+  const outer = await connectOuter(grant, material, proxy, now, timeout, fail, halfOpen);
   const t1 = performance.now();
   let rest: Buffer;
   try {
@@ -91,15 +104,50 @@ export async function dialViaProxy(
   const t2 = performance.now();
   // From here the inner session reports failures (its close and error); the outer one must not crash us.
   outer.on('error', () => undefined);
-  const inner = await connectInner(outer, rest, grant, material, mode, now, timeout, fail);
+  return { outer, rest, grant, proxy, halfOpen, timings: { proxyMs: t1 - t0, statusMs: t2 - t1 } };
+}
+
+/** Steps 3 and 4 on an open relay: inner mTLS with the gateway (judged by THE verifier), its status line. */
+export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: DialOptions = {}): Promise<RelayedStream> {
+  const { grant, proxy } = relay;
+  const now = opts.now ?? (() => new Date());
+  const timeout = opts.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
+  const fail = failAt(grant, proxy);
+  let material: GrantTls;
+  try {
+    material = materialOf(grant, fail);
+  } catch (err) {
+    relay.outer.destroy();
+    throw err;
+  }
+  const t2 = performance.now();
+  const inner = await connectInner(relay.outer, relay.rest, grant, material, mode, now, timeout, fail);
   const t3 = performance.now();
   return {
     socket: inner.socket,
     grant,
     proxy,
     gateway: inner.peer,
-    timings: { proxyMs: t1 - t0, statusMs: t2 - t1, gatewayMs: t3 - t2 },
+    timings: { ...relay.timings, gatewayMs: t3 - t2 },
+    resumed: inner.socket.isSessionReused(),
   };
+}
+
+function failAt(grant: ClientGrant, proxy: ProxyEndpoint): Fail {
+  return (code, hop, detail, cause) =>
+    new ConnectError(code, hop, detail, {
+      proxyId: proxy.proxyId,
+      ...(hop === 'gateway' ? { gatewayId: grant.spec.gatewayId } : {}),
+      ...(cause === undefined ? {} : { cause }),
+    });
+}
+
+function materialOf(grant: ClientGrant, fail: Fail): GrantTls {
+  try {
+    return grantTls(grant);
+  } catch (err) {
+    throw fail('E_CERT_MALFORMED', 'local', `the grant's key or certificates do not load: ${(err as Error).message}`);
+  }
 }
 
 /**
@@ -238,14 +286,23 @@ async function connectInner(
 ): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
+  const offered = material.innerSession;
   const socket = tls.connect({
     socket: outer as Duplex,
     secureContext: material.inner,
     ALPNProtocols: [mode],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
+    ...(offered ? { session: offered.ticket } : {}),
   });
   socket.once('close', () => outer.destroy());
+  // A ticket is kept (grant-tls.ts) only from a gateway whose certificate we accepted; it may come before or after.
+  let gatewayLeaf: Buffer | undefined;
+  let ticket: Buffer | undefined;
+  socket.on('session', (session: Buffer) => {
+    if (gatewayLeaf) material.innerSession = { ticket: session, gatewayLeaf };
+    else ticket = session;
+  });
   try {
     await within(once(socket, 'secureConnect'), timeout, () =>
       fail('E_TIMEOUT', 'gateway', `no inner TLS session with the gateway within ${timeout} ms`),
@@ -255,11 +312,19 @@ async function connectInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
-  const v = verifyPeer(socket, material.gatewayTrust, { purpose: 'serverAuth', expectedUri: grant.gatewayUri }, now());
+  const v = verifyPeer(
+    socket,
+    material.gatewayTrust,
+    { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
+    now(),
+    offered,
+  );
   if (!v.ok) {
     socket.destroy();
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
+  gatewayLeaf = socket.isSessionReused() && offered ? offered.gatewayLeaf : socket.getPeerCertificate(false)?.raw;
+  if (ticket && gatewayLeaf) material.innerSession = { ticket, gatewayLeaf };
   if (socket.alpnProtocol !== mode) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);

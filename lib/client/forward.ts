@@ -21,7 +21,7 @@ import { atHop, ConnectError } from './errors.js';
 
 export type ForwardEvent =
   | { type: 'accepted'; id: number; from: string }
-  | { type: 'opened'; id: number; proxyId: string; setupMs: number }
+  | { type: 'opened'; id: number; proxyId: string; setupMs: number; warm: boolean; resumed: boolean }
   | { type: 'failed'; id: number; error: ConnectError }
   | { type: 'closed'; id: number; bytesUp: number; bytesDown: number; ms: number; early: boolean };
 
@@ -87,7 +87,14 @@ export class LocalForwarder {
     this.#o.connector.open(this.#o.target, this.#o.mode, { allowHalfOpen: true }).then(
       (stream) => {
         this.stats.opened++;
-        emit({ type: 'opened', id, proxyId: stream.proxy.proxyId, setupMs: performance.now() - t0 });
+        emit({
+          type: 'opened',
+          id,
+          proxyId: stream.proxy.proxyId,
+          setupMs: performance.now() - t0,
+          warm: stream.warm ?? false,
+          resumed: stream.resumed,
+        });
         const inner = stream.socket;
         if (local.destroyed) {
           inner.destroy();

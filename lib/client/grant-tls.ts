@@ -6,9 +6,9 @@
  * the grant does.
  */
 import tls from 'node:tls';
-import type { Verdict } from '../errors/codes.js';
+import { refuse, type Verdict } from '../errors/codes.js';
 import { checkPeer, mtlsClientOptions, type PeerExpectations } from '../pki/tls.js';
-import { loadTrustAnchors, type TrustAnchors, type VerifiedPeer } from '../pki/verify.js';
+import { loadTrustAnchors, type TrustAnchors, type VerifiedPeer, verifyCertificateChain } from '../pki/verify.js';
 import type { ClientGrant, ProxyScope } from './grant.js';
 
 /** Anchors for the verifier, parsed once (PEM when they do not parse: the verifier then says why). */
@@ -21,8 +21,21 @@ export interface GrantTls {
   outer(scope: ProxyScope): tls.SecureContext | undefined;
   /** The inner (gateway) session's context. */
   readonly inner: tls.SecureContext;
+  /**
+   * The last inner session the gateway gave a ticket for, once its certificate was accepted, with that
+   * certificate: the next inner handshake resumes it (fewer signatures, no certificates to send or parse; the
+   * gateway still admits the grant on every stream, and verifyPeer judges the certificate again). Kept with the
+   * grant, so no session outlives the grant it was made with.
+   */
+  innerSession: InnerSession | undefined;
   readonly proxyTrust: Trust;
   readonly gatewayTrust: Trust;
+}
+
+export interface InnerSession {
+  ticket: Buffer;
+  /** DER of the gateway's certificate accepted in the full handshake the session comes from. */
+  gatewayLeaf: Buffer;
 }
 
 const derived = new WeakMap<ClientGrant, GrantTls>();
@@ -59,6 +72,7 @@ function build(grant: ClientGrant): GrantTls {
       return c;
     },
     inner: context(grant.innerChain),
+    innerSession: undefined,
     proxyTrust: trust(grant.proxyServerCas),
     gatewayTrust: trust(grant.gatewayServerCas),
   };
@@ -75,6 +89,15 @@ export function verifyPeer(
   trust: Trust,
   expectations: Omit<PeerExpectations, 'anchors'>,
   now: Date,
+  resumed?: InnerSession,
 ): Verdict<VerifiedPeer> {
-  return checkPeer(socket, { ...expectations, anchors: trust.anchors }, now, { leafFirst: true });
+  const full: PeerExpectations = { ...expectations, anchors: trust.anchors };
+  if (resumed && socket.isSessionReused() && !socket.getPeerCertificate(false)?.raw) {
+    // A resumed TLS 1.3 session shows no peer certificate on the client side. The server proved it holds the
+    // session's secret, known only to the gateway whose certificate was accepted when the session was made:
+    // that certificate is judged again, with today's clock and the grant's anchors.
+    if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_USAGE', `protocol ${socket.getProtocol()} refused`);
+    return verifyCertificateChain({ ...full, chain: [resumed.gatewayLeaf], now });
+  }
+  return checkPeer(socket, full, now, { leafFirst: true });
 }

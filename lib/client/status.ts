@@ -112,8 +112,8 @@ export class StatusReporter {
       case 'opened':
         this.event(
           'opened',
-          { id: e.id, proxyId: e.proxyId, setupMs: round(e.setupMs) },
-          `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms)`,
+          { id: e.id, proxyId: e.proxyId, setupMs: round(e.setupMs), warm: e.warm, resumed: e.resumed },
+          `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms${e.warm ? ', relay opened ahead' : ''})`,
         );
         return;
       case 'failed':

@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../errors/codes.js';
 import { checkGrant, type GrantMode } from '../pki/grant.js';
-import { decideLeafFirst, mtlsServerOptions } from '../pki/tls.js';
+import { decideLeafFirst, mtlsResumableServerOptions } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
 import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
 import { type Admitted, admitChannel, admitStream } from './admission.js';
@@ -85,6 +85,9 @@ interface Loaded {
 const REFUSAL_GRACE_MS = 2000;
 
 export const DEFAULT_MAX_PENDING_CHANNELS = 256;
+
+/** How long an inner session ticket is accepted: a grant's default lifetime (its expiry is judged anyway). */
+const INNER_TICKET_LIFETIME_SEC = 300;
 
 export class InnerServer {
   readonly #opts: InnerServerOptions;
@@ -303,12 +306,12 @@ function handshakeRefusal(err: Error): [ErrorCode, string] {
 
 function load(c: InnerCredentials): Loaded {
   if (c.clientCaPems.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'no gateway client CA to trust');
-  const options = mtlsServerOptions({
-    key: c.key,
-    chain: c.chain,
-    anchors: [...c.clientCaPems],
-    alpn: [...MODE_ALPNS],
-  });
+  // Resumable (lib/pki/tls.ts): a platform resumes with the session of its grant (lib/client/grant-tls.ts), and
+  // #admit judges a resumed session exactly as a full one: its certificate, today's clock and revocations.
+  const options = mtlsResumableServerOptions(
+    { key: c.key, chain: c.chain, anchors: [...c.clientCaPems], alpn: [...MODE_ALPNS] },
+    INNER_TICKET_LIFETIME_SEC,
+  );
   const context = tls.createSecureContext(options);
   return { context, anchors: unwrap(loadTrustAnchors([...c.clientCaPems])) };
 }

@@ -55,6 +55,20 @@ export function mtlsServerOptions(c: MtlsCredentials): tls.TlsOptions {
   };
 }
 
+/**
+ * mtlsServerOptions with TLS 1.3 resumption by stateless tickets, for a listener that judges the peer on EVERY
+ * connection, resumed or not, with the certificate the session carries (a resumed session presents the same
+ * leaf; its chain is found again from the anchors): resumption saves the handshake's signatures and
+ * certificate messages, never a decision. Tickets are sealed with keys of this context only (a reload makes
+ * new ones, and old tickets then get a full handshake) and are accepted for `ticketLifetimeSec` at most. A
+ * session id context is required: with a client certificate requested, OpenSSL refuses to resume without one
+ * (an internal error alert).
+ */
+export function mtlsResumableServerOptions(c: MtlsCredentials, ticketLifetimeSec: number): tls.TlsOptions {
+  const { secureOptions: _noTicket, ...options } = mtlsServerOptions(c);
+  return { ...options, sessionIdContext: 'infisical-mtls', sessionTimeout: ticketLifetimeSec };
+}
+
 /** Options for `tls.connect`. `servername` is sent as SNI; identity is checked by checkPeer, not by Node. */
 export function mtlsClientOptions(
   c: MtlsCredentials & { host: string; port: number; servername?: string },

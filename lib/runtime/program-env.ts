@@ -8,8 +8,8 @@
 /** infisical-connect: the flags that also read INFISICAL_<FLAG>, per command (flags given win). */
 export const CONNECT_FLAG_ENV = {
   global: ['ca', 'ca-fingerprint', 'org', 'client-id', 'client-secret-file', 'json', 'ttl', 'timeout'],
-  tcp: ['gateway', 'target', 'listen'],
-  http: ['gateway', 'target', 'listen'],
+  tcp: ['gateway', 'target', 'listen', 'warm-relay'],
+  http: ['gateway', 'target', 'listen', 'warm-relay'],
   ping: ['gateway', 'target', 'count'],
 } as const satisfies Record<string, readonly string[]>;
 

@@ -6,7 +6,9 @@
  * Durability: WAL with synchronous=FULL. In WAL mode NORMAL already survives a crash of the process, but
  * the last commits can roll back on power loss or a kernel crash; FULL syncs the WAL at every commit, so
  * a write the daemon acknowledged (a certificate issued, a revocation, an audit record) survives both.
- * The daemons commit rarely (enrolment, renewal, revocation, audit), so the fsync per commit is cheap here.
+ * The daemons commit rarely (enrolment, renewal, revocation), so the fsync per commit is cheap here. The one
+ * frequent writer, the gateway's per-stream audit row, commits with NORMAL (lib/gateway/state.ts appendAudit):
+ * an fsync per stream on the event loop held up every stream being set up meanwhile.
  */
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';

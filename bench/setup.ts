@@ -1,0 +1,249 @@
+/**
+ * New-stream setup (issue 13): with a grant already held, the time from a connect to the first echoed byte.
+ * Every component is a real process started through its CLI (test/lifecycle harness: CA, one proxy, one
+ * gateway, `infisical-connect tcp`); the private target is the harness's echo server.
+ *
+ *   - tcp mode: a local client connects to the `infisical-connect tcp` listener, as users do, writes one byte
+ *     and waits for it to come back (listener accept → outer TLS → proxy → SSH channel → gateway → inner TLS →
+ *     target dial → echo);
+ *   - ping mode: the client library's ping-mode dial (what `infisical-connect ping` runs per proxy) from this
+ *     process to the same proxy and gateway processes, then one echoed probe;
+ *   - references in the same run: raw loopback to the echo target, and OpenSSH `ssh -R` (a private sshd on
+ *     127.0.0.1, certificates on both sides, aes128-gcm) forwarding to the same target.
+ *
+ * Each path: WARMUP streams not counted, then STREAMS (BENCH_SETUP_STREAMS, default 200) one after the other.
+ * The client library's own per-step timings (outer TLS, proxy status line, inner TLS + gateway status) are
+ * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { CaGrantSource } from '../lib/client/ca-source.js';
+import { GatewayConnector } from '../lib/client/connector.js';
+import type { RelayedStream } from '../lib/client/dial.js';
+import { CaClient } from '../lib/protocol/ca-client.js';
+import { keygen, keygenSign, TempDir } from '../test/helpers/openssh.js';
+import { startSshd } from '../test/helpers/sshd.js';
+import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
+import { type BenchRow, fmt, percentile } from './table.js';
+
+const STREAMS = Math.max(10, Number(process.env['BENCH_SETUP_STREAMS'] ?? 200));
+const WARMUP = 10;
+
+type Setup = () => Promise<number>;
+
+/** connect → write one byte → first byte back, on a plain TCP port (a listener of ours, sshd's, the target). */
+function viaPort(port: number): Setup {
+  return () =>
+    new Promise<number>((resolve, reject) => {
+      const t0 = performance.now();
+      const s = net.connect(port, '127.0.0.1');
+      s.setNoDelay(true);
+      s.once('connect', () => s.write(Buffer.from([0x2a])));
+      s.once('data', () => {
+        const ms = performance.now() - t0;
+        s.destroy();
+        resolve(ms);
+      });
+      s.once('error', reject);
+      s.once('close', () => reject(new Error(`stream via port ${port} closed before its echo`)));
+    });
+}
+
+/**
+ * Every path's setup times, measured in rounds of one stream per path: the machine is shared, and a busy
+ * moment then costs every path alike instead of the one measured at the time.
+ */
+async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+  for (let i = 0; i < WARMUP + STREAMS; i++) {
+    for (const [name, setup] of Object.entries(paths)) {
+      const ms = await setup();
+      if (i >= WARMUP) out[name]!.push(ms);
+    }
+  }
+  return out;
+}
+
+/** OpenSSH: sshd on 127.0.0.1 with a private config and `ssh -R 0:127.0.0.1:<target>`; sshd's forwarded port. */
+async function startSshReference(dir: TempDir, targetPort: number): Promise<{ port: number; stop(): Promise<void> }> {
+  const userCa = keygen(dir, 'user_ca');
+  const hostCa = keygen(dir, 'host_ca');
+  const host = keygen(dir, 'host');
+  const hostCert = keygenSign(hostCa, host, { id: 'proxy', principals: ['127.0.0.1'], host: true });
+  const gw = keygen(dir, 'gw');
+  const gwCert = keygenSign(userCa, gw, {
+    id: 'gw',
+    principals: ['gw1'],
+    options: ['clear', 'permit-port-forwarding'],
+  });
+  const sshd = await startSshd({
+    dir,
+    hostKeyPath: host.path,
+    hostCertPath: hostCert.path,
+    trustedUserCaKeysPath: userCa.pubPath,
+    principals: ['gw1'],
+    extra: ['AllowTcpForwarding yes'],
+  });
+  const kh = dir.write('known_hosts', `@cert-authority [127.0.0.1]:* ${hostCa.publicLine}\n`);
+  const fwd: ChildProcess = spawn(
+    'ssh',
+    [
+      ...['-F', '/dev/null', '-o', `UserKnownHostsFile=${kh}`, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes'],
+      ...['-o', 'Ciphers=aes128-gcm@openssh.com', '-i', gw.path, '-o', `CertificateFile=${gwCert.path}`],
+      ...['-p', String(sshd.port), '-o', 'ExitOnForwardFailure=yes', '-N', '-R', `0:127.0.0.1:${targetPort}`],
+      `${sshd.user}@127.0.0.1`,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    let err = '';
+    fwd.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      const m = /Allocated port (\d+) for remote forward/.exec(err);
+      if (m) resolve(Number(m[1]));
+    });
+    fwd.once('exit', () => reject(new Error(`ssh -R exited: ${err}`)));
+  });
+  return {
+    port,
+    stop: async () => {
+      fwd.kill('SIGTERM');
+      await sshd.stop();
+    },
+  };
+}
+
+/** Ping mode from this process, against the deployment's proxy and gateway processes. */
+function pingConnector(d: Deployment, warmRelayMs?: number): GatewayConnector {
+  const source = new CaGrantSource({
+    ca: new CaClient({ url: d.ca.url, fingerprint: d.ca.fingerprint }),
+    clientId: d.app.clientId,
+    clientSecret: readFileSync(d.app.secretFile, 'utf8').trim(),
+  });
+  return new GatewayConnector({
+    source,
+    orgId: d.org,
+    gatewayId: d.gateways[0]!.gatewayId,
+    ...(warmRelayMs === undefined ? {} : { warmRelayMs }),
+  });
+}
+
+type Step = Pick<RelayedStream, 'timings' | 'warm'>;
+
+function viaPing(connector: GatewayConnector, d: Deployment, steps: Step[]): Setup {
+  const spec = { host: d.target.host, port: d.target.port };
+  return async () => {
+    const t0 = performance.now();
+    const stream = await connector.open(spec, 'ping');
+    const socket = stream.socket;
+    await new Promise<void>((resolve, reject) => {
+      socket.once('data', () => resolve());
+      socket.once('error', reject);
+      socket.once('close', () => reject(new Error('ping stream closed before its echo')));
+      socket.write(Buffer.from([0x2a]));
+    });
+    const ms = performance.now() - t0;
+    socket.destroy();
+    steps.push({ timings: stream.timings, warm: stream.warm ?? false });
+    return ms;
+  };
+}
+
+const pp = (v: number[]) => `${fmt.ms(percentile(v, 50))} / ${fmt.ms(percentile(v, 99))}`;
+
+/** CPU time (user + system) a process has used so far, ms; from /proc (this machine's clock tick: 100 Hz). */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime: fields 14 and 15 of stat(5)
+}
+
+const CPU_STREAMS = 50;
+
+/** The CPU each process spends per stream of one path, over CPU_STREAMS streams in a row. */
+async function cpuPerStream(setup: Setup, pids: Record<string, number | undefined>): Promise<string> {
+  const before = Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)] as const);
+  const self0 = process.cpuUsage();
+  for (let i = 0; i < CPU_STREAMS; i++) await setup();
+  const self = process.cpuUsage(self0);
+  const cpu = before.map(([name, t0]) => `${name} ${((cpuMs(pids[name]) - t0) / CPU_STREAMS).toFixed(2)}`);
+  cpu.push(`this process ${((self.user + self.system) / 1000 / CPU_STREAMS).toFixed(2)}`);
+  return `CPU ms per stream: ${cpu.join(', ')}`;
+}
+
+export async function benchSetup(): Promise<BenchRow[]> {
+  const dir = new TempDir('bench-setup-');
+  const d = await startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' });
+  let ssh: { port: number; stop(): Promise<void> } | undefined;
+  try {
+    const connect = await d.connect();
+    const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
+    ssh = await startSshReference(dir, d.target.port);
+    const warm = pingConnector(d);
+    const cold = pingConnector(d, 0);
+    for (const c of [warm, cold]) await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
+    const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
+    const warmSteps: Step[] = [];
+    const coldSteps: Step[] = [];
+    const pingWarm = viaPing(warm, d, warmSteps);
+    const pingCold = viaPing(cold, d, coldSteps);
+    const r = await measureInterleaved({
+      tcp: viaPort(connect.port),
+      tcpCold: viaPort(connectCold.port),
+      pingWarm,
+      pingCold,
+      ssh: viaPort(ssh.port),
+      raw: viaPort(d.target.port),
+    });
+    const cpu = {
+      tcp: await cpuPerStream(viaPort(connect.port), { connect: connect.pid, ...daemons }),
+      tcpCold: await cpuPerStream(viaPort(connectCold.port), { connect: connectCold.pid, ...daemons }),
+      pingWarm: await cpuPerStream(pingWarm, daemons),
+      pingCold: await cpuPerStream(pingCold, daemons),
+    };
+    const p50Of = (list: Step[], k: keyof RelayedStream['timings']) =>
+      fmt.ms(
+        percentile(
+          list.slice(WARMUP, WARMUP + STREAMS).map((s) => s.timings[k]),
+          50,
+        ),
+      );
+    const opened = connect
+      .events()
+      .filter((e) => e['event'] === 'opened')
+      .slice(WARMUP, WARMUP + STREAMS);
+    const inConnect = opened.map((e) => Number(e['setupMs']));
+    const refs = `${pp(r['ssh']!)} ssh -R; ${pp(r['raw']!)} raw loopback`;
+    return [
+      {
+        area: 'setup',
+        metric: `new stream via infisical-connect tcp, connect → first echoed byte, p50 / p99 (${STREAMS})`,
+        ours: pp(r['tcp']!),
+        reference: `${pp(r['tcpCold']!)} with --warm-relay 0; ${refs}`,
+        note:
+          `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
+          `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
+          `${fmt.ms(percentile(inConnect, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
+          `${opened.length} on a relay opened ahead of need, ${opened.filter((e) => e['resumed'] === true).length} ` +
+          `resumed the grant's inner session; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
+      },
+      {
+        area: 'setup',
+        metric: `new stream in ping mode (client library → proxy, gateway processes), p50 / p99 (${STREAMS})`,
+        ours: pp(r['pingWarm']!),
+        reference: `${pp(r['pingCold']!)} without the relay opened ahead; ${refs}`,
+        note:
+          `${warmSteps.slice(WARMUP, WARMUP + STREAMS).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +
+          `inner TLS + gateway status p50 ${p50Of(warmSteps, 'gatewayMs')}; ${cpu.pingWarm}. Without: outer TLS ` +
+          `${p50Of(coldSteps, 'proxyMs')}, proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
+          `${p50Of(coldSteps, 'gatewayMs')}; ${cpu.pingCold}`,
+      },
+    ];
+  } finally {
+    await ssh?.stop();
+    await d.close();
+    dir.remove();
+  }
+}

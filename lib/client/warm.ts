@@ -1,0 +1,134 @@
+/**
+ * One relay opened ahead of need. Once a stream has opened, the connector opens the next relay in the
+ * background (dial.ts openRelay: outer mTLS to the proxy that just worked, its certificate judged, the proxy's
+ * status line: it has admitted the route and holds a channel of the gateway's tunnel), so the next local
+ * connection runs only the inner handshake, the gateway's admission and its target dial: the outer handshake
+ * and the channel open (about two thirds of a new stream's setup, docs/performance.md) are off its path.
+ *
+ * Nothing is decided ahead: the gateway admits the grant (validity, revocations, target, mode) at the inner
+ * handshake, when the relay is used; the proxy cuts the relay when the outer certificate ends or is revoked.
+ * A relay waits at most `maxAgeMs` (well below the gateway's inner handshake timeout, 10 s by default); then it
+ * is ended with a close_notify and FIN, which the gateway takes as a platform that gave up before its handshake
+ * (the channel closes, no refusal is recorded), and is not replaced: an idle client holds nothing open. It is
+ * kept for one grant object and one half-close setting only; a new grant starts without one.
+ */
+import type { OpenRelay } from './dial.js';
+import type { ClientGrant, ProxyEndpoint } from './grant.js';
+
+export const DEFAULT_WARM_MAX_AGE_MS = 3000;
+/** After a relay is ended, the time allowed for the far side's close before it is destroyed. */
+const END_GRACE_MS = 2000;
+
+export interface WarmRelayOptions {
+  open: (grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean) => Promise<OpenRelay>;
+  maxAgeMs?: number;
+}
+
+interface Slot {
+  relay: OpenRelay;
+  timer: NodeJS.Timeout;
+  onClose: () => void;
+}
+
+interface Opening {
+  grant: ClientGrant;
+  halfOpen: boolean;
+  /** A stream asked for it while it was opening: it goes to that stream, not into the slot. */
+  claimed: boolean;
+  /** The relay when claimed, else undefined (also when the open failed). */
+  relay: Promise<OpenRelay | undefined>;
+}
+
+export class WarmRelay {
+  readonly #o: WarmRelayOptions;
+  #slot: Slot | undefined;
+  #opening: Opening | undefined;
+  #closed = false;
+
+  constructor(o: WarmRelayOptions) {
+    this.#o = o;
+  }
+
+  /**
+   * The relay held for exactly this grant and half-close setting, still open; it is the caller's from now. One
+   * still opening is awaited (it is further along than a new dial would be); undefined when there is none.
+   */
+  async take(grant: ClientGrant, halfOpen: boolean): Promise<OpenRelay | undefined> {
+    const slot = this.#slot;
+    if (slot) {
+      const { relay } = slot;
+      if (relay.grant !== grant || relay.halfOpen !== halfOpen || relay.outer.destroyed) {
+        this.#discard();
+        return undefined;
+      }
+      this.#release(slot);
+      relay.outer.ref();
+      return relay;
+    }
+    const opening = this.#opening;
+    if (!opening || opening.claimed || opening.grant !== grant || opening.halfOpen !== halfOpen) return undefined;
+    opening.claimed = true;
+    const relay = await opening.relay;
+    return relay && !relay.outer.destroyed ? relay : undefined;
+  }
+
+  /** Opens the next relay in the background, unless one is held or opening; a failure only leaves none. */
+  refill(grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean): void {
+    if (this.#closed || this.#slot || this.#opening) return;
+    const opening: Opening = { grant, halfOpen, claimed: false, relay: Promise.resolve(undefined) };
+    this.#opening = opening;
+    opening.relay = this.#o.open(grant, proxy, halfOpen).then(
+      (relay) => {
+        this.#opening = undefined;
+        if (opening.claimed) return relay;
+        if (this.#closed || this.#slot) {
+          endRelay(relay);
+          return undefined;
+        }
+        this.#hold(relay);
+        return undefined;
+      },
+      () => {
+        this.#opening = undefined;
+        return undefined;
+      },
+    );
+  }
+
+  /** Ends the held relay, if any, and opens no more. */
+  close(): void {
+    this.#closed = true;
+    this.#discard();
+  }
+
+  #hold(relay: OpenRelay): void {
+    // Held, not in use: it must not keep the process alive (a ping or a finished command exits at once).
+    relay.outer.unref();
+    const onClose = () => {
+      if (this.#slot?.relay === relay) this.#release(this.#slot);
+    };
+    relay.outer.once('close', onClose);
+    const timer = setTimeout(() => this.#discard(), this.#o.maxAgeMs ?? DEFAULT_WARM_MAX_AGE_MS);
+    timer.unref();
+    this.#slot = { relay, timer, onClose };
+  }
+
+  #release(slot: Slot): void {
+    clearTimeout(slot.timer);
+    slot.relay.outer.off('close', slot.onClose);
+    this.#slot = undefined;
+  }
+
+  #discard(): void {
+    const slot = this.#slot;
+    if (!slot) return;
+    this.#release(slot);
+    endRelay(slot.relay);
+  }
+}
+
+/** close_notify and FIN: the proxy passes the end on, the gateway closes the channel without a refusal. */
+function endRelay(relay: OpenRelay): void {
+  relay.outer.end();
+  setTimeout(() => relay.outer.destroy(), END_GRACE_MS).unref();
+}
