@@ -19,6 +19,7 @@ const AREAS: Area[] = [
   { name: 'outage', module: './outage.js', fn: 'benchOutage' },
   { name: 'rotation', module: './rotation.js', fn: 'benchRotation' },
   { name: 'packaging', module: './packaging.js', fn: 'benchPackaging' },
+  { name: 'scale', module: './scale.js', fn: 'benchScale' },
 ];
 
 async function main(): Promise<void> {
