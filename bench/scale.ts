@@ -13,6 +13,7 @@ import type { ProxyLimits } from '../lib/proxy/proxy.js';
 import { freePort } from '../test/helpers/openssh.js';
 import { World } from '../test/helpers/world.js';
 import { abuseMemory } from './scale-abuse.js';
+import { fairness } from './scale-fair.js';
 import { type ProxyHost, startFleet, startProxyHost } from './scale-fleet.js';
 import { type BenchRow, fmt } from './table.js';
 
@@ -152,6 +153,7 @@ export async function benchScale(): Promise<BenchRow[]> {
   };
   await run('idle', () => idleTunnels(world));
   await run('herd', () => herd(world));
+  await run('fair', () => fairness(world));
   await run('abuse', () => abuseMemory());
   return rows;
 }
