@@ -10,9 +10,9 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import tls from 'node:tls';
 import { RELAY_ALPN } from '../lib/protocol/relay.js';
 import { freePort } from '../test/helpers/openssh.js';
+import { unauthenticatedHandshakes } from '../test/lifecycle/abuse.js';
 import { startDeployment } from '../test/lifecycle/deploy.js';
 import { type BenchRow, fmt } from './table.js';
 
@@ -24,45 +24,6 @@ const IN_FLIGHT = Math.max(1, Number(process.env['BENCH_SCALE_IN_FLIGHT'] ?? 64)
 export function rssOf(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : Number.NaN;
-}
-
-/** One TLS handshake without a client certificate; settles when the server closes or after 5 s. */
-function handshake(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    let secured = false;
-    const s = tls.connect({
-      host: '127.0.0.1',
-      port,
-      servername: 'localhost',
-      rejectUnauthorized: false,
-      ALPNProtocols: [RELAY_ALPN],
-    });
-    const timer = setTimeout(() => s.destroy(), 5000);
-    s.on('error', () => {});
-    s.on('secureConnect', () => {
-      secured = true;
-      s.resume();
-    });
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve(secured);
-    });
-  });
-}
-
-/** `n` handshakes, IN_FLIGHT at a time; returns how many completed the TLS handshake. */
-export async function handshakeFlood(port: number, n: number): Promise<number> {
-  let started = 0;
-  let secured = 0;
-  await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (started < n) {
-        started++;
-        if (await handshake(port)) secured++;
-      }
-    }),
-  );
-  return secured;
 }
 
 export interface RssCurve {
@@ -84,7 +45,7 @@ async function measure(pid: number, port: number): Promise<RssCurve> {
     peak = Math.max(peak, rssOf(pid));
   }, 250);
   const t0 = performance.now();
-  const secured = await handshakeFlood(port, HANDSHAKES);
+  const secured = await unauthenticatedHandshakes(port, HANDSHAKES, IN_FLIGHT);
   const floodS = (performance.now() - t0) / 1000;
   let backWithinS = Number.NaN;
   const t1 = performance.now();

@@ -117,6 +117,11 @@ export class SshTunnelListener {
     return this.#gate.unauthenticated;
   }
 
+  /** Sources with a connection that has not authenticated yet. */
+  get unauthenticatedSources(): number {
+    return this.#gate.sources;
+  }
+
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
       this.#net.once('error', reject);
