@@ -106,10 +106,12 @@ async function throughGateway(world: World): Promise<Shares> {
         while (next < STREAMS) {
           next++;
           sockets.push((await dialViaProxy(grant, via, 'tcp', { stepTimeoutMs: 60_000 })).socket);
+          if (sockets.length % 100 === 0) process.stderr.write(`scale: ${sockets.length} streams open\n`);
         }
       }),
     );
     while (target.counts.size < STREAMS) await new Promise((r) => setTimeout(r, 20));
+    process.stderr.write(`scale: ${STREAMS} streams at the sink, measuring\n`);
     for (const s of sockets) pump(s, () => stopped);
     const shares = await measureShares(target.counts);
     stopped = true;

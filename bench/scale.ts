@@ -15,10 +15,13 @@ import { World } from '../test/helpers/world.js';
 import { abuseMemory } from './scale-abuse.js';
 import { fairness } from './scale-fair.js';
 import { type ProxyHost, startFleet, startProxyHost } from './scale-fleet.js';
+import { sshdPerTunnel } from './scale-sshd.js';
 import { type BenchRow, fmt } from './table.js';
 
 const TUNNELS = Math.max(1, Number(process.env['BENCH_SCALE_TUNNELS'] ?? 10_000));
 const HERD = Math.max(1, Number(process.env['BENCH_SCALE_HERD'] ?? 500));
+/** sshd runs two processes per connection: the reference holds fewer tunnels and is given per tunnel. */
+const SSHD_TUNNELS = Math.min(TUNNELS, 200);
 const MiB = 2 ** 20;
 
 /** Limits for a fleet that all comes from 127.0.0.1 and one org (a real one comes from many addresses). */
@@ -61,14 +64,19 @@ async function idleTunnels(world: World): Promise<BenchRow[]> {
     const held = proxy.last!;
     if (process.env['BENCH_SCALE_HEAP_SNAPSHOT']) await proxy.snapshot();
     const per = (held.rss - start.rss) / held.tunnels / 1024;
+    await fleet.stop();
+    const sshd = await sshdPerTunnel(SSHD_TUNNELS);
     return [
       {
         area: 'scale',
         metric: `${held.tunnels} idle tunnels on one proxy process: RSS`,
         ours: `${fmt.mib(held.rss / MiB)} (${per.toFixed(1)} KiB/tunnel)`,
-        reference: `${fmt.mib(start.rss / MiB)} with none; heap ${fmt.mib(held.heapUsed / MiB)}, external ${fmt.mib(held.external / MiB)}`,
+        reference:
+          `OpenSSH sshd: ${(sshd.bytes / 1024).toFixed(0)} KiB/tunnel (PSS, ${sshd.held} held) = ` +
+          `${fmt.mib((sshd.bytes * held.tunnels) / MiB)} for ${held.tunnels}`,
         note:
-          `goal ≤ 1 GiB; all up in ${seconds.toFixed(0)} s; simulated gateways (TunnelPool, real certs) from ` +
+          `goal ≤ 1 GiB; ${fmt.mib(start.rss / MiB)} with none, heap ${fmt.mib(held.heapUsed / MiB)}, external ` +
+          `${fmt.mib(held.external / MiB)}; all up in ${seconds.toFixed(0)} s; simulated gateways (TunnelPool, real certs) from ` +
           `127.0.0.1 in ${children} processes: max_connections and max_tunnels_per_org set to ${TUNNELS + 1000} for this run`,
       },
     ];

@@ -23,6 +23,8 @@ export interface SshdOptions {
 
 export interface RunningSshd {
   port: number;
+  /** The listening sshd (each connection's processes are its descendants). */
+  pid: number;
   /** The login user that tests should use (the one running the tests). */
   user: string;
   /** Everything sshd logged so far. */
@@ -80,7 +82,7 @@ function launch(o: SshdOptions, port: number): Promise<RunningSshd> {
       if (!log.includes(`Server listening on 127.0.0.1 port ${port}`)) return;
       clearInterval(poll);
       child.off('exit', onExit);
-      resolve({ port, user: userInfo().username, log: () => log, stop: () => stop(child) });
+      resolve({ port, pid: child.pid!, user: userInfo().username, log: () => log, stop: () => stop(child) });
     }, 20);
     child.once('exit', () => clearInterval(poll));
   });
