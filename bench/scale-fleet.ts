@@ -147,6 +147,8 @@ export function startProxyHost(
 export interface Fleet {
   /** Tunnels up now (sum over the children). */
   readonly up: number;
+  /** The children's process ids. */
+  readonly pids: number[];
   stop(): Promise<void>;
 }
 
@@ -169,6 +171,7 @@ export function startFleet(world: World, sshPort: number, n: number, children: n
     get up() {
       return ups.reduce((a, b) => a + b, 0);
     },
+    pids: procs.map((p) => p.proc.pid!),
     stop: async () => {
       await Promise.all(procs.map((p) => stop(p.proc, p.file)));
     },
