@@ -63,6 +63,8 @@ interface Shares {
   /** The smallest share over the whole run (a stream's total over the mean total). */
   minOverall: number;
   below: number;
+  /** Windows in which no stream moved a byte. */
+  stalls: number;
   windows: number;
   mibs: number;
 }
@@ -73,6 +75,7 @@ async function measureShares(counts: Map<net.Socket, number>): Promise<Shares> {
   let first = prev;
   let min = Number.POSITIVE_INFINITY;
   let below = 0;
+  let stalls = 0;
   let total = 0;
   for (let w = 0; w <= SECONDS; w++) {
     await new Promise((r) => setTimeout(r, 1000));
@@ -86,18 +89,20 @@ async function measureShares(counts: Map<net.Socket, number>): Promise<Shares> {
     const sum = deltas.reduce((a, b) => a + b, 0);
     total += sum;
     const fair = sum / deltas.length;
-    for (const d of deltas) {
-      const share = fair > 0 ? d / fair : 0;
-      min = Math.min(min, share);
-      if (share < 0.5) below++;
-    }
     prev = now;
-    process.stderr.write(`scale: window ${w}: ${(sum / 2 ** 20).toFixed(1)} MiB, lowest share ${min.toFixed(2)}\n`);
+    if (fair === 0) {
+      stalls++; // nothing moved at all: a stall, counted apart (no stream was treated worse than another)
+      continue;
+    }
+    const lowest = Math.min(...deltas) / fair;
+    min = Math.min(min, lowest);
+    for (const d of deltas) if (d / fair < 0.5) below++;
+    process.stderr.write(`scale: window ${w}: ${(sum / 2 ** 20).toFixed(1)} MiB, lowest share ${lowest.toFixed(2)}\n`);
   }
   const totals = [...counts].map(([s, n]) => n - (first.get(s) ?? 0));
   const mean = totals.reduce((a, b) => a + b, 0) / totals.length;
   const minOverall = mean > 0 ? Math.min(...totals) / mean : 0;
-  return { min, minOverall, below, windows: SECONDS, mibs: total / SECONDS / 2 ** 20 };
+  return { min, minOverall, below, stalls, windows: SECONDS, mibs: total / SECONDS / 2 ** 20 };
 }
 
 async function throughGateway(world: World): Promise<Shares> {
@@ -153,7 +158,7 @@ async function direct(): Promise<Shares> {
 }
 
 const show = (s: Shares) =>
-  `min share ${s.min.toFixed(2)} per window (${s.minOverall.toFixed(2)} over the run), ${s.below} of ${s.windows * STREAMS} stream-windows below 0.5, ${fmt.mibs(s.mibs)} total`;
+  `min share ${s.min.toFixed(2)} per window (${s.minOverall.toFixed(2)} over the run), ${s.below} of ${s.windows * STREAMS} stream-windows below 0.5, ${s.stalls} windows with no byte at all, ${fmt.mibs(s.mibs)} total`;
 
 export async function fairness(world: World): Promise<BenchRow[]> {
   const ours = await throughGateway(world);
