@@ -139,7 +139,7 @@ async function herd(world: World): Promise<BenchRow[]> {
         reference:
           `proxy CPU ${cpuAvg.toFixed(0)}% average, ${cpuPeak.toFixed(0)}% peak (0.5 s); at most ` +
           `${proxy.peakUnauthenticated} in handshake at once; ${stragglers} past 10 s; the simulated gateways used ` +
-          `${fleetCpuAvg.toFixed(0)}% CPU meanwhile (their handshakes, not the proxy's, set the pace on a busy machine)`,
+          `${fleetCpuAvg.toFixed(0)}% CPU meanwhile (both sides share the machine: read with its load)`,
         note:
           'from the restarted proxy ready; gateways: TunnelPool with the default backoff (unreachable: retry ≤ 1 s); ' +
           `all from 127.0.0.1: max_unauthenticated_per_source ${limits.maxUnauthenticatedPerSource}, max_tunnels_per_org ${limits.maxTunnelsPerOrg} set for this run`,
