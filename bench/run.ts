@@ -21,6 +21,7 @@ const AREAS: Area[] = [
   { name: 'setup', module: './setup.js', fn: 'benchSetup' },
   { name: 'rotation', module: './rotation.js', fn: 'benchRotation' },
   { name: 'packaging', module: './packaging.js', fn: 'benchPackaging' },
+  { name: 'scale', module: './scale.js', fn: 'benchScale' },
 ];
 
 async function main(): Promise<void> {

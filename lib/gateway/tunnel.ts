@@ -12,6 +12,7 @@ import type { ProxyScope } from '../protocol/api.js';
 import { parseHostPort } from '../runtime/config-schema.js';
 import type { SshCertificate } from '../sshcert/index.js';
 import { connectWithCertificate } from '../sshwire/client.js';
+import { clientSocket, paceChannel } from '../sshwire/pacing.js';
 import type { Client, ClientChannel, TcpConnectionDetails } from '../sshwire/ssh2.js';
 
 export type { ProxyScope };
@@ -99,6 +100,9 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       if (this.#draining || this.#closed || info.destIP !== this.#gatewayId) return reject();
       if (!this.#admitChannel()) return reject();
       const channel = accept();
+      // Streams share the connection in turn, and never queue so much that a keepalive reply waits behind it.
+      const socket = clientSocket(client);
+      if (socket) paceChannel(channel, socket);
       this.#channels.add(channel);
       channel.once('close', () => {
         this.#channels.delete(channel);

@@ -52,6 +52,11 @@ export class HandshakeGate {
     return this.#unauthenticated;
   }
 
+  /** Sources with connections in their handshake now (the per-source table's size; 0 when none is pending). */
+  get sources(): number {
+    return this.#bySource.size;
+  }
+
   /** At accept, before a byte is read: a ticket, or the refusal (the caller destroys the socket). */
   enter(socket: Socket): { ok: true; value: HandshakeTicket } | LimitRefusal {
     const limits = this.#o.limits();

@@ -14,6 +14,8 @@ export interface ProxyGauges {
   sshUnauthenticated: number;
   tlsConnections: number;
   tlsUnauthenticated: number;
+  sshUnauthenticatedSources: number;
+  tlsUnauthenticatedSources: number;
 }
 
 export class ProxyMetrics {
@@ -41,6 +43,16 @@ export class ProxyMetrics {
       'tlsUnauthenticated',
       'tls_unauthenticated_connections',
       'Platform connections whose route is not admitted yet.',
+    );
+    gauge(
+      'sshUnauthenticatedSources',
+      'ssh_unauthenticated_sources',
+      'Sources (IPv4 address, IPv6 /64) with an SSH connection not authenticated yet.',
+    );
+    gauge(
+      'tlsUnauthenticatedSources',
+      'tls_unauthenticated_sources',
+      'Sources (IPv4 address, IPv6 /64) with a platform connection whose route is not admitted yet.',
     );
     this.#refusals = metrics.counter(`${p}refusals_total`, 'Refused connections and requests, by stable error code.', [
       'listener',

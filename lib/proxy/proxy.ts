@@ -284,6 +284,8 @@ export class ProxyServer {
       sshUnauthenticated: this.ssh.unauthenticated,
       tlsConnections: this.relay.connections,
       tlsUnauthenticated: this.relay.unauthenticated,
+      sshUnauthenticatedSources: this.ssh.unauthenticatedSources,
+      tlsUnauthenticatedSources: this.relay.unauthenticatedSources,
     };
   }
 

@@ -125,6 +125,11 @@ export class RelayListener {
     return this.#gate.unauthenticated;
   }
 
+  /** Sources with a platform connection whose route is not admitted yet. */
+  get unauthenticatedSources(): number {
+    return this.#gate.sources;
+  }
+
   get streams(): ReadonlyMap<number, ActiveStream> {
     return this.#streams;
   }

@@ -15,6 +15,7 @@
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { type ErrorCode, GatewayError } from '../errors/codes.js';
 import type { SshCertificate } from '../sshcert/index.js';
+import { paceChannel } from '../sshwire/pacing.js';
 import { createCertServer, verifyUserAuth } from '../sshwire/server.js';
 import type { AuthContext, Connection, ServerChannel, Server as SshServer } from '../sshwire/ssh2.js';
 import {
@@ -116,6 +117,11 @@ export class SshTunnelListener {
     return this.#gate.unauthenticated;
   }
 
+  /** Sources with a connection that has not authenticated yet. */
+  get unauthenticatedSources(): number {
+    return this.#gate.sources;
+  }
+
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
       this.#net.once('error', reject);
@@ -194,7 +200,7 @@ export class SshTunnelListener {
         return;
       }
       entry?.ticket.authenticated();
-      this.#serve(conn, login, refuse, () => entry?.socket.destroy());
+      this.#serve(conn, login, refuse, entry?.socket);
     });
   }
 
@@ -214,8 +220,11 @@ export class SshTunnelListener {
     conn: Connection,
     login: GatewayLogin,
     refuse: (code: ErrorCode, reason: string, fields?: Record<string, unknown>, limit?: LimitName) => void,
-    destroySocket: () => void,
+    socket: Socket | undefined,
   ): void {
+    const destroySocket = (): void => {
+      socket?.destroy();
+    };
     const tunnels = new Map<number, Tunnel<GatewayTunnel>>();
     // Forwards the gateway cancelled: out of the routing table, their streams still running on this connection.
     const draining = new Set<Tunnel<GatewayTunnel>>();
@@ -304,8 +313,10 @@ export class SshTunnelListener {
       new Promise((resolve, reject) => {
         if (closed) return reject(new GatewayError('E_GATEWAY_OFFLINE', 'tunnel closed'));
         conn.forwardOut(login.gatewayId, port, origin.address, origin.port, (err, channel) => {
-          if (err) reject(new GatewayError('E_GATEWAY_OFFLINE', `gateway refused the channel: ${err.message}`));
-          else resolve(channel);
+          if (err) return reject(new GatewayError('E_GATEWAY_OFFLINE', `gateway refused the channel: ${err.message}`));
+          // Streams share the connection in turn, and never queue so much that a keepalive reply waits behind it.
+          if (socket) paceChannel(channel, socket);
+          resolve(channel);
         });
       });
 

@@ -108,6 +108,48 @@ export function drip(port: number, source: string, hello: Buffer, everyMs = 300)
   };
 }
 
+/** One TLS handshake from a client without a certificate; true if the handshake completed (before any refusal). */
+function unauthenticatedHandshake(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    let secured = false;
+    const s = tls.connect({
+      host: '127.0.0.1',
+      port,
+      servername: 'localhost',
+      rejectUnauthorized: false,
+      ALPNProtocols: [RELAY_ALPN],
+    });
+    const timer = setTimeout(() => s.destroy(), timeoutMs);
+    s.on('error', () => {});
+    s.on('secureConnect', () => {
+      secured = true;
+      s.resume();
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(secured);
+    });
+  });
+}
+
+/**
+ * `n` TLS handshakes without a client certificate against `port`, `inFlight` at a time, each held until the
+ * server closes it (or `timeoutMs`); returns how many completed their handshake.
+ */
+export async function unauthenticatedHandshakes(port: number, n: number, inFlight: number, timeoutMs = 5000) {
+  let started = 0;
+  let secured = 0;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (started < n) {
+        started++;
+        if (await unauthenticatedHandshake(port, timeoutMs)) secured++;
+      }
+    }),
+  );
+  return secured;
+}
+
 /** The gateway's own SSH login material, read from its state directory (as the running serve uses it). */
 export function gatewaySsh(g: GatewayHandle) {
   const store = GatewayStore.open(join(g.stateDir, 'gateway.db'));
