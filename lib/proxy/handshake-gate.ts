@@ -8,7 +8,7 @@
  * SSH version line, a TLS ClientHello) is cut exactly like a silent one. On the TLS side it runs until the route
  * is admitted, so it also bounds the decision after the handshake, not only the handshake.
  */
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { admitConnection, type ConnectionLimits, type LimitRefusal, sourceKey } from './admission.js';
 
 export interface GateLimits extends ConnectionLimits {
@@ -102,4 +102,16 @@ export class HandshakeGate {
     });
     return { ok: true, value: ticket };
   }
+}
+
+/** Binds a listener's server; resolves with the port bound (the one asked for, or the kernel's pick for 0). */
+export function listenOn(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : port);
+    });
+  });
 }

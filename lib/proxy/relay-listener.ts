@@ -34,7 +34,7 @@ import {
   type ProxyScope,
   type RouteDecision,
 } from './admission.js';
-import { HandshakeGate, type HandshakeTicket } from './handshake-gate.js';
+import { HandshakeGate, type HandshakeTicket, listenOn } from './handshake-gate.js';
 import type { RevocationList } from './revocations.js';
 import type { GatewayTunnel } from './ssh-listener.js';
 import type { Tunnel, TunnelTable } from './tunnel-table.js';
@@ -135,14 +135,7 @@ export class RelayListener {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#net.once('error', reject);
-      this.#net.listen(port, host, () => {
-        this.#net.off('error', reject);
-        const addr = this.#net.address();
-        resolve(typeof addr === 'object' && addr ? addr.port : port);
-      });
-    });
+    return listenOn(this.#net, port, host);
   }
 
   /** New key, chain and anchors for new handshakes; established streams are untouched. Throws if unusable. */

@@ -26,7 +26,7 @@ import {
   limitOf,
   type ProxyScope,
 } from './admission.js';
-import { HandshakeGate, type HandshakeTicket } from './handshake-gate.js';
+import { HandshakeGate, type HandshakeTicket, listenOn } from './handshake-gate.js';
 import type { RevocationList } from './revocations.js';
 import type { Tunnel, TunnelTable } from './tunnel-table.js';
 
@@ -123,14 +123,7 @@ export class SshTunnelListener {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#net.once('error', reject);
-      this.#net.listen(port, host, () => {
-        this.#net.off('error', reject);
-        const addr = this.#net.address();
-        resolve(typeof addr === 'object' && addr ? addr.port : port);
-      });
-    });
+    return listenOn(this.#net, port, host);
   }
 
   /** New host credentials for new connections; established tunnels keep theirs. Throws if unusable. */
