@@ -2,7 +2,32 @@
  * Config keys every enrolled component (gateway, proxy) shares: how `enroll` gets its one-time token, the
  * revocation feed and renewal. Spread into each daemon's schema, so names, defaults and docs are the same in both.
  */
-import { durationRange, keys } from '../runtime/config-schema.js';
+import { durationRange, httpsUrls, keys } from '../runtime/config-schema.js';
+
+/**
+ * Where the CA is and what it must show. `enroll` takes both; `serve` reads ca_url at start (it replaces the URLs
+ * stored at enrollment, so a CA replica is added by editing the config) and applies ca_fingerprint on SIGHUP (a
+ * pin added beside the stored ones).
+ */
+export function caKeys() {
+  return {
+    ca_url: keys.string({
+      reload: 'restart',
+      flag: 'ca',
+      optional: true,
+      placeholder: 'https://host:port',
+      description:
+        'CA API URL used by `enroll`, renewal and the revocation feed; a comma-separated list names replicas of one CA, tried in turn when one cannot be reached (same pins). Read at start: it replaces the URLs stored at enrollment.',
+      validate: httpsUrls,
+    }),
+    ca_fingerprint: keys.string({
+      reload: 'live',
+      optional: true,
+      placeholder: 'sha256:hex',
+      description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
+    }),
+  };
+}
 
 /**
  * The enrollment token, from a file or standard input (`--token-file`), the environment

@@ -2,8 +2,8 @@
  * The gateway daemon's configuration keys (flags > environment INFISICAL_GATEWAY_* > /etc/infisical/gateway.conf
  * > defaults). Declared once: the loader, --help and the sample config read this.
  */
-import { enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
-import { defineSchema, durationRange, httpsUrls, intRange, keys } from '../runtime/config-schema.js';
+import { caKeys, enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
+import { defineSchema, durationRange, intRange, keys } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
 
 export const gatewayConfigSchema = defineSchema(
@@ -11,21 +11,7 @@ export const gatewayConfigSchema = defineSchema(
   'gateway daemon: keeps SSH reverse tunnels to the proxies and serves end-to-end mTLS streams to private targets',
   {
     // enrollment (serve reads everything else from the state database)
-    ca_url: keys.string({
-      reload: 'command',
-      flag: 'ca',
-      optional: true,
-      placeholder: 'https://host:port',
-      description:
-        'CA API URL used by `enroll`, renewal and the revocation feed; a comma-separated list names replicas of one CA, tried in turn when one cannot be reached (same pins). Read at start: it replaces the URLs stored at enrollment.',
-      validate: httpsUrls,
-    }),
-    ca_fingerprint: keys.string({
-      reload: 'live',
-      optional: true,
-      placeholder: 'sha256:hex',
-      description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
-    }),
+    ...caKeys(),
     org_id: keys.string({
       reload: 'command',
       flag: 'org',

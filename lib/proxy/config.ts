@@ -3,17 +3,8 @@
  * defaults). Declared once: the loader, --help and the sample config read this. `enroll` uses the enrollment
  * keys; `serve` runs from the state database and reads only listeners, limits and runtime keys here.
  */
-import { enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
-import {
-  defineSchema,
-  durationRange,
-  each,
-  hostPort,
-  httpsUrls,
-  intRange,
-  keys,
-  oneOf,
-} from '../runtime/config-schema.js';
+import { caKeys, enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
+import { defineSchema, durationRange, each, hostPort, intRange, keys, oneOf } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
 import { DEFAULT_CERT_SKEW_MS } from './admission.js';
 
@@ -24,21 +15,7 @@ export const proxyConfigSchema = defineSchema(
   'proxy daemon: holds gateways’ SSH reverse tunnels and relays platforms’ mTLS streams into them, blind to their content',
   {
     // enrollment
-    ca_url: keys.string({
-      reload: 'command',
-      flag: 'ca',
-      optional: true,
-      placeholder: 'https://host:port',
-      description:
-        'CA API URL used by `enroll`, renewal and the revocation feed; a comma-separated list names replicas of one CA, tried in turn when one cannot be reached (same pins). Read at start: it replaces the URLs stored at enrollment.',
-      validate: httpsUrls,
-    }),
-    ca_fingerprint: keys.string({
-      reload: 'live',
-      optional: true,
-      placeholder: 'sha256:hex',
-      description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
-    }),
+    ...caKeys(),
     ...enrollmentTokenKeys('proxy'),
     admin_client_id: keys.string({
       reload: 'command',
