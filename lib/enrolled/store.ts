@@ -15,6 +15,22 @@ import type { Db } from '../store/db.js';
 import type { ComponentRole } from './keys.js';
 import { type SecretKind, StateSecrets } from './secrets.js';
 
+/**
+ * The enrollment columns both daemons' first migration creates (and replaceEnrollment / sharedEnrollment write and
+ * read): where the CA is, the TLS key and chain, the SSH key. Spliced into each daemon's migration 1 as text, so
+ * the SQL it runs is unchanged.
+ */
+export const ENROLLMENT_CA_AND_KEY_COLUMNS = `ca_url TEXT NOT NULL,
+        ca_fingerprint TEXT NOT NULL,
+        tls_key_pem TEXT NOT NULL,
+        tls_chain_pem TEXT NOT NULL,
+        ssh_private_key TEXT NOT NULL,`;
+
+/** The enrollment columns that close both daemons' table. */
+export const ENROLLMENT_FEED_AND_TIME_COLUMNS = `revocation_feed_key TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        updated_at TEXT NOT NULL`;
+
 export interface StoredRevocation {
   kind: RevocationKind;
   subject: string;

@@ -7,7 +7,7 @@
 
 import type Database from 'better-sqlite3';
 import { StateSecrets } from '../enrolled/secrets.js';
-import { EnrolledStore } from '../enrolled/store.js';
+import { ENROLLMENT_CA_AND_KEY_COLUMNS, ENROLLMENT_FEED_AND_TIME_COLUMNS, EnrolledStore } from '../enrolled/store.js';
 import type { AuditRecord } from '../runtime/log.js';
 import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyScope } from './tunnel.js';
@@ -22,14 +22,8 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
         org_id TEXT NOT NULL,
         gateway_id TEXT NOT NULL,
         gateway_uri TEXT NOT NULL,
-        ca_url TEXT NOT NULL,
-        ca_fingerprint TEXT NOT NULL,
-        tls_key_pem TEXT NOT NULL,
-        tls_chain_pem TEXT NOT NULL,
-        ssh_private_key TEXT NOT NULL,
-        revocation_feed_key TEXT NOT NULL,
-        not_after TEXT NOT NULL,
-        updated_at TEXT NOT NULL
+        ${ENROLLMENT_CA_AND_KEY_COLUMNS}
+        ${ENROLLMENT_FEED_AND_TIME_COLUMNS}
       );
       CREATE TABLE ssh_certificates (scope TEXT PRIMARY KEY, certificate TEXT NOT NULL);
       CREATE TABLE ssh_host_cas (scope TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (scope, key));

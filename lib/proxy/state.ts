@@ -5,7 +5,7 @@
  * transaction, so a reload never sees half of a renewal.
  */
 import { StateSecrets } from '../enrolled/secrets.js';
-import { EnrolledStore } from '../enrolled/store.js';
+import { ENROLLMENT_CA_AND_KEY_COLUMNS, ENROLLMENT_FEED_AND_TIME_COLUMNS, EnrolledStore } from '../enrolled/store.js';
 import { GatewayError } from '../errors/codes.js';
 import { parsePublicKey } from '../sshcert/index.js';
 import { type Migration, openDatabase } from '../store/db.js';
@@ -27,15 +27,9 @@ export const PROXY_MIGRATIONS: readonly Migration[] = [
         tls_listen TEXT NOT NULL,
         ssh_address TEXT NOT NULL,
         tls_address TEXT NOT NULL,
-        ca_url TEXT NOT NULL,
-        ca_fingerprint TEXT NOT NULL,
-        tls_key_pem TEXT NOT NULL,
-        tls_chain_pem TEXT NOT NULL,
-        ssh_private_key TEXT NOT NULL,
+        ${ENROLLMENT_CA_AND_KEY_COLUMNS}
         ssh_host_certificate TEXT NOT NULL,
-        revocation_feed_key TEXT NOT NULL,
-        not_after TEXT NOT NULL,
-        updated_at TEXT NOT NULL
+        ${ENROLLMENT_FEED_AND_TIME_COLUMNS}
       );
       CREATE TABLE ssh_user_cas (key TEXT PRIMARY KEY);
       CREATE TABLE pki_client_cas (pem TEXT PRIMARY KEY);
