@@ -16,20 +16,42 @@ import type { ComponentRole } from './keys.js';
 import { type SecretKind, StateSecrets } from './secrets.js';
 
 /**
- * The enrollment columns both daemons' first migration creates (and replaceEnrollment / sharedEnrollment write and
- * read): where the CA is, the TLS key and chain, the SSH key. Spliced into each daemon's migration 1 as text, so
- * the SQL it runs is unchanged.
+ * The revocations table both daemons keep (addRevocation, revocations): '' in org_id means any org, so that no
+ * NULL in the primary key lets one entry be stored twice. Laid out as the SQL text each migration always ran.
  */
-export const ENROLLMENT_CA_AND_KEY_COLUMNS = `ca_url TEXT NOT NULL,
-        ca_fingerprint TEXT NOT NULL,
-        tls_key_pem TEXT NOT NULL,
-        tls_chain_pem TEXT NOT NULL,
-        ssh_private_key TEXT NOT NULL,`;
+export function revocationsTableSql(name: string): string {
+  return `CREATE TABLE ${name} (
+        kind TEXT NOT NULL,
+        org_id TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL,
+        seq INTEGER,
+        at TEXT NOT NULL,
+        PRIMARY KEY (kind, org_id, subject)
+      );`;
+}
 
-/** The enrollment columns that close both daemons' table. */
-export const ENROLLMENT_FEED_AND_TIME_COLUMNS = `revocation_feed_key TEXT NOT NULL,
-        not_after TEXT NOT NULL,
-        updated_at TEXT NOT NULL`;
+/**
+ * The `CREATE TABLE enrollment` of both daemons' first migration: the row id, the daemon's `own` columns, the
+ * columns both have (where the CA is, the TLS key and chain, the SSH key; replaceEnrollment and sharedEnrollment
+ * write and read them), the daemon's `beforeFeed` columns, then the feed key and the times. Laid out as the SQL
+ * text each migration always ran.
+ */
+export function enrollmentTableSql(own: readonly string[], beforeFeed: readonly string[] = []): string {
+  const columns = [
+    'id INTEGER PRIMARY KEY CHECK (id = 1)',
+    ...own,
+    'ca_url TEXT NOT NULL',
+    'ca_fingerprint TEXT NOT NULL',
+    'tls_key_pem TEXT NOT NULL',
+    'tls_chain_pem TEXT NOT NULL',
+    'ssh_private_key TEXT NOT NULL',
+    ...beforeFeed,
+    'revocation_feed_key TEXT NOT NULL',
+    'not_after TEXT NOT NULL',
+    'updated_at TEXT NOT NULL',
+  ];
+  return `CREATE TABLE enrollment (\n${columns.map((c) => `        ${c}`).join(',\n')}\n      );`;
+}
 
 export interface StoredRevocation {
   kind: RevocationKind;

@@ -7,7 +7,7 @@
 
 import type Database from 'better-sqlite3';
 import { StateSecrets } from '../enrolled/secrets.js';
-import { ENROLLMENT_CA_AND_KEY_COLUMNS, ENROLLMENT_FEED_AND_TIME_COLUMNS, EnrolledStore } from '../enrolled/store.js';
+import { EnrolledStore, enrollmentTableSql, revocationsTableSql } from '../enrolled/store.js';
 import type { AuditRecord } from '../runtime/log.js';
 import { type Migration, openDatabase } from '../store/db.js';
 import type { ProxyScope } from './tunnel.js';
@@ -17,14 +17,7 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     version: 1,
     name: 'enrollment, revocations, audit',
     sql: `
-      CREATE TABLE enrollment (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        org_id TEXT NOT NULL,
-        gateway_id TEXT NOT NULL,
-        gateway_uri TEXT NOT NULL,
-        ${ENROLLMENT_CA_AND_KEY_COLUMNS}
-        ${ENROLLMENT_FEED_AND_TIME_COLUMNS}
-      );
+      ${enrollmentTableSql(['org_id TEXT NOT NULL', 'gateway_id TEXT NOT NULL', 'gateway_uri TEXT NOT NULL'])}
       CREATE TABLE ssh_certificates (scope TEXT PRIMARY KEY, certificate TEXT NOT NULL);
       CREATE TABLE ssh_host_cas (scope TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (scope, key));
       CREATE TABLE gateway_client_cas (pem TEXT PRIMARY KEY);
@@ -57,14 +50,7 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
     // As the proxy keeps them ('' = any org): a NULL in a primary key let the same entry be stored twice.
     name: 'revocations keyed with org_id NOT NULL',
     sql: `
-      CREATE TABLE revocations_v2 (
-        kind TEXT NOT NULL,
-        org_id TEXT NOT NULL DEFAULT '',
-        subject TEXT NOT NULL,
-        seq INTEGER,
-        at TEXT NOT NULL,
-        PRIMARY KEY (kind, org_id, subject)
-      );
+      ${revocationsTableSql('revocations_v2')}
       INSERT OR IGNORE INTO revocations_v2 (kind, org_id, subject, seq, at)
         SELECT kind, COALESCE(org_id, ''), subject, seq, at FROM revocations;
       DROP TABLE revocations;

@@ -5,7 +5,7 @@
  * transaction, so a reload never sees half of a renewal.
  */
 import { StateSecrets } from '../enrolled/secrets.js';
-import { ENROLLMENT_CA_AND_KEY_COLUMNS, ENROLLMENT_FEED_AND_TIME_COLUMNS, EnrolledStore } from '../enrolled/store.js';
+import { EnrolledStore, enrollmentTableSql, revocationsTableSql } from '../enrolled/store.js';
 import { GatewayError } from '../errors/codes.js';
 import { parsePublicKey } from '../sshcert/index.js';
 import { type Migration, openDatabase } from '../store/db.js';
@@ -16,31 +16,23 @@ export const PROXY_MIGRATIONS: readonly Migration[] = [
     version: 1,
     name: 'enrollment, trust, revocations, feed',
     sql: `
-      CREATE TABLE enrollment (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        proxy_uri TEXT NOT NULL,
-        proxy_id TEXT NOT NULL,
-        scope TEXT NOT NULL CHECK (scope IN ('instance', 'org')),
-        org_id TEXT,
-        hostnames TEXT NOT NULL,
-        ssh_listen TEXT NOT NULL,
-        tls_listen TEXT NOT NULL,
-        ssh_address TEXT NOT NULL,
-        tls_address TEXT NOT NULL,
-        ${ENROLLMENT_CA_AND_KEY_COLUMNS}
-        ssh_host_certificate TEXT NOT NULL,
-        ${ENROLLMENT_FEED_AND_TIME_COLUMNS}
-      );
+      ${enrollmentTableSql(
+        [
+          'proxy_uri TEXT NOT NULL',
+          'proxy_id TEXT NOT NULL',
+          "scope TEXT NOT NULL CHECK (scope IN ('instance', 'org'))",
+          'org_id TEXT',
+          'hostnames TEXT NOT NULL',
+          'ssh_listen TEXT NOT NULL',
+          'tls_listen TEXT NOT NULL',
+          'ssh_address TEXT NOT NULL',
+          'tls_address TEXT NOT NULL',
+        ],
+        ['ssh_host_certificate TEXT NOT NULL'],
+      )}
       CREATE TABLE ssh_user_cas (key TEXT PRIMARY KEY);
       CREATE TABLE pki_client_cas (pem TEXT PRIMARY KEY);
-      CREATE TABLE revocations (
-        kind TEXT NOT NULL,
-        org_id TEXT NOT NULL DEFAULT '',
-        subject TEXT NOT NULL,
-        seq INTEGER,
-        at TEXT NOT NULL,
-        PRIMARY KEY (kind, org_id, subject)
-      );
+      ${revocationsTableSql('revocations')}
       CREATE TABLE feed (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
     `,
   },
