@@ -93,7 +93,7 @@ function listenOption(y: Argv): Argv {
       type: 'number',
       default: DEFAULT_WARM_MAX_AGE_MS / 1000,
       describe:
-        'after a connection opened, open the next relay (TLS to the proxy, its channel to the gateway) ahead of need and hold it up to this many seconds, so the next connection runs only the TLS handshake with the gateway; 0: none (0 to 10)',
+        "after a connection opened, open the next relay (TLS to the proxy, its channel to the gateway) ahead of need and hold it up to this many seconds, so the next connection runs only the TLS handshake with the gateway; 0: none (0 to 8: the gateway's handshake_timeout, 10 s by default, must stay above it)",
     });
 }
 
@@ -130,8 +130,9 @@ function setup(argv: Args) {
     const source = new CaGrantSource({ ca, clientId: need('client-id'), clientSecret });
     const ttl = argv['ttl'];
     const warm = argv['warm-relay'];
-    if (warm !== undefined && !(typeof warm === 'number' && warm >= 0 && warm <= 10)) {
-      throw new GatewayError('E_CONFIG_INVALID', `--warm-relay must be a number of seconds from 0 to 10, not ${warm}`);
+    // A held relay must not meet the gateway's handshake_timeout (10 s by default), which runs while it waits.
+    if (warm !== undefined && !(typeof warm === 'number' && warm >= 0 && warm <= 8)) {
+      throw new GatewayError('E_CONFIG_INVALID', `--warm-relay must be a number of seconds from 0 to 8, not ${warm}`);
     }
     return new GatewayConnector({
       source,

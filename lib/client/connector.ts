@@ -6,7 +6,14 @@
  */
 import type { GrantMode, GrantTarget } from '../pki/grant.js';
 import type { ModeAlpn } from '../protocol/relay.js';
-import { completeStream, type DialOptions, dialViaProxy, openRelay, type RelayedStream } from './dial.js';
+import {
+  completeStream,
+  type DialOptions,
+  dialViaProxy,
+  gatewayAnswered,
+  openRelay,
+  type RelayedStream,
+} from './dial.js';
 import {
   atHop,
   ConnectError,
@@ -160,8 +167,9 @@ export class GatewayConnector {
         this.#connected(opened, halfOpen);
         return opened;
       } catch (err) {
-        // What the gateway said is the answer; a relay that went while it waited is dialled again below.
-        if (!(err instanceof ConnectError) || !RELAY_GONE.has(err.code)) throw err;
+        // What the gateway said is the answer; a relay that went while it waited (it failed before the inner
+        // handshake completed) is dialled again below.
+        if (!(err instanceof ConnectError) || !RELAY_GONE.has(err.code) || gatewayAnswered(err)) throw err;
       }
     }
     return this.#dialProxies(grant, mode, dialOpts, halfOpen);

@@ -311,6 +311,41 @@ async function connectInner(
     socket.destroy();
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
+  try {
+    return await afterInnerHandshake(socket, grant, material, mode, now, timeout, fail, offered, (leaf) => {
+      gatewayLeaf = leaf;
+      if (ticket && leaf) material.innerSession = { ticket, gatewayLeaf: leaf };
+    });
+  } catch (err) {
+    if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
+    throw err;
+  }
+}
+
+/**
+ * Failures after the inner handshake completed: the gateway's own answer (its certificate, its mode, its status
+ * line or its refusal by closing). A relay held ahead of need that fails this way is not dialled again (it would
+ * ask the gateway the same question twice: a second target dial, a second refusal); one that fails earlier went
+ * while it waited (connector.ts).
+ */
+const GATEWAY_ANSWERED = new WeakSet<ConnectError>();
+
+/** True when `err` is the gateway's answer to a completed inner handshake, not a relay that went. */
+export function gatewayAnswered(err: unknown): boolean {
+  return err instanceof ConnectError && GATEWAY_ANSWERED.has(err);
+}
+
+async function afterInnerHandshake(
+  socket: tls.TLSSocket,
+  grant: ClientGrant,
+  material: GrantTls,
+  mode: ModeAlpn,
+  now: () => Date,
+  timeout: number,
+  fail: Fail,
+  offered: GrantTls['innerSession'],
+  accepted: (gatewayLeaf: Buffer | undefined) => void,
+): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
   const v = verifyPeer(
     socket,
@@ -321,10 +356,12 @@ async function connectInner(
   );
   if (!v.ok) {
     socket.destroy();
+    // A resumed session judged on its stored certificate and refused: not offered again (a full handshake sees
+    // the gateway's whole chain).
+    if (socket.isSessionReused() && offered && material.innerSession === offered) material.innerSession = undefined;
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
-  gatewayLeaf = socket.isSessionReused() && offered ? offered.gatewayLeaf : socket.getPeerCertificate(false)?.raw;
-  if (ticket && gatewayLeaf) material.innerSession = { ticket, gatewayLeaf };
+  accepted(socket.isSessionReused() && offered ? offered.gatewayLeaf : socket.getPeerCertificate(false)?.raw);
   if (socket.alpnProtocol !== mode) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);

@@ -2,7 +2,23 @@
  * Config keys every enrolled component (gateway, proxy) shares: how `enroll` gets its one-time token, the
  * revocation feed and renewal. Spread into each daemon's schema, so names, defaults and docs are the same in both.
  */
+import { GatewayError } from '../errors/codes.js';
+import { normalizeFingerprint } from '../protocol/ca-client.js';
 import { durationRange, httpsUrls, keys } from '../runtime/config-schema.js';
+
+/** One or more SHA-256 fingerprints, comma-separated, each as normalizeFingerprint takes it. */
+function fingerprintList(value: string): string | undefined {
+  for (const fp of value.split(',').filter((p) => p.trim() !== '')) {
+    try {
+      normalizeFingerprint(fp);
+    } catch (err) {
+      if (err instanceof GatewayError)
+        return `expected sha256:hex fingerprints (64 hex digits), not ${JSON.stringify(fp.trim())}`;
+      throw err;
+    }
+  }
+  return undefined;
+}
 
 /**
  * Where the CA is and what it must show. `enroll` takes both; `serve` reads ca_url at start (it replaces the URLs
@@ -24,7 +40,9 @@ export function caKeys() {
       reload: 'live',
       optional: true,
       placeholder: 'sha256:hex',
-      description: 'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`).',
+      description:
+        'SHA-256 fingerprint of the CA API certificate (pinned; printed by `infisical-ca init`); a comma-separated list adds several. On SIGHUP, pins named here are added to the stored ones (never removed).',
+      validate: fingerprintList,
     }),
   };
 }

@@ -213,6 +213,15 @@ export class EnrolledStore {
     return urls;
   }
 
+  /**
+   * applyConfiguredPins on SIGHUP, once the daemon's reload has succeeded (a reload refused for another key must
+   * not leave a new pin trusted and stored), with the pins it added logged.
+   */
+  trustConfiguredPins(configured: string | undefined, client: CaClient, logger: Logger): void {
+    const pins = this.applyConfiguredPins(configured, client);
+    if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
+  }
+
   /** A CA client for the stored enrollment that stores the API root beside a leaf pin when it learns it. */
   caClient(
     state: { caUrl: string; caFingerprint: string },

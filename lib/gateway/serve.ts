@@ -269,9 +269,8 @@ export async function serve(
     hooks: {
       reload: async () => {
         const next = reloadConfig();
-        const pins = store.applyConfiguredPins(next.ca_fingerprint, ca);
-        if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
         await gateway.reload({ settings: settingsFrom(next), state: store.load() });
+        store.trustConfiguredPins(next.ca_fingerprint, ca, logger);
         logger.level = next.log_level;
         if (lifecycle) lifecycle.drainTimeoutMs = next.drain_timeout;
         logRestartOnly(gatewayConfigSchema, config, next, logger);

@@ -327,11 +327,10 @@ export async function serve(
       reload: async () => {
         if (revoked !== undefined) return;
         const nextConfig = reloadConfig();
-        const pins = store.applyConfiguredPins(nextConfig.ca_fingerprint, ca);
-        if (pins.length > 0) logger.info({ pins }, 'CA API fingerprint from the config trusted');
         const nextState = store.load();
         // Everything is validated before anything is swapped (ProxyServer.reload); listeners stay bound.
         proxy.reload(credentialsOf(nextState), limitsFrom(nextConfig));
+        store.trustConfiguredPins(nextConfig.ca_fingerprint, ca, logger);
         for (const r of store.revocations()) proxy.revoke(r);
         state = nextState;
         current = nextConfig;

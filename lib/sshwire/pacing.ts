@@ -9,7 +9,9 @@
  *
  * Paced, a channel's write completes only while the socket holds less than PACE_BYTES and no other channel is
  * waiting; otherwise the write waits in the connection's FIFO, which the socket's 'drain' serves one write per
- * channel per turn. Round robin between channels, and at most about PACE_BYTES ahead of a keepalive.
+ * channel per turn. Round robin between channels. A chunk reaches the socket before its completion waits, so
+ * the socket holds at most PACE_BYTES plus one chunk (≤ 64 KiB) per busy channel ahead of a keepalive: 100
+ * busy channels, about 6.5 MiB, instead of 200 MiB unpaced.
  */
 import type { Duplex, Writable } from 'node:stream';
 

@@ -47,6 +47,24 @@ test('the API certificate changes under a running fleet; a pin set in the config
       timeoutMs: 20_000,
     });
     const pid = gw1.pid;
+    // A reload that fails (here: an upstream CA file that is not there) takes nothing of the new config, not
+    // even the pin: it is neither trusted nor stored.
+    writeFileSync(
+      conf,
+      `ca_fingerprint = ${d.ca.fingerprint}\nhttp_upstream_tls = true\nhttp_upstream_ca = ${join(d.dir, 'missing.pem')}\n`,
+    );
+    gw1.hup();
+    await waitFor(() => gw1.logLines().some((l) => l['msg'] === 'reload failed; keeping the previous configuration'), {
+      what: 'gw-1 to report the failed reload',
+      timeoutMs: 10_000,
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await gw1.readyz()).json?.['code'], 'E_FEED_STALE', 'the pin of a failed reload is not trusted');
+    const stored = new Database(join(gw1.stateDir, 'gateway.db'), { readonly: true });
+    const pins = (stored.prepare('SELECT ca_fingerprint FROM enrollment').get() as { ca_fingerprint: string })
+      .ca_fingerprint;
+    stored.close();
+    assert.equal(pins, '0'.repeat(64), 'nor stored');
     writeFileSync(conf, `ca_fingerprint = ${d.ca.fingerprint}\n`);
     gw1.hup();
     await waitFor(async () => (await gw1.readyz()).status === 200, {

@@ -50,8 +50,8 @@ test('a relay opened ahead and a resumed inner session carry the next stream, ar
   t.after(() => d.close());
   const gw = d.gateways[0]!;
   try {
-    // Held up to 10 s: long enough for the revocation to reach the gateway while it waits.
-    const c = await d.connect({ args: ['--warm-relay', '10'] });
+    // Held up to 8 s (the most --warm-relay takes): long enough for the revocation to reach the gateway while it waits.
+    const c = await d.connect({ args: ['--warm-relay', '8'] });
     assertByteExact(await d.transfer(c, 256 * 1024), 'the first stream, dialled in full');
     await pendingIs(gw, 1, 'the relay opened ahead to wait at the gateway as one pending channel');
     assertByteExact(await d.transfer(c, 256 * 1024), 'the second stream');
