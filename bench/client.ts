@@ -110,7 +110,10 @@ const tcpOpener =
   };
 
 /** OpenSSH: sshd on 127.0.0.1 and `ssh -R 0:127.0.0.1:<target>`; returns the port sshd listens on. */
-async function startSshReference(dir: TempDir, targetPort: number): Promise<{ port: number; stop(): Promise<void> }> {
+export async function startSshReference(
+  dir: TempDir,
+  targetPort: number,
+): Promise<{ port: number; stop(): Promise<void> }> {
   const userCa = keygen(dir, 'user_ca');
   const hostCa = keygen(dir, 'host_ca');
   const host = keygen(dir, 'host');

@@ -15,16 +15,15 @@
  * The client library's own per-step timings (outer TLS, proxy status line, inner TLS + gateway status) are
  * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { CaGrantSource } from '../lib/client/ca-source.js';
 import { GatewayConnector } from '../lib/client/connector.js';
 import type { RelayedStream } from '../lib/client/dial.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
-import { keygen, keygenSign, TempDir } from '../test/helpers/openssh.js';
-import { startSshd } from '../test/helpers/sshd.js';
+import { TempDir } from '../test/helpers/openssh.js';
 import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
+import { startSshReference } from './client.js';
 import { type BenchRow, fmt, percentile } from './table.js';
 
 const STREAMS = Math.max(10, Number(process.env['BENCH_SETUP_STREAMS'] ?? 200));
@@ -63,55 +62,6 @@ async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<
     }
   }
   return out;
-}
-
-/** OpenSSH: sshd on 127.0.0.1 with a private config and `ssh -R 0:127.0.0.1:<target>`; sshd's forwarded port. */
-async function startSshReference(dir: TempDir, targetPort: number): Promise<{ port: number; stop(): Promise<void> }> {
-  const userCa = keygen(dir, 'user_ca');
-  const hostCa = keygen(dir, 'host_ca');
-  const host = keygen(dir, 'host');
-  const hostCert = keygenSign(hostCa, host, { id: 'proxy', principals: ['127.0.0.1'], host: true });
-  const gw = keygen(dir, 'gw');
-  const gwCert = keygenSign(userCa, gw, {
-    id: 'gw',
-    principals: ['gw1'],
-    options: ['clear', 'permit-port-forwarding'],
-  });
-  const sshd = await startSshd({
-    dir,
-    hostKeyPath: host.path,
-    hostCertPath: hostCert.path,
-    trustedUserCaKeysPath: userCa.pubPath,
-    principals: ['gw1'],
-    extra: ['AllowTcpForwarding yes'],
-  });
-  const kh = dir.write('known_hosts', `@cert-authority [127.0.0.1]:* ${hostCa.publicLine}\n`);
-  const fwd: ChildProcess = spawn(
-    'ssh',
-    [
-      ...['-F', '/dev/null', '-o', `UserKnownHostsFile=${kh}`, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes'],
-      ...['-o', 'Ciphers=aes128-gcm@openssh.com', '-i', gw.path, '-o', `CertificateFile=${gwCert.path}`],
-      ...['-p', String(sshd.port), '-o', 'ExitOnForwardFailure=yes', '-N', '-R', `0:127.0.0.1:${targetPort}`],
-      `${sshd.user}@127.0.0.1`,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    let err = '';
-    fwd.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-      const m = /Allocated port (\d+) for remote forward/.exec(err);
-      if (m) resolve(Number(m[1]));
-    });
-    fwd.once('exit', () => reject(new Error(`ssh -R exited: ${err}`)));
-  });
-  return {
-    port,
-    stop: async () => {
-      fwd.kill('SIGTERM');
-      await sshd.stop();
-    },
-  };
 }
 
 /** Ping mode from this process, against the deployment's proxy and gateway processes. */
