@@ -7,7 +7,8 @@
  *
  * Nothing is decided ahead: the gateway admits the grant (validity, revocations, target, mode) at the inner
  * handshake, when the relay is used; the proxy cuts the relay when the outer certificate ends or is revoked.
- * A relay waits at most `maxAgeMs` (well below the gateway's inner handshake timeout, 10 s by default); then it
+ * A relay waits at most `maxAgeMs` (3 s by default, at most 8 s through --warm-relay: below the gateway's inner
+ * handshake timeout, 10 s by default, which runs while it waits); then it
  * is ended with a close_notify and FIN, which the gateway takes as a platform that gave up before its handshake
  * (the channel closes, no refusal is recorded), and is not replaced: an idle client holds nothing open. It is
  * kept for one grant object and one half-close setting only; a new grant starts without one.
