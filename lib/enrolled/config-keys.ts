@@ -3,7 +3,7 @@
  * revocation feed and renewal. Spread into each daemon's schema, so names, defaults and docs are the same in both.
  */
 import { GatewayError } from '../errors/codes.js';
-import { normalizeFingerprint } from '../protocol/ca-client.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { durationRange, httpsUrls, keys } from '../runtime/config-schema.js';
 
 /** One or more SHA-256 fingerprints, comma-separated, each as normalizeFingerprint takes it. */

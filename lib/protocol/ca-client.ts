@@ -65,6 +65,10 @@ import {
   signRequestBytes,
   verifyRevocationFeed,
 } from './api.js';
+import { normalizeFingerprint } from './fingerprint.js';
+
+/** Pins are read by the config schemas too, which must bundle without this module's dependencies. */
+export { normalizeFingerprint };
 
 export class CaApiError extends GatewayError {
   /** HTTP status; 0 when no response was received. */
@@ -130,16 +134,6 @@ export interface CurrentCredentials {
   /** The current leaf: DER, or PEM (the first block of a chain is used). */
   certificate: Buffer | string;
   privateKey: KeyObject;
-}
-
-export function normalizeFingerprint(fp: string): string {
-  const hex = fp
-    .trim()
-    .replace(/^sha256:/i, '')
-    .replaceAll(':', '')
-    .toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new GatewayError('E_CONFIG_INVALID', 'fingerprint must be 64 hex digits');
-  return hex;
 }
 
 export class CaClient {
