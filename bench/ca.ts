@@ -67,7 +67,9 @@ export async function benchCa(): Promise<BenchRow[]> {
       outerCsr: csr,
       innerCsr: csr,
     };
-    const empty = ca.store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('bench', 'x')");
+    const empty = ca.store.sql.prepare(
+      "INSERT INTO meta (key, value) VALUES ('bench', 'x') ON CONFLICT (key) DO UPDATE SET value = 'x'",
+    );
     const commit = await rate(() => ca.store.transaction(() => empty.run()), 700);
     const note = 'ECDSA P-256 CAs, SQLite WAL synchronous=FULL';
 

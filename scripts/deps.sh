@@ -10,7 +10,7 @@ step() { printf '%s\n' "$*"; }
 # apt-utils (apt-ftparchive), gnupg, createrepo-c: the offline bundle's signed apt and dnf repositories;
 # dnf: its test installs from the dnf repository into an empty root.
 DEBS=(build-essential python3 libsystemd-dev openssh-server openssh-client openssl socat rpm iproute2 debootstrap systemd-container
-      postgresql postgresql-client curl groff-base man-db apt-utils gnupg createrepo-c dnf)
+      postgresql postgresql-client libpq-dev curl groff-base man-db apt-utils gnupg createrepo-c dnf)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

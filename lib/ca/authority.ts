@@ -143,7 +143,7 @@ export class Authority {
         ...(options.logger ? { logger: options.logger } : {}),
         ...(options.refusalCounter ? { counter: options.refusalCounter } : {}),
       }),
-      changes: new ChangeSignal(),
+      changes: new ChangeSignal(() => store.announceChange()),
     });
   }
 
@@ -390,12 +390,13 @@ export class Authority {
     return this.ctx.changes;
   }
   /**
-   * Raises the change signal when another process (the admin CLI on the same database) committed since the last
-   * look: SQLite's data_version moves only for other connections' commits. The daemon calls it every 100 ms.
+   * Wakes feed readers when another process (the admin CLI on the same database, another CA replica) changed data
+   * since the last look: SQLite's data_version moves only for other connections' commits; on PostgreSQL it counts
+   * the other connections' change notices. The daemon calls it every 100 ms.
    */
   noticeExternalChanges(): void {
     const version = this.ctx.store.dataVersion();
-    if (this.#dataVersion !== undefined && version !== this.#dataVersion) this.ctx.changes.raise();
+    if (this.#dataVersion !== undefined && version !== this.#dataVersion) this.ctx.changes.heard();
     this.#dataVersion = version;
   }
   #dataVersion: number | undefined;

@@ -7,6 +7,12 @@ export type ChangeListener = () => void;
 
 export class ChangeSignal {
   readonly #listeners = new Set<ChangeListener>();
+  readonly #announce: () => void;
+
+  /** `announce` tells other processes and CA replicas of a change made here (the store's NOTIFY on PostgreSQL). */
+  constructor(announce: () => void = () => undefined) {
+    this.#announce = announce;
+  }
 
   /** Subscribes; returns the unsubscribe function (call it, or the listener leaks). */
   on(listener: ChangeListener): () => void {
@@ -16,7 +22,14 @@ export class ChangeSignal {
     };
   }
 
+  /** A change committed here: wakes this process's listeners and announces it to the others. */
   raise(): void {
+    this.heard();
+    this.#announce();
+  }
+
+  /** A change another process or replica announced: wakes listeners only (announcing it again would echo forever). */
+  heard(): void {
     // A copy: listeners unsubscribe while being called.
     for (const listener of [...this.#listeners]) listener();
   }

@@ -4,11 +4,11 @@ import { TableStore } from './store-table.js';
 
 export class AuditStore extends TableStore {
   insert(a: Omit<AuditRow, 'seq'>): number {
-    const info = this.q(
+    const row = this.q(
       `INSERT INTO audit (at, actor, subject, action, outcome, code, reason, org_id, source)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(a.at, a.actor, a.subject, a.action, a.outcome, a.code, a.reason, orgKey(a.orgId), a.source);
-    return Number(info.lastInsertRowid);
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+    ).get(a.at, a.actor, a.subject, a.action, a.outcome, a.code, a.reason, orgKey(a.orgId), a.source);
+    return Number(row?.['seq']);
   }
   since(since: number, limit: number, orgId?: string): AuditRow[] {
     const rows =

@@ -36,8 +36,10 @@ export class EnrollmentStore extends TableStore {
   /** Records a renewal nonce; false when it was seen before (a replay). */
   useNonce(nonce: string, expiresAt: number): boolean {
     return (
-      this.q('INSERT OR IGNORE INTO request_nonces (nonce, expires_at) VALUES (?, ?)').run(nonce, expiresAt).changes ===
-      1
+      this.q('INSERT INTO request_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(
+        nonce,
+        expiresAt,
+      ).changes === 1
     );
   }
   /** Forgets expired nonces (a request that old is refused by its timestamp anyway). */

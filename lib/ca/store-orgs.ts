@@ -27,11 +27,11 @@ export class OrgStore extends TableStore {
   // ---- identities and access tokens ---------------------------------------------------------------------------
 
   insertIdentity(i: Omit<IdentityRow, 'rowId' | 'revokedAt'>): number {
-    const info = this.q(
+    const row = this.q(
       `INSERT INTO identities (org_id, identity_id, role, groups_json, client_id, secret_hash, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    ).run(orgKey(i.orgId), i.identityId, i.role, JSON.stringify(i.groups), i.clientId, i.secretHash, i.createdAt);
-    return Number(info.lastInsertRowid);
+       VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING row_id`,
+    ).get(orgKey(i.orgId), i.identityId, i.role, JSON.stringify(i.groups), i.clientId, i.secretHash, i.createdAt);
+    return Number(row?.['row_id']);
   }
   identityByClientId(clientId: string): IdentityRow | undefined {
     const r = this.q('SELECT * FROM identities WHERE client_id = ?').get(clientId) as Raw | undefined;

@@ -14,10 +14,10 @@ export class RevocationStore extends TableStore {
       r.subject,
     ) as { seq: number } | undefined;
     if (existing) return existing.seq;
-    const info = this.q(
-      'INSERT INTO revocations (kind, org_id, subject, reason, revoked_by, at) VALUES (?, ?, ?, ?, ?, ?)',
-    ).run(r.kind, orgKey(r.orgId), r.subject, r.reason, r.revokedBy, r.at);
-    return Number(info.lastInsertRowid);
+    const row = this.q(
+      'INSERT INTO revocations (kind, org_id, subject, reason, revoked_by, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq',
+    ).get(r.kind, orgKey(r.orgId), r.subject, r.reason, r.revokedBy, r.at);
+    return Number(row?.['seq']);
   }
   has(kind: RevocationRow['kind'], orgId: string | null, subject: string): boolean {
     return (

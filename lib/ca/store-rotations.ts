@@ -2,7 +2,7 @@
  * The rotation state of each CA (store-schema.ts migration 4), as rotation.ts reads and moves it. A CA that was
  * never rotated has no row: its authorities row id is its base id ("org:<org>:<purpose>"), phase standby.
  */
-import type { Db } from '../store/db.js';
+import type { SqlConnection } from '../store/sql.js';
 import { nul, orgKey, type Raw } from './store-rows.js';
 
 export const ROTATION_PHASES = ['standby', 'init', 'update_clients', 'update_servers', 'rollback'] as const;
@@ -51,9 +51,9 @@ export function initialRotation(authorityId: string, orgId: string | null, purpo
 }
 
 export class RotationStore {
-  readonly #db: Db;
+  readonly #db: SqlConnection;
 
-  constructor(db: Db) {
+  constructor(db: SqlConnection) {
     this.#db = db;
   }
 

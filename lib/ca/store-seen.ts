@@ -5,7 +5,7 @@
  * rotation acknowledgement changes), so "last seen" is exact to that bound (rotation status calls a component
  * offline after 30 s without a read) and costs one small write every few seconds per component.
  */
-import type { Db } from '../store/db.js';
+import type { SqlConnection } from '../store/sql.js';
 import type { ComponentRef } from './store-generations.js';
 import { nul, orgKey, type Raw } from './store-rows.js';
 
@@ -19,11 +19,11 @@ export interface Seen {
 }
 
 export class SeenStore {
-  readonly #db: Db;
+  readonly #db: SqlConnection;
   /** What this process wrote last per component, so most reads write nothing. */
   readonly #written = new Map<string, Seen>();
 
-  constructor(db: Db) {
+  constructor(db: SqlConnection) {
     this.#db = db;
   }
 
@@ -38,7 +38,7 @@ export class SeenStore {
         `INSERT INTO component_seen (kind, org_id, component_id, last_seen_at, version, rotation_ack)
            VALUES (?, ?, ?, ?, ?, ?)
            ON CONFLICT (kind, org_id, component_id) DO UPDATE SET last_seen_at = excluded.last_seen_at,
-             version = excluded.version, rotation_ack = coalesce(?, rotation_ack)`,
+             version = excluded.version, rotation_ack = coalesce(?, component_seen.rotation_ack)`,
       )
       .run(ref.kind, orgKey(ref.orgId), ref.id, atMs, version, rotationAck ?? null, rotationAck ?? null);
     this.#written.set(key, { lastSeenAt: atMs, version, rotationAck: ack });

@@ -1,22 +1,15 @@
 /** What every table's store shares: the one connection (so their writes join one transaction), and its statements. */
-import type Database from 'better-sqlite3';
-import type { Db } from '../store/db.js';
+import type { SqlConnection, SqlStatement } from '../store/sql.js';
 
 export abstract class TableStore {
-  protected readonly db: Db;
-  readonly #statements = new Map<string, Database.Statement>();
+  protected readonly sql: SqlConnection;
 
-  constructor(db: Db) {
-    this.db = db;
+  constructor(sql: SqlConnection) {
+    this.sql = sql;
   }
 
-  /** Prepared once per SQL text: preparing costs more than running most of these queries. */
-  protected q(sql: string): Database.Statement {
-    let stmt = this.#statements.get(sql);
-    if (!stmt) {
-      stmt = this.db.prepare(sql);
-      this.#statements.set(sql, stmt);
-    }
-    return stmt;
+  /** Prepared once per SQL text by the connection: preparing costs more than running most of these queries. */
+  protected q(sql: string): SqlStatement {
+    return this.sql.prepare(sql);
   }
 }

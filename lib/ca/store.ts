@@ -8,6 +8,8 @@
 
 import Database from 'better-sqlite3';
 import { type Db, migrate, openDatabase } from '../store/db.js';
+import { isPostgresUrl, openPostgres, postgresSchemaVersion } from '../store/postgres.js';
+import { type SqlConnection, sqliteConnection } from '../store/sql.js';
 import { AuditStore } from './store-audit.js';
 import { EnrollmentStore } from './store-enrollment.js';
 import { GenerationStore } from './store-generations.js';
@@ -31,7 +33,8 @@ export type {
 } from './store-rows.js';
 
 export class CaStore {
-  readonly db: Db;
+  /** The connection every table store shares: SQLite (a file, the default) or PostgreSQL (several replicas). */
+  readonly sql: SqlConnection;
   /** Orgs, their identities and access tokens, their policy rules (store-orgs.ts). */
   readonly orgs: OrgStore;
   /** Enrollment tokens, enrolled gateways and proxies, signed-request nonces (store-enrollment.ts). */
@@ -49,46 +52,67 @@ export class CaStore {
   /** The rotation state of each CA (store-rotations.ts). */
   readonly rotations: RotationStore;
 
-  private constructor(db: Db) {
-    this.db = db;
-    this.orgs = new OrgStore(db);
-    this.enrollment = new EnrollmentStore(db);
-    this.issuance = new IssuanceStore(db);
-    this.revocations = new RevocationStore(db);
-    this.audit = new AuditStore(db);
-    this.generations = new GenerationStore(db);
-    this.seen = new SeenStore(db);
-    this.rotations = new RotationStore(db);
+  private constructor(sql: SqlConnection, sqlite?: Db) {
+    this.sql = sql;
+    this.#sqlite = sqlite;
+    this.orgs = new OrgStore(sql);
+    this.enrollment = new EnrollmentStore(sql);
+    this.issuance = new IssuanceStore(sql);
+    this.revocations = new RevocationStore(sql);
+    this.audit = new AuditStore(sql);
+    this.generations = new GenerationStore(sql);
+    this.seen = new SeenStore(sql);
+    this.rotations = new RotationStore(sql);
   }
+  readonly #sqlite: Db | undefined;
 
-  /** Opens a database file (0600 in a 0700 directory, WAL, synchronous=FULL) or ':memory:', migrated forward. */
-  static open(path: string): CaStore {
-    if (path === ':memory:') return CaStore.wrap(new Database(':memory:'));
-    return new CaStore(openDatabase({ path, migrations: MIGRATIONS }));
+  /**
+   * Opens the store at `location`: a `postgres://` URL (connected and migrated forward; several CA replicas may
+   * share it), ':memory:', or a SQLite file (0600 in a 0700 directory, WAL, synchronous=FULL), migrated forward.
+   */
+  static open(location: string): CaStore {
+    if (isPostgresUrl(location)) return new CaStore(openPostgres(location, MIGRATIONS));
+    if (location === ':memory:') return CaStore.wrap(new Database(':memory:'));
+    const db = openDatabase({ path: location, migrations: MIGRATIONS });
+    return new CaStore(sqliteConnection(db), db);
   }
 
   /** Migrates an already-open better-sqlite3 database (tests, lib/store). */
   static wrap(db: Db): CaStore {
     migrate(db, MIGRATIONS);
-    return new CaStore(db);
+    return new CaStore(sqliteConnection(db), db);
+  }
+
+  /** The better-sqlite3 handle when the engine is SQLite (pragmas, backups); undefined on PostgreSQL. */
+  get sqlite(): Db | undefined {
+    return this.#sqlite;
   }
 
   close(): void {
-    this.db.close();
+    this.sql.close();
   }
 
-  /** Runs `fn` in one IMMEDIATE transaction: all its writes, to any of the stores above, commit together or not at all. */
+  /**
+   * Runs `fn` in one transaction holding the writers' lock (SQLite IMMEDIATE; PostgreSQL an advisory lock shared
+   * by every replica): all its writes, to any of the stores above, commit together or not at all.
+   */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    return this.sql.transaction(fn);
   }
 
-  /** Moves when another connection commits (SQLite data_version): the daemon's hint that the CLI changed data. */
+  /** Moves when another process or replica said it changed what a feed reader sees: the daemon's hint to wake feeds. */
   dataVersion(): number {
-    return this.db.pragma('data_version', { simple: true }) as number;
+    return this.sql.changeVersion();
+  }
+
+  /** Tells other processes and replicas that what a feed reader sees changed (a NOTIFY on PostgreSQL). */
+  announceChange(): void {
+    this.sql.announceChange();
   }
 
   schemaVersion(): number {
-    return this.db.pragma('user_version', { simple: true }) as number;
+    if (this.#sqlite) return this.#sqlite.pragma('user_version', { simple: true }) as number;
+    return postgresSchemaVersion(this.sql);
   }
 
   /** Forgets expired access tokens and nonces (they can no longer be used anyway). */
@@ -98,11 +122,11 @@ export class CaStore {
   }
 
   getMeta(key: string): string | undefined {
-    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    const row = this.sql.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
     return row?.value;
   }
   setMeta(key: string, value: string): void {
-    this.db
+    this.sql
       .prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?')
       .run(key, value, value);
   }

@@ -34,6 +34,7 @@ export const ErrorCodes = {
   E_CONFIG_INVALID: 'configuration is invalid',
   E_STORE_VERSION: 'state database schema is not compatible with this version',
   E_STORE_PERMISSIONS: 'state directory or file has unsafe permissions',
+  E_STORE_UNAVAILABLE: 'the CA database (PostgreSQL) cannot be reached',
   E_SECRET_FILE_MODE: 'secret file is readable by group or others',
   E_SEALED_TAMPERED: 'sealed value failed authentication (tampered, truncated or wrong context)',
   E_SEALED_MALFORMED: 'sealed value is malformed or of an unknown version',

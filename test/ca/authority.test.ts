@@ -302,7 +302,7 @@ test('deleting an org revokes what it had and destroys its CA keys', async () =>
   assert.throws(() => f.ca.ctx.keyring.x509('acme', 'gateway-client'), /E_NOT_FOUND|destroyed|no such/);
   const again = f.ca.createOrg(f.admin, 'acme');
   assert.equal(!again.ok && again.code, 'E_CONFLICT');
-  const rows = f.ca.store.db
+  const rows = f.ca.store.sql
     .prepare("SELECT count(*) AS n FROM authorities WHERE org_id = 'acme' AND sealed_key IS NOT NULL")
     .get() as { n: number };
   assert.equal(rows.n, 0);

@@ -9,6 +9,7 @@ import { unwrap } from '../../lib/errors/codes.js';
 import { createCsrPem } from '../../lib/pki/csr.js';
 import { generateKeyPairSync as x509Pair } from '../../lib/pki/keys.js';
 import { formatPublicKey, publicKeyBlob } from '../../lib/sshcert/index.js';
+import { CA_TEST_POSTGRES, freshDatabase } from '../helpers/postgres.js';
 
 export const CHEAP_SCRYPT = { N: 2 ** 10, r: 8, p: 1 };
 export const TD = 'example.test';
@@ -32,10 +33,19 @@ export interface Fixture {
   adminClientSecret: string;
 }
 
+/**
+ * Where a test Authority keeps its store: in memory (SQLite), or, when test/ca/postgres-engine.test.ts runs this
+ * suite again with INFISICAL_TEST_CA_POSTGRES set, a new empty database on that PostgreSQL server.
+ */
+export function testStore(): string {
+  const server = process.env[CA_TEST_POSTGRES];
+  return server ? freshDatabase(server) : ':memory:';
+}
+
 export async function newAuthority(options: Partial<AuthorityOptions> = {}): Promise<Fixture> {
   const clock = new Clock();
   const ca = Authority.open({
-    db: ':memory:',
+    db: testStore(),
     sealKey: randomBytes(32),
     trustDomain: TD,
     now: clock.now,

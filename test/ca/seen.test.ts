@@ -5,6 +5,7 @@ import { after, test } from 'node:test';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
 import { SeenStore, WRITE_EVERY_MS } from '../../lib/ca/store-seen.js';
 import { openDatabase } from '../../lib/store/db.js';
+import { sqliteConnection } from '../../lib/store/sql.js';
 import { TempDir } from './helpers.js';
 
 const dir = new TempDir();
@@ -13,7 +14,7 @@ after(() => dir.remove());
 test('feed reads are recorded at most once per WRITE_EVERY_MS per component; a version change at once', () => {
   const db = openDatabase({ path: join(dir.path, 'ca.db'), migrations: MIGRATIONS });
   const writes = () => db.prepare('SELECT total_changes() AS n').get() as { n: number };
-  const seen = new SeenStore(db);
+  const seen = new SeenStore(sqliteConnection(db));
   const gw = { kind: 'gateway' as const, orgId: 'acme', id: 'gw1' };
   const px = { kind: 'proxy' as const, orgId: null, id: 'p1' };
   const t0 = 1_700_000_000_000;

@@ -31,10 +31,10 @@ test('migrations: a fresh file database is WAL, at the latest version; reopening
   const path = join(dir.path, 'm', 'ca.db');
   const store = CaStore.open(path);
   assert.equal(store.schemaVersion(), MIGRATIONS.length);
-  assert.equal(store.db.pragma('journal_mode', { simple: true }), 'wal');
-  assert.equal(store.db.pragma('synchronous', { simple: true }), 2, 'FULL');
+  assert.equal(store.sqlite?.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(store.sqlite?.pragma('synchronous', { simple: true }), 2, 'FULL');
   const tables = (
-    store.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all() as { name: string }[]
+    store.sql.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all() as { name: string }[]
   ).map((t) => t.name);
   for (const t of [
     'authorities',
@@ -151,7 +151,7 @@ test('serials are random, at least 64 bits, unique; every issued cert is recorde
       }),
     );
   }
-  const rows = f.ca.store.db
+  const rows = f.ca.store.sql
     .prepare('SELECT serial, kind, subject_uri, not_after, requested_by FROM certificates')
     .all() as {
     serial: string;

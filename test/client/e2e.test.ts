@@ -14,8 +14,8 @@ import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { PG_BIN, type Postgres, startPostgres } from '../helpers/postgres.js';
 import { GATEWAY, type Installation, ORG, startInstallation } from './installation.js';
-import { PG_BIN, type Postgres, startPostgres } from './postgres.js';
 
 const CONNECT = join(dirname(fileURLToPath(import.meta.url)), '../../daemons/connect.js');
 const run = promisify(execFile);

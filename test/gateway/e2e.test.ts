@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { dialViaProxy } from '../../lib/client/dial.js';
 import type { Gateway } from '../../lib/gateway/gateway.js';
 import type { StreamRecord } from '../../lib/gateway/streams.js';
+import { type Postgres, psql, startPostgres } from '../helpers/postgres.js';
 import { World } from '../helpers/world.js';
 import {
   gatewayState,
@@ -22,7 +23,6 @@ import {
   startRealProxy,
 } from './deploy.js';
 import { echoServer, httpServer, waitFor } from './harness.js';
-import { type Postgres, psql, startPostgres } from './postgres.js';
 
 const world = new World();
 let pg: Postgres;

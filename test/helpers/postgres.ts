@@ -4,11 +4,13 @@
  * the `postgres` role. Stopped (immediate) and removed by `stop()`.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../helpers/openssh.js';
+import { freePort } from './openssh.js';
 
 const run = promisify(execFile);
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -71,4 +73,35 @@ export async function psql(port: number, sql: string): Promise<string> {
     { timeout: 30_000, env: { ...process.env, PGCONNECT_TIMEOUT: '10', PGSSLMODE: 'disable' } },
   );
   return stdout.trim();
+}
+
+/** The environment variable that runs the CA's in-process tests on PostgreSQL (test/ca/postgres-engine.test.ts). */
+export const CA_TEST_POSTGRES = 'INFISICAL_TEST_CA_POSTGRES';
+
+/** A URL for the server at `port` as the `postgres` role (trust authentication on loopback). */
+export function postgresUrl(port: number, database = 'postgres'): string {
+  return `postgres://postgres@127.0.0.1:${port}/${database}`;
+}
+
+let databases = 0;
+/** One admin connection per server for the process's life (finishing a libpq binding object early is unsafe). */
+const admins = new Map<string, { exec(sql: string): void; resultStatus(): string; resultErrorMessage(): string }>();
+/**
+ * A new, empty database on the server `baseUrl` names, created with libpq's blocking calls (so a synchronous
+ * fixture can open a store on it); its URL.
+ */
+export function freshDatabase(baseUrl: string): string {
+  const pq = admins.get(baseUrl) ?? new (createRequire(import.meta.url)('libpq'))();
+  if (!admins.has(baseUrl)) {
+    pq.connectSync(baseUrl);
+    admins.set(baseUrl, pq);
+  }
+  databases += 1;
+  const name = `t${process.pid}_${databases}_${randomBytes(3).toString('hex')}`;
+  pq.exec(`CREATE DATABASE ${name}`);
+  const failed = pq.resultStatus() !== 'PGRES_COMMAND_OK' ? pq.resultErrorMessage() : '';
+  if (failed) throw new Error(`CREATE DATABASE ${name}: ${failed}`);
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
 }
