@@ -66,6 +66,12 @@ function globalOptions(y: Argv): Argv {
       describe: 'state directory (default $STATE_DIRECTORY or /var/lib/infisical-ca)',
       global: true,
     })
+    .option('store', {
+      type: 'string',
+      describe:
+        'where the records are: postgres://user@host/db (shared by CA replicas) or file:PATH holding that URL (mode 0600); default SQLite ca.db in the state directory',
+      global: true,
+    })
     .option('json', { type: 'boolean', describe: 'print results as JSON', global: true })
     .option('log-level', { type: 'string', describe: 'fatal|error|warn|info|debug|trace', global: true })
     .option('trust-domain', { type: 'string', describe: 'SPIFFE trust domain (fixed at init)', global: true });

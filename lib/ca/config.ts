@@ -13,6 +13,18 @@ import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from '
 export const MAX_CONNECTIONS = 4096;
 export const MAX_CONNECTIONS_PER_SOURCE = 1024;
 
+/** A postgres:// URL or file:PATH (the URL kept in a private file). */
+function storeLocation(value: string): string | undefined {
+  if (/^file:./.test(value)) return undefined;
+  if (!/^postgres(ql)?:\/\//i.test(value)) return 'expected a postgres:// URL or file:PATH';
+  try {
+    new URL(value);
+    return undefined;
+  } catch {
+    return 'expected a postgres:// URL (not parsable as a URL)';
+  }
+}
+
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
   listen: keys.string({
     reload: 'restart',
@@ -31,6 +43,18 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
       'Oldest TLS version the API accepts. 1.3: TLS 1.3 only. 1.2 also admits TLS 1.2 clients, with forward-secret ' +
       'AEAD ciphers only (ECDHE with AES-GCM or ChaCha20-Poly1305). The suite’s own programs speak TLS 1.3.',
     validate: oneOf('1.2', '1.3'),
+  }),
+  store: keys.string({
+    reload: 'restart',
+    optional: true,
+    placeholder: 'postgres://…|file:PATH',
+    example: 'postgres://infisical-ca@db.internal:5432/infisical_ca',
+    description:
+      'Where the CA keeps its records. Unset: SQLite, ca.db in the state directory (one CA process). A ' +
+      'postgres://user@host/db URL: PostgreSQL, shared by every CA replica (run `init` once for the whole store; ' +
+      'copy the state directory, which holds the sealing key, to each replica). file:PATH: a file (mode 0600) ' +
+      'holding that URL with its password. Every `infisical-ca` command reads it.',
+    validate: storeLocation,
   }),
   trust_domain: keys.string({
     reload: 'restart',

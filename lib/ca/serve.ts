@@ -12,9 +12,11 @@ import type { Logger } from '../runtime/log.js';
 import { DaemonMetrics } from '../runtime/metrics.js';
 import { startOpsServer } from '../runtime/ops.js';
 import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
+import { readSecretFile } from '../runtime/secret-file.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { prepareStateDirectory, stateDirectory } from '../store/db.js';
 import { StateLock } from '../store/lock.js';
+import { isPostgresUrl } from '../store/postgres.js';
 import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
 import { type CaConfigSchema, caConfigSchema, unauthenticatedPolicies } from './config.js';
@@ -35,7 +37,23 @@ export interface CaState {
   authority: Authority;
 }
 
-/** Opens the state directory: `<dir>/ca.db` and its sealing key (created only when `create`). */
+/**
+ * Where the records are: the `store` key's PostgreSQL URL (or the URL read from the private file it names as
+ * file:PATH), else SQLite at `<dir>/ca.db`.
+ */
+export function storeLocation(config: Pick<CaConfig, 'store'>, dir: string): string {
+  const store = config.store;
+  if (!store) return join(dir, 'ca.db');
+  if (!store.startsWith('file:')) return store;
+  const path = store.slice('file:'.length);
+  const url = readSecretFile(path, { what: 'store' });
+  if (!isPostgresUrl(url)) {
+    throw new GatewayError('E_CONFIG_INVALID', `store file:${path} must hold a postgres:// URL`);
+  }
+  return url;
+}
+
+/** Opens the state directory (its sealing key, created only when `create`) and the store (storeLocation). */
 export function openState(
   config: CaConfig,
   options: { create: boolean; logger?: Logger; refusalCounter?: RefusalCounter },
@@ -44,7 +62,7 @@ export function openState(
   prepareStateDirectory(dir);
   const key = loadSealingKey({ keyFile: join(dir, 'sealing.key'), create: options.create });
   const authority = Authority.open({
-    db: join(dir, 'ca.db'),
+    db: storeLocation(config, dir),
     sealKey: new Sealer(key),
     ...(config.trust_domain !== undefined ? { trustDomain: config.trust_domain } : {}),
     limits: {

@@ -24,6 +24,7 @@ import type { SqlConnection, SqlRow, SqlStatement, SqlValue } from './sql.js';
 
 /** The parts of the `libpq` binding used here (it ships no types). */
 interface LibPq {
+  /** Throws (and finishes the connection itself) when the server cannot be reached or refuses. */
   connectSync(params: string): void;
   finish(): void;
   exec(text: string): void;
@@ -141,6 +142,9 @@ function finish(pq: LibPq): void {
   } catch {
     // already gone
   }
+  hold(pq);
+}
+function hold(pq: LibPq): void {
   finishing.add(pq);
   setTimeout(() => finishing.delete(pq), 1000).unref();
 }
@@ -183,9 +187,10 @@ class PostgresConnection implements SqlConnection {
     try {
       pq.connectSync(this.#url);
     } catch (err) {
-      const why = pq.errorMessage().trim() || (err as Error).message;
-      finish(pq);
-      throw storeUnavailable(`cannot connect to ${this.name}: ${why}`);
+      hold(pq); // the binding finished it
+      throw storeUnavailable(
+        `cannot connect to ${this.name}: ${(err as Error).message.trim().replace(/\s*\n\s*/g, ' ') || 'refused'}`,
+      );
     }
     this.#pq = pq;
     this.#run('SET client_min_messages = warning', []); // libpq prints notices on stderr
