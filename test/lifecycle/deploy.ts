@@ -41,6 +41,8 @@ export interface DeploymentOptions {
   gateways?: number;
   /** Extra `serve` flags, e.g. ['--revocation-poll', '1s'] (each handle's `args` can also be edited before restart). */
   caArgs?: string[];
+  /** The CA's `--store` (a postgres:// URL) for init, serve and every CLI call; default SQLite in its state dir. */
+  caStore?: string;
   proxyArgs?: string[];
   gatewayArgs?: string[];
   /** Gateway allowlist ports besides the echo target's (all on 127.0.0.1/32). */
@@ -141,7 +143,7 @@ export async function startDeployment(o: DeploymentOptions = {}): Promise<Deploy
   try {
     const target = await startTarget('echo');
     targets.push(target);
-    const ca = await initCa(site, o.caArgs ?? []);
+    const ca = await initCa(site, o.caArgs ?? [], o.caStore);
     const app = await createIdentity(site, ca, 'app', {
       targets: [target.address, ...(o.policyTargets ?? [])],
       modes: ['tcp', 'http', 'ping'],

@@ -76,9 +76,10 @@ export function writeSecret(file: string, secret: string): string {
 }
 
 /** `init` and `org create` on a fresh state directory; the returned handle is not started yet. */
-export async function initCa(site: Site, extraServeArgs: string[]): Promise<CaHandle> {
+export async function initCa(site: Site, extraServeArgs: string[], store?: string): Promise<CaHandle> {
   const stateDir = join(site.dir, 'ca');
-  const cliResult = (args: string[]) => cli([...args, '--state-dir', stateDir, '--json']);
+  const storeArgs = store ? ['--store', store] : [];
+  const cliResult = (args: string[]) => cli([...args, '--state-dir', stateDir, ...storeArgs, '--json']);
   const caCli = async (args: string[]): Promise<Record<string, unknown>> => {
     const r = await cliResult(args);
     if (r.code !== 0) throw new Error(`infisical-ca ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`);
@@ -107,6 +108,7 @@ export async function initCa(site: Site, extraServeArgs: string[]): Promise<CaHa
         `127.0.0.1:${opsPort}`,
         '--log-level',
         site.logLevel,
+        ...storeArgs,
         ...extraServeArgs,
       ],
     }),
