@@ -142,6 +142,10 @@ export class Authority {
         now,
         ...(options.logger ? { logger: options.logger } : {}),
         ...(options.refusalCounter ? { counter: options.refusalCounter } : {}),
+        // Replicas on one PostgreSQL share the penalties, so a source cannot multiply its attempts by their number.
+        ...(store.sql.engine === 'postgres'
+          ? { books: (bucket) => store.penalties.book(bucket, (fn) => store.transaction(fn)) }
+          : {}),
       }),
       changes: new ChangeSignal(() => store.announceChange()),
     });

@@ -215,4 +215,21 @@ CREATE TABLE rotations (
 ALTER TABLE component_seen ADD COLUMN rotation_ack TEXT;
 `,
   },
+  {
+    // Failure penalties per source (throttle.ts) kept in the store when CA replicas share it (PostgreSQL), so a
+    // source cannot multiply its attempts by the number of replicas. One CA on SQLite keeps them in memory.
+    version: 5,
+    name: 'failure penalties shared by CA replicas',
+    sql: `
+CREATE TABLE failure_penalties (
+  bucket TEXT NOT NULL,
+  source TEXT NOT NULL,
+  level REAL NOT NULL,
+  at INTEGER NOT NULL,
+  until INTEGER NOT NULL,
+  PRIMARY KEY (bucket, source)
+) STRICT;
+CREATE INDEX failure_penalties_at ON failure_penalties (at);
+`,
+  },
 ];

@@ -15,6 +15,7 @@ import { EnrollmentStore } from './store-enrollment.js';
 import { GenerationStore } from './store-generations.js';
 import { IssuanceStore } from './store-issuance.js';
 import { OrgStore } from './store-orgs.js';
+import { PenaltyStore } from './store-penalties.js';
 import { RevocationStore } from './store-revocations.js';
 import { RotationStore } from './store-rotations.js';
 import { MIGRATIONS } from './store-schema.js';
@@ -51,6 +52,8 @@ export class CaStore {
   readonly seen: SeenStore;
   /** The rotation state of each CA (store-rotations.ts). */
   readonly rotations: RotationStore;
+  /** Failure penalties per source, shared by CA replicas on PostgreSQL (store-penalties.ts). */
+  readonly penalties: PenaltyStore;
 
   private constructor(sql: SqlConnection, sqlite?: Db) {
     this.sql = sql;
@@ -63,6 +66,7 @@ export class CaStore {
     this.generations = new GenerationStore(sql);
     this.seen = new SeenStore(sql);
     this.rotations = new RotationStore(sql);
+    this.penalties = new PenaltyStore(sql);
   }
   readonly #sqlite: Db | undefined;
 
@@ -115,10 +119,11 @@ export class CaStore {
     return postgresSchemaVersion(this.sql);
   }
 
-  /** Forgets expired access tokens and nonces (they can no longer be used anyway). */
+  /** Forgets expired access tokens and nonces (they can no longer be used anyway) and long-quiet penalties. */
   pruneExpired(now: number): void {
     this.orgs.pruneAccessTokens(now);
     this.enrollment.pruneNonces(now);
+    this.penalties.prune(now);
   }
 
   getMeta(key: string): string | undefined {

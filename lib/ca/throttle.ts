@@ -5,8 +5,9 @@
  * wait, so a source that keeps failing keeps its longest wait. Only failures are charged: a caller that proves
  * who it is costs nothing here, so a site's components renewing and reading the feed at once never meet a limit.
  *
- * Pure apart from its maps: time is passed in, so tests step the clock instead of sleeping. The maps are
- * bounded: the least recently charged keys are dropped first, which can only forgive a source, never block one.
+ * Pure apart from its penalty book: time is passed in, so tests step the clock instead of sleeping. The book in
+ * memory is bounded: the least recently charged keys are dropped first, which can only forgive a source, never
+ * block one; on PostgreSQL the replicas share one book in the store (penalties.ts).
  */
 
 import { accept, refuse, type Verdict } from '../errors/codes.js';
@@ -21,7 +22,7 @@ export interface FailurePolicy {
   maxDelayMs: number;
 }
 
-interface Penalty {
+export interface Penalty {
   /** Failures not yet forgotten at `at`. */
   level: number;
   /** The last failure. */
@@ -30,14 +31,51 @@ interface Penalty {
   until: number;
 }
 
-export class FailureThrottle {
+/**
+ * Where penalties are kept: this process's memory (one CA), or the store every CA replica shares (penalties.ts),
+ * so a source cannot multiply its attempts by the number of replicas.
+ */
+export interface PenaltyBook {
+  get(key: string): Penalty | undefined;
+  set(key: string, penalty: Penalty): void;
+  /** Runs a read-then-write of one key so that no other writer (another replica) interleaves. */
+  atomically<T>(fn: () => T): T;
+}
+
+/** Penalties in memory, bounded: the least recently charged keys are dropped first (which only forgives). */
+export class MemoryPenaltyBook implements PenaltyBook {
   readonly #penalties = new Map<string, Penalty>();
   readonly #maxKeys: number;
+
+  constructor(maxKeys = 10_000) {
+    this.#maxKeys = maxKeys;
+  }
+  get(key: string): Penalty | undefined {
+    return this.#penalties.get(key);
+  }
+  set(key: string, penalty: Penalty): void {
+    this.#penalties.delete(key); // re-insert: Map order is then least recently charged first
+    this.#penalties.set(key, penalty);
+    if (this.#penalties.size > this.#maxKeys) {
+      const oldest = this.#penalties.keys().next().value;
+      if (oldest !== undefined) this.#penalties.delete(oldest);
+    }
+  }
+  atomically<T>(fn: () => T): T {
+    return fn();
+  }
+  get size(): number {
+    return this.#penalties.size;
+  }
+}
+
+export class FailureThrottle {
+  readonly #penalties: PenaltyBook;
   #policy: FailurePolicy;
 
-  constructor(policy: FailurePolicy, maxKeys = 10_000) {
+  constructor(policy: FailurePolicy, book: PenaltyBook = new MemoryPenaltyBook()) {
     this.#policy = policy;
-    this.#maxKeys = maxKeys;
+    this.#penalties = book;
   }
 
   get policy(): FailurePolicy {
@@ -69,6 +107,10 @@ export class FailureThrottle {
 
   /** Records one failure of `key`; returns the wait it imposes from now (0 within the burst). */
   fail(key: string, nowMs: number): number {
+    return this.#penalties.atomically(() => this.#charge(key, nowMs));
+  }
+
+  #charge(key: string, nowMs: number): number {
     const { burst, refillMs, maxDelayMs } = this.#policy;
     const prev = this.#penalties.get(key);
     // Past this level the wait is at its longest already; the cap bounds how long forgiving takes.
@@ -77,17 +119,8 @@ export class FailureThrottle {
     const over = Math.ceil(level - burst);
     const delay = over > 0 ? Math.min(maxDelayMs, refillMs * 2 ** (over - 1)) : 0;
     const until = delay > 0 ? Math.max(prev?.until ?? 0, nowMs + delay) : (prev?.until ?? 0);
-    this.#penalties.delete(key); // re-insert: Map order is then least recently charged first
     this.#penalties.set(key, { level, at: nowMs, until });
-    if (this.#penalties.size > this.#maxKeys) {
-      const oldest = this.#penalties.keys().next().value;
-      if (oldest !== undefined) this.#penalties.delete(oldest);
-    }
     return delay;
-  }
-
-  get size(): number {
-    return this.#penalties.size;
   }
 
   /** Quiet time counts from the later of the last failure and the end of the wait it imposed. */

@@ -14,7 +14,7 @@
  */
 import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import type { Logger } from '../runtime/log.js';
-import { type FailurePolicy, FailureThrottle, SampledLog, sourceKey } from './throttle.js';
+import { type FailurePolicy, FailureThrottle, type PenaltyBook, SampledLog, sourceKey } from './throttle.js';
 
 export type UnauthenticatedBucket = 'login' | 'enroll' | 'signed';
 
@@ -40,6 +40,8 @@ export interface UnauthenticatedOptions {
   now: () => Date;
   logger?: Logger;
   counter?: RefusalCounter;
+  /** Where each bucket's penalties are kept (default this process's memory; CA replicas share the store's). */
+  books?: (bucket: UnauthenticatedBucket) => PenaltyBook;
 }
 
 interface Slots {
@@ -59,9 +61,9 @@ export class UnauthenticatedLimits {
   constructor(options: UnauthenticatedOptions) {
     const p = options.policies;
     this.#throttles = {
-      login: new FailureThrottle(p.login),
-      enroll: new FailureThrottle(p.enroll),
-      signed: new FailureThrottle(p.signed),
+      login: new FailureThrottle(p.login, options.books?.('login')),
+      enroll: new FailureThrottle(p.enroll, options.books?.('enroll')),
+      signed: new FailureThrottle(p.signed, options.books?.('signed')),
     };
     this.#now = options.now;
     this.#logger = options.logger;

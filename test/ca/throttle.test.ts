@@ -1,7 +1,7 @@
 /** The per-source failure penalties and the log sampling, on an injected clock (lib/ca/throttle.ts). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FailureThrottle, SampledLog, sourceKey } from '../../lib/ca/throttle.js';
+import { FailureThrottle, MemoryPenaltyBook, SampledLog, sourceKey } from '../../lib/ca/throttle.js';
 import { UnauthenticatedLimits } from '../../lib/ca/unauthenticated.js';
 
 const policy = { burst: 3, refillMs: 1000, maxDelayMs: 8000 };
@@ -58,9 +58,10 @@ test('failure throttle: a failure within the burst imposes nothing, and a clock 
 });
 
 test('failure throttle: bounded memory (forgetting a key only forgives it)', () => {
-  const t = new FailureThrottle(policy, 100);
+  const book = new MemoryPenaltyBook(100);
+  const t = new FailureThrottle(policy, book);
   for (let i = 0; i < 1000; i++) t.fail(`k${i}`, 0);
-  assert.ok(t.size <= 100);
+  assert.ok(book.size <= 100);
 });
 
 test('source keys: IPv4 as is (also mapped), IPv6 by /64, anything else as given', () => {

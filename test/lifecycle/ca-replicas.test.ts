@@ -3,6 +3,7 @@
  * (initdb into a temp dir, loopback), the deployment's CA (replica A) made with `--store URL`, and replica B
  * started from a copy of A's state directory (its sealing key: everything else is in the store). Shown:
  * - both replicas answer with the same API certificate (one pin);
+ * - failed logins from one source count against one limit, whichever replica they reach;
  * - 50 enrollments with one token, in parallel across both replicas: exactly one succeeds, the rest are refused
  *   E_TOKEN_USED;
  * - a grant revoked through replica A's API cuts a live stream through a gateway whose feed is read from replica
@@ -38,7 +39,7 @@ test('two CA replicas on one PostgreSQL: one token enrolls once, a revocation th
   const store = postgresUrl(pg.port);
   // 50 enrollments from one address: the per-source failure limit is raised, as for any test of many peers.
   const caConf = join(mkdtempSync(join(tmpdir(), 'ca-replicas-')), 'ca.conf');
-  writeFileSync(caConf, 'enroll_failure_burst = 100\n');
+  writeFileSync(caConf, 'enroll_failure_burst = 100\nlogin_failure_burst = 4\nlogin_failure_refill = 1s\n');
   const d = await startDeployment({ caStore: store, caArgs: ['--config', caConf], proxies: 1, gateways: 1 });
   t.after(() => d.close());
   let b: Daemon | undefined;
@@ -77,6 +78,18 @@ test('two CA replicas on one PostgreSQL: one token enrolls once, a revocation th
     const onA = new CaClient({ url: d.ca.url, fingerprint: pin });
     const onB = new CaClient({ url: bUrl, fingerprint: pin });
     assert.equal((await onB.health()).version, (await onA.health()).version, 'B answers under the same pin as A');
+
+    // Failed logins from one source, alternating between the replicas: 3 + 3 is within each replica's burst
+    // of 4, but the replicas share one penalty book, so the source is made to wait after its 4th.
+    const wrong = { clientId: d.app.clientId, clientSecret: 'not-the-secret' };
+    const loginCodes: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      loginCodes.push(await (i % 2 === 0 ? onA : onB).login(wrong).then(() => 'ok', codeOf));
+    }
+    assert.deepEqual(loginCodes.slice(0, 4), Array(4).fill('E_AUTH_INVALID'), loginCodes.join(' '));
+    assert.ok(loginCodes.slice(4).includes('E_RATE_LIMITED'), `a shared limit: ${loginCodes.join(' ')}`);
+    const right = { clientId: d.app.clientId, clientSecret: readFileSync(d.app.secretFile, 'utf8').trim() };
+    await waitFor(() => onB.login(right).then(() => true), { timeoutMs: 30_000, what: 'the wait to pass' });
 
     // 50 enrollments with one token across both replicas: exactly one wins.
     const token = String(
@@ -119,7 +132,7 @@ test('two CA replicas on one PostgreSQL: one token enrolls once, a revocation th
     await c.stop();
 
     // Grant load on both replicas; SIGKILL of A in the middle.
-    const app = { clientId: d.app.clientId, clientSecret: readFileSync(d.app.secretFile, 'utf8').trim() };
+    const app = right;
     const both = (await new CaClient({ url: [d.ca.url, bUrl], fingerprint: pin }).loginAs(app)).client;
     const bFirst = (await new CaClient({ url: [bUrl, d.ca.url], fingerprint: pin }).loginAs(app)).client;
     const { csr } = csrFor();
