@@ -312,6 +312,10 @@ export class Authority {
         uri: g.uri,
         revoked: g.revokedAt !== null,
         ...this.#status({ kind: 'gateway', orgId: g.orgId, id: g.gatewayId }, g),
+        replicas: this.ctx.store.generations.replicas(g.orgId, g.gatewayId).map((r) => ({
+          replica: r.replica,
+          ...this.#status({ kind: 'gateway', orgId: g.orgId, id: g.gatewayId, replica: r.replica }, r),
+        })),
       })),
     });
   }
@@ -350,7 +354,10 @@ export class Authority {
     const kind = peer.kind === 'gateway' ? 'gateway' : 'proxy';
     const m = /^infisical-(?:gateway|proxy)\/([0-9A-Za-z.+-]{1,32})(?:\s|$)/.exec(userAgent ?? '');
     const ref = { kind, orgId: peer.orgId, id: peer.id } as const;
-    this.ctx.store.seen.record(ref, this.ctx.now().getTime(), m?.[1] ?? null, rotationAck);
+    const at = this.ctx.now().getTime();
+    // A replica's read counts for its gateway (rotation status, the gateway's row) and for itself.
+    this.ctx.store.seen.record(ref, at, m?.[1] ?? null, rotationAck);
+    if (peer.replica !== null) this.ctx.store.seen.record({ ...ref, replica: peer.replica }, at, m?.[1] ?? null);
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------

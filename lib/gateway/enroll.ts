@@ -58,15 +58,18 @@ export interface EnrollOptions {
   caFingerprint: string;
   orgId: string;
   gatewayId: string;
+  /** Enroll as this replica of the gateway (--replica). */
+  replica?: string;
   enrollmentToken?: string;
 }
 
 export function enroll(o: EnrollOptions): Promise<GatewayState> {
   const token = o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {};
+  const replica = o.replica ? { replica: o.replica } : {};
   return withFreshKeys(
     'gateway',
     o.gatewayId,
-    (request) => o.client.enrollGateway({ orgId: o.orgId, gatewayId: o.gatewayId, ...request, ...token }),
+    (request) => o.client.enrollGateway({ orgId: o.orgId, gatewayId: o.gatewayId, ...replica, ...request, ...token }),
     (response, keys) => stateFromResponse(response, o, keys),
   );
 }

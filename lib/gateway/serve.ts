@@ -89,11 +89,20 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
     caFingerprint,
     credential,
     enroll: (client, enrollmentToken) =>
-      enroll({ client, caUrl, caFingerprint, orgId, gatewayId, ...(enrollmentToken ? { enrollmentToken } : {}) }),
+      enroll({
+        client,
+        caUrl,
+        caFingerprint,
+        orgId,
+        gatewayId,
+        ...(config.replica ? { replica: config.replica } : {}),
+        ...(enrollmentToken ? { enrollmentToken } : {}),
+      }),
     open: (p) => GatewayStore.open(p),
   });
   return {
     gatewayUri: state.gatewayUri,
+    ...(config.replica ? { replica: config.replica } : {}),
     database: path,
     proxies: state.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`),
     notAfter: state.notAfter,
