@@ -105,7 +105,7 @@ describe('TunnelTable', () => {
     validBeforeMs,
   });
 
-  it('orders newest healthy first, then unhealthy; skips expired; keys by org', () => {
+  it('orders healthy first (fewest streams, least recently picked, newest), then unhealthy; skips expired; keys by org', () => {
     const t = new TunnelTable<string>({ maxStreamsPerGateway: 10 });
     const a = t.add(login('org-a', 'gw'), 1, 'a', 100);
     const b = t.add(login('org-a', 'gw'), 2, 'b', 200);
@@ -117,6 +117,13 @@ describe('TunnelTable', () => {
     };
     assert.deepEqual(pick(0), ['c', 'b', 'a']);
     assert.deepEqual(pick(300), ['b', 'a']);
+    // Spread: fewest open streams first, then the least recently picked (round-robin), then the newest.
+    t.streamOpened(b.id);
+    assert.deepEqual(pick(300), ['a', 'b'], 'b carries a stream');
+    t.streamOpened(a.id);
+    t.streamClosed(a.id);
+    t.streamClosed(b.id);
+    assert.deepEqual(pick(300), ['b', 'a'], 'both idle: b was picked longer ago');
     t.setHealthy(b.id, false);
     assert.deepEqual(pick(300), ['a', 'b']);
     t.remove(a.id);
