@@ -13,9 +13,9 @@
  *     its org only) · stream revocations
  *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT, the
  *     org's stream quota on an instance proxy → E_QUOTA_EXCEEDED)
- *   · the newest healthy tunnel that opens a channel · the outer cert still live (outerCertLive) and not
- *     revoked, since the channel open takes time: only then `{"ok":true}`. The stream is cut when the cert
- *     ends (notAfter + skew).
+ *   · the first candidate that opens a channel (the table spreads streams over healthy tunnels; a failed open
+ *     moves on to the next) · the outer cert still live (outerCertLive) and not revoked, since the channel
+ *     open takes time: only then `{"ok":true}`. The stream is cut when the cert ends (notAfter + skew).
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';

@@ -140,8 +140,9 @@ export class TunnelTable<H> {
 
   /**
    * Tunnels to try for a new stream of (orgId, gatewayId), best first: healthy before unhealthy; within each,
-   * fewest open streams, then least recently picked, then newest; expired ones never. Refuses E_GATEWAY_OFFLINE when none is left, E_LIMIT when the gateway
-   * already carries its maximum of streams, E_QUOTA_EXCEEDED when its org holds its stream quota here.
+   * fewest open streams, then least recently picked, then newest; expired ones never. Refuses E_GATEWAY_OFFLINE
+   * when none is left, E_LIMIT when the gateway already carries its maximum of streams, E_QUOTA_EXCEEDED when
+   * its org holds its stream quota here.
    */
   candidates(orgId: string, gatewayId: string, nowMs: number): Verdict<Tunnel<H>[]> | LimitRefusal {
     const live = (this.#byGateway.get(key(orgId, gatewayId)) ?? []).filter(
