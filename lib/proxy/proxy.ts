@@ -165,7 +165,8 @@ export class ProxyServer {
         },
         tunnelDown: (t, reason) => {
           // Streams ride on the tunnel's channels; close them now rather than wait for ssh2 to notice.
-          this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`);
+          // Reset, not ended: the gateway side is gone, the platform must see its stream fail, not complete.
+          this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`, { reset: true });
           this.#log?.info(
             { tunnel: t.id, gateway: t.gateway.uri, replica: t.gateway.replica ?? null, reason },
             'tunnel down',
