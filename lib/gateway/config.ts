@@ -28,7 +28,7 @@ export const gatewayConfigSchema = defineSchema(
     replica: keys.string({
       reload: 'command',
       optional: true,
-      placeholder: 'name',
+      placeholder: 'id',
       description:
         'Enroll as this replica of the gateway: several processes serve one gateway id, each with its own keys and ' +
         'token; enrolling a replica again replaces only it, enrolling without a replica replaces the whole gateway.',
