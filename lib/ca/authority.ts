@@ -355,9 +355,13 @@ export class Authority {
     const m = /^infisical-(?:gateway|proxy)\/([0-9A-Za-z.+-]{1,32})(?:\s|$)/.exec(userAgent ?? '');
     const ref = { kind, orgId: peer.orgId, id: peer.id } as const;
     const at = this.ctx.now().getTime();
-    // A replica's read counts for its gateway (rotation status, the gateway's row) and for itself.
-    this.ctx.store.seen.record(ref, at, m?.[1] ?? null, rotationAck);
-    if (peer.replica !== null) this.ctx.store.seen.record({ ...ref, replica: peer.replica }, at, m?.[1] ?? null);
+    // A replica's read counts for its gateway's row (last seen, online) and for its own, which alone keeps its
+    // rotation acknowledgement (rotation status asks each replica).
+    if (peer.replica === null) this.ctx.store.seen.record(ref, at, m?.[1] ?? null, rotationAck);
+    else {
+      this.ctx.store.seen.record(ref, at, m?.[1] ?? null);
+      this.ctx.store.seen.record({ ...ref, replica: peer.replica }, at, m?.[1] ?? null, rotationAck);
+    }
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { Peer, SignedRequest } from '../../lib/ca/authority.js';
+import { advance, rotationStatus, rotationVersion } from '../../lib/ca/rotation.js';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
 import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
 import { decodeReplica, REPLICA_EXTENSION_OID, REPLICA_SSH_EXTENSION } from '../../lib/pki/grant.js';
@@ -224,4 +225,21 @@ test('the replicas migration is plain SQL (no SQLite-only syntax)', () => {
   const m = MIGRATIONS.find((x) => x.name === 'gateway replicas');
   assert.ok(m);
   assert.doesNotMatch(m.sql, /STRICT|AUTOINCREMENT|WITHOUT ROWID|INSERT OR|BLOB/);
+});
+
+test('a rotation waits for every replica to acknowledge, each for itself', async () => {
+  const { f, a, b } = await twoReplicas();
+  const read = (who: Held, ack?: string) => f.ca.noteSeen(unwrap(feedRead(f, who)), 'infisical-gateway/1.2.3', ack);
+  read(a);
+  read(b);
+  const started = advance(f.ca.ctx, { orgId: 'acme' }, 'gateway-client', 'start');
+  assert.deepEqual(
+    started.status.pending,
+    ['gateway:acme/gw1/a', 'gateway:acme/gw1/b'],
+    'no row for the gateway itself',
+  );
+  f.clock.advance(11); // past the seen store's write interval
+  read(a, rotationVersion(f.ca.ctx, { kind: 'gateway', orgId: 'acme' }));
+  const [status] = rotationStatus(f.ca.ctx, { orgId: 'acme' }, 'gateway-client');
+  assert.deepEqual(status?.pending, ['gateway:acme/gw1/b'], "a's acknowledgement is not b's");
 });
