@@ -4,7 +4,8 @@
  * proxy spreads new streams over both (each replica's /metrics counts streams it carried, checksummed); the CA's
  * `gateway list` shows each replica. Then replica a is SIGKILLed under load: every new stream afterwards succeeds
  * (through b), and the streams a carried fail with an error the client sees. Last, one replica's renewal leaves
- * the other working, and enrolling the gateway without --replica retires both.
+ * the other working, a replica stopping (SIGTERM, drain) costs no new stream, and enrolling the gateway without
+ * --replica retires both.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -123,7 +124,7 @@ test('two replicas of one gateway id: streams spread over both; SIGKILL of one l
   }
 });
 
-test('replicas renew on their own; enrolling the gateway without --replica retires both', async (t) => {
+test('replicas renew on their own and drain on SIGTERM; enrolling the gateway without --replica retires both', async (t) => {
   const d = await startDeployment({ proxies: 1, gateways: 0, caArgs: ['--supersede-grace', '3s'] });
   t.after(() => d.close());
   try {
@@ -146,6 +147,17 @@ test('replicas renew on their own; enrolling the gateway without --replica retir
     for (let i = 0; i < 4; i++) assertByteExact(await d.transfer(c, MiB / 2), `transfer ${i + 1} after a's renewal`);
     const renewedB = await runProgram('gateway', ['renew', '--state-dir', b.stateDir, '--json']);
     assert.equal(renewedB.code, 0, `renew b after a: ${renewedB.stdout}${renewedB.stderr}`);
+
+    // A replica that drains (SIGTERM: it cancels its forward first) takes no new streams: every stream opened
+    // while it stops, and after, succeeds (through a).
+    let stopped = false;
+    const stopping = b.stop().then(() => (stopped = true));
+    let during = 0;
+    while (!stopped || during < 4) assertByteExact(await d.transfer(c, MiB / 4), `stream ${++during} while b stops`);
+    await stopping;
+    t.diagnostic(`${during} streams while b drained and stopped`);
+    await b.start();
+    await b.waitTunnels(1);
 
     // The gateway enrolled again without a replica: a third process replaces both.
     const whole = await d.addGateway(undefined, { id: GW });
