@@ -29,6 +29,18 @@ describe('admitGateway', () => {
     assert.equal(v.value.uri, world.gatewayUri('org-a', 'gw-1'));
   });
 
+  it("reads a replica's name from its certificate (for logs), the gateway it names unchanged", () => {
+    const ext = { 'permit-port-forwarding': '', 'replica@infisical': 'host-a' };
+    const v = admitGateway(cert({ ...base, extensions: ext }), 'gw-1', instance);
+    assert.ok(v.ok);
+    assert.equal(v.value.gatewayId, 'gw-1');
+    assert.equal(v.value.replica, 'host-a');
+    const bad = admitGateway(cert({ ...base, extensions: { ...ext, 'replica@infisical': '../x' } }), 'gw-1', instance);
+    assert.ok(bad.ok && bad.value.replica === undefined, 'a name outside the id rule is not shown');
+    const plain = admitGateway(cert(base), 'gw-1', instance);
+    assert.ok(plain.ok && plain.value.replica === undefined);
+  });
+
   it('refuses each mismatch with its code', () => {
     assert.equal(code(admitGateway(cert(base), 'gw-2', instance)), 'E_CERT_WRONG_PRINCIPAL');
     assert.equal(
