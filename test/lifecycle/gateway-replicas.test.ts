@@ -133,6 +133,10 @@ test('replicas renew on their own and drain on SIGTERM; enrolling the gateway wi
       d.addGateway(undefined, { id: GW, replica: 'b' }),
     ]);
     await Promise.all([a.waitTunnels(1), b.waitTunnels(1)]);
+    const status = await runProgram('gateway', ['status', '--state-dir', a.stateDir, '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    const report = JSON.parse(status.stdout) as { id: string; extra?: { replica?: string } };
+    assert.deepEqual([report.id, report.extra?.replica], [GW, 'a'], '`status` names the gateway and the replica');
     const renewed = await runProgram('gateway', ['renew', '--state-dir', a.stateDir, '--json']);
     assert.equal(renewed.code, 0, `renew a: ${renewed.stdout}${renewed.stderr}`);
     await waitFor(() => /gateway:gw-r\/a"[^\n]*certificate\.retire/.test(d.ca.log()), {
