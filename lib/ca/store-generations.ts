@@ -1,6 +1,7 @@
 /**
- * The certificate generations of gateways and proxies (store-schema.ts migration 2): which TLS serial is current,
- * and the previous generation waiting to be retired. Reads and writes only; supersede.ts decides.
+ * The certificate generations of gateways and proxies (store-schema.ts migration 2) and of gateway replicas
+ * (migration 5, table gateway_replicas): which TLS serial is current, and the previous generation waiting to be
+ * retired. Reads and writes only; supersede.ts decides.
  */
 import { nul, orgKey, type Raw } from './store-rows.js';
 import { TableStore } from './store-table.js';
