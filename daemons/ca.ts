@@ -196,7 +196,7 @@ await globalOptions(yargs(hideBin(process.argv)))
     y
       .command(
         'list <orgId>',
-        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times, online, last seen, version',
+        'list gateways of an org: id, current certificate serial and expiry, revoked, enrolled and renewed times, online, last seen, version; then one line per replica: replica, serial, expiry, online, last seen, version',
         {},
         run((a, c) => cli.listCommands.gateways(c, str(a, 'orgId'))),
       )

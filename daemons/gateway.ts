@@ -78,7 +78,11 @@ await globalOptions(yargs(hideBin(process.argv)))
         .option('client-id', { type: 'string', describe: 'machine identity client id (org-admin)' })
         .option('client-secret-file', { type: 'string', describe: 'file holding the client secret (chmod 600)' })
         .option('org', { type: 'string', describe: 'org id' })
-        .option('gateway-id', { type: 'string', describe: 'this gateway id' }),
+        .option('gateway-id', { type: 'string', describe: 'this gateway id' })
+        .option('replica', {
+          type: 'string',
+          describe: 'enroll as this replica of the gateway id (its own keys and token; replaces only this replica)',
+        }),
     async (argv) => {
       try {
         const loaded = loadFromArgv(gatewayConfigSchema, argv);
@@ -88,7 +92,7 @@ await globalOptions(yargs(hideBin(process.argv)))
         process.stdout.write(
           argv['json']
             ? `${JSON.stringify(out, null, 2)}\n`
-            : `enrolled ${String(out['gatewayUri'])}\n  database ${String(out['database'])}\n  proxies ${(out['proxies'] as string[]).join(', ') || '(none yet)'}\n`,
+            : `enrolled ${String(out['gatewayUri'])}${out['replica'] ? ` (replica ${String(out['replica'])})` : ''}\n  database ${String(out['database'])}\n  proxies ${(out['proxies'] as string[]).join(', ') || '(none yet)'}\n`,
         );
       } catch (err) {
         fail(err, Boolean(argv['json']));

@@ -316,6 +316,10 @@ export class Authority {
         uri: g.uri,
         revoked: g.revokedAt !== null,
         ...this.#status({ kind: 'gateway', orgId: g.orgId, id: g.gatewayId }, g),
+        replicas: this.ctx.store.generations.replicas(g.orgId, g.gatewayId).map((r) => ({
+          replica: r.replica,
+          ...this.#status({ kind: 'gateway', orgId: g.orgId, id: g.gatewayId, replica: r.replica }, r),
+        })),
       })),
     });
   }
@@ -354,7 +358,14 @@ export class Authority {
     const kind = peer.kind === 'gateway' ? 'gateway' : 'proxy';
     const m = /^infisical-(?:gateway|proxy)\/([0-9A-Za-z.+-]{1,32})(?:\s|$)/.exec(userAgent ?? '');
     const ref = { kind, orgId: peer.orgId, id: peer.id } as const;
-    this.ctx.store.seen.record(ref, this.ctx.now().getTime(), m?.[1] ?? null, rotationAck);
+    const at = this.ctx.now().getTime();
+    // A replica's read counts for its gateway's row (last seen, online) and for its own, which alone keeps its
+    // rotation acknowledgement (rotation status asks each replica).
+    if (peer.replica === null) this.ctx.store.seen.record(ref, at, m?.[1] ?? null, rotationAck);
+    else {
+      this.ctx.store.seen.record(ref, at, m?.[1] ?? null);
+      this.ctx.store.seen.record({ ...ref, replica: peer.replica }, at, m?.[1] ?? null, rotationAck);
+    }
   }
 
   // ---- revocation and audit ---------------------------------------------------------------------------------

@@ -234,7 +234,24 @@ export const listCommands = {
         online: online(g, now),
       }));
       const rows = gateways.map((g) => [g.gatewayId, g.orgId, ...statusColumns(g, now)]);
-      return out(gateways, table(['ID', 'ORG', ...STATUS_HEADER], rows) || '(no gateways)');
+      // Then one line per replica (enrolled with --replica), under a header of its own.
+      const replicas = gateways.flatMap((g) =>
+        (g.replicas ?? []).map((r) => [
+          g.gatewayId,
+          r.replica,
+          r.currentSerial ?? '-',
+          r.notAfter ?? '-',
+          online(r, now) ? 'yes' : 'no',
+          r.lastSeenAt ?? '-',
+          r.version ?? '-',
+        ]),
+      );
+      const replicaTable = table(
+        ['GATEWAY', 'REPLICA', 'SERIAL', 'NOT_AFTER', 'ONLINE', 'LAST_SEEN', 'VERSION'],
+        replicas,
+      );
+      const text = table(['ID', 'ORG', ...STATUS_HEADER], rows) || '(no gateways)';
+      return out(gateways, replicaTable ? `${text}\n\n${replicaTable}` : text);
     });
   },
   grants: (config: CaConfig, orgId: string, limit: number) => {

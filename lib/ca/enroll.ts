@@ -5,6 +5,7 @@
  */
 
 import { refuse, type Verdict } from '../errors/codes.js';
+import { REPLICA_SSH_EXTENSION } from '../pki/grant.js';
 import { gatewayUri, instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import { issueGatewayServerCert, issueProxyServerCert } from '../pki/profiles.js';
 import type {
@@ -30,6 +31,7 @@ export function enrollGateway(
   info: RequestInfo,
 ): Verdict<GatewayEnrollResponse> {
   const { orgId, gatewayId } = req;
+  const replica = req.replica ?? null;
   const uri = gatewayUri(ctx.trustDomain, orgId, gatewayId);
   const actor = req.enrollmentToken ? 'enrollment-token' : caller ? actorOf(caller) : 'anonymous';
   const event = { actor, subject: uri, action: 'gateway.enroll', orgId, source: info.source ?? null };
@@ -50,17 +52,22 @@ export function enrollGateway(
         const used = consumeEnrollmentToken(ctx, req.enrollmentToken, { kind: 'gateway', orgId, subjectId: gatewayId });
         if (!used.ok) return used;
       }
-      ctx.store.enrollment.upsertGateway(orgId, gatewayId, uri, ctx.now().getTime());
-      const { bundle, generation } = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor);
-      installEnrollment(ctx, { kind: 'gateway', orgId, id: gatewayId }, generation);
-      ctx.audit.insert({ ...event, outcome: 'ok' });
+      const now = ctx.now().getTime();
+      ctx.store.enrollment.upsertGateway(orgId, gatewayId, uri, now);
+      if (replica !== null) ctx.store.generations.enrollReplica(orgId, gatewayId, replica, now);
+      const { bundle, generation } = gatewayBundle(ctx, orgId, gatewayId, keys.value, actor, replica);
+      installEnrollment(ctx, { kind: 'gateway', orgId, id: gatewayId, replica }, generation);
+      ctx.audit.insert({ ...event, outcome: 'ok', reason: replicaNote(replica) });
       return ok(bundle);
     }),
   );
   if (!result.ok) return deny(ctx, event, result.code, result.reason);
-  ctx.audit.log({ ...event, outcome: 'ok' });
+  ctx.audit.log({ ...event, outcome: 'ok', reason: replicaNote(replica) });
   return result;
 }
+
+/** The audit reason of a replica's enrollment or renewal ("replica NAME"); null for the gateway's own. */
+export const replicaNote = (replica: string | null): string | null => (replica === null ? null : `replica ${replica}`);
 
 export function enrollProxy(
   ctx: AuthorityContext,
@@ -149,6 +156,7 @@ export function gatewayBundle(
   gatewayId: string,
   keys: SubjectKeys,
   requestedBy: string,
+  replica: string | null = null,
 ): { bundle: GatewayEnrollResponse; generation: Generation } {
   const issued: string[] = [];
   const uri = gatewayUri(ctx.trustDomain, orgId, gatewayId);
@@ -157,7 +165,7 @@ export function gatewayBundle(
   const server = ctx.keyring.x509(orgId, 'gateway-server');
   const tls = recordX509(
     ctx,
-    issueGatewayServerCert(server, { subjectKey: keys.tls, uri, now, lifetimeSec: l.gatewayTlsLifetimeSec }),
+    issueGatewayServerCert(server, { subjectKey: keys.tls, uri, now, lifetimeSec: l.gatewayTlsLifetimeSec, replica }),
     {
       kind: 'gateway-tls',
       authorityId: ctx.keyring.signerId(orgId, 'gateway-server'),
@@ -180,7 +188,8 @@ export function gatewayBundle(
         keyId: uri,
         principals: [gatewayId],
         lifetimeSec: l.gatewaySshLifetimeSec,
-        extensions: { 'permit-port-forwarding': '' },
+        // A replica's name rides along for the proxy's logs (informational: it grants nothing).
+        extensions: { 'permit-port-forwarding': '', ...(replica !== null ? { [REPLICA_SSH_EXTENSION]: replica } : {}) },
       },
       { kind: `gateway-ssh-${scope}`, authorityId: ca.id, orgId, subjectUri: uri, requestedBy, issued },
     );

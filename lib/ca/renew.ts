@@ -7,6 +7,7 @@
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { refuse, type Verdict } from '../errors/codes.js';
 import { DerError } from '../pki/der.js';
+import { decodeReplica, REPLICA_EXTENSION_OID } from '../pki/grant.js';
 import { parseIdentity } from '../pki/identity.js';
 import { verifyCertificateChain } from '../pki/verify.js';
 import { parseCertificate } from '../pki/x509.js';
@@ -18,7 +19,7 @@ import {
   SIGNED_REQUEST_SKEW_SEC,
 } from '../protocol/api.js';
 import { type AuthorityContext, deny, ok, type RequestInfo, sha256Hex } from './context.js';
-import { gatewayBundle, proxyBundle } from './enroll.js';
+import { gatewayBundle, proxyBundle, replicaNote } from './enroll.js';
 import { catchIssuance, parseSubjectKeys } from './issue.js';
 import { componentOf, installRenewal, RETIRED_BY, renewalAllowed, type Standing, standingOf } from './supersede.js';
 
@@ -38,6 +39,8 @@ export interface Peer {
   id: string;
   uri: string;
   serial: string;
+  /** A gateway replica's name (its certificate's GatewayReplica extension); null for the gateway's own. */
+  replica: string | null;
   /** The certificate's place among its component's generations (supersede.ts). */
   standing: Standing;
 }
@@ -116,9 +119,14 @@ export function authenticatePeer(
     return refuse('E_TOKEN_USED', 'nonce was already used (replayed request)');
   }
   const serial = verified.value.serialHex;
-  const standing = standingOf(ctx, componentOf({ kind: who.kind, orgId, id: who.id }), serial, retiredAt);
+  // The replica comes from the certificate this CA signed (verified above), so a replica can renew only itself.
+  const replicaExt = who.kind === 'gateway' ? parsed.extensions.get(REPLICA_EXTENSION_OID) : undefined;
+  const replica = replicaExt ? decodeReplica(replicaExt.value) : ok(null);
+  if (!replica.ok) return replica;
+  const ref = componentOf({ kind: who.kind, orgId, id: who.id, replica: replica.value });
+  const standing = standingOf(ctx, ref, serial, retiredAt);
   if (!standing.ok) return standing;
-  return ok({ kind: who.kind, orgId, id: who.id, uri, serial, standing: standing.value });
+  return ok({ kind: who.kind, orgId, id: who.id, uri, serial, replica: replica.value, standing: standing.value });
 }
 
 /**
@@ -162,15 +170,18 @@ export function renewGateway(
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
-      ctx.store.enrollment.upsertGateway(orgId, peer.id, peer.uri, ctx.now().getTime());
-      const { bundle, generation } = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri);
+      const now = ctx.now().getTime();
+      ctx.store.enrollment.upsertGateway(orgId, peer.id, peer.uri, now);
+      if (peer.replica !== null) ctx.store.generations.renewedReplica(orgId, peer.id, peer.replica, now);
+      const { bundle, generation } = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri, peer.replica);
       installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
-      ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value === 'retry' ? 'retry' : null });
+      const reason = [allowed.value === 'retry' ? 'retry' : null, replicaNote(peer.replica)].filter((r) => r !== null);
+      ctx.audit.insert({ ...event, outcome: 'ok', reason: reason.join('; ') || null });
       return ok(bundle);
     }),
   );
   if (!result.ok) return deny(ctx, event, result.code, result.reason);
-  ctx.audit.log({ ...event, outcome: 'ok' });
+  ctx.audit.log({ ...event, outcome: 'ok', reason: replicaNote(peer.replica) });
   return result;
 }
 

@@ -130,11 +130,19 @@ function affected(ctx: AuthorityContext, base: string): Component[] {
       if (g.revokedAt !== null || ctx.store.revocations.has('gateway', org.orgId, g.gatewayId)) continue;
       const subject: RotationSubject = { kind: 'gateway', orgId: org.orgId };
       if (dependencies(subject).includes(base)) {
-        out.push({
-          ref: { kind: 'gateway', orgId: org.orgId, id: g.gatewayId },
-          subject,
-          label: `gateway:${org.orgId}/${g.gatewayId}`,
-        });
+        // Each replica acknowledges for itself; the gateway's own row only when it is enrolled without one.
+        const ref: ComponentRef = { kind: 'gateway', orgId: org.orgId, id: g.gatewayId };
+        const replicas = ctx.store.generations.replicas(org.orgId, g.gatewayId);
+        if (replicas.length === 0 || ctx.store.generations.of(ref)?.current) {
+          out.push({ ref, subject, label: `gateway:${org.orgId}/${g.gatewayId}` });
+        }
+        for (const r of replicas) {
+          out.push({
+            ref: { ...ref, replica: r.replica },
+            subject,
+            label: `gateway:${org.orgId}/${g.gatewayId}/${r.replica}`,
+          });
+        }
       }
     }
   }

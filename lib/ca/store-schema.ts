@@ -232,4 +232,29 @@ CREATE TABLE failure_penalties (
 CREATE INDEX failure_penalties_at ON failure_penalties (at);
 `,
   },
+  {
+    // Gateway replicas (enrolled with --replica NAME): several processes serve one gateway id, each with its own
+    // keys and its own certificate generations (the columns of migration 2, per replica), so renewal and the
+    // stolen-copy defence work per replica. The gateways row stays the gateway's (revocation, the base
+    // enrollment without a replica). Plain SQL both SQLite and PostgreSQL accept.
+    version: 6,
+    name: 'gateway replicas',
+    sql: `
+CREATE TABLE gateway_replicas (
+  org_id TEXT NOT NULL,
+  gateway_id TEXT NOT NULL,
+  replica TEXT NOT NULL,
+  enrolled_at INTEGER NOT NULL,
+  renewed_at INTEGER,
+  current_serial TEXT,
+  current_serials_json TEXT,
+  current_spki TEXT,
+  previous_serial TEXT,
+  previous_serials_json TEXT,
+  previous_retire_at INTEGER,
+  PRIMARY KEY (org_id, gateway_id, replica)
+);
+CREATE INDEX gateway_replicas_retire ON gateway_replicas (previous_retire_at);
+`,
+  },
 ];

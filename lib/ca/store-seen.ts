@@ -3,7 +3,8 @@
  * admin lists show them (store-schema.ts migration 3). Every feed read counts, but a long-polling component reads
  * every few seconds: a component's row is written at most once per WRITE_EVERY_MS (or when its version or its
  * rotation acknowledgement changes), so "last seen" is exact to that bound (rotation status calls a component
- * offline after 30 s without a read) and costs one small write every few seconds per component.
+ * offline after 30 s without a read) and costs one small write every few seconds per component. A gateway
+ * replica has a row of its own, component_id "<gateway id>/<replica>" ('/' is in no id, so it names no gateway).
  */
 import type { SqlConnection } from '../store/sql.js';
 import type { ComponentRef } from './store-generations.js';
@@ -18,6 +19,8 @@ export interface Seen {
   rotationAck: string | null;
 }
 
+const componentId = (ref: ComponentRef): string => (ref.replica == null ? ref.id : `${ref.id}/${ref.replica}`);
+
 export class SeenStore {
   readonly #db: SqlConnection;
   /** What this process wrote last per component, so most reads write nothing. */
@@ -29,7 +32,7 @@ export class SeenStore {
 
   /** `rotationAck` undefined: the reader sent none (keeps what is stored). */
   record(ref: ComponentRef, atMs: number, version: string | null, rotationAck?: string): void {
-    const key = `${ref.kind}\u0000${orgKey(ref.orgId)}\u0000${ref.id}`;
+    const key = `${ref.kind}\u0000${orgKey(ref.orgId)}\u0000${componentId(ref)}`;
     const last = this.#written.get(key);
     const ack = rotationAck ?? last?.rotationAck ?? null;
     if (last && atMs - last.lastSeenAt < WRITE_EVERY_MS && last.version === version && last.rotationAck === ack) return;
@@ -40,7 +43,7 @@ export class SeenStore {
            ON CONFLICT (kind, org_id, component_id) DO UPDATE SET last_seen_at = excluded.last_seen_at,
              version = excluded.version, rotation_ack = coalesce(?, component_seen.rotation_ack)`,
       )
-      .run(ref.kind, orgKey(ref.orgId), ref.id, atMs, version, rotationAck ?? null, rotationAck ?? null);
+      .run(ref.kind, orgKey(ref.orgId), componentId(ref), atMs, version, rotationAck ?? null, rotationAck ?? null);
     this.#written.set(key, { lastSeenAt: atMs, version, rotationAck: ack });
   }
 
@@ -49,7 +52,7 @@ export class SeenStore {
       .prepare(
         'SELECT last_seen_at, version, rotation_ack FROM component_seen WHERE kind = ? AND org_id = ? AND component_id = ?',
       )
-      .get(ref.kind, orgKey(ref.orgId), ref.id) as Raw | undefined;
+      .get(ref.kind, orgKey(ref.orgId), componentId(ref)) as Raw | undefined;
     return r
       ? {
           lastSeenAt: r['last_seen_at'] as number,

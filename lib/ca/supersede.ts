@@ -29,9 +29,21 @@ export function generationOf(serials: string[], tlsKey: KeyObject): Generation {
   return { serial: serials[0]!, serials, spki: spkiHash(tlsKey) };
 }
 
-export function componentOf(peer: { kind: string; orgId: string | null; id: string }): ComponentRef {
+export function componentOf(peer: {
+  kind: string;
+  orgId: string | null;
+  id: string;
+  replica?: string | null;
+}): ComponentRef {
+  if (peer.kind === 'gateway' && peer.replica != null) {
+    return { kind: 'gateway', orgId: peer.orgId, id: peer.id, replica: peer.replica };
+  }
   return { kind: peer.kind === 'gateway' ? 'gateway' : 'proxy', orgId: peer.orgId, id: peer.id };
 }
+
+/** How audit rows and messages name a component: `gateway:gw1`, `gateway:gw1/replica-a`, `proxy:p1`. */
+export const componentName = (ref: ComponentRef): string =>
+  `${ref.kind}:${ref.id}${ref.replica != null ? `/${ref.replica}` : ''}`;
 
 /**
  * Judges an authenticated certificate against its component's generations. `retiredAt`: the verifier found it
@@ -45,6 +57,8 @@ export function standingOf(
 ): Verdict<Standing> {
   const gens = ctx.store.generations.of(ref);
   if (retiredAt !== undefined) return superseded(ctx, ref, serial, `retired at ${iso(retiredAt)}`);
+  // A replica is always tracked from its enrollment on: no row means the gateway was enrolled again without it.
+  if (ref.replica != null && !gens) return superseded(ctx, ref, serial, 'its replica was replaced');
   if (!gens?.current) return ok('untracked');
   if (serial === gens.current.serial) {
     if (gens.previous) retirePrevious(ctx, ref, 'superseded: its successor was used');
@@ -102,12 +116,22 @@ export function installRenewal(
 /**
  * Records the generation an enrollment issued; call inside its transaction. Enrolling an id again replaces the
  * component: what the old enrollment held (current and previous generations) is retired at once, so the old
- * host's certificates stop working everywhere, not only at its next renewal.
+ * host's certificates stop working everywhere, not only at its next renewal. A gateway enrolled without a replica
+ * name replaces the whole gateway, its replicas too (each one's certificates retired, its row dropped); a replica
+ * enrolled again (`ref.replica`, its row written by the caller) replaces that replica only.
  */
 export function installEnrollment(ctx: AuthorityContext, ref: ComponentRef, gen: Generation): void {
   const gens = ctx.store.generations.of(ref);
   const old = [...(gens?.current?.serials ?? []), ...(gens?.previous?.serials ?? [])];
   if (old.length > 0) retire(ctx, ref, old, 'replaced by a new enrollment');
+  if (ref.kind === 'gateway' && ref.replica == null && ref.orgId !== null) {
+    for (const r of ctx.store.generations.replicas(ref.orgId, ref.id)) {
+      const serials = [...(r.current?.serials ?? []), ...(r.previous?.serials ?? [])];
+      const replica = { ...ref, replica: r.replica };
+      if (serials.length > 0) retire(ctx, replica, serials, 'replaced by a new enrollment of its gateway');
+    }
+    ctx.store.generations.dropReplicas(ref.orgId, ref.id);
+  }
   ctx.store.generations.setCurrent(ref, gen);
   if (gens?.previous) ctx.store.generations.clearPrevious(ref);
 }
@@ -133,7 +157,7 @@ function retire(ctx: AuthorityContext, ref: ComponentRef, serials: string[], why
   const at = ctx.now().getTime();
   const event = {
     actor: RETIRED_BY,
-    subject: `${ref.kind}:${ref.id}`,
+    subject: componentName(ref),
     action: 'certificate.retire',
     orgId: ref.orgId,
     outcome: 'ok' as const,

@@ -103,6 +103,14 @@ export class LocalForwarder {
         // Half-close both ways (lib/protocol/splice.ts): a client that shuts down its write side after its
         // request still gets the whole reply; the stream closes once both directions ended and were flushed.
         // The inner session rides on the outer TLS socket, one write at a time: gather what the local side sends.
+        // A stream cut short (its gateway died: the proxy resets the relay) is reset towards the local client
+        // too, so the application sees ECONNRESET, not an orderly end it could take for a complete reply. Set
+        // before the splice's own listeners, which close the local side once the inner one is gone.
+        const cut = (): void => {
+          if (!inner.readableEnded && !local.destroyed) local.resetAndDestroy();
+        };
+        inner.once('error', cut);
+        inner.once('close', cut);
         const s = splice(local, inner, { coalesce: ['up'] });
         let first = true;
         inner.on('data', (d: Buffer) => {

@@ -25,6 +25,14 @@ export const gatewayConfigSchema = defineSchema(
       placeholder: 'id',
       description: "This gateway's id (its SSH principal).",
     }),
+    replica: keys.string({
+      reload: 'command',
+      optional: true,
+      placeholder: 'id',
+      description:
+        'Enroll as this replica of the gateway: several processes serve one gateway id, each with its own keys and ' +
+        'token; enrolling a replica again replaces only it, enrolling without a replica replaces the whole gateway.',
+    }),
     ...enrollmentTokenKeys('gateway'),
     client_id: keys.string({
       reload: 'command',

@@ -7,7 +7,9 @@
 import { createPublicKey } from 'node:crypto';
 import { currentTlsProof, type FreshKeys, withFreshKeys } from '../enrolled/keys.js';
 import { GatewayError } from '../errors/codes.js';
+import { decodeReplica, REPLICA_EXTENSION_OID } from '../pki/grant.js';
 import { parseIdentityOfKind } from '../pki/identity.js';
+import { parseCertificate, pemBlocks } from '../pki/x509.js';
 import type { GatewayEnrollResponse } from '../protocol/api.js';
 import type { CaClient } from '../protocol/ca-client.js';
 import type { GatewayState } from './state.js';
@@ -58,15 +60,18 @@ export interface EnrollOptions {
   caFingerprint: string;
   orgId: string;
   gatewayId: string;
+  /** Enroll as this replica of the gateway (--replica). */
+  replica?: string;
   enrollmentToken?: string;
 }
 
 export function enroll(o: EnrollOptions): Promise<GatewayState> {
   const token = o.enrollmentToken ? { enrollmentToken: o.enrollmentToken } : {};
+  const replica = o.replica ? { replica: o.replica } : {};
   return withFreshKeys(
     'gateway',
     o.gatewayId,
-    (request) => o.client.enrollGateway({ orgId: o.orgId, gatewayId: o.gatewayId, ...request, ...token }),
+    (request) => o.client.enrollGateway({ orgId: o.orgId, gatewayId: o.gatewayId, ...replica, ...request, ...token }),
     (response, keys) => stateFromResponse(response, o, keys),
   );
 }
@@ -84,4 +89,12 @@ export function renew(client: CaClient, current: GatewayState): Promise<GatewayS
 /** The public half of the stored TLS key (for checks that the chain's leaf is ours). */
 export function tlsPublicKeyPem(state: GatewayState): string {
   return createPublicKey(state.tlsKeyPem).export({ type: 'spki', format: 'pem' }) as string;
+}
+
+/** The replica this state directory was enrolled as (its TLS certificate's GatewayReplica extension), if any. */
+export function replicaOf(state: Pick<GatewayState, 'tlsChainPem'>): string | undefined {
+  const leaf = pemBlocks(state.tlsChainPem, 'CERTIFICATE')[0];
+  const ext = leaf ? parseCertificate(leaf).extensions.get(REPLICA_EXTENSION_OID) : undefined;
+  const replica = ext ? decodeReplica(ext.value) : undefined;
+  return replica?.ok ? replica.value : undefined;
 }

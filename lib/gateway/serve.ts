@@ -19,7 +19,7 @@ import { startOpsServer } from '../runtime/ops.js';
 import { logRestartOnly, registerLiveSettings } from '../runtime/reload.js';
 import { sampledWarn } from '../runtime/sampled-log.js';
 import { type GatewayConfigSchema, gatewayConfigSchema } from './config.js';
-import { enroll, renew } from './enroll.js';
+import { enroll, renew, replicaOf } from './enroll.js';
 import { certWindows, Gateway, type GatewaySettings } from './gateway.js';
 import { GatewayStore } from './state.js';
 
@@ -89,11 +89,20 @@ export async function enrollCommand(config: GatewayConfig): Promise<Record<strin
     caFingerprint,
     credential,
     enroll: (client, enrollmentToken) =>
-      enroll({ client, caUrl, caFingerprint, orgId, gatewayId, ...(enrollmentToken ? { enrollmentToken } : {}) }),
+      enroll({
+        client,
+        caUrl,
+        caFingerprint,
+        orgId,
+        gatewayId,
+        ...(config.replica ? { replica: config.replica } : {}),
+        ...(enrollmentToken ? { enrollmentToken } : {}),
+      }),
     open: (p) => GatewayStore.open(p),
   });
   return {
     gatewayUri: state.gatewayUri,
+    ...(config.replica ? { replica: config.replica } : {}),
     database: path,
     proxies: state.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`),
     notAfter: state.notAfter,
@@ -118,7 +127,10 @@ const commands = renewAndStatus({
         .revocations()
         .some((r) => r.kind === 'gateway' && r.subject === s.gatewayId && (r.orgId ?? s.orgId) === s.orgId),
       feedSeq: store.feedSeq(),
-      extra: { proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`) },
+      extra: {
+        ...(replicaOf(s) ? { replica: replicaOf(s) } : {}),
+        proxies: s.proxies.map((p) => `${p.proxyId} (${p.scope}) ${p.sshAddress}`),
+      },
     };
   },
   counts: { 'tunnels up': 'tunnels_up', 'tunnels total': 'tunnels_total', 'streams open': 'streams_active' },

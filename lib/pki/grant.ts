@@ -6,6 +6,7 @@
  * OID arc: 2.25.<uuid 7bd62539-55fb-4a15-aec6-53a1fb336e32 as a decimal>, generated once for this project.
  *   ARC.1  AccessGrant  (inner client cert)
  *   ARC.2  GatewayRoute (outer client cert: tells the proxy which org's gateway to route to)
+ *   ARC.3  GatewayReplica (a gateway replica's inner server cert: which replica of the gateway holds it)
  *
  * AccessGrant ::= SEQUENCE {
  *   version    INTEGER (1),
@@ -19,6 +20,7 @@
  *   modes      [2] IMPLICIT SEQUENCE SIZE (1..4) OF ENUMERATED { tcp(0), http(1), ping(2), health(3) } OPTIONAL
  * }                                      -- modes absent: every mode
  * GatewayRoute ::= SEQUENCE { version INTEGER (1), orgId UTF8String, gatewayId UTF8String }
+ * GatewayReplica ::= UTF8String          -- id charset, 1..128
  */
 import { isIP } from 'node:net';
 import forge from 'node-forge';
@@ -29,6 +31,12 @@ import { isValidId, parseIdentity } from './identity.js';
 export const GRANT_OID_ARC = '2.25.164606950001041719975179529538499735090';
 export const GRANT_EXTENSION_OID = `${GRANT_OID_ARC}.1`;
 export const ROUTE_EXTENSION_OID = `${GRANT_OID_ARC}.2`;
+export const REPLICA_EXTENSION_OID = `${GRANT_OID_ARC}.3`;
+/**
+ * The replica name in a gateway replica's SSH user certificate: an informational extension (OpenSSH ignores
+ * extensions it does not know; it grants nothing), beside permit-port-forwarding.
+ */
+export const REPLICA_SSH_EXTENSION = 'replica@infisical';
 export const GRANT_VERSION = 1;
 /** Upper bound of an encoded grant; a real one is ~200 bytes. */
 export const MAX_GRANT_DER = 2048;
@@ -186,6 +194,25 @@ export function encodeRoute(r: GatewayRoute): Verdict<Buffer> {
     return refuse('E_GRANT_MALFORMED', 'bad gateway route');
   }
   return accept(der.encode(der.seq(der.uint(r.version), der.utf8(r.orgId), der.utf8(r.gatewayId))));
+}
+
+/**
+ * A gateway replica's name (enrolled with --replica): an attribute of the certificate, not an identity. The URI
+ * SAN stays the gateway's, so the platform's exact URI check and every proxy see one gateway.
+ */
+export function encodeReplica(replica: string): Verdict<Buffer> {
+  if (!isValidId(replica)) return refuse('E_IDENTITY_MALFORMED', 'bad replica name');
+  return accept(der.encode(der.utf8(replica)));
+}
+
+export function decodeReplica(bytes: Buffer): Verdict<string> {
+  try {
+    const replica = der.readUtf8(der.decode(bytes, 256), 'replica', 128);
+    return isValidId(replica) ? accept(replica) : refuse('E_CERT_MALFORMED', 'bad replica name');
+  } catch (err) {
+    if (err instanceof der.DerError) return refuse('E_CERT_MALFORMED', err.message);
+    throw err;
+  }
 }
 
 export function decodeRoute(bytes: Buffer): Verdict<GatewayRoute> {

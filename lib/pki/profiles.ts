@@ -4,14 +4,16 @@
  *
  * | profile               | URI SAN (exactly one)        | other names     | EKU        | extension          |
  * |-----------------------|------------------------------|-----------------|------------|--------------------|
- * | gateway inner server  | gateway URI                  | -               | serverAuth | -                  |
+ * | gateway inner server  | gateway URI                  | -               | serverAuth | GatewayReplica (.3)|
  * | proxy TLS server      | org- or instance-proxy URI   | DNS / IP SANs   | serverAuth | -                  |
  * | platform outer client | identity URI                 | -               | clientAuth | GatewayRoute (.2)  |
  * | platform inner client | identity URI (= grant actor) | -               | clientAuth | AccessGrant (.1)   |
  *
  * The outer client cert names org and gateway in a GatewayRoute extension rather than a second URI SAN: a cert
  * names one subject (its URI SAN), and the route is what it may reach, not who it is. The proxy gets the route
- * from the verifier's result (`VerifiedPeer.route`), never from the CN.
+ * from the verifier's result (`VerifiedPeer.route`), never from the CN. For the same reason a gateway replica's
+ * server cert carries its replica name in a GatewayReplica extension (only when enrolled with --replica), and
+ * its URI SAN stays the gateway's: one gateway to platforms and proxies, replicas told apart by the CA and audit.
  */
 import type { KeyObject } from 'node:crypto';
 import { accept, refuse, type Verdict } from '../errors/codes.js';
@@ -19,9 +21,11 @@ import { type CaIssuer, type IssuedCert, issueCertificate, validity } from './ca
 import {
   type AccessGrant,
   encodeGrant,
+  encodeReplica,
   encodeRoute,
   type GatewayRoute,
   GRANT_EXTENSION_OID,
+  REPLICA_EXTENSION_OID,
   ROUTE_EXTENSION_OID,
 } from './grant.js';
 import { type Identity, type IdentityKind, parseIdentity } from './identity.js';
@@ -44,10 +48,18 @@ export interface LeafRequest {
   lifetimeSec?: number;
 }
 
-export function issueGatewayServerCert(issuer: CaIssuer, req: LeafRequest): Verdict<IssuedCert> {
+export function issueGatewayServerCert(
+  issuer: CaIssuer,
+  req: LeafRequest & { replica?: string | null },
+): Verdict<IssuedCert> {
   const id = identityOf(req.uri, ['gateway']);
   if (!id.ok) return id;
-  return leaf(issuer, req, id.value, DEFAULT_LIFETIME_SEC.gatewayServer, OID.serverAuth, {});
+  if (req.replica == null) return leaf(issuer, req, id.value, DEFAULT_LIFETIME_SEC.gatewayServer, OID.serverAuth, {});
+  const replica = encodeReplica(req.replica);
+  if (!replica.ok) return replica;
+  return leaf(issuer, req, id.value, DEFAULT_LIFETIME_SEC.gatewayServer, OID.serverAuth, {
+    extra: { oid: REPLICA_EXTENSION_OID, critical: false, value: replica.value },
+  });
 }
 
 export function issueProxyServerCert(

@@ -97,6 +97,8 @@ export const GatewayEnrollRequest = {
   fields: {
     orgId: id,
     gatewayId: id,
+    /** A replica of the gateway (infisical-gateway enroll --replica): replaces only that replica's enrollment. */
+    replica: optionalId,
     ...enrolling,
   },
 } as const;
@@ -374,8 +376,19 @@ export interface ComponentStatus {
   /** The version its User-Agent named at that read (infisical-gateway/0.1.0 → "0.1.0"), null if none. */
   version: string | null;
 }
+/** One replica of a gateway (enrolled with --replica), as the gateway list shows it. */
+export interface GatewayReplicaStatus extends ComponentStatus {
+  replica: string;
+}
 export interface ListGatewaysResponse {
-  gateways: ({ orgId: string; gatewayId: string; uri: string; revoked: boolean } & ComponentStatus)[];
+  gateways: ({
+    orgId: string;
+    gatewayId: string;
+    uri: string;
+    revoked: boolean;
+    /** Its replicas by name (none when it runs as one process, enrolled without --replica). */
+    replicas?: GatewayReplicaStatus[];
+  } & ComponentStatus)[];
 }
 export interface ListProxiesResponse {
   proxies: (ProxyInfo & { orgId: string | null; uri: string; revoked: boolean } & ComponentStatus)[];

@@ -14,7 +14,8 @@
  */
 
 import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
-import { parseIdentity, parseIdentityOfKind } from '../pki/identity.js';
+import { REPLICA_SSH_EXTENSION } from '../pki/grant.js';
+import { isValidId, parseIdentity, parseIdentityOfKind } from '../pki/identity.js';
 import { readAddress } from '../protocol/address.js';
 import type { ProxyScope as ApiProxyScope } from '../protocol/api.js';
 import type { SshCertificate } from '../sshcert/index.js';
@@ -36,6 +37,8 @@ export interface GatewayLogin {
   serial: bigint;
   /** Milliseconds since the epoch; the tunnel is closed then. */
   validBeforeMs: number;
+  /** A gateway replica's name (its certificate's replica@infisical extension), for logs; routing ignores it. */
+  replica?: string;
 }
 
 /** A platform connection as admitted after the TLS handshake. */
@@ -89,12 +92,14 @@ export function admitGateway(cert: SshCertificate, username: string, scope: Prox
   // u64 "forever" and anything past JS's Date range collapse to the largest safe value.
   const validBeforeMs =
     cert.validBefore >= 8_640_000_000_000n ? Number.MAX_SAFE_INTEGER : Number(cert.validBefore) * 1000;
+  const replica = cert.extensions[REPLICA_SSH_EXTENSION]?.toString('utf8');
   return accept({
     orgId: id.value.orgId,
     gatewayId: id.value.id,
     uri: cert.keyId,
     serial: cert.serial,
     validBeforeMs,
+    ...(replica !== undefined && isValidId(replica) ? { replica } : {}),
   });
 }
 

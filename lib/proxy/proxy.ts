@@ -158,15 +158,25 @@ export class ProxyServer {
         refused: refused('ssh'),
         tunnelUp: (t) => {
           this.#metrics?.tunnelOpened();
-          this.#log?.info({ tunnel: t.id, gateway: t.gateway.uri, port: t.boundPort }, 'tunnel up');
+          this.#log?.info(
+            { tunnel: t.id, gateway: t.gateway.uri, replica: t.gateway.replica ?? null, port: t.boundPort },
+            'tunnel up',
+          );
         },
         tunnelDown: (t, reason) => {
           // Streams ride on the tunnel's channels; close them now rather than wait for ssh2 to notice.
-          this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`);
-          this.#log?.info({ tunnel: t.id, gateway: t.gateway.uri, reason }, 'tunnel down');
+          // Reset, not ended: the gateway side is gone, the platform must see its stream fail, not complete.
+          this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`, { reset: true });
+          this.#log?.info(
+            { tunnel: t.id, gateway: t.gateway.uri, replica: t.gateway.replica ?? null, reason },
+            'tunnel down',
+          );
         },
         tunnelDraining: (t) => {
-          this.#log?.info({ tunnel: t.id, gateway: t.gateway.uri }, 'tunnel draining: forward cancelled');
+          this.#log?.info(
+            { tunnel: t.id, gateway: t.gateway.uri, replica: t.gateway.replica ?? null },
+            'tunnel draining: forward cancelled',
+          );
         },
       },
     });

@@ -13,9 +13,9 @@
  *     its org only) · stream revocations
  *   · TunnelTable.candidates (offline → E_GATEWAY_OFFLINE at once, per-gateway stream limit → E_LIMIT, the
  *     org's stream quota on an instance proxy → E_QUOTA_EXCEEDED)
- *   · the newest healthy tunnel that opens a channel · the outer cert still live (outerCertLive) and not
- *     revoked, since the channel open takes time: only then `{"ok":true}`. The stream is cut when the cert
- *     ends (notAfter + skew).
+ *   · the first candidate that opens a channel (the table spreads streams over healthy tunnels; a failed open
+ *     moves on to the next) · the outer cert still live (outerCertLive) and not revoked, since the channel
+ *     open takes time: only then `{"ok":true}`. The stream is cut when the cert ends (notAfter + skew).
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
@@ -62,6 +62,11 @@ export interface ActiveStream {
   readonly tunnelId: number;
   readonly openedAtMs: number;
   readonly splice: Splice;
+  /**
+   * Cuts the stream with a TCP reset towards the platform: a stream that could not finish (its tunnel died) must
+   * not look like an orderly end of stream (a FIN), which a client could take for a complete reply.
+   */
+  readonly reset: (reason: string) => void;
 }
 
 export interface RelayEvents {
@@ -157,11 +162,13 @@ export class RelayListener {
   }
 
   /** Closes every stream matching `predicate`; returns how many. */
-  closeStreams(predicate: (s: ActiveStream) => boolean, reason: string): number {
+  /** Closes the streams `predicate` picks; `reset`: with a TCP reset towards the platform (ActiveStream.reset). */
+  closeStreams(predicate: (s: ActiveStream) => boolean, reason: string, o: { reset?: boolean } = {}): number {
     let n = 0;
     for (const s of [...this.#streams.values()]) {
       if (!predicate(s)) continue;
-      s.splice.close(reason);
+      if (o.reset) s.reset(reason);
+      else s.splice.close(reason);
       n++;
     }
     return n;
@@ -205,11 +212,11 @@ export class RelayListener {
     socket.once('close', () => raw.destroy());
     socket.once('secure', () => {
       secured = true;
-      void this.#onConnection(socket, ticket);
+      void this.#onConnection(socket, ticket, raw);
     });
   }
 
-  async #onConnection(socket: TLSSocket, ticket: HandshakeTicket): Promise<void> {
+  async #onConnection(socket: TLSSocket, ticket: HandshakeTicket, raw: Socket): Promise<void> {
     const remote = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     const answer = (status: RelayStatus, limit?: LimitName): void => {
       const line = encodeStatus(status);
@@ -271,7 +278,7 @@ export class RelayListener {
       return deny('E_CERT_REVOKED', 'identity or certificate revoked');
     }
     answer({ ok: true });
-    this.#carry(socket, opened, route.value, live.value.endsAtMs);
+    this.#carry(socket, opened, route.value, live.value.endsAtMs, raw);
   }
 
   /** Tries the candidates best first; a stream slot is held while trying, so the per-gateway limit holds. */
@@ -301,6 +308,7 @@ export class RelayListener {
     opened: { tunnel: Tunnel<GatewayTunnel>; channel: Awaited<ReturnType<GatewayTunnel['openStream']>> },
     route: RouteDecision,
     endsAtMs: number,
+    raw: Socket,
   ): void {
     const events = this.#o.events;
     const tap = this.#o.tap;
@@ -316,6 +324,10 @@ export class RelayListener {
       tunnelId: opened.tunnel.id,
       openedAtMs: this.#now(),
       splice: s,
+      reset: (reason) => {
+        raw.resetAndDestroy();
+        s.close(reason);
+      },
     };
     this.#streams.set(stream.id, stream);
     events.streamOpened(stream);

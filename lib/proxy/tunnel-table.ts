@@ -2,9 +2,14 @@
  * The router: which tunnels each gateway holds here, and which one a new stream takes. Pure bookkeeping (no
  * sockets): the SSH listener adds and removes tunnels, the relay asks for candidates and accounts streams.
  *
- * A gateway may hold several tunnels at once (renewal makes the new one before the old one drains; redundancy).
- * New streams go to the newest healthy, unexpired tunnel; a tunnel that failed to open a channel is marked
- * unhealthy and tried only after every healthy one. Tunnels are keyed by the org named in the gateway's
+ * A gateway may hold several tunnels at once: renewal makes the new one before the old one drains, and gateway
+ * replicas (several processes enrolled for one gateway id with --replica) each keep their own. New streams spread
+ * over the healthy, unexpired tunnels: the one carrying the fewest streams first, the least recently picked among
+ * equals (round-robin for short streams), the newest among those never picked. A tunnel that failed to open a
+ * channel is marked unhealthy and tried only after every healthy one; the relay tries the next candidate when an
+ * open fails, so one dead replica costs a client no failed stream. A tunnel leaves the table as soon as the
+ * proxy learns that it ends: its SSH connection closes (a replica killed or its host gone: the kernel's FIN or
+ * RST, or the gateway's keepalive giving up) or the gateway cancels its forward (drain on SIGTERM, renewal). Tunnels are keyed by the org named in the gateway's
  * *certificate*, so a platform of org B can never be routed to org A's gateway of the same name.
  *
  * On an instance proxy it also keeps each org's tunnels and streams, for the per-org quotas (withinQuota).
@@ -21,6 +26,8 @@ export interface Tunnel<H> {
   healthy: boolean;
   /** Streams carried now. */
   streams: number;
+  /** When a stream was last opened here, as the table's pick sequence (0: never): least recently picked first. */
+  lastPick: number;
   /** The listener's own connection object. */
   readonly handle: H;
 }
@@ -39,6 +46,7 @@ export class TunnelTable<H> {
   readonly #byId = new Map<number, Tunnel<H>>();
   #nextId = 1;
   #streams = 0;
+  #picks = 0;
   /** Tunnels and streams held per org (entries dropped at zero). */
   readonly #byOrg = new Map<string, { tunnels: number; streams: number }>();
   maxStreamsPerGateway: number;
@@ -90,6 +98,7 @@ export class TunnelTable<H> {
       openedAtMs: nowMs,
       healthy: true,
       streams: 0,
+      lastPick: 0,
       handle,
     };
     const k = key(gateway.orgId, gateway.gatewayId);
@@ -130,9 +139,10 @@ export class TunnelTable<H> {
   }
 
   /**
-   * Tunnels to try for a new stream of (orgId, gatewayId), best first: healthy before unhealthy, newest first
-   * within each; expired ones never. Refuses E_GATEWAY_OFFLINE when none is left, E_LIMIT when the gateway
-   * already carries its maximum of streams, E_QUOTA_EXCEEDED when its org holds its stream quota here.
+   * Tunnels to try for a new stream of (orgId, gatewayId), best first: healthy before unhealthy; within each,
+   * fewest open streams, then least recently picked, then newest; expired ones never. Refuses E_GATEWAY_OFFLINE
+   * when none is left, E_LIMIT when the gateway already carries its maximum of streams, E_QUOTA_EXCEEDED when
+   * its org holds its stream quota here.
    */
   candidates(orgId: string, gatewayId: string, nowMs: number): Verdict<Tunnel<H>[]> | LimitRefusal {
     const live = (this.#byGateway.get(key(orgId, gatewayId)) ?? []).filter(
@@ -150,12 +160,22 @@ export class TunnelTable<H> {
     const quota = withinQuota('streams', orgId, this.usageOf(orgId).streams, this.orgQuotas);
     if (!quota.ok) return quota;
     const order = (t: Tunnel<H>) => (t.healthy ? 0 : 1);
-    return accept([...live].sort((a, b) => order(a) - order(b) || b.openedAtMs - a.openedAtMs || b.id - a.id));
+    return accept(
+      [...live].sort(
+        (a, b) =>
+          order(a) - order(b) ||
+          a.streams - b.streams ||
+          a.lastPick - b.lastPick ||
+          b.openedAtMs - a.openedAtMs ||
+          b.id - a.id,
+      ),
+    );
   }
 
   streamOpened(id: number): void {
     const tunnel = this.#byId.get(id);
     if (!tunnel) return;
+    tunnel.lastPick = ++this.#picks;
     tunnel.streams++;
     this.#streams++;
     this.#count(tunnel.gateway.orgId, 0, 1);

@@ -88,8 +88,11 @@ export interface Deployment {
   identity(id: string, rule?: PolicyRule, org?: string): Promise<Identity>;
   /** Enrolls and starts one more instance proxy (proxy-N); running gateways learn of it only as the suite provides. */
   addProxy(extraArgs?: string[]): Promise<ProxyHandle>;
-  /** Enrolls and starts one more gateway (gw-N, or `o.id`) of `o.org` (default the deployment's). */
-  addGateway(extraArgs?: string[], o?: { org?: string; id?: string }): Promise<GatewayHandle>;
+  /**
+   * Enrolls and starts one more gateway (gw-N, or `o.id`) of `o.org` (default the deployment's); with `o.replica`,
+   * as that replica of the gateway id (`enroll --replica`).
+   */
+  addGateway(extraArgs?: string[], o?: { org?: string; id?: string; replica?: string }): Promise<GatewayHandle>;
   /** Starts `infisical-connect tcp` (or `http`) on 127.0.0.1:0. */
   connect(o?: ConnectOptions): Promise<ConnectHandle>;
   /** A checksummed transfer of `bytes` random bytes through a connect listener to a target (default the echo one). */
@@ -157,15 +160,19 @@ export async function startDeployment(o: DeploymentOptions = {}): Promise<Deploy
       proxies.push(p);
       return p;
     };
-    const gatewayOptions = (extra: string[], org?: string) => ({
+    const gatewayOptions = (extra: string[], org?: string, replica?: string) => ({
       allowPorts: [target.port, ...(o.allowPorts ?? [])],
       extra,
       proxies: () => proxies.length,
       ...(org ? { org } : {}),
+      ...(replica ? { replica } : {}),
     });
-    const addGateway = async (extra: string[] = o.gatewayArgs ?? [], g0: { org?: string; id?: string } = {}) => {
+    const addGateway = async (
+      extra: string[] = o.gatewayArgs ?? [],
+      g0: { org?: string; id?: string; replica?: string } = {},
+    ) => {
       const id = g0.id ?? `gw-${gateways.length + 1}`;
-      const g = await startGateway(site, ca, id, gatewayOptions(extra, g0.org));
+      const g = await startGateway(site, ca, id, gatewayOptions(extra, g0.org, g0.replica));
       gateways.push(g);
       return g;
     };

@@ -237,18 +237,20 @@ export async function startGateway(
   site: Site,
   ca: CaHandle,
   gatewayId: string,
-  o: { allowPorts: number[]; extra: string[]; proxies: () => number; org?: string },
+  o: { allowPorts: number[]; extra: string[]; proxies: () => number; org?: string; replica?: string },
 ): Promise<GatewayHandle> {
   const org = o.org ?? ORG;
-  const stateDir = join(site.dir, gatewayId);
+  // A replica (enrolled with --replica) has a state directory and a log of its own: gw-1-a, gw-1-b, …
+  const name = o.replica ? `${gatewayId}-${o.replica}` : gatewayId;
+  const stateDir = join(site.dir, name);
   const opsPort = await freePort();
   const g = Object.assign(
     new Daemon({
-      name: `gateway ${gatewayId}`,
+      name: `gateway ${o.replica ? `${gatewayId} replica ${o.replica}` : gatewayId}`,
       program: 'gateway',
       stateDir,
       opsPort,
-      logFile: join(site.dir, 'logs', `${gatewayId}.log`),
+      logFile: join(site.dir, 'logs', `${name}.log`),
       args: [
         'serve',
         '--state-dir',
@@ -285,11 +287,12 @@ export async function startGateway(
     stateDir,
     ...ca.pinned(),
     '--token-file',
-    writeSecret(join(site.dir, 'secrets', `${gatewayId}.token`), String(token['token'])),
+    writeSecret(join(site.dir, 'secrets', `${name}.token`), String(token['token'])),
     '--org',
     org,
     '--gateway-id',
     gatewayId,
+    ...(o.replica ? ['--replica', o.replica] : []),
     '--json',
   ]);
   await g.start();

@@ -29,6 +29,18 @@ describe('admitGateway', () => {
     assert.equal(v.value.uri, world.gatewayUri('org-a', 'gw-1'));
   });
 
+  it("reads a replica's name from its certificate (for logs), the gateway it names unchanged", () => {
+    const ext = { 'permit-port-forwarding': '', 'replica@infisical': 'host-a' };
+    const v = admitGateway(cert({ ...base, extensions: ext }), 'gw-1', instance);
+    assert.ok(v.ok);
+    assert.equal(v.value.gatewayId, 'gw-1');
+    assert.equal(v.value.replica, 'host-a');
+    const bad = admitGateway(cert({ ...base, extensions: { ...ext, 'replica@infisical': '../x' } }), 'gw-1', instance);
+    assert.ok(bad.ok && bad.value.replica === undefined, 'a name outside the id rule is not shown');
+    const plain = admitGateway(cert(base), 'gw-1', instance);
+    assert.ok(plain.ok && plain.value.replica === undefined);
+  });
+
   it('refuses each mismatch with its code', () => {
     assert.equal(code(admitGateway(cert(base), 'gw-2', instance)), 'E_CERT_WRONG_PRINCIPAL');
     assert.equal(
@@ -105,7 +117,7 @@ describe('TunnelTable', () => {
     validBeforeMs,
   });
 
-  it('orders newest healthy first, then unhealthy; skips expired; keys by org', () => {
+  it('orders healthy first (fewest streams, least recently picked, newest), then unhealthy; skips expired; keys by org', () => {
     const t = new TunnelTable<string>({ maxStreamsPerGateway: 10 });
     const a = t.add(login('org-a', 'gw'), 1, 'a', 100);
     const b = t.add(login('org-a', 'gw'), 2, 'b', 200);
@@ -117,6 +129,13 @@ describe('TunnelTable', () => {
     };
     assert.deepEqual(pick(0), ['c', 'b', 'a']);
     assert.deepEqual(pick(300), ['b', 'a']);
+    // Spread: fewest open streams first, then the least recently picked (round-robin), then the newest.
+    t.streamOpened(b.id);
+    assert.deepEqual(pick(300), ['a', 'b'], 'b carries a stream');
+    t.streamOpened(a.id);
+    t.streamClosed(a.id);
+    t.streamClosed(b.id);
+    assert.deepEqual(pick(300), ['b', 'a'], 'both idle: b was picked longer ago');
     t.setHealthy(b.id, false);
     assert.deepEqual(pick(300), ['a', 'b']);
     t.remove(a.id);

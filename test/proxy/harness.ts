@@ -74,6 +74,8 @@ export interface GatewaySpec {
   onStream?: (channel: ClientChannel) => void;
   /** Awaited before the gateway accepts a forwarded channel (a slow gateway). */
   beforeAccept?: () => Promise<void>;
+  /** Refuse forwarded channels while this says so (a replica going away between the pick and the open). */
+  refuseChannels?: () => boolean;
 }
 
 /** Connects an in-process gateway; rejects as lib/sshwire does (E_SSH_AUTH) or with the forward's error. */
@@ -90,7 +92,8 @@ export async function connectGateway(world: World, proxy: ProxyServer, g: Gatewa
     readyTimeout: 10_000,
   });
   client.on('error', () => {});
-  client.on('tcp connection', async (_info, accept) => {
+  client.on('tcp connection', async (_info, accept, reject) => {
+    if (g.refuseChannels?.()) return reject();
     await g.beforeAccept?.();
     const channel = accept();
     if (g.onStream) g.onStream(channel);

@@ -89,7 +89,7 @@ describe('relay: instance proxy', () => {
     await eventually(() => proxy.table.size === 0 && proxy.stats().streams === 0);
   });
 
-  it('sends new streams to the newest healthy tunnel, and falls back when it goes', async () => {
+  it('spreads new streams over the healthy tunnels (newest first among equals), and falls back when one goes', async () => {
     const seen: string[] = [];
     const tagged = (tag: string) => (ch: import('node:stream').Duplex) => {
       seen.push(tag);
@@ -115,7 +115,7 @@ describe('relay: instance proxy', () => {
       socket.resume();
       await closed(socket);
     }
-    assert.deepEqual(seen, ['new', 'new', 'new']);
+    assert.deepEqual(seen, ['new', 'old', 'new']);
     renewed.close();
     await eventually(() => proxy.table.size === 1);
     const { status, socket } = await dialProxy(world, proxy, outerA());
@@ -124,6 +124,49 @@ describe('relay: instance proxy', () => {
     await closed(socket);
     assert.equal(seen.at(-1), 'old');
     old.close();
+    await eventually(() => proxy.table.size === 0);
+  });
+
+  it('retries a stream whose channel open fails on the next tunnel: the client sees no failed new stream', async () => {
+    const seen: string[] = [];
+    const tagged = (tag: string) => (ch: import('node:stream').Duplex) => {
+      seen.push(tag);
+      ch.on('error', () => {});
+      ch.end(tag);
+    };
+    let refusing = false;
+    const a = await connectGateway(world, proxy, {
+      orgId: 'org-a',
+      gatewayId: 'gw-1',
+      scope: 'instance',
+      onStream: tagged('a'),
+    });
+    const b = await connectGateway(world, proxy, {
+      orgId: 'org-a',
+      gatewayId: 'gw-1',
+      scope: 'instance',
+      onStream: tagged('b'),
+      refuseChannels: () => refusing,
+    });
+    const dial = async (): Promise<void> => {
+      const { status, socket } = await dialProxy(world, proxy, outerA());
+      assert.ok(status.ok, JSON.stringify(status));
+      socket.resume();
+      await closed(socket);
+    };
+    await dial();
+    await dial();
+    assert.deepEqual(seen, ['b', 'a'], 'spread over both replicas');
+    refusing = true; // b is picked next (least recently used) and refuses the channel
+    for (let i = 0; i < 4; i++) await dial();
+    assert.deepEqual(seen.slice(2), ['a', 'a', 'a', 'a'], 'every new stream carried, by a');
+    assert.ok(
+      proxy.table.all().some((t) => !t.healthy),
+      'the refusing tunnel is tried last from now on',
+    );
+    refusing = false;
+    a.close();
+    b.close();
     await eventually(() => proxy.table.size === 0);
   });
 
