@@ -37,7 +37,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     cp -a "node_modules/$pkg" "$ADDONS/node_modules/$pkg"
   done
   cp -a node_modules/ssh2/lib/protocol/crypto "$ADDONS/node_modules/ssh2-crypto"
-  rm -rf "$ADDONS"/node_modules/*/build
+  # libpq (the CA's PostgreSQL store) brings its own nan; it builds against the system's libpq (pg_config).
+  cp -a node_modules/libpq "$ADDONS/node_modules/libpq"
+  rm -rf "$ADDONS"/node_modules/*/build "$ADDONS"/node_modules/libpq/node_modules/*/build
   ossl=$("$NODE24" -p "process.versions.openssl.split('.')[0]")
   build_addon() {
     local dir=$1
@@ -59,6 +61,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   build_addon sd-notify
   build_addon cpu-features
   build_addon ssh2-crypto "--real_openssl_major=$ossl"
+  build_addon libpq
   wait "$pid_sqlite"
   echo "$want" > "$stamp"
 fi

@@ -84,7 +84,7 @@ build_deb() {
   # sqlite3 for the documented online backup of the CA (docs/operations.md): recommended, not required, so the
   # offline bundle still installs on a host whose apt cannot fetch it (install.sh: --no-install-recommends).
   local recommends='-e /^Recommends:/d'
-  [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite3|'
+  [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite3, libpq5|'
   fill packaging/deb/control "$dir/DEBIAN/control" "$d" -e "s|@SIZE@|$size|" -e "s|@DEPENDS@|$depends|" \
     "$recommends"
   if [ "$d" != connect ]; then
@@ -108,7 +108,7 @@ build_rpm() {
   else
     install -d -m 0700 "$STAGE/$name/var/lib/$name" "$STAGE/$name/var/cache/$name"
     local recommends='-e /^Recommends:/d' # as for the deb: sqlite for the CA's online backup
-    [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite|'
+    [ "$d" = ca ] && recommends='-e s|@RECOMMENDS@|sqlite, libpq|'
     fill packaging/rpm/daemon.spec.in "$top/SPECS/$name.spec" "$d" -e '/@DAEMON_BEGIN@/d' -e '/@DAEMON_END@/d' \
       -e 's|@REQUIRES@|, systemd-libs, shadow-utils, procps-ng|' "$recommends"
   fi

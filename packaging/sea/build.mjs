@@ -40,6 +40,8 @@ const ADDONS = {
   notify: join(addonDir, 'node_modules/sd-notify/build/Release/notify.node'),
   sshcrypto: join(addonDir, 'node_modules/ssh2-crypto/build/Release/sshcrypto.node'),
   cpufeatures: join(addonDir, 'node_modules/cpu-features/build/Release/cpufeatures.node'),
+  // libpq's binding, for the CA's PostgreSQL store (it asks `bindings` for "addon"); it links the system's libpq.so.5.
+  addon: join(addonDir, 'node_modules/libpq/build/Release/addon.node'),
 };
 // This script runs on the Node the binaries embed (scripts/build-sea.sh): each addon must load here, or a wrong
 // ABI or wrong headers (a cached build from before a fix included) would fail only when a unit starts.

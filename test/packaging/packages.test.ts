@@ -44,6 +44,16 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       assert.equal(help.code, 0, help.stderr);
       assert.match(help.stdout, new RegExp(`infisical-${p}`));
     }
+    // The CA's PostgreSQL store rides in the binary (libpq's addon, linked to the system's libpq.so.5): a store
+    // nobody listens on is refused by libpq itself, not for a missing binding.
+    const state = mkdtempSync(join(tmpdir(), 'infisical-sea-ca-'));
+    const pg = await run(
+      built.sea('infisical-ca'),
+      ['init', '--state-dir', state, '--store', 'postgres://infisical@127.0.0.1:1/none'],
+      { env: { PATH: '/nonexistent' } },
+    );
+    rmSync(state, { recursive: true, force: true });
+    assert.match(pg.stderr, /E_STORE_UNAVAILABLE: .*Connection refused/, pg.stderr);
   });
 
   it('rpm: file lists, digests and signatures, and a no-scripts install into an empty root', async () => {
@@ -112,12 +122,13 @@ describe('packages', { skip: missing ? `packaging tests skipped: ${missing}` : f
       assert.match(files, new RegExp(` \\./usr/share/bash-completion/completions/infisical-${p}$`, 'm'));
       const fields = (await run('dpkg-deb', ['-f', built.debs[p]!, 'Depends', 'Recommends'])).stdout;
       assert.doesNotMatch(fields, /nodejs/);
-      // sqlite3 (the CA's online backup, docs/operations.md) is recommended, never required: the offline bundle
-      // installs with --no-install-recommends on hosts whose apt cannot fetch anything.
-      assert.doesNotMatch(fields, /^Depends:.*sqlite/m, p);
-      assert.equal(/^Recommends: sqlite3$/m.test(fields), p === 'ca', `${p}: ${fields}`);
+      // sqlite3 (the CA's online backup, docs/operations.md) and libpq (its PostgreSQL store) are recommended,
+      // never required: the offline bundle installs with --no-install-recommends on hosts whose apt cannot fetch
+      // anything, and a CA on SQLite needs neither.
+      assert.doesNotMatch(fields, /^Depends:.*(sqlite|libpq)/m, p);
+      assert.equal(/^Recommends: sqlite3, libpq5$/m.test(fields), p === 'ca', `${p}: ${fields}`);
       const recommends = (await run('rpm', ['-qp', '--recommends', built.rpms[p]!])).stdout.trim();
-      assert.equal(recommends, p === 'ca' ? 'sqlite' : '', `${p} rpm recommends`);
+      assert.equal(recommends, p === 'ca' ? 'libpq\nsqlite' : '', `${p} rpm recommends`);
     }
   });
 
