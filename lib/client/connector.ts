@@ -41,8 +41,8 @@ export type Dial = (
   opts: DialOptions,
 ) => Promise<RelayedStream>;
 
-/** Per stream: half-close for a forwarded connection (forward.ts), off otherwise. */
-export type StreamOptions = Pick<DialOptions, 'allowHalfOpen'>;
+/** Per stream: half-close and the user's first bytes for a forwarded connection (forward.ts), off otherwise. */
+export type StreamOptions = Pick<DialOptions, 'allowHalfOpen' | 'firstBytes'>;
 
 export interface ConnectorOptions extends DialOptions {
   source: GrantSource;

@@ -7,6 +7,7 @@
  *      gateway server CA and carry EXACTLY the gateway URI of the grant;
  *   4. in tcp, ping and health modes, the gateway's one status line inside the inner session: ok (tcp: the
  *      target accepted the connection), or its refusal with a code (E_TARGET_NOT_ALLOWED, E_GRANT_EXPIRED…).
+ *      The caller's first bytes (`firstBytes`) go out before it, right after the inner handshake.
  * Every failure is a ConnectError naming the hop. Trying other proxies is the caller's business (connector.ts).
  * TLS contexts and parsed anchors come from grant-tls.ts: built once per grant, not per stream.
  */
@@ -40,6 +41,15 @@ export interface DialOptions {
    * like a net socket: the stream ends both ways when the gateway ends its side.
    */
   allowHalfOpen?: boolean;
+  /**
+   * In tcp and ping modes, the user's first bytes: written into the inner session as soon as its handshake is
+   * done and the gateway's certificate judged, before the gateway's status line arrives, instead of after it
+   * (one one-way trip through the three processes less). The gateway holds them unread until the target
+   * accepted the connection, and drops them with any refusal (lib/gateway/inner.ts). Asked once per inner
+   * handshake: a stream dialled again (a fresh grant, another proxy) asks again and sends them again, so the
+   * caller keeps them until the stream opened (RelayedStream.sentFirst says how many went).
+   */
+  firstBytes?: () => Buffer | undefined;
 }
 
 export interface RelayedStream {
@@ -58,6 +68,8 @@ export interface RelayedStream {
   warm?: boolean;
   /** The inner session resumed the grant's previous one (grant-tls.ts); the gateway admitted the grant anyway. */
   resumed: boolean;
+  /** Bytes of DialOptions.firstBytes written on this stream before the gateway's status line (0: none). */
+  sentFirst: number;
 }
 
 /** Opens the outer session, reads the status line and runs the inner handshake. */
@@ -121,7 +133,8 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     throw err;
   }
   const t2 = performance.now();
-  const inner = await connectInner(relay.outer, relay.rest, grant, material, mode, now, timeout, fail);
+  const step = { now, timeout, fail, firstBytes: opts.firstBytes };
+  const inner = await connectInner(relay.outer, relay.rest, grant, material, mode, step);
   const t3 = performance.now();
   return {
     socket: inner.socket,
@@ -130,6 +143,7 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     gateway: inner.peer,
     timings: { ...relay.timings, gatewayMs: t3 - t2 },
     resumed: inner.socket.isSessionReused(),
+    sentFirst: inner.sentFirst,
   };
 }
 
@@ -157,6 +171,14 @@ function materialOf(grant: ClientGrant, fail: Fail): GrantTls {
 const HALF_OPEN = { allowHalfOpen: true } as tls.ConnectionOptions;
 
 type Fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) => ConnectError;
+
+/** What the inner steps share: the clock, the step bound, the error maker, the caller's first bytes. */
+interface InnerStep {
+  now: () => Date;
+  timeout: number;
+  fail: Fail;
+  firstBytes: DialOptions['firstBytes'];
+}
 
 async function connectOuter(
   grant: ClientGrant,
@@ -280,10 +302,9 @@ async function connectInner(
   grant: ClientGrant,
   material: GrantTls,
   mode: ModeAlpn,
-  now: () => Date,
-  timeout: number,
-  fail: Fail,
-): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
+  step: InnerStep,
+): Promise<InnerStream> {
+  const { timeout, fail } = step;
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
   const offered = material.innerSession;
@@ -312,7 +333,7 @@ async function connectInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   try {
-    return await afterInnerHandshake(socket, grant, material, mode, now, timeout, fail, offered, (leaf) => {
+    return await afterInnerHandshake(socket, grant, material, mode, step, offered, (leaf) => {
       gatewayLeaf = leaf;
       if (ticket && leaf) material.innerSession = { ticket, gatewayLeaf: leaf };
     });
@@ -340,12 +361,11 @@ async function afterInnerHandshake(
   grant: ClientGrant,
   material: GrantTls,
   mode: ModeAlpn,
-  now: () => Date,
-  timeout: number,
-  fail: Fail,
+  step: InnerStep,
   offered: GrantTls['innerSession'],
   accepted: (gatewayLeaf: Buffer | undefined) => void,
-): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
+): Promise<InnerStream> {
+  const { now, timeout, fail } = step;
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
   const v = verifyPeer(
     socket,
@@ -366,7 +386,14 @@ async function afterInnerHandshake(
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
   }
+  let sentFirst = 0;
   if (modeHasStatus(mode)) {
+    // Only to the gateway just judged ours (above), and never in health mode, whose document is all there is.
+    const first = mode === 'health' ? undefined : step.firstBytes?.();
+    if (first && first.length > 0) {
+      socket.write(first);
+      sentFirst = first.length;
+    }
     try {
       const after = await readStatus(socket, 'gateway', timeout, fail);
       if (after.length > 0) socket.unshift(after);
@@ -375,7 +402,13 @@ async function afterInnerHandshake(
       throw err;
     }
   }
-  return { socket, peer: v.value };
+  return { socket, peer: v.value, sentFirst };
+}
+
+interface InnerStream {
+  socket: tls.TLSSocket;
+  peer: VerifiedPeer;
+  sentFirst: number;
 }
 
 /** TLS alerts, by the OpenSSL reason Node puts in err.code, as what they mean at each hop. */

@@ -112,7 +112,14 @@ export class StatusReporter {
       case 'opened':
         this.event(
           'opened',
-          { id: e.id, proxyId: e.proxyId, setupMs: round(e.setupMs), warm: e.warm, resumed: e.resumed },
+          {
+            id: e.id,
+            proxyId: e.proxyId,
+            setupMs: round(e.setupMs),
+            warm: e.warm,
+            resumed: e.resumed,
+            sentFirst: e.sentFirst,
+          },
           `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms${e.warm ? ', relay opened ahead' : ''})`,
         );
         return;
