@@ -49,9 +49,13 @@ function viaPort(port: number): Setup {
     });
 }
 
+/** Between two streams: the previous path's work in the background (its next relay) is done before the next. */
+const GAP_MS = 40;
+
 /**
  * Every path's setup times, measured in rounds of one stream per path: the machine is shared, and a busy
- * moment then costs every path alike instead of the one measured at the time.
+ * moment then costs every path alike instead of the one measured at the time. Streams are GAP_MS apart, so
+ * one path's relay opened ahead does not land on the next path's stream.
  */
 async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
@@ -59,13 +63,14 @@ async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<
     for (const [name, setup] of Object.entries(paths)) {
       const ms = await setup();
       if (i >= WARMUP) out[name]!.push(ms);
+      await new Promise((r) => setTimeout(r, GAP_MS));
     }
   }
   return out;
 }
 
 /** Ping mode from this process, against the deployment's proxy and gateway processes. */
-function pingConnector(d: Deployment, warmRelayMs?: number): GatewayConnector {
+function pingConnector(d: Deployment, warmRelayMs?: number, warmRefillDelayMs?: number): GatewayConnector {
   const source = new CaGrantSource({
     ca: new CaClient({ url: d.ca.url, fingerprint: d.ca.fingerprint }),
     clientId: d.app.clientId,
@@ -76,6 +81,7 @@ function pingConnector(d: Deployment, warmRelayMs?: number): GatewayConnector {
     orgId: d.org,
     gatewayId: d.gateways[0]!.gatewayId,
     ...(warmRelayMs === undefined ? {} : { warmRelayMs }),
+    ...(warmRefillDelayMs === undefined ? {} : { warmRefillDelayMs }),
   });
 }
 
@@ -100,6 +106,7 @@ function viaPing(connector: GatewayConnector, d: Deployment, steps: Step[], afte
       if (stream.sentFirst === 0) socket.write(PROBE);
     });
     const ms = performance.now() - t0;
+    connector.answered(); // as infisical-connect tcp does at a stream's first byte back: the next relay opens now
     socket.destroy();
     steps.push({ timings: stream.timings, warm: stream.warm ?? false });
     return ms;
@@ -139,8 +146,10 @@ export async function benchSetup(): Promise<BenchRow[]> {
     ssh = await startSshReference(dir, d.target.port);
     const warm = pingConnector(d);
     const warmAfter = pingConnector(d);
+    const warmAtOnce = pingConnector(d, undefined, 0);
     const cold = pingConnector(d, 0);
-    for (const c of [warm, warmAfter, cold]) await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
+    for (const c of [warm, warmAfter, warmAtOnce, cold])
+      await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
     const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
     const warmSteps: Step[] = [];
     const coldSteps: Step[] = [];
@@ -151,6 +160,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
       tcpCold: viaPort(connectCold.port),
       pingWarm,
       pingAfterStatus: viaPing(warmAfter, d, [], true),
+      pingRefillAtOnce: viaPing(warmAtOnce, d, []),
       pingCold,
       ssh: viaPort(ssh.port),
       raw: viaPort(d.target.port),
@@ -174,6 +184,11 @@ export async function benchSetup(): Promise<BenchRow[]> {
       .slice(WARMUP, WARMUP + STREAMS);
     const inConnect = opened.map((e) => Number(e['setupMs']));
     const sentFirst = opened.filter((e) => Number(e['sentFirst']) > 0).length;
+    const firstByte = connect
+      .events()
+      .filter((e) => e['event'] === 'closed' && e['firstByteMs'] !== null)
+      .slice(WARMUP, WARMUP + STREAMS)
+      .map((e) => Number(e['firstByteMs']));
     const refs = `${pp(r['ssh']!)} ssh -R; ${pp(r['raw']!)} raw loopback`;
     return [
       {
@@ -184,7 +199,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
         note:
           `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
           `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
-          `${fmt.ms(percentile(inConnect, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
+          `${fmt.ms(percentile(inConnect, 50))}, accept → first byte back ${fmt.ms(percentile(firstByte, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
           `${opened.length} on a relay opened ahead of need, ${opened.filter((e) => e['resumed'] === true).length} ` +
           `resumed the grant's inner session, ${sentFirst} sent their first byte with the inner handshake; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
       },
@@ -194,6 +209,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
         ours: pp(r['pingWarm']!),
         reference:
           `${pp(r['pingAfterStatus']!)} relay opened ahead, probe sent after the gateway's status line; ` +
+          `${pp(r['pingRefillAtOnce']!)} next relay opened as soon as a stream opened (not after its first answer); ` +
           `${pp(r['pingCold']!)} without the relay opened ahead; ${refs}`,
         note:
           `${warmSteps.slice(WARMUP, WARMUP + STREAMS).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +

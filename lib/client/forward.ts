@@ -37,7 +37,16 @@ export type ForwardEvent =
       sentFirst: number;
     }
   | { type: 'failed'; id: number; error: ConnectError }
-  | { type: 'closed'; id: number; bytesUp: number; bytesDown: number; ms: number; early: boolean };
+  | {
+      type: 'closed';
+      id: number;
+      bytesUp: number;
+      bytesDown: number;
+      ms: number;
+      /** Accept → the first byte back from the far side (null: none came). */
+      firstByteMs: number | null;
+      early: boolean;
+    };
 
 export interface ForwarderOptions {
   connector: GatewayConnector;
@@ -125,17 +134,28 @@ export class LocalForwarder {
         // request still gets the whole reply; the stream closes once both directions ended and were flushed.
         // The inner session rides on the outer TLS socket, one write at a time: gather what the local side sends.
         const s = splice(local, inner, { coalesce: ['up'] });
-        let first = true;
+        let firstByteMs: number | undefined;
         inner.on('data', (d: Buffer) => {
-          if (first && this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
-          first = false;
+          if (firstByteMs !== undefined) return;
+          firstByteMs = performance.now() - t0;
+          this.#o.connector.answered();
+          if (this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
         });
         void s.done.then(() => {
           const { down } = s.bytes;
           const up = s.bytes.up + stream.sentFirst;
           this.stats.bytesUp += up;
           this.stats.bytesDown += down;
-          emit({ type: 'closed', id, bytesUp: up, bytesDown: down, ms: performance.now() - t0, early: down === 0 });
+          const ms = performance.now() - t0;
+          emit({
+            type: 'closed',
+            id,
+            bytesUp: up,
+            bytesDown: down,
+            ms,
+            firstByteMs: firstByteMs ?? null,
+            early: down === 0,
+          });
         });
         local.resume(); // held since accept (pauseOnConnect): a 'data' listener does not start it
       },

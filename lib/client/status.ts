@@ -131,7 +131,14 @@ export class StatusReporter {
         const note = e.early ? ' — nothing came back: the target closed the connection without sending a byte' : '';
         this.event(
           'closed',
-          { id: e.id, bytesUp: e.bytesUp, bytesDown: e.bytesDown, ms: round(e.ms), early: e.early },
+          {
+            id: e.id,
+            bytesUp: e.bytesUp,
+            bytesDown: e.bytesDown,
+            ms: round(e.ms),
+            firstByteMs: e.firstByteMs === null ? null : round(e.firstByteMs),
+            early: e.early,
+          },
           `[#${e.id}] closed after ${(e.ms / 1000).toFixed(1)} s: sent ${bytes(e.bytesUp)}, received ${bytes(e.bytesDown)}${note}`,
         );
         return;
