@@ -8,10 +8,15 @@
  *     target dial → echo);
  *   - ping mode: the client library's ping-mode dial (what `infisical-connect ping` runs per proxy) from this
  *     process to the same proxy and gateway processes, then one echoed probe;
- *   - references in the same run: raw loopback to the echo target, and OpenSSH `ssh -R` (a private sshd on
- *     127.0.0.1, certificates on both sides, aes128-gcm) forwarding to the same target.
+ *   - references in the same run: raw loopback to the echo target, OpenSSH `ssh -R` (a private sshd on
+ *     127.0.0.1, certificates on both sides, aes128-gcm) forwarding to the same target, and the hand-built chain
+ *     of bench/datapath.ts (socat TLS client in socat TLS client → socat TLS server → sshd/`ssh -R` → socat
+ *     TLS server → the target: full handshakes, no resumption, as those tools do by default).
  *
- * Each path: WARMUP streams not counted, then STREAMS (BENCH_SETUP_STREAMS, default 200) one after the other.
+ * Each path: WARMUP streams not counted, then STREAMS (BENCH_SETUP_STREAMS, default 200) one after the other,
+ * in rounds of one stream per path, GAP_MS apart.
+ * The ping rows also compare, in the same run, the probe sent after the gateway's status line (as before
+ * firstBytes) and the next relay opened as soon as a stream opened (as before the refill waited for its answer).
  * The client library's own per-step timings (outer TLS, proxy status line, inner TLS + gateway status) are
  * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
  */
@@ -24,6 +29,7 @@ import { CaClient } from '../lib/protocol/ca-client.js';
 import { TempDir } from '../test/helpers/openssh.js';
 import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
 import { startSshReference } from './client.js';
+import { startChain } from './datapath.js';
 import { type BenchRow, fmt, percentile } from './table.js';
 
 const STREAMS = Math.max(10, Number(process.env['BENCH_SETUP_STREAMS'] ?? 200));
@@ -140,10 +146,12 @@ export async function benchSetup(): Promise<BenchRow[]> {
   const dir = new TempDir('bench-setup-');
   const d = await startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' });
   let ssh: { port: number; stop(): Promise<void> } | undefined;
+  let chain: Awaited<ReturnType<typeof startChain>> | undefined;
   try {
     const connect = await d.connect();
     const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
+    chain = await startChain(dir, d.target.port);
     const warm = pingConnector(d);
     const warmAfter = pingConnector(d);
     const warmAtOnce = pingConnector(d, undefined, 0);
@@ -163,6 +171,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
       pingRefillAtOnce: viaPing(warmAtOnce, d, []),
       pingCold,
       ssh: viaPort(ssh.port),
+      chain: viaPort(chain.port),
       raw: viaPort(d.target.port),
     });
     const cpu = {
@@ -189,7 +198,9 @@ export async function benchSetup(): Promise<BenchRow[]> {
       .filter((e) => e['event'] === 'closed' && e['firstByteMs'] !== null)
       .slice(WARMUP, WARMUP + STREAMS)
       .map((e) => Number(e['firstByteMs']));
-    const refs = `${pp(r['ssh']!)} ssh -R; ${pp(r['raw']!)} raw loopback`;
+    const refs =
+      `${pp(r['chain']!)} hand-built chain (socat TLS in socat TLS through sshd/ssh -R, bench/datapath.ts); ` +
+      `${pp(r['ssh']!)} ssh -R alone; ${pp(r['raw']!)} raw loopback`;
     return [
       {
         area: 'setup',
@@ -220,6 +231,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
     ];
   } finally {
     await ssh?.stop();
+    await chain?.stop();
     await d.close();
     dir.remove();
   }
