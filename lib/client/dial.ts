@@ -68,6 +68,8 @@ export interface RelayedStream {
   warm?: boolean;
   /** The inner session resumed the grant's previous one (grant-tls.ts); the gateway admitted the grant anyway. */
   resumed: boolean;
+  /** The outer session resumed the grant's previous one with this proxy; the proxy judged it as a full one. */
+  outerResumed: boolean;
   /** Bytes of DialOptions.firstBytes written on this stream before the gateway's status line (0: none). */
   sentFirst: number;
 }
@@ -94,6 +96,8 @@ export interface OpenRelay {
   proxy: ProxyEndpoint;
   halfOpen: boolean;
   timings: { proxyMs: number; statusMs: number };
+  /** The outer session resumed the grant's previous one with this proxy. */
+  outerResumed: boolean;
 }
 
 /** Steps 1 and 2: outer mTLS to the proxy (its certificate judged by THE verifier), then its status line. */
@@ -116,7 +120,8 @@ export async function openRelay(grant: ClientGrant, proxy: ProxyEndpoint, opts: 
   const t2 = performance.now();
   // From here the inner session reports failures (its close and error); the outer one must not crash us.
   outer.on('error', () => undefined);
-  return { outer, rest, grant, proxy, halfOpen, timings: { proxyMs: t1 - t0, statusMs: t2 - t1 } };
+  const outerResumed = outer.isSessionReused();
+  return { outer, rest, grant, proxy, halfOpen, timings: { proxyMs: t1 - t0, statusMs: t2 - t1 }, outerResumed };
 }
 
 /** Steps 3 and 4 on an open relay: inner mTLS with the gateway (judged by THE verifier), its status line. */
@@ -143,6 +148,7 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     gateway: inner.peer,
     timings: { ...relay.timings, gatewayMs: t3 - t2 },
     resumed: inner.socket.isSessionReused(),
+    outerResumed: relay.outerResumed,
     sentFirst: inner.sentFirst,
   };
 }
@@ -198,6 +204,9 @@ async function connectOuter(
   if (!secureContext) throw fail('E_CERT_WRONG_TYPE', 'local', `no outer certificate for ${proxy.scope} proxies`);
   const addr = parseAddress(proxy.tlsAddress);
   if (!addr) throw fail('E_PROXY_UNREACHABLE', 'proxy', `bad proxy address ${JSON.stringify(proxy.tlsAddress)}`);
+  // The proxy's last session for this grant (grant-tls.ts outerSessions), kept with the certificate accepted.
+  const sessionKey = `${proxy.proxyId} ${proxy.tlsAddress}`;
+  const offered = material.outerSessions.get(sessionKey);
   // Identity is judged by verifyPeer (THE verifier), not by Node; SNI is a host name, never an IP literal.
   const socket = tls.connect({
     secureContext,
@@ -208,6 +217,14 @@ async function connectOuter(
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
     ...(halfOpen ? HALF_OPEN : {}),
+    ...(offered ? { session: offered.ticket } : {}),
+  });
+  // A ticket is kept only from a proxy whose certificate we accepted; it may come before or after the check.
+  let proxyLeaf: Buffer | undefined;
+  let ticket: Buffer | undefined;
+  socket.on('session', (session: Buffer) => {
+    if (proxyLeaf) material.outerSessions.set(sessionKey, { ticket: session, peerLeaf: proxyLeaf });
+    else ticket = session;
   });
   // Interactive protocols (psql, HTTP) write small records: do not let Nagle hold them for an ACK.
   socket.setNoDelay(true);
@@ -229,11 +246,17 @@ async function connectOuter(
     material.proxyTrust,
     { purpose: 'serverAuth', expectedHost: proxy.hostname, expectedUri },
     now(),
+    offered,
   );
+  const resumed = socket.isSessionReused() && offered !== undefined;
   if (!v.ok) {
     socket.destroy();
+    // A resumed session judged on its stored certificate and refused: not offered again.
+    if (resumed && material.outerSessions.get(sessionKey) === offered) material.outerSessions.delete(sessionKey);
     throw fail(v.code, 'proxy', `proxy server certificate: ${v.reason}`);
   }
+  proxyLeaf = resumed ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw;
+  if (ticket && proxyLeaf) material.outerSessions.set(sessionKey, { ticket, peerLeaf: proxyLeaf });
   if (socket.alpnProtocol !== RELAY_ALPN) {
     socket.destroy();
     throw fail('E_ROUTE_FORBIDDEN', 'proxy', `proxy did not select ALPN ${RELAY_ALPN}`);
@@ -321,7 +344,7 @@ async function connectInner(
   let gatewayLeaf: Buffer | undefined;
   let ticket: Buffer | undefined;
   socket.on('session', (session: Buffer) => {
-    if (gatewayLeaf) material.innerSession = { ticket: session, gatewayLeaf };
+    if (gatewayLeaf) material.innerSession = { ticket: session, peerLeaf: gatewayLeaf };
     else ticket = session;
   });
   try {
@@ -335,7 +358,7 @@ async function connectInner(
   try {
     return await afterInnerHandshake(socket, grant, material, mode, step, offered, (leaf) => {
       gatewayLeaf = leaf;
-      if (ticket && leaf) material.innerSession = { ticket, gatewayLeaf: leaf };
+      if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
     });
   } catch (err) {
     if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
@@ -381,7 +404,7 @@ async function afterInnerHandshake(
     if (socket.isSessionReused() && offered && material.innerSession === offered) material.innerSession = undefined;
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
-  accepted(socket.isSessionReused() && offered ? offered.gatewayLeaf : socket.getPeerCertificate(false)?.raw);
+  accepted(socket.isSessionReused() && offered ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw);
   if (socket.alpnProtocol !== mode) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);

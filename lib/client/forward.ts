@@ -33,6 +33,7 @@ export type ForwardEvent =
       setupMs: number;
       warm: boolean;
       resumed: boolean;
+      outerResumed: boolean;
       /** Bytes sent with the inner handshake, before the gateway's status line. */
       sentFirst: number;
     }
@@ -123,6 +124,7 @@ export class LocalForwarder {
           setupMs: performance.now() - t0,
           warm: stream.warm ?? false,
           resumed: stream.resumed,
+          outerResumed: stream.outerResumed,
           sentFirst: stream.sentFirst,
         });
         const inner = stream.socket;

@@ -118,6 +118,7 @@ export class StatusReporter {
             setupMs: round(e.setupMs),
             warm: e.warm,
             resumed: e.resumed,
+            outerResumed: e.outerResumed,
             sentFirst: e.sentFirst,
           },
           `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms${e.warm ? ', relay opened ahead' : ''})`,

@@ -27,7 +27,15 @@ function fakeOpen(): { opened: number; open: (g: ClientGrant, p: ProxyEndpoint, 
         end: () => undefined,
         destroy: () => undefined,
       }) as unknown as tls.TLSSocket;
-      return { outer, rest: Buffer.alloc(0), grant: g, proxy: p, halfOpen, timings: { proxyMs: 0, statusMs: 0 } };
+      return {
+        outer,
+        rest: Buffer.alloc(0),
+        grant: g,
+        proxy: p,
+        halfOpen,
+        timings: { proxyMs: 0, statusMs: 0 },
+        outerResumed: false,
+      };
     },
   };
   return state;
