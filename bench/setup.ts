@@ -25,6 +25,7 @@ import net from 'node:net';
 import { CaGrantSource } from '../lib/client/ca-source.js';
 import { GatewayConnector } from '../lib/client/connector.js';
 import type { RelayedStream } from '../lib/client/dial.js';
+import { grantTls } from '../lib/client/grant-tls.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
 import { TempDir } from '../test/helpers/openssh.js';
 import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
@@ -99,9 +100,17 @@ const PROBE = Buffer.from([0x2a]);
  * The probe goes with the inner handshake's end (dial.ts firstBytes), as infisical-connect tcp sends a
  * connection's first bytes; with `afterStatus`, only once the gateway's status line came (as before).
  */
-function viaPing(connector: GatewayConnector, d: Deployment, steps: Step[], afterStatus = false): Setup {
+function viaPing(
+  connector: GatewayConnector,
+  d: Deployment,
+  steps: Step[],
+  o: { afterStatus?: boolean; fullOuter?: boolean } = {},
+): Setup {
   const spec = { host: d.target.host, port: d.target.port };
+  const afterStatus = o.afterStatus ?? false;
   return async () => {
+    // fullOuter: the grant's outer sessions forgotten, so the outer handshake is a full one (as before resumption).
+    if (o.fullOuter) grantTls(await connector.grant(spec, 'ping')).outerSessions.clear();
     const t0 = performance.now();
     const stream = await connector.open(spec, 'ping', afterStatus ? {} : { firstBytes: () => PROBE });
     const socket = stream.socket;
@@ -156,20 +165,23 @@ export async function benchSetup(): Promise<BenchRow[]> {
     const warmAfter = pingConnector(d);
     const warmAtOnce = pingConnector(d, undefined, 0);
     const cold = pingConnector(d, 0);
-    for (const c of [warm, warmAfter, warmAtOnce, cold])
+    const coldFull = pingConnector(d, 0);
+    for (const c of [warm, warmAfter, warmAtOnce, cold, coldFull])
       await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
     const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
     const warmSteps: Step[] = [];
     const coldSteps: Step[] = [];
+    const coldFullSteps: Step[] = [];
     const pingWarm = viaPing(warm, d, warmSteps);
     const pingCold = viaPing(cold, d, coldSteps);
     const r = await measureInterleaved({
       tcp: viaPort(connect.port),
       tcpCold: viaPort(connectCold.port),
       pingWarm,
-      pingAfterStatus: viaPing(warmAfter, d, [], true),
+      pingAfterStatus: viaPing(warmAfter, d, [], { afterStatus: true }),
       pingRefillAtOnce: viaPing(warmAtOnce, d, []),
       pingCold,
+      pingColdFull: viaPing(coldFull, d, coldFullSteps, { fullOuter: true }),
       ssh: viaPort(ssh.port),
       chain: viaPort(chain.port),
       raw: viaPort(d.target.port),
@@ -221,11 +233,12 @@ export async function benchSetup(): Promise<BenchRow[]> {
         reference:
           `${pp(r['pingAfterStatus']!)} relay opened ahead, probe sent after the gateway's status line; ` +
           `${pp(r['pingRefillAtOnce']!)} next relay opened as soon as a stream opened (not after its first answer); ` +
-          `${pp(r['pingCold']!)} without the relay opened ahead; ${refs}`,
+          `${pp(r['pingCold']!)} without the relay opened ahead (outer session resumed); ` +
+          `${pp(r['pingColdFull']!)} without the relay opened ahead, full outer handshake; ${refs}`,
         note:
           `${warmSteps.slice(WARMUP, WARMUP + STREAMS).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +
           `inner TLS + gateway status p50 ${p50Of(warmSteps, 'gatewayMs')}; ${cpu.pingWarm}. Without: outer TLS ` +
-          `${p50Of(coldSteps, 'proxyMs')}, proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
+          `${p50Of(coldSteps, 'proxyMs')} resumed (${p50Of(coldFullSteps, 'proxyMs')} full), proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
           `${p50Of(coldSteps, 'gatewayMs')}; ${cpu.pingCold}`,
       },
     ];

@@ -1,7 +1,8 @@
 /**
  * One relayed stream through one proxy (lib/protocol/relay.ts):
  *   1. outer mTLS to the proxy, ALPN RELAY_ALPN; the proxy's server cert must chain to a proxy PKI server CA
- *      of the grant, carry the proxy's URI and the host name we dialled (checkPeer, THE verifier);
+ *      of the grant, carry the proxy's URI and the host name we dialled (checkPeer, THE verifier); the grant's
+ *      last session with that proxy is resumed when it can be, and its stored certificate judged again;
  *   2. the proxy's one status line: ok, or a refusal with a code (E_GATEWAY_OFFLINE, E_ROUTE_FORBIDDEN…);
  *   3. inner mTLS to the gateway over the same bytes, ALPN = mode; the gateway's cert must chain to the org
  *      gateway server CA and carry EXACTLY the gateway URI of the grant;
