@@ -319,7 +319,7 @@ async function socat(listen: (port: number) => string, to: string): Promise<{ po
  * The hand-built chain: inner TLS client → outer TLS client → outer TLS server → `ssh -R` → inner TLS server
  * → `to`. Each TLS client checks the server's certificate and name. Returns the port the sender connects to.
  */
-async function startChain(
+export async function startChain(
   dir: TempDir,
   to: number,
 ): Promise<{ port: number; cipher: string; pids: number[]; tls(): string; stop(): Promise<void> }> {

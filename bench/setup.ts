@@ -8,10 +8,15 @@
  *     target dial → echo);
  *   - ping mode: the client library's ping-mode dial (what `infisical-connect ping` runs per proxy) from this
  *     process to the same proxy and gateway processes, then one echoed probe;
- *   - references in the same run: raw loopback to the echo target, and OpenSSH `ssh -R` (a private sshd on
- *     127.0.0.1, certificates on both sides, aes128-gcm) forwarding to the same target.
+ *   - references in the same run: raw loopback to the echo target, OpenSSH `ssh -R` (a private sshd on
+ *     127.0.0.1, certificates on both sides, aes128-gcm) forwarding to the same target, and the hand-built chain
+ *     of bench/datapath.ts (socat TLS client in socat TLS client → socat TLS server → sshd/`ssh -R` → socat
+ *     TLS server → the target: full handshakes, no resumption, as those tools do by default).
  *
- * Each path: WARMUP streams not counted, then STREAMS (BENCH_SETUP_STREAMS, default 200) one after the other.
+ * Each path: WARMUP streams not counted, then STREAMS (BENCH_SETUP_STREAMS, default 200) one after the other,
+ * in rounds of one stream per path, GAP_MS apart.
+ * The ping rows also compare, in the same run, the probe sent after the gateway's status line (as before
+ * firstBytes) and the next relay opened as soon as a stream opened (as before the refill waited for its answer).
  * The client library's own per-step timings (outer TLS, proxy status line, inner TLS + gateway status) are
  * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
  */
@@ -20,10 +25,12 @@ import net from 'node:net';
 import { CaGrantSource } from '../lib/client/ca-source.js';
 import { GatewayConnector } from '../lib/client/connector.js';
 import type { RelayedStream } from '../lib/client/dial.js';
+import { grantTls } from '../lib/client/grant-tls.js';
 import { CaClient } from '../lib/protocol/ca-client.js';
 import { TempDir } from '../test/helpers/openssh.js';
 import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
 import { startSshReference } from './client.js';
+import { startChain } from './datapath.js';
 import { type BenchRow, fmt, percentile } from './table.js';
 
 const STREAMS = Math.max(10, Number(process.env['BENCH_SETUP_STREAMS'] ?? 200));
@@ -49,9 +56,13 @@ function viaPort(port: number): Setup {
     });
 }
 
+/** Between two streams: the previous path's work in the background (its next relay) is done before the next. */
+const GAP_MS = 40;
+
 /**
  * Every path's setup times, measured in rounds of one stream per path: the machine is shared, and a busy
- * moment then costs every path alike instead of the one measured at the time.
+ * moment then costs every path alike instead of the one measured at the time. Streams are GAP_MS apart, so
+ * one path's relay opened ahead does not land on the next path's stream.
  */
 async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
@@ -59,13 +70,14 @@ async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<
     for (const [name, setup] of Object.entries(paths)) {
       const ms = await setup();
       if (i >= WARMUP) out[name]!.push(ms);
+      await new Promise((r) => setTimeout(r, GAP_MS));
     }
   }
   return out;
 }
 
 /** Ping mode from this process, against the deployment's proxy and gateway processes. */
-function pingConnector(d: Deployment, warmRelayMs?: number): GatewayConnector {
+function pingConnector(d: Deployment, warmRelayMs?: number, warmRefillDelayMs?: number): GatewayConnector {
   const source = new CaGrantSource({
     ca: new CaClient({ url: d.ca.url, fingerprint: d.ca.fingerprint }),
     clientId: d.app.clientId,
@@ -76,24 +88,40 @@ function pingConnector(d: Deployment, warmRelayMs?: number): GatewayConnector {
     orgId: d.org,
     gatewayId: d.gateways[0]!.gatewayId,
     ...(warmRelayMs === undefined ? {} : { warmRelayMs }),
+    ...(warmRefillDelayMs === undefined ? {} : { warmRefillDelayMs }),
   });
 }
 
 type Step = Pick<RelayedStream, 'timings' | 'warm'>;
 
-function viaPing(connector: GatewayConnector, d: Deployment, steps: Step[]): Setup {
+const PROBE = Buffer.from([0x2a]);
+
+/**
+ * The probe goes with the inner handshake's end (dial.ts firstBytes), as infisical-connect tcp sends a
+ * connection's first bytes; with `afterStatus`, only once the gateway's status line came (as before).
+ */
+function viaPing(
+  connector: GatewayConnector,
+  d: Deployment,
+  steps: Step[],
+  o: { afterStatus?: boolean; fullOuter?: boolean } = {},
+): Setup {
   const spec = { host: d.target.host, port: d.target.port };
+  const afterStatus = o.afterStatus ?? false;
   return async () => {
+    // fullOuter: the grant's outer sessions forgotten, so the outer handshake is a full one (as before resumption).
+    if (o.fullOuter) grantTls(await connector.grant(spec, 'ping')).outerSessions.clear();
     const t0 = performance.now();
-    const stream = await connector.open(spec, 'ping');
+    const stream = await connector.open(spec, 'ping', afterStatus ? {} : { firstBytes: () => PROBE });
     const socket = stream.socket;
     await new Promise<void>((resolve, reject) => {
       socket.once('data', () => resolve());
       socket.once('error', reject);
       socket.once('close', () => reject(new Error('ping stream closed before its echo')));
-      socket.write(Buffer.from([0x2a]));
+      if (stream.sentFirst === 0) socket.write(PROBE);
     });
     const ms = performance.now() - t0;
+    connector.answered(); // as infisical-connect tcp does at a stream's first byte back: the next relay opens now
     socket.destroy();
     steps.push({ timings: stream.timings, warm: stream.warm ?? false });
     return ms;
@@ -127,24 +155,35 @@ export async function benchSetup(): Promise<BenchRow[]> {
   const dir = new TempDir('bench-setup-');
   const d = await startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' });
   let ssh: { port: number; stop(): Promise<void> } | undefined;
+  let chain: Awaited<ReturnType<typeof startChain>> | undefined;
   try {
     const connect = await d.connect();
     const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
+    chain = await startChain(dir, d.target.port);
     const warm = pingConnector(d);
+    const warmAfter = pingConnector(d);
+    const warmAtOnce = pingConnector(d, undefined, 0);
     const cold = pingConnector(d, 0);
-    for (const c of [warm, cold]) await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
+    const coldFull = pingConnector(d, 0);
+    for (const c of [warm, warmAfter, warmAtOnce, cold, coldFull])
+      await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
     const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
     const warmSteps: Step[] = [];
     const coldSteps: Step[] = [];
+    const coldFullSteps: Step[] = [];
     const pingWarm = viaPing(warm, d, warmSteps);
     const pingCold = viaPing(cold, d, coldSteps);
     const r = await measureInterleaved({
       tcp: viaPort(connect.port),
       tcpCold: viaPort(connectCold.port),
       pingWarm,
+      pingAfterStatus: viaPing(warmAfter, d, [], { afterStatus: true }),
+      pingRefillAtOnce: viaPing(warmAtOnce, d, []),
       pingCold,
+      pingColdFull: viaPing(coldFull, d, coldFullSteps, { fullOuter: true }),
       ssh: viaPort(ssh.port),
+      chain: viaPort(chain.port),
       raw: viaPort(d.target.port),
     });
     const cpu = {
@@ -165,7 +204,15 @@ export async function benchSetup(): Promise<BenchRow[]> {
       .filter((e) => e['event'] === 'opened')
       .slice(WARMUP, WARMUP + STREAMS);
     const inConnect = opened.map((e) => Number(e['setupMs']));
-    const refs = `${pp(r['ssh']!)} ssh -R; ${pp(r['raw']!)} raw loopback`;
+    const sentFirst = opened.filter((e) => Number(e['sentFirst']) > 0).length;
+    const firstByte = connect
+      .events()
+      .filter((e) => e['event'] === 'closed' && e['firstByteMs'] !== null)
+      .slice(WARMUP, WARMUP + STREAMS)
+      .map((e) => Number(e['firstByteMs']));
+    const refs =
+      `${pp(r['chain']!)} hand-built chain (socat TLS in socat TLS through sshd/ssh -R, bench/datapath.ts); ` +
+      `${pp(r['ssh']!)} ssh -R alone; ${pp(r['raw']!)} raw loopback`;
     return [
       {
         area: 'setup',
@@ -175,24 +222,29 @@ export async function benchSetup(): Promise<BenchRow[]> {
         note:
           `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
           `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
-          `${fmt.ms(percentile(inConnect, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
+          `${fmt.ms(percentile(inConnect, 50))}, accept → first byte back ${fmt.ms(percentile(firstByte, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
           `${opened.length} on a relay opened ahead of need, ${opened.filter((e) => e['resumed'] === true).length} ` +
-          `resumed the grant's inner session; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
+          `resumed the grant's inner session, ${sentFirst} sent their first byte with the inner handshake; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
       },
       {
         area: 'setup',
         metric: `new stream in ping mode (client library → proxy, gateway processes), p50 / p99 (${STREAMS})`,
         ours: pp(r['pingWarm']!),
-        reference: `${pp(r['pingCold']!)} without the relay opened ahead; ${refs}`,
+        reference:
+          `${pp(r['pingAfterStatus']!)} relay opened ahead, probe sent after the gateway's status line; ` +
+          `${pp(r['pingRefillAtOnce']!)} next relay opened as soon as a stream opened (not after its first answer); ` +
+          `${pp(r['pingCold']!)} without the relay opened ahead (outer session resumed); ` +
+          `${pp(r['pingColdFull']!)} without the relay opened ahead, full outer handshake; ${refs}`,
         note:
           `${warmSteps.slice(WARMUP, WARMUP + STREAMS).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +
           `inner TLS + gateway status p50 ${p50Of(warmSteps, 'gatewayMs')}; ${cpu.pingWarm}. Without: outer TLS ` +
-          `${p50Of(coldSteps, 'proxyMs')}, proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
+          `${p50Of(coldSteps, 'proxyMs')} resumed (${p50Of(coldFullSteps, 'proxyMs')} full), proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
           `${p50Of(coldSteps, 'gatewayMs')}; ${cpu.pingCold}`,
       },
     ];
   } finally {
     await ssh?.stop();
+    await chain?.stop();
     await d.close();
     dir.remove();
   }

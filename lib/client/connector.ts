@@ -41,8 +41,8 @@ export type Dial = (
   opts: DialOptions,
 ) => Promise<RelayedStream>;
 
-/** Per stream: half-close for a forwarded connection (forward.ts), off otherwise. */
-export type StreamOptions = Pick<DialOptions, 'allowHalfOpen'>;
+/** Per stream: half-close and the user's first bytes for a forwarded connection (forward.ts), off otherwise. */
+export type StreamOptions = Pick<DialOptions, 'allowHalfOpen' | 'firstBytes'>;
 
 export interface ConnectorOptions extends DialOptions {
   source: GrantSource;
@@ -61,6 +61,8 @@ export interface ConnectorOptions extends DialOptions {
    * Default DEFAULT_WARM_MAX_AGE_MS, or 0 when `dial` is replaced (the warm path dials with dial.ts itself).
    */
   warmRelayMs?: number;
+  /** How long the next relay's open waits after a stream opened (warm.ts DEFAULT_WARM_REFILL_DELAY_MS; 0: none). */
+  warmRefillDelayMs?: number;
 }
 
 export class GatewayConnector {
@@ -79,6 +81,7 @@ export class GatewayConnector {
       this.#warm = new WarmRelay({
         open: (grant, proxy, halfOpen) => openRelay(grant, proxy, { ...this.#opts, allowHalfOpen: halfOpen }),
         maxAgeMs,
+        ...(opts.warmRefillDelayMs === undefined ? {} : { refillDelayMs: opts.warmRefillDelayMs }),
       });
     }
     this.cache = new GrantCache({
@@ -145,6 +148,14 @@ export class GatewayConnector {
   #drop(grant: ClientGrant, reason: StaleGrant, error: ConnectError): void {
     if (!this.cache.invalidate(grant)) return;
     this.#opts.onProgress?.({ step: 'grant-dropped', grantId: grant.grantId, reason, error });
+  }
+
+  /**
+   * A stream's first bytes came back: the next relay, held back so as not to compete with them for the CPU
+   * (warm.ts), is opened now.
+   */
+  answered(): void {
+    this.#warm?.start();
   }
 
   /** Ends the relay held ahead of need (shutdown); streams open later are dialled in full. */

@@ -1,12 +1,14 @@
 /**
  * One relayed stream through one proxy (lib/protocol/relay.ts):
  *   1. outer mTLS to the proxy, ALPN RELAY_ALPN; the proxy's server cert must chain to a proxy PKI server CA
- *      of the grant, carry the proxy's URI and the host name we dialled (checkPeer, THE verifier);
+ *      of the grant, carry the proxy's URI and the host name we dialled (checkPeer, THE verifier); the grant's
+ *      last session with that proxy is resumed when it can be, and its stored certificate judged again;
  *   2. the proxy's one status line: ok, or a refusal with a code (E_GATEWAY_OFFLINE, E_ROUTE_FORBIDDEN…);
  *   3. inner mTLS to the gateway over the same bytes, ALPN = mode; the gateway's cert must chain to the org
  *      gateway server CA and carry EXACTLY the gateway URI of the grant;
  *   4. in tcp, ping and health modes, the gateway's one status line inside the inner session: ok (tcp: the
  *      target accepted the connection), or its refusal with a code (E_TARGET_NOT_ALLOWED, E_GRANT_EXPIRED…).
+ *      The caller's first bytes (`firstBytes`) go out before it, right after the inner handshake.
  * Every failure is a ConnectError naming the hop. Trying other proxies is the caller's business (connector.ts).
  * TLS contexts and parsed anchors come from grant-tls.ts: built once per grant, not per stream.
  */
@@ -40,6 +42,15 @@ export interface DialOptions {
    * like a net socket: the stream ends both ways when the gateway ends its side.
    */
   allowHalfOpen?: boolean;
+  /**
+   * In tcp and ping modes, the user's first bytes: written into the inner session as soon as its handshake is
+   * done and the gateway's certificate judged, before the gateway's status line arrives, instead of after it
+   * (one one-way trip through the three processes less). The gateway holds them unread until the target
+   * accepted the connection, and drops them with any refusal (lib/gateway/inner.ts). Asked once per inner
+   * handshake: a stream dialled again (a fresh grant, another proxy) asks again and sends them again, so the
+   * caller keeps them until the stream opened (RelayedStream.sentFirst says how many went).
+   */
+  firstBytes?: () => Buffer | undefined;
 }
 
 export interface RelayedStream {
@@ -58,6 +69,10 @@ export interface RelayedStream {
   warm?: boolean;
   /** The inner session resumed the grant's previous one (grant-tls.ts); the gateway admitted the grant anyway. */
   resumed: boolean;
+  /** The outer session resumed the grant's previous one with this proxy; the proxy judged it as a full one. */
+  outerResumed: boolean;
+  /** Bytes of DialOptions.firstBytes written on this stream before the gateway's status line (0: none). */
+  sentFirst: number;
 }
 
 /** Opens the outer session, reads the status line and runs the inner handshake. */
@@ -82,6 +97,8 @@ export interface OpenRelay {
   proxy: ProxyEndpoint;
   halfOpen: boolean;
   timings: { proxyMs: number; statusMs: number };
+  /** The outer session resumed the grant's previous one with this proxy. */
+  outerResumed: boolean;
 }
 
 /** Steps 1 and 2: outer mTLS to the proxy (its certificate judged by THE verifier), then its status line. */
@@ -104,7 +121,8 @@ export async function openRelay(grant: ClientGrant, proxy: ProxyEndpoint, opts: 
   const t2 = performance.now();
   // From here the inner session reports failures (its close and error); the outer one must not crash us.
   outer.on('error', () => undefined);
-  return { outer, rest, grant, proxy, halfOpen, timings: { proxyMs: t1 - t0, statusMs: t2 - t1 } };
+  const outerResumed = outer.isSessionReused();
+  return { outer, rest, grant, proxy, halfOpen, timings: { proxyMs: t1 - t0, statusMs: t2 - t1 }, outerResumed };
 }
 
 /** Steps 3 and 4 on an open relay: inner mTLS with the gateway (judged by THE verifier), its status line. */
@@ -121,7 +139,8 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     throw err;
   }
   const t2 = performance.now();
-  const inner = await connectInner(relay.outer, relay.rest, grant, material, mode, now, timeout, fail);
+  const step = { now, timeout, fail, firstBytes: opts.firstBytes };
+  const inner = await connectInner(relay.outer, relay.rest, grant, material, mode, step);
   const t3 = performance.now();
   return {
     socket: inner.socket,
@@ -130,6 +149,8 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     gateway: inner.peer,
     timings: { ...relay.timings, gatewayMs: t3 - t2 },
     resumed: inner.socket.isSessionReused(),
+    outerResumed: relay.outerResumed,
+    sentFirst: inner.sentFirst,
   };
 }
 
@@ -158,6 +179,14 @@ const HALF_OPEN = { allowHalfOpen: true } as tls.ConnectionOptions;
 
 type Fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) => ConnectError;
 
+/** What the inner steps share: the clock, the step bound, the error maker, the caller's first bytes. */
+interface InnerStep {
+  now: () => Date;
+  timeout: number;
+  fail: Fail;
+  firstBytes: DialOptions['firstBytes'];
+}
+
 async function connectOuter(
   grant: ClientGrant,
   material: GrantTls,
@@ -176,6 +205,9 @@ async function connectOuter(
   if (!secureContext) throw fail('E_CERT_WRONG_TYPE', 'local', `no outer certificate for ${proxy.scope} proxies`);
   const addr = parseAddress(proxy.tlsAddress);
   if (!addr) throw fail('E_PROXY_UNREACHABLE', 'proxy', `bad proxy address ${JSON.stringify(proxy.tlsAddress)}`);
+  // The proxy's last session for this grant (grant-tls.ts outerSessions), kept with the certificate accepted.
+  const sessionKey = `${proxy.proxyId} ${proxy.tlsAddress}`;
+  const offered = material.outerSessions.get(sessionKey);
   // Identity is judged by verifyPeer (THE verifier), not by Node; SNI is a host name, never an IP literal.
   const socket = tls.connect({
     secureContext,
@@ -186,6 +218,14 @@ async function connectOuter(
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
     ...(halfOpen ? HALF_OPEN : {}),
+    ...(offered ? { session: offered.ticket } : {}),
+  });
+  // A ticket is kept only from a proxy whose certificate we accepted; it may come before or after the check.
+  let proxyLeaf: Buffer | undefined;
+  let ticket: Buffer | undefined;
+  socket.on('session', (session: Buffer) => {
+    if (proxyLeaf) material.outerSessions.set(sessionKey, { ticket: session, peerLeaf: proxyLeaf });
+    else ticket = session;
   });
   // Interactive protocols (psql, HTTP) write small records: do not let Nagle hold them for an ACK.
   socket.setNoDelay(true);
@@ -207,11 +247,17 @@ async function connectOuter(
     material.proxyTrust,
     { purpose: 'serverAuth', expectedHost: proxy.hostname, expectedUri },
     now(),
+    offered,
   );
+  const resumed = socket.isSessionReused() && offered !== undefined;
   if (!v.ok) {
     socket.destroy();
+    // A resumed session judged on its stored certificate and refused: not offered again.
+    if (resumed && material.outerSessions.get(sessionKey) === offered) material.outerSessions.delete(sessionKey);
     throw fail(v.code, 'proxy', `proxy server certificate: ${v.reason}`);
   }
+  proxyLeaf = resumed ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw;
+  if (ticket && proxyLeaf) material.outerSessions.set(sessionKey, { ticket, peerLeaf: proxyLeaf });
   if (socket.alpnProtocol !== RELAY_ALPN) {
     socket.destroy();
     throw fail('E_ROUTE_FORBIDDEN', 'proxy', `proxy did not select ALPN ${RELAY_ALPN}`);
@@ -280,10 +326,9 @@ async function connectInner(
   grant: ClientGrant,
   material: GrantTls,
   mode: ModeAlpn,
-  now: () => Date,
-  timeout: number,
-  fail: Fail,
-): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
+  step: InnerStep,
+): Promise<InnerStream> {
+  const { timeout, fail } = step;
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
   const offered = material.innerSession;
@@ -300,7 +345,7 @@ async function connectInner(
   let gatewayLeaf: Buffer | undefined;
   let ticket: Buffer | undefined;
   socket.on('session', (session: Buffer) => {
-    if (gatewayLeaf) material.innerSession = { ticket: session, gatewayLeaf };
+    if (gatewayLeaf) material.innerSession = { ticket: session, peerLeaf: gatewayLeaf };
     else ticket = session;
   });
   try {
@@ -312,9 +357,9 @@ async function connectInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   try {
-    return await afterInnerHandshake(socket, grant, material, mode, now, timeout, fail, offered, (leaf) => {
+    return await afterInnerHandshake(socket, grant, material, mode, step, offered, (leaf) => {
       gatewayLeaf = leaf;
-      if (ticket && leaf) material.innerSession = { ticket, gatewayLeaf: leaf };
+      if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
     });
   } catch (err) {
     if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
@@ -340,12 +385,11 @@ async function afterInnerHandshake(
   grant: ClientGrant,
   material: GrantTls,
   mode: ModeAlpn,
-  now: () => Date,
-  timeout: number,
-  fail: Fail,
+  step: InnerStep,
   offered: GrantTls['innerSession'],
   accepted: (gatewayLeaf: Buffer | undefined) => void,
-): Promise<{ socket: tls.TLSSocket; peer: VerifiedPeer }> {
+): Promise<InnerStream> {
+  const { now, timeout, fail } = step;
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
   const v = verifyPeer(
     socket,
@@ -361,12 +405,19 @@ async function afterInnerHandshake(
     if (socket.isSessionReused() && offered && material.innerSession === offered) material.innerSession = undefined;
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
-  accepted(socket.isSessionReused() && offered ? offered.gatewayLeaf : socket.getPeerCertificate(false)?.raw);
+  accepted(socket.isSessionReused() && offered ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw);
   if (socket.alpnProtocol !== mode) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
   }
+  let sentFirst = 0;
   if (modeHasStatus(mode)) {
+    // Only to the gateway just judged ours (above), and never in health mode, whose document is all there is.
+    const first = mode === 'health' ? undefined : step.firstBytes?.();
+    if (first && first.length > 0) {
+      socket.write(first);
+      sentFirst = first.length;
+    }
     try {
       const after = await readStatus(socket, 'gateway', timeout, fail);
       if (after.length > 0) socket.unshift(after);
@@ -375,7 +426,13 @@ async function afterInnerHandshake(
       throw err;
     }
   }
-  return { socket, peer: v.value };
+  return { socket, peer: v.value, sentFirst };
+}
+
+interface InnerStream {
+  socket: tls.TLSSocket;
+  peer: VerifiedPeer;
+  sentFirst: number;
 }
 
 /** TLS alerts, by the OpenSSL reason Node puts in err.code, as what they mean at each hop. */

@@ -9,6 +9,11 @@
  * opened and then ended before any byte came back is reported as `early`: the target said nothing. In http
  * mode the gateway's refusal is the first response of the stream (passed through as it is); when it says the
  * grant expired or was revoked, the connector drops the grant so that the next connection gets a fresh one.
+ *
+ * In tcp mode the local connection's first bytes go with the end of the inner handshake, before the gateway's
+ * status line (dial.ts `firstBytes`): read ahead from the accept and peeked (read and put back), so that a
+ * stream dialled again (a fresh grant, another proxy) sends them again; they leave the local socket's buffer
+ * only once the stream opened. A refused stream's local connection is closed as before.
  */
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
@@ -21,9 +26,28 @@ import { atHop, ConnectError } from './errors.js';
 
 export type ForwardEvent =
   | { type: 'accepted'; id: number; from: string }
-  | { type: 'opened'; id: number; proxyId: string; setupMs: number; warm: boolean; resumed: boolean }
+  | {
+      type: 'opened';
+      id: number;
+      proxyId: string;
+      setupMs: number;
+      warm: boolean;
+      resumed: boolean;
+      outerResumed: boolean;
+      /** Bytes sent with the inner handshake, before the gateway's status line. */
+      sentFirst: number;
+    }
   | { type: 'failed'; id: number; error: ConnectError }
-  | { type: 'closed'; id: number; bytesUp: number; bytesDown: number; ms: number; early: boolean };
+  | {
+      type: 'closed';
+      id: number;
+      bytesUp: number;
+      bytesDown: number;
+      ms: number;
+      /** Accept → the first byte back from the far side (null: none came). */
+      firstByteMs: number | null;
+      early: boolean;
+    };
 
 export interface ForwarderOptions {
   connector: GatewayConnector;
@@ -84,9 +108,15 @@ export class LocalForwarder {
     local.setNoDelay(true);
     emit({ type: 'accepted', id, from: `${local.remoteAddress}:${local.remotePort}` });
     const t0 = performance.now();
-    this.#o.connector.open(this.#o.target, this.#o.mode, { allowHalfOpen: true }).then(
+    const early = this.#o.mode === 'tcp';
+    // Starts reading into the socket's buffer (up to its high-water mark) without consuming: see peekFirst.
+    if (early) local.read(0);
+    const opts = { allowHalfOpen: true, ...(early ? { firstBytes: () => peekFirst(local) } : {}) };
+    this.#o.connector.open(this.#o.target, this.#o.mode, opts).then(
       (stream) => {
         this.stats.opened++;
+        // What went with the handshake leaves the buffer now; the rest (and the end, if any) follows in order.
+        if (stream.sentFirst > 0 && !local.destroyed) local.read(stream.sentFirst);
         emit({
           type: 'opened',
           id,
@@ -94,6 +124,8 @@ export class LocalForwarder {
           setupMs: performance.now() - t0,
           warm: stream.warm ?? false,
           resumed: stream.resumed,
+          outerResumed: stream.outerResumed,
+          sentFirst: stream.sentFirst,
         });
         const inner = stream.socket;
         if (local.destroyed) {
@@ -112,16 +144,28 @@ export class LocalForwarder {
         inner.once('error', cut);
         inner.once('close', cut);
         const s = splice(local, inner, { coalesce: ['up'] });
-        let first = true;
+        let firstByteMs: number | undefined;
         inner.on('data', (d: Buffer) => {
-          if (first && this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
-          first = false;
+          if (firstByteMs !== undefined) return;
+          firstByteMs = performance.now() - t0;
+          this.#o.connector.answered();
+          if (this.#o.mode === 'http') this.#checkHttpRefusal(stream, d);
         });
         void s.done.then(() => {
-          const { up, down } = s.bytes;
+          const { down } = s.bytes;
+          const up = s.bytes.up + stream.sentFirst;
           this.stats.bytesUp += up;
           this.stats.bytesDown += down;
-          emit({ type: 'closed', id, bytesUp: up, bytesDown: down, ms: performance.now() - t0, early: down === 0 });
+          const ms = performance.now() - t0;
+          emit({
+            type: 'closed',
+            id,
+            bytesUp: up,
+            bytesDown: down,
+            ms,
+            firstByteMs: firstByteMs ?? null,
+            early: down === 0,
+          });
         });
         local.resume(); // held since accept (pauseOnConnect): a 'data' listener does not start it
       },
@@ -144,6 +188,20 @@ export class LocalForwarder {
     });
     this.#o.connector.refusedOn(stream, error);
   }
+}
+
+/**
+ * The bytes the local connection sent so far, left in its buffer (read and put back at once, in the same
+ * tick: nothing else reads it meanwhile, and an end already received is not emitted while bytes remain).
+ * Undefined when there are none: read() on an empty buffer after the end would emit 'end' before splice()
+ * listens for it.
+ */
+function peekFirst(local: net.Socket): Buffer | undefined {
+  if (local.destroyed || local.readableLength === 0) return undefined;
+  const bytes = local.read() as Buffer | null;
+  if (bytes === null) return undefined;
+  local.unshift(bytes);
+  return bytes;
 }
 
 /**

@@ -27,15 +27,22 @@ export interface GrantTls {
    * gateway still admits the grant on every stream, and verifyPeer judges the certificate again). Kept with the
    * grant, so no session outlives the grant it was made with.
    */
-  innerSession: InnerSession | undefined;
+  innerSession: ResumableSession | undefined;
+  /**
+   * The last outer session each proxy (by id) gave a ticket for, once its certificate was accepted, with that
+   * certificate: the next outer handshake with that proxy resumes it. The proxy judges the outer certificate of
+   * a resumed session as of a full one (lib/proxy/relay-listener.ts), and verifyPeer judges the proxy's again.
+   */
+  readonly outerSessions: Map<string, ResumableSession>;
   readonly proxyTrust: Trust;
   readonly gatewayTrust: Trust;
 }
 
-export interface InnerSession {
+/** A TLS 1.3 session to resume (inner with the gateway, or outer with a proxy). */
+export interface ResumableSession {
   ticket: Buffer;
-  /** DER of the gateway's certificate accepted in the full handshake the session comes from. */
-  gatewayLeaf: Buffer;
+  /** DER of the peer's certificate (the gateway's, or the proxy's) accepted in the session's full handshake. */
+  peerLeaf: Buffer;
 }
 
 const derived = new WeakMap<ClientGrant, GrantTls>();
@@ -73,6 +80,7 @@ function build(grant: ClientGrant): GrantTls {
     },
     inner: context(grant.innerChain),
     innerSession: undefined,
+    outerSessions: new Map(),
     proxyTrust: trust(grant.proxyServerCas),
     gatewayTrust: trust(grant.gatewayServerCas),
   };
@@ -89,15 +97,15 @@ export function verifyPeer(
   trust: Trust,
   expectations: Omit<PeerExpectations, 'anchors'>,
   now: Date,
-  resumed?: InnerSession,
+  resumed?: ResumableSession,
 ): Verdict<VerifiedPeer> {
   const full: PeerExpectations = { ...expectations, anchors: trust.anchors };
   if (resumed && socket.isSessionReused() && !socket.getPeerCertificate(false)?.raw) {
     // A resumed TLS 1.3 session shows no peer certificate on the client side. The server proved it holds the
-    // session's secret, known only to the gateway whose certificate was accepted when the session was made:
+    // session's secret, known only to the peer whose certificate was accepted when the session was made:
     // that certificate is judged again, with today's clock and the grant's anchors.
     if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_USAGE', `protocol ${socket.getProtocol()} refused`);
-    return verifyCertificateChain({ ...full, chain: [resumed.gatewayLeaf], now });
+    return verifyCertificateChain({ ...full, chain: [resumed.peerLeaf], now });
   }
   return checkPeer(socket, full, now, { leafFirst: true });
 }

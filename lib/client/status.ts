@@ -112,7 +112,15 @@ export class StatusReporter {
       case 'opened':
         this.event(
           'opened',
-          { id: e.id, proxyId: e.proxyId, setupMs: round(e.setupMs), warm: e.warm, resumed: e.resumed },
+          {
+            id: e.id,
+            proxyId: e.proxyId,
+            setupMs: round(e.setupMs),
+            warm: e.warm,
+            resumed: e.resumed,
+            outerResumed: e.outerResumed,
+            sentFirst: e.sentFirst,
+          },
           `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms${e.warm ? ', relay opened ahead' : ''})`,
         );
         return;
@@ -124,7 +132,14 @@ export class StatusReporter {
         const note = e.early ? ' — nothing came back: the target closed the connection without sending a byte' : '';
         this.event(
           'closed',
-          { id: e.id, bytesUp: e.bytesUp, bytesDown: e.bytesDown, ms: round(e.ms), early: e.early },
+          {
+            id: e.id,
+            bytesUp: e.bytesUp,
+            bytesDown: e.bytesDown,
+            ms: round(e.ms),
+            firstByteMs: e.firstByteMs === null ? null : round(e.firstByteMs),
+            early: e.early,
+          },
           `[#${e.id}] closed after ${(e.ms / 1000).toFixed(1)} s: sent ${bytes(e.bytesUp)}, received ${bytes(e.bytesDown)}${note}`,
         );
         return;

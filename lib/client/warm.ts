@@ -1,6 +1,6 @@
 /**
- * One relay opened ahead of need. Once a stream has opened, the connector opens the next relay in the
- * background (dial.ts openRelay: outer mTLS to the proxy that just worked, its certificate judged, the proxy's
+ * One relay opened ahead of need. Once a stream has opened and had its first answer (or after a short delay:
+ * DEFAULT_WARM_REFILL_DELAY_MS), the connector opens the next relay in the background (dial.ts openRelay: outer mTLS to the proxy that just worked, its certificate judged, the proxy's
  * status line: it has admitted the route and holds a channel of the gateway's tunnel), so the next local
  * connection runs only the inner handshake, the gateway's admission and its target dial: the outer handshake
  * and the channel open (about two thirds of a new stream's setup, docs/performance.md) are off its path.
@@ -17,12 +17,28 @@ import type { OpenRelay } from './dial.js';
 import type { ClientGrant, ProxyEndpoint } from './grant.js';
 
 export const DEFAULT_WARM_MAX_AGE_MS = 3000;
+/**
+ * How long the next relay's open waits after a stream opened, unless that stream's first bytes came back
+ * sooner (`start`) or another stream asks for it. Opened at once, its outer handshake and certificate checks
+ * take the CPU of all three processes exactly while the new stream's first round trip goes through them
+ * (docs/performance.md "New-stream setup").
+ */
+export const DEFAULT_WARM_REFILL_DELAY_MS = 25;
 /** After a relay is ended, the time allowed for the far side's close before it is destroyed. */
 const END_GRACE_MS = 2000;
 
 export interface WarmRelayOptions {
   open: (grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean) => Promise<OpenRelay>;
   maxAgeMs?: number;
+  /** Default DEFAULT_WARM_REFILL_DELAY_MS; 0 opens the next relay as soon as a stream opened. */
+  refillDelayMs?: number;
+}
+
+interface Scheduled {
+  grant: ClientGrant;
+  proxy: ProxyEndpoint;
+  halfOpen: boolean;
+  timer: NodeJS.Timeout;
 }
 
 interface Slot {
@@ -44,6 +60,7 @@ export class WarmRelay {
   readonly #o: WarmRelayOptions;
   #slot: Slot | undefined;
   #opening: Opening | undefined;
+  #scheduled: Scheduled | undefined;
   #closed = false;
 
   constructor(o: WarmRelayOptions) {
@@ -66,6 +83,9 @@ export class WarmRelay {
       relay.outer.ref();
       return relay;
     }
+    // Asked for before its deferred open: opened now, and this stream waits for it (as for one opening).
+    const due = this.#scheduled;
+    if (due && due.grant === grant && due.halfOpen === halfOpen) this.start();
     const opening = this.#opening;
     if (!opening || opening.claimed || opening.grant !== grant || opening.halfOpen !== halfOpen) return undefined;
     opening.claimed = true;
@@ -73,9 +93,33 @@ export class WarmRelay {
     return relay && !relay.outer.destroyed ? relay : undefined;
   }
 
-  /** Opens the next relay in the background, unless one is held or opening; a failure only leaves none. */
+  /**
+   * Opens the next relay in the background after the refill delay (or at `start`), unless one is held, opening
+   * or due already; a failure only leaves none.
+   */
   refill(grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean): void {
+    if (this.#closed || this.#slot || this.#opening || this.#scheduled) return;
+    const delay = this.#o.refillDelayMs ?? DEFAULT_WARM_REFILL_DELAY_MS;
+    if (delay <= 0) {
+      this.#open(grant, proxy, halfOpen);
+      return;
+    }
+    const timer = setTimeout(() => this.start(), delay);
+    timer.unref();
+    this.#scheduled = { grant, proxy, halfOpen, timer };
+  }
+
+  /** Opens the relay that is due now (the stream that made it due has had its first answer). */
+  start(): void {
+    const due = this.#scheduled;
+    if (!due) return;
+    clearTimeout(due.timer);
+    this.#scheduled = undefined;
     if (this.#closed || this.#slot || this.#opening) return;
+    this.#open(due.grant, due.proxy, due.halfOpen);
+  }
+
+  #open(grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean): void {
     const opening: Opening = { grant, halfOpen, claimed: false, relay: Promise.resolve(undefined) };
     this.#opening = opening;
     opening.relay = this.#o.open(grant, proxy, halfOpen).then(
@@ -99,6 +143,8 @@ export class WarmRelay {
   /** Ends the held relay, if any, and opens no more. */
   close(): void {
     this.#closed = true;
+    if (this.#scheduled) clearTimeout(this.#scheduled.timer);
+    this.#scheduled = undefined;
     this.#discard();
   }
 

@@ -16,11 +16,13 @@
  *   · the first candidate that opens a channel (the table spreads streams over healthy tunnels; a failed open
  *     moves on to the next) · the outer cert still live (outerCertLive) and not revoked, since the channel
  *     open takes time: only then `{"ok":true}`. The stream is cut when the cert ends (notAfter + skew).
+ * A platform may resume its outer TLS 1.3 session (fewer signatures, no certificates sent): the decisions above
+ * are the same, on the certificate the session carries.
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
 import { type ErrorCode, GatewayError } from '../errors/codes.js';
-import { checkPeer, type MtlsCredentials, mtlsServerOptions } from '../pki/tls.js';
+import { checkPeer, type MtlsCredentials, mtlsResumableServerOptions } from '../pki/tls.js';
 import type { TrustAnchors } from '../pki/verify.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
 import { type Direction, type Splice, splice } from '../protocol/splice.js';
@@ -223,7 +225,8 @@ export class RelayListener {
       this.#o.tap?.('down', line);
       if (!status.ok) {
         ticket.refused();
-        this.#o.events.refused(status.code, status.message, { remote: remote.address }, limit);
+        const fields = { remote: remote.address, resumed: socket.isSessionReused() };
+        this.#o.events.refused(status.code, status.message, fields, limit);
         socket.end(line);
         socket.setTimeout(this.limits.handshakeTimeoutMs, () => socket.destroy());
       } else {
@@ -378,6 +381,15 @@ function withTimeout<T>(p: Promise<T>, ms: number, discard: (late: T) => void): 
   });
 }
 
+/**
+ * How long an outer session ticket is accepted. A resumed session is judged exactly as a full one (checkPeer on
+ * the certificate the session carries: chain, validity now, revocations; then the route), and a new context
+ * (reload, renewal) has new ticket keys, so every ticket of the old one is refused.
+ */
+const OUTER_TICKET_LIFETIME_SEC = 300;
+
 function contextOf(credentials: MtlsCredentials): SecureContext {
-  return createSecureContext(mtlsServerOptions({ ...credentials, alpn: [RELAY_ALPN] }));
+  return createSecureContext(
+    mtlsResumableServerOptions({ ...credentials, alpn: [RELAY_ALPN] }, OUTER_TICKET_LIFETIME_SEC),
+  );
 }
