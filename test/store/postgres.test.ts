@@ -5,6 +5,7 @@
  * nothing), and refusals at open: an unreachable server, a database migrated by a newer build.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
 import { GatewayError } from '../../lib/errors/codes.js';
@@ -105,18 +106,35 @@ test('a transaction commits all or nothing; a nested one is a savepoint', () => 
   );
 });
 
-test('writers across connections take turns; a change announced by one is heard by the other, not by itself', async () => {
+test('writers in two processes take turns: 2 × 150 read-then-write transactions count to 300', async () => {
+  const url = freshDatabase(postgresUrl(pg.port));
+  connect(url); // migrated
+  // Each process reads the counter and writes it plus one, inside a transaction: without the writers' lock two
+  // of them read the same value and one increment is lost.
+  const script = `
+    const { openPostgres } = await import(${JSON.stringify(new URL('../../lib/store/postgres.js', import.meta.url).href)});
+    const c = openPostgres(process.argv[1], ${JSON.stringify(TABLE)});
+    for (let i = 0; i < 150; i++) {
+      c.transaction(() => {
+        const n = Number(c.prepare("SELECT coalesce(max(n), 0) AS n FROM t WHERE k = 'c'").get().n);
+        c.prepare("INSERT INTO t (k, n) VALUES ('c', ?) ON CONFLICT (k) DO UPDATE SET n = excluded.n").run(n + 1);
+      });
+    }
+    c.close();`;
+  const run = () =>
+    new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script, url], { stdio: 'inherit' });
+      child.on('exit', resolve);
+    });
+  assert.deepEqual(await Promise.all([run(), run()]), [0, 0]);
+  const c = connect(url);
+  assert.equal(c.prepare("SELECT n FROM t WHERE k = 'c'").get()?.['n'], 300);
+});
+
+test('a change announced by one connection is heard by the other, not by itself', async () => {
   const url = freshDatabase(postgresUrl(pg.port));
   const a = connect(url);
   const b = connect(url);
-  // A read-then-write under the lock: without it, both would read 0 and write 1.
-  const bump = (c: SqlConnection) =>
-    c.transaction(() => {
-      const n = Number(c.prepare("SELECT coalesce(max(n), 0) AS n FROM t WHERE k = 'c'").get()?.['n']);
-      c.prepare("INSERT INTO t (k, n) VALUES ('c', ?) ON CONFLICT (k) DO UPDATE SET n = excluded.n").run(n + 1);
-    });
-  for (let i = 0; i < 20; i++) bump(i % 2 ? a : b);
-  assert.equal(a.prepare("SELECT n FROM t WHERE k = 'c'").get()?.['n'], 20);
   const before = [a.changeVersion(), b.changeVersion()];
   a.announceChange();
   await new Promise((r) => setTimeout(r, 200));
