@@ -9,6 +9,8 @@ import { chmodSync, copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { MIGRATIONS } from '../../lib/ca/store-schema.js';
+import { migrate } from '../../lib/store/db.js';
 import { freshDatabase, type Postgres, postgresUrl, startPostgres } from '../helpers/postgres.js';
 import { cli, cliJson, serve } from './daemon-helpers.js';
 import { TempDir } from './helpers.js';
@@ -145,6 +147,20 @@ test('refusals: missing source, not a CA database, source in use, bad arguments'
   const notCa = await cli(['migrate', '--from', `sqlite:${other}`, '--to', url]);
   assert.equal(notCa.code, 1);
   assert.match(notCa.stderr, /E_STORE_VERSION: .*not a CA database/);
+
+  // An older CA schema is refused (the columns are copied one to one); any command of this build migrates it.
+  const older = join(dir.path, 'older', 'ca.db');
+  mkdirSync(join(dir.path, 'older'), { mode: 0o700 });
+  const olderDb = new Database(older);
+  migrate(olderDb, MIGRATIONS.slice(0, 3));
+  olderDb.prepare("INSERT INTO meta (key, value) VALUES ('initialized_at', 'x')").run();
+  olderDb.close();
+  const old = await cli(['migrate', '--from', `sqlite:${older}`, '--to', url]);
+  assert.equal(old.code, 1);
+  assert.match(
+    old.stderr,
+    /E_STORE_VERSION: .*at schema version 3, this build copies version \d+ only: run any command/,
+  );
 
   const badFrom = await cli(['migrate', '--from', other, '--to', url]);
   assert.equal(badFrom.code, 2);
