@@ -12,6 +12,7 @@ const AREAS: Area[] = [
   { name: 'sshcert', module: './sshcert.js', fn: 'benchSshcert' },
   { name: 'ssh', module: './ssh.js', fn: 'benchSsh' },
   { name: 'ca', module: './ca.js', fn: 'benchCa' },
+  { name: 'castore', module: './ca-store.js', fn: 'benchCaStore' },
   { name: 'proxy', module: './proxy.js', fn: 'benchProxy' },
   { name: 'gateway', module: './gateway.js', fn: 'benchGateway' },
   { name: 'client', module: './client.js', fn: 'benchClient' },

@@ -308,6 +308,30 @@ await globalOptions(yargs(hideBin(process.argv)))
     ),
   )
   .command(
+    'migrate',
+    'move the CA from SQLite to PostgreSQL in one transaction: every table row for row, counts verified',
+    (y) =>
+      y
+        .usage(
+          '$0 migrate [--from sqlite:PATH] --to postgres://user@host/db\n\n' +
+            'The move: 1. stop serve (migrate refuses while it runs on the directory); 2. migrate (the target ' +
+            'database must be empty; it is created, filled and committed whole, or left as it was); 3. set ' +
+            '`store` to the URL in the config (or --store); 4. start serve, then more replicas, each with a copy of ' +
+            'the state directory (it holds sealing.key). The SQLite file is left as it was: keep it as the backup ' +
+            'of this moment.',
+        )
+        .option('from', {
+          type: 'string',
+          describe: 'sqlite:PATH of the CA database (default: ca.db in the state directory)',
+        })
+        .option('to', {
+          type: 'string',
+          demandOption: true,
+          describe: 'postgres://user@host/db, or file:PATH holding that URL (mode 0600)',
+        }),
+    run((a, c) => cli.migrateCommand(c, a['from'] as string | undefined, str(a, 'to'))),
+  )
+  .command(
     'audit',
     'print audit entries (logins, issuance, denials, revocations)',
     (y) => y.option('since', { type: 'number', default: 0, describe: 'entries after this seq' }),

@@ -7,15 +7,19 @@
  * Each command returns what it did as data; the entry point prints it as text or, with --json, as JSON.
  */
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import { type ErrorCode, GatewayError, unwrap } from '../errors/codes.js';
 import type { GrantMode } from '../pki/grant.js';
 import { ID_RULE, isValidId } from '../pki/identity.js';
 import type { ComponentStatus, ProxyScope, RevocationKind } from '../protocol/api.js';
 import { parseDuration } from '../runtime/config-schema.js';
+import { stateDirectory } from '../store/db.js';
+import { isPostgresUrl } from '../store/postgres.js';
 import type { Authority } from './authority.js';
+import { migrateStore } from './migrate-store.js';
 import { advance, type RotationAction, type RotationScope, rotationStatus } from './rotation.js';
 import type { CaConfig } from './serve.js';
-import { openState } from './serve.js';
+import { openState, storeLocation } from './serve.js';
 
 export interface Output {
   json: unknown;
@@ -421,6 +425,35 @@ export function auditCommand(config: CaConfig, since: number): Output {
     );
     return out(r, text.join('\n') || '(no audit entries)');
   });
+}
+
+/**
+ * `migrate --from sqlite:PATH --to postgres://…|file:PATH`: the one-shot move to PostgreSQL (migrate-store.ts).
+ * Without --from, the state directory's ca.db.
+ */
+export function migrateCommand(config: CaConfig, from: string | undefined, to: string): Output {
+  let sourcePath: string;
+  if (from === undefined) {
+    sourcePath = join(stateDirectory('ca', { override: config.state_directory, env: process.env }), 'ca.db');
+  } else if (from.startsWith('sqlite:') && from.length > 'sqlite:'.length) {
+    sourcePath = from.slice('sqlite:'.length);
+  } else {
+    throw new GatewayError('E_REQUEST_INVALID', `--from ${JSON.stringify(from)}: expected sqlite:PATH`);
+  }
+  if (!isPostgresUrl(to) && !/^file:./.test(to)) {
+    throw new GatewayError('E_REQUEST_INVALID', `--to: expected a postgres:// URL or file:PATH holding one`);
+  }
+  const m = migrateStore(sourcePath, storeLocation({ store: to }, ''));
+  const width = Math.max(...m.tables.map((t) => t.table.length));
+  const text = [
+    `copied the CA (schema version ${m.schemaVersion}) from ${m.from} to ${m.to} in one transaction; rows, verified:`,
+    ...m.tables.map((t) => `  ${t.table.padEnd(width)}  ${t.rows}`),
+    `sequences continue at: ${m.sequences.map((s) => `${s.table}.${s.column} ${s.next}`).join(', ')}`,
+    '',
+    `next: set store to ${to.startsWith('file:') ? to : 'that URL'} in /etc/infisical/ca.conf (or --store), copy ` +
+      'the state directory (its sealing.key) to each replica, start serve; keep the SQLite file as the backup of this moment',
+  ].join('\n');
+  return out(m, text);
 }
 
 export type { ProxyScope };

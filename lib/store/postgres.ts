@@ -322,9 +322,17 @@ class PostgresConnection implements SqlConnection {
   }
 }
 
+/**
+ * Connects (E_STORE_UNAVAILABLE when the server cannot be reached) without touching the schema: for a caller that
+ * migrates inside a transaction of its own (`infisical-ca migrate`, lib/ca/migrate-store.ts).
+ */
+export function connectPostgres(url: string): SqlConnection {
+  return new PostgresConnection(url);
+}
+
 /** Connects (E_STORE_UNAVAILABLE when the server cannot be reached) and migrates forward. */
 export function openPostgres(url: string, migrations: readonly Migration[]): SqlConnection {
-  const conn = new PostgresConnection(url);
+  const conn = connectPostgres(url);
   try {
     migratePostgres(conn, migrations);
   } catch (err) {

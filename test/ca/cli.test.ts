@@ -29,6 +29,7 @@ test('--help for every command, --version', async () => {
     'grant',
     'revoke',
     'audit',
+    'migrate',
   ];
   const helps = await Promise.all(commands.map((cmd) => cli([cmd, '--help'])));
   commands.forEach((cmd, i) => {

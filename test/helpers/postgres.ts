@@ -27,7 +27,11 @@ async function asPostgres(cmd: string, args: string[]): Promise<{ stdout: string
   return run(cmd, args, { timeout: 60_000 });
 }
 
-export async function startPostgres(): Promise<Postgres> {
+/**
+ * `durable`: fsync as a production server does (benchmarks beside SQLite's synchronous=FULL); tests leave it off
+ * (nothing they write needs to outlive a power cut, and fsync=off keeps them fast on a loaded machine).
+ */
+export async function startPostgres(options: { durable?: boolean } = {}): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-pg-'));
   if (userInfo().uid === 0) {
     const { stdout } = await run('id', ['-u', 'postgres']);
@@ -37,7 +41,7 @@ export async function startPostgres(): Promise<Postgres> {
   const data = join(dir, 'data');
   await asPostgres(`${PG_BIN}/initdb`, ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
   const port = await freePort();
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1${options.durable ? '' : ' -c fsync=off'}`;
   await asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '60', 'start']);
   return {
     port,
