@@ -58,16 +58,23 @@ export function paceChannel(channel: Duplex, socket: Writable): void {
   const pacer = pacerOf(socket);
   const state = (channel as unknown as { _writableState?: { highWaterMark?: number } })._writableState;
   if (state && typeof state.highWaterMark === 'number') state.highWaterMark = CHANNEL_WRITE_BUFFER;
-  const self = channel as unknown as { _write(chunk: Buffer, encoding: BufferEncoding, done: Done): void };
-  const write = self._write.bind(channel);
-  self._write = (chunk, encoding, done) => {
-    write(chunk, encoding, (err) => {
+  const paced =
+    (done: Done): Done =>
+    (err) => {
       if (err || socket.destroyed || (pacer.waiting.length === 0 && socket.writableLength < PACE_BYTES)) {
         return done(err);
       }
       pacer.waiting.push(() => done());
-    });
+    };
+  const self = channel as unknown as {
+    _write(chunk: Buffer, encoding: BufferEncoding, done: Done): void;
+    _writev?: (chunks: { chunk: Buffer; encoding: BufferEncoding }[], done: Done) => void;
   };
+  const write = self._write.bind(channel);
+  self._write = (chunk, encoding, done) => write(chunk, encoding, paced(done));
+  // Writes queued meanwhile go out together when ssh2 packs them (the channelPackWrites option)
+  const writev = self._writev?.bind(channel);
+  if (writev) self._writev = (chunks, done) => writev(chunks, paced(done));
 }
 
 /** The socket an ssh2 Client writes to (set once it connects); undefined before. */

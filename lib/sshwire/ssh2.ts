@@ -3,6 +3,11 @@
  * patch adds, and the algorithm lists both our client and our server use.
  *
  * The patch adds, all opt-in:
+ *  - `setPaddingPool(bytes)` in `ssh2/lib/protocol/crypto.js`: packet padding drawn from a pool of random
+ *    bytes (used here, below);
+ *  - `channelWindow`, `channelPacketSize`, `channelPackWrites` (client and server config): the window and the
+ *    largest packet each channel grants its peer (ssh2 hard-codes 2 MiB and 32 KiB), and queued channel
+ *    writes packed into full packets. Measured without a gain on loopback (docs/performance.md): not used;
  *  - `certificate` beside `privateKey` (client config and `publickey` auth methods): user certificate auth;
  *  - `{ key, certificate }` entries in a Server's `hostKeys`: host certificates;
  *  - the `*-cert-v01@openssh.com` names in `algorithms.serverHostKey` (client): accept host certificates,
@@ -39,12 +44,22 @@ export type {
   TcpConnectionDetails,
 } from 'ssh2';
 
+/**
+ * Random bytes ssh2 draws each packet's padding from (the patch's `setPaddingPool`, process-wide): one
+ * randomFillSync per 64 KiB instead of one per packet, which cost 7–13 % of the proxy's busy time under bulk
+ * transfer (docs/performance.md). The padding stays CSPRNG output, encrypted with the packet as before.
+ */
+export const PADDING_POOL_BYTES = 64 * 1024;
+
 /** Fails loudly when node_modules holds an unpatched ssh2 (the options above would be silently ignored). */
 function assertPatched(): void {
-  const keyParser = createRequire(import.meta.url)('ssh2/lib/protocol/keyParser.js') as Record<string, unknown>;
-  if (typeof keyParser['parseCertificate'] !== 'function') {
-    throw new Error('ssh2 lacks the certificate patch (patches/ssh2+1.17.0.patch): run `npx patch-package`');
+  const load = createRequire(import.meta.url);
+  const keyParser = load('ssh2/lib/protocol/keyParser.js') as Record<string, unknown>;
+  const crypto = load('ssh2/lib/protocol/crypto.js') as { setPaddingPool?: (bytes: number) => void };
+  if (typeof keyParser['parseCertificate'] !== 'function' || typeof crypto.setPaddingPool !== 'function') {
+    throw new Error('ssh2 lacks its patch (patches/ssh2+1.17.0.patch): run `npx patch-package`');
   }
+  crypto.setPaddingPool(PADDING_POOL_BYTES);
 }
 assertPatched();
 

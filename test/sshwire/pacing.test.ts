@@ -93,6 +93,35 @@ describe('paceChannel', () => {
     await finished;
   });
 
+  it('paces a channel that packs queued writes (_writev) as one that writes them one by one', async () => {
+    const socket = new HeldSocket();
+    const packed: number[] = [];
+    const c = new Writable({
+      highWaterMark: 2 * 1024 * 1024,
+      write(chunk: Buffer, _encoding, done) {
+        socket.write(Buffer.concat([Buffer.from('a'), chunk]));
+        done();
+      },
+      writev(chunks, done) {
+        packed.push(chunks.length);
+        socket.write(Buffer.concat([Buffer.from('v'), ...chunks.map((x) => x.chunk as Buffer)]));
+        done();
+      },
+    });
+    paceChannel(c as unknown as import('node:stream').Duplex, socket);
+    socket.write(Buffer.alloc(PACE_BYTES));
+    let done = 0;
+    for (let i = 0; i < 5; i++) c.write(Buffer.alloc(16 * KiB), () => done++);
+    await new Promise((r) => setImmediate(r));
+    // The first write went out and waits for its turn; the others queue behind it in the channel.
+    assert.equal(done, 0);
+    assert.deepEqual(socket.seen.slice(1), ['a']);
+    while (done < 5) await socket.flush();
+    // Once the socket drained, the four queued writes left as one, paced like any write.
+    assert.deepEqual(socket.seen.slice(1), ['a', 'v']);
+    assert.deepEqual(packed, [4]);
+  });
+
   it("lowers the channel's write buffer to CHANNEL_WRITE_BUFFER", () => {
     const socket = new HeldSocket();
     socket.write(Buffer.alloc(PACE_BYTES));
