@@ -51,6 +51,7 @@ export function statusFor(code: ErrorCode): number {
     case 'E_TIMEOUT':
       return 408;
     case 'E_LIMIT':
+    case 'E_STORE_UNAVAILABLE':
       return 503;
     default:
       return 500;

@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
-import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
+import { type ErrorCode, GatewayError, refuse, type Verdict } from '../errors/codes.js';
 import { HEADER_CERT, HEADER_SIGNATURE, MAX_BODY_BYTES } from '../protocol/api.js';
 import type { Logger } from '../runtime/log.js';
 import type { DaemonMetrics } from '../runtime/metrics.js';
@@ -144,6 +144,12 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       handle(req, res, (name) => {
         routeName = name;
       }).catch((err: unknown) => {
+        // The store out of reach (PostgreSQL down) is the one failure a client may retry: 503 with its code.
+        if (err instanceof GatewayError && err.code === 'E_STORE_UNAVAILABLE') {
+          logger?.warn({ route: routeName, reason: err.message }, 'CA API request failed: the store cannot be reached');
+          fail(res, 'E_STORE_UNAVAILABLE', '');
+          return;
+        }
         logger?.error({ err, route: routeName }, 'CA API handler failed');
         fail(res, 'E_INTERNAL', '');
       });

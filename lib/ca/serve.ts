@@ -177,6 +177,7 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
   // it keeps a revocation made by the CLI within about 0.1 s of the feed. Due certificate retirements
   // (supersede_grace) are swept every second, without waiting for a request.
   let ticks = 0;
+  let storeDown = false;
   // A rotation of the API root re-issues the API certificate (rotation.ts), maybe from the admin CLI: served to
   // new connections within a second, as SIGHUP would.
   let servedFingerprint = authority.apiServerCredentials().fingerprint256;
@@ -198,9 +199,15 @@ export async function serve(config: CaConfig, logger: Logger, reloadConfig?: () 
             'serving a new API certificate',
           );
         }
+        if (storeDown) logger.info('the store answers again');
+        storeDown = false;
       }
     } catch (err) {
-      logger.error({ err }, 'change watch or retirement sweep failed');
+      // A store out of reach (PostgreSQL down) is logged once, not at every tick, and again when it answers.
+      const unavailable = err instanceof GatewayError && err.code === 'E_STORE_UNAVAILABLE';
+      if (!unavailable) logger.error({ err }, 'change watch or retirement sweep failed');
+      else if (!storeDown) logger.error({ reason: err.message }, 'the store cannot be reached; retrying every second');
+      storeDown = unavailable;
     }
   }, 100);
   watcher.unref();

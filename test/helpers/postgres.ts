@@ -18,6 +18,9 @@ export const PG_BIN = '/usr/lib/postgresql/15/bin';
 export interface Postgres {
   port: number;
   dir: string;
+  /** Stops the server (fast shutdown: connections cut), keeping its data; `resume` starts it again. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -42,10 +45,18 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
   await asPostgres(`${PG_BIN}/initdb`, ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
   const port = await freePort();
   const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1${options.durable ? '' : ' -c fsync=off'}`;
-  await asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '60', 'start']);
+  const start = () =>
+    asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '60', 'start']);
+  await start();
   return {
     port,
     dir,
+    pause: async () => {
+      await asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-m', 'fast', '-w', 'stop']);
+    },
+    resume: async () => {
+      await start();
+    },
     stop: async () => {
       await asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });

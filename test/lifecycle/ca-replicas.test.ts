@@ -9,7 +9,8 @@
  * - a grant revoked through replica A's API cuts a live stream through a gateway whose feed is read from replica
  *   B (B hears A's change notice and answers B's held feed read at once);
  * - SIGKILL of replica A under a load of grant requests: clients that know both URLs go on through B, and every
- *   certificate serial handed to a client is recorded in the store exactly once, none twice.
+ *   certificate serial handed to a client is recorded in the store exactly once, none twice;
+ * - PostgreSQL stopped: B answers E_STORE_UNAVAILABLE (503) and logs the outage once; started again, B serves.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
@@ -183,6 +184,16 @@ test('two CA replicas on one PostgreSQL: one token enrolls once, a revocation th
     );
     const missing = serials.filter((s) => recorded.get(s) !== '1');
     assert.deepEqual(missing, [], 'every serial a client holds is recorded exactly once');
+
+    // PostgreSQL down: B answers 503 E_STORE_UNAVAILABLE (logged once), and serves again once it is back.
+    await pg.pause();
+    const down = await bFirst.issueGrant(request).then(() => 'ok', codeOf);
+    assert.equal(down, 'E_STORE_UNAVAILABLE', 'a request while the store is down');
+    await waitFor(() => b?.log().includes('the store cannot be reached; retrying'), { what: 'B to log the outage' });
+    await pg.resume();
+    await waitFor(() => bFirst.issueGrant(request).then(() => true), { what: 'B to issue grants again' });
+    await waitFor(() => b?.log().includes('the store answers again'), { what: 'B to log the recovery' });
+    assert.equal(b?.log().split('the store cannot be reached; retrying').length, 2, 'the outage is logged once');
   } catch (err) {
     process.stderr.write(`\n${d.tails(30)}\n${b?.tail(30) ?? ''}\n`);
     throw err;
