@@ -5,73 +5,34 @@
  * whole gateway, its replicas too.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import type { Peer, SignedRequest } from '../../lib/ca/authority.js';
 import { advance, rotationStatus, rotationVersion } from '../../lib/ca/rotation.js';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
-import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
+import { unwrap } from '../../lib/errors/codes.js';
 import { decodeReplica, REPLICA_EXTENSION_OID, REPLICA_SSH_EXTENSION } from '../../lib/pki/grant.js';
-import { parseCertificate, pemBlocks } from '../../lib/pki/x509.js';
-import { BODIES, type GatewayEnrollResponse, signRequestBytes } from '../../lib/protocol/api.js';
+import { parseCertificate } from '../../lib/pki/x509.js';
+import { BODIES, type GatewayEnrollResponse } from '../../lib/protocol/api.js';
 import { parseCertificate as parseSsh } from '../../lib/sshcert/index.js';
 import { type ClientKeys, clientKeys, type Fixture, newAuthority, newOrg } from './helpers.js';
+import {
+  feedRead,
+  leafDer,
+  type Held as PeerHeld,
+  refused,
+  renewal,
+  revokedCerts,
+  sshSerial,
+  tlsSerial,
+} from './peers.js';
 
-interface Held {
-  chain: string;
-  keys: ClientKeys;
+interface Held extends PeerHeld {
   serials: string[];
 }
-
-function refused(v: Verdict<unknown>, code: ErrorCode, why: string): void {
-  assert.equal(v.ok, false, `${why}: expected a refusal`);
-  assert.equal(!v.ok && v.code, code, `${why}: ${!v.ok ? v.reason : ''}`);
-}
-
-const leafDer = (chain: string): Buffer => pemBlocks(chain, 'CERTIFICATE')[0]!;
-const tlsSerial = (chain: string): string => parseCertificate(leafDer(chain)).serialHex;
-const sshSerial = (cert: string): string => unwrap(parseSsh(cert)).serial.toString(16).padStart(16, '0');
 const held = (r: GatewayEnrollResponse, keys: ClientKeys): Held => ({
   chain: r.tlsCertificateChain,
   keys,
   serials: [tlsSerial(r.tlsCertificateChain), ...r.sshCertificates.map((c) => sshSerial(c.certificate))],
 });
-
-function renewal(f: Fixture, current: Held, next: ClientKeys): SignedRequest {
-  const body = Buffer.from(
-    JSON.stringify({
-      csr: next.csr,
-      sshPublicKey: next.sshPublicKey,
-      timestamp: Math.floor(f.clock.ms / 1000),
-      nonce: randomBytes(16).toString('base64url'),
-    }),
-  );
-  return {
-    certificate: leafDer(current.chain),
-    signature: Buffer.from(signRequestBytes(body, current.keys.tlsKey), 'base64'),
-    signed: body,
-  };
-}
-
-function feedRead(f: Fixture, who: Held): Verdict<Peer> {
-  const nonce = randomBytes(16).toString('base64url');
-  const target = `/v1/revocations?since=0&timestamp=${Math.floor(f.clock.ms / 1000)}&nonce=${nonce}`;
-  return f.ca.authenticatePeer(
-    {
-      certificate: leafDer(who.chain),
-      signature: Buffer.from(signRequestBytes(Buffer.from(target), who.keys.tlsKey), 'base64'),
-      signed: Buffer.from(target),
-    },
-    { timestamp: Math.floor(f.clock.ms / 1000), nonce },
-  );
-}
-
-const revokedCerts = (f: Fixture): string[] =>
-  f.ca
-    .revocationsSince(f.admin, 0)
-    .entries.filter((e) => e.kind === 'certificate')
-    .map((e) => e.subject)
-    .sort();
 
 /** Enrolls replica `replica` of acme/gw1 with a one-time token of its own (null: the gateway itself). */
 function enrollWithToken(

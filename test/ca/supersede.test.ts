@@ -4,68 +4,11 @@
  * SSH certificates enter the feed at the successor's first use or after the grace (injected clock).
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import type { Peer, SignedRequest } from '../../lib/ca/authority.js';
-import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
-import { parseCertificate, pemBlocks } from '../../lib/pki/x509.js';
-import { signRequestBytes } from '../../lib/protocol/api.js';
-import { parseCertificate as parseSsh } from '../../lib/sshcert/index.js';
-import { type ClientKeys, clientKeys, csrFor, type Fixture, newAuthority, newOrg } from './helpers.js';
-
-interface Held {
-  chain: string;
-  keys: ClientKeys;
-}
-
-function refused(v: Verdict<unknown>, code: ErrorCode, why: string): string {
-  assert.equal(v.ok, false, `${why}: expected a refusal`);
-  assert.equal(!v.ok && v.code, code, `${why}: ${!v.ok ? v.reason : ''}`);
-  return !v.ok ? v.reason : '';
-}
-
-const leafDer = (chain: string): Buffer => pemBlocks(chain, 'CERTIFICATE')[0]!;
-const tlsSerial = (chain: string): string => parseCertificate(leafDer(chain)).serialHex;
-const sshSerial = (cert: string): string => unwrap(parseSsh(cert)).serial.toString(16).padStart(16, '0');
-
-/** A renewal request signed by `current`, asking for `next`'s keys. */
-function renewal(f: Fixture, current: Held, next: ClientKeys): SignedRequest {
-  const body = Buffer.from(
-    JSON.stringify({
-      csr: next.csr,
-      sshPublicKey: next.sshPublicKey,
-      timestamp: Math.floor(f.clock.ms / 1000),
-      nonce: randomBytes(16).toString('base64url'),
-    }),
-  );
-  return {
-    certificate: leafDer(current.chain),
-    signature: Buffer.from(signRequestBytes(body, current.keys.tlsKey), 'base64'),
-    signed: body,
-  };
-}
-
-/** A signed feed read by `who` (what the HTTP layer authenticates before reading the feed). */
-function feedRead(f: Fixture, who: Held): Verdict<Peer> {
-  const nonce = randomBytes(16).toString('base64url');
-  const target = `/v1/revocations?since=0&timestamp=${Math.floor(f.clock.ms / 1000)}&nonce=${nonce}`;
-  return f.ca.authenticatePeer(
-    {
-      certificate: leafDer(who.chain),
-      signature: Buffer.from(signRequestBytes(Buffer.from(target), who.keys.tlsKey), 'base64'),
-      signed: Buffer.from(target),
-    },
-    { timestamp: Math.floor(f.clock.ms / 1000), nonce },
-  );
-}
-
-/** Certificate serials retired or revoked so far (the admin's view of the feed). */
-const revokedCerts = (f: Fixture): string[] =>
-  f.ca
-    .revocationsSince(f.admin, 0)
-    .entries.filter((e) => e.kind === 'certificate')
-    .map((e) => e.subject)
-    .sort();
+import { unwrap } from '../../lib/errors/codes.js';
+import { parseCertificate } from '../../lib/pki/x509.js';
+import { clientKeys, csrFor, newAuthority, newOrg } from './helpers.js';
+import { feedRead, type Held, leafDer, refused, renewal, revokedCerts, sshSerial, tlsSerial } from './peers.js';
 
 async function enrolled() {
   const f = await newAuthority();
