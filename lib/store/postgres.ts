@@ -174,6 +174,7 @@ class PostgresConnection implements SqlConnection {
   #pid = 0;
   #heard = 0;
   #inTransaction = false;
+  #epoch = 0;
   readonly #statements = new Map<string, SqlStatement>();
 
   constructor(url: string) {
@@ -271,6 +272,7 @@ class PostgresConnection implements SqlConnection {
     if (this.#inTransaction) return this.#savepoint(fn);
     this.query('BEGIN', []);
     this.#inTransaction = true;
+    this.#epoch += 1;
     try {
       this.#run(`SELECT pg_advisory_xact_lock(${WRITE_LOCK_KEY})`, []);
       const result = fn();
@@ -296,12 +298,17 @@ class PostgresConnection implements SqlConnection {
       this.#run('RELEASE SAVEPOINT nested', []);
       return result;
     } catch (err) {
+      this.#epoch += 1; // undone: what was read inside may be gone
       if (this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) {
         this.#run('ROLLBACK TO SAVEPOINT nested', []);
         this.#run('RELEASE SAVEPOINT nested', []);
       }
       throw err;
     }
+  }
+
+  readEpoch(): number | undefined {
+    return this.#inTransaction ? this.#epoch : undefined;
   }
 
   changeVersion(): number {

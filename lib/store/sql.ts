@@ -32,6 +32,12 @@ export interface SqlConnection {
    */
   transaction<T>(fn: () => T): T;
   /**
+   * Inside a transaction, a number that stays the same while what was read in it still holds (the writers' lock
+   * keeps other writers out); it changes at every transaction and at every nested transaction undone. Undefined
+   * outside a transaction: nothing read there may be reused.
+   */
+  readEpoch(): number | undefined;
+  /**
    * A number that moves when another connection (another process, another CA replica) said it changed what a
    * feed reader sees. SQLite: PRAGMA data_version. PostgreSQL: notifications heard on a LISTEN channel.
    */
@@ -44,6 +50,8 @@ export interface SqlConnection {
 /** better-sqlite3 behind the common interface (its statements already have get/all/run with `changes`). */
 export function sqliteConnection(db: Db): SqlConnection {
   const statements = new Map<string, SqlStatement>();
+  let epoch = 0;
+  let depth = 0;
   return {
     engine: 'sqlite',
     name: db.name,
@@ -60,7 +68,19 @@ export function sqliteConnection(db: Db): SqlConnection {
       }
       return stmt;
     },
-    transaction: (fn) => db.transaction(fn).immediate(),
+    transaction: (fn) => {
+      if (depth === 0) epoch += 1;
+      depth += 1;
+      try {
+        return db.transaction(fn).immediate();
+      } catch (err) {
+        epoch += 1; // undone: what was read inside may be gone
+        throw err;
+      } finally {
+        depth -= 1;
+      }
+    },
+    readEpoch: () => (depth > 0 ? epoch : undefined),
     changeVersion: () => db.pragma('data_version', { simple: true }) as number,
     announceChange: () => undefined,
     close: () => db.close(),

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
 import { GatewayError } from '../../lib/errors/codes.js';
 import type { Migration } from '../../lib/store/db.js';
@@ -18,7 +19,7 @@ import {
   postgresSchemaVersion,
   redactUrl,
 } from '../../lib/store/postgres.js';
-import type { SqlConnection } from '../../lib/store/sql.js';
+import { type SqlConnection, sqliteConnection } from '../../lib/store/sql.js';
 import { freshDatabase, type Postgres, postgresUrl, psql, startPostgres } from '../helpers/postgres.js';
 
 const code = (expected: string) => (err: unknown) => err instanceof GatewayError && err.code === expected;
@@ -104,6 +105,26 @@ test('a transaction commits all or nothing; a nested one is a savepoint', () => 
       .map((r) => r['k']),
     ['y'],
   );
+});
+
+test('readEpoch: undefined outside a transaction, steady inside one, new for the next and after a nested one is undone', () => {
+  const c = connect(freshDatabase(postgresUrl(pg.port)));
+  for (const sql of [c, sqliteConnection(new Database(':memory:'))]) {
+    assert.equal(sql.readEpoch(), undefined, `${sql.engine}: outside`);
+    let first: number | undefined;
+    sql.transaction(() => {
+      first = sql.readEpoch();
+      assert.notEqual(first, undefined);
+      assert.equal(sql.readEpoch(), first, `${sql.engine}: steady`);
+      assert.throws(() =>
+        sql.transaction(() => {
+          throw new Error('undone');
+        }),
+      );
+      assert.notEqual(sql.readEpoch(), first, `${sql.engine}: a nested transaction undone`);
+    });
+    sql.transaction(() => assert.notEqual(sql.readEpoch(), first, `${sql.engine}: the next transaction`));
+  }
 });
 
 test('writers in two processes take turns: 2 × 150 read-then-write transactions count to 300', async () => {
