@@ -53,9 +53,11 @@ export const PADDING_POOL_BYTES = 64 * 1024;
 
 /** Fails loudly when node_modules holds an unpatched ssh2 (the options above would be silently ignored). */
 function assertPatched(): void {
-  const load = createRequire(import.meta.url);
-  const keyParser = load('ssh2/lib/protocol/keyParser.js') as Record<string, unknown>;
-  const crypto = load('ssh2/lib/protocol/crypto.js') as { setPaddingPool?: (bytes: number) => void };
+  // Written as createRequire(import.meta.url)(…) each time: the standalone build turns exactly that into require(…).
+  const keyParser = createRequire(import.meta.url)('ssh2/lib/protocol/keyParser.js') as Record<string, unknown>;
+  const crypto = createRequire(import.meta.url)('ssh2/lib/protocol/crypto.js') as {
+    setPaddingPool?: (bytes: number) => void;
+  };
   if (typeof keyParser['parseCertificate'] !== 'function' || typeof crypto.setPaddingPool !== 'function') {
     throw new Error('ssh2 lacks its patch (patches/ssh2+1.17.0.patch): run `npx patch-package`');
   }
