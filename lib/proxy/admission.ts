@@ -61,12 +61,8 @@ export interface VerifiedOuterCert {
 
 export const PORT_FORWARDING_EXTENSION = 'permit-port-forwarding';
 
-/**
- * Clock skew allowed on an outer certificate's notAfter at the edge (config `cert_skew`). Small on purpose:
- * the CA issues short-lived certs and the proxy's clock is NTP-synced; a minute of grace was a minute of access
- * after expiry.
- */
-export const DEFAULT_CERT_SKEW_MS = 5_000;
+/** Clock skew allowed on an outer certificate's notAfter at the edge: declared with its config key, cert_skew. */
+export { DEFAULT_CERT_SKEW_MS } from './config.js';
 
 /**
  * Runs after lib/sshcert accepted `cert` (CA, type, validity, principal = username). Refuses a cert whose one

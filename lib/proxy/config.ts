@@ -6,9 +6,16 @@
 import { caKeys, enrolledKeys, enrollmentTokenKeys } from '../enrolled/config-keys.js';
 import { defineSchema, durationRange, each, hostPort, intRange, keys, oneOf } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
-import { DEFAULT_CERT_SKEW_MS } from './admission.js';
 
 const hostnameList = each((v) => (/^[A-Za-z0-9.:-]{1,253}$/.test(v) ? undefined : 'expected a host name or address'));
+
+/**
+ * Clock skew allowed on an outer certificate's notAfter at the edge (config `cert_skew`). Small on purpose:
+ * the CA issues short-lived certs and the proxy's clock is NTP-synced; a minute of grace was a minute of access
+ * after expiry. Declared here, not in admission.ts: this schema module imports nothing that reaches an npm
+ * package (packaging bundles it alone to render the sample config).
+ */
+export const DEFAULT_CERT_SKEW_MS = 5_000;
 
 export const proxyConfigSchema = defineSchema(
   'proxy',
