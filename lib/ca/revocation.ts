@@ -117,9 +117,12 @@ export function revocationsSince(
   proxies?: FeedProxyList,
   rotation?: FeedRotation,
 ): RevocationFeed {
-  const rows = ctx.store.revocations.since(since, FEED_PAGE, orgId);
+  // The newest seq first, then the entries up to it: read the other way round, an entry committed in between
+  // (another CA replica, the admin CLI) would be counted in `seq` without being carried, and skipped for good.
+  const latest = ctx.store.revocations.latestSeq();
+  const rows = ctx.store.revocations.since(since, FEED_PAGE, orgId, latest);
   const complete = rows.length < FEED_PAGE;
-  const seq = complete ? Math.max(since, ctx.store.revocations.latestSeq()) : rows[rows.length - 1]!.seq;
+  const seq = complete ? Math.max(since, latest) : rows[rows.length - 1]!.seq;
   const unsigned = {
     since,
     seq,

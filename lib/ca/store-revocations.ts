@@ -28,16 +28,19 @@ export class RevocationStore extends TableStore {
       ) !== undefined
     );
   }
-  /** Entries after `since`, oldest first; `orgId` limits to that org's and the instance's entries. */
-  since(since: number, limit: number, orgId?: string): RevocationRow[] {
+  /**
+   * Entries after `since` up to `upTo` (a latestSeq read first), oldest first; `orgId` limits to that org's and the
+   * instance's entries. Bounded by `upTo` so a feed never says a seq whose entries it did not carry: an entry
+   * committed between the two reads (another replica, the CLI) waits for the next read instead of being skipped.
+   * Every insert runs under the writers' lock, so committed seqs are always a prefix.
+   */
+  since(since: number, limit: number, orgId: string | undefined, upTo: number): RevocationRow[] {
     const rows =
       orgId === undefined
-        ? this.q('SELECT * FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?').all(since, limit)
-        : this.q(`SELECT * FROM revocations WHERE seq > ? AND (org_id = ? OR org_id = '') ORDER BY seq LIMIT ?`).all(
-            since,
-            orgId,
-            limit,
-          );
+        ? this.q('SELECT * FROM revocations WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?').all(since, upTo, limit)
+        : this.q(
+            `SELECT * FROM revocations WHERE seq > ? AND seq <= ? AND (org_id = ? OR org_id = '') ORDER BY seq LIMIT ?`,
+          ).all(since, upTo, orgId, limit);
     return (rows as Raw[]).map(toRevocation);
   }
   latestSeq(): number {

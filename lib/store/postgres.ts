@@ -48,8 +48,27 @@ interface LibPq {
 /** The advisory lock every writer takes (an arbitrary constant: "infisical-ca" in ASCII, folded to 63 bits). */
 export const WRITE_LOCK_KEY = 0x696e66697363616cn & 0x7fffffffffffffffn;
 export const CHANGE_CHANNEL = 'infisical_ca_changes';
+/** libpq's PQTRANS_INERROR: in a transaction that a failed statement aborted. */
+const TRANSACTION_FAILED = 3;
 /** libpq's PQTRANS_UNKNOWN: the connection is bad. */
 const TRANSACTION_UNKNOWN = 4;
+
+/**
+ * libpq parameters the URL does not set: a connect that gives up after 10 s, TCP keepalives that notice a dead
+ * server within about a minute (the calls block the CA's event loop while they wait).
+ */
+export function withConnectionDefaults(url: string): string {
+  const u = new URL(url);
+  const defaults: Record<string, string> = {
+    connect_timeout: '10',
+    keepalives: '1',
+    keepalives_idle: '30',
+    keepalives_interval: '10',
+    keepalives_count: '3',
+  };
+  for (const [key, value] of Object.entries(defaults)) if (!u.searchParams.has(key)) u.searchParams.set(key, value);
+  return u.toString();
+}
 
 export function isPostgresUrl(location: string): boolean {
   return /^postgres(ql)?:\/\//i.test(location);
@@ -60,6 +79,7 @@ export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
+    for (const key of ['password', 'sslpassword']) if (u.searchParams.has(key)) u.searchParams.set(key, '***');
     return u.toString();
   } catch {
     return 'postgres://(unparsable URL)';
@@ -187,7 +207,7 @@ class PostgresConnection implements SqlConnection {
   #connect(): LibPq {
     const pq = new this.#PQ();
     try {
-      pq.connectSync(this.#url);
+      pq.connectSync(withConnectionDefaults(this.#url));
     } catch (err) {
       hold(pq); // the binding finished it
       throw storeUnavailable(
@@ -196,7 +216,18 @@ class PostgresConnection implements SqlConnection {
     }
     this.#pq = pq;
     this.#run('SET client_min_messages = warning', []); // libpq prints notices on stderr
+    // The store's assumptions, set rather than inherited from the server's defaults: BYTEA as hex, READ COMMITTED
+    // under the writers' lock, and bounds so that no wait blocks the CA's event loop for long: a lock held by a
+    // replica that froze mid-transaction is freed by the server after 30 s, a lock wait or a statement ends after
+    // 15 s (the transaction fails and commits nothing).
+    this.#run(
+      "SET bytea_output = 'hex'; SET default_transaction_isolation = 'read committed'; SET lock_timeout = '15s'; " +
+        "SET statement_timeout = '15s'; SET idle_in_transaction_session_timeout = '30s'",
+      [],
+    );
     this.#run(`LISTEN ${CHANGE_CHANNEL}`, []);
+    // Notices sent while the connection was down are lost: count one, so every held feed read looks again.
+    this.#heard += 1;
     this.#pid = Number(this.#run('SELECT pg_backend_pid() AS pid', [])[0]?.['pid']);
     return pq;
   }
@@ -276,6 +307,11 @@ class PostgresConnection implements SqlConnection {
     try {
       this.#run(`SELECT pg_advisory_xact_lock(${WRITE_LOCK_KEY})`, []);
       const result = fn();
+      // A statement that failed inside `fn` (and was caught there) aborted the transaction: PostgreSQL answers
+      // the COMMIT with a ROLLBACK. Say so instead of returning as if it had committed.
+      if (this.#pq.transactionStatus() === TRANSACTION_FAILED) {
+        throw new Error(`${this.name}: a statement failed inside the transaction; nothing of it was committed`);
+      }
       this.#run('COMMIT', []);
       return result;
     } catch (err) {

@@ -62,6 +62,7 @@ test('dialect: ? outside quotes become $n; SQLite DDL becomes PostgreSQL DDL', (
   assert.match(ddl, /level DOUBLE PRECISION/);
   assert.doesNotMatch(ddl, /STRICT|AUTOINCREMENT|\bINTEGER\b|BLOB/);
   assert.equal(redactUrl('postgres://ca:s3cret@db:5432/x'), 'postgres://ca:***@db:5432/x');
+  assert.doesNotMatch(redactUrl('postgres://ca@db/x?password=s3cret&sslpassword=k3y'), /s3cret|k3y/);
 });
 
 test('values come back as the SQLite engine gives them; changes counts rows; RETURNING and ON CONFLICT work', () => {
@@ -78,6 +79,20 @@ test('values come back as the SQLite engine gives them; changes counts rows; RET
   assert.equal(c.prepare('UPDATE t SET n = ? WHERE k = ? AND n > ?').run(5, 'a', 0).changes, 1);
   assert.equal(c.prepare('UPDATE t SET n = ? WHERE k = ? AND n > ?').run(5, 'a', 10).changes, 0);
   assert.equal(c.prepare('SELECT count(*) AS n FROM t').get()?.['n'], 1);
+});
+
+test('a failed statement caught inside a transaction: the transaction fails, nothing committed', () => {
+  const c = connect(freshDatabase(postgresUrl(pg.port)));
+  const put = c.prepare('INSERT INTO t (k) VALUES (?)');
+  assert.throws(
+    () =>
+      c.transaction(() => {
+        put.run('once');
+        assert.throws(() => put.run('once')); // a duplicate key: PostgreSQL aborts the transaction
+      }),
+    /nothing of it was committed/,
+  );
+  assert.equal(c.prepare('SELECT count(*) AS n FROM t').get()?.['n'], 0);
 });
 
 test('a transaction commits all or nothing; a nested one is a savepoint', () => {
