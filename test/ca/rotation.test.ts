@@ -5,35 +5,22 @@
  * The real-process version (daemons, traffic) is test/lifecycle/rotation.test.ts.
  */
 import assert from 'node:assert/strict';
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { test } from 'node:test';
 import type { SignedRequest } from '../../lib/ca/authority.js';
 import { advance, type RotationScope, rotationStatus, rotationVersion, tickRotations } from '../../lib/ca/rotation.js';
 import { GatewayError, unwrap } from '../../lib/errors/codes.js';
-import { pemBlocks } from '../../lib/pki/x509.js';
-import { type GatewayEnrollResponse, signRequestBytes } from '../../lib/protocol/api.js';
+import type { GatewayEnrollResponse } from '../../lib/protocol/api.js';
 import { type ClientKeys, clientKeys, csrFor, type Fixture, newAuthority, newOrg } from './helpers.js';
+import { renewal } from './peers.js';
 
 const ACME: RotationScope = { orgId: 'acme' };
-const leafDer = (chain: string): Buffer => pemBlocks(chain, 'CERTIFICATE')[0]!;
 /** The issuer of a chain's leaf, as "O=acme\nCN=org gateway client CA g2". */
 const issuerCn = (chain: string): string => new X509Certificate(chain).issuer;
 
-function renewalRequest(f: Fixture, chain: string, keys: ClientKeys, next: ClientKeys): SignedRequest {
-  const body = Buffer.from(
-    JSON.stringify({
-      csr: next.csr,
-      sshPublicKey: next.sshPublicKey,
-      timestamp: Math.floor(f.clock.ms / 1000),
-      nonce: randomBytes(16).toString('base64url'),
-    }),
-  );
-  return {
-    certificate: leafDer(chain),
-    signature: Buffer.from(signRequestBytes(body, keys.tlsKey), 'base64'),
-    signed: body,
-  };
-}
+/** A renewal request signed with `chain`'s key, asking for `next`'s keys (peers.ts). */
+const renewalRequest = (f: Fixture, chain: string, keys: ClientKeys, next: ClientKeys): SignedRequest =>
+  renewal(f, { chain, keys }, next);
 
 async function world() {
   const f = await newAuthority();
