@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { assertByteExact, type GatewayHandle, startDeployment, waitFor } from './deploy.js';
+import { assertByteExact, type Deployment, type GatewayHandle, startDeployment, waitFor } from './deploy.js';
 import { type PacedResult, pacedTransfer, proxyTunnels, runProgram } from './helpers2.js';
 
 const MiB = 1024 * 1024;
@@ -25,15 +25,21 @@ interface ListedReplica {
   lastSeenAt: string | null;
 }
 
+/** Replicas a and b of GW, enrolled with --replica and started through the CLI, each with its tunnel up. */
+async function twoReplicas(d: Deployment) {
+  const replicas = await Promise.all([
+    d.addGateway(undefined, { id: GW, replica: 'a' }),
+    d.addGateway(undefined, { id: GW, replica: 'b' }),
+  ]);
+  await Promise.all(replicas.map((r) => r.waitTunnels(1)));
+  return replicas;
+}
+
 test('two replicas of one gateway id: streams spread over both; SIGKILL of one leaves every new stream working', async (t) => {
   const d = await startDeployment({ proxies: 1, gateways: 0 });
   t.after(() => d.close());
   try {
-    const [a, b] = await Promise.all([
-      d.addGateway(undefined, { id: GW, replica: 'a' }),
-      d.addGateway(undefined, { id: GW, replica: 'b' }),
-    ]);
-    await Promise.all([a.waitTunnels(1), b.waitTunnels(1)]);
+    const [a, b] = await twoReplicas(d);
     assert.deepEqual(await proxyTunnels(d.proxies[0]!), { tunnels: 2, gateways: 1 }, 'one gateway, two tunnels');
 
     // The CA lists both replicas: one line each with its serial, expiry and last feed read.
@@ -128,11 +134,7 @@ test('replicas renew on their own and drain on SIGTERM; enrolling the gateway wi
   const d = await startDeployment({ proxies: 1, gateways: 0, caArgs: ['--supersede-grace', '3s'] });
   t.after(() => d.close());
   try {
-    const [a, b] = await Promise.all([
-      d.addGateway(undefined, { id: GW, replica: 'a' }),
-      d.addGateway(undefined, { id: GW, replica: 'b' }),
-    ]);
-    await Promise.all([a.waitTunnels(1), b.waitTunnels(1)]);
+    const [a, b] = await twoReplicas(d);
     const status = await runProgram('gateway', ['status', '--state-dir', a.stateDir, '--json']);
     assert.equal(status.code, 0, status.stderr);
     const report = JSON.parse(status.stdout) as { id: string; extra?: { replica?: string } };
