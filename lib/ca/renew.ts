@@ -21,7 +21,15 @@ import {
 import { type AuthorityContext, deny, ok, type RequestInfo, sha256Hex } from './context.js';
 import { gatewayBundle, proxyBundle, replicaNote } from './enroll.js';
 import { catchIssuance, parseSubjectKeys } from './issue.js';
-import { componentOf, installRenewal, RETIRED_BY, renewalAllowed, type Standing, standingOf } from './supersede.js';
+import {
+  componentOf,
+  installRenewal,
+  RETIRED_BY,
+  renewalAllowed,
+  type Standing,
+  standingOf,
+  stillAllowed,
+} from './supersede.js';
 
 /** A request signed with a peer's current certificate key. */
 export interface SignedRequest {
@@ -170,12 +178,16 @@ export function renewGateway(
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
+      const still = stillAllowed(ctx, ref, peer.serial, allowed.value);
+      if (!still.ok) return still;
       const now = ctx.now().getTime();
       ctx.store.enrollment.upsertGateway(orgId, peer.id, peer.uri, now);
       if (peer.replica !== null) ctx.store.generations.renewedReplica(orgId, peer.id, peer.replica, now);
       const { bundle, generation } = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri, peer.replica);
-      installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
-      const reason = [allowed.value === 'retry' ? 'retry' : null, replicaNote(peer.replica)].filter((r) => r !== null);
+      installRenewal(ctx, ref, generation, allowed.value.mode, presented(ctx, peer));
+      const reason = [allowed.value.mode === 'retry' ? 'retry' : null, replicaNote(peer.replica)].filter(
+        (r) => r !== null,
+      );
       ctx.audit.insert({ ...event, outcome: 'ok', reason: reason.join('; ') || null });
       return ok(bundle);
     }),
@@ -197,11 +209,13 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
+      const still = stillAllowed(ctx, ref, peer.serial, allowed.value);
+      if (!still.ok) return still;
       const renewed = { ...row, enrolledAt: ctx.now().getTime() };
       ctx.store.enrollment.upsertProxy(renewed);
       const { bundle, generation } = proxyBundle(ctx, renewed, keys, peer.uri);
-      installRenewal(ctx, ref, generation, allowed.value, presented(ctx, peer));
-      ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value === 'retry' ? 'retry' : null });
+      installRenewal(ctx, ref, generation, allowed.value.mode, presented(ctx, peer));
+      ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value.mode === 'retry' ? 'retry' : null });
       return ok(bundle);
     }),
   );

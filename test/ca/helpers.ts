@@ -42,6 +42,22 @@ export function testStore(): string {
   return server ? freshDatabase(server) : ':memory:';
 }
 
+/**
+ * A store two Authorities can open at once (two CA replicas): a SQLite file in a temporary directory, or a new
+ * database on the suite's PostgreSQL server.
+ */
+export function sharedStore(): { location: string; cleanup: () => void } {
+  const server = process.env[CA_TEST_POSTGRES];
+  if (server) return { location: freshDatabase(server), cleanup: () => {} };
+  const dir = mkdtempSync(join(tmpdir(), 'ca-shared-'));
+  return { location: join(dir, 'ca.db'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A second CA replica of `f` on the same store and clock (`f` made with `db: location, sealKey`). */
+export function replicaOf(f: Fixture, location: string, sealKey: Buffer): Authority {
+  return Authority.open({ db: location, sealKey, trustDomain: TD, now: f.clock.now, limits: { scrypt: CHEAP_SCRYPT } });
+}
+
 export async function newAuthority(options: Partial<AuthorityOptions> = {}): Promise<Fixture> {
   const clock = new Clock();
   const ca = Authority.open({

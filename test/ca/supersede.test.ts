@@ -4,14 +4,15 @@
  * SSH certificates enter the feed at the successor's first use or after the grace (injected clock).
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { unwrap } from '../../lib/errors/codes.js';
 import { parseCertificate } from '../../lib/pki/x509.js';
-import { clientKeys, csrFor, newAuthority, newOrg } from './helpers.js';
+import { clientKeys, csrFor, newAuthority, newOrg, replicaOf, sharedStore } from './helpers.js';
 import { feedRead, type Held, leafDer, refused, renewal, revokedCerts, sshSerial, tlsSerial } from './peers.js';
 
-async function enrolled() {
-  const f = await newAuthority();
+async function enrolled(options: Parameters<typeof newAuthority>[0] = {}) {
+  const f = await newAuthority(options);
   const acme = await newOrg(f, 'acme');
   const keys = clientKeys();
   const gw = unwrap(
@@ -58,6 +59,50 @@ test('a predecessor renews once: the second renewal (a copy of the state directo
     refusals.map((e) => `${e.action}:${e.outcome}`),
     ['gateway.renew:refused', 'proxy.renew:refused'],
   );
+});
+
+test('two CA replicas judging renewals of one certificate at once approve one: the other is refused E_CERT_SUPERSEDED', async (t) => {
+  const shared = sharedStore();
+  t.after(shared.cleanup);
+  const sealKey = randomBytes(32);
+  const { f, gateway, proxy } = await enrolled({ db: shared.location, sealKey });
+  const other = replicaOf(f, shared.location, sealKey);
+  // Replica B renews (the real component) between replica A's judgement and A's write transaction (a stolen copy
+  // renewing at A): A's next transaction is its issuance, which must find the generations changed.
+  const store = f.ca.store;
+  const transaction = store.transaction.bind(store);
+  let between: (() => void) | undefined;
+  store.transaction = <T>(fn: () => T): T => {
+    const run = between;
+    between = undefined;
+    run?.();
+    return transaction(fn);
+  };
+  const raced = (renew: () => { ok: boolean }, atB: () => { ok: boolean }) => {
+    let b: { ok: boolean } | undefined;
+    between = () => {
+      b = atB();
+    };
+    const a = renew();
+    return { a, b };
+  };
+  const gw = raced(
+    () => f.ca.renewGateway(renewal(f, gateway, clientKeys())),
+    () => other.renewGateway(renewal(f, gateway, clientKeys())),
+  );
+  assert.equal(gw.b?.ok, true, 'B renewed');
+  refused(gw.a as never, 'E_CERT_SUPERSEDED', 'A, judged before B committed');
+  const px = raced(
+    () => f.ca.renewProxy(renewal(f, proxy, clientKeys())),
+    () => other.renewProxy(renewal(f, proxy, clientKeys())),
+  );
+  assert.equal(px.b?.ok, true);
+  const reason = refused(px.a as never, 'E_CERT_SUPERSEDED', 'proxy at A');
+  assert.match(reason, /committed while this one was judged/);
+  const renewedOk = unwrap(f.ca.audit(f.admin, 0)).entries.filter(
+    (e) => e.action.endsWith('.renew') && e.outcome === 'ok',
+  );
+  assert.equal(renewedOk.length, 2, 'one renewal each of gateway and proxy, not two');
 });
 
 test("a lost renewal response may be retried with the successor's key; any other key is refused", async () => {
