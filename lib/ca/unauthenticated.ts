@@ -119,15 +119,23 @@ export class UnauthenticatedLimits {
   async loginTurn(source: string | undefined): Promise<Verdict<() => void>> {
     const key = sourceKey(source ?? 'local');
     for (let woken = false; ; woken = true) {
-      const admitted = this.admit('login', 'login', source);
+      let admitted: Verdict<true>;
+      let capacity: number;
+      try {
+        admitted = this.admit('login', 'login', source);
+        const throttle = this.#throttles.login;
+        capacity = admitted.ok ? Math.max(1, Math.floor(throttle.policy.burst - throttle.level(key, this.#ms()))) : 0;
+      } catch (err) {
+        // The penalties could not be read (the store is down): the turn this caller was woken for still passes on.
+        if (woken) this.#wakeNext(key);
+        throw err;
+      }
       if (!admitted.ok) {
         if (woken) this.#wakeNext(key); // the turn this caller was woken for goes to the next in line
         return admitted;
       }
       const slots = this.#slots.get(key) ?? { active: 0, waiting: [] };
       this.#slots.set(key, slots);
-      const throttle = this.#throttles.login;
-      const capacity = Math.max(1, Math.floor(throttle.policy.burst - throttle.level(key, this.#ms())));
       if (slots.active < capacity) {
         slots.active++;
         let released = false;

@@ -111,3 +111,43 @@ test('unauthenticated limits: counted by endpoint and code, logged sampled per s
   limits.flushLog();
   assert.deepEqual(lines.at(-1), { source: '192.0.2.1', refusals: 49 });
 });
+
+test('login turns: a woken login whose penalties cannot be read (store down) passes its turn on', async () => {
+  const book = new MemoryPenaltyBook();
+  let failReads = 0;
+  const flaky = {
+    get: (key: string) => {
+      if (failReads > 0) {
+        failReads--;
+        throw new Error('store unavailable');
+      }
+      return book.get(key);
+    },
+    set: (key: string, p: Parameters<MemoryPenaltyBook['set']>[1]) => book.set(key, p),
+    atomically: <T>(fn: () => T): T => book.atomically(fn),
+  };
+  const one = { burst: 1, refillMs: 1000, maxDelayMs: 8000 };
+  const limits = new UnauthenticatedLimits({
+    policies: { login: one, enroll: one, signed: one },
+    now: () => new Date(0),
+    books: (bucket) => (bucket === 'login' ? flaky : new MemoryPenaltyBook()),
+  });
+  const first = await limits.loginTurn('192.0.2.9');
+  assert.ok(first.ok);
+  const second = limits.loginTurn('192.0.2.9'); // waits: one login of this source hashes at a time
+  const third = limits.loginTurn('192.0.2.9');
+  failReads = 1; // the second is woken into a store outage; the third must still get its turn
+  first.value();
+  await assert.rejects(second, /store unavailable/);
+  let timer: NodeJS.Timeout | undefined;
+  const turn = await Promise.race([
+    third,
+    new Promise<'stuck'>((resolve) => {
+      timer = setTimeout(() => resolve('stuck'), 2000);
+    }),
+  ]);
+  clearTimeout(timer);
+  assert.notEqual(turn, 'stuck', 'the third login was never woken');
+  assert.ok(turn !== 'stuck' && turn.ok);
+  turn.value();
+});
