@@ -26,7 +26,7 @@ import { checkPeer, type MtlsCredentials, mtlsResumableServerOptions } from '../
 import type { TrustAnchors } from '../pki/verify.js';
 import { encodeStatus, RELAY_ALPN, type RelayStatus } from '../protocol/relay.js';
 import { type Direction, type Splice, splice } from '../protocol/splice.js';
-import { endChannelWrites } from '../sshwire/ssh2.js';
+import { channelGone, endChannelWrites } from '../sshwire/ssh2.js';
 import {
   admitRoute,
   DEFAULT_CERT_SKEW_MS,
@@ -296,6 +296,12 @@ export class RelayListener {
         const channel = await withTimeout(tunnel.handle.openStream(origin), this.limits.handshakeTimeoutMs, (late) =>
           late.destroy(),
         );
+        // The tunnel may have died, or the gateway closed the channel, in the same read that confirmed the open:
+        // then the platform must not be told ok (it would see a clean end, not a failure); try the next tunnel.
+        if (!tunnel.handle.isOpen() || channelGone(channel)) {
+          channel.destroy();
+          throw new GatewayError('E_GATEWAY_OFFLINE', 'the channel closed as it opened');
+        }
         this.#o.table.setHealthy(tunnel.id, true);
         return { tunnel, channel };
       } catch {

@@ -76,6 +76,8 @@ export interface GatewayTunnel {
   /** Opens a `forwarded-tcpip` channel to the gateway; `origin` is the platform's address (informational). */
   openStream(origin: { address: string; port: number }): Promise<ServerChannel>;
   close(reason: string): void;
+  /** False once the SSH connection closed (its streams are being reset). */
+  isOpen(): boolean;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -260,7 +262,7 @@ export class SshTunnelListener {
     }
     conn.on('close', () => closeAll('connection closed'));
 
-    const handle: Omit<GatewayTunnel, 'openStream'> = { login, close: closeAll };
+    const handle: Omit<GatewayTunnel, 'openStream'> = { login, close: closeAll, isOpen: () => !closed };
     conn.on('request', (accept, reject, name, info) => {
       if (name !== 'tcpip-forward' && name !== 'cancel-tcpip-forward') {
         refuse('E_ROUTE_FORBIDDEN', `global request ${name} refused`);

@@ -122,3 +122,18 @@ export function endChannelWrites(channel: ssh2.ServerChannel, flushed: () => voi
     flushed();
   });
 }
+
+/**
+ * Is this channel closed or closing, by the peer (CHANNEL_CLOSE received) or on this side (destroy(), close())?
+ * A channel can be confirmed and closed in one read from the socket: whoever awaited its open then holds a dead
+ * channel. (ssh2's Channel.destroy() sends CHANNEL_CLOSE without marking the stream destroyed: its states say.)
+ */
+export function channelGone(channel: ssh2.ServerChannel | ssh2.ClientChannel): boolean {
+  const states = channel as unknown as { incoming?: { state?: string }; outgoing?: { state?: string } };
+  return (
+    channel.destroyed ||
+    states.incoming?.state === 'closed' ||
+    states.outgoing?.state === 'closing' ||
+    states.outgoing?.state === 'closed'
+  );
+}

@@ -48,6 +48,50 @@ describe('relay: instance proxy', () => {
     assert.ok(ms < 5000, `took ${ms} ms`);
   });
 
+  it('a channel that closed as it opened (or whose tunnel died meanwhile) is never answered ok: the next tunnel carries the stream', async () => {
+    // Both can arrive in one read from the gateway's socket, before the relay's continuation runs: simulated by
+    // a handle whose open resolves with a channel already destroyed, or after its tunnel closed.
+    const gateways = [
+      await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' }),
+      await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' }),
+      await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' }),
+    ];
+    const breakOpen = (t: NonNullable<ReturnType<typeof proxy.table.get>>, how: 'channel' | 'tunnel') => {
+      const open = t.handle.openStream;
+      const tried = { count: 0 };
+      t.handle.openStream = async (o) => {
+        const channel = await open(o);
+        tried.count++;
+        if (how === 'channel') channel.destroy();
+        else t.handle.close('died in the same read');
+        return channel;
+      };
+      return tried;
+    };
+    for (const how of ['channel', 'tunnel'] as const) {
+      const order = proxy.table.candidates('org-a', 'gw-1', Date.now());
+      const first = order.ok ? order.value[0] : undefined; // the tunnel the relay tries first
+      assert.ok(first);
+      const tried = breakOpen(first, how);
+      const { status, socket } = await dialProxy(world, proxy, outerA());
+      assert.equal(tried.count, 1, `the ${how} case was tried first`);
+      assert.deepEqual(status, { ok: true });
+      const data = Buffer.alloc(64 * 1024, 3);
+      assert.ok((await roundTrip(socket, data)).equals(data), `the stream went on another tunnel (${how})`);
+      socket.end();
+      await eventually(() => proxy.stats().streams === 0);
+      if (how === 'channel') first.handle.close('done with it');
+      await eventually(() => !proxy.table.get(first.id));
+    }
+    // With no tunnel left that works: a refusal, not ok then a clean end.
+    const last = proxy.table.all()[0];
+    assert.ok(last && proxy.table.size === 1);
+    breakOpen(last, 'channel');
+    await refused(proxy, outerA(), 'E_GATEWAY_OFFLINE');
+    for (const g of gateways) g.close();
+    await eventually(() => proxy.table.size === 0);
+  });
+
   it("never routes org B's platform to org A's gateway of the same name", async () => {
     const gw = await connectGateway(world, proxy, { orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
     await refused(
