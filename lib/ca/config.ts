@@ -47,6 +47,8 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
   store: keys.string({
     reload: 'restart',
     optional: true,
+    // A postgres:// URL may carry its password: never echoed in errors, the effective-config log or metrics.
+    secret: true,
     placeholder: 'postgres://…|file:PATH',
     example: 'postgres://infisical-ca@db.internal:5432/infisical_ca',
     description:
