@@ -147,7 +147,14 @@ export class Authority {
           ? { books: (bucket) => store.penalties.book(bucket, (fn) => store.transaction(fn)) }
           : {}),
       }),
-      changes: new ChangeSignal(() => store.announceChange()),
+      changes: new ChangeSignal(
+        () => store.announceChange(),
+        (err) =>
+          options.logger?.warn(
+            { reason: err instanceof Error ? err.message : String(err) },
+            'a change committed, but the notice to the other CA replicas failed: their held feed reads see it when they end',
+          ),
+      ),
     });
   }
 
