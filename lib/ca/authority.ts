@@ -143,9 +143,7 @@ export class Authority {
         ...(options.logger ? { logger: options.logger } : {}),
         ...(options.refusalCounter ? { counter: options.refusalCounter } : {}),
         // Replicas on one PostgreSQL share the penalties, so a source cannot multiply its attempts by their number.
-        ...(store.sql.engine === 'postgres'
-          ? { books: (bucket) => store.penalties.book(bucket, (fn) => store.transaction(fn)) }
-          : {}),
+        ...(store.sql.engine === 'postgres' ? { books: (bucket) => store.penalties.book(bucket) } : {}),
       }),
       changes: new ChangeSignal(
         () => store.announceChange(),
