@@ -16,6 +16,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const SUITE = [
   'authority',
   'api-pin',
+  'changes',
   'feed',
   'http',
   'interop',
