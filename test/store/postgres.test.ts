@@ -310,3 +310,44 @@ test('a multi-host URL with target_session_attrs=read-write: the first host that
     'postgres://ca:***@db-a:5432,db-b:5433/x?target_session_attrs=read-write',
   );
 });
+
+test('failover: the primary comes back read-only, the next write goes to the other host (target_session_attrs=read-write)', async (t) => {
+  const second = await startPostgres();
+  t.after(() => second.stop());
+  const first = new URL(freshDatabase(postgresUrl(pg.port)));
+  const db = first.pathname.slice(1);
+  await psql(second.port, `CREATE DATABASE ${db}`);
+  const onSecond = connect(postgresUrl(second.port, db)); // the same schema on both (a standby would replicate it)
+  const c = connect(
+    `postgres://postgres@127.0.0.1:${pg.port},127.0.0.1:${second.port}/${db}?target_session_attrs=read-write`,
+  );
+  const port = () => c.prepare('SELECT inet_server_port() AS port').get()?.['port'];
+  c.prepare("INSERT INTO t (k) VALUES ('on-first')").run();
+  assert.equal(port(), pg.port, 'the first host while it is the primary');
+  // The first server turns read-only (as a demoted primary does); this session sees it at its next statement.
+  // (ALTER SYSTEM runs outside a transaction block: two psql calls.)
+  await psql(pg.port, 'ALTER SYSTEM SET default_transaction_read_only = on');
+  await psql(pg.port, 'SELECT pg_reload_conf()');
+  t.after(async () => {
+    await psql(pg.port, 'ALTER SYSTEM RESET default_transaction_read_only');
+    await psql(pg.port, 'SELECT pg_reload_conf()');
+  });
+  for (
+    let i = 0;
+    c.prepare('SHOW default_transaction_read_only').get()?.['default_transaction_read_only'] !== 'on';
+    i++
+  ) {
+    assert.ok(i < 100, 'the reload reached the session');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.throws(() => c.prepare("INSERT INTO t (k) VALUES ('refused')").run(), code('E_STORE_UNAVAILABLE'));
+  c.prepare("INSERT INTO t (k) VALUES ('on-second')").run();
+  assert.equal(port(), second.port, 'the new connection skipped the read-only host');
+  assert.deepEqual(
+    onSecond
+      .prepare('SELECT k FROM t')
+      .all()
+      .map((r) => r['k']),
+    ['on-second'],
+  );
+});
