@@ -143,11 +143,16 @@ export class Authority {
         ...(options.logger ? { logger: options.logger } : {}),
         ...(options.refusalCounter ? { counter: options.refusalCounter } : {}),
         // Replicas on one PostgreSQL share the penalties, so a source cannot multiply its attempts by their number.
-        ...(store.sql.engine === 'postgres'
-          ? { books: (bucket) => store.penalties.book(bucket, (fn) => store.transaction(fn)) }
-          : {}),
+        ...(store.sql.engine === 'postgres' ? { books: (bucket) => store.penalties.book(bucket) } : {}),
       }),
-      changes: new ChangeSignal(() => store.announceChange()),
+      changes: new ChangeSignal(
+        () => store.announceChange(),
+        (err) =>
+          options.logger?.warn(
+            { reason: err instanceof Error ? err.message : String(err) },
+            'a change committed, but the notice to the other CA replicas failed: their held feed reads see it when they end',
+          ),
+      ),
     });
   }
 

@@ -8,10 +8,15 @@ export type ChangeListener = () => void;
 export class ChangeSignal {
   readonly #listeners = new Set<ChangeListener>();
   readonly #announce: () => void;
+  readonly #announceFailed: (err: unknown) => void;
 
-  /** `announce` tells other processes and CA replicas of a change made here (the store's NOTIFY on PostgreSQL). */
-  constructor(announce: () => void = () => undefined) {
+  /**
+   * `announce` tells other processes and CA replicas of a change made here (the store's NOTIFY on PostgreSQL);
+   * `announceFailed` hears when it threw (the daemon logs it).
+   */
+  constructor(announce: () => void = () => undefined, announceFailed: (err: unknown) => void = () => undefined) {
     this.#announce = announce;
+    this.#announceFailed = announceFailed;
   }
 
   /** Subscribes; returns the unsubscribe function (call it, or the listener leaks). */
@@ -22,10 +27,19 @@ export class ChangeSignal {
     };
   }
 
-  /** A change committed here: wakes this process's listeners and announces it to the others. */
+  /**
+   * A change committed here: wakes this process's listeners and announces it to the others. Never throws: the
+   * change is committed whatever becomes of the announcement (a lost NOTIFY), and the request that made it has
+   * succeeded. Held reads on other replicas that miss it see the change when their wait ends (the reader's
+   * feed_wait, 25 s by default, at most 30 s) or at the next notice of any other change, whichever is first.
+   */
   raise(): void {
     this.heard();
-    this.#announce();
+    try {
+      this.#announce();
+    } catch (err) {
+      this.#announceFailed(err);
+    }
   }
 
   /** A change another process or replica announced: wakes listeners only (announcing it again would echo forever). */

@@ -4,6 +4,7 @@
  */
 import { defineSchema, durationRange, hostPort, intRange, keys, oneOf } from '../runtime/config-schema.js';
 import { runtimeKeys } from '../runtime/runtime-keys.js';
+import { isPostgresUrl, postgresUrlProblem } from '../store/postgres-url.js';
 import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from './unauthenticated.js';
 /**
  * Sized for a site of 500 gateways behind one NAT address, each holding a feed read (a long-poll) and renewing
@@ -13,16 +14,11 @@ import { DEFAULT_UNAUTHENTICATED_POLICIES, type UnauthenticatedPolicies } from '
 export const MAX_CONNECTIONS = 4096;
 export const MAX_CONNECTIONS_PER_SOURCE = 1024;
 
-/** A postgres:// URL or file:PATH (the URL kept in a private file). */
+/** A postgres:// URL (several hosts allowed: host-a:5432,host-b:5432) or file:PATH (the URL kept in a private file). */
 function storeLocation(value: string): string | undefined {
   if (/^file:./.test(value)) return undefined;
-  if (!/^postgres(ql)?:\/\//i.test(value)) return 'expected a postgres:// URL or file:PATH';
-  try {
-    new URL(value);
-    return undefined;
-  } catch {
-    return 'expected a postgres:// URL (not parsable as a URL)';
-  }
+  if (!isPostgresUrl(value)) return 'expected a postgres:// URL or file:PATH';
+  return postgresUrlProblem(value);
 }
 
 export const caConfigSchema = defineSchema('ca', 'certificate authority and control plane of the gateway suite', {
@@ -47,12 +43,15 @@ export const caConfigSchema = defineSchema('ca', 'certificate authority and cont
   store: keys.string({
     reload: 'restart',
     optional: true,
+    // A postgres:// URL may carry its password: never echoed in errors, the effective-config log or metrics.
+    secret: true,
     placeholder: 'postgres://…|file:PATH',
     example: 'postgres://infisical-ca@db.internal:5432/infisical_ca',
     description:
       'Where the CA keeps its records. Unset: SQLite, ca.db in the state directory (one CA process). A ' +
       'postgres://user@host/db URL: PostgreSQL, shared by every CA replica (run `init` once for the whole store; ' +
-      'copy the state directory, which holds the sealing key, to each replica). file:PATH: a file (mode 0600) ' +
+      'copy the state directory, which holds the sealing key, to each replica); a primary with standbys: ' +
+      'postgres://user@db-a:5432,db-b:5432/db?target_session_attrs=read-write. file:PATH: a file (mode 0600) ' +
       'holding that URL with its password. Every `infisical-ca` command reads it.',
     validate: storeLocation,
   }),

@@ -7,7 +7,8 @@
  *
  * Pure apart from its penalty book: time is passed in, so tests step the clock instead of sleeping. The book in
  * memory is bounded: the least recently charged keys are dropped first, which can only forgive a source, never
- * block one; on PostgreSQL the replicas share one book in the store (penalties.ts).
+ * block one; on PostgreSQL the replicas share one book in the store (store-penalties.ts), charged there by one
+ * atomic statement that computes what `chargePenalty` computes here.
  */
 
 import { accept, refuse, type Verdict } from '../errors/codes.js';
@@ -32,14 +33,42 @@ export interface Penalty {
 }
 
 /**
- * Where penalties are kept: this process's memory (one CA), or the store every CA replica shares (penalties.ts),
- * so a source cannot multiply its attempts by the number of replicas.
+ * Where penalties are kept: this process's memory (one CA), or the store every CA replica shares
+ * (store-penalties.ts), so a source cannot multiply its attempts by the number of replicas.
  */
 export interface PenaltyBook {
   get(key: string): Penalty | undefined;
-  set(key: string, penalty: Penalty): void;
-  /** Runs a read-then-write of one key so that no other writer (another replica) interleaves. */
-  atomically<T>(fn: () => T): T;
+  /**
+   * Charges one failure of `key` at `nowMs` and returns its penalty after it: `chargePenalty` of the penalty it
+   * had, as one step no other charge of the same key (another replica's) interleaves with.
+   */
+  charge(key: string, nowMs: number, policy: FailurePolicy): Penalty;
+}
+
+/** Past this level the wait is at its longest already; the cap bounds how long forgiving takes. */
+export function levelCap(policy: FailurePolicy): number {
+  const steps = Math.ceil(Math.log2(Math.max(1, policy.maxDelayMs / policy.refillMs))) + 1;
+  return policy.burst + steps;
+}
+
+/** Failures not yet forgotten at `nowMs`: quiet time counts from the later of the last failure and its wait's end. */
+export function decayedLevel(p: Penalty, nowMs: number, policy: FailurePolicy): number {
+  const quiet = Math.max(0, nowMs - Math.max(p.at, p.until));
+  return Math.max(0, p.level - quiet / policy.refillMs);
+}
+
+/** The wait a source at `level` is made to serve: none within the burst, then doubling up to the longest. */
+export function penaltyDelay(level: number, policy: FailurePolicy): number {
+  const over = Math.ceil(level - policy.burst);
+  return over > 0 ? Math.min(policy.maxDelayMs, policy.refillMs * 2 ** (over - 1)) : 0;
+}
+
+/** The penalty after one more failure at `nowMs` (pure: the memory book applies it; the store's SQL mirrors it). */
+export function chargePenalty(prev: Penalty | undefined, nowMs: number, policy: FailurePolicy): Penalty {
+  const level = Math.min(levelCap(policy), (prev ? decayedLevel(prev, nowMs, policy) : 0) + 1);
+  const delay = penaltyDelay(level, policy);
+  const until = delay > 0 ? Math.max(prev?.until ?? 0, nowMs + delay) : (prev?.until ?? 0);
+  return { level, at: nowMs, until };
 }
 
 /** Penalties in memory, bounded: the least recently charged keys are dropped first (which only forgives). */
@@ -61,8 +90,10 @@ export class MemoryPenaltyBook implements PenaltyBook {
       if (oldest !== undefined) this.#penalties.delete(oldest);
     }
   }
-  atomically<T>(fn: () => T): T {
-    return fn();
+  charge(key: string, nowMs: number, policy: FailurePolicy): Penalty {
+    const penalty = chargePenalty(this.#penalties.get(key), nowMs, policy);
+    this.set(key, penalty);
+    return penalty;
   }
   get size(): number {
     return this.#penalties.size;
@@ -102,31 +133,12 @@ export class FailureThrottle {
   /** Failures of `key` not yet forgotten. */
   level(key: string, nowMs: number): number {
     const p = this.#penalties.get(key);
-    return p ? this.#decayed(p, nowMs) : 0;
+    return p ? decayedLevel(p, nowMs, this.#policy) : 0;
   }
 
   /** Records one failure of `key`; returns the wait it imposes from now (0 within the burst). */
   fail(key: string, nowMs: number): number {
-    return this.#penalties.atomically(() => this.#charge(key, nowMs));
-  }
-
-  #charge(key: string, nowMs: number): number {
-    const { burst, refillMs, maxDelayMs } = this.#policy;
-    const prev = this.#penalties.get(key);
-    // Past this level the wait is at its longest already; the cap bounds how long forgiving takes.
-    const steps = Math.ceil(Math.log2(Math.max(1, maxDelayMs / refillMs))) + 1;
-    const level = Math.min(burst + steps, (prev ? this.#decayed(prev, nowMs) : 0) + 1);
-    const over = Math.ceil(level - burst);
-    const delay = over > 0 ? Math.min(maxDelayMs, refillMs * 2 ** (over - 1)) : 0;
-    const until = delay > 0 ? Math.max(prev?.until ?? 0, nowMs + delay) : (prev?.until ?? 0);
-    this.#penalties.set(key, { level, at: nowMs, until });
-    return delay;
-  }
-
-  /** Quiet time counts from the later of the last failure and the end of the wait it imposed. */
-  #decayed(p: Penalty, nowMs: number): number {
-    const quiet = Math.max(0, nowMs - Math.max(p.at, p.until));
-    return Math.max(0, p.level - quiet / this.#policy.refillMs);
+    return penaltyDelay(this.#penalties.charge(key, nowMs, this.#policy).level, this.#policy);
   }
 }
 

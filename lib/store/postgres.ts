@@ -12,15 +12,25 @@
  *   (a one-time token consumed, a serial recorded, a generation replaced) therefore sees no other writer's change.
  * - Change notices: `announceChange` sends NOTIFY on one channel; every connection LISTENs on it and counts the
  *   notices of other backends (`changeVersion`), read without a round trip from libpq's input buffer.
- * - A lost connection is opened again at the next statement outside a transaction; inside one, the transaction
- *   fails (E_STORE_UNAVAILABLE) and nothing of it is committed.
+ * - A lost connection is opened again at the next statement outside a transaction. A statement whose connection
+ *   was lost on the way is sent again on the new one only when it changes no data (a read): a write's reply may
+ *   be what was lost, and a write applied twice (a nonce used, an audit row) is worse than one refused
+ *   (E_STORE_UNAVAILABLE: the caller retries the whole request). Inside a transaction it fails the transaction
+ *   (E_STORE_UNAVAILABLE) and nothing of it is committed, except a COMMIT whose reply was lost: it may have
+ *   committed, and the error says so.
+ * - A server that cannot serve this connection any more (it came back read-only: a standby now; shutting down;
+ *   starting; out of connection slots) answers E_STORE_UNAVAILABLE too, and the connection is dropped, so the
+ *   next one finds the primary (with several hosts and `target_session_attrs=read-write` in the URL).
  * - Migrations are the SQLite ones, translated by `postgresDdl`, applied under the same advisory lock, so two
  *   replicas starting at once migrate once.
  */
 import { createRequire } from 'node:module';
 import { GatewayError } from '../errors/codes.js';
 import type { Migration } from './db.js';
+import { redactUrl, withConnectionDefaults } from './postgres-url.js';
 import type { SqlConnection, SqlRow, SqlStatement, SqlValue } from './sql.js';
+
+export { isPostgresUrl, redactUrl, withConnectionDefaults } from './postgres-url.js';
 
 /** The parts of the `libpq` binding used here (it ships no types). */
 interface LibPq {
@@ -52,38 +62,24 @@ export const CHANGE_CHANNEL = 'infisical_ca_changes';
 const TRANSACTION_FAILED = 3;
 /** libpq's PQTRANS_UNKNOWN: the connection is bad. */
 const TRANSACTION_UNKNOWN = 4;
+/**
+ * SQLSTATEs after which this connection is of no more use, though libpq still holds it open: 25006 a write on a
+ * server that is read-only now (a primary that came back as a standby), 57P01/57P02 an administrator's or a
+ * crash's shutdown, 57P03 a server not accepting connections yet, 53300 no connection slot left.
+ */
+const UNAVAILABLE_STATES = new Set(['25006', '57P01', '57P02', '57P03', '53300']);
 
 /**
- * libpq parameters the URL does not set: a connect that gives up after 10 s, TCP keepalives that notice a dead
- * server within about a minute (the calls block the CA's event loop while they wait).
+ * Whether sending `sql` twice cannot change data twice: a SELECT (or SHOW, VALUES) that names no data-changing
+ * command or sequence function, a BEGIN, a NOTIFY or LISTEN (a notice twice only wakes readers twice). Anything
+ * else counts as a write.
  */
-export function withConnectionDefaults(url: string): string {
-  const u = new URL(url);
-  const defaults: Record<string, string> = {
-    connect_timeout: '10',
-    keepalives: '1',
-    keepalives_idle: '30',
-    keepalives_interval: '10',
-    keepalives_count: '3',
-  };
-  for (const [key, value] of Object.entries(defaults)) if (!u.searchParams.has(key)) u.searchParams.set(key, value);
-  return u.toString();
-}
-
-export function isPostgresUrl(location: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(location);
-}
-
-/** The URL without its password, for messages and logs. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    for (const key of ['password', 'sslpassword']) if (u.searchParams.has(key)) u.searchParams.set(key, '***');
-    return u.toString();
-  } catch {
-    return 'postgres://(unparsable URL)';
-  }
+export function changesNoData(sql: string): boolean {
+  if (/^\s*(BEGIN|NOTIFY \w+|LISTEN \w+)\s*$/i.test(sql)) return true;
+  return (
+    /^\s*(SELECT|SHOW|VALUES)\b/i.test(sql) &&
+    !/\b(INSERT|UPDATE|DELETE|MERGE|TRUNCATE|nextval|setval|pg_advisory_lock|pg_terminate_backend)\b/i.test(sql)
+  );
 }
 
 /** `?` placeholders (outside quoted text) as PostgreSQL's `$1, $2, …`. */
@@ -194,6 +190,8 @@ class PostgresConnection implements SqlConnection {
   #pid = 0;
   #heard = 0;
   #inTransaction = false;
+  /** The server said this connection is of no more use (UNAVAILABLE_STATES): the next statement opens another. */
+  #dropped = false;
   #epoch = 0;
   readonly #statements = new Map<string, SqlStatement>();
 
@@ -215,6 +213,7 @@ class PostgresConnection implements SqlConnection {
       );
     }
     this.#pq = pq;
+    this.#dropped = false;
     this.#run('SET client_min_messages = warning', []); // libpq prints notices on stderr
     // The store's assumptions, set rather than inherited from the server's defaults: BYTEA as hex, READ COMMITTED
     // under the writers' lock, and bounds so that no wait blocks the CA's event loop for long: a lock held by a
@@ -239,12 +238,16 @@ class PostgresConnection implements SqlConnection {
     else pq.exec(text);
     const status = pq.resultStatus();
     if (status !== 'PGRES_COMMAND_OK' && status !== 'PGRES_TUPLES_OK') {
-      const message = (pq.resultErrorMessage() || pq.errorMessage()).trim();
+      const message = (pq.resultErrorMessage() || pq.errorMessage()).trim().replace(/\s*\n\s*/g, ' ');
       if (pq.transactionStatus() === TRANSACTION_UNKNOWN) {
-        throw storeUnavailable(`${this.name}: ${message || 'connection lost'}`);
+        throw storeUnavailable(`${this.name}: connection lost (${message || 'no reply'})`);
+      }
+      const state = pq.resultErrorFields()?.sqlState;
+      if (state && UNAVAILABLE_STATES.has(state)) {
+        this.#dropped = true;
+        throw storeUnavailable(`${this.name}: ${message} (SQLSTATE ${state}; a new connection is opened next)`);
       }
       const err = new Error(`${this.name}: ${message}`) as Error & { code?: string };
-      const state = pq.resultErrorFields()?.sqlState;
       if (state) err.code = `PG_${state}`;
       throw err;
     }
@@ -267,14 +270,28 @@ class PostgresConnection implements SqlConnection {
     return rows;
   }
 
-  /** A statement outside a transaction opens a lost connection again first (once). */
+  /**
+   * A statement outside a transaction first opens again a connection known to be lost or dropped (nothing was
+   * sent on it, so any statement may go). A statement that fails on a lost connection is sent again on a new
+   * one only when it changes no data: a write's reply may be what was lost.
+   */
   query(text: string, values: SqlValue[]): SqlRow[] & { changes?: number } {
     const params = values.map(parameter);
-    if (!this.#inTransaction && this.#pq.transactionStatus() === TRANSACTION_UNKNOWN) this.#reconnect();
+    if (!this.#inTransaction) {
+      this.#pq.consumeInput(); // reads a close the server sent meanwhile (a terminated backend), so it is known here
+      if (this.#dropped || this.#pq.transactionStatus() === TRANSACTION_UNKNOWN) this.#reconnect();
+    }
     try {
       return this.#run(text, params);
     } catch (err) {
-      if (this.#inTransaction || !(err instanceof GatewayError)) throw err;
+      if (this.#inTransaction || !(err instanceof GatewayError) || err.code !== 'E_STORE_UNAVAILABLE') throw err;
+      if (!changesNoData(text)) {
+        if (this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) throw err;
+        throw storeUnavailable(
+          `${err.message}; the statement changes data and its outcome is unknown (it may have been applied), so it is not sent again`,
+          err,
+        );
+      }
       this.#reconnect();
       return this.#run(text, params);
     }
@@ -312,17 +329,30 @@ class PostgresConnection implements SqlConnection {
       if (this.#pq.transactionStatus() === TRANSACTION_FAILED) {
         throw new Error(`${this.name}: a statement failed inside the transaction; nothing of it was committed`);
       }
-      this.#run('COMMIT', []);
+      this.#commit();
       return result;
     } catch (err) {
       try {
-        if (this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) this.#run('ROLLBACK', []);
+        if (!this.#dropped && this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) this.#run('ROLLBACK', []);
       } catch {
         // the connection is gone: the server rolled back
       }
       throw err;
     } finally {
       this.#inTransaction = false;
+    }
+  }
+
+  /** A COMMIT whose connection is lost before its reply may have committed: the error says the outcome is unknown. */
+  #commit(): void {
+    try {
+      this.#run('COMMIT', []);
+    } catch (err) {
+      if (!(err instanceof GatewayError) || this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) throw err;
+      throw storeUnavailable(
+        `${err.message}: the connection was lost at COMMIT, so whether the transaction committed is unknown`,
+        err,
+      );
     }
   }
 
@@ -335,7 +365,7 @@ class PostgresConnection implements SqlConnection {
       return result;
     } catch (err) {
       this.#epoch += 1; // undone: what was read inside may be gone
-      if (this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) {
+      if (!this.#dropped && this.#pq.transactionStatus() !== TRANSACTION_UNKNOWN) {
         this.#run('ROLLBACK TO SAVEPOINT nested', []);
         this.#run('RELEASE SAVEPOINT nested', []);
       }
@@ -357,6 +387,7 @@ class PostgresConnection implements SqlConnection {
   }
 
   announceChange(): void {
+    // Sent after the change committed: a failure here must not report the change as failed (sql.ts).
     this.query(`NOTIFY ${CHANGE_CHANNEL}`, []);
   }
 

@@ -42,7 +42,11 @@ export interface SqlConnection {
    * feed reader sees. SQLite: PRAGMA data_version. PostgreSQL: notifications heard on a LISTEN channel.
    */
   changeVersion(): number;
-  /** Tells the other connections that something a feed reader sees changed (PostgreSQL NOTIFY; SQLite needs none). */
+  /**
+   * Tells the other connections that something a feed reader sees changed (PostgreSQL NOTIFY; SQLite needs none).
+   * Sent after the change committed, so a failure (thrown) does not undo it: callers treat it as best-effort
+   * (changes.ts), and readers that missed the notice see the change at their next read anyway.
+   */
   announceChange(): void;
   close(): void;
 }

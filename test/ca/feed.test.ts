@@ -14,6 +14,7 @@ import {
   verifyRevocationFeed,
 } from '../../lib/protocol/api.js';
 import { CaApiError, CaClient, type CurrentCredentials } from '../../lib/protocol/ca-client.js';
+import { CA_TEST_POSTGRES, freshDatabase } from '../helpers/postgres.js';
 import { CHEAP_SCRYPT, clientKeys, type Fixture, newAuthority, newOrg, TD, TempDir } from './helpers.js';
 
 let f: Fixture;
@@ -269,6 +270,60 @@ test("another process's commit (the admin CLI on the same database) raises the c
     cli.close();
     daemon.close();
   } finally {
+    dir.remove();
+  }
+});
+
+test("a revocation another replica commits between the feed's two reads is carried by the next read, not skipped", async () => {
+  // Two Authorities on one database: two CA replicas on PostgreSQL (when this suite runs there), or the daemon
+  // and the admin CLI on one SQLite file.
+  const dir = new TempDir();
+  const server = process.env[CA_TEST_POSTGRES];
+  const db = server ? freshDatabase(server) : dir.file('ca.db');
+  const sealKey = randomBytes(32);
+  const a = Authority.open({ db, sealKey, trustDomain: TD, limits: { scrypt: CHEAP_SCRYPT } });
+  const b = Authority.open({ db, sealKey, trustDomain: TD, limits: { scrypt: CHEAP_SCRYPT } });
+  try {
+    unwrap(await a.init());
+    const admin = b.localAdmin();
+    unwrap(b.createOrg(admin, 'acme'));
+    for (const identityId of ['one', 'two']) {
+      unwrap(await b.createIdentity(admin, 'acme', { identityId, role: 'member' }));
+    }
+    unwrap(b.revoke(admin, { kind: 'identity', orgId: 'acme', subject: 'one' }));
+    // B commits its revocation of `two` right after A's first read of the revocations, whichever that read is
+    // (the newest seq, or the entries): the window a feed read spans between its two statements.
+    const revocations = a.store.revocations;
+    let interleave = true;
+    for (const name of ['latestSeq', 'since'] as const) {
+      const read = revocations[name].bind(revocations) as (...args: unknown[]) => unknown;
+      Object.assign(revocations, {
+        [name]: (...args: unknown[]) => {
+          const result = read(...args);
+          if (interleave) {
+            interleave = false;
+            unwrap(b.revoke(admin, { kind: 'identity', orgId: 'acme', subject: 'two' }));
+          }
+          return result;
+        },
+      });
+    }
+    const reader = a.localAdmin();
+    const first = a.revocationsSince(reader, 0);
+    assert.equal(interleave, false, 'B committed between the two reads');
+    assert.deepEqual(
+      first.entries.map((e) => e.subject),
+      ['one'],
+    );
+    const next = a.revocationsSince(reader, first.seq);
+    assert.deepEqual(
+      next.entries.map((e) => e.subject),
+      ['two'],
+      `the reader's cursor (${first.seq}) does not pass the revocation committed between the reads`,
+    );
+  } finally {
+    b.close();
+    a.close();
     dir.remove();
   }
 });

@@ -13,9 +13,19 @@ import { CA_TEST_POSTGRES, type Postgres, postgresUrl, startPostgres } from '../
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Every file of this folder whose Authority comes from helpers.ts (the daemon tests run processes on SQLite). */
-const SUITE = ['authority', 'api-pin', 'feed', 'http', 'interop', 'refusals', 'renew', 'rotation', 'supersede'].map(
-  (name) => join(here, `${name}.test.js`),
-);
+const SUITE = [
+  'authority',
+  'api-pin',
+  'changes',
+  'feed',
+  'http',
+  'interop',
+  'refusals',
+  'renew',
+  'rotation',
+  'store-penalties',
+  'supersede',
+].map((name) => join(here, `${name}.test.js`));
 
 let pg: Postgres;
 before(async () => {

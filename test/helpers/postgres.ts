@@ -3,7 +3,7 @@
  * private temp directory, listening on 127.0.0.1 and a unix socket in that directory only; trust auth for
  * the `postgres` role. Stopped (immediate) and removed by `stop()`.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -119,4 +119,69 @@ export function freshDatabase(baseUrl: string): string {
   const url = new URL(baseUrl);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/**
+ * A TCP relay to a PostgreSQL server that can lose a reply, in a child process (the store's calls block this
+ * one's event loop): `cutAfter(text)` arms it, and the next message from a client that contains `text` (the SQL of
+ * a simple or extended query) is passed to the server, which runs it, but the server's answer is dropped and
+ * both sides of that connection are cut: a statement applied whose reply was lost. `refuse(true)` makes new
+ * connections close at once (the server out of reach).
+ */
+export interface ReplyCutter {
+  port: number;
+  cutAfter(text: string): Promise<void>;
+  refuse(on: boolean): Promise<void>;
+  close(): void;
+}
+
+const CUTTER = `
+const { connect, createServer } = require('node:net');
+const serverPort = Number(process.argv[1]);
+let armed, refuse = false;
+process.on('message', (m) => {
+  if ('arm' in m) armed = m.arm;
+  if ('refuse' in m) refuse = m.refuse;
+  process.send('ok');
+});
+const server = createServer((client) => {
+  if (refuse) return client.destroy();
+  const upstream = connect({ host: '127.0.0.1', port: serverPort });
+  client.on('error', () => {});
+  upstream.on('error', () => {});
+  let cutting = false;
+  client.on('data', (chunk) => {
+    if (armed !== undefined && chunk.includes(armed)) { armed = undefined; cutting = true; }
+    upstream.write(chunk);
+  });
+  upstream.on('data', (chunk) => {
+    if (!cutting) return void client.write(chunk);
+    client.destroy();
+    upstream.destroy();
+  });
+  client.once('close', () => upstream.destroy());
+  upstream.once('close', () => client.destroy());
+});
+server.listen(0, '127.0.0.1', () => process.send({ port: server.address().port }));
+`;
+
+export async function replyCutter(serverPort: number): Promise<ReplyCutter> {
+  const child = spawn(process.execPath, ['-e', CUTTER, String(serverPort)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => resolve(m.port));
+    child.once('exit', (code) => reject(new Error(`the relay exited (${code})`)));
+  });
+  const tell = (m: object) =>
+    new Promise<void>((resolve) => {
+      child.once('message', () => resolve());
+      child.send(m);
+    });
+  return {
+    port,
+    cutAfter: (text) => tell({ arm: text }),
+    refuse: (on) => tell({ refuse: on }),
+    close: () => child.kill(),
+  };
 }

@@ -2,7 +2,9 @@
  * lib/store/postgres.ts against a real PostgreSQL 15 (test/helpers/postgres.ts): the dialect translation, values
  * as the SQLite engine gives them, the writers' lock across connections, change notices between connections, a
  * lost connection (opened again outside a transaction; the transaction fails E_STORE_UNAVAILABLE and commits
- * nothing), and refusals at open: an unreachable server, a database migrated by a newer build.
+ * nothing), a lost reply (a read is sent again, a write is not: E_STORE_UNAVAILABLE, applied once; a COMMIT's
+ * outcome is reported unknown), a server turned read-only (E_STORE_UNAVAILABLE, a new connection), a multi-host
+ * URL, and refusals at open: an unreachable server, a database migrated by a newer build.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,6 +14,7 @@ import { MIGRATIONS } from '../../lib/ca/store-schema.js';
 import { GatewayError } from '../../lib/errors/codes.js';
 import type { Migration } from '../../lib/store/db.js';
 import {
+  changesNoData,
   migratePostgres,
   numberedPlaceholders,
   openPostgres,
@@ -20,7 +23,7 @@ import {
   redactUrl,
 } from '../../lib/store/postgres.js';
 import { type SqlConnection, sqliteConnection } from '../../lib/store/sql.js';
-import { freshDatabase, type Postgres, postgresUrl, psql, startPostgres } from '../helpers/postgres.js';
+import { freshDatabase, type Postgres, postgresUrl, psql, replyCutter, startPostgres } from '../helpers/postgres.js';
 
 const code = (expected: string) => (err: unknown) => err instanceof GatewayError && err.code === expected;
 const TABLE: Migration[] = [
@@ -216,5 +219,135 @@ test('refusals at open: a server not there (E_STORE_UNAVAILABLE), a database of 
   assert.throws(
     () => migratePostgres(c, [{ ...MIGRATIONS[0]!, name: 'another history' }, ...MIGRATIONS.slice(1)]),
     code('E_STORE_VERSION'),
+  );
+});
+
+test('a lost reply: a read is sent again on a new connection; a write is not (applied once, E_STORE_UNAVAILABLE); a COMMIT says its outcome is unknown', async (t) => {
+  const url = freshDatabase(postgresUrl(pg.port));
+  const direct = connect(url);
+  direct.prepare("INSERT INTO t (k, n) VALUES ('a', 0)").run();
+  const cutter = await replyCutter(pg.port);
+  t.after(() => cutter.close());
+  const relayed = new URL(url);
+  relayed.port = String(cutter.port);
+  const c = connect(relayed.toString());
+  const count = () => direct.prepare("SELECT n FROM t WHERE k = 'a'").get()?.['n'];
+
+  await cutter.cutAfter('SELECT n FROM t');
+  assert.equal(c.prepare('SELECT n FROM t WHERE k = ?').get('a')?.['n'], 0, 'a read is answered on a new connection');
+
+  // The server applies the increment, its reply is lost: sent again, it would count twice.
+  await cutter.cutAfter('UPDATE t SET n = n + 1');
+  assert.throws(
+    () => c.prepare('UPDATE t SET n = n + 1 WHERE k = ?').run('a'),
+    (err: unknown) => code('E_STORE_UNAVAILABLE')(err) && /outcome is unknown/.test((err as Error).message),
+  );
+  assert.equal(count(), 1, 'applied once');
+  assert.equal(c.prepare('UPDATE t SET n = n + 1 WHERE k = ?').run('a').changes, 1, 'the next write goes through');
+  assert.equal(count(), 2);
+
+  await cutter.cutAfter('COMMIT');
+  assert.throws(
+    () => c.transaction(() => c.prepare("INSERT INTO t (k) VALUES ('committed')").run()),
+    (err: unknown) =>
+      code('E_STORE_UNAVAILABLE')(err) && /whether the transaction committed is unknown/.test((err as Error).message),
+  );
+  assert.equal(direct.prepare("SELECT count(*) AS n FROM t WHERE k = 'committed'").get()?.['n'], 1, 'it had');
+
+  // A notice whose reply is lost is sent again (it changes no data); with the server out of reach it throws, and
+  // the caller (changes.ts) treats that as best-effort.
+  await cutter.cutAfter('NOTIFY');
+  c.announceChange();
+  await cutter.cutAfter('NOTIFY');
+  await cutter.refuse(true);
+  assert.throws(() => c.announceChange(), code('E_STORE_UNAVAILABLE'));
+  await cutter.refuse(false);
+  assert.equal(c.prepare('SELECT 1 AS one').get()?.['one'], 1, 'connected again once the server is reachable');
+
+  assert.ok(changesNoData('SELECT * FROM revocations WHERE seq > $1'));
+  assert.ok(changesNoData('BEGIN') && changesNoData('NOTIFY infisical_ca_changes'));
+  for (const write of [
+    'INSERT INTO t (k) VALUES ($1)',
+    'UPDATE t SET n = 1',
+    'DELETE FROM t',
+    'WITH x AS (DELETE FROM t RETURNING k) SELECT k FROM x',
+    "SELECT nextval('s')",
+    'SELECT k FROM t FOR UPDATE',
+    'COMMIT',
+  ]) {
+    assert.equal(changesNoData(write), false, write);
+  }
+});
+
+test('a server that turned read-only (SQLSTATE 25006): E_STORE_UNAVAILABLE and a new connection next', () => {
+  const url = freshDatabase(postgresUrl(pg.port));
+  const c = connect(url);
+  const pid = () => c.prepare('SELECT pg_backend_pid() AS pid').get()?.['pid'];
+  // As a primary that came back as a standby: every write on this connection is refused.
+  const readOnly = () => c.prepare('SET default_transaction_read_only = on').run();
+  readOnly();
+  const first = pid();
+  assert.throws(() => c.prepare("INSERT INTO t (k) VALUES ('x')").run(), code('E_STORE_UNAVAILABLE'));
+  assert.notEqual(pid(), first, 'the connection was dropped; the next statement opened another');
+  c.prepare("INSERT INTO t (k) VALUES ('x')").run();
+  readOnly();
+  assert.throws(
+    () => c.transaction(() => c.prepare("INSERT INTO t (k) VALUES ('y')").run()),
+    code('E_STORE_UNAVAILABLE'),
+  );
+  c.transaction(() => c.prepare("INSERT INTO t (k) VALUES ('y')").run());
+  assert.equal(c.prepare('SELECT count(*) AS n FROM t').get()?.['n'], 2);
+});
+
+test('a multi-host URL with target_session_attrs=read-write: the first host that accepts writes is used', () => {
+  const url = new URL(freshDatabase(postgresUrl(pg.port)));
+  const multi = `postgres://postgres@127.0.0.1:1,127.0.0.1:${pg.port}${url.pathname}?target_session_attrs=read-write`;
+  const c = connect(multi);
+  assert.equal(c.prepare('SELECT 1 AS one').get()?.['one'], 1);
+  assert.equal(c.name, multi);
+  assert.equal(
+    redactUrl('postgres://ca:s3cret@db-a:5432,db-b:5433/x?target_session_attrs=read-write'),
+    'postgres://ca:***@db-a:5432,db-b:5433/x?target_session_attrs=read-write',
+  );
+});
+
+test('failover: the primary comes back read-only, the next write goes to the other host (target_session_attrs=read-write)', async (t) => {
+  const second = await startPostgres();
+  t.after(() => second.stop());
+  const first = new URL(freshDatabase(postgresUrl(pg.port)));
+  const db = first.pathname.slice(1);
+  await psql(second.port, `CREATE DATABASE ${db}`);
+  const onSecond = connect(postgresUrl(second.port, db)); // the same schema on both (a standby would replicate it)
+  const c = connect(
+    `postgres://postgres@127.0.0.1:${pg.port},127.0.0.1:${second.port}/${db}?target_session_attrs=read-write`,
+  );
+  const port = () => c.prepare('SELECT inet_server_port() AS port').get()?.['port'];
+  c.prepare("INSERT INTO t (k) VALUES ('on-first')").run();
+  assert.equal(port(), pg.port, 'the first host while it is the primary');
+  // The first server turns read-only (as a demoted primary does); this session sees it at its next statement.
+  // (ALTER SYSTEM runs outside a transaction block: two psql calls.)
+  await psql(pg.port, 'ALTER SYSTEM SET default_transaction_read_only = on');
+  await psql(pg.port, 'SELECT pg_reload_conf()');
+  t.after(async () => {
+    await psql(pg.port, 'ALTER SYSTEM RESET default_transaction_read_only');
+    await psql(pg.port, 'SELECT pg_reload_conf()');
+  });
+  for (
+    let i = 0;
+    c.prepare('SHOW default_transaction_read_only').get()?.['default_transaction_read_only'] !== 'on';
+    i++
+  ) {
+    assert.ok(i < 100, 'the reload reached the session');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.throws(() => c.prepare("INSERT INTO t (k) VALUES ('refused')").run(), code('E_STORE_UNAVAILABLE'));
+  c.prepare("INSERT INTO t (k) VALUES ('on-second')").run();
+  assert.equal(port(), second.port, 'the new connection skipped the read-only host');
+  assert.deepEqual(
+    onSecond
+      .prepare('SELECT k FROM t')
+      .all()
+      .map((r) => r['k']),
+    ['on-second'],
   );
 });
