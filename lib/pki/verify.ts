@@ -5,6 +5,8 @@
  * Pure: data and a clock in, a Verdict out. It builds the path from the leaf to a trust anchor through the
  * certificates the peer sent, checks every signature natively, then every certificate's validity (with skew),
  * algorithms, critical extensions and CA constraints, then the leaf's usage, identity, revocation and grant.
+ * A path already built for the same certificate bytes under the same anchors comes from path-cache.ts (its
+ * parse and signatures only: every other check runs on every call).
  */
 import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
@@ -42,7 +44,7 @@ export interface IssuerRef {
 
 /** Trust anchors, parsed once (use loadTrustAnchors) so each verification only parses the peer's chain. */
 export interface TrustAnchors {
-  /** SHA-256 over the anchors' DER, in order: the anchor set's identity in the path cache (path-cache.ts). */
+  /** SHA-256 over the anchors' fingerprints, in order: the anchor set's identity in the path cache (path-cache.ts). */
   readonly id: string;
   readonly anchors: readonly { cert: ParsedCert; key: KeyObject; info: Verdict<KeyInfo> }[];
 }
