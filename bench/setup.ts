@@ -19,6 +19,8 @@
  * firstBytes) and the next relay opened as soon as a stream opened (as before the refill waited for its answer).
  * The client library's own per-step timings (outer TLS, proxy status line, inner TLS + gateway status) are
  * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
+ * BENCH_SETUP_TRACE=<dir>: every process also records its GCs and late event loops (bench/stall-trace.ts), and
+ * the slowest 5 % of the tcp and ping streams are set beside them (bench/setup-slow.ts, <dir>/slow.txt).
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -31,6 +33,7 @@ import { TempDir } from '../test/helpers/openssh.js';
 import { type Deployment, startDeployment } from '../test/lifecycle/deploy.js';
 import { startSshReference } from './client.js';
 import { startChain } from './datapath.js';
+import { reportSlowStreams, type TracedStream } from './setup-slow.js';
 import { type BenchRow, fmt, percentile } from './table.js';
 
 const STREAMS = Math.max(10, Number(process.env['BENCH_SETUP_STREAMS'] ?? 200));
@@ -64,12 +67,20 @@ const GAP_MS = 40;
  * moment then costs every path alike instead of the one measured at the time. Streams are GAP_MS apart, so
  * one path's relay opened ahead does not land on the next path's stream.
  */
-async function measureInterleaved(paths: Record<string, Setup>): Promise<Record<string, number[]>> {
+async function measureInterleaved(
+  paths: Record<string, Setup>,
+  starts: Record<string, number[]> = {},
+): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+  for (const name of Object.keys(paths)) starts[name] = [];
   for (let i = 0; i < WARMUP + STREAMS; i++) {
     for (const [name, setup] of Object.entries(paths)) {
+      const at = performance.timeOrigin + performance.now();
       const ms = await setup();
-      if (i >= WARMUP) out[name]!.push(ms);
+      if (i >= WARMUP) {
+        out[name]!.push(ms);
+        starts[name]!.push(at);
+      }
       await new Promise((r) => setTimeout(r, GAP_MS));
     }
   }
@@ -151,13 +162,30 @@ async function cpuPerStream(setup: Setup, pids: Record<string, number | undefine
   return `CPU ms per stream: ${cpu.join(', ')}`;
 }
 
+/** With BENCH_SETUP_TRACE, the processes started while this is set (and this one) run bench/stall-trace.ts. */
+async function traced<T>(start: () => Promise<T>): Promise<T> {
+  const dir = process.env['BENCH_SETUP_TRACE'];
+  if (!dir) return start();
+  const saved = { options: process.env['NODE_OPTIONS'], dir: process.env['BENCH_STALL_TRACE_DIR'] };
+  process.env['BENCH_STALL_TRACE_DIR'] = dir;
+  await import('./stall-trace.js');
+  process.env['NODE_OPTIONS'] =
+    `${saved.options ?? ''} --import=${new URL('./stall-trace.js', import.meta.url).href}`.trim();
+  try {
+    return await start();
+  } finally {
+    if (saved.options === undefined) delete process.env['NODE_OPTIONS'];
+    else process.env['NODE_OPTIONS'] = saved.options;
+  }
+}
+
 export async function benchSetup(): Promise<BenchRow[]> {
   const dir = new TempDir('bench-setup-');
-  const d = await startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' });
+  const d = await traced(() => startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' }));
   let ssh: { port: number; stop(): Promise<void> } | undefined;
   let chain: Awaited<ReturnType<typeof startChain>> | undefined;
   try {
-    const connect = await d.connect();
+    const connect = await traced(() => d.connect());
     const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
     chain = await startChain(dir, d.target.port);
@@ -174,18 +202,22 @@ export async function benchSetup(): Promise<BenchRow[]> {
     const coldFullSteps: Step[] = [];
     const pingWarm = viaPing(warm, d, warmSteps);
     const pingCold = viaPing(cold, d, coldSteps);
-    const r = await measureInterleaved({
-      tcp: viaPort(connect.port),
-      tcpCold: viaPort(connectCold.port),
-      pingWarm,
-      pingAfterStatus: viaPing(warmAfter, d, [], { afterStatus: true }),
-      pingRefillAtOnce: viaPing(warmAtOnce, d, []),
-      pingCold,
-      pingColdFull: viaPing(coldFull, d, coldFullSteps, { fullOuter: true }),
-      ssh: viaPort(ssh.port),
-      chain: viaPort(chain.port),
-      raw: viaPort(d.target.port),
-    });
+    const starts: Record<string, number[]> = {};
+    const r = await measureInterleaved(
+      {
+        tcp: viaPort(connect.port),
+        tcpCold: viaPort(connectCold.port),
+        pingWarm,
+        pingAfterStatus: viaPing(warmAfter, d, [], { afterStatus: true }),
+        pingRefillAtOnce: viaPing(warmAtOnce, d, []),
+        pingCold,
+        pingColdFull: viaPing(coldFull, d, coldFullSteps, { fullOuter: true }),
+        ssh: viaPort(ssh.port),
+        chain: viaPort(chain.port),
+        raw: viaPort(d.target.port),
+      },
+      starts,
+    );
     const cpu = {
       tcp: await cpuPerStream(viaPort(connect.port), { connect: connect.pid, ...daemons }),
       tcpCold: await cpuPerStream(viaPort(connectCold.port), { connect: connectCold.pid, ...daemons }),
@@ -210,6 +242,28 @@ export async function benchSetup(): Promise<BenchRow[]> {
       .filter((e) => e['event'] === 'closed' && e['firstByteMs'] !== null)
       .slice(WARMUP, WARMUP + STREAMS)
       .map((e) => Number(e['firstByteMs']));
+    const traceDir = process.env['BENCH_SETUP_TRACE'];
+    if (traceDir) {
+      const closed = connect
+        .events()
+        .filter((e) => e['event'] === 'closed')
+        .slice(WARMUP, WARMUP + STREAMS);
+      const tcp: TracedStream[] = r['tcp']!.map((ms, i) => ({
+        at: starts['tcp']![i]!,
+        ms,
+        steps: {
+          openMs: Number(opened[i]?.['setupMs']),
+          firstByteMs: Number(closed[i]?.['firstByteMs']),
+          warm: opened[i]?.['warm'] === true,
+          resumed: opened[i]?.['resumed'] === true,
+        },
+      }));
+      const ping: TracedStream[] = r['pingWarm']!.map((ms, i) => {
+        const s = warmSteps[WARMUP + i];
+        return { at: starts['pingWarm']![i]!, ms, steps: { ...s?.timings, warm: s?.warm } };
+      });
+      reportSlowStreams(traceDir, { tcp, ping });
+    }
     const refs =
       `${pp(r['chain']!)} hand-built chain (socat TLS in socat TLS through sshd/ssh -R, bench/datapath.ts); ` +
       `${pp(r['ssh']!)} ssh -R alone; ${pp(r['raw']!)} raw loopback`;

@@ -5,8 +5,10 @@
  * Pure: data and a clock in, a Verdict out. It builds the path from the leaf to a trust anchor through the
  * certificates the peer sent, checks every signature natively, then every certificate's validity (with skew),
  * algorithms, critical extensions and CA constraints, then the leaf's usage, identity, revocation and grant.
+ * A path already built for the same certificate bytes under the same anchors comes from path-cache.ts (its
+ * parse and signatures only: every other check runs on every call).
  */
-import { createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import { ipBytes } from './build.js';
 import { DerError } from './der.js';
@@ -27,6 +29,7 @@ import {
   SIG_ALGS,
   WEAK_SIG_ALGS,
 } from './keys.js';
+import { cachedPath, pathKey, rememberPath } from './path-cache.js';
 import { certificateInputs, OID, type ParsedCert, parseCertificate } from './x509.js';
 
 export type Purpose = 'serverAuth' | 'clientAuth';
@@ -41,6 +44,8 @@ export interface IssuerRef {
 
 /** Trust anchors, parsed once (use loadTrustAnchors) so each verification only parses the peer's chain. */
 export interface TrustAnchors {
+  /** SHA-256 over the anchors' fingerprints, in order: the anchor set's identity in the path cache (path-cache.ts). */
+  readonly id: string;
   readonly anchors: readonly { cert: ParsedCert; key: KeyObject; info: Verdict<KeyInfo> }[];
 }
 
@@ -101,13 +106,16 @@ const UNDERSTOOD = new Set<string>([
 
 export function loadTrustAnchors(input: string | Buffer | readonly (string | Buffer)[]): Verdict<TrustAnchors> {
   try {
-    const anchors = certificateInputs(input, 64).map((d) => {
+    const ders = certificateInputs(input, 64);
+    const anchors = ders.map((d) => {
       const cert = parseCertificate(d);
       const key = createPublicKey({ key: cert.spki, format: 'der', type: 'spki' });
       return { cert, key, info: describeKey(key) };
     });
     if (anchors.length === 0) return refuse('E_CERT_MALFORMED', 'no trust anchor certificate');
-    return { ok: true, value: { anchors } };
+    const id = createHash('sha256');
+    for (const a of anchors) id.update(a.cert.fingerprint256);
+    return { ok: true, value: { id: id.digest('hex'), anchors } };
   } catch (err) {
     return refuse('E_CERT_MALFORMED', `trust anchor: ${(err as Error).message}`);
   }
@@ -122,25 +130,25 @@ export function verifyCertificateChain(opts: VerifyOptions): Verdict<VerifiedPee
     if (!loaded.ok) return loaded;
     anchors = loaded.value;
   }
-  let certs: ParsedCert[];
+  let ders: Buffer[];
   try {
-    const ders = certificateInputs(opts.chain, MAX_CHAIN_CERTS);
-    if (ders.length === 0) return refuse('E_CERT_MALFORMED', 'no peer certificate');
-    certs = ders.map((d, i) => {
-      try {
-        return parseCertificate(d);
-      } catch (err) {
-        throw new DerError(`certificate ${i}: ${(err as Error).message}`);
-      }
-    });
+    ders = certificateInputs(opts.chain, MAX_CHAIN_CERTS);
   } catch (err) {
     if (err instanceof DerError) return refuse('E_CERT_MALFORMED', err.message);
     throw err;
   }
-
-  const built = buildPath(certs, anchors);
-  if (!built.ok) return built;
-  const { path, anchor } = built.value;
+  if (ders.length === 0) return refuse('E_CERT_MALFORMED', 'no peer certificate');
+  // The parse and the signatures depend on the bytes and the anchors alone: a path built before for exactly
+  // these is taken from the cache (path-cache.ts); every other check below runs on every call.
+  const key = pathKey(anchors.id, ders);
+  let built = cachedPath<Anchor>(key);
+  if (!built) {
+    const fresh = parseAndBuild(ders, anchors);
+    if (!fresh.ok) return fresh;
+    built = fresh.value;
+    rememberPath(key, built);
+  }
+  const { path, anchor } = built;
   const full = [...path, anchor.cert];
   const checked =
     checkKeys(path, anchor.info) ??
@@ -158,6 +166,24 @@ function isTrustAnchors(a: VerifyOptions['anchors']): a is TrustAnchors {
 }
 
 type Anchor = TrustAnchors['anchors'][number];
+
+/** Parses every certificate the peer sent and builds the path: the work the path cache saves. */
+function parseAndBuild(ders: Buffer[], anchors: TrustAnchors): Verdict<{ path: ParsedCert[]; anchor: Anchor }> {
+  let certs: ParsedCert[];
+  try {
+    certs = ders.map((d, i) => {
+      try {
+        return parseCertificate(d);
+      } catch (err) {
+        throw new DerError(`certificate ${i}: ${(err as Error).message}`);
+      }
+    });
+  } catch (err) {
+    if (err instanceof DerError) return refuse('E_CERT_MALFORMED', err.message);
+    throw err;
+  }
+  return buildPath(certs, anchors);
+}
 
 /** Walks issuer links from the leaf; the path ends at the first certificate an anchor signed. */
 function buildPath(certs: ParsedCert[], trust: TrustAnchors): Verdict<{ path: ParsedCert[]; anchor: Anchor }> {
@@ -343,11 +369,12 @@ function checkRevocation(full: ParsedCert[], isRevoked: VerifyOptions['isRevoked
 function finish(leaf: ParsedCert, full: ParsedCert[], opts: VerifyOptions): Verdict<VerifiedPeer> {
   const peer: VerifiedPeer = {
     serialHex: leaf.serialHex,
-    uris: leaf.san.uris,
-    dns: leaf.san.dns,
-    ips: leaf.san.ips,
-    notBefore: leaf.notBefore,
-    notAfter: leaf.notAfter,
+    // Copies: the parsed leaf may be the path cache's, shared with every later call.
+    uris: [...leaf.san.uris],
+    dns: [...leaf.san.dns],
+    ips: [...leaf.san.ips],
+    notBefore: new Date(leaf.notBefore.getTime()),
+    notAfter: new Date(leaf.notAfter.getTime()),
     issuerFingerprint: full[1]!.fingerprint256,
     anchorFingerprint: full[full.length - 1]!.fingerprint256,
     fingerprint256: leaf.fingerprint256,

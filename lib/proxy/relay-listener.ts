@@ -250,6 +250,8 @@ export class RelayListener {
         isRevoked: (serialHex) => this.#o.revocations.certificateRevoked(serialHex) !== undefined,
       },
       new Date(now),
+      // The leaf alone first (the same verdict): Node's whole-chain objects cost ~0.4 ms per stream here.
+      { leafFirst: true },
     );
     if (!peer.ok) return deny(peer.code, peer.reason);
     const route = admitRoute(peer.value, scope);

@@ -4,12 +4,16 @@
  * `infisical_proxy_refusals_total{code}`. Names are checked here so a typo fails at start, not in a dashboard.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { pathCacheStats } from '../pki/path-cache.js';
 
 const SERIES_NAME = /^[a-z][a-z0-9_]*$/;
 const LABEL_NAME = /^[a-z][a-z0-9_]*$/;
 
 export interface MetricsOptions {
-  /** Standard process_* and nodejs_* series (memory, CPU, event-loop lag, fds); default true. */
+  /**
+   * Standard process_* and nodejs_* series (memory, CPU, event-loop lag, fds) and the process's verifier path
+   * cache (lib/pki/path-cache.ts, one per process); default true.
+   */
   processMetrics?: boolean;
 }
 
@@ -21,7 +25,27 @@ export class DaemonMetrics {
   constructor(daemon: string, options: MetricsOptions = {}) {
     this.prefix = `infisical_${daemon.replaceAll('-', '_')}_`;
     this.registry = new Registry();
-    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.processMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry });
+      this.#pathCache();
+    }
+  }
+
+  /** THE verifier's path cache: lookups since start by result, and entries held. */
+  #pathCache(): void {
+    this.gauge(
+      `${this.prefix}verifier_path_cache_lookups`,
+      'Chains looked up in the verifier path cache since start (hit: parse and signatures skipped)',
+      ['result'],
+      (g) => {
+        const s = pathCacheStats();
+        g.set({ result: 'hit' }, s.hits);
+        g.set({ result: 'miss' }, s.misses);
+      },
+    );
+    this.gauge(`${this.prefix}verifier_path_cache_entries`, 'Verified paths held by the verifier path cache', [], (g) =>
+      g.set(pathCacheStats().size),
+    );
   }
 
   #check(name: string, labelNames: readonly string[]): void {
