@@ -20,6 +20,7 @@
  * BENCH_DATAPATH_PATHS=ours (a comma list of ours, chain, ssh, tcp) measures only those, for quick comparisons.
  * BENCH_DATAPATH_PROFILE=DIR runs every daemon under V8's CPU profiler (bench/cpu-profile.ts: one .cpuprofile
  * per process in DIR, written when it exits; docs/performance.md reads them).
+ * BENCH_DATAPATH_NODE_OPTIONS adds Node/V8 flags to the daemons' NODE_OPTIONS (not the bench's own), to weigh one.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -364,9 +365,12 @@ export async function startChain(
 async function deploy(sinkAddress: string, sinkPort: number): Promise<{ d: Deployment; port: number }> {
   const profile = process.env['BENCH_DATAPATH_PROFILE'];
   const saved = { options: process.env['NODE_OPTIONS'], dir: process.env['BENCH_CPU_PROFILE_DIR'] };
+  // Node or V8 flags for the daemons alone (not this process), to weigh one: e.g. --max-semi-space-size=64.
+  const extra = process.env['BENCH_DATAPATH_NODE_OPTIONS'];
+  if (extra) process.env['NODE_OPTIONS'] = `${saved.options ?? ''} ${extra}`.trim();
   if (profile) {
     const preload = new URL('./cpu-profile.js', import.meta.url).href;
-    process.env['NODE_OPTIONS'] = `${saved.options ?? ''} --import=${preload}`.trim();
+    process.env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${preload}`.trim();
     process.env['BENCH_CPU_PROFILE_DIR'] = profile;
   }
   try {

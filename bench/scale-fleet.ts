@@ -267,6 +267,10 @@ async function runFleet(spec: FleetSpec): Promise<void> {
 const role = process.env[ROLE];
 if (role && process.env[SPEC]) {
   const spec = JSON.parse(readFileSync(process.env[SPEC], 'utf8')) as unknown;
-  if (role === 'proxy') await runProxy(spec as ProxySpec);
+  if (role === 'proxy') {
+    // The proxy daemon's V8 settings (daemons/proxy.ts loads them first), so that its memory is the daemon's.
+    await import('../lib/runtime/v8-flags.js');
+    await runProxy(spec as ProxySpec);
+  }
   if (role === 'fleet') await runFleet(spec as FleetSpec);
 }

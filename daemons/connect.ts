@@ -5,6 +5,8 @@
  * Flags > environment (INFISICAL_<FLAG> for the flags listed in lib/runtime/program-env.ts, and
  * INFISICAL_CLIENT_SECRET) > defaults. No other variable is read: the shell may hold other programs' INFISICAL_*.
  */
+// First: V8 settings for moving bytes (lib/runtime/v8-flags.ts), before anything allocates.
+import '../lib/runtime/v8-flags.js';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';

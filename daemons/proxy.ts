@@ -5,6 +5,8 @@
  * Configuration: flags > environment (INFISICAL_PROXY_*) > /etc/infisical/proxy.conf > defaults
  * (lib/proxy/config.ts).
  */
+// First: V8 settings for moving bytes (lib/runtime/v8-flags.ts), before anything allocates.
+import '../lib/runtime/v8-flags.js';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
