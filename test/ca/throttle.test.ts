@@ -123,8 +123,7 @@ test('login turns: a woken login whose penalties cannot be read (store down) pas
       }
       return book.get(key);
     },
-    set: (key: string, p: Parameters<MemoryPenaltyBook['set']>[1]) => book.set(key, p),
-    atomically: <T>(fn: () => T): T => book.atomically(fn),
+    charge: (...args: Parameters<MemoryPenaltyBook['charge']>) => book.charge(...args),
   };
   const one = { burst: 1, refillMs: 1000, maxDelayMs: 8000 };
   const limits = new UnauthenticatedLimits({
