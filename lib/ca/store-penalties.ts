@@ -10,7 +10,7 @@
  * sources costs at most about maxRows + capEvery × replicas rows per bucket, and the daily prune clears the rest.
  */
 
-import type { SqlValue } from '../store/sql.js';
+import type { SqlConnection, SqlValue } from '../store/sql.js';
 import { TableStore } from './store-table.js';
 import { chargePenalty, type FailurePolicy, levelCap, type Penalty, type PenaltyBook } from './throttle.js';
 
@@ -24,8 +24,8 @@ const greater = (a: string, b: string) => `CASE WHEN ${a} > ${b} THEN ${a} ELSE 
 const smaller = (a: string, b: string) => `CASE WHEN ${a} < ${b} THEN ${a} ELSE ${b} END`;
 
 /**
- * The upsert that charges one failure. `@name` stands for a parameter (bound in `charge`, in order); `p.` is the
- * row as it stands. The arithmetic is throttle.ts's, step by step: decayed level, capped new level, its delay,
+ * The upsert that charges one failure. `@name` stands for a parameter (bound in `charge`, in order);
+ * `failure_penalties.<column>` is the row as it stands. The arithmetic is throttle.ts's, step by step: decayed level, capped new level, its delay,
  * the new `until`.
  */
 const CHARGE = (() => {
@@ -58,10 +58,7 @@ export class PenaltyStore extends TableStore {
   readonly #capEvery: number;
   readonly #charges = new Map<string, number>();
 
-  constructor(
-    sql: ConstructorParameters<typeof TableStore>[0],
-    bounds: { maxRowsPerBucket?: number; capEvery?: number } = {},
-  ) {
+  constructor(sql: SqlConnection, bounds: { maxRowsPerBucket?: number; capEvery?: number } = {}) {
     super(sql);
     this.#maxRows = bounds.maxRowsPerBucket ?? PENALTY_ROWS_PER_BUCKET;
     this.#capEvery = bounds.capEvery ?? 100;

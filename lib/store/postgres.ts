@@ -326,6 +326,9 @@ class PostgresConnection implements SqlConnection {
       const result = fn();
       // A statement that failed inside `fn` (and was caught there) aborted the transaction: PostgreSQL answers
       // the COMMIT with a ROLLBACK. Say so instead of returning as if it had committed.
+      if (this.#dropped) {
+        throw storeUnavailable(`${this.name}: the server cannot serve this connection now; nothing was committed`);
+      }
       if (this.#pq.transactionStatus() === TRANSACTION_FAILED) {
         throw new Error(`${this.name}: a statement failed inside the transaction; nothing of it was committed`);
       }

@@ -296,6 +296,14 @@ test('a server that turned read-only (SQLSTATE 25006): E_STORE_UNAVAILABLE and a
     code('E_STORE_UNAVAILABLE'),
   );
   c.transaction(() => c.prepare("INSERT INTO t (k) VALUES ('y')").run());
+  readOnly();
+  assert.throws(
+    () =>
+      c.transaction(() => {
+        assert.throws(() => c.prepare("INSERT INTO t (k) VALUES ('z')").run()); // caught inside: still a 503
+      }),
+    code('E_STORE_UNAVAILABLE'),
+  );
   assert.equal(c.prepare('SELECT count(*) AS n FROM t').get()?.['n'], 2);
 });
 
