@@ -21,6 +21,7 @@
  * printed beside the ping figures: where the milliseconds go (docs/performance.md, "New-stream setup").
  * BENCH_SETUP_TRACE=<dir>: every process also records its GCs and late event loops (bench/stall-trace.ts), and
  * the slowest 5 % of the tcp and ping streams are set beside them (bench/setup-slow.ts, <dir>/slow.txt).
+ * BENCH_SETUP_CACHE_AB=1: a second deployment without THE verifier's path cache, measured in the same rounds.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -162,29 +163,58 @@ async function cpuPerStream(setup: Setup, pids: Record<string, number | undefine
   return `CPU ms per stream: ${cpu.join(', ')}`;
 }
 
-/** With BENCH_SETUP_TRACE, the processes started while this is set (and this one) run bench/stall-trace.ts. */
-async function traced<T>(start: () => Promise<T>): Promise<T> {
-  const dir = process.env['BENCH_SETUP_TRACE'];
-  if (!dir) return start();
-  const saved = { options: process.env['NODE_OPTIONS'], dir: process.env['BENCH_STALL_TRACE_DIR'] };
-  process.env['BENCH_STALL_TRACE_DIR'] = dir;
-  await import('./stall-trace.js');
-  process.env['NODE_OPTIONS'] =
-    `${saved.options ?? ''} --import=${new URL('./stall-trace.js', import.meta.url).href}`.trim();
+/** The processes `start` spawns run with `NODE_OPTIONS=--import=<file>` (a module of bench/) added. */
+async function preloaded<T>(file: string, start: () => Promise<T>): Promise<T> {
+  const saved = process.env['NODE_OPTIONS'];
+  process.env['NODE_OPTIONS'] = `${saved ?? ''} --import=${new URL(file, import.meta.url).href}`.trim();
   try {
     return await start();
   } finally {
-    if (saved.options === undefined) delete process.env['NODE_OPTIONS'];
-    else process.env['NODE_OPTIONS'] = saved.options;
+    if (saved === undefined) delete process.env['NODE_OPTIONS'];
+    else process.env['NODE_OPTIONS'] = saved;
   }
 }
+
+/** With BENCH_SETUP_TRACE, the processes started here (and this one) run bench/stall-trace.ts. */
+async function traced<T>(start: () => Promise<T>): Promise<T> {
+  const dir = process.env['BENCH_SETUP_TRACE'];
+  if (!dir) return start();
+  process.env['BENCH_STALL_TRACE_DIR'] = dir;
+  await import('./stall-trace.js');
+  return preloaded('./stall-trace.js', start);
+}
+
+/**
+ * With BENCH_SETUP_CACHE_AB, a second deployment whose daemons and `infisical-connect` run without THE
+ * verifier's path cache (bench/path-cache-off.ts), measured in the same rounds as the first one (tcp mode: the
+ * bench process is then only the local client, so no cache of its own is involved).
+ */
+async function withoutPathCache(): Promise<{ d: Deployment; port: number; pid: number | undefined } | undefined> {
+  if (!process.env['BENCH_SETUP_CACHE_AB']) return undefined;
+  const d = await preloaded('./path-cache-off.js', () =>
+    startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' }),
+  );
+  try {
+    const c = await preloaded('./path-cache-off.js', () => d.connect());
+    return { d, port: c.port, pid: c.pid };
+  } catch (err) {
+    await d.close();
+    throw err;
+  }
+}
+
+const cacheHits = async (d: Deployment) =>
+  `proxy ${(await d.proxies[0]!.metric('infisical_proxy_verifier_path_cache_lookups', { result: 'hit' })) ?? 0}, ` +
+  `gateway ${(await d.gateways[0]!.metric('infisical_gateway_verifier_path_cache_lookups', { result: 'hit' })) ?? 0}`;
 
 export async function benchSetup(): Promise<BenchRow[]> {
   const dir = new TempDir('bench-setup-');
   const d = await traced(() => startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' }));
   let ssh: { port: number; stop(): Promise<void> } | undefined;
   let chain: Awaited<ReturnType<typeof startChain>> | undefined;
+  let noCache: Awaited<ReturnType<typeof withoutPathCache>>;
   try {
+    noCache = await withoutPathCache();
     const connect = await traced(() => d.connect());
     const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
@@ -215,6 +245,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
         ssh: viaPort(ssh.port),
         chain: viaPort(chain.port),
         raw: viaPort(d.target.port),
+        ...(noCache ? { tcpNoCache: viaPort(noCache.port) } : {}),
       },
       starts,
     );
@@ -223,6 +254,13 @@ export async function benchSetup(): Promise<BenchRow[]> {
       tcpCold: await cpuPerStream(viaPort(connectCold.port), { connect: connectCold.pid, ...daemons }),
       pingWarm: await cpuPerStream(pingWarm, daemons),
       pingCold: await cpuPerStream(pingCold, daemons),
+      tcpNoCache: noCache
+        ? await cpuPerStream(viaPort(noCache.port), {
+            connect: noCache.pid,
+            proxy: noCache.d.proxies[0]!.pid,
+            gateway: noCache.d.gateways[0]!.pid,
+          })
+        : '',
     };
     const p50Of = (list: Step[], k: keyof RelayedStream['timings']) =>
       fmt.ms(
@@ -295,8 +333,20 @@ export async function benchSetup(): Promise<BenchRow[]> {
           `${p50Of(coldSteps, 'proxyMs')} resumed (${p50Of(coldFullSteps, 'proxyMs')} full), proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
           `${p50Of(coldSteps, 'gatewayMs')}; ${cpu.pingCold}`,
       },
+      ...(noCache
+        ? [
+            {
+              area: 'setup',
+              metric: `new stream via infisical-connect tcp, verifier path cache on (reference: off), p50 / p99 (${STREAMS})`,
+              ours: pp(r['tcp']!),
+              reference: `${pp(r['tcpNoCache']!)} with the path cache off in connect, proxy and gateway (a second deployment, same rounds)`,
+              note: `cache hits on: ${await cacheHits(d)}; off: ${await cacheHits(noCache.d)}; on: ${cpu.tcp}; off: ${cpu.tcpNoCache}`,
+            },
+          ]
+        : []),
     ];
   } finally {
+    await noCache?.d.close();
     await ssh?.stop();
     await chain?.stop();
     await d.close();

@@ -36,6 +36,7 @@ export interface PathCacheStats {
 export const PATH_CACHE_CAPACITY = 1024;
 
 const entries = new Map<string, CachedPath<unknown>>();
+let capacity = PATH_CACHE_CAPACITY;
 let hits = 0;
 let misses = 0;
 
@@ -65,14 +66,24 @@ export function cachedPath<A>(key: string): CachedPath<A> | undefined {
 export function rememberPath<A>(key: string, value: CachedPath<A>): void {
   entries.delete(key);
   entries.set(key, value);
-  while (entries.size > PATH_CACHE_CAPACITY) {
+  trim();
+}
+
+function trim(): void {
+  while (entries.size > capacity) {
     const oldest = entries.keys().next().value as string;
     entries.delete(oldest);
   }
 }
 
+/** Sets how many paths are kept (0: none, every chain judged in full); tests and the setup bench's comparison. */
+export function setPathCacheCapacity(n: number): void {
+  capacity = Math.max(0, Math.floor(n));
+  trim();
+}
+
 export function pathCacheStats(): PathCacheStats {
-  return { hits, misses, size: entries.size, capacity: PATH_CACHE_CAPACITY };
+  return { hits, misses, size: entries.size, capacity };
 }
 
 /** Empties the cache (tests; nothing in the daemons needs it: keys carry the anchor set). */

@@ -9,7 +9,7 @@ import { beforeEach, test } from 'node:test';
 import { unwrap, type Verdict } from '../../lib/errors/codes.js';
 import { gatewayUri } from '../../lib/pki/identity.js';
 import { generateKeyPairSync } from '../../lib/pki/keys.js';
-import { clearPathCache, PATH_CACHE_CAPACITY, pathCacheStats } from '../../lib/pki/path-cache.js';
+import { clearPathCache, PATH_CACHE_CAPACITY, pathCacheStats, setPathCacheCapacity } from '../../lib/pki/path-cache.js';
 import { issueGatewayServerCert } from '../../lib/pki/profiles.js';
 import { loadTrustAnchors, type VerifyOptions, verifyCertificateChain } from '../../lib/pki/verify.js';
 import { hierarchy, T0 } from './fixtures.js';
@@ -144,4 +144,17 @@ test('refused chains are not kept, and the cache is bounded', () => {
   onHit(() => run({ chain: [leaves[n - 1]!.der, h.inter.der] }));
   assert.ok(run({ chain: [leaves[0]!.der, h.inter.der] }).ok);
   assert.equal(pathCacheStats().misses, misses + 1);
+});
+
+test('with capacity 0 nothing is kept, and every chain is judged in full', () => {
+  assert.ok(run().ok);
+  setPathCacheCapacity(0);
+  try {
+    assert.equal(pathCacheStats().size, 0, 'lowering the capacity drops what no longer fits');
+    assert.ok(run().ok);
+    assert.ok(run().ok);
+    assert.deepEqual(pathCacheStats(), { hits: 0, misses: 3, size: 0, capacity: 0 });
+  } finally {
+    setPathCacheCapacity(PATH_CACHE_CAPACITY);
+  }
 });
