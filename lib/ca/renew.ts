@@ -21,15 +21,7 @@ import {
 import { type AuthorityContext, deny, ok, type RequestInfo, sha256Hex } from './context.js';
 import { gatewayBundle, proxyBundle, replicaNote } from './enroll.js';
 import { catchIssuance, parseSubjectKeys } from './issue.js';
-import {
-  componentOf,
-  installRenewal,
-  RETIRED_BY,
-  renewalAllowed,
-  type Standing,
-  standingOf,
-  stillAllowed,
-} from './supersede.js';
+import { componentOf, installRenewal, RETIRED_BY, renewalAllowed, type Standing, standingOf } from './supersede.js';
 
 /** A request signed with a peer's current certificate key. */
 export interface SignedRequest {
@@ -100,13 +92,8 @@ export function authenticatePeer(
   if (!record || record.fingerprint !== sha256Hex(req.certificate) || record.subjectUri !== uri) {
     return refuse('E_CERT_UNTRUSTED', 'certificate is not one this CA issued');
   }
-  const revoked =
-    who.kind === 'gateway'
-      ? ctx.store.enrollment.gateway(who.orgId, who.id)?.revokedAt != null ||
-        ctx.store.revocations.has('gateway', orgId, who.id)
-      : ctx.store.enrollment.proxy(orgId, who.id)?.revokedAt != null ||
-        ctx.store.revocations.has('proxy', orgId, who.id);
-  if (revoked) return refuse('E_SUBJECT_REVOKED', `${who.kind} ${who.id} was revoked`);
+  const subject = subjectStanding(ctx, { kind: who.kind, orgId, id: who.id });
+  if (!subject.ok) return subject;
 
   let key: KeyObject;
   try {
@@ -135,6 +122,42 @@ export function authenticatePeer(
   const standing = standingOf(ctx, ref, serial, retiredAt);
   if (!standing.ok) return standing;
   return ok({ kind: who.kind, orgId, id: who.id, uri, serial, replica: replica.value, standing: standing.value });
+}
+
+/** The component itself: its org not deleted, the gateway or proxy not revoked. */
+function subjectStanding(
+  ctx: AuthorityContext,
+  who: { kind: Peer['kind']; orgId: string | null; id: string },
+): Verdict<void> {
+  if (who.orgId !== null && ctx.store.orgs.get(who.orgId)?.deletedAt !== null) {
+    return refuse('E_SUBJECT_REVOKED', `org ${who.orgId} does not exist or was deleted`);
+  }
+  const revoked =
+    who.kind === 'gateway'
+      ? ctx.store.enrollment.gateway(who.orgId ?? '', who.id)?.revokedAt != null ||
+        ctx.store.revocations.has('gateway', who.orgId, who.id)
+      : ctx.store.enrollment.proxy(who.orgId, who.id)?.revokedAt != null ||
+        ctx.store.revocations.has('proxy', who.orgId, who.id);
+  if (revoked) return refuse('E_SUBJECT_REVOKED', `${who.kind} ${who.id} was revoked`);
+  return ok(undefined);
+}
+
+/**
+ * A renewal judged again as the first step of its write transaction, under the writers' lock, on what the store
+ * holds now: another CA replica (or the admin CLI) may have revoked the component or its certificate, or renewed
+ * it, since the request was authenticated. A concurrent renewal of the same certificate turns this one into a
+ * retry when it asks for the same key (a client that timed out and asked again), and refuses it otherwise (a
+ * stolen copy renewing beside the real component).
+ */
+function judgedAgain(ctx: AuthorityContext, peer: Peer, csrKey: KeyObject): Verdict<'renew' | 'retry'> {
+  const subject = subjectStanding(ctx, peer);
+  if (!subject.ok) return subject;
+  const r = ctx.store.generations.certificateRevocation(peer.orgId, peer.serial);
+  if (r && r.revokedBy !== RETIRED_BY) return refuse('E_CERT_REVOKED', `certificate ${peer.serial} was revoked`);
+  const ref = componentOf(peer);
+  const standing = standingOf(ctx, ref, peer.serial, r?.at);
+  if (!standing.ok) return standing;
+  return renewalAllowed(ctx, ref, peer.serial, standing.value, csrKey);
 }
 
 /**
@@ -178,16 +201,14 @@ export function renewGateway(
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
-      const still = stillAllowed(ctx, ref, peer.serial, allowed.value);
-      if (!still.ok) return still;
+      const mode = judgedAgain(ctx, peer, keys.tls);
+      if (!mode.ok) return mode;
       const now = ctx.now().getTime();
       ctx.store.enrollment.upsertGateway(orgId, peer.id, peer.uri, now);
       if (peer.replica !== null) ctx.store.generations.renewedReplica(orgId, peer.id, peer.replica, now);
       const { bundle, generation } = gatewayBundle(ctx, orgId, peer.id, keys, peer.uri, peer.replica);
-      installRenewal(ctx, ref, generation, allowed.value.mode, presented(ctx, peer));
-      const reason = [allowed.value.mode === 'retry' ? 'retry' : null, replicaNote(peer.replica)].filter(
-        (r) => r !== null,
-      );
+      installRenewal(ctx, ref, generation, mode.value, presented(ctx, peer));
+      const reason = [mode.value === 'retry' ? 'retry' : null, replicaNote(peer.replica)].filter((r) => r !== null);
       ctx.audit.insert({ ...event, outcome: 'ok', reason: reason.join('; ') || null });
       return ok(bundle);
     }),
@@ -209,13 +230,13 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
   if (!allowed.ok) return deny(ctx, event, allowed.code, allowed.reason);
   const result = catchIssuance(() =>
     ctx.store.transaction(() => {
-      const still = stillAllowed(ctx, ref, peer.serial, allowed.value);
-      if (!still.ok) return still;
+      const mode = judgedAgain(ctx, peer, keys.tls);
+      if (!mode.ok) return mode;
       const renewed = { ...row, enrolledAt: ctx.now().getTime() };
       ctx.store.enrollment.upsertProxy(renewed);
       const { bundle, generation } = proxyBundle(ctx, renewed, keys, peer.uri);
-      installRenewal(ctx, ref, generation, allowed.value.mode, presented(ctx, peer));
-      ctx.audit.insert({ ...event, outcome: 'ok', reason: allowed.value.mode === 'retry' ? 'retry' : null });
+      installRenewal(ctx, ref, generation, mode.value, presented(ctx, peer));
+      ctx.audit.insert({ ...event, outcome: 'ok', reason: mode.value === 'retry' ? 'retry' : null });
       return ok(bundle);
     }),
   );

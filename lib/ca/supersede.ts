@@ -68,16 +68,10 @@ export function standingOf(
   return superseded(ctx, ref, serial, 'not the current certificate');
 }
 
-/** What a renewal was allowed on: its mode and the generations it saw (judged again inside its transaction). */
-export interface RenewalDecision {
-  mode: 'renew' | 'retry';
-  current: string | null;
-  previous: string | null;
-}
-
 /**
  * May a renewal authenticated with this standing go ahead? The previous generation only as a retry after a lost
- * response (the CSR key is the current certificate's key): 'retry'.
+ * response (the CSR key is the current certificate's key): 'retry'. Judged when the request is authenticated and
+ * again inside the renewal's transaction (renew.ts), on what the store holds then.
  */
 export function renewalAllowed(
   ctx: AuthorityContext,
@@ -85,31 +79,11 @@ export function renewalAllowed(
   serial: string,
   standing: Standing,
   csrKey: KeyObject,
-): Verdict<RenewalDecision> {
-  const gens = ctx.store.generations.of(ref);
-  const seen = { current: gens?.current?.serial ?? null, previous: gens?.previous?.serial ?? null };
-  if (standing !== 'previous') return ok({ mode: 'renew', ...seen });
-  if (gens?.current && gens.current.spki === spkiHash(csrKey)) return ok({ mode: 'retry', ...seen });
+): Verdict<'renew' | 'retry'> {
+  if (standing !== 'previous') return ok('renew');
+  const current = ctx.store.generations.of(ref)?.current;
+  if (current && current.spki === spkiHash(csrKey)) return ok('retry');
   return superseded(ctx, ref, serial, 'and this request is not a retry with the successor key');
-}
-
-/**
- * The renewal's decision, judged again as the first step of its transaction (under the writers' lock): the
- * component's generations must be the ones it was allowed on. Another CA replica (or the admin CLI) may have
- * renewed or replaced the same component in between; without this, a stolen copy renewing at one replica and the
- * real component at another could both be approved from the one current certificate.
- */
-export function stillAllowed(
-  ctx: AuthorityContext,
-  ref: ComponentRef,
-  serial: string,
-  decision: RenewalDecision,
-): Verdict<void> {
-  const gens = ctx.store.generations.of(ref);
-  const current = gens?.current?.serial ?? null;
-  const previous = gens?.previous?.serial ?? null;
-  if (current === decision.current && previous === decision.previous) return ok(undefined);
-  return superseded(ctx, ref, serial, 'by a renewal that committed while this one was judged');
 }
 
 /**
@@ -121,7 +95,7 @@ export function installRenewal(
   ctx: AuthorityContext,
   ref: ComponentRef,
   gen: Generation,
-  mode: RenewalDecision['mode'],
+  mode: 'renew' | 'retry',
   presented: { serial: string; createdAt: number; subjectUri: string },
 ): void {
   const store = ctx.store.generations;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { unwrap } from '../../lib/errors/codes.js';
 import { parseCertificate } from '../../lib/pki/x509.js';
-import { clientKeys, csrFor, newAuthority, newOrg, replicaOf, sharedStore } from './helpers.js';
+import { clientKeys, csrFor, type Fixture, newAuthority, newOrg, replicaOf, sharedStore } from './helpers.js';
 import { feedRead, type Held, leafDer, refused, renewal, revokedCerts, sshSerial, tlsSerial } from './peers.js';
 
 async function enrolled(options: Parameters<typeof newAuthority>[0] = {}) {
@@ -61,48 +61,66 @@ test('a predecessor renews once: the second renewal (a copy of the state directo
   );
 });
 
-test('two CA replicas judging renewals of one certificate at once approve one: the other is refused E_CERT_SUPERSEDED', async (t) => {
+/**
+ * Runs `act` once, right before the next write transaction of `f`'s Authority opens: another writer (a replica)
+ * acting between a renewal's judgement and its transaction (the renewal's next transaction is its issuance).
+ */
+function beforeNextTransaction(f: Fixture, act: () => void): void {
+  const store = f.ca.store;
+  const transaction = store.transaction.bind(store);
+  store.transaction = <T>(fn: () => T): T => {
+    store.transaction = transaction;
+    act();
+    return transaction(fn);
+  };
+}
+
+test('two CA replicas judging renewals of one certificate at once: one successor, the other refused', async (t) => {
   const shared = sharedStore();
   t.after(shared.cleanup);
   const sealKey = randomBytes(32);
   const { f, gateway, proxy } = await enrolled({ db: shared.location, sealKey });
   const other = replicaOf(f, shared.location, sealKey);
-  // Replica B renews (the real component) between replica A's judgement and A's write transaction (a stolen copy
-  // renewing at A): A's next transaction is its issuance, which must find the generations changed.
-  const store = f.ca.store;
-  const transaction = store.transaction.bind(store);
-  let between: (() => void) | undefined;
-  store.transaction = <T>(fn: () => T): T => {
-    const run = between;
-    between = undefined;
-    run?.();
-    return transaction(fn);
-  };
-  const raced = (renew: () => { ok: boolean }, atB: () => { ok: boolean }) => {
-    let b: { ok: boolean } | undefined;
-    between = () => {
-      b = atB();
-    };
-    const a = renew();
-    return { a, b };
-  };
-  const gw = raced(
-    () => f.ca.renewGateway(renewal(f, gateway, clientKeys())),
-    () => other.renewGateway(renewal(f, gateway, clientKeys())),
-  );
-  assert.equal(gw.b?.ok, true, 'B renewed');
-  refused(gw.a as never, 'E_CERT_SUPERSEDED', 'A, judged before B committed');
-  const px = raced(
-    () => f.ca.renewProxy(renewal(f, proxy, clientKeys())),
-    () => other.renewProxy(renewal(f, proxy, clientKeys())),
-  );
-  assert.equal(px.b?.ok, true);
-  const reason = refused(px.a as never, 'E_CERT_SUPERSEDED', 'proxy at A');
-  assert.match(reason, /committed while this one was judged/);
-  const renewedOk = unwrap(f.ca.audit(f.admin, 0)).entries.filter(
+  // A stolen copy renews at replica A while the real component renews at replica B.
+  beforeNextTransaction(f, () => unwrap(other.renewGateway(renewal(f, gateway, clientKeys()))));
+  let reason = refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_CERT_SUPERSEDED', 'copy at A');
+  assert.match(reason, /not a retry with the successor key/);
+  beforeNextTransaction(f, () => unwrap(other.renewProxy(renewal(f, proxy, clientKeys()))));
+  reason = refused(f.ca.renewProxy(renewal(f, proxy, clientKeys())), 'E_CERT_SUPERSEDED', 'proxy copy at A');
+  assert.match(reason, /not a retry with the successor key/);
+  const renewed = unwrap(f.ca.audit(f.admin, 0)).entries.filter(
     (e) => e.action.endsWith('.renew') && e.outcome === 'ok',
   );
-  assert.equal(renewedOk.length, 2, 'one renewal each of gateway and proxy, not two');
+  assert.equal(renewed.length, 2, 'one renewal each of gateway and proxy, not two');
+});
+
+test('a renewal judged again in its transaction: the same key asked twice at once is a retry; a revocation meanwhile refuses it', async () => {
+  // The component timed out at one replica and asked another with the same key: not a stolen copy.
+  const { f, gateway } = await enrolled();
+  const next = clientKeys();
+  beforeNextTransaction(f, () => unwrap(f.ca.renewGateway(renewal(f, gateway, next))));
+  unwrap(f.ca.renewGateway(renewal(f, gateway, next)));
+  const last = unwrap(f.ca.audit(f.admin, 0)).entries.filter((e) => e.action === 'gateway.renew');
+  assert.deepEqual(
+    last.map((e) => `${e.outcome}:${e.reason}`),
+    ['ok:null', 'ok:retry'],
+  );
+  // The certificate revoked at another replica meanwhile: no successor.
+  const r = await enrolled();
+  beforeNextTransaction(r.f, () =>
+    unwrap(r.f.ca.revoke(r.f.admin, { kind: 'certificate', orgId: 'acme', subject: r.gatewaySerials[0]! })),
+  );
+  refused(r.f.ca.renewGateway(renewal(r.f, r.gateway, clientKeys())), 'E_CERT_REVOKED', 'revoked while judged');
+  // The gateway revoked meanwhile.
+  const s = await enrolled();
+  beforeNextTransaction(s.f, () =>
+    unwrap(s.f.ca.revoke(s.f.admin, { kind: 'gateway', orgId: 'acme', subject: 'gw1' })),
+  );
+  refused(
+    s.f.ca.renewGateway(renewal(s.f, s.gateway, clientKeys())),
+    'E_SUBJECT_REVOKED',
+    'gateway revoked while judged',
+  );
 });
 
 test("a lost renewal response may be retried with the successor's key; any other key is refused", async () => {
