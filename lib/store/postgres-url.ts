@@ -18,28 +18,47 @@ interface PostgresUrlParts {
   hosts: string;
   /** `/db` or empty. */
   path: string;
-  params: URLSearchParams;
+  /** The query's `k=v` pairs as written (percent-encoded as libpq decodes them: never re-encoded here). */
+  query: string[];
 }
 
 function parts(url: string): PostgresUrlParts | undefined {
-  const m = /^(postgres(?:ql)?:\/\/)(?:([^@/?#]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/i.exec(url);
+  const scheme = /^postgres(?:ql)?:\/\//i.exec(url)?.[0];
+  if (!scheme) return undefined;
+  let rest = url.slice(scheme.length);
+  // As libpq: the credentials run to the first '@' that comes before any '/' (a password may hold '?', '#', ':').
+  let userinfo: string | undefined;
+  const end = rest.search(/[@/]/);
+  if (end >= 0 && rest[end] === '@') {
+    userinfo = rest.slice(0, end);
+    rest = rest.slice(end + 1);
+  }
+  const m = /^([^/?]*)(\/[^?]*)?(?:\?(.*))?$/s.exec(rest);
   if (!m) return undefined;
-  const userinfo = m[2];
   const colon = userinfo?.indexOf(':') ?? -1;
   return {
-    scheme: m[1]!,
+    scheme,
     user: userinfo === undefined ? undefined : colon < 0 ? userinfo : userinfo.slice(0, colon),
     password: userinfo === undefined || colon < 0 ? undefined : userinfo.slice(colon + 1),
-    hosts: m[3]!,
-    path: m[4] ?? '',
-    params: new URLSearchParams(m[5] ?? ''),
+    hosts: m[1]!,
+    path: m[2] ?? '',
+    query: m[3] ? m[3].split('&').filter((kv) => kv !== '') : [],
   };
+}
+
+/** A query pair's key, decoded as libpq decodes it (percent escapes only); undefined if it cannot be. */
+function keyOf(pair: string): string | undefined {
+  const eq = pair.indexOf('=');
+  try {
+    return decodeURIComponent(eq < 0 ? pair : pair.slice(0, eq));
+  } catch {
+    return undefined;
+  }
 }
 
 function format(p: PostgresUrlParts): string {
   const userinfo = p.user === undefined ? '' : `${p.user}${p.password === undefined ? '' : `:${p.password}`}@`;
-  const query = p.params.toString();
-  return `${p.scheme}${userinfo}${p.hosts}${p.path}${query ? `?${query}` : ''}`;
+  return `${p.scheme}${userinfo}${p.hosts}${p.path}${p.query.length > 0 ? `?${p.query.join('&')}` : ''}`;
 }
 
 /** Why `url` is not a PostgreSQL URL libpq can read, or undefined. */
@@ -48,8 +67,8 @@ export function postgresUrlProblem(url: string): string | undefined {
   if (!p) return 'expected a postgres:// URL (not parsable as one)';
   for (const host of p.hosts.split(',')) {
     const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]*)(?::(\d*))?$/.exec(host);
-    if (!m)
-      return `expected host[:port] in a postgres:// URL, got "${host.length > 64 ? `${host.slice(0, 64)}…` : host}"`;
+    // The host is not quoted back: a URL written wrongly may carry a password there.
+    if (!m) return 'expected host[:port][,host[:port]…] after the credentials of a postgres:// URL';
     if (m[2] !== undefined && m[2] !== '' && Number(m[2]) > 65_535) return `port ${m[2]} is out of range`;
   }
   return undefined;
@@ -69,7 +88,8 @@ export function withConnectionDefaults(url: string): string {
     keepalives_interval: '10',
     keepalives_count: '3',
   };
-  for (const [key, value] of Object.entries(defaults)) if (!p.params.has(key)) p.params.set(key, value);
+  const given = new Set(p.query.map(keyOf));
+  for (const [key, value] of Object.entries(defaults)) if (!given.has(key)) p.query.push(`${key}=${value}`);
   return format(p);
 }
 
@@ -77,7 +97,13 @@ export function withConnectionDefaults(url: string): string {
 export function redactUrl(url: string): string {
   const p = parts(url);
   if (!p) return 'postgres://(unparsable URL)';
+  // An '@' after the credentials (a password holding '/', which libpq cannot read either): hide all before it.
+  if (/@/.test(p.hosts + p.path)) return `${p.scheme}***@${url.slice(url.lastIndexOf('@') + 1)}`;
   if (p.password) p.password = '***';
-  for (const key of ['password', 'sslpassword']) if (p.params.has(key)) p.params.set(key, '***');
+  p.query = p.query.map((pair) => {
+    const key = keyOf(pair);
+    // A pair whose key cannot be read is not shown either: it might be a password.
+    return key === undefined ? '***' : key === 'password' || key === 'sslpassword' ? `${key}=***` : pair;
+  });
   return format(p);
 }

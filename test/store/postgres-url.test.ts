@@ -1,0 +1,48 @@
+/**
+ * PostgreSQL URLs read as libpq reads them (lib/store/postgres-url.ts): the credentials run to the first '@'
+ * before any '/', whatever they hold; the query is kept as written; messages never show a password.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { postgresUrlProblem, redactUrl, withConnectionDefaults } from '../../lib/store/postgres-url.js';
+
+const SECRETS = ['pa?ss', 'p#w', 's3cr:et', 'pw/x', 'hunter2'];
+const shown = (text: string): string[] =>
+  SECRETS.filter((s) => text.includes(s) || text.includes(encodeURIComponent(s)));
+
+test('a password holding ?, #, : or / is never shown', () => {
+  for (const url of [
+    'postgres://ca:pa?ss@db/x',
+    'postgres://ca:p#w@db:5432/x?sslmode=require',
+    'postgresql://ca:s3cr:et@a:5432,b:5433/x?target_session_attrs=read-write',
+    'postgres://ca:pw/x@db/x',
+    'postgres://ca@db/x?password=hunter2',
+    'postgres://ca@db/x?pass%77ord=hunter2',
+    'postgres://ca@db/x?application_name=a%20b&sslpassword=hunter2',
+  ]) {
+    assert.deepEqual(shown(redactUrl(url)), [], `${redactUrl(url)}`);
+    assert.deepEqual(shown(postgresUrlProblem(url) ?? ''), [], `${postgresUrlProblem(url)}`);
+  }
+  assert.equal(redactUrl('postgres://ca:pa?ss@db/x'), 'postgres://ca:***@db/x');
+  assert.equal(postgresUrlProblem('postgres://ca:pa?ss@db/x'), undefined, 'libpq reads it: so do we');
+  assert.equal(redactUrl('postgres://ca:pw/x@db/x'), 'postgres://***@db/x');
+});
+
+test('connection defaults are added to the query as written, never re-encoded, never twice', () => {
+  const url = withConnectionDefaults('postgres://ca:pa?ss@db/x?options=-c%20search_path%3Dca&connect_timeout=3');
+  assert.ok(url.startsWith('postgres://ca:pa?ss@db/x?options=-c%20search_path%3Dca&connect_timeout=3&'), url);
+  assert.equal(url.match(/connect_timeout=/g)?.length, 1);
+  assert.match(url, /&keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3$/);
+  assert.equal(
+    withConnectionDefaults('postgres://a:5432,b:5433/x'),
+    'postgres://a:5432,b:5433/x?connect_timeout=10&keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3',
+  );
+});
+
+test('hosts: several with ports, IPv6 in brackets; a bad one refused without being quoted', () => {
+  assert.equal(postgresUrlProblem('postgres://ca@[::1]:5432,db-b:5433/x'), undefined);
+  assert.match(postgresUrlProblem('postgres://ca@db:99999/x') ?? '', /port 99999 is out of range/);
+  const bad = postgresUrlProblem('postgres://ca@d[b/x');
+  assert.ok(bad && !bad.includes('d[b'), bad);
+  assert.match(postgresUrlProblem('mysql://x') ?? '', /expected a postgres:\/\/ URL/);
+});
