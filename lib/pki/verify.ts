@@ -141,12 +141,12 @@ export function verifyCertificateChain(opts: VerifyOptions): Verdict<VerifiedPee
   // The parse and the signatures depend on the bytes and the anchors alone: a path built before for exactly
   // these is taken from the cache (path-cache.ts); every other check below runs on every call.
   const key = pathKey(anchors.id, ders);
-  let built = cachedPath<Anchor>(key);
+  const cached = cachedPath<Anchor>(key);
+  let built = cached;
   if (!built) {
     const fresh = parseAndBuild(ders, anchors);
     if (!fresh.ok) return fresh;
     built = fresh.value;
-    rememberPath(key, built);
   }
   const { path, anchor } = built;
   const full = [...path, anchor.cert];
@@ -158,7 +158,10 @@ export function verifyCertificateChain(opts: VerifyOptions): Verdict<VerifiedPee
     checkLeaf(path[0]!, opts) ??
     checkRevocation(full, opts.isRevoked);
   if (checked) return checked;
-  return finish(path[0]!, full, opts);
+  const verdict = finish(path[0]!, full, opts);
+  // Kept only once the whole verdict was ok: an expired, revoked or misused chain never takes a place.
+  if (!cached && verdict.ok) rememberPath(key, built);
+  return verdict;
 }
 
 function isTrustAnchors(a: VerifyOptions['anchors']): a is TrustAnchors {

@@ -67,7 +67,17 @@ test('proxy and gateway judge a cached certificate again: revoked serials are re
     });
     assertByteExact(await d.transfer(c, 64 * KiB, { timeoutMs: 20_000 }), 'the next stream, on a third grant');
     const line = await waitFor(
-      () => proxy.logLines().find((l) => l['listener'] === 'tls' && l['code'] === 'E_CERT_REVOKED'),
+      // The verifier's refusal (its reason names the serial), not the relay's later stream-revocation check,
+      // which would refuse the same certificate with the same code had the verifier skipped revocation on a hit.
+      () =>
+        proxy
+          .logLines()
+          .find(
+            (l) =>
+              l['listener'] === 'tls' &&
+              l['code'] === 'E_CERT_REVOKED' &&
+              /^serial [0-9a-f]+ of .* is revoked$/.test(String(l['reason'])),
+          ),
       { what: "the proxy's refusal in its log", timeoutMs: 10_000 },
     );
     assert.ok(line, 'the proxy refused the revoked outer certificate');

@@ -132,6 +132,14 @@ test('refused chains are not kept, and the cache is bounded', () => {
   refused(run({ chain: [forged.der, stranger.inter.der] }), 'E_CERT_UNTRUSTED');
   assert.equal(pathCacheStats().size, 0);
   assert.equal(pathCacheStats().hits, 0);
+  // A chain of our CAs refused for what is judged on every call takes no place either (nor evicts another).
+  const ours = unwrap(issueGatewayServerCert(h.issuer, { subjectKey: key.publicKey, uri: GW, now: T0 }));
+  refused(
+    run({ chain: [ours.der, h.inter.der], now: new Date(T0.getTime() + 10 * 365 * 86_400_000) }),
+    'E_CERT_EXPIRED',
+  );
+  refused(run({ chain: [ours.der, h.inter.der], isRevoked: () => true }), 'E_CERT_REVOKED');
+  assert.equal(pathCacheStats().size, 0, 'expired and revoked chains are not kept');
 
   const n = PATH_CACHE_CAPACITY + 5;
   const leaves = Array.from({ length: n }, () =>
