@@ -28,9 +28,10 @@ export class ChangeSignal {
   }
 
   /**
-   * A change committed here: wakes this process's listeners and announces it to the others. Never throws: the
-   * change is committed whatever becomes of the announcement (a lost NOTIFY), and the request that made it has
-   * succeeded. Held reads on other replicas that miss it see the change when their wait ends (the reader's
+   * A change made here: wakes this process's listeners and announces it to the others (inside a write
+   * transaction PostgreSQL holds the notice until the commit, and drops it if the transaction fails). Never
+   * throws: the change stands or falls with its own transaction whatever becomes of the announcement (a lost
+   * NOTIFY). Held reads on other replicas that miss it see the change when their wait ends (the reader's
    * feed_wait, 25 s by default, at most 30 s) or at the next notice of any other change, whichever is first.
    */
   raise(): void {
