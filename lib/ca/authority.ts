@@ -150,7 +150,7 @@ export class Authority {
         (err) =>
           options.logger?.warn(
             { reason: err instanceof Error ? err.message : String(err) },
-            'the notice of a change to the other CA replicas failed (the change stands if its transaction commits): their held feed reads see it when they end',
+            'the notice to the other CA replicas failed (the change stands if its transaction commits): their held feed reads see it when they end',
           ),
       ),
     });
