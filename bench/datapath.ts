@@ -21,11 +21,12 @@
  * BENCH_DATAPATH_PROFILE=DIR runs every daemon under V8's CPU profiler (bench/cpu-profile.ts: one .cpuprofile
  * per process in DIR, written when it exits; docs/performance.md reads them).
  * BENCH_DATAPATH_NODE_OPTIONS adds Node/V8 flags to the daemons' NODE_OPTIONS (not the bench's own), to weigh one.
+ * BENCH_DATAPATH_LOGS=DIR writes each of our daemons' whole output there (DIR/<name>.log) at the end.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { freePort, keygen, keygenSign, TempDir } from '../test/helpers/openssh.js';
 import { startSshd } from '../test/helpers/sshd.js';
@@ -510,6 +511,12 @@ export async function benchDatapath(): Promise<BenchRow[]> {
     for (const s of senders) s.close();
     await chain?.stop();
     await ssh?.stop();
+    // BENCH_DATAPATH_LOGS=DIR keeps each daemon's whole output. NODE_OPTIONS refuses --trace-gc: set it from a
+    // preload (--import=FILE in BENCH_DATAPATH_NODE_OPTIONS, calling v8.setFlagsFromString after a few seconds, so
+    // that the one-shot CLI calls whose JSON the deployment parses print no trace)
+    const logs = process.env['BENCH_DATAPATH_LOGS'];
+    if (logs && ours)
+      for (const x of ours.d.daemons()) writeFileSync(`${logs}/${x.name.replace(/[^\w.-]+/g, '_')}.log`, x.log());
     await ours?.d.close();
     sink.close();
     dir.remove();

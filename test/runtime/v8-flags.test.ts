@@ -41,3 +41,38 @@ test('proxy, gateway and connect load the settings first', () => {
     assert.equal(first, "import '../lib/runtime/v8-flags.js';", daemon);
   }
 });
+
+test('the heap growing factor: up to 5 while the heap is small, about 64 MB of room, V8 own above', async () => {
+  const { heapGrowingPercent, HEAP_HEADROOM } = (await import(pathToFileURL(MODULE).href)) as {
+    heapGrowingPercent: (used: number) => number;
+    HEAP_HEADROOM: number;
+  };
+  const MB = 2 ** 20;
+  assert.equal(HEAP_HEADROOM, 64 * MB);
+  assert.equal(heapGrowingPercent(8 * MB), 400);
+  assert.equal(heapGrowingPercent(12 * MB), 400);
+  assert.equal(heapGrowingPercent(20 * MB), 300);
+  assert.equal(heapGrowingPercent(32 * MB), 200);
+  assert.equal(heapGrowingPercent(64 * MB), 100);
+  assert.equal(heapGrowingPercent(65 * MB), 0);
+  assert.equal(heapGrowingPercent(300 * MB), 0);
+  // the extra room above the heap never passes the headroom
+  for (let used = MB; used < 200 * MB; used += MB / 2) {
+    const p = heapGrowingPercent(used);
+    assert.ok((used * p) / 100 <= HEAP_HEADROOM, `${used} bytes: ${p} %`);
+  }
+});
+
+test('loading the module sets the growing factor for the current heap', () => {
+  const script = `
+    import v8 from 'node:v8';
+    const set = v8.setFlagsFromString;
+    const flags = [];
+    v8.setFlagsFromString = (f) => { flags.push(f); return set(f); };
+    await import(${JSON.stringify(pathToFileURL(MODULE).href)});
+    process.stdout.write(JSON.stringify(flags));`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  const flags = JSON.parse(out) as string[];
+  assert.ok(flags.includes('--no-concurrent-array-buffer-sweeping'), flags.join(' '));
+  assert.ok(flags.includes('--heap-growing-percent=400'), flags.join(' '));
+});

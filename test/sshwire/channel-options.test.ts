@@ -127,4 +127,51 @@ describe('ssh2 channel options (patched)', () => {
       p.close();
     }
   });
+
+  it('destroy() skips end() on a channel whose writable side finished (no Error built), and still closes', async () => {
+    const p = await pair({});
+    try {
+      let ends = 0;
+      const spy = (ch: Duplex) => {
+        const end = ch.end.bind(ch);
+        ch.end = ((...args: Parameters<Duplex['end']>) => {
+          ends++;
+          return end(...args);
+        }) as Duplex['end'];
+      };
+      spy(p.up);
+      spy(p.down);
+      // an open channel: destroy() still ends it (the peer sees EOF) and closes it
+      const downEnded = once(p.down, 'end');
+      const upClosed = once(p.up, 'close');
+      const downClosed = once(p.down, 'close');
+      p.up.resume();
+      p.down.resume();
+      p.up.destroy();
+      assert.equal(ends, 1);
+      await downEnded;
+      await upClosed;
+      // a channel already ended and finished: destroy() calls no end() (that would build and discard
+      // ERR_STREAM_ALREADY_FINISHED) and the channel still closes
+      await downClosed;
+      const p2 = await pair({});
+      try {
+        ends = 0;
+        spy(p2.down);
+        p2.up.resume();
+        p2.down.resume();
+        p2.down.end();
+        await once(p2.down, 'finish');
+        ends = 0;
+        const closed = once(p2.up, 'close');
+        p2.down.destroy();
+        assert.equal(ends, 0);
+        await closed;
+      } finally {
+        p2.close();
+      }
+    } finally {
+      p.close();
+    }
+  });
 });
