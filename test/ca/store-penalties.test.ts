@@ -5,11 +5,11 @@
  * one source at once both count; each bucket keeps a bounded number of rows.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { CaStore } from '../../lib/ca/store.js';
 import { PenaltyStore } from '../../lib/ca/store-penalties.js';
 import { chargePenalty, type FailurePolicy, FailureThrottle, type Penalty } from '../../lib/ca/throttle.js';
+import { runModuleScript } from '../helpers/module-script.js';
 import { testStore } from './helpers.js';
 
 const POLICIES: FailurePolicy[] = [
@@ -101,11 +101,7 @@ test('PostgreSQL: two processes charging one source at once, 2 × 100 failures, 
     const store = CaStore.open(process.argv[1]);
     for (let i = 0; i < 100; i++) store.penalties.charge('login', '10.1.1.1', 1000, ${JSON.stringify(policy)});
     store.close();`;
-  const run = () =>
-    new Promise<number | null>((resolve) => {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script, location], { stdio: 'inherit' });
-      child.on('exit', resolve);
-    });
+  const run = () => runModuleScript(script, location);
   assert.deepEqual(await Promise.all([run(), run()]), [0, 0]);
   const check = CaStore.open(location);
   try {

@@ -7,7 +7,6 @@
  * URL, and refusals at open: an unreachable server, a database migrated by a newer build.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from '../../lib/ca/store-schema.js';
@@ -23,6 +22,7 @@ import {
   redactUrl,
 } from '../../lib/store/postgres.js';
 import { type SqlConnection, sqliteConnection } from '../../lib/store/sql.js';
+import { runModuleScript } from '../helpers/module-script.js';
 import { freshDatabase, type Postgres, postgresUrl, psql, replyCutter, startPostgres } from '../helpers/postgres.js';
 
 const code = (expected: string) => (err: unknown) => err instanceof GatewayError && err.code === expected;
@@ -160,11 +160,7 @@ test('writers in two processes take turns: 2 × 150 read-then-write transactions
       });
     }
     c.close();`;
-  const run = () =>
-    new Promise<number | null>((resolve) => {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script, url], { stdio: 'inherit' });
-      child.on('exit', resolve);
-    });
+  const run = () => runModuleScript(script, url);
   assert.deepEqual(await Promise.all([run(), run()]), [0, 0]);
   const c = connect(url);
   assert.equal(c.prepare("SELECT n FROM t WHERE k = 'c'").get()?.['n'], 300);
