@@ -16,7 +16,7 @@ import { readSecretFile } from '../runtime/secret-file.js';
 import { SystemdNotifier } from '../runtime/systemd.js';
 import { prepareStateDirectory, stateDirectory } from '../store/db.js';
 import { StateLock } from '../store/lock.js';
-import { isPostgresUrl } from '../store/postgres.js';
+import { isPostgresUrl, postgresUrlProblem } from '../store/postgres.js';
 import { loadSealingKey, Sealer } from '../store/sealed.js';
 import { Authority, VERSION } from './authority.js';
 import { type CaConfigSchema, caConfigSchema, unauthenticatedPolicies } from './config.js';
@@ -50,6 +50,8 @@ export function storeLocation(config: Pick<CaConfig, 'store'>, dir: string): str
   if (!isPostgresUrl(url)) {
     throw new GatewayError('E_CONFIG_INVALID', `store file:${path} must hold a postgres:// URL`);
   }
+  const problem = postgresUrlProblem(url);
+  if (problem) throw new GatewayError('E_CONFIG_INVALID', `store file:${path}: ${problem}`);
   return url;
 }
 

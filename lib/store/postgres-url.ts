@@ -65,8 +65,13 @@ function format(p: PostgresUrlParts): string {
 export function postgresUrlProblem(url: string): string | undefined {
   const p = parts(url);
   if (!p) return 'expected a postgres:// URL (not parsable as one)';
+  // libpq refuses these quoting the token, a password among them: refused here first, without quoting anything.
+  const encoded = [p.user ?? '', p.password ?? '', p.path, ...p.query];
+  if (encoded.some((text) => /%(?![0-9a-fA-F]{2})|%00/.test(text))) {
+    return "a '%' in the user, password, database or parameters of a postgres:// URL must start a %XX escape (write '%' as %25)";
+  }
   for (const host of p.hosts.split(',')) {
-    const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]*)(?::(\d*))?$/.exec(host);
+    const m = /^(\[[0-9a-fA-F:.]+(?:%25[\w.-]+)?\]|[^:[\]]*)(?::(\d*))?$/.exec(host);
     // The host is not quoted back: a URL written wrongly may carry a password there.
     if (!m) return 'expected host[:port][,host[:port]…] after the credentials of a postgres:// URL';
     if (m[2] !== undefined && m[2] !== '' && Number(m[2]) > 65_535) return `port ${m[2]} is out of range`;
@@ -97,13 +102,45 @@ export function withConnectionDefaults(url: string): string {
 export function redactUrl(url: string): string {
   const p = parts(url);
   if (!p) return 'postgres://(unparsable URL)';
-  // An '@' after the credentials (a password holding '/', which libpq cannot read either): hide all before it.
-  if (/@/.test(p.hosts + p.path)) return `${p.scheme}***@${url.slice(url.lastIndexOf('@') + 1)}`;
+  p.query = p.query.map(redactPair);
+  // An '@' after the credentials (a password holding '/' or '@'?, which libpq cannot read either): all before
+  // the last '@' is hidden, and the query masked as always.
+  if (/@/.test(p.hosts + p.path)) {
+    const after = url.slice(url.lastIndexOf('@') + 1).split('?')[0] ?? '';
+    return `${p.scheme}***@${after}${p.query.length > 0 ? `?${p.query.join('&')}` : ''}`;
+  }
   if (p.password) p.password = '***';
-  p.query = p.query.map((pair) => {
-    const key = keyOf(pair);
-    // A pair whose key cannot be read is not shown either: it might be a password.
-    return key === undefined ? '***' : key === 'password' || key === 'sslpassword' ? `${key}=***` : pair;
-  });
   return format(p);
+}
+
+/** A query pair as shown: a password's value masked (whatever the key's case), a pair that cannot be read hidden. */
+function redactPair(pair: string): string {
+  const key = keyOf(pair);
+  if (key === undefined) return '***';
+  return /^(ssl)?password$/i.test(key) ? `${key}=***` : pair;
+}
+
+/**
+ * Text from libpq made safe to show: it quotes the URL, or a token of it, when it cannot read it. The URL, the
+ * password (as written and decoded) and anything libpq quotes from the URL are removed.
+ */
+export function redactLibpqMessage(message: string, url: string): string {
+  if (/\bURI\b|percent-encoded|invalid .* parameter|missing "="/i.test(message)) {
+    return 'libpq cannot read this postgres:// URL (check its %XX escapes, brackets and parameters)';
+  }
+  let text = message.split(url).join(redactUrl(url));
+  const p = parts(url);
+  const secrets = [
+    p?.password,
+    ...(p?.query ?? []).filter((q) => /^(ssl)?password=/i.test(q)).map((q) => q.slice(q.indexOf('=') + 1)),
+  ];
+  for (const secret of secrets) {
+    if (!secret) continue;
+    let decoded = secret;
+    try {
+      decoded = decodeURIComponent(secret);
+    } catch {}
+    for (const s of new Set([secret, decoded])) if (s.length > 0) text = text.split(s).join('***');
+  }
+  return text;
 }

@@ -27,10 +27,10 @@
 import { createRequire } from 'node:module';
 import { GatewayError } from '../errors/codes.js';
 import type { Migration } from './db.js';
-import { redactUrl, withConnectionDefaults } from './postgres-url.js';
+import { redactLibpqMessage, redactUrl, withConnectionDefaults } from './postgres-url.js';
 import type { SqlConnection, SqlRow, SqlStatement, SqlValue } from './sql.js';
 
-export { isPostgresUrl, redactUrl, withConnectionDefaults } from './postgres-url.js';
+export { isPostgresUrl, postgresUrlProblem, redactUrl, withConnectionDefaults } from './postgres-url.js';
 
 /** The parts of the `libpq` binding used here (it ships no types). */
 interface LibPq {
@@ -209,7 +209,11 @@ class PostgresConnection implements SqlConnection {
     } catch (err) {
       hold(pq); // the binding finished it
       throw storeUnavailable(
-        `cannot connect to ${this.name}: ${(err as Error).message.trim().replace(/\s*\n\s*/g, ' ') || 'refused'}`,
+        `cannot connect to ${this.name}: ${
+          redactLibpqMessage((err as Error).message, this.#url)
+            .trim()
+            .replace(/\s*\n\s*/g, ' ') || 'refused'
+        }`,
       );
     }
     this.#pq = pq;

@@ -4,9 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { postgresUrlProblem, redactUrl, withConnectionDefaults } from '../../lib/store/postgres-url.js';
+import {
+  postgresUrlProblem,
+  redactLibpqMessage,
+  redactUrl,
+  withConnectionDefaults,
+} from '../../lib/store/postgres-url.js';
 
-const SECRETS = ['pa?ss', 'p#w', 's3cr:et', 'pw/x', 'hunter2'];
+const SECRETS = ['pa?ss', 'p#w', 's3cr:et', 'pw/x', 'hunter2', '50%off'];
 const shown = (text: string): string[] =>
   SECRETS.filter((s) => text.includes(s) || text.includes(encodeURIComponent(s)));
 
@@ -19,6 +24,11 @@ test('a password holding ?, #, : or / is never shown', () => {
     'postgres://ca@db/x?password=hunter2',
     'postgres://ca@db/x?pass%77ord=hunter2',
     'postgres://ca@db/x?application_name=a%20b&sslpassword=hunter2',
+    'postgres://db/d@b?password=hunter2',
+    'postgres://ca:p/w@db/x?sslpassword=hunter2',
+    'postgres://ca@db/x?PASSWORD=hunter2',
+    'postgres://ca:50%off@db/x',
+    'postgres://ca@db/x?password=50%off',
   ]) {
     assert.deepEqual(shown(redactUrl(url)), [], `${redactUrl(url)}`);
     assert.deepEqual(shown(postgresUrlProblem(url) ?? ''), [], `${postgresUrlProblem(url)}`);
@@ -45,4 +55,23 @@ test('hosts: several with ports, IPv6 in brackets; a bad one refused without bei
   const bad = postgresUrlProblem('postgres://ca@d[b/x');
   assert.ok(bad && !bad.includes('d[b'), bad);
   assert.match(postgresUrlProblem('mysql://x') ?? '', /expected a postgres:\/\/ URL/);
+});
+
+test("a '%' that starts no escape is refused before libpq quotes it; libpq's own messages are cleaned", () => {
+  assert.match(postgresUrlProblem('postgres://ca:50%off@db/x') ?? '', /must start a %XX escape/);
+  assert.match(postgresUrlProblem('postgres://ca@db/x?password=50%zz') ?? '', /must start a %XX escape/);
+  assert.equal(postgresUrlProblem('postgres://ca:50%25off@db/x'), undefined);
+  assert.equal(postgresUrlProblem('postgres://ca@[fe80::1%25eth0]:5432/x'), undefined, 'an IPv6 zone, as libpq');
+  // Texts libpq gives for URLs it cannot read (measured with the installed libpq).
+  const url = 'postgres://ca:50%off@[::1/x';
+  for (const message of [
+    'invalid percent-encoded token: "50%off"',
+    `end of string reached when looking for matching "]" in IPv6 host address in URI: "${url}"`,
+  ]) {
+    const shown = redactLibpqMessage(message, url);
+    assert.ok(!shown.includes('50%off') && !shown.includes('off'), shown);
+  }
+  const refusedAt = 'connection to server at "db" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed';
+  assert.equal(redactLibpqMessage(refusedAt, 'postgres://ca:pw@db/x'), refusedAt, 'other messages kept');
+  assert.equal(redactLibpqMessage('echo s3cret and s3cret', 'postgres://ca:s3cret@db/x'), 'echo *** and ***');
 });

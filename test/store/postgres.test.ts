@@ -355,3 +355,16 @@ test('failover: the primary comes back read-only, the next write goes to the oth
     ['on-second'],
   );
 });
+
+test("libpq's refusal of a URL it cannot read never carries the password into the store's error", () => {
+  for (const url of ['postgres://ca:50%off@127.0.0.1:1/x', 'postgres://ca:pw50%off@[::1/x']) {
+    assert.throws(
+      () => openPostgres(url, TABLE),
+      (err: Error) => {
+        assert.ok(!err.message.includes('50%off') && !err.message.includes('pw50'), err.message);
+        assert.match(err.message, /cannot connect to/);
+        return true;
+      },
+    );
+  }
+});
