@@ -82,15 +82,28 @@ export function keygenSign(
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1 (for daemons that cannot report their own). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+/** Ports handed out by this process (the kernel may give a port closed a moment ago to the next ask). */
+const handedOut = new Set<number>();
+
+/**
+ * A loopback port nobody listens on now, never one this process handed out before: two asks in a row can get the
+ * same port from the kernel (seen in CI: a daemon given one port for both its API and ops listeners).
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const addr = srv.address();
+        srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      });
     });
-  });
+    if (!handedOut.has(port) || attempt >= 50) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export interface SshResult {
