@@ -113,6 +113,8 @@ export interface OpenRelay {
 /** An inner session up and waiting for GO (lib/protocol/relay.ts `tcp+go`), with how long its handshake took. */
 export interface HeldInner extends InnerStream {
   handshakeMs: number;
+  /** Taken for a stream: from now the relay's ends are the stream's (half-close), not the relay going. */
+  use: () => void;
 }
 
 /** Steps 1 and 2: outer mTLS to the proxy (its certificate judged by THE verifier), then its status line. */
@@ -160,6 +162,8 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     relay.outer.destroy();
     throw fail('E_STREAM_CLOSED', 'gateway', `an inner session held for tcp cannot serve mode ${mode}`);
   }
+  held?.use();
+  if (held && relay.outer.destroyed) throw fail('E_STREAM_CLOSED', 'gateway', 'the held relay went while it waited');
   const inner = held
     ? await startInner(held, mode, step, true)
     : await connectInner(relay.outer, relay.rest, grant, material, mode, step);
@@ -204,9 +208,23 @@ export async function holdInner(relay: OpenRelay, opts: DialOptions = {}): Promi
     inner.socket.destroy();
     throw step.fail('E_TARGET_NOT_ALLOWED', 'gateway', 'the gateway did not negotiate tcp+go: nothing held ahead');
   }
-  // Held, unused: a close or error now is the relay going (warm.ts lets it go), never a crash.
+  // Held, unused: a close or error now is the relay going (warm.ts lets it go), never a crash. An end from the
+  // proxy (it cut the relay: the outer certificate revoked) or the gateway (its timeout) is not seen by the inner
+  // session until something reads it, so it ends both sockets now: warm.ts then finds the relay gone.
   inner.socket.on('error', () => undefined);
-  return { ...relay, held: { ...inner, handshakeMs: performance.now() - t0 } };
+  const gone = () => {
+    inner.socket.destroy();
+    relay.outer.destroy();
+  };
+  relay.outer.once('end', gone);
+  relay.outer.once('close', gone);
+  inner.socket.once('end', gone);
+  const use = () => {
+    relay.outer.off('end', gone);
+    relay.outer.off('close', gone);
+    inner.socket.off('end', gone);
+  };
+  return { ...relay, held: { ...inner, handshakeMs: performance.now() - t0, use } };
 }
 
 function failAt(grant: ClientGrant, proxy: ProxyEndpoint): Fail {
@@ -336,7 +354,11 @@ function readStatus(socket: tls.TLSSocket, from: StatusPeer, timeout: number, fa
         const decoded = decodeStatus(buf.subarray(0, MAX_STATUS_LINE), from);
         if (!decoded) continue;
         if (decoded.status.ok) done(null, Buffer.concat([decoded.rest, buf.subarray(MAX_STATUS_LINE)]));
-        else done(fail(decoded.status.code, from, decoded.status.message));
+        else {
+          const refused = fail(decoded.status.code, from, decoded.status.message);
+          TOLD.add(refused);
+          done(refused);
+        }
         return;
       }
     };
@@ -506,7 +528,9 @@ async function startInner(inner: InnerStream, mode: ModeAlpn, step: InnerStep, h
       if (after.length > 0) socket.unshift(after);
     } catch (err) {
       socket.destroy();
-      const gone = held && err instanceof ConnectError && err.code === 'E_STREAM_CLOSED';
+      // Held: a refusal line (or the gateway's silence past the bound) is its answer; the relay closing or
+      // failing under GO (cut by the proxy, ended by the gateway's timeout while it waited) is a relay gone.
+      const gone = held && err instanceof ConnectError && !TOLD.has(err) && err.code !== 'E_TIMEOUT';
       if (err instanceof ConnectError && !gone) GATEWAY_ANSWERED.add(err);
       throw err;
     }
@@ -515,6 +539,9 @@ async function startInner(inner: InnerStream, mode: ModeAlpn, step: InnerStep, h
 }
 
 const GO = Buffer.from([GO_BYTE]);
+
+/** Refusals read from a status line (readStatus): the peer's own answer. */
+const TOLD = new WeakSet<ConnectError>();
 
 interface InnerStream {
   socket: tls.TLSSocket;
