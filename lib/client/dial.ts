@@ -16,7 +16,7 @@ import { once } from 'node:events';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import type { ErrorCode } from '../errors/codes.js';
+import type { ErrorCode, Verdict } from '../errors/codes.js';
 import { instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import type { VerifiedPeer } from '../pki/verify.js';
 import {
@@ -164,6 +164,14 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
   }
   held?.use();
   if (held && relay.outer.destroyed) throw fail('E_STREAM_CLOSED', 'gateway', 'the held relay went while it waited');
+  // Nothing judged when the session was held is taken for granted: the gateway's certificate, by today's clock.
+  const again = held?.rejudge?.();
+  if (again && !again.ok) {
+    relay.outer.destroy();
+    const refused = fail(again.code, 'gateway', `gateway certificate: ${again.reason}`);
+    GATEWAY_ANSWERED.add(refused);
+    throw refused;
+  }
   const inner = held
     ? await startInner(held, mode, step, true)
     : await connectInner(relay.outer, relay.rest, grant, material, mode, step);
@@ -447,10 +455,20 @@ async function handshakeInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   try {
-    return judgeGateway(socket, grant, material, mode, step, offered, (leaf) => {
+    const inner = judgeGateway(socket, grant, material, mode, step, offered, (leaf) => {
       gatewayLeaf = leaf;
       if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
     });
+    // The same judgement, with the clock of a later moment: a session held ahead is judged again when used.
+    const rejudge = () =>
+      verifyPeer(
+        socket,
+        material.gatewayTrust,
+        { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
+        step.now(),
+        offered,
+      );
+    return { ...inner, rejudge };
   } catch (err) {
     if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
     throw err;
@@ -547,6 +565,8 @@ interface InnerStream {
   socket: tls.TLSSocket;
   peer: VerifiedPeer;
   sentFirst: number;
+  /** The gateway's certificate judged again now (a session held ahead, when a stream takes it). */
+  rejudge?: () => Verdict<VerifiedPeer>;
 }
 
 /** TLS alerts, by the OpenSSL reason Node puts in err.code, as what they mean at each hop. */
