@@ -203,6 +203,24 @@ async function withoutPathCache(): Promise<{ d: Deployment; port: number; pid: n
   }
 }
 
+/**
+ * A second deployment whose gateway offers no `tcp+go` (bench/gateway-without-go.ts), with its own
+ * `infisical-connect tcp`, measured in the same rounds: tcp mode without the inner session held ahead.
+ */
+async function withoutGo(): Promise<{ d: Deployment; port: number; held: () => number }> {
+  const d = await preloaded('./gateway-without-go.js', () =>
+    startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' }),
+  );
+  try {
+    const c = await d.connect();
+    const held = () => c.events().filter((e) => e['event'] === 'opened' && e['held'] === true).length;
+    return { d, port: c.port, held };
+  } catch (err) {
+    await d.close();
+    throw err;
+  }
+}
+
 const cacheHits = async (d: Deployment) =>
   `proxy ${(await d.proxies[0]!.metric('infisical_proxy_verifier_path_cache_lookups', { result: 'hit' })) ?? 0}, ` +
   `gateway ${(await d.gateways[0]!.metric('infisical_gateway_verifier_path_cache_lookups', { result: 'hit' })) ?? 0}`;
@@ -213,8 +231,10 @@ export async function benchSetup(): Promise<BenchRow[]> {
   let ssh: { port: number; stop(): Promise<void> } | undefined;
   let chain: Awaited<ReturnType<typeof startChain>> | undefined;
   let noCache: Awaited<ReturnType<typeof withoutPathCache>>;
+  let noGo: Awaited<ReturnType<typeof withoutGo>> | undefined;
   try {
     noCache = await withoutPathCache();
+    noGo = await withoutGo();
     const connect = await traced(() => d.connect());
     const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
@@ -237,6 +257,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
       {
         tcp: viaPort(connect.port),
         tcpCold: viaPort(connectCold.port),
+        tcpNoGo: viaPort(noGo.port),
         pingWarm,
         pingAfterStatus: viaPing(warmAfter, d, [], { afterStatus: true }),
         pingRefillAtOnce: viaPing(warmAtOnce, d, []),
@@ -310,12 +331,14 @@ export async function benchSetup(): Promise<BenchRow[]> {
         area: 'setup',
         metric: `new stream via infisical-connect tcp, connect → first echoed byte, p50 / p99 (${STREAMS})`,
         ours: pp(r['tcp']!),
-        reference: `${pp(r['tcpCold']!)} with --warm-relay 0; ${refs}`,
+        reference:
+          `${pp(r['tcpNoGo']!)} through a gateway without tcp+go (relay opened ahead, inner session not held; ` +
+          `a second deployment, same rounds, ${noGo.held()} held); ${pp(r['tcpCold']!)} with --warm-relay 0; ${refs}`,
         note:
           `grant held; every component a process started through its CLI; goal p50 ≤5 ms, p99 ≤20 ms; in the ` +
           `connect process, accept → stream open (inner TLS, gateway's target dial and status) p50 ` +
           `${fmt.ms(percentile(inConnect, 50))}, accept → first byte back ${fmt.ms(percentile(firstByte, 50))}, ${opened.filter((e) => e['warm'] === true).length} of ` +
-          `${opened.length} on a relay opened ahead of need, ${opened.filter((e) => e['resumed'] === true).length} ` +
+          `${opened.length} on a relay opened ahead of need, ${opened.filter((e) => e['held'] === true).length} on an inner session held ahead (tcp+go), ${opened.filter((e) => e['resumed'] === true).length} ` +
           `resumed the grant's inner session, ${sentFirst} sent their first byte with the inner handshake; ${cpu.tcp}; with --warm-relay 0: ${cpu.tcpCold}`,
       },
       {
@@ -347,6 +370,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
     ];
   } finally {
     await noCache?.d.close();
+    await noGo?.d.close();
     await ssh?.stop();
     await chain?.stop();
     await d.close();

@@ -11,6 +11,8 @@ import {
   type DialOptions,
   dialViaProxy,
   gatewayAnswered,
+  holdInner,
+  type OpenRelay,
   openRelay,
   type RelayedStream,
 } from './dial.js';
@@ -24,6 +26,7 @@ import {
 } from './errors.js';
 import { type ClientGrant, type GrantSource, type GrantSpec, obtainGrant, type ProxyEndpoint } from './grant.js';
 import { GrantCache, grantFreshness } from './grant-cache.js';
+import { grantTls } from './grant-tls.js';
 import { DEFAULT_WARM_MAX_AGE_MS, WarmRelay } from './warm.js';
 
 export type Progress =
@@ -79,7 +82,7 @@ export class GatewayConnector {
     const maxAgeMs = opts.warmRelayMs ?? (opts.dial === undefined ? DEFAULT_WARM_MAX_AGE_MS : 0);
     if (maxAgeMs > 0) {
       this.#warm = new WarmRelay({
-        open: (grant, proxy, halfOpen) => openRelay(grant, proxy, { ...this.#opts, allowHalfOpen: halfOpen }),
+        open: (grant, proxy, halfOpen) => this.#openAhead(grant, proxy, halfOpen),
         maxAgeMs,
         ...(opts.warmRefillDelayMs === undefined ? {} : { refillDelayMs: opts.warmRefillDelayMs }),
       });
@@ -184,6 +187,17 @@ export class GatewayConnector {
       }
     }
     return this.#dialProxies(grant, mode, dialOpts, halfOpen);
+  }
+
+  /**
+   * A relay ahead of need (warm.ts); for a tcp grant whose gateway negotiated `tcp+go` on an earlier stream,
+   * with its inner session held ahead too (dial.ts holdInner: the gateway dials the target only at GO).
+   */
+  async #openAhead(grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean): Promise<OpenRelay> {
+    const opts = { ...this.#opts, allowHalfOpen: halfOpen };
+    const relay = await openRelay(grant, proxy, opts);
+    if (grant.spec.mode !== 'tcp' || !grantTls(grant).innerGo) return relay;
+    return holdInner(relay, opts);
   }
 
   #connected(opened: RelayedStream, halfOpen: boolean): void {

@@ -16,11 +16,13 @@ import { once } from 'node:events';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import type { ErrorCode } from '../errors/codes.js';
+import type { ErrorCode, Verdict } from '../errors/codes.js';
 import { instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import type { VerifiedPeer } from '../pki/verify.js';
 import {
   decodeStatus,
+  GO_ALPN,
+  GO_BYTE,
   MAX_STATUS_LINE,
   type ModeAlpn,
   modeHasStatus,
@@ -73,6 +75,8 @@ export interface RelayedStream {
   outerResumed: boolean;
   /** Bytes of DialOptions.firstBytes written on this stream before the gateway's status line (0: none). */
   sentFirst: number;
+  /** Its inner session was held ahead with the relay (holdInner): only GO, the first bytes and the line were left. */
+  held?: boolean;
 }
 
 /** Opens the outer session, reads the status line and runs the inner handshake. */
@@ -99,6 +103,18 @@ export interface OpenRelay {
   timings: { proxyMs: number; statusMs: number };
   /** The outer session resumed the grant's previous one with this proxy. */
   outerResumed: boolean;
+  /**
+   * The inner session, run ahead too (holdInner): handshake done, the gateway's certificate judged, `tcp+go`
+   * negotiated; the gateway waits for GO before it judges the grant again and dials the target.
+   */
+  held?: HeldInner;
+}
+
+/** An inner session up and waiting for GO (lib/protocol/relay.ts `tcp+go`), with how long its handshake took. */
+export interface HeldInner extends InnerStream {
+  handshakeMs: number;
+  /** Taken for a stream: from now the relay's ends are the stream's (half-close), not the relay going. */
+  use: () => void;
 }
 
 /** Steps 1 and 2: outer mTLS to the proxy (its certificate judged by THE verifier), then its status line. */
@@ -140,7 +156,25 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
   }
   const t2 = performance.now();
   const step = { now, timeout, fail, firstBytes: opts.firstBytes };
-  const inner = await connectInner(relay.outer, relay.rest, grant, material, mode, step);
+  const held = relay.held;
+  if (held && mode !== 'tcp') {
+    // Held for `tcp+go`: of no use to another mode; a relay that went, so the caller dials again.
+    relay.outer.destroy();
+    throw fail('E_STREAM_CLOSED', 'gateway', `an inner session held for tcp cannot serve mode ${mode}`);
+  }
+  held?.use();
+  if (held && relay.outer.destroyed) throw fail('E_STREAM_CLOSED', 'gateway', 'the held relay went while it waited');
+  // Nothing judged when the session was held is taken for granted: the gateway's certificate, by today's clock.
+  const again = held?.rejudge?.();
+  if (again && !again.ok) {
+    relay.outer.destroy();
+    const refused = fail(again.code, 'gateway', `gateway certificate: ${again.reason}`);
+    GATEWAY_ANSWERED.add(refused);
+    throw refused;
+  }
+  const inner = held
+    ? await startInner(held, mode, step, true)
+    : await connectInner(relay.outer, relay.rest, grant, material, mode, step);
   const t3 = performance.now();
   return {
     socket: inner.socket,
@@ -151,7 +185,54 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     resumed: inner.socket.isSessionReused(),
     outerResumed: relay.outerResumed,
     sentFirst: inner.sentFirst,
+    ...(held ? { held: true } : {}),
   };
+}
+
+/**
+ * The inner handshake of a relay opened ahead of need, run ahead too, for a tcp grant whose gateway negotiated
+ * `tcp+go` before (grant-tls.ts innerGo): nothing reaches the target until completeStream writes GO, and the
+ * gateway judges the grant again then. Resolves with the relay unchanged when the gateway did not negotiate
+ * `tcp+go` this time (an older gateway after all): impossible to use ahead, the relay is ended and this throws.
+ */
+export async function holdInner(relay: OpenRelay, opts: DialOptions = {}): Promise<OpenRelay> {
+  const { grant, proxy } = relay;
+  const step: InnerStep = {
+    now: opts.now ?? (() => new Date()),
+    timeout: opts.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS,
+    fail: failAt(grant, proxy),
+    firstBytes: undefined,
+  };
+  const t0 = performance.now();
+  let material: GrantTls;
+  try {
+    material = materialOf(grant, step.fail);
+  } catch (err) {
+    relay.outer.destroy();
+    throw err;
+  }
+  const inner = await handshakeInner(relay.outer, relay.rest, grant, material, 'tcp', step);
+  if (inner.socket.alpnProtocol !== GO_ALPN) {
+    inner.socket.destroy();
+    throw step.fail('E_TARGET_NOT_ALLOWED', 'gateway', 'the gateway did not negotiate tcp+go: nothing held ahead');
+  }
+  // Held, unused: a close or error now is the relay going (warm.ts lets it go), never a crash. An end from the
+  // proxy (it cut the relay: the outer certificate revoked) or the gateway (its timeout) is not seen by the inner
+  // session until something reads it, so it ends both sockets now: warm.ts then finds the relay gone.
+  inner.socket.on('error', () => undefined);
+  const gone = () => {
+    inner.socket.destroy();
+    relay.outer.destroy();
+  };
+  relay.outer.once('end', gone);
+  relay.outer.once('close', gone);
+  inner.socket.once('end', gone);
+  const use = () => {
+    relay.outer.off('end', gone);
+    relay.outer.off('close', gone);
+    inner.socket.off('end', gone);
+  };
+  return { ...relay, held: { ...inner, handshakeMs: performance.now() - t0, use } };
 }
 
 function failAt(grant: ClientGrant, proxy: ProxyEndpoint): Fail {
@@ -281,7 +362,11 @@ function readStatus(socket: tls.TLSSocket, from: StatusPeer, timeout: number, fa
         const decoded = decodeStatus(buf.subarray(0, MAX_STATUS_LINE), from);
         if (!decoded) continue;
         if (decoded.status.ok) done(null, Buffer.concat([decoded.rest, buf.subarray(MAX_STATUS_LINE)]));
-        else done(fail(decoded.status.code, from, decoded.status.message));
+        else {
+          const refused = fail(decoded.status.code, from, decoded.status.message);
+          TOLD.add(refused);
+          done(refused);
+        }
         return;
       }
     };
@@ -328,6 +413,18 @@ async function connectInner(
   mode: ModeAlpn,
   step: InnerStep,
 ): Promise<InnerStream> {
+  return startInner(await handshakeInner(outer, rest, grant, material, mode, step), mode, step, false);
+}
+
+/** Step 3: the inner handshake, the gateway's certificate judged and its ALPN checked; nothing written yet. */
+async function handshakeInner(
+  outer: tls.TLSSocket,
+  rest: Buffer,
+  grant: ClientGrant,
+  material: GrantTls,
+  mode: ModeAlpn,
+  step: InnerStep,
+): Promise<InnerStream> {
   const { timeout, fail } = step;
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
@@ -335,7 +432,8 @@ async function connectInner(
   const socket = tls.connect({
     socket: outer as Duplex,
     secureContext: material.inner,
-    ALPNProtocols: [mode],
+    // A new gateway picks `tcp+go` (its preference), an older one `tcp`.
+    ALPNProtocols: mode === 'tcp' ? [GO_ALPN, mode] : [mode],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
     ...(offered ? { session: offered.ticket } : {}),
@@ -357,10 +455,20 @@ async function connectInner(
     throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
   }
   try {
-    return await afterInnerHandshake(socket, grant, material, mode, step, offered, (leaf) => {
+    const inner = judgeGateway(socket, grant, material, mode, step, offered, (leaf) => {
       gatewayLeaf = leaf;
       if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
     });
+    // The same judgement, with the clock of a later moment: a session held ahead is judged again when used.
+    const rejudge = () =>
+      verifyPeer(
+        socket,
+        material.gatewayTrust,
+        { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
+        step.now(),
+        offered,
+      );
+    return { ...inner, rejudge };
   } catch (err) {
     if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
     throw err;
@@ -380,7 +488,7 @@ export function gatewayAnswered(err: unknown): boolean {
   return err instanceof ConnectError && GATEWAY_ANSWERED.has(err);
 }
 
-async function afterInnerHandshake(
+function judgeGateway(
   socket: tls.TLSSocket,
   grant: ClientGrant,
   material: GrantTls,
@@ -388,8 +496,8 @@ async function afterInnerHandshake(
   step: InnerStep,
   offered: GrantTls['innerSession'],
   accepted: (gatewayLeaf: Buffer | undefined) => void,
-): Promise<InnerStream> {
-  const { now, timeout, fail } = step;
+): InnerStream {
+  const { now, fail } = step;
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
   const v = verifyPeer(
     socket,
@@ -406,33 +514,59 @@ async function afterInnerHandshake(
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
   accepted(socket.isSessionReused() && offered ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw);
-  if (socket.alpnProtocol !== mode) {
+  const go = mode === 'tcp' && socket.alpnProtocol === GO_ALPN;
+  if (socket.alpnProtocol !== mode && !go) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
   }
+  // Remembered with the grant: the next relay opened ahead for it may hold its inner session too (warm.ts).
+  if (go) material.innerGo = true;
+  return { socket, peer: v.value, sentFirst: 0 };
+}
+
+/**
+ * Step 4 on a judged inner session: GO when `tcp+go` was negotiated, the caller's first bytes, the gateway's
+ * status line. On a session held ahead (`held`), a close before the line is the relay going while it waited
+ * (dialled again: connector.ts); any status line is the gateway's answer.
+ */
+async function startInner(inner: InnerStream, mode: ModeAlpn, step: InnerStep, held: boolean): Promise<InnerStream> {
+  const { socket } = inner;
+  const { timeout, fail } = step;
   let sentFirst = 0;
   if (modeHasStatus(mode)) {
-    // Only to the gateway just judged ours (above), and never in health mode, whose document is all there is.
+    // Only to the gateway just judged ours, and never in health mode, whose document is all there is.
     const first = mode === 'health' ? undefined : step.firstBytes?.();
+    const go = socket.alpnProtocol === GO_ALPN ? GO : undefined;
     if (first && first.length > 0) {
-      socket.write(first);
+      socket.write(go ? Buffer.concat([go, first]) : first);
       sentFirst = first.length;
-    }
+    } else if (go) socket.write(go);
     try {
       const after = await readStatus(socket, 'gateway', timeout, fail);
       if (after.length > 0) socket.unshift(after);
     } catch (err) {
       socket.destroy();
+      // Held: a refusal line (or the gateway's silence past the bound) is its answer; the relay closing or
+      // failing under GO (cut by the proxy, ended by the gateway's timeout while it waited) is a relay gone.
+      const gone = held && err instanceof ConnectError && !TOLD.has(err) && err.code !== 'E_TIMEOUT';
+      if (err instanceof ConnectError && !gone) GATEWAY_ANSWERED.add(err);
       throw err;
     }
   }
-  return { socket, peer: v.value, sentFirst };
+  return { ...inner, sentFirst };
 }
+
+const GO = Buffer.from([GO_BYTE]);
+
+/** Refusals read from a status line (readStatus): the peer's own answer. */
+const TOLD = new WeakSet<ConnectError>();
 
 interface InnerStream {
   socket: tls.TLSSocket;
   peer: VerifiedPeer;
   sentFirst: number;
+  /** The gateway's certificate judged again now (a session held ahead, when a stream takes it). */
+  rejudge?: () => Verdict<VerifiedPeer>;
 }
 
 /** TLS alerts, by the OpenSSL reason Node puts in err.code, as what they mean at each hop. */

@@ -32,6 +32,8 @@ export type ForwardEvent =
       proxyId: string;
       setupMs: number;
       warm: boolean;
+      /** Its inner session was held ahead with the relay (`tcp+go`): only GO and the first bytes were left. */
+      held: boolean;
       resumed: boolean;
       outerResumed: boolean;
       /** Bytes sent with the inner handshake, before the gateway's status line. */
@@ -123,6 +125,7 @@ export class LocalForwarder {
           proxyId: stream.proxy.proxyId,
           setupMs: performance.now() - t0,
           warm: stream.warm ?? false,
+          held: stream.held ?? false,
           resumed: stream.resumed,
           outerResumed: stream.outerResumed,
           sentFirst: stream.sentFirst,

@@ -29,6 +29,11 @@ export interface GrantTls {
    */
   innerSession: ResumableSession | undefined;
   /**
+   * The gateway negotiated `tcp+go` (lib/protocol/relay.ts) on an earlier stream of this grant: a relay opened
+   * ahead of need for it may run its inner handshake ahead too (warm.ts), the target being dialled only at GO.
+   */
+  innerGo: boolean;
+  /**
    * The last outer session each proxy (by id) gave a ticket for, once its certificate was accepted, with that
    * certificate: the next outer handshake with that proxy resumes it. The proxy judges the outer certificate of
    * a resumed session as of a full one (lib/proxy/relay-listener.ts), and verifyPeer judges the proxy's again.
@@ -80,6 +85,7 @@ function build(grant: ClientGrant): GrantTls {
     },
     inner: context(grant.innerChain),
     innerSession: undefined,
+    innerGo: false,
     outerSessions: new Map(),
     proxyTrust: trust(grant.proxyServerCas),
     gatewayTrust: trust(grant.gatewayServerCas),

@@ -117,11 +117,12 @@ export class StatusReporter {
             proxyId: e.proxyId,
             setupMs: round(e.setupMs),
             warm: e.warm,
+            held: e.held,
             resumed: e.resumed,
             outerResumed: e.outerResumed,
             sentFirst: e.sentFirst,
           },
-          `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms${e.warm ? ', relay opened ahead' : ''})`,
+          `[#${e.id}] open via proxy ${e.proxyId} (${round(e.setupMs)} ms${e.held ? ', relay and inner session held ahead' : e.warm ? ', relay opened ahead' : ''})`,
         );
         return;
       case 'failed':

@@ -5,8 +5,12 @@
  * connection runs only the inner handshake, the gateway's admission and its target dial: the outer handshake
  * and the channel open (about two thirds of a new stream's setup, docs/performance.md) are off its path.
  *
- * Nothing is decided ahead: the gateway admits the grant (validity, revocations, target, mode) at the inner
- * handshake, when the relay is used; the proxy cuts the relay when the outer certificate ends or is revoked.
+ * For a tcp grant whose gateway negotiated `tcp+go` before, the relay also carries its inner session, held
+ * (connector.ts #openAhead, dial.ts holdInner): the gateway dials the target only at the stream's GO.
+ *
+ * Nothing is decided ahead: the gateway admits the grant (validity, revocations, target, mode) when the relay is
+ * used (at the inner handshake, or again at GO for a held session); the proxy cuts the relay when the outer
+ * certificate ends or is revoked.
  * A relay waits at most `maxAgeMs` (3 s by default, at most 8 s through --warm-relay: below the gateway's inner
  * handshake timeout, 10 s by default, which runs while it waits); then it
  * is ended with a close_notify and FIN, which the gateway takes as a platform that gave up before its handshake

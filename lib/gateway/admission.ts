@@ -13,7 +13,7 @@ import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { type AccessGrant, checkGrant, type GrantMode, type GrantTarget } from '../pki/grant.js';
 import type { TrustAnchors, VerifiedPeer } from '../pki/verify.js';
 import { verifyCertificateChain } from '../pki/verify.js';
-import { MODE_ALPNS, type ModeAlpn } from '../protocol/relay.js';
+import { MODE_ALPNS, type ModeAlpn, modeOfAlpn } from '../protocol/relay.js';
 import type { RevocationSet } from './revocations.js';
 
 export interface AdmissionContext {
@@ -44,10 +44,11 @@ export function admitStream(
   if (ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) {
     return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
   }
-  if (!alpn || !(MODE_ALPNS as readonly string[]).includes(alpn)) {
+  // `tcp+go` is mode tcp for the grant (lib/protocol/relay.ts modeOfAlpn): it never allows more than `tcp`.
+  const mode = modeOfAlpn(alpn);
+  if (!mode) {
     return refuse('E_TARGET_NOT_ALLOWED', `no mode selected: offer one of ${MODE_ALPNS.join(', ')} by ALPN`);
   }
-  const mode = alpn as ModeAlpn;
   const verified = verifyCertificateChain({
     chain: [...chain],
     anchors: ctx.anchors,

@@ -16,7 +16,15 @@ import { type ErrorCode, GatewayError, unwrap, type Verdict } from '../errors/co
 import { checkGrant, type GrantMode } from '../pki/grant.js';
 import { decideLeafFirst, mtlsResumableServerOptions } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
-import { encodeStatus, MODE_ALPNS, type RelayStatus } from '../protocol/relay.js';
+import {
+  encodeStatus,
+  GO_ALPN,
+  GO_BYTE,
+  INNER_SERVER_ALPNS,
+  MODE_ALPNS,
+  modeOfAlpn,
+  type RelayStatus,
+} from '../protocol/relay.js';
 import { type Admitted, admitChannel, admitStream } from './admission.js';
 import { type Allowlist, type Resolver, resolveTarget } from './allowlist.js';
 import { type DisclosureContext, refusalStatus } from './disclosure.js';
@@ -164,7 +172,7 @@ export class InnerServer {
       secureContext: loaded.context,
       requestCert: true,
       rejectUnauthorized: false, // THE verifier decides, below
-      ALPNProtocols: [...MODE_ALPNS],
+      ALPNProtocols: [...INNER_SERVER_ALPNS],
     });
     // Pending until the inner handshake completes (or the channel goes); counted per proxy for admitChannel.
     this.#pending.set(meta.proxyId, (this.#pending.get(meta.proxyId) ?? 0) + 1);
@@ -204,27 +212,67 @@ export class InnerServer {
       if (!secured) refuse(...handshakeRefusal(err));
     });
     let secured = false;
+    // `tcp+go`: secured and admitted, waiting for the platform's GO byte (still pending, under the same timer).
+    let held = false;
     const handshakeTimeoutMs = this.#handshakeTimeoutMs;
     const timer = setTimeout(
-      () => refuse('E_TIMEOUT', `no inner TLS handshake within ${handshakeTimeoutMs} ms`),
+      () =>
+        held
+          ? refuse('E_TIMEOUT', `no go within ${handshakeTimeoutMs} ms of the inner session's start`, heldWho)
+          : refuse('E_TIMEOUT', `no inner TLS handshake within ${handshakeTimeoutMs} ms`),
       handshakeTimeoutMs,
     );
+    let heldWho: Partial<Refusal> = {};
     socket.once('close', () => clearTimeout(timer));
-    // End of stream from the platform before the handshake finished (it gave up; the proxy passes a half-close
-    // on as a channel EOF): the handshake can never complete, so the channel goes now, not at the timeout.
-    channel.once('end', () => {
-      if (!secured && !closing) {
+    // End of stream from the platform before the handshake finished, or before its GO (it gave up; the proxy
+    // passes a half-close on as a channel EOF): no stream can start, so the channel goes now, no refusal.
+    const gaveUp = () => {
+      if ((!secured || held) && !closing) {
         closing = true;
         cleanup();
       }
-    });
+    };
+    channel.once('end', gaveUp);
+    socket.once('end', gaveUp);
     socket.once('secure', () => {
       secured = true;
-      settle();
-      clearTimeout(timer);
-      if (socket.getProtocol() !== 'TLSv1.3') return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
+      if (socket.getProtocol() !== 'TLSv1.3') {
+        settle();
+        clearTimeout(timer);
+        return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
+      }
       const admitted = this.#admit(socket, loaded, now());
-      if (!admitted.ok) return refuse(admitted.code, admitted.reason, { mode: String(socket.alpnProtocol) }, {});
+      if (!admitted.ok || socket.alpnProtocol !== GO_ALPN) {
+        settle();
+        clearTimeout(timer);
+        return serve(admitted);
+      }
+      // Held until GO: the target is dialled only for a stream the platform asked for, and the grant is judged
+      // again at GO (revocations, validity by the clock then): nothing decided now is used later.
+      held = true;
+      const { grant } = admitted.value;
+      heldWho = { actor: grant.actor, grantId: grant.grantId, mode: 'tcp' };
+      const onGo = () => {
+        const first = socket.read(1) as Buffer | null;
+        if (first === null) return;
+        socket.off('readable', onGo);
+        held = false;
+        settle();
+        clearTimeout(timer);
+        socket.pause();
+        if (first[0] !== GO_BYTE) {
+          return refuse('E_STREAM_CLOSED', `expected go (0x01) first, got 0x${first[0]!.toString(16)}`, heldWho, {});
+        }
+        serve(this.#admit(socket, this.#loaded, now()));
+      };
+      socket.on('readable', onGo);
+    });
+    // Today's path from the admission decision on: the mode, its target dial and status line.
+    const serve = (admitted: Verdict<Admitted>) => {
+      if (!admitted.ok) {
+        const mode = modeOfAlpn(socket.alpnProtocol) ?? String(socket.alpnProtocol);
+        return refuse(admitted.code, admitted.reason, { mode }, {});
+      }
       const { grant, mode, peer } = admitted.value;
       const who = { actor: grant.actor, grantId: grant.grantId, mode };
       const told = { target: grant.target };
@@ -279,7 +327,7 @@ export class InnerServer {
         });
         socket.resume();
       });
-    });
+    };
   }
 
   /** THE admission decision, on the peer's leaf alone first (lib/pki/tls decideLeafFirst: the same verdict). */
@@ -309,7 +357,7 @@ function load(c: InnerCredentials): Loaded {
   // Resumable (lib/pki/tls.ts): a platform resumes with the session of its grant (lib/client/grant-tls.ts), and
   // #admit judges a resumed session exactly as a full one: its certificate, today's clock and revocations.
   const options = mtlsResumableServerOptions(
-    { key: c.key, chain: c.chain, anchors: [...c.clientCaPems], alpn: [...MODE_ALPNS] },
+    { key: c.key, chain: c.chain, anchors: [...c.clientCaPems], alpn: [...INNER_SERVER_ALPNS] },
     INNER_TICKET_LIFETIME_SEC,
   );
   const context = tls.createSecureContext(options);

@@ -18,6 +18,13 @@
  *    the grant or the allowlist, 502 for an unreachable target, 503 at its stream limit) whose JSON body and
  *    `x-infisical-error` header carry the code.
  *
+ * 5. `tcp+go` (GO_ALPN) is tcp with the target dial deferred: the gateway lists it before `tcp` (a client offering
+ *    both gets it from a new gateway, `tcp` from an older one), admits the session at its handshake as in `tcp`,
+ *    then holds it until the platform's one byte GO (0x01), judges the grant again at that moment and only then
+ *    dials the target and writes its status line; the bytes after GO are the stream's first bytes. So a platform
+ *    can run the inner handshake ahead of need without a target connection nobody asked for. It is mode `tcp` for
+ *    the grant (modeOfAlpn): it never allows more than `tcp`.
+ *
  * On the SSH side the gateway logs in with user name = its gatewayId and asks for `tcpip-forward` with bind
  * address = its gatewayId (port 0); the proxy opens `forwarded-tcpip` channels to that bind address.
  */
@@ -27,6 +34,17 @@ export const RELAY_ALPN = 'infisical-relay/1';
 /** Inner TLS modes, chosen by ALPN (SPEC §4.4). */
 export const MODE_ALPNS = ['tcp', 'http', 'ping', 'health'] as const;
 export type ModeAlpn = (typeof MODE_ALPNS)[number];
+/** `tcp` with the target dial held until the platform's GO byte (step 5 above). */
+export const GO_ALPN = 'tcp+go';
+/** The one byte that starts a `tcp+go` stream. */
+export const GO_BYTE = 0x01;
+/** What the gateway's inner server offers, in its order of preference: GO_ALPN before `tcp`. */
+export const INNER_SERVER_ALPNS: readonly string[] = [GO_ALPN, ...MODE_ALPNS];
+/** The grant mode an inner ALPN stands for (GO_ALPN is `tcp`), or undefined for an unknown one. */
+export function modeOfAlpn(alpn: string | false | null | undefined): ModeAlpn | undefined {
+  if (alpn === GO_ALPN) return 'tcp';
+  return alpn && (MODE_ALPNS as readonly string[]).includes(alpn) ? (alpn as ModeAlpn) : undefined;
+}
 /** Modes in which the gateway writes a status line inside the inner TLS (step 4 above). */
 export const STATUS_MODES: readonly ModeAlpn[] = ['tcp', 'ping', 'health'];
 /** Upper bound of the status line, newline included. */

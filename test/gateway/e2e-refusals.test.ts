@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { dialViaProxy } from '../../lib/client/dial.js';
+import { completeStream, dialViaProxy, holdInner, openRelay } from '../../lib/client/dial.js';
 import { ConnectError } from '../../lib/client/errors.js';
 import type { ClientGrant } from '../../lib/client/grant.js';
 import type { Gateway } from '../../lib/gateway/gateway.js';
@@ -116,5 +116,29 @@ describe('gateway refusals reach the platform with their code', () => {
     } finally {
       gatewayAheadMs = 0;
     }
+  });
+
+  it('a session held ahead (tcp+go) carries the stream, and the gateway certificate is judged again when used', async () => {
+    const grant = await grantFor(echo.port);
+    const first = await dialViaProxy(grant, grant.proxies[0]!, 'tcp');
+    first.socket.destroy();
+    let aheadMs = 0;
+    const now = () => new Date(world.nowMs() + aheadMs);
+    const held = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), { now });
+    assert.ok(held.held, 'the gateway negotiated tcp+go on the first stream: the inner session is held');
+    const used = await completeStream(held, 'tcp', { now });
+    assert.equal(used.held, true);
+    const back = new Promise<string>((resolve) => used.socket.once('data', (d: Buffer) => resolve(d.toString())));
+    used.socket.write('held');
+    assert.equal(await back, 'held');
+    used.socket.destroy();
+
+    // Judged when held, and again when used: by then the gateway's certificate has expired (the client's clock).
+    const later = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), { now });
+    aheadMs = 20 * 365 * 86_400_000;
+    await assert.rejects(
+      completeStream(later, 'tcp', { now }),
+      (err) => err instanceof ConnectError && err.hop === 'gateway' && /gateway certificate/.test(err.detail),
+    );
   });
 });

@@ -6,7 +6,11 @@
  *   - neither decides anything ahead: with the grant revoked while a relay waits, the gateway refuses the
  *     resumed inner session (E_CERT_REVOKED, hop gateway), and the stream goes through, byte-exact, on a new
  *     grant, in a full handshake;
- *   - unused, it is ended after its hold, quietly: the channel goes, and the gateway records no refusal.
+ *   - from the second relay of a grant on, its inner session is held ahead too (`tcp+go`, the gateway having
+ *     negotiated it on the grant's first stream): the stream sends only GO and its first bytes, and the gateway
+ *     judges the grant again at GO (the revocation above is refused then, before any target dial);
+ *   - unused, it is ended after its hold, quietly: the channel goes, the gateway records no refusal, and the
+ *     target never saw a connection for it.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -26,6 +30,12 @@ const warmFlags = (c: ConnectHandle) =>
     .events()
     .filter((e) => e['event'] === 'opened')
     .map((e) => e['warm']);
+
+const heldFlags = (c: ConnectHandle) =>
+  c
+    .events()
+    .filter((e) => e['event'] === 'opened')
+    .map((e) => e['held']);
 
 const resumedFlags = (c: ConnectHandle) =>
   c
@@ -57,6 +67,7 @@ test('a relay opened ahead and a resumed inner session carry the next stream, ar
     assertByteExact(await d.transfer(c, 256 * 1024), 'the second stream');
     assert.deepEqual(warmFlags(c), [false, true], 'the second stream ran on the relay opened ahead');
     assert.deepEqual(resumedFlags(c), [false, true], "the second stream resumed the grant's inner session");
+    assert.deepEqual(heldFlags(c), [false, true], 'its inner session was held ahead with the relay (tcp+go)');
     await pendingIs(gw, 1, 'the next relay to wait at the gateway');
 
     // Its grant revoked while it waits: the gateway judges the grant when the relay is used, not before.
@@ -84,16 +95,23 @@ test('a relay opened ahead and a resumed inner session carry the next stream, ar
     assert.equal(await refusals(gw), refusedBefore + 1, 'one refusal: the relay opened ahead on the revoked grant');
     assert.deepEqual(warmFlags(c), [false, true, false], 'the stream on the new grant was dialled in full');
     assert.deepEqual(resumedFlags(c), [false, true, false], 'a new grant starts without a session');
+    assert.deepEqual(heldFlags(c), [false, true, false]);
+    await pendingIs(gw, 1, 'the next relay, for the new grant, to wait at the gateway');
+    assertByteExact(await d.transfer(c, 256 * 1024), 'the next stream on the new grant');
+    assert.deepEqual(heldFlags(c), [false, true, false, true], "the new grant's second stream ran on a held session");
+    await pendingIs(gw, 1, 'the next held session to wait at the gateway');
 
     // Unused: ended after its hold (1 s here), without a refusal at the gateway, and not replaced.
     const quick = await d.connect({ args: ['--warm-relay', '1'] });
     assertByteExact(await d.transfer(quick, 64 * 1024), 'a stream through a second connect');
     const refusedNow = await refusals(gw);
+    const targetConnections = d.target.connections.length;
     await c.stop();
     await pendingIs(gw, 0, 'the unused relays to be ended');
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(await gw.metric(PENDING), 0, 'an idle connect holds nothing open');
     assert.equal(await refusals(gw), refusedNow, 'an ended relay is no refusal');
+    assert.equal(d.target.connections.length, targetConnections, 'a held session never used made no target connection');
     assertByteExact(await d.transfer(quick, 64 * 1024), 'the next stream, dialled in full');
     assert.deepEqual(warmFlags(quick), [false, false]);
   } catch (err) {
