@@ -28,14 +28,20 @@ export const leafDer = (chain: string): Buffer => pemBlocks(chain, 'CERTIFICATE'
 export const tlsSerial = (chain: string): string => parseCertificate(leafDer(chain)).serialHex;
 export const sshSerial = (cert: string): string => unwrap(parseSsh(cert)).serial.toString(16).padStart(16, '0');
 
-/** A renewal request signed by `current`, asking for `next`'s keys. */
-export function renewal(f: Fixture, current: Held, next: ClientKeys): SignedRequest {
+/** A renewal request signed by `current`, asking for `next`'s keys; `over` replaces body fields (bad inputs). */
+export function renewal(
+  f: Fixture,
+  current: Held,
+  next: ClientKeys,
+  over: Record<string, unknown> = {},
+): SignedRequest {
   const body = Buffer.from(
     JSON.stringify({
       csr: next.csr,
       sshPublicKey: next.sshPublicKey,
       timestamp: Math.floor(f.clock.ms / 1000),
       nonce: randomBytes(16).toString('base64url'),
+      ...over,
     }),
   );
   return {

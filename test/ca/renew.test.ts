@@ -4,38 +4,18 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { SignedRequest } from '../../lib/ca/authority.js';
 import { type ErrorCode, unwrap, type Verdict } from '../../lib/errors/codes.js';
-import { pemBlocks } from '../../lib/pki/x509.js';
 import { signRequestBytes } from '../../lib/protocol/api.js';
-import { type ClientKeys, clientKeys, type Fixture, newAuthority, newOrg } from './helpers.js';
+import { clientKeys, type Fixture, newAuthority, newOrg } from './helpers.js';
+import { type Held, leafDer, renewal } from './peers.js';
 
 function refused(v: Verdict<unknown>, code: ErrorCode, why?: string): void {
   assert.equal(v.ok, false, `${why ?? code}: expected a refusal`);
   assert.equal(!v.ok && v.code, code, why ?? (!v.ok ? v.reason : ''));
 }
 
-const leafDer = (chain: string): Buffer => pemBlocks(chain, 'CERTIFICATE')[0]!;
-
-function signed(
-  f: Fixture,
-  current: { chain: string; keys: ClientKeys },
-  over: Record<string, unknown> = {},
-): SignedRequest {
-  const next = clientKeys();
-  const body = Buffer.from(
-    JSON.stringify({
-      csr: next.csr,
-      sshPublicKey: next.sshPublicKey,
-      timestamp: Math.floor(f.clock.ms / 1000),
-      nonce: randomBytes(16).toString('base64url'),
-      ...over,
-    }),
-  );
-  return {
-    certificate: leafDer(current.chain),
-    signature: Buffer.from(signRequestBytes(body, current.keys.tlsKey), 'base64'),
-    signed: body,
-  };
-}
+/** A renewal request signed by `current` for fresh keys (peers.ts renewal); `over` replaces body fields. */
+const signed = (f: Fixture, current: Held, over: Record<string, unknown> = {}): SignedRequest =>
+  renewal(f, current, clientKeys(), over);
 
 async function enrolled() {
   const f = await newAuthority();
@@ -156,7 +136,7 @@ test('signed feed reads: a gateway sees its org and the instance, an instance pr
   await newOrg(f, 'globex');
   unwrap(f.ca.revoke(f.admin, { kind: 'identity', orgId: 'globex', subject: 'alice' }));
   unwrap(f.ca.revoke(f.admin, { kind: 'identity', orgId: 'acme', subject: 'alice' }));
-  const peerOf = (who: { chain: string; keys: ClientKeys }) => {
+  const peerOf = (who: Held) => {
     const target = `/v1/revocations?since=0&timestamp=${Math.floor(f.clock.ms / 1000)}&nonce=${randomBytes(16).toString('base64url')}`;
     const nonce = new URLSearchParams(target.split('?')[1]).get('nonce')!;
     return unwrap(
