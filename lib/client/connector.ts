@@ -10,7 +10,6 @@ import {
   completeStream,
   type DialOptions,
   dialViaProxy,
-  gatewayAnswered,
   holdInner,
   type OpenRelay,
   openRelay,
@@ -27,6 +26,7 @@ import {
 import { type ClientGrant, type GrantSource, type GrantSpec, obtainGrant, type ProxyEndpoint } from './grant.js';
 import { GrantCache, grantFreshness } from './grant-cache.js';
 import { grantTls } from './grant-tls.js';
+import { gatewayAnswered } from './inner-session.js';
 import { DEFAULT_WARM_MAX_AGE_MS, WarmRelay } from './warm.js';
 
 export type Progress =

@@ -10,28 +10,20 @@
  *      target accepted the connection), or its refusal with a code (E_TARGET_NOT_ALLOWED, E_GRANT_EXPIRED…).
  *      The caller's first bytes (`firstBytes`) go out before it, right after the inner handshake.
  * Every failure is a ConnectError naming the hop. Trying other proxies is the caller's business (connector.ts).
+ * Steps 3 and 4 live in inner-session.ts, the status line and error mapping in relay-io.ts.
  * TLS contexts and parsed anchors come from grant-tls.ts: built once per grant, not per stream.
  */
 import { once } from 'node:events';
 import { isIP } from 'node:net';
-import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import type { ErrorCode, Verdict } from '../errors/codes.js';
 import { instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import type { VerifiedPeer } from '../pki/verify.js';
-import {
-  decodeStatus,
-  GO_ALPN,
-  GO_BYTE,
-  MAX_STATUS_LINE,
-  type ModeAlpn,
-  modeHasStatus,
-  RELAY_ALPN,
-  type StatusPeer,
-} from '../protocol/relay.js';
-import { ConnectError, type Hop } from './errors.js';
+import { GO_ALPN, type ModeAlpn, RELAY_ALPN } from '../protocol/relay.js';
+import { ConnectError } from './errors.js';
 import type { ClientGrant, ProxyEndpoint } from './grant.js';
 import { type GrantTls, grantTls, verifyPeer } from './grant-tls.js';
+import { answeredByGateway, handshakeInner, type InnerStep, type InnerStream, startInner } from './inner-session.js';
+import { type Fail, parseAddress, readStatus, transportError, within } from './relay-io.js';
 
 export const DEFAULT_STEP_TIMEOUT_MS = 10_000;
 
@@ -168,13 +160,14 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
   const again = held?.rejudge?.();
   if (again && !again.ok) {
     relay.outer.destroy();
-    const refused = fail(again.code, 'gateway', `gateway certificate: ${again.reason}`);
-    GATEWAY_ANSWERED.add(refused);
-    throw refused;
+    throw answeredByGateway(fail(again.code, 'gateway', `gateway certificate: ${again.reason}`));
   }
-  const inner = held
-    ? await startInner(held, mode, step, true)
-    : await connectInner(relay.outer, relay.rest, grant, material, mode, step);
+  const inner = await startInner(
+    held ?? (await handshakeInner(relay.outer, relay.rest, grant, material, mode, step)),
+    mode,
+    step,
+    held !== undefined,
+  );
   const t3 = performance.now();
   return {
     socket: inner.socket,
@@ -258,16 +251,6 @@ function materialOf(grant: ClientGrant, fail: Fail): GrantTls {
  */
 const HALF_OPEN = { allowHalfOpen: true } as tls.ConnectionOptions;
 
-type Fail = (code: ErrorCode, hop: Hop, detail: string, cause?: unknown) => ConnectError;
-
-/** What the inner steps share: the clock, the step bound, the error maker, the caller's first bytes. */
-interface InnerStep {
-  now: () => Date;
-  timeout: number;
-  fail: Fail;
-  firstBytes: DialOptions['firstBytes'];
-}
-
 async function connectOuter(
   grant: ClientGrant,
   material: GrantTls,
@@ -344,290 +327,4 @@ async function connectOuter(
     throw fail('E_ROUTE_FORBIDDEN', 'proxy', `proxy did not select ALPN ${RELAY_ALPN}`);
   }
   return socket;
-}
-
-/**
- * Reads a status line (the proxy's on the outer session, the gateway's inside the inner one), bounded in size
- * and time. Resolves with nothing left unread: bytes after the line are pushed back into `socket`. Uses
- * 'readable' rather than 'data' so that the socket is handed back neither flowing nor paused: the caller's
- * first 'data' listener or pipe() starts it.
- */
-function readStatus(socket: tls.TLSSocket, from: StatusPeer, timeout: number, fail: Fail): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => done(fail('E_TIMEOUT', from, noLine(from, timeout))), timeout);
-    const onReadable = () => {
-      for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) {
-        buf = Buffer.concat([buf, chunk]);
-        const decoded = decodeStatus(buf.subarray(0, MAX_STATUS_LINE), from);
-        if (!decoded) continue;
-        if (decoded.status.ok) done(null, Buffer.concat([decoded.rest, buf.subarray(MAX_STATUS_LINE)]));
-        else {
-          const refused = fail(decoded.status.code, from, decoded.status.message);
-          TOLD.add(refused);
-          done(refused);
-        }
-        return;
-      }
-    };
-    const onEnd = () => done(closedBeforeLine(from, fail));
-    const onError = (err: Error) => done(transportError(err, from, fail));
-    const done = (err: ConnectError | null, rest?: Buffer) => {
-      clearTimeout(timer);
-      socket.off('readable', onReadable);
-      socket.off('end', onEnd);
-      socket.off('close', onEnd);
-      socket.off('error', onError);
-      if (err) return reject(err);
-      resolve(rest ?? Buffer.alloc(0));
-    };
-    socket.on('readable', onReadable);
-    socket.on('end', onEnd);
-    socket.on('close', onEnd);
-    socket.on('error', onError);
-  });
-}
-
-function noLine(from: StatusPeer, timeout: number): string {
-  return from === 'proxy'
-    ? `no status line within ${timeout} ms`
-    : `no status line from the gateway within ${timeout} ms (it may still be connecting to the target)`;
-}
-
-function closedBeforeLine(from: StatusPeer, fail: Fail): ConnectError {
-  if (from === 'proxy')
-    return fail('E_PROXY_UNREACHABLE', 'proxy', 'proxy closed the connection before its status line');
-  // The gateway tells every refusal except one of our certificate (not its CA, no grant): see its audit log.
-  return fail(
-    'E_STREAM_CLOSED',
-    'gateway',
-    'the gateway closed the stream before its status line: it did not accept our inner certificate (its audit log has the code)',
-  );
-}
-
-async function connectInner(
-  outer: tls.TLSSocket,
-  rest: Buffer,
-  grant: ClientGrant,
-  material: GrantTls,
-  mode: ModeAlpn,
-  step: InnerStep,
-): Promise<InnerStream> {
-  return startInner(await handshakeInner(outer, rest, grant, material, mode, step), mode, step, false);
-}
-
-/** Step 3: the inner handshake, the gateway's certificate judged and its ALPN checked; nothing written yet. */
-async function handshakeInner(
-  outer: tls.TLSSocket,
-  rest: Buffer,
-  grant: ClientGrant,
-  material: GrantTls,
-  mode: ModeAlpn,
-  step: InnerStep,
-): Promise<InnerStream> {
-  const { timeout, fail } = step;
-  // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
-  if (rest.length > 0) outer.unshift(rest);
-  const offered = material.innerSession;
-  const socket = tls.connect({
-    socket: outer as Duplex,
-    secureContext: material.inner,
-    // A new gateway picks `tcp+go` (its preference), an older one `tcp`.
-    ALPNProtocols: mode === 'tcp' ? [GO_ALPN, mode] : [mode],
-    rejectUnauthorized: false,
-    checkServerIdentity: () => undefined,
-    ...(offered ? { session: offered.ticket } : {}),
-  });
-  socket.once('close', () => outer.destroy());
-  // A ticket is kept (grant-tls.ts) only from a gateway whose certificate we accepted; it may come before or after.
-  let gatewayLeaf: Buffer | undefined;
-  let ticket: Buffer | undefined;
-  socket.on('session', (session: Buffer) => {
-    if (gatewayLeaf) material.innerSession = { ticket: session, peerLeaf: gatewayLeaf };
-    else ticket = session;
-  });
-  try {
-    await within(once(socket, 'secureConnect'), timeout, () =>
-      fail('E_TIMEOUT', 'gateway', `no inner TLS session with the gateway within ${timeout} ms`),
-    );
-  } catch (err) {
-    socket.destroy();
-    throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
-  }
-  try {
-    const inner = judgeGateway(socket, grant, material, mode, step, offered, (leaf) => {
-      gatewayLeaf = leaf;
-      if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
-    });
-    // The same judgement, with the clock of a later moment: a session held ahead is judged again when used.
-    const rejudge = () =>
-      verifyPeer(
-        socket,
-        material.gatewayTrust,
-        { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
-        step.now(),
-        offered,
-      );
-    return { ...inner, rejudge };
-  } catch (err) {
-    if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
-    throw err;
-  }
-}
-
-/**
- * Failures after the inner handshake completed: the gateway's own answer (its certificate, its mode, its status
- * line or its refusal by closing). A relay held ahead of need that fails this way is not dialled again (it would
- * ask the gateway the same question twice: a second target dial, a second refusal); one that fails earlier went
- * while it waited (connector.ts).
- */
-const GATEWAY_ANSWERED = new WeakSet<ConnectError>();
-
-/** True when `err` is the gateway's answer to a completed inner handshake, not a relay that went. */
-export function gatewayAnswered(err: unknown): boolean {
-  return err instanceof ConnectError && GATEWAY_ANSWERED.has(err);
-}
-
-function judgeGateway(
-  socket: tls.TLSSocket,
-  grant: ClientGrant,
-  material: GrantTls,
-  mode: ModeAlpn,
-  step: InnerStep,
-  offered: GrantTls['innerSession'],
-  accepted: (gatewayLeaf: Buffer | undefined) => void,
-): InnerStream {
-  const { now, fail } = step;
-  // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
-  const v = verifyPeer(
-    socket,
-    material.gatewayTrust,
-    { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
-    now(),
-    offered,
-  );
-  if (!v.ok) {
-    socket.destroy();
-    // A resumed session judged on its stored certificate and refused: not offered again (a full handshake sees
-    // the gateway's whole chain).
-    if (socket.isSessionReused() && offered && material.innerSession === offered) material.innerSession = undefined;
-    throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
-  }
-  accepted(socket.isSessionReused() && offered ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw);
-  const go = mode === 'tcp' && socket.alpnProtocol === GO_ALPN;
-  if (socket.alpnProtocol !== mode && !go) {
-    socket.destroy();
-    throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
-  }
-  // Remembered with the grant: the next relay opened ahead for it may hold its inner session too (warm.ts).
-  if (go) material.innerGo = true;
-  return { socket, peer: v.value, sentFirst: 0 };
-}
-
-/**
- * Step 4 on a judged inner session: GO when `tcp+go` was negotiated, the caller's first bytes, the gateway's
- * status line. On a session held ahead (`held`), a close before the line is the relay going while it waited
- * (dialled again: connector.ts); any status line is the gateway's answer.
- */
-async function startInner(inner: InnerStream, mode: ModeAlpn, step: InnerStep, held: boolean): Promise<InnerStream> {
-  const { socket } = inner;
-  const { timeout, fail } = step;
-  let sentFirst = 0;
-  if (modeHasStatus(mode)) {
-    // Only to the gateway just judged ours, and never in health mode, whose document is all there is.
-    const first = mode === 'health' ? undefined : step.firstBytes?.();
-    const go = socket.alpnProtocol === GO_ALPN ? GO : undefined;
-    if (first && first.length > 0) {
-      socket.write(go ? Buffer.concat([go, first]) : first);
-      sentFirst = first.length;
-    } else if (go) socket.write(go);
-    try {
-      const after = await readStatus(socket, 'gateway', timeout, fail);
-      if (after.length > 0) socket.unshift(after);
-    } catch (err) {
-      socket.destroy();
-      // Held: a refusal line (or the gateway's silence past the bound) is its answer; the relay closing or
-      // failing under GO (cut by the proxy, ended by the gateway's timeout while it waited) is a relay gone.
-      const gone = held && err instanceof ConnectError && !TOLD.has(err) && err.code !== 'E_TIMEOUT';
-      if (err instanceof ConnectError && !gone) GATEWAY_ANSWERED.add(err);
-      throw err;
-    }
-  }
-  return { ...inner, sentFirst };
-}
-
-const GO = Buffer.from([GO_BYTE]);
-
-/** Refusals read from a status line (readStatus): the peer's own answer. */
-const TOLD = new WeakSet<ConnectError>();
-
-interface InnerStream {
-  socket: tls.TLSSocket;
-  peer: VerifiedPeer;
-  sentFirst: number;
-  /** The gateway's certificate judged again now (a session held ahead, when a stream takes it). */
-  rejudge?: () => Verdict<VerifiedPeer>;
-}
-
-/** TLS alerts, by the OpenSSL reason Node puts in err.code, as what they mean at each hop. */
-const ALERTS: Record<string, { proxy: ErrorCode; gateway: ErrorCode }> = {
-  CERTIFICATE_EXPIRED: { proxy: 'E_CERT_EXPIRED', gateway: 'E_GRANT_EXPIRED' },
-  CERTIFICATE_REVOKED: { proxy: 'E_CERT_REVOKED', gateway: 'E_CERT_REVOKED' },
-  UNKNOWN_CA: { proxy: 'E_CERT_UNTRUSTED', gateway: 'E_CERT_UNTRUSTED' },
-  BAD_CERTIFICATE: { proxy: 'E_CERT_UNTRUSTED', gateway: 'E_CERT_UNTRUSTED' },
-  CERTIFICATE_REQUIRED: { proxy: 'E_CERT_UNTRUSTED', gateway: 'E_GRANT_MISSING' },
-  ACCESS_DENIED: { proxy: 'E_ROUTE_FORBIDDEN', gateway: 'E_TARGET_NOT_ALLOWED' },
-  NO_APPLICATION_PROTOCOL: { proxy: 'E_ROUTE_FORBIDDEN', gateway: 'E_TARGET_NOT_ALLOWED' },
-  PROTOCOL_VERSION: { proxy: 'E_CERT_WEAK_ALGORITHM', gateway: 'E_CERT_WEAK_ALGORITHM' },
-  HANDSHAKE_FAILURE: { proxy: 'E_ROUTE_FORBIDDEN', gateway: 'E_CERT_UNTRUSTED' },
-};
-
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EPIPE']);
-
-/** Maps a socket or TLS error at `hop` to a ConnectError. */
-export function transportError(err: unknown, hop: Hop, fail: Fail): ConnectError {
-  const e = err as NodeJS.ErrnoException;
-  const code = e?.code ?? '';
-  const alert = /ALERT_([A-Z_]+)$/.exec(code)?.[1];
-  if (alert) {
-    const mapped = ALERTS[alert];
-    const side = hop === 'gateway' ? 'gateway' : 'proxy';
-    return fail(
-      mapped ? mapped[side] : 'E_CERT_UNTRUSTED',
-      hop,
-      `TLS alert ${alert.toLowerCase()} from the ${side}`,
-      err,
-    );
-  }
-  if (
-    UNREACHABLE.has(code) ||
-    code === 'ERR_SSL_WRONG_VERSION_NUMBER' ||
-    /socket disconnected/i.test(e?.message ?? '')
-  ) {
-    const what = hop === 'gateway' ? 'the relayed connection closed during the gateway handshake' : 'proxy unreachable';
-    return fail(
-      hop === 'gateway' ? 'E_GATEWAY_OFFLINE' : 'E_PROXY_UNREACHABLE',
-      hop,
-      `${what}: ${e?.message ?? code}`,
-      err,
-    );
-  }
-  return fail('E_PROXY_UNREACHABLE', hop, e?.message ?? String(err), err);
-}
-
-/** `host:port` or `[v6]:port`. */
-export function parseAddress(addr: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(addr);
-  if (!m) return null;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return null;
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-function within<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }

@@ -5,7 +5,7 @@
 import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { type GrantTarget, isValidHost } from '../pki/grant.js';
 import { isValidId } from '../pki/identity.js';
-import { parseAddress } from './dial.js';
+import { parseAddress } from './relay-io.js';
 
 /** `HOST:PORT`, `[V6]:PORT`, or `name:NAME` (a named target of the gateway). */
 export function parseTcpTarget(text: string): Verdict<GrantTarget> {

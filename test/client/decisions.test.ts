@@ -2,7 +2,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { orderProxies } from '../../lib/client/connector.js';
-import { parseAddress } from '../../lib/client/dial.js';
 import {
   ConnectError,
   exitCodeFor,
@@ -12,6 +11,7 @@ import {
 } from '../../lib/client/errors.js';
 import { gatewayHttpRefusal } from '../../lib/client/forward.js';
 import type { ProxyEndpoint } from '../../lib/client/grant.js';
+import { parseAddress } from '../../lib/client/relay-io.js';
 import { StatusReporter } from '../../lib/client/status.js';
 import { parseHttpTarget, parseListen, parseTcpTarget, showTarget } from '../../lib/client/target.js';
 

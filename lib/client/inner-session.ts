@@ -1,0 +1,186 @@
+/**
+ * Steps 3 and 4 of a relayed stream (dial.ts): the inner mTLS session with the gateway over the relay's bytes,
+ * the gateway's certificate judged by THE verifier (EXACTLY the grant's gateway URI), its ALPN checked; then GO
+ * when `tcp+go` was negotiated, the caller's first bytes and the gateway's status line. A session held ahead
+ * (dial.ts holdInner) runs the handshake now and the rest when a stream takes it.
+ */
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import type { Verdict } from '../errors/codes.js';
+import type { VerifiedPeer } from '../pki/verify.js';
+import { GO_ALPN, GO_BYTE, type ModeAlpn, modeHasStatus } from '../protocol/relay.js';
+import { ConnectError } from './errors.js';
+import type { ClientGrant } from './grant.js';
+import { type GrantTls, verifyPeer } from './grant-tls.js';
+import { type Fail, readStatus, toldByPeer, transportError, within } from './relay-io.js';
+
+export /** What the inner steps share: the clock, the step bound, the error maker, the caller's first bytes. */
+interface InnerStep {
+  now: () => Date;
+  timeout: number;
+  fail: Fail;
+  /** DialOptions.firstBytes. */
+  firstBytes: (() => Buffer | undefined) | undefined;
+}
+
+export interface InnerStream {
+  socket: tls.TLSSocket;
+  peer: VerifiedPeer;
+  sentFirst: number;
+  /** The gateway's certificate judged again now (a session held ahead, when a stream takes it). */
+  rejudge?: () => Verdict<VerifiedPeer>;
+}
+
+/** Step 3: the inner handshake, the gateway's certificate judged and its ALPN checked; nothing written yet. */
+export async function handshakeInner(
+  outer: tls.TLSSocket,
+  rest: Buffer,
+  grant: ClientGrant,
+  material: GrantTls,
+  mode: ModeAlpn,
+  step: InnerStep,
+): Promise<InnerStream> {
+  const { timeout, fail } = step;
+  // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
+  if (rest.length > 0) outer.unshift(rest);
+  const offered = material.innerSession;
+  const socket = tls.connect({
+    socket: outer as Duplex,
+    secureContext: material.inner,
+    // A new gateway picks `tcp+go` (its preference), an older one `tcp`.
+    ALPNProtocols: mode === 'tcp' ? [GO_ALPN, mode] : [mode],
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+    ...(offered ? { session: offered.ticket } : {}),
+  });
+  socket.once('close', () => outer.destroy());
+  // A ticket is kept (grant-tls.ts) only from a gateway whose certificate we accepted; it may come before or after.
+  let gatewayLeaf: Buffer | undefined;
+  let ticket: Buffer | undefined;
+  socket.on('session', (session: Buffer) => {
+    if (gatewayLeaf) material.innerSession = { ticket: session, peerLeaf: gatewayLeaf };
+    else ticket = session;
+  });
+  try {
+    await within(once(socket, 'secureConnect'), timeout, () =>
+      fail('E_TIMEOUT', 'gateway', `no inner TLS session with the gateway within ${timeout} ms`),
+    );
+  } catch (err) {
+    socket.destroy();
+    throw err instanceof ConnectError ? err : transportError(err, 'gateway', fail);
+  }
+  try {
+    const inner = judgeGateway(socket, grant, material, mode, step, offered, (leaf) => {
+      gatewayLeaf = leaf;
+      if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
+    });
+    // The same judgement, with the clock of a later moment: a session held ahead is judged again when used.
+    const rejudge = () =>
+      verifyPeer(
+        socket,
+        material.gatewayTrust,
+        { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
+        step.now(),
+        offered,
+      );
+    return { ...inner, rejudge };
+  } catch (err) {
+    if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
+    throw err;
+  }
+}
+
+/**
+ * Failures after the inner handshake completed: the gateway's own answer (its certificate, its mode, its status
+ * line or its refusal by closing). A relay held ahead of need that fails this way is not dialled again (it would
+ * ask the gateway the same question twice: a second target dial, a second refusal); one that fails earlier went
+ * while it waited (connector.ts).
+ */
+const GATEWAY_ANSWERED = new WeakSet<ConnectError>();
+
+/** Marks `err` as the gateway's answer (see GATEWAY_ANSWERED); returns it. */
+export function answeredByGateway(err: ConnectError): ConnectError {
+  GATEWAY_ANSWERED.add(err);
+  return err;
+}
+
+/** True when `err` is the gateway's answer to a completed inner handshake, not a relay that went. */
+export function gatewayAnswered(err: unknown): boolean {
+  return err instanceof ConnectError && GATEWAY_ANSWERED.has(err);
+}
+
+function judgeGateway(
+  socket: tls.TLSSocket,
+  grant: ClientGrant,
+  material: GrantTls,
+  mode: ModeAlpn,
+  step: InnerStep,
+  offered: GrantTls['innerSession'],
+  accepted: (gatewayLeaf: Buffer | undefined) => void,
+): InnerStream {
+  const { now, fail } = step;
+  // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
+  const v = verifyPeer(
+    socket,
+    material.gatewayTrust,
+    { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
+    now(),
+    offered,
+  );
+  if (!v.ok) {
+    socket.destroy();
+    // A resumed session judged on its stored certificate and refused: not offered again (a full handshake sees
+    // the gateway's whole chain).
+    if (socket.isSessionReused() && offered && material.innerSession === offered) material.innerSession = undefined;
+    throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
+  }
+  accepted(socket.isSessionReused() && offered ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw);
+  const go = mode === 'tcp' && socket.alpnProtocol === GO_ALPN;
+  if (socket.alpnProtocol !== mode && !go) {
+    socket.destroy();
+    throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
+  }
+  // Remembered with the grant: the next relay opened ahead for it may hold its inner session too (warm.ts).
+  if (go) material.innerGo = true;
+  return { socket, peer: v.value, sentFirst: 0 };
+}
+
+/**
+ * Step 4 on a judged inner session: GO when `tcp+go` was negotiated, the caller's first bytes, the gateway's
+ * status line. On a session held ahead (`held`), a close before the line is the relay going while it waited
+ * (dialled again: connector.ts); any status line is the gateway's answer.
+ */
+export async function startInner(
+  inner: InnerStream,
+  mode: ModeAlpn,
+  step: InnerStep,
+  held: boolean,
+): Promise<InnerStream> {
+  const { socket } = inner;
+  const { timeout, fail } = step;
+  let sentFirst = 0;
+  if (modeHasStatus(mode)) {
+    // Only to the gateway just judged ours, and never in health mode, whose document is all there is.
+    const first = mode === 'health' ? undefined : step.firstBytes?.();
+    const go = socket.alpnProtocol === GO_ALPN ? GO : undefined;
+    if (first && first.length > 0) {
+      socket.write(go ? Buffer.concat([go, first]) : first);
+      sentFirst = first.length;
+    } else if (go) socket.write(go);
+    try {
+      const after = await readStatus(socket, 'gateway', timeout, fail);
+      if (after.length > 0) socket.unshift(after);
+    } catch (err) {
+      socket.destroy();
+      // Held: a refusal line (or the gateway's silence past the bound) is its answer; the relay closing or
+      // failing under GO (cut by the proxy, ended by the gateway's timeout while it waited) is a relay gone.
+      const gone = held && err instanceof ConnectError && !toldByPeer(err) && err.code !== 'E_TIMEOUT';
+      if (err instanceof ConnectError && !gone) GATEWAY_ANSWERED.add(err);
+      throw err;
+    }
+  }
+  return { ...inner, sentFirst };
+}
+
+const GO = Buffer.from([GO_BYTE]);
