@@ -232,7 +232,10 @@ export function renewProxy(ctx: AuthorityContext, req: SignedRequest, info: Requ
     ctx.store.transaction(() => {
       const mode = judgedAgain(ctx, peer, keys.tls);
       if (!mode.ok) return mode;
-      const renewed = { ...row, enrolledAt: ctx.now().getTime() };
+      // The row as it stands under the writers' lock (the one read before may be stale): written back whole.
+      const current = ctx.store.enrollment.proxy(peer.orgId, peer.id);
+      if (!current) return refuse('E_NOT_FOUND', `no proxy ${peer.id}`);
+      const renewed = { ...current, enrolledAt: ctx.now().getTime() };
       ctx.store.enrollment.upsertProxy(renewed);
       const { bundle, generation } = proxyBundle(ctx, renewed, keys, peer.uri);
       installRenewal(ctx, ref, generation, mode.value, presented(ctx, peer));

@@ -123,6 +123,31 @@ test('a renewal judged again in its transaction: the same key asked twice at onc
   );
 });
 
+test("a proxy enrolled again between a renewal's judgement and its transaction: the renewal refused, the new row kept", async () => {
+  const { f, proxy } = await enrolled();
+  const again = clientKeys();
+  beforeNextTransaction(f, () =>
+    unwrap(
+      f.ca.enrollProxy(f.admin, {
+        scope: 'instance',
+        proxyId: 'p1',
+        hostnames: ['p1-new.example.test'],
+        sshAddress: 'p1-new.example.test:22',
+        tlsAddress: 'p1-new.example.test:443',
+        csr: again.csr,
+        sshPublicKey: again.sshPublicKey,
+      }),
+    ),
+  );
+  refused(f.ca.renewProxy(renewal(f, proxy, clientKeys())), 'E_CERT_SUPERSEDED', 'renewal of the old generation');
+  const row = f.ca.store.enrollment.proxy(null, 'p1');
+  assert.deepEqual(
+    [row?.hostnames, row?.tlsAddress],
+    [['p1-new.example.test'], 'p1-new.example.test:443'],
+    "the enrollment's addresses stand",
+  );
+});
+
 test("a lost renewal response may be retried with the successor's key; any other key is refused", async () => {
   const { f, gateway, gatewaySerials } = await enrolled();
   const next = clientKeys();
