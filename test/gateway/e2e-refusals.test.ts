@@ -124,7 +124,7 @@ describe('gateway refusals reach the platform with their code', () => {
     first.socket.destroy();
     let aheadMs = 0;
     const now = () => new Date(world.nowMs() + aheadMs);
-    const held = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), { now });
+    const held = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), 'tcp', { now });
     assert.ok(held.held, 'the gateway negotiated tcp+go on the first stream: the inner session is held');
     const used = await completeStream(held, 'tcp', { now });
     assert.equal(used.held, true);
@@ -134,7 +134,7 @@ describe('gateway refusals reach the platform with their code', () => {
     used.socket.destroy();
 
     // Judged when held, and again when used: by then the gateway's certificate has expired (the client's clock).
-    const later = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), { now });
+    const later = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), 'tcp', { now });
     aheadMs = 20 * 365 * 86_400_000;
     await assert.rejects(
       completeStream(later, 'tcp', { now }),
