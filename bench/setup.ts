@@ -22,6 +22,8 @@
  * BENCH_SETUP_TRACE=<dir>: every process also records its GCs and late event loops (bench/stall-trace.ts), and
  * the slowest 5 % of the tcp and ping streams are set beside them (bench/setup-slow.ts, <dir>/slow.txt).
  * BENCH_SETUP_CACHE_AB=1: a second deployment without THE verifier's path cache, measured in the same rounds.
+ * Always: a second deployment whose gateway holds no inner sessions (`hold_inner_sessions = false` in its config
+ * file: no `tcp+go`, no `ping+go`, as an older gateway), tcp and ping measured in the same rounds as references.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';

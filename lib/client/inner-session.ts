@@ -1,8 +1,8 @@
 /**
  * Steps 3 and 4 of a relayed stream (dial.ts): the inner mTLS session with the gateway over the relay's bytes,
  * the gateway's certificate judged by THE verifier (EXACTLY the grant's gateway URI), its ALPN checked; then GO
- * when the held variant (`tcp+go`, `ping+go`) was negotiated, the caller's first bytes and the gateway's status line. A session held ahead
- * (dial.ts holdInner) runs the handshake now and the rest when a stream takes it.
+ * when the held variant (`tcp+go`, `ping+go`) was negotiated, the caller's first bytes and the gateway's status
+ * line. A session held ahead (dial.ts holdInner) runs the handshake now and the rest when a stream takes it.
  */
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
