@@ -22,6 +22,8 @@
  * BENCH_SETUP_TRACE=<dir>: every process also records its GCs and late event loops (bench/stall-trace.ts), and
  * the slowest 5 % of the tcp and ping streams are set beside them (bench/setup-slow.ts, <dir>/slow.txt).
  * BENCH_SETUP_CACHE_AB=1: a second deployment without THE verifier's path cache, measured in the same rounds.
+ * Always: a second deployment whose gateway holds no inner sessions (`hold_inner_sessions = false` in its config
+ * file: no `tcp+go`, no `ping+go`, as an older gateway), tcp and ping measured in the same rounds as references.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -104,7 +106,7 @@ function pingConnector(d: Deployment, warmRelayMs?: number, warmRefillDelayMs?: 
   });
 }
 
-type Step = Pick<RelayedStream, 'timings' | 'warm'>;
+type Step = Pick<RelayedStream, 'timings' | 'warm' | 'held'>;
 
 const PROBE = Buffer.from([0x2a]);
 
@@ -135,7 +137,7 @@ function viaPing(
     const ms = performance.now() - t0;
     connector.answered(); // as infisical-connect tcp does at a stream's first byte back: the next relay opens now
     socket.destroy();
-    steps.push({ timings: stream.timings, warm: stream.warm ?? false });
+    steps.push({ timings: stream.timings, warm: stream.warm ?? false, held: stream.held ?? false });
     return ms;
   };
 }
@@ -204,17 +206,19 @@ async function withoutPathCache(): Promise<{ d: Deployment; port: number; pid: n
 }
 
 /**
- * A second deployment whose gateway offers no `tcp+go` (bench/gateway-without-go.ts), with its own
- * `infisical-connect tcp`, measured in the same rounds: tcp mode without the inner session held ahead.
+ * A second deployment whose gateway holds no inner sessions (its config file says `hold_inner_sessions = false`,
+ * so it offers no `tcp+go` or `ping+go`: as an older gateway), with its own `infisical-connect tcp` and a ping
+ * connector, measured in the same rounds: tcp and ping modes with the relay opened ahead, the inner session not.
  */
-async function withoutGo(): Promise<{ d: Deployment; port: number; held: () => number }> {
-  const d = await preloaded('./gateway-without-go.js', () =>
-    startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' }),
-  );
+async function withoutGo(
+  dir: TempDir,
+): Promise<{ d: Deployment; port: number; held: () => number; ping: GatewayConnector }> {
+  const conf = dir.write('gateway-no-hold.conf', 'hold_inner_sessions = false\n');
+  const d = await startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn', gatewayArgs: ['--config', conf] });
   try {
     const c = await d.connect();
     const held = () => c.events().filter((e) => e['event'] === 'opened' && e['held'] === true).length;
-    return { d, port: c.port, held };
+    return { d, port: c.port, held, ping: pingConnector(d) };
   } catch (err) {
     await d.close();
     throw err;
@@ -234,7 +238,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
   let noGo: Awaited<ReturnType<typeof withoutGo>> | undefined;
   try {
     noCache = await withoutPathCache();
-    noGo = await withoutGo();
+    noGo = await withoutGo(dir);
     const connect = await traced(() => d.connect());
     const connectCold = await d.connect({ args: ['--warm-relay', '0'] });
     ssh = await startSshReference(dir, d.target.port);
@@ -246,6 +250,8 @@ export async function benchSetup(): Promise<BenchRow[]> {
     const coldFull = pingConnector(d, 0);
     for (const c of [warm, warmAfter, warmAtOnce, cold, coldFull])
       await c.grant({ host: d.target.host, port: d.target.port }, 'ping');
+    await noGo.ping.grant({ host: noGo.d.target.host, port: noGo.d.target.port }, 'ping');
+    const noGoSteps: Step[] = [];
     const daemons = { proxy: d.proxies[0]!.pid, gateway: d.gateways[0]!.pid };
     const warmSteps: Step[] = [];
     const coldSteps: Step[] = [];
@@ -259,6 +265,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
         tcpCold: viaPort(connectCold.port),
         tcpNoGo: viaPort(noGo.port),
         pingWarm,
+        pingNoGo: viaPing(noGo.ping, noGo.d, noGoSteps),
         pingAfterStatus: viaPing(warmAfter, d, [], { afterStatus: true }),
         pingRefillAtOnce: viaPing(warmAtOnce, d, []),
         pingCold,
@@ -283,6 +290,7 @@ export async function benchSetup(): Promise<BenchRow[]> {
           })
         : '',
     };
+    const counted = (list: Step[]) => list.slice(WARMUP, WARMUP + STREAMS);
     const p50Of = (list: Step[], k: keyof RelayedStream['timings']) =>
       fmt.ms(
         percentile(
@@ -346,13 +354,17 @@ export async function benchSetup(): Promise<BenchRow[]> {
         metric: `new stream in ping mode (client library → proxy, gateway processes), p50 / p99 (${STREAMS})`,
         ours: pp(r['pingWarm']!),
         reference:
+          `${pp(r['pingNoGo']!)} through a gateway without ping+go (relay opened ahead, inner session not held; ` +
+          `the second deployment, same rounds, ${counted(noGoSteps).filter((s) => s.held).length} held); ` +
           `${pp(r['pingAfterStatus']!)} relay opened ahead, probe sent after the gateway's status line; ` +
           `${pp(r['pingRefillAtOnce']!)} next relay opened as soon as a stream opened (not after its first answer); ` +
           `${pp(r['pingCold']!)} without the relay opened ahead (outer session resumed); ` +
           `${pp(r['pingColdFull']!)} without the relay opened ahead, full outer handshake; ${refs}`,
         note:
-          `${warmSteps.slice(WARMUP, WARMUP + STREAMS).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +
-          `inner TLS + gateway status p50 ${p50Of(warmSteps, 'gatewayMs')}; ${cpu.pingWarm}. Without: outer TLS ` +
+          `${counted(warmSteps).filter((s) => s.warm).length} of ${STREAMS} on a relay opened ahead of need, ` +
+          `${counted(warmSteps).filter((s) => s.held).length} on an inner session held ahead (ping+go); ` +
+          `on the stream's path (held: GO; else the inner TLS) + gateway status p50 ${p50Of(warmSteps, 'gatewayMs')} ` +
+          `(without ping+go: ${p50Of(noGoSteps, 'gatewayMs')}); ${cpu.pingWarm}. Without the relay ahead: outer TLS ` +
           `${p50Of(coldSteps, 'proxyMs')} resumed (${p50Of(coldFullSteps, 'proxyMs')} full), proxy status (route + SSH channel) ${p50Of(coldSteps, 'statusMs')}, inner ` +
           `${p50Of(coldSteps, 'gatewayMs')}; ${cpu.pingCold}`,
       },

@@ -124,6 +124,7 @@ await globalOptions(yargs(hideBin(process.argv)))
             'reconnect_cap',
             'max_streams',
             'handshake_timeout',
+            'hold_inner_sessions',
             'max_pending_channels',
             'connect_timeout',
             'revocation_poll',

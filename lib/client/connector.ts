@@ -5,7 +5,7 @@
  * refused as expired or revoked is dropped from the cache and replaced once (`open`).
  */
 import type { GrantMode, GrantTarget } from '../pki/grant.js';
-import type { ModeAlpn } from '../protocol/relay.js';
+import { goAlpnOf, type ModeAlpn } from '../protocol/relay.js';
 import {
   completeStream,
   type DialOptions,
@@ -190,14 +190,16 @@ export class GatewayConnector {
   }
 
   /**
-   * A relay ahead of need (warm.ts); for a tcp grant whose gateway negotiated `tcp+go` on an earlier stream,
-   * with its inner session held ahead too (dial.ts holdInner: the gateway dials the target only at GO).
+   * A relay ahead of need (warm.ts); for a tcp or ping grant whose gateway negotiated `<mode>+go` on its last
+   * stream, with its inner session held ahead too (dial.ts holdInner: the gateway starts the mode, tcp's
+   * target dial, only at GO, and judges the grant again then).
    */
   async #openAhead(grant: ClientGrant, proxy: ProxyEndpoint, halfOpen: boolean): Promise<OpenRelay> {
     const opts = { ...this.#opts, allowHalfOpen: halfOpen };
     const relay = await openRelay(grant, proxy, opts);
-    if (grant.spec.mode !== 'tcp' || !grantTls(grant).innerGo) return relay;
-    return holdInner(relay, opts);
+    const mode = grant.spec.mode;
+    if (!goAlpnOf(mode) || !grantTls(grant).innerGo) return relay;
+    return holdInner(relay, mode, opts);
   }
 
   #connected(opened: RelayedStream, halfOpen: boolean): void {

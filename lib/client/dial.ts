@@ -18,7 +18,7 @@ import { isIP } from 'node:net';
 import tls from 'node:tls';
 import { instanceProxyUri, orgProxyUri } from '../pki/identity.js';
 import type { VerifiedPeer } from '../pki/verify.js';
-import { GO_ALPN, type ModeAlpn, RELAY_ALPN } from '../protocol/relay.js';
+import { goAlpnOf, type ModeAlpn, modeOfAlpn, RELAY_ALPN } from '../protocol/relay.js';
 import { ConnectError } from './errors.js';
 import type { ClientGrant, ProxyEndpoint } from './grant.js';
 import { type GrantTls, grantTls, verifyPeer } from './grant-tls.js';
@@ -96,13 +96,13 @@ export interface OpenRelay {
   /** The outer session resumed the grant's previous one with this proxy. */
   outerResumed: boolean;
   /**
-   * The inner session, run ahead too (holdInner): handshake done, the gateway's certificate judged, `tcp+go`
-   * negotiated; the gateway waits for GO before it judges the grant again and dials the target.
+   * The inner session, run ahead too (holdInner): handshake done, the gateway's certificate judged, `<mode>+go`
+   * negotiated; the gateway waits for GO before it judges the grant again and runs the mode (tcp: the target dial).
    */
   held?: HeldInner;
 }
 
-/** An inner session up and waiting for GO (lib/protocol/relay.ts `tcp+go`), with how long its handshake took. */
+/** An inner session up and waiting for GO (lib/protocol/relay.ts `<mode>+go`), with how long its handshake took. */
 export interface HeldInner extends InnerStream {
   handshakeMs: number;
   /** Taken for a stream: from now the relay's ends are the stream's (half-close), not the relay going. */
@@ -149,10 +149,11 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
   const t2 = performance.now();
   const step = { now, timeout, fail, firstBytes: opts.firstBytes };
   const held = relay.held;
-  if (held && mode !== 'tcp') {
-    // Held for `tcp+go`: of no use to another mode; a relay that went, so the caller dials again.
+  const heldFor = held ? modeOfAlpn(held.socket.alpnProtocol) : undefined;
+  if (held && heldFor !== mode) {
+    // Held for another mode's `+go`: of no use to this one; a relay that went, so the caller dials again.
     relay.outer.destroy();
-    throw fail('E_STREAM_CLOSED', 'gateway', `an inner session held for tcp cannot serve mode ${mode}`);
+    throw fail('E_STREAM_CLOSED', 'gateway', `an inner session held for ${heldFor} cannot serve mode ${mode}`);
   }
   held?.use();
   if (held && relay.outer.destroyed) throw fail('E_STREAM_CLOSED', 'gateway', 'the held relay went while it waited');
@@ -183,12 +184,13 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
 }
 
 /**
- * The inner handshake of a relay opened ahead of need, run ahead too, for a tcp grant whose gateway negotiated
- * `tcp+go` before (grant-tls.ts innerGo): nothing reaches the target until completeStream writes GO, and the
- * gateway judges the grant again then. Resolves with the relay unchanged when the gateway did not negotiate
- * `tcp+go` this time (an older gateway after all): impossible to use ahead, the relay is ended and this throws.
+ * The inner handshake of a relay opened ahead of need, run ahead too, for a tcp or ping grant whose gateway
+ * negotiated `<mode>+go` before (grant-tls.ts innerGo): the mode starts (tcp: nothing reaches the target) only
+ * when completeStream writes GO, and the gateway judges the grant again then. When the gateway does not
+ * negotiate `<mode>+go` this time (an older gateway after all, or one whose operator turned held sessions off),
+ * the relay cannot be held: it is ended and this throws (warm.ts then holds none).
  */
-export async function holdInner(relay: OpenRelay, opts: DialOptions = {}): Promise<OpenRelay> {
+export async function holdInner(relay: OpenRelay, mode: ModeAlpn, opts: DialOptions = {}): Promise<OpenRelay> {
   const { grant, proxy } = relay;
   const step: InnerStep = {
     now: opts.now ?? (() => new Date()),
@@ -204,10 +206,15 @@ export async function holdInner(relay: OpenRelay, opts: DialOptions = {}): Promi
     relay.outer.destroy();
     throw err;
   }
-  const inner = await handshakeInner(relay.outer, relay.rest, grant, material, 'tcp', step);
-  if (inner.socket.alpnProtocol !== GO_ALPN) {
+  const go = goAlpnOf(mode);
+  if (!go) {
+    relay.outer.destroy();
+    throw step.fail('E_TARGET_NOT_ALLOWED', 'local', `mode ${mode} has no held variant: nothing held ahead`);
+  }
+  const inner = await handshakeInner(relay.outer, relay.rest, grant, material, mode, step);
+  if (inner.socket.alpnProtocol !== go) {
     inner.socket.destroy();
-    throw step.fail('E_TARGET_NOT_ALLOWED', 'gateway', 'the gateway did not negotiate tcp+go: nothing held ahead');
+    throw step.fail('E_TARGET_NOT_ALLOWED', 'gateway', `the gateway did not negotiate ${go}: nothing held ahead`);
   }
   // Held, unused: a close or error now is the relay going (warm.ts lets it go), never a crash. An end from the
   // proxy (it cut the relay: the outer certificate revoked) or the gateway (its timeout) is not seen by the inner

@@ -29,8 +29,10 @@ export interface GrantTls {
    */
   innerSession: ResumableSession | undefined;
   /**
-   * The gateway negotiated `tcp+go` (lib/protocol/relay.ts) on an earlier stream of this grant: a relay opened
-   * ahead of need for it may run its inner handshake ahead too (warm.ts), the target being dialled only at GO.
+   * The gateway negotiated the held variant of the grant's mode (`tcp+go`, `ping+go`: lib/protocol/relay.ts) on
+   * the last inner session of this grant: a relay opened ahead of need for it may run its inner handshake ahead
+   * too (warm.ts), the mode starting (tcp: the target dialled) only at GO. Cleared when a gateway negotiates the
+   * plain mode (an older one, or one whose operator turned hold_inner_sessions off).
    */
   innerGo: boolean;
   /**

@@ -1,15 +1,15 @@
 /**
  * Steps 3 and 4 of a relayed stream (dial.ts): the inner mTLS session with the gateway over the relay's bytes,
  * the gateway's certificate judged by THE verifier (EXACTLY the grant's gateway URI), its ALPN checked; then GO
- * when `tcp+go` was negotiated, the caller's first bytes and the gateway's status line. A session held ahead
- * (dial.ts holdInner) runs the handshake now and the rest when a stream takes it.
+ * when the held variant (`tcp+go`, `ping+go`) was negotiated, the caller's first bytes and the gateway's status
+ * line. A session held ahead (dial.ts holdInner) runs the handshake now and the rest when a stream takes it.
  */
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Verdict } from '../errors/codes.js';
 import type { VerifiedPeer } from '../pki/verify.js';
-import { GO_ALPN, GO_BYTE, type ModeAlpn, modeHasStatus } from '../protocol/relay.js';
+import { GO_BYTE, goAlpnOf, isGoAlpn, type ModeAlpn, modeHasStatus } from '../protocol/relay.js';
 import { ConnectError } from './errors.js';
 import type { ClientGrant } from './grant.js';
 import { type GrantTls, verifyPeer } from './grant-tls.js';
@@ -45,11 +45,12 @@ export async function handshakeInner(
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
   const offered = material.innerSession;
+  const go = goAlpnOf(mode);
   const socket = tls.connect({
     socket: outer as Duplex,
     secureContext: material.inner,
-    // A new gateway picks `tcp+go` (its preference), an older one `tcp`.
-    ALPNProtocols: mode === 'tcp' ? [GO_ALPN, mode] : [mode],
+    // A new gateway picks `<mode>+go` (its preference), an older one (or one not holding sessions) the mode.
+    ALPNProtocols: go ? [go, mode] : [mode],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
     ...(offered ? { session: offered.ticket } : {}),
@@ -136,18 +137,19 @@ function judgeGateway(
     throw fail(v.code, 'gateway', `gateway certificate: ${v.reason}`);
   }
   accepted(socket.isSessionReused() && offered ? offered.peerLeaf : socket.getPeerCertificate(false)?.raw);
-  const go = mode === 'tcp' && socket.alpnProtocol === GO_ALPN;
+  const go = socket.alpnProtocol === goAlpnOf(mode);
   if (socket.alpnProtocol !== mode && !go) {
     socket.destroy();
     throw fail('E_TARGET_NOT_ALLOWED', 'gateway', `gateway did not accept mode ${mode}`);
   }
-  // Remembered with the grant: the next relay opened ahead for it may hold its inner session too (warm.ts).
-  if (go) material.innerGo = true;
+  // Remembered with the grant: the next relay opened ahead for it holds its inner session too (warm.ts), or no
+  // more once a gateway negotiated the plain mode.
+  material.innerGo = go;
   return { socket, peer: v.value, sentFirst: 0 };
 }
 
 /**
- * Step 4 on a judged inner session: GO when `tcp+go` was negotiated, the caller's first bytes, the gateway's
+ * Step 4 on a judged inner session: GO when `<mode>+go` was negotiated, the caller's first bytes, the gateway's
  * status line. On a session held ahead (`held`), a close before the line is the relay going while it waited
  * (dialled again: connector.ts); any status line is the gateway's answer.
  */
@@ -163,7 +165,7 @@ export async function startInner(
   if (modeHasStatus(mode)) {
     // Only to the gateway just judged ours, and never in health mode, whose document is all there is.
     const first = mode === 'health' ? undefined : step.firstBytes?.();
-    const go = socket.alpnProtocol === GO_ALPN ? GO : undefined;
+    const go = isGoAlpn(socket.alpnProtocol) ? GO : undefined;
     if (first && first.length > 0) {
       socket.write(go ? Buffer.concat([go, first]) : first);
       sentFirst = first.length;

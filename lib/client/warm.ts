@@ -5,8 +5,9 @@
  * connection runs only the inner handshake, the gateway's admission and its target dial: the outer handshake
  * and the channel open (about two thirds of a new stream's setup, docs/performance.md) are off its path.
  *
- * For a tcp grant whose gateway negotiated `tcp+go` before, the relay also carries its inner session, held
- * (connector.ts #openAhead, dial.ts holdInner): the gateway dials the target only at the stream's GO.
+ * For a tcp or ping grant whose gateway negotiated `tcp+go` or `ping+go` on its last stream, the relay also
+ * carries its inner session, held (connector.ts #openAhead, dial.ts holdInner): the gateway starts the mode (tcp:
+ * dials the target) only at the stream's GO.
  *
  * Nothing is decided ahead: the gateway admits the grant (validity, revocations, target, mode) when the relay is
  * used (at the inner handshake, or again at GO for a held session); the proxy cuts the relay when the outer

@@ -44,7 +44,7 @@ export function admitStream(
   if (ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) {
     return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
   }
-  // `tcp+go` is mode tcp for the grant (lib/protocol/relay.ts modeOfAlpn): it never allows more than `tcp`.
+  // `<mode>+go` is that mode for the grant (lib/protocol/relay.ts modeOfAlpn): it never allows more than it.
   const mode = modeOfAlpn(alpn);
   if (!mode) {
     return refuse('E_TARGET_NOT_ALLOWED', `no mode selected: offer one of ${MODE_ALPNS.join(', ')} by ALPN`);

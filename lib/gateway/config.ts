@@ -122,6 +122,12 @@ export const gatewayConfigSchema = defineSchema(
       description: 'Time a platform has to finish the inner TLS handshake.',
       validate: durationRange(100, 300_000),
     }),
+    hold_inner_sessions: keys.bool({
+      reload: 'live',
+      default: true,
+      description:
+        'Offer platforms the held inner session (ALPN tcp+go, ping+go): a client runs the inner TLS handshake of its next stream ahead of need and this gateway holds it, without dialling the target, until the stream starts, then judges the grant again. Off: only the plain modes are offered and nothing is held (streams still work, each with its inner handshake on its path).',
+    }),
     max_pending_channels: keys.int({
       reload: 'live',
       default: 256,

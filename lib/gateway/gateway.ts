@@ -35,6 +35,8 @@ export interface GatewaySettings {
   backoff: BackoffPolicy;
   maxStreams: number;
   handshakeTimeoutMs: number;
+  /** Offer the held inner session (`tcp+go`, `ping+go`; config hold_inner_sessions); default true. */
+  holdInnerSessions?: boolean;
   /** Channels per proxy waiting for their inner handshake (default 256); more are rejected at the open. */
   maxPendingChannels?: number;
   limits?: Partial<ModeLimits>;
@@ -109,6 +111,7 @@ export class Gateway {
       health: () => this.health(),
       now,
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      ...(settings.holdInnerSessions !== undefined ? { holdSessions: settings.holdInnerSessions } : {}),
       ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
       ...(hooks.onChannelRefused ? { onChannelRefused: hooks.onChannelRefused } : {}),
       ...(settings.limits ? { limits: settings.limits } : {}),
@@ -243,6 +246,7 @@ export class Gateway {
       allowlist,
       upstreamTls: settings.upstreamTls,
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      holdSessions: settings.holdInnerSessions ?? true,
       ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
       ...(settings.limits ? { limits: settings.limits } : {}),
     });

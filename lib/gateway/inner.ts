@@ -18,9 +18,9 @@ import { decideLeafFirst, mtlsResumableServerOptions } from '../pki/tls.js';
 import { loadTrustAnchors, type TrustAnchors } from '../pki/verify.js';
 import {
   encodeStatus,
-  GO_ALPN,
   GO_BYTE,
-  INNER_SERVER_ALPNS,
+  innerServerAlpns,
+  isGoAlpn,
   MODE_ALPNS,
   modeOfAlpn,
   type RelayStatus,
@@ -81,12 +81,19 @@ export interface InnerServerOptions {
   limits?: Partial<ModeLimits>;
   /** TLS to targets in http mode (config http_upstream_tls / http_upstream_ca). */
   upstreamTls?: UpstreamTls;
+  /**
+   * Offer the held variants `tcp+go` and `ping+go` (lib/protocol/relay.ts step 5; config hold_inner_sessions,
+   * default true). Off: only the plain modes are offered, so platforms hold no inner session here.
+   */
+  holdSessions?: boolean;
 }
 
-/** Built once per credentials (construction, reload) and shared by every channel. */
+/** Built once per credentials and offered modes (construction, reload) and shared by every channel. */
 interface Loaded {
   context: tls.SecureContext;
   anchors: TrustAnchors;
+  /** The inner ALPNs offered, in order of preference (lib/protocol/relay.ts innerServerAlpns). */
+  alpns: readonly string[];
 }
 
 /** How long a refused platform has to read the status line and close before the session is cut. */
@@ -99,6 +106,8 @@ const INNER_TICKET_LIFETIME_SEC = 300;
 
 export class InnerServer {
   readonly #opts: InnerServerOptions;
+  #credentials: InnerCredentials;
+  #holdSessions: boolean;
   #loaded: Loaded;
   #allowlist: Allowlist;
   #upstreamTls: UpstreamTls | undefined;
@@ -110,7 +119,9 @@ export class InnerServer {
 
   constructor(opts: InnerServerOptions) {
     this.#opts = opts;
-    this.#loaded = load(opts.credentials);
+    this.#credentials = opts.credentials;
+    this.#holdSessions = opts.holdSessions ?? true;
+    this.#loaded = load(opts.credentials, this.#holdSessions);
     this.#allowlist = opts.allowlist;
     this.#upstreamTls = opts.upstreamTls;
     this.#maxPendingChannels = opts.maxPendingChannels ?? DEFAULT_MAX_PENDING_CHANNELS;
@@ -119,11 +130,17 @@ export class InnerServer {
   }
 
   /** What new channels are held to now (reported as live settings). */
-  get settings(): { handshakeTimeoutMs: number; maxPendingChannels: number; limits: Readonly<ModeLimits> } {
+  get settings(): {
+    handshakeTimeoutMs: number;
+    maxPendingChannels: number;
+    limits: Readonly<ModeLimits>;
+    holdSessions: boolean;
+  } {
     return {
       handshakeTimeoutMs: this.#handshakeTimeoutMs,
       maxPendingChannels: this.#maxPendingChannels,
       limits: this.#limits,
+      holdSessions: this.#holdSessions,
     };
   }
 
@@ -152,9 +169,14 @@ export class InnerServer {
     maxPendingChannels?: number;
     handshakeTimeoutMs?: number;
     limits?: Partial<ModeLimits>;
+    holdSessions?: boolean;
   }): void {
-    const loaded = update.credentials ? load(update.credentials) : this.#loaded;
-    this.#loaded = loaded;
+    const holdSessions = update.holdSessions ?? this.#holdSessions;
+    const credentials = update.credentials ?? this.#credentials;
+    // A new context for new credentials or another list of modes; sessions held already keep theirs until GO.
+    if (update.credentials || holdSessions !== this.#holdSessions) this.#loaded = load(credentials, holdSessions);
+    this.#credentials = credentials;
+    this.#holdSessions = holdSessions;
     if (update.maxPendingChannels !== undefined) this.#maxPendingChannels = update.maxPendingChannels;
     if (update.handshakeTimeoutMs !== undefined) this.#handshakeTimeoutMs = update.handshakeTimeoutMs;
     // In place: streams already running read the same object, new ones see the new values at once.
@@ -172,7 +194,7 @@ export class InnerServer {
       secureContext: loaded.context,
       requestCert: true,
       rejectUnauthorized: false, // THE verifier decides, below
-      ALPNProtocols: [...INNER_SERVER_ALPNS],
+      ALPNProtocols: [...loaded.alpns],
     });
     // Pending until the inner handshake completes (or the channel goes); counted per proxy for admitChannel.
     this.#pending.set(meta.proxyId, (this.#pending.get(meta.proxyId) ?? 0) + 1);
@@ -212,7 +234,7 @@ export class InnerServer {
       if (!secured) refuse(...handshakeRefusal(err));
     });
     let secured = false;
-    // `tcp+go`: secured and admitted, waiting for the platform's GO byte (still pending, under the same timer).
+    // `tcp+go`, `ping+go`: secured and admitted, waiting for the platform's GO byte (still pending, same timer).
     let held = false;
     const handshakeTimeoutMs = this.#handshakeTimeoutMs;
     const timer = setTimeout(
@@ -242,16 +264,16 @@ export class InnerServer {
         return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
       }
       const admitted = this.#admit(socket, loaded, now());
-      if (!admitted.ok || socket.alpnProtocol !== GO_ALPN) {
+      if (!admitted.ok || !isGoAlpn(socket.alpnProtocol)) {
         settle();
         clearTimeout(timer);
         return serve(admitted);
       }
-      // Held until GO: the target is dialled only for a stream the platform asked for, and the grant is judged
-      // again at GO (revocations, validity by the clock then): nothing decided now is used later.
+      // Held until GO: the mode runs (tcp: the target dial) only for a stream the platform asked for, and the
+      // grant is judged again at GO (revocations, validity by the clock then): nothing decided now is used later.
       held = true;
-      const { grant } = admitted.value;
-      heldWho = { actor: grant.actor, grantId: grant.grantId, mode: 'tcp' };
+      const { grant, mode } = admitted.value;
+      heldWho = { actor: grant.actor, grantId: grant.grantId, mode };
       const onGo = () => {
         const first = socket.read(1) as Buffer | null;
         if (first === null) return;
@@ -352,14 +374,15 @@ function handshakeRefusal(err: Error): [ErrorCode, string] {
   return ['E_CERT_UNTRUSTED', `inner TLS handshake failed: ${code}`];
 }
 
-function load(c: InnerCredentials): Loaded {
+function load(c: InnerCredentials, holdSessions: boolean): Loaded {
   if (c.clientCaPems.length === 0) throw new GatewayError('E_CONFIG_INVALID', 'no gateway client CA to trust');
   // Resumable (lib/pki/tls.ts): a platform resumes with the session of its grant (lib/client/grant-tls.ts), and
   // #admit judges a resumed session exactly as a full one: its certificate, today's clock and revocations.
+  const alpns = innerServerAlpns(holdSessions);
   const options = mtlsResumableServerOptions(
-    { key: c.key, chain: c.chain, anchors: [...c.clientCaPems], alpn: [...INNER_SERVER_ALPNS] },
+    { key: c.key, chain: c.chain, anchors: [...c.clientCaPems], alpn: alpns },
     INNER_TICKET_LIFETIME_SEC,
   );
   const context = tls.createSecureContext(options);
-  return { context, anchors: unwrap(loadTrustAnchors([...c.clientCaPems])) };
+  return { context, anchors: unwrap(loadTrustAnchors([...c.clientCaPems])), alpns };
 }

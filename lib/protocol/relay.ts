@@ -18,12 +18,15 @@
  *    the grant or the allowlist, 502 for an unreachable target, 503 at its stream limit) whose JSON body and
  *    `x-infisical-error` header carry the code.
  *
- * 5. `tcp+go` (GO_ALPN) is tcp with the target dial deferred: the gateway lists it before `tcp` (a client offering
- *    both gets it from a new gateway, `tcp` from an older one), admits the session at its handshake as in `tcp`,
- *    then holds it until the platform's one byte GO (0x01), judges the grant again at that moment and only then
- *    dials the target and writes its status line; the bytes after GO are the stream's first bytes. So a platform
- *    can run the inner handshake ahead of need without a target connection nobody asked for. It is mode `tcp` for
- *    the grant (modeOfAlpn): it never allows more than `tcp`.
+ * 5. `<mode>+go` (GO_ALPNS: `tcp+go`, `ping+go`) is that mode with its start deferred: the gateway lists each
+ *    right before its plain mode (a client offering both gets it from a new gateway, the plain mode from an older
+ *    one or from a gateway whose operator turned held sessions off: `hold_inner_sessions`), admits the session at
+ *    its handshake as in the plain mode, then holds it until the platform's one byte GO (0x01), judges the grant
+ *    again at that moment and only then runs the mode (tcp: dials the target; ping: echoes) and writes its status
+ *    line; the bytes after GO are the stream's first bytes. So a platform can run the inner handshake ahead of
+ *    need without a target connection or a stream nobody asked for. It is its plain mode for the grant
+ *    (modeOfAlpn): it never allows more than that mode. Only modes with a status line per stream have one;
+ *    `http` answers as HTTP and `health` is one document, so neither is held.
  *
  * On the SSH side the gateway logs in with user name = its gatewayId and asks for `tcpip-forward` with bind
  * address = its gatewayId (port 0); the proxy opens `forwarded-tcpip` channels to that bind address.
@@ -34,16 +37,40 @@ export const RELAY_ALPN = 'infisical-relay/1';
 /** Inner TLS modes, chosen by ALPN (SPEC §4.4). */
 export const MODE_ALPNS = ['tcp', 'http', 'ping', 'health'] as const;
 export type ModeAlpn = (typeof MODE_ALPNS)[number];
-/** `tcp` with the target dial held until the platform's GO byte (step 5 above). */
-export const GO_ALPN = 'tcp+go';
-/** The one byte that starts a `tcp+go` stream. */
+/** Modes whose inner session can be held until the platform's GO byte (step 5 above). */
+export const GO_MODES = ['tcp', 'ping'] as const;
+export type GoMode = (typeof GO_MODES)[number];
+/** The held variant of each mode of GO_MODES (step 5 above). */
+export const GO_ALPNS: Readonly<Record<GoMode, string>> = { tcp: 'tcp+go', ping: 'ping+go' };
+/** The one byte that starts a held stream. */
 export const GO_BYTE = 0x01;
-/** What the gateway's inner server offers, in its order of preference: GO_ALPN before `tcp`. */
-export const INNER_SERVER_ALPNS: readonly string[] = [GO_ALPN, ...MODE_ALPNS];
-/** The grant mode an inner ALPN stands for (GO_ALPN is `tcp`), or undefined for an unknown one. */
+
+/** True for the held variant of a mode (`tcp+go`, `ping+go`). */
+export function isGoAlpn(alpn: string | false | null | undefined): boolean {
+  return typeof alpn === 'string' && (Object.values(GO_ALPNS) as string[]).includes(alpn);
+}
+
+/** The held variant of `mode`, or undefined for a mode that is never held. */
+export function goAlpnOf(mode: string): string | undefined {
+  return (GO_MODES as readonly string[]).includes(mode) ? GO_ALPNS[mode as GoMode] : undefined;
+}
+
+/**
+ * What the gateway's inner server offers, in its order of preference: each held variant right before its plain
+ * mode, or the plain modes alone when the gateway holds no sessions (config `hold_inner_sessions = false`).
+ */
+export function innerServerAlpns(holdSessions: boolean): string[] {
+  return MODE_ALPNS.flatMap((mode) => {
+    const go = holdSessions ? goAlpnOf(mode) : undefined;
+    return go ? [go, mode] : [mode];
+  });
+}
+
+/** The grant mode an inner ALPN stands for (`<mode>+go` is `<mode>`), or undefined for an unknown one. */
 export function modeOfAlpn(alpn: string | false | null | undefined): ModeAlpn | undefined {
-  if (alpn === GO_ALPN) return 'tcp';
-  return alpn && (MODE_ALPNS as readonly string[]).includes(alpn) ? (alpn as ModeAlpn) : undefined;
+  if (!alpn) return undefined;
+  for (const mode of GO_MODES) if (alpn === GO_ALPNS[mode]) return mode;
+  return (MODE_ALPNS as readonly string[]).includes(alpn) ? (alpn as ModeAlpn) : undefined;
 }
 /** Modes in which the gateway writes a status line inside the inner TLS (step 4 above). */
 export const STATUS_MODES: readonly ModeAlpn[] = ['tcp', 'ping', 'health'];

@@ -124,7 +124,7 @@ describe('gateway refusals reach the platform with their code', () => {
     first.socket.destroy();
     let aheadMs = 0;
     const now = () => new Date(world.nowMs() + aheadMs);
-    const held = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), { now });
+    const held = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), 'tcp', { now });
     assert.ok(held.held, 'the gateway negotiated tcp+go on the first stream: the inner session is held');
     const used = await completeStream(held, 'tcp', { now });
     assert.equal(used.held, true);
@@ -134,11 +134,32 @@ describe('gateway refusals reach the platform with their code', () => {
     used.socket.destroy();
 
     // Judged when held, and again when used: by then the gateway's certificate has expired (the client's clock).
-    const later = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), { now });
+    const later = await holdInner(await openRelay(grant, grant.proxies[0]!, { now }), 'tcp', { now });
     aheadMs = 20 * 365 * 86_400_000;
     await assert.rejects(
       completeStream(later, 'tcp', { now }),
       (err) => err instanceof ConnectError && err.hop === 'gateway' && /gateway certificate/.test(err.detail),
+    );
+  });
+
+  it('a ping session held ahead (ping+go) carries a ping stream, its probe sent with GO; it serves no other mode', async () => {
+    const grant = await grantFor(echo.port, 'ping');
+    const first = await dialViaProxy(grant, grant.proxies[0]!, 'ping');
+    assert.equal(first.socket.alpnProtocol, 'ping+go', 'a new gateway picks ping+go');
+    first.socket.destroy();
+    const held = await holdInner(await openRelay(grant, grant.proxies[0]!), 'ping');
+    assert.ok(held.held, 'the gateway negotiated ping+go on the first stream: the inner session is held');
+    const used = await completeStream(held, 'ping', { firstBytes: () => Buffer.from('probe') });
+    assert.equal(used.held, true);
+    assert.equal(used.sentFirst, 5, 'the probe went with GO');
+    const back = new Promise<string>((resolve) => used.socket.once('data', (d: Buffer) => resolve(d.toString())));
+    assert.equal(await back, 'probe');
+    used.socket.destroy();
+    // Held for ping: a tcp stream cannot take it (a relay gone, dialled again by the connector).
+    const other = await holdInner(await openRelay(grant, grant.proxies[0]!), 'ping');
+    await assert.rejects(
+      completeStream(other, 'tcp'),
+      (err) => err instanceof ConnectError && err.code === 'E_STREAM_CLOSED' && /held for ping/.test(err.detail),
     );
   });
 });

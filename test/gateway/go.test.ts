@@ -1,15 +1,21 @@
 /**
- * `tcp+go` (lib/protocol/relay.ts): the inner session held until the platform's GO byte, over real sockets.
- *   - it is mode tcp for the grant: a grant without tcp is refused with it exactly as with `tcp`;
- *   - a gateway offered [`tcp+go`, `tcp`] picks `tcp+go`; the target sees no connection before GO;
- *   - the grant is judged again at GO: revoked while held, it is refused then (E_CERT_REVOKED), no target dial;
- *   - a session ended before GO is no refusal and no target connection, and it stops being pending;
- *   - a session held past the handshake timeout is refused E_TIMEOUT, no target connection.
+ * `tcp+go` and `ping+go` (lib/protocol/relay.ts step 5): the inner session held until the platform's GO byte,
+ * over real sockets.
+ *   - each is its plain mode for the grant: a grant without that mode is refused with it exactly as with the
+ *     plain mode, for every pair of held variant and other grant mode;
+ *   - a gateway offered [`<mode>+go`, `<mode>`] picks the held variant; before GO the target sees no connection
+ *     (tcp) and nothing is echoed (ping); at GO the mode runs and the bytes after GO are its first bytes;
+ *   - the grant is judged again at GO: revoked while held, it is refused then (E_CERT_REVOKED), no target dial,
+ *     no stream recorded;
+ *   - a session ended before GO is no refusal, no target connection, no stream record, and stops being pending;
+ *   - a session held past the handshake timeout is refused E_TIMEOUT, no target connection;
+ *   - a gateway with hold_inner_sessions off (InnerServer holdSessions false, or turned off by reload) offers
+ *     the plain modes only: nothing is held, streams run as before.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type tls from 'node:tls';
-import { GO_ALPN, type RelayStatus } from '../../lib/protocol/relay.js';
+import { GO_ALPNS, GO_MODES, type GoMode, MODE_ALPNS, type RelayStatus } from '../../lib/protocol/relay.js';
 import { World } from '../helpers/world.js';
 import { dialInner, echoServer, type Harness, readAll, readGatewayStatus, startHarness, waitFor } from './harness.js';
 
@@ -19,6 +25,7 @@ const world = new World();
 let echo: Awaited<ReturnType<typeof echoServer>>;
 let h: Harness;
 let slow: Harness;
+let plain: Harness;
 
 before(async () => {
   echo = await echoServer();
@@ -29,10 +36,12 @@ before(async () => {
     ports: [echo.port],
     over: { handshakeTimeoutMs: 400 },
   });
+  plain = await startHarness(world, { orgId: ORG, gatewayId: GW, ports: [echo.port], over: { holdSessions: false } });
 });
 after(async () => {
   await h.close();
   await slow.close();
+  await plain.close();
   await echo.close();
 });
 
@@ -50,82 +59,170 @@ async function refusedWith(socket: tls.TLSSocket, code: string): Promise<void> {
   assert.equal((await readAll(socket)).data, '', 'no byte after the refusal');
 }
 
-describe('inner server: tcp+go', () => {
-  it('does not widen a grant: a grant without tcp is refused with tcp+go as with tcp', async () => {
-    for (const modes of [['ping'], ['http'], ['health']] as const) {
-      const before = h.refusals.length;
-      const connections = echo.connections();
-      const socket = await dialInner(world, h.port, client({ modes: [...modes] }), GO_ALPN, id);
-      socket.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
-      await refusedWith(socket, 'E_GRANT_TARGET');
-      await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
-      assert.match(h.refusals.at(-1)?.reason ?? '', /mode tcp/, `tcp+go is mode tcp for a ${modes[0]} grant`);
-      assert.equal(echo.connections(), connections, 'the target saw no connection');
+/** The first `n` bytes the stream sends back (after its status line). */
+function firstBytes(socket: tls.TLSSocket, n: number): Promise<string> {
+  return new Promise<string>((resolve) => {
+    let data = '';
+    socket.on('data', (d: Buffer) => {
+      data += d.toString();
+      if (data.length >= n) resolve(data);
+    });
+  });
+}
+
+/** A grant for `mode`, its stream records at the harness so far. */
+const recordsOf = (harness: Harness, grantId: string) => harness.records.filter((r) => r.grantId === grantId);
+
+describe('inner server: <mode>+go', () => {
+  it('does not widen a grant: every held variant is refused for a grant without its mode, as the plain mode is', async () => {
+    for (const held of GO_MODES) {
+      for (const other of MODE_ALPNS.filter((m) => m !== held)) {
+        for (const alpn of [GO_ALPNS[held], held]) {
+          const before = h.refusals.length;
+          const connections = echo.connections();
+          const cred = client({ modes: [other] });
+          const socket = await dialInner(world, h.port, cred, alpn, id);
+          socket.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
+          await refusedWith(socket, 'E_GRANT_TARGET');
+          await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
+          const refusal = h.refusals.at(-1);
+          assert.match(
+            refusal?.reason ?? '',
+            new RegExp(`mode ${held}`),
+            `${alpn} is mode ${held} for a ${other} grant`,
+          );
+          assert.equal(refusal?.mode, held, `${alpn} refused and audited as mode ${held}`);
+          assert.equal(echo.connections(), connections, 'the target saw no connection');
+          assert.equal(recordsOf(h, cred.grant.grantId).length, 0, 'no stream recorded');
+        }
+      }
     }
   });
 
-  it('is picked before tcp, dials the target only at GO, then carries the first bytes', async () => {
+  it('tcp+go is picked before tcp, dials the target only at GO, then carries the first bytes', async () => {
     const cred = client();
     const connections = echo.connections();
-    const socket = await dialInner(world, h.port, cred, GO_ALPN, id);
-    assert.equal(socket.alpnProtocol, GO_ALPN);
+    const socket = await dialInner(world, h.port, cred, [GO_ALPNS.tcp, 'tcp'], id);
+    assert.equal(socket.alpnProtocol, GO_ALPNS.tcp);
     await settle();
     assert.equal(echo.connections(), connections, 'no target connection before GO');
     assert.equal(h.inner.pendingChannels, 1, 'held: one pending channel');
     socket.write(Buffer.concat([GO, Buffer.from('hello')]));
     const status = await readGatewayStatus(socket);
     assert.deepEqual(status, { ok: true });
-    const echoed = await new Promise<string>((resolve) => {
-      let data = '';
-      socket.on('data', (d: Buffer) => {
-        data += d.toString();
-        if (data.length >= 5) resolve(data);
-      });
-    });
-    assert.equal(echoed, 'hello');
+    assert.equal(await firstBytes(socket, 5), 'hello');
     assert.equal(echo.connections(), connections + 1);
     assert.equal(h.inner.pendingChannels, 0);
     socket.end();
-    await waitFor(() => h.records.some((r) => r.grantId === cred.grant.grantId), 5000, 'stream record');
-    assert.equal(h.records.find((r) => r.grantId === cred.grant.grantId)?.mode, 'tcp', 'audited as mode tcp');
+    await waitFor(() => recordsOf(h, cred.grant.grantId).length > 0, 5000, 'stream record');
+    assert.equal(recordsOf(h, cred.grant.grantId)[0]?.mode, 'tcp', 'audited as mode tcp');
   });
 
-  it('judges the grant again at GO: revoked while held, refused then, no target connection', async () => {
-    const cred = client();
+  it('ping+go is picked before ping, answers nothing before GO, then echoes the probe sent with GO', async () => {
+    const cred = client({ modes: ['ping'] });
     const connections = echo.connections();
-    const socket = await dialInner(world, h.port, cred, GO_ALPN, id);
+    const socket = await dialInner(world, h.port, cred, [GO_ALPNS.ping, 'ping'], id);
+    assert.equal(socket.alpnProtocol, GO_ALPNS.ping);
+    let early = 0;
+    const countEarly = (d: Buffer) => {
+      early += d.length;
+    };
+    socket.on('data', countEarly);
     await settle();
-    const before = h.refusals.length;
-    h.revoked.add({ kind: 'grant', subject: cred.grant.grantId, orgId: ORG });
-    socket.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
-    await refusedWith(socket, 'E_CERT_REVOKED');
-    await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
-    assert.equal(h.refusals.at(-1)?.code, 'E_CERT_REVOKED');
-    assert.equal(echo.connections(), connections, 'the target saw no connection');
-  });
-
-  it('a session ended before GO is no refusal and no target connection', async () => {
-    const before = h.refusals.length;
-    const connections = echo.connections();
-    const socket = await dialInner(world, h.port, client(), GO_ALPN, id);
-    await settle();
-    assert.equal(h.inner.pendingChannels, 1);
+    socket.off('data', countEarly);
+    assert.equal(early, 0, 'no status line and no echo before GO');
+    assert.equal(h.inner.pendingChannels, 1, 'held: one pending channel');
+    assert.equal(recordsOf(h, cred.grant.grantId).length, 0, 'no stream before GO');
+    socket.write(Buffer.concat([GO, Buffer.from('probe')]));
+    assert.deepEqual(await readGatewayStatus(socket), { ok: true });
+    assert.equal(await firstBytes(socket, 5), 'probe', 'the probe sent with GO is echoed');
+    assert.equal(h.inner.pendingChannels, 0);
+    assert.equal(echo.connections(), connections, 'ping mode dials no target');
     socket.end();
-    await readAll(socket);
-    await waitFor(() => h.inner.pendingChannels === 0, 5000, 'the held session to go');
-    await settle();
-    assert.equal(h.refusals.length, before, 'a platform that gave up is no refusal');
-    assert.equal(echo.connections(), connections, 'the target saw no connection');
+    await waitFor(() => recordsOf(h, cred.grant.grantId).length > 0, 5000, 'stream record');
+    assert.equal(recordsOf(h, cred.grant.grantId)[0]?.mode, 'ping', 'audited as mode ping');
   });
 
-  it('a session held past the handshake timeout is refused E_TIMEOUT, no target connection', async () => {
-    const before = slow.refusals.length;
-    const connections = echo.connections();
-    const socket = await dialInner(world, slow.port, client(), GO_ALPN, id);
-    await readAll(socket);
-    await waitFor(() => slow.refusals.length > before, 5000, 'refusal record');
-    assert.equal(slow.refusals.at(-1)?.code, 'E_TIMEOUT');
-    await waitFor(() => slow.inner.pendingChannels === 0, 5000, 'the held session to stop being pending');
-    assert.equal(echo.connections(), connections, 'the target saw no connection');
+  for (const held of GO_MODES) {
+    const alpn = GO_ALPNS[held];
+    const cred = () => client({ modes: [held] as GoMode[] });
+
+    it(`${alpn}: judges the grant again at GO: revoked while held, refused then, nothing served`, async () => {
+      const c = cred();
+      const connections = echo.connections();
+      const socket = await dialInner(world, h.port, c, alpn, id);
+      await settle();
+      const before = h.refusals.length;
+      h.revoked.add({ kind: 'grant', subject: c.grant.grantId, orgId: ORG });
+      socket.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
+      await refusedWith(socket, 'E_CERT_REVOKED');
+      await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
+      assert.equal(h.refusals.at(-1)?.code, 'E_CERT_REVOKED');
+      assert.equal(h.refusals.at(-1)?.mode, held);
+      assert.equal(echo.connections(), connections, 'the target saw no connection');
+      await settle();
+      assert.equal(recordsOf(h, c.grant.grantId).length, 0, 'no stream recorded');
+    });
+
+    it(`${alpn}: a session ended before GO is no refusal, no target connection, no stream`, async () => {
+      const before = h.refusals.length;
+      const connections = echo.connections();
+      const c = cred();
+      const socket = await dialInner(world, h.port, c, alpn, id);
+      await settle();
+      assert.equal(h.inner.pendingChannels, 1);
+      socket.end();
+      await readAll(socket);
+      await waitFor(() => h.inner.pendingChannels === 0, 5000, 'the held session to go');
+      await settle();
+      assert.equal(h.refusals.length, before, 'a platform that gave up is no refusal');
+      assert.equal(echo.connections(), connections, 'the target saw no connection');
+      assert.equal(recordsOf(h, c.grant.grantId).length, 0, 'nothing recorded');
+    });
+
+    it(`${alpn}: a session held past the handshake timeout is refused E_TIMEOUT, no target connection`, async () => {
+      const before = slow.refusals.length;
+      const connections = echo.connections();
+      const socket = await dialInner(world, slow.port, cred(), alpn, id);
+      await readAll(socket);
+      await waitFor(() => slow.refusals.length > before, 5000, 'refusal record');
+      assert.equal(slow.refusals.at(-1)?.code, 'E_TIMEOUT');
+      await waitFor(() => slow.inner.pendingChannels === 0, 5000, 'the held session to stop being pending');
+      assert.equal(echo.connections(), connections, 'the target saw no connection');
+    });
+  }
+});
+
+describe('inner server: hold_inner_sessions off', () => {
+  it('offers the plain modes only: a platform offering [<mode>+go, <mode>] gets the plain mode, and it works', async () => {
+    assert.equal(plain.inner.settings.holdSessions, false);
+    for (const mode of GO_MODES) {
+      const socket = await dialInner(world, plain.port, client({ modes: [mode] }), [GO_ALPNS[mode], mode], id);
+      assert.equal(socket.alpnProtocol, mode, `${mode}: nothing held`);
+      // No GO: the plain mode starts at once (tcp: the target dialled, its status line; ping: echoes).
+      assert.deepEqual(await readGatewayStatus(socket), { ok: true });
+      socket.write('plain');
+      assert.equal(await firstBytes(socket, 5), 'plain');
+      socket.destroy();
+    }
+  });
+
+  it('a platform offering only a held variant finds no common mode', async () => {
+    const before = plain.refusals.length;
+    await assert.rejects(dialInner(world, plain.port, client(), GO_ALPNS.tcp, id));
+    await waitFor(() => plain.refusals.length > before, 5000, 'refusal record');
+    assert.equal(plain.refusals.at(-1)?.code, 'E_TARGET_NOT_ALLOWED');
+  });
+
+  it('is switched by reload, for new sessions', async () => {
+    const offered = (hh: Harness) => dialInner(world, hh.port, client(), [GO_ALPNS.tcp, 'tcp'], id);
+    plain.inner.reload({ holdSessions: true });
+    const on = await offered(plain);
+    assert.equal(on.alpnProtocol, GO_ALPNS.tcp, 'turned on: held again');
+    on.destroy();
+    plain.inner.reload({ holdSessions: false });
+    const off = await offered(plain);
+    assert.equal(off.alpnProtocol, 'tcp', 'turned off again: the plain mode');
+    off.destroy();
   });
 });

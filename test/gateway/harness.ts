@@ -95,19 +95,22 @@ export async function startHarness(
   };
 }
 
-/** The platform's inner TLS session to the gateway, checking the gateway's URI like lib/client does. */
+/**
+ * The platform's inner TLS session to the gateway, checking the gateway's URI like lib/client does; `mode` is
+ * the ALPN offered, or several in the platform's order.
+ */
 export async function dialInner(
   world: World,
   port: number,
   client: TlsCredentials,
-  mode: ModeAlpn | string,
+  mode: ModeAlpn | string | readonly string[],
   o: { orgId: string; gatewayId: string },
 ): Promise<tls.TLSSocket> {
   const base = mtlsClientOptions({
     key: client.keyPem,
     chain: client.certPem,
     anchors: [world.org(o.orgId).gatewayServer.pem],
-    alpn: [mode],
+    alpn: typeof mode === 'string' ? [mode] : [...mode],
     host: '127.0.0.1',
     port,
   });

@@ -193,6 +193,7 @@ test('SIGHUP applies every live key to the running CA, proxy and gateway, and lo
       reconnect_cap: '20s',
       max_streams: '77',
       handshake_timeout: '7s',
+      hold_inner_sessions: 'false',
       max_pending_channels: '33',
       connect_timeout: '6s',
       revocation_poll: '2s',
