@@ -28,23 +28,35 @@ const CHUNK = Buffer.alloc(4 * 1024, 0x5a);
 /**
  * BENCH_SCALE_TRACE=1: per-window shares at each hop, to find where a stream loses its turn: the platform's
  * writes (pump), the proxy's writes into its SSH channels (what it read from the outer sockets), the proxy's
- * channel bytes handed to the SSH socket (pacing turns), and the sink (the gateway's writes to the target).
+ * channel bytes handed to the SSH socket (pacing turns), the gateway's channels (what its SSH client received
+ * for each), and the sink (the gateway's writes to the target).
  */
 const TRACE = process.env['BENCH_SCALE_TRACE'] === '1';
 const hops = {
   platform: new Map<object, number>(),
   proxyIn: new Map<object, number>(),
   proxyTurns: new Map<object, number>(),
+  gatewayIn: new Map<object, number>(),
 };
 const turnSizes: number[] = [];
 const add = (m: Map<object, number>, k: object, n: number): void => {
   m.set(k, (m.get(k) ?? 0) + n);
 };
 if (TRACE) {
-  type Ch = { server?: boolean; write: (...a: unknown[]) => boolean; _write: (...a: unknown[]) => void };
+  type Ch = {
+    server?: boolean;
+    write: (...a: unknown[]) => boolean;
+    _write: (...a: unknown[]) => void;
+    push: (...a: unknown[]) => boolean;
+  };
   const { Channel } = createRequire(import.meta.url)('ssh2/lib/Channel.js') as { Channel: { prototype: Ch } };
   const write = Channel.prototype.write;
   const _write = Channel.prototype._write;
+  const push = Channel.prototype.push;
+  Channel.prototype.push = function (this: Ch, ...a: unknown[]) {
+    if (!this.server && Buffer.isBuffer(a[0])) add(hops.gatewayIn, this, a[0].length);
+    return push.apply(this, a);
+  };
   Channel.prototype.write = function (this: Ch, ...a: unknown[]) {
     if (this.server && Buffer.isBuffer(a[0])) add(hops.proxyIn, this, a[0].length);
     return write.apply(this, a);
