@@ -108,7 +108,20 @@ export function paceChannel(channel: Duplex, socket: Writable): void {
       after(cut, cut === chunk.length ? done : () => send(chunk.subarray(cut), encoding, done));
     });
   };
-  self._write = send;
+  // No one waits: the write goes out whole, completed at once or after the drain, as when turns did not exist.
+  const alone =
+    (done: Done): Done =>
+    (err) => {
+      if (err || socket.destroyed || free()) {
+        credit = MAX_TURN_BYTES;
+        return done(err);
+      }
+      after(Number.POSITIVE_INFINITY, done);
+    };
+  self._write = (chunk, encoding, done) => {
+    if (pacer.waiting.length === 0) write(chunk, encoding, alone(done));
+    else send(chunk, encoding, done);
+  };
   // Writes queued meanwhile go out together when ssh2 packs them (the channelPackWrites option); while others
   // wait, they go as one chunk, cut to the turn like any other.
   const writev = self._writev?.bind(channel);
