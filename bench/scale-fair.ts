@@ -10,6 +10,7 @@
  * bench/gateway.ts: proxy and gateway are the lib/ parts the daemons run.
  */
 import { once } from 'node:events';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { dialViaProxy } from '../lib/client/dial.js';
@@ -23,6 +24,64 @@ const DIAL_CONCURRENCY = 50;
 /** Small writes: the sink sees a stream's bytes in units of what was written (one TLS record each), and a 1 s
  * window's fair share of 1,000 streams on a busy 2-core machine is only tens of KiB. */
 const CHUNK = Buffer.alloc(4 * 1024, 0x5a);
+
+/**
+ * BENCH_SCALE_TRACE=1: per-window shares at each hop, to find where a stream loses its turn: the platform's
+ * writes (pump), the proxy's writes into its SSH channels (what it read from the outer sockets), the proxy's
+ * channel bytes handed to the SSH socket (pacing turns), the gateway's channels (what its SSH client received
+ * for each), and the sink (the gateway's writes to the target).
+ */
+const TRACE = process.env['BENCH_SCALE_TRACE'] === '1';
+const hops = {
+  platform: new Map<object, number>(),
+  proxyIn: new Map<object, number>(),
+  proxyTurns: new Map<object, number>(),
+  gatewayIn: new Map<object, number>(),
+};
+const turnSizes: number[] = [];
+const add = (m: Map<object, number>, k: object, n: number): void => {
+  m.set(k, (m.get(k) ?? 0) + n);
+};
+if (TRACE) {
+  type Ch = {
+    server?: boolean;
+    write: (...a: unknown[]) => boolean;
+    _write: (...a: unknown[]) => void;
+    push: (...a: unknown[]) => boolean;
+  };
+  const { Channel } = createRequire(import.meta.url)('ssh2/lib/Channel.js') as { Channel: { prototype: Ch } };
+  const write = Channel.prototype.write;
+  const _write = Channel.prototype._write;
+  const push = Channel.prototype.push;
+  Channel.prototype.push = function (this: Ch, ...a: unknown[]) {
+    if (!this.server && Buffer.isBuffer(a[0])) add(hops.gatewayIn, this, a[0].length);
+    return push.apply(this, a);
+  };
+  Channel.prototype.write = function (this: Ch, ...a: unknown[]) {
+    if (this.server && Buffer.isBuffer(a[0])) add(hops.proxyIn, this, a[0].length);
+    return write.apply(this, a);
+  };
+  Channel.prototype._write = function (this: Ch, ...a: unknown[]) {
+    if (this.server && Buffer.isBuffer(a[0])) {
+      add(hops.proxyTurns, this, a[0].length);
+      turnSizes.push(a[0].length);
+    }
+    return _write.apply(this, a);
+  };
+}
+
+/** min, 1st percentile and count below 0.5 of each key's share of a window's fair share. */
+function spread(now: Map<object, number>, prev: Map<object, number>, streams: number): string {
+  const deltas = [...now].map(([k, n]) => n - (prev.get(k) ?? 0));
+  while (deltas.length < streams) deltas.push(0);
+  const sum = deltas.reduce((a, b) => a + b, 0);
+  if (sum === 0) return 'nothing';
+  const fair = sum / deltas.length;
+  const shares = deltas.map((d) => d / fair).sort((a, b) => a - b);
+  const p = (q: number) => shares[Math.floor(q * (shares.length - 1))]!.toFixed(2);
+  const below = shares.filter((x) => x < 0.5).length;
+  return `${(sum / 2 ** 20).toFixed(1)} MiB min ${p(0)} p1 ${p(0.01)} p50 ${p(0.5)} max ${p(1)} below ${below}`;
+}
 
 /** A TCP sink that counts bytes per connection. */
 async function sink() {
@@ -49,6 +108,7 @@ function pump(s: Duplex, stopped: () => boolean): void {
   s.on('error', () => {});
   const go = (): void => {
     while (!stopped()) {
+      if (TRACE) add(hops.platform, s, CHUNK.length);
       if (!s.write(CHUNK)) {
         s.once('drain', go);
         return;
@@ -77,9 +137,26 @@ async function measureShares(counts: Map<net.Socket, number>): Promise<Shares> {
   let below = 0;
   let stalls = 0;
   let total = 0;
+  let prevHops = Object.fromEntries(Object.entries(hops).map(([k, m]) => [k, new Map(m)]));
   for (let w = 0; w <= SECONDS; w++) {
     await new Promise((r) => setTimeout(r, 1000));
     const now = new Map(counts);
+    if (TRACE) {
+      const streams = counts.size;
+      for (const [name, m] of Object.entries(hops)) {
+        if (m.size === 0) continue;
+        process.stderr.write(`trace: window ${w} ${name}: ${spread(m, prevHops[name]!, streams)}\n`);
+      }
+      process.stderr.write(`trace: window ${w} sink: ${spread(now, prev, streams)}\n`);
+      if (turnSizes.length > 0) {
+        const sorted = turnSizes.splice(0).sort((a, b) => a - b);
+        const at = (q: number) => sorted[Math.floor(q * (sorted.length - 1))];
+        process.stderr.write(
+          `trace: window ${w} turn bytes: n ${sorted.length} p50 ${at(0.5)} p90 ${at(0.9)} max ${at(1)}\n`,
+        );
+      }
+      prevHops = Object.fromEntries(Object.entries(hops).map(([k, m]) => [k, new Map(m)]));
+    }
     if (w === 0) {
       prev = now;
       first = now;
