@@ -45,7 +45,7 @@ export type Dial = (
 ) => Promise<RelayedStream>;
 
 /** Per stream: half-close and the user's first bytes for a forwarded connection (forward.ts), off otherwise. */
-export type StreamOptions = Pick<DialOptions, 'allowHalfOpen' | 'firstBytes'>;
+export type StreamOptions = Pick<DialOptions, 'allowHalfOpen' | 'firstBytes' | 'moreBytes'>;
 
 export interface ConnectorOptions extends DialOptions {
   source: GrantSource;

@@ -8,7 +8,8 @@
  *      gateway server CA and carry EXACTLY the gateway URI of the grant;
  *   4. in tcp, ping and health modes, the gateway's one status line inside the inner session: ok (tcp: the
  *      target accepted the connection), or its refusal with a code (E_TARGET_NOT_ALLOWED, E_GRANT_EXPIRED…).
- *      The caller's first bytes (`firstBytes`) go out before it, right after the inner handshake.
+ *      The caller's first bytes (`firstBytes`) go out before it, right after the inner handshake, and those that
+ *      come while it is awaited follow them (`moreBytes`).
  * Every failure is a ConnectError naming the hop. Trying other proxies is the caller's business (connector.ts).
  * Steps 3 and 4 live in inner-session.ts, the status line and error mapping in relay-io.ts.
  * TLS contexts and parsed anchors come from grant-tls.ts: built once per grant, not per stream.
@@ -22,7 +23,14 @@ import { goAlpnOf, type ModeAlpn, modeOfAlpn, RELAY_ALPN } from '../protocol/rel
 import { ConnectError } from './errors.js';
 import type { ClientGrant, ProxyEndpoint } from './grant.js';
 import { type GrantTls, grantTls, verifyPeer } from './grant-tls.js';
-import { answeredByGateway, handshakeInner, type InnerStep, type InnerStream, startInner } from './inner-session.js';
+import {
+  answeredByGateway,
+  handshakeInner,
+  type InnerStep,
+  type InnerStream,
+  RELAY_ENDED,
+  startInner,
+} from './inner-session.js';
 import { type Fail, parseAddress, readStatus, transportError, within } from './relay-io.js';
 
 export const DEFAULT_STEP_TIMEOUT_MS = 10_000;
@@ -45,6 +53,14 @@ export interface DialOptions {
    * caller keeps them until the stream opened (RelayedStream.sentFirst says how many went).
    */
   firstBytes?: () => Buffer | undefined;
+  /**
+   * With firstBytes: calls `more` each time the caller's source may hold more bytes (forward.ts: the local
+   * connection's buffer grew), until the returned function is called. While the gateway's status line is
+   * awaited, firstBytes is asked again then (it returns everything so far, the bytes sent already first) and
+   * what is new is written at once, inner-session.ts EARLY_BYTES_MAX in all: on a held session the stream starts
+   * before the local client has written anything, and its bytes then follow GO instead of the status line.
+   */
+  moreBytes?: (more: () => void) => () => void;
 }
 
 export interface RelayedStream {
@@ -65,7 +81,8 @@ export interface RelayedStream {
   resumed: boolean;
   /** The outer session resumed the grant's previous one with this proxy; the proxy judged it as a full one. */
   outerResumed: boolean;
-  /** Bytes of DialOptions.firstBytes written on this stream before the gateway's status line (0: none). */
+  /** Bytes of DialOptions.firstBytes written on this stream before the gateway's status line (0: none), those
+   * written as they came (moreBytes) included. */
   sentFirst: number;
   /** Its inner session was held ahead with the relay (holdInner): only GO, the first bytes and the line were left. */
   held?: boolean;
@@ -147,7 +164,7 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     throw err;
   }
   const t2 = performance.now();
-  const step = { now, timeout, fail, firstBytes: opts.firstBytes };
+  const step = { now, timeout, fail, firstBytes: opts.firstBytes, moreBytes: opts.moreBytes };
   const held = relay.held;
   const heldFor = held ? modeOfAlpn(held.socket.alpnProtocol) : undefined;
   if (held && heldFor !== mode) {
@@ -156,7 +173,10 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
     throw fail('E_STREAM_CLOSED', 'gateway', `an inner session held for ${heldFor} cannot serve mode ${mode}`);
   }
   held?.use();
-  if (held && relay.outer.destroyed) throw fail('E_STREAM_CLOSED', 'gateway', 'the held relay went while it waited');
+  if (held && (relay.outer.destroyed || held.socket.destroyed || held.socket.readableEnded)) {
+    relay.outer.destroy();
+    throw fail('E_STREAM_CLOSED', 'gateway', RELAY_ENDED);
+  }
   // Nothing judged when the session was held is taken for granted: the gateway's certificate, by today's clock.
   const again = held?.rejudge?.();
   if (again && !again.ok) {
@@ -227,11 +247,15 @@ export async function holdInner(relay: OpenRelay, mode: ModeAlpn, opts: DialOpti
   relay.outer.once('end', gone);
   relay.outer.once('close', gone);
   inner.socket.once('end', gone);
+  inner.socket.once('close', gone);
   const use = () => {
     relay.outer.off('end', gone);
     relay.outer.off('close', gone);
     inner.socket.off('end', gone);
+    inner.socket.off('close', gone);
   };
+  // Cut in the same read as the handshake's end, its end was emitted before anything listened for it.
+  if (inner.socket.readableEnded) gone();
   return { ...relay, held: { ...inner, handshakeMs: performance.now() - t0, use } };
 }
 

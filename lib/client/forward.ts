@@ -11,9 +11,10 @@
  * grant expired or was revoked, the connector drops the grant so that the next connection gets a fresh one.
  *
  * In tcp mode the local connection's first bytes go with the end of the inner handshake, before the gateway's
- * status line (dial.ts `firstBytes`): read ahead from the accept and peeked (read and put back), so that a
- * stream dialled again (a fresh grant, another proxy) sends them again; they leave the local socket's buffer
- * only once the stream opened. A refused stream's local connection is closed as before.
+ * status line (dial.ts `firstBytes`), and those that arrive while the line is awaited follow as they come
+ * (`moreBytes`, 64 KiB in all): read ahead from the accept and peeked (read and put back), so that a stream
+ * dialled again (a fresh grant, another proxy) sends them all again; they leave the local socket's buffer only
+ * once the stream opened (exactly `sentFirst` of them). A refused stream's local connection is closed as before.
  */
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
@@ -113,7 +114,12 @@ export class LocalForwarder {
     const early = this.#o.mode === 'tcp';
     // Starts reading into the socket's buffer (up to its high-water mark) without consuming: see peekFirst.
     if (early) local.read(0);
-    const opts = { allowHalfOpen: true, ...(early ? { firstBytes: () => peekFirst(local) } : {}) };
+    const opts = {
+      allowHalfOpen: true,
+      ...(early
+        ? { firstBytes: () => peekFirst(local), moreBytes: (more: () => void) => watchLocal(local, more) }
+        : {}),
+    };
     this.#o.connector.open(this.#o.target, this.#o.mode, opts).then(
       (stream) => {
         this.stats.opened++;
@@ -205,6 +211,25 @@ function peekFirst(local: net.Socket): Buffer | undefined {
   if (bytes === null) return undefined;
   local.unshift(bytes);
   return bytes;
+}
+
+/**
+ * Calls `more` each time the local connection's buffer grew, until the returned function is called (the
+ * gateway's status line came). A 'readable' listener puts the socket in paused mode, and its removal back to
+ * what it was (on the next tick), or flowing when the splice resumed it meanwhile: the splice then reads every
+ * byte once, in order, the end last. peekFirst's unshift emits 'readable' again with no new byte: ignored, or
+ * each peek would call for the next. An end received meanwhile emits 'readable' too, with nothing new: it stays
+ * behind the bytes for the splice.
+ */
+function watchLocal(local: net.Socket, more: () => void): () => void {
+  let seen = local.readableLength;
+  const onReadable = (): void => {
+    if (local.destroyed || local.readableLength <= seen) return;
+    seen = local.readableLength;
+    more();
+  };
+  local.on('readable', onReadable);
+  return () => local.off('readable', onReadable);
 }
 
 /**

@@ -22,7 +22,20 @@ interface InnerStep {
   fail: Fail;
   /** DialOptions.firstBytes. */
   firstBytes: (() => Buffer | undefined) | undefined;
+  /** DialOptions.moreBytes. */
+  moreBytes?: ((more: () => void) => () => void) | undefined;
 }
+
+/**
+ * At most this many of the caller's early bytes go before the gateway's status line (first bytes and those that
+ * follow them meanwhile); the rest waits for the line. The gateway holds them unread until the target accepted
+ * the connection (lib/gateway/inner.ts), and they stay in the caller's buffer until the stream opened.
+ */
+export const EARLY_BYTES_MAX = 64 * 1024;
+
+/** A relay (its outer session, or its held inner one) that ended before the stream could use it. */
+export const RELAY_ENDED =
+  'the relay ended before the stream used it (cut by the proxy or the gateway while it waited)';
 
 export interface InnerStream {
   socket: tls.TLSSocket;
@@ -42,6 +55,9 @@ export async function handshakeInner(
   step: InnerStep,
 ): Promise<InnerStream> {
   const { timeout, fail } = step;
+  // A relay whose end came while it waited (the proxy cut it) carries no handshake: the inner session would wrap a
+  // stream that has delivered its last byte and wait out the whole bound for the gateway's answer.
+  if (outer.destroyed || outer.readableEnded) throw fail('E_STREAM_CLOSED', 'gateway', RELAY_ENDED);
   // The gateway speaks only after our ClientHello, so `rest` is normally empty; keep it if not.
   if (rest.length > 0) outer.unshift(rest);
   const offered = material.innerSession;
@@ -150,8 +166,10 @@ function judgeGateway(
 
 /**
  * Step 4 on a judged inner session: GO when `<mode>+go` was negotiated, the caller's first bytes, the gateway's
- * status line. On a session held ahead (`held`), a close before the line is the relay going while it waited
- * (dialled again: connector.ts); any status line is the gateway's answer.
+ * status line. Bytes the caller's source gets while the line is awaited follow as they come (moreBytes),
+ * EARLY_BYTES_MAX in all; `sentFirst` counts every byte written before the line. On a session held ahead
+ * (`held`), a close before the line is the relay going while it waited (dialled again: connector.ts); any
+ * status line is the gateway's answer.
  */
 export async function startInner(
   inner: InnerStream,
@@ -164,12 +182,28 @@ export async function startInner(
   let sentFirst = 0;
   if (modeHasStatus(mode)) {
     // Only to the gateway just judged ours, and never in health mode, whose document is all there is.
-    const first = mode === 'health' ? undefined : step.firstBytes?.();
-    const go = isGoAlpn(socket.alpnProtocol) ? GO : undefined;
-    if (first && first.length > 0) {
-      socket.write(go ? Buffer.concat([go, first]) : first);
-      sentFirst = first.length;
-    } else if (go) socket.write(go);
+    const early = mode === 'health' ? undefined : step.firstBytes;
+    // What the caller's source holds beyond the bytes sent already (it hands back everything it has: peeked).
+    const next = (): Buffer | undefined => {
+      if (!early || sentFirst >= EARLY_BYTES_MAX) return undefined;
+      const all = early();
+      if (!all || all.length <= sentFirst) return undefined;
+      const part = all.subarray(sentFirst, EARLY_BYTES_MAX);
+      sentFirst += part.length;
+      return part;
+    };
+    const first = next();
+    if (isGoAlpn(socket.alpnProtocol)) socket.write(first ? Buffer.concat([GO, first]) : GO);
+    else if (first) socket.write(first);
+    // On a held session the stream starts before the local client's bytes arrive: they follow GO as they come,
+    // not a round trip later, after the line.
+    const stop = early
+      ? step.moreBytes?.(() => {
+          if (socket.destroyed) return;
+          const more = next();
+          if (more) socket.write(more);
+        })
+      : undefined;
     try {
       const after = await readStatus(socket, 'gateway', timeout, fail);
       if (after.length > 0) socket.unshift(after);
@@ -180,6 +214,8 @@ export async function startInner(
       const gone = held && err instanceof ConnectError && !toldByPeer(err) && err.code !== 'E_TIMEOUT';
       if (err instanceof ConnectError && !gone) GATEWAY_ANSWERED.add(err);
       throw err;
+    } finally {
+      stop?.();
     }
   }
   return { ...inner, sentFirst };

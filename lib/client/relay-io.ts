@@ -46,6 +46,9 @@ export function readStatus(socket: tls.TLSSocket, from: StatusPeer, timeout: num
       resolve(rest ?? Buffer.alloc(0));
     };
     socket.on('readable', onReadable);
+    // Its end already emitted (seen before anyone listened: a relay cut as its handshake ended): no 'end' and,
+    // half-open, no 'close' will come; without this the line would be waited for until the bound.
+    if (socket.readableEnded || socket.destroyed) return onEnd();
     socket.on('end', onEnd);
     socket.on('close', onEnd);
     socket.on('error', onError);

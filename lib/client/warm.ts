@@ -80,7 +80,7 @@ export class WarmRelay {
     const slot = this.#slot;
     if (slot) {
       const { relay } = slot;
-      if (relay.grant !== grant || relay.halfOpen !== halfOpen || relay.outer.destroyed) {
+      if (relay.grant !== grant || relay.halfOpen !== halfOpen || relay.outer.destroyed || relay.outer.readableEnded) {
         this.#discard();
         return undefined;
       }
@@ -95,7 +95,7 @@ export class WarmRelay {
     if (!opening || opening.claimed || opening.grant !== grant || opening.halfOpen !== halfOpen) return undefined;
     opening.claimed = true;
     const relay = await opening.relay;
-    return relay && !relay.outer.destroyed ? relay : undefined;
+    return relay && !relay.outer.destroyed && !relay.outer.readableEnded ? relay : undefined;
   }
 
   /**
@@ -160,6 +160,11 @@ export class WarmRelay {
       if (this.#slot?.relay === relay) this.#release(this.#slot);
     };
     relay.outer.once('close', onClose);
+    // Half-open, a relay the proxy ended is not closed: it is no use any more (its inner handshake would wait
+    // for a gateway that can no longer answer). A held one ends both its sockets itself (dial.ts holdInner).
+    relay.outer.once('end', () => {
+      if (this.#slot?.relay === relay) this.#discard();
+    });
     const timer = setTimeout(() => this.#discard(), this.#o.maxAgeMs ?? DEFAULT_WARM_MAX_AGE_MS);
     timer.unref();
     this.#slot = { relay, timer, onClose };
