@@ -18,7 +18,6 @@ import type { SshCertificate } from '../sshcert/index.js';
 import { paceChannel } from '../sshwire/pacing.js';
 import { createCertServer, verifyUserAuth } from '../sshwire/server.js';
 import type { AuthContext, Connection, ServerChannel, Server as SshServer } from '../sshwire/ssh2.js';
-import { growWindowWhileRead } from '../sshwire/window.js';
 import {
   admitForward,
   admitGateway,
@@ -312,8 +311,6 @@ export class SshTunnelListener {
           if (err) return reject(new GatewayError('E_GATEWAY_OFFLINE', `gateway refused the channel: ${err.message}`));
           // Streams share the connection in turn, and never queue so much that a keepalive reply waits behind it.
           if (socket) paceChannel(channel, socket);
-          // The gateway may run ahead of a proxy that reads the channel at full speed (the download direction).
-          growWindowWhileRead(channel);
           resolve(channel);
         });
       });

@@ -16,6 +16,10 @@
  *    and then stops), where it was 3 MiB; at most GROWN_PER_CONNECTION channels of a connection hold a grown
  *    window at once, so a tunnel with many streams holds at most 24 MiB more than before, not 6 MiB a stream.
  * The sending side is unchanged: lib/sshwire/pacing.ts still bounds what each channel queues in the socket.
+ *
+ * Used by the gateway (the receiver of the upload direction), where the wait was measured and the gain shown.
+ * Not by the proxy: there the splice pauses the channel at each packet (the platform's TLS socket holds 16
+ * KiB), so the window rarely grew, and alternated runs showed no gain for the download (docs/performance.md).
  */
 import type { Duplex } from 'node:stream';
 
