@@ -22,6 +22,8 @@
  * per process in DIR, written when it exits; docs/performance.md reads them).
  * BENCH_DATAPATH_NODE_OPTIONS adds Node/V8 flags to the daemons' NODE_OPTIONS (not the bench's own), to weigh one.
  * BENCH_DATAPATH_LOGS=DIR writes each of our daemons' whole output there (DIR/<name>.log) at the end.
+ * BENCH_DATAPATH_LOAD=N runs N busy-loop processes for the whole run (killed at its end; the rows say so): a
+ * machine busy with other work, made reproducible, where ours and the chain compete for the cores with it.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -36,6 +38,27 @@ import { type BenchRow, fmt, percentile } from './table.js';
 const MIB = Math.max(1, Number(process.env['BENCH_DATAPATH_MIB'] ?? 256));
 const ROUNDS = 3;
 const CHUNK = 64 * 1024;
+const LOAD = Math.max(0, Math.floor(Number(process.env['BENCH_DATAPATH_LOAD'] ?? 0)) || 0);
+
+/** N processes that spin on a core each until killed: synthetic load from "other work" (BENCH_DATAPATH_LOAD). */
+function startLoad(n: number): ChildProcess[] {
+  return Array.from({ length: n }, () =>
+    spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore', env: { PATH: process.env['PATH'] ?? '' } }),
+  );
+}
+
+async function stopLoad(load: ChildProcess[]): Promise<void> {
+  for (const c of load) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    c.kill('SIGKILL');
+    await once(c, 'exit');
+  }
+}
+
+/** The load average (1, 5, 15 min) now, from /proc/loadavg. */
+function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'latin1').split(' ').slice(0, 3).join(' ');
+}
 
 /**
  * CPU seconds (user + system) used so far by these processes and their live descendants (socat and sshd fork
@@ -416,6 +439,7 @@ export async function benchDatapath(): Promise<BenchRow[]> {
   let ssh: Awaited<ReturnType<typeof startSshForward>> | undefined;
   let chain: Awaited<ReturnType<typeof startChain>> | undefined;
   const senders: Sender[] = [];
+  let load: ChildProcess[] = [];
   try {
     ours = await deploy(sinkAddress, sinkPort);
     ssh = await startSshForward(dir, sinkPort);
@@ -438,6 +462,9 @@ export async function benchDatapath(): Promise<BenchRow[]> {
       await s.transfer(warm, warmSha);
       await s.download(warm.length, warmSha);
     }
+    // The synthetic load starts after the set-up (deployment, chain, warm-ups), for the measured rounds only.
+    const loadBefore = loadAverage();
+    load = startLoad(LOAD);
     // Per path and direction: MiB/s and CPU s/GiB of the path's processes; ours per daemon too.
     const mibs: Record<string, number[]> = {};
     const cpu: Record<string, number[]> = {};
@@ -465,6 +492,10 @@ export async function benchDatapath(): Promise<BenchRow[]> {
         }
       }
     }
+    await stopLoad(load);
+    const conditions =
+      (LOAD > 0 ? `synthetic load: ${LOAD} busy-loop process${LOAD > 1 ? 'es' : ''} (BENCH_DATAPATH_LOAD); ` : '') +
+      `load average ${loadBefore} → ${loadAverage()}`;
     const cpuPerGiB = (k: string) => `${percentile(cpu[k]!, 50).toFixed(1)} CPU s/GiB`;
     const split = (dir: string) =>
       daemons.map((d) => `${d.program} ${percentile(perDaemon[`${d.program}:${dir}`]!, 50).toFixed(1)}`).join(', ');
@@ -474,7 +505,12 @@ export async function benchDatapath(): Promise<BenchRow[]> {
         area: 'datapath',
         metric: `${k} (${MIB} MiB × ${ROUNDS})`,
         ours: line(k),
-        note: k.startsWith('ours') ? split(k.split(':')[1]!) : '',
+        // With ours and the chain both measured, their ratio of the same run (quick runs under BENCH_DATAPATH_LOAD).
+        reference:
+          k.startsWith('ours:') && mibs[`chain:${k.slice(5)}`]
+            ? `ours/chain ${(percentile(mibs[k]!, 50) / percentile(mibs[`chain:${k.slice(5)}`]!, 50)).toFixed(2)}×`
+            : '',
+        note: `${k.startsWith('ours') ? `${split(k.split(':')[1]!)}; ` : ''}${conditions}`,
       }));
     }
     const tlsSuite = chain.tls();
@@ -488,7 +524,7 @@ export async function benchDatapath(): Promise<BenchRow[]> {
         reference: `${summary(c)} hand-built chain → ours/chain ${(percentile(o, 50) / percentile(c, 50)).toFixed(2)}×`,
         note:
           `CPU of the path's processes: ours ${cpuPerGiB(`ours:${dir}`)} (${split(dir)}), ` +
-          `chain ${cpuPerGiB(`chain:${dir}`)}; goal ≥1.2×`,
+          `chain ${cpuPerGiB(`chain:${dir}`)}; goal ≥1.2×; ${conditions}`,
       };
     };
     const refs = (dir: 'up' | 'down') =>
@@ -508,6 +544,7 @@ export async function benchDatapath(): Promise<BenchRow[]> {
       },
     ];
   } finally {
+    await stopLoad(load);
     for (const s of senders) s.close();
     await chain?.stop();
     await ssh?.stop();

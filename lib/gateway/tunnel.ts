@@ -14,6 +14,7 @@ import type { SshCertificate } from '../sshcert/index.js';
 import { connectWithCertificate } from '../sshwire/client.js';
 import { clientSocket, paceChannel } from '../sshwire/pacing.js';
 import type { Client, ClientChannel, TcpConnectionDetails } from '../sshwire/ssh2.js';
+import { growWindowWhileRead } from '../sshwire/window.js';
 
 export type { ProxyScope };
 
@@ -103,6 +104,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       // Streams share the connection in turn, and never queue so much that a keepalive reply waits behind it.
       const socket = clientSocket(client);
       if (socket) paceChannel(channel, socket);
+      // The proxy may run ahead of a gateway that reads the channel at full speed (the upload direction).
+      growWindowWhileRead(channel);
       this.#channels.add(channel);
       channel.once('close', () => {
         this.#channels.delete(channel);

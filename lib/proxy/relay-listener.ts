@@ -58,6 +58,16 @@ export interface RelayLimits {
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * What a relayed stream's platform TLS socket may hold unwritten before the SSH channel feeding it is paused
+ * (Node's default: 16 KiB, half an SSH packet). With 16 KiB the splice paused the channel at almost every
+ * packet of a download (12,802 times in one 128 MiB × 3 run, bench/hop-waits), and on a busy machine each
+ * pause became a wait for the next turn of the event loop. Raised per relayed stream only (a threshold, not
+ * an allocation): bytes queue here only while the platform reads slower than the gateway sends, and the
+ * channel still pauses past it. Measured in docs/performance.md (round 6).
+ */
+export const PLATFORM_WRITE_BUFFER = 1024 * 1024;
+
 export interface ActiveStream {
   readonly id: number;
   readonly route: RouteDecision;
@@ -323,6 +333,8 @@ export class RelayListener {
   ): void {
     const events = this.#o.events;
     const tap = this.#o.tap;
+    const state = (socket as unknown as { _writableState?: { highWaterMark?: number } })._writableState;
+    if (state && typeof state.highWaterMark === 'number') state.highWaterMark = PLATFORM_WRITE_BUFFER;
     const s = splice(socket, opened.channel, {
       idleTimeoutMs: this.limits.idleTimeoutMs,
       onBytes: (d, n) => events.bytes(d, n),

@@ -79,6 +79,63 @@ describe('backpressure', () => {
   });
 });
 
+describe('backpressure, the download direction', () => {
+  let proxy: ProxyServer;
+  let gw: TestGateway;
+  let sending: ClientChannel | undefined;
+
+  before(async () => {
+    proxy = await startProxy(world, { scope: 'instance' });
+    gw = await connectGateway(world, proxy, {
+      orgId: 'org-a',
+      gatewayId: 'gw-1',
+      scope: 'instance',
+      onStream: (ch) => {
+        ch.on('error', () => {});
+        sending = ch;
+      },
+    });
+  });
+  after(async () => {
+    gw.close();
+    await proxy.stop();
+  });
+
+  it('a platform that stops reading stalls the gateway; the proxy holds a bounded amount', async () => {
+    const { status, socket } = await dialProxy(world, proxy, outer());
+    assert.ok(status.ok);
+    socket.pause(); // the platform stops reading
+    await eventually(() => sending !== undefined, 5_000);
+    const ch = sending!;
+    const chunk = Buffer.alloc(64 * 1024, 2);
+    let sent = 0;
+    let maxBuffered = 0;
+    for (;;) {
+      while (sent < 256 * MiB && ch.write(chunk)) sent += chunk.length;
+      maxBuffered = Math.max(maxBuffered, proxy.stats().bufferedBytes);
+      if (sent >= 256 * MiB) break;
+      sent += chunk.length;
+      const drained = await Promise.race([
+        once(ch, 'drain').then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 1500)),
+      ]);
+      maxBuffered = Math.max(maxBuffered, proxy.stats().bufferedBytes);
+      if (!drained) break;
+    }
+    assert.ok(sent < 256 * MiB, 'the gateway could send everything: nothing pushed back');
+    // The channel's 2 MiB (+ the 1 MiB ssh2 re-opens) and the platform socket's 1 MiB write threshold
+    // (PLATFORM_WRITE_BUFFER), plus TLS records in flight: a few MiB, however much the gateway has.
+    assert.ok(maxBuffered < 6 * MiB, `proxy buffered ${maxBuffered} bytes`);
+    let received = 0;
+    socket.on('data', (d: Buffer) => {
+      received += d.length;
+    });
+    socket.resume();
+    await eventually(() => received === sent, 20_000);
+    socket.destroy();
+  });
+});
+
 describe('connection limits and timeouts', () => {
   let proxy: ProxyServer;
   before(async () => {

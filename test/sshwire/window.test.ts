@@ -1,0 +1,139 @@
+/**
+ * lib/sshwire/window.ts: a channel that is read at full speed lets its sender run GROWN_WINDOW ahead; one whose
+ * reader is paused grants what ssh2 grants (2 MiB, + the 1 MiB ssh2 re-opens), so a stalled stream holds no
+ * more than before. Real ssh2 connections on loopback, one forwarded channel (as a tunnel's).
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { Client, type ClientChannel, Server, type ServerChannel } from '../../lib/sshwire/ssh2.js';
+import { GROWN_PER_CONNECTION, GROWN_WINDOW, growWindowWhileRead } from '../../lib/sshwire/window.js';
+
+const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+const MiB = 2 ** 20;
+
+/** A server opens one forwarded-tcpip channel to a client: `up` writes (server side), `down` receives. */
+async function pair() {
+  const server = new Server({ hostKeys: [hostKey] }, (conn) => {
+    conn.on('authentication', (ctx) => ctx.accept());
+    conn.on('request', (accept) => {
+      accept?.(1);
+      server.emit('forward', conn);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = new Client();
+  const ready = once(client, 'ready');
+  client.connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, username: 'u' });
+  await ready;
+  const forwarded = once(server, 'forward');
+  client.forwardIn('gw', 0, () => {});
+  const [conn] = (await forwarded) as [import('ssh2').Connection];
+  const accepted = new Promise<ClientChannel>((resolve) =>
+    client.once('tcp connection', (_i, accept) => resolve(accept())),
+  );
+  const up = await new Promise<ServerChannel>((resolve, reject) =>
+    conn.forwardOut('gw', 1, '192.0.2.1', 5, (err, ch) => (err ? reject(err) : resolve(ch))),
+  );
+  const down = await accepted;
+  return {
+    up,
+    down,
+    close: () => {
+      client.end();
+      server.close();
+    },
+  };
+}
+
+const window = (ch: unknown) => (ch as { outgoing: { window: number } }).outgoing.window;
+
+/** Writes `total` bytes into `up` with its backpressure; the largest window `up` was granted meanwhile. */
+async function send(up: ServerChannel, total: number, until: () => boolean): Promise<number> {
+  const chunk = Buffer.alloc(64 * 1024, 7);
+  let sent = 0;
+  let largest = window(up);
+  while (sent < total && !until()) {
+    largest = Math.max(largest, window(up));
+    sent += chunk.length;
+    if (!up.write(chunk)) {
+      const drained = await Promise.race([
+        once(up, 'drain').then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 500)),
+      ]);
+      if (!drained) break; // stalled: the window is used up and not re-opened
+    }
+  }
+  return Math.max(largest, window(up));
+}
+
+describe('SSH window grown while the channel is read', () => {
+  for (const grown of [false, true]) {
+    it(`a channel read at full speed ${grown ? 'grants up to GROWN_WINDOW' : 'grants 2 MiB (ssh2 alone)'}`, async () => {
+      const { up, down, close } = await pair();
+      try {
+        if (grown) growWindowWhileRead(down);
+        let got = 0;
+        down.on('data', (d: Buffer) => {
+          got += d.length;
+        });
+        const largest = await send(up, 32 * MiB, () => false);
+        if (grown) assert.ok(largest > 2 * MiB, `the sender was granted at most ${largest} bytes`);
+        else assert.ok(largest <= 2 * MiB, `ssh2 alone granted ${largest} bytes`);
+        await new Promise<void>((resolve) => {
+          const check = () => (got >= 32 * MiB ? resolve() : setTimeout(check, 10));
+          check();
+        });
+      } finally {
+        close();
+      }
+    });
+  }
+
+  it('a reader paused from the start receives what ssh2 grants, not GROWN_WINDOW', async () => {
+    const { up, down, close } = await pair();
+    try {
+      growWindowWhileRead(down);
+      down.pause();
+      await send(up, GROWN_WINDOW * 2, () => false);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(down.readableLength <= 3 * MiB + 64 * 1024, `the paused channel holds ${down.readableLength} bytes`);
+    } finally {
+      close();
+    }
+  });
+
+  it('at most GROWN_PER_CONNECTION channels of one connection hold a grown window', async () => {
+    const { up, down, close } = await pair();
+    try {
+      // Stand-ins for other channels of the same connection, each being read: they take the grown slots.
+      const client = (down as unknown as { _client: object })._client;
+      const others = Array.from({ length: GROWN_PER_CONNECTION }, () => {
+        const other = Object.assign(new PassThrough(), { _maxWindow: 2 * MiB, _client: client });
+        growWindowWhileRead(other);
+        other.resume();
+        return other;
+      });
+      for (const o of others) assert.equal((o as unknown as { _maxWindow: number })._maxWindow, GROWN_WINDOW);
+      growWindowWhileRead(down);
+      down.resume();
+      assert.equal((down as unknown as { _maxWindow: number })._maxWindow, 2 * MiB, 'no slot left: ssh2 window');
+      others[0]!.destroy(); // a channel closes: its slot frees
+      await once(others[0]!, 'close');
+      assert.equal((down as unknown as { _maxWindow: number })._maxWindow, GROWN_WINDOW);
+      void up;
+    } finally {
+      close();
+    }
+  });
+
+  it('leaves a stream that is not an ssh2 channel alone', () => {
+    const s = new PassThrough();
+    growWindowWhileRead(s);
+    assert.equal((s as unknown as { _maxWindow?: number })._maxWindow, undefined);
+  });
+});
