@@ -10,6 +10,12 @@
  * drops the bytes still buffered: the tail of a reply to a slow reader). A side that closes or fails without
  * its end-of-write (a reset, an error, a dead tunnel) cuts the other at once.
  *
+ * A side that is still sending when the splice is done (the far side closed the stream after its answer: an
+ * HTTP server refusing a request whose body is still coming) is not destroyed with bytes unread: its kernel
+ * would answer them with a reset, and a reset makes the peer's kernel drop what it has not read yet, our last
+ * answer included. It is read and dropped (after our end-of-write, already sent) until it ends too, LINGER_MS
+ * at most, as HTTP servers do ("lingering close").
+ *
  * Each side must be created with allowHalfOpen (net and TLS sockets default to ending their write side when
  * the read side ends).
  */
@@ -96,6 +102,23 @@ const endWithFinish: EndWrites = (side, flushed) => {
   side.end(() => flushed());
 };
 
+/** How long a side still sending after the splice is done is read and dropped before it is destroyed. */
+export const LINGER_MS = 2000;
+
+/** Destroys `side` once it has ended (read and dropped meanwhile), LINGER_MS at most; at once when it ended. */
+function linger(side: Duplex): void {
+  if (side.destroyed) return;
+  if (side.readableEnded) {
+    side.destroy();
+    return;
+  }
+  const timer = setTimeout(() => side.destroy(), LINGER_MS);
+  timer.unref();
+  side.once('end', () => side.destroy());
+  side.once('close', () => clearTimeout(timer));
+  side.resume(); // the splice's own 'data' listener drops what comes now
+}
+
 export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOptions = {}): Splice {
   const bytes: Record<Direction, number> = { up: 0, down: 0 };
   let finished = false;
@@ -113,8 +136,14 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
     if (finished) return;
     finished = true;
     clearTimeout(idle);
-    downstream.destroy();
-    upstream.destroy();
+    if (end === 'done') {
+      // Both directions flushed; a side whose own end has not come yet is still sending: see LINGER_MS.
+      linger(downstream);
+      linger(upstream);
+    } else {
+      downstream.destroy();
+      upstream.destroy();
+    }
     resolveDone({ end, reason });
   };
 

@@ -4,6 +4,8 @@
  * closes before its end cuts the other, and the upstream side's own way of ending its writes is used.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
 import { test } from 'node:test';
 import { splice } from '../../lib/protocol/splice.js';
@@ -133,4 +135,48 @@ test('coalesce: a gather never grows past 256 KiB, and backpressure still pauses
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(Buffer.concat(target.written).length, 640 * 1024, 'everything arrives once it drains');
   s.close('test over');
+});
+
+test('a side still sending when the splice is done is read and dropped until it ends: its peer gets the answer and an end, not a reset', {
+  timeout: 20_000,
+}, async () => {
+  // The far side answers and closes while the client is still sending (an HTTP refusal while the request body
+  // is still coming). Destroyed with bytes unread, the local socket would make its kernel answer with a reset,
+  // and the client's kernel then drops what it had not read yet: the answer.
+  const server = net.createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect(port, '127.0.0.1');
+  const [local] = await accepted;
+  const far = new Side();
+  const s = splice(local, far);
+  // The client sends 8 MiB and does not read until it has sent it all: far more than the socket buffers hold.
+  let sent = 0;
+  const body = Buffer.alloc(64 * 1024, 0x61);
+  const pump = () => {
+    while (sent < 8 * 2 ** 20) {
+      sent += body.length;
+      if (!client.write(body)) return void client.once('drain', pump);
+    }
+  };
+  pump();
+  let error: Error | undefined;
+  client.on('error', (err) => {
+    error = err;
+  });
+  const got: Buffer[] = [];
+  client.on('data', (d: Buffer) => got.push(d));
+  // The far side answers, ends, and is gone.
+  far.push('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  far.push(null);
+  await tick();
+  far.destroy();
+  const { end } = await s.done;
+  assert.equal(end, 'done');
+  await once(client, 'close');
+  server.close();
+  assert.equal(error, undefined, `the client saw ${error?.message}`);
+  assert.match(Buffer.concat(got).toString(), /^HTTP\/1\.1 403 Forbidden\r\n/);
 });
