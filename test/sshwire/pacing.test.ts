@@ -1,39 +1,52 @@
 /**
  * Channel pacing (lib/sshwire/pacing.ts): channels that complete their writes at once, as ssh2's do, share one
- * connection socket in turn once it holds PACE_BYTES, the socket never holds much more than that, and a closed
- * connection releases every waiting write. A fake socket that flushes only when told stands for the TCP socket.
+ * connection socket in turn once it holds PACE_BYTES (deficit round robin: channels writing 4 KiB and 12 KiB
+ * chunks move the same bytes per round, and no chunk is ever split), the socket never holds much more than
+ * that, and a closed connection releases every waiting write. A fake socket that flushes only when told stands
+ * for the TCP socket.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { CHANNEL_WRITE_BUFFER, PACE_BYTES, paceChannel } from '../../lib/sshwire/pacing.js';
+import { CHANNEL_WRITE_BUFFER, MAX_QUANTUM, PACE_BYTES, paceChannel } from '../../lib/sshwire/pacing.js';
 
 /** A socket whose writes stay pending (counted in writableLength) until flush(). */
 class HeldSocket extends Writable {
   readonly seen: string[] = [];
-  readonly #pending: (() => void)[] = [];
+  /** The length of each write, as it reached the socket. */
+  readonly sizes: number[] = [];
+  readonly #pending: [bytes: number, done: () => void][] = [];
   peak = 0;
 
   constructor() {
     super({ highWaterMark: 16 * 1024 });
   }
 
-  override _write(_chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    this.#pending.push(done);
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
+    this.#pending.push([chunk.length, done]);
   }
 
   override write(chunk: Buffer): boolean {
     this.seen.push(chunk.toString('latin1', 0, 1));
+    this.sizes.push(chunk.length);
     const ok = super.write(chunk);
     this.peak = Math.max(this.peak, this.writableLength);
     return ok;
   }
 
-  /** Lets everything queued leave; resolves after the 'drain' it causes has been handled. */
+  /**
+   * Lets what is queued at the call leave (not what the 'drain' handlers write meanwhile: one drain, one round
+   * of turns); resolves after the 'drain' it causes has been handled.
+   */
   async flush(): Promise<void> {
     const drained = once(this, 'drain');
-    while (this.#pending.length > 0) this.#pending.shift()!();
+    let bytes = this.writableLength;
+    while (bytes > 0 && this.#pending.length > 0) {
+      const [length, done] = this.#pending.shift()!;
+      bytes -= length;
+      done();
+    }
     await drained;
     await new Promise((r) => setImmediate(r));
   }
@@ -82,6 +95,56 @@ describe('paceChannel', () => {
     assert.equal(order, tags.join('').repeat(3), 'round robin after the socket drained');
     assert.ok(peakAfterFill <= PACE_BYTES + tags.length * (chunk + 1));
     assert.ok(socket.peak <= PACE_BYTES + chunk + 1, `socket held ${socket.peak} bytes at most after a drain`);
+  });
+
+  it('channels writing 4 KiB and 12 KiB chunks move the same bytes per round, no chunk ever split', async () => {
+    const socket = new HeldSocket();
+    socket.write(Buffer.alloc(PACE_BYTES)); // another channel's burst (tag byte 0)
+    const n = 200;
+    const total = 192 * KiB;
+    const chunkOf = (i: number): number => (i % 2 === 0 ? 4 * KiB : 12 * KiB);
+    // Channel i tags its writes with the byte i + 1 and queues all its chunks at once (a backlogged stream).
+    for (let i = 0; i < n; i++) {
+      const tag = Buffer.from([i + 1]);
+      const c = new Writable({
+        highWaterMark: 2 * 1024 * 1024,
+        write(chunk: Buffer, _encoding, done) {
+          socket.write(Buffer.concat([tag, chunk]));
+          done();
+        },
+      });
+      paceChannel(c as unknown as import('node:stream').Duplex, socket);
+      for (let sent = 0; sent < total; sent += chunkOf(i)) c.write(Buffer.alloc(chunkOf(i)));
+    }
+    await new Promise((r) => setImmediate(r));
+    const bytes = new Array<number>(n).fill(0);
+    let counted = 1;
+    let checks = 0;
+    for (;;) {
+      for (; counted < socket.sizes.length; counted++) {
+        const i = socket.seen[counted]!.charCodeAt(0) - 1;
+        assert.equal(socket.sizes[counted], 1 + chunkOf(i), `channel ${i}'s write reached the socket whole`);
+        bytes[i]! += chunkOf(i);
+      }
+      // While every channel still has bytes queued, none is more than a quantum and two chunks ahead of another.
+      if (bytes.some((b) => b >= total)) break;
+      const spread = Math.max(...bytes) - Math.min(...bytes);
+      assert.ok(
+        spread <= MAX_QUANTUM + 2 * 12 * KiB,
+        `after ${checks} drains: ${Math.min(...bytes)} to ${Math.max(...bytes)} bytes`,
+      );
+      checks++;
+      await socket.flush();
+    }
+    assert.ok(checks > 20, `${checks} drains checked`);
+    // The rest goes out too, every chunk whole.
+    const writes = 1 + (n / 2) * (total / (4 * KiB)) + (n / 2) * (total / (12 * KiB));
+    while (socket.sizes.length < writes) await socket.flush();
+    for (let k = counted; k < socket.sizes.length; k++) {
+      const i = socket.seen[k]!.charCodeAt(0) - 1;
+      assert.equal(socket.sizes[k], 1 + chunkOf(i));
+    }
+    assert.equal(socket.sizes.length, writes);
   });
 
   it('a closed connection releases the writes that wait', async () => {
