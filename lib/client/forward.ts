@@ -152,7 +152,7 @@ export class LocalForwarder {
         };
         inner.once('error', cut);
         inner.once('close', cut);
-        const s = splice(local, inner, { coalesce: ['up'] });
+        const s = splice(local, inner, { coalesce: ['up'], linger: ['downstream'] });
         let firstByteMs: number | undefined;
         inner.on('data', (d: Buffer) => {
           if (firstByteMs !== undefined) return;

@@ -210,8 +210,12 @@ export async function startInner(
     } catch (err) {
       socket.destroy();
       // Held: a refusal line (or the gateway's silence past the bound) is its answer; the relay closing or
-      // failing under GO (cut by the proxy, ended by the gateway's timeout while it waited) is a relay gone.
-      const gone = held && err instanceof ConnectError && !toldByPeer(err) && err.code !== 'E_TIMEOUT';
+      // failing under GO (cut by the proxy, ended by the gateway's timeout while it waited) is a relay gone,
+      // dialled again, but only when none of the caller's bytes went with GO: the gateway writes them to the
+      // target as soon as it is connected, before its status line reaches us, so a stream dialled again could
+      // give the target a request twice (an INSERT run twice). Then the stream fails, as any cut stream does.
+      const gone =
+        held && sentFirst === 0 && err instanceof ConnectError && !toldByPeer(err) && err.code !== 'E_TIMEOUT';
       if (err instanceof ConnectError && !gone) GATEWAY_ANSWERED.add(err);
       throw err;
     } finally {

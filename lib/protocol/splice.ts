@@ -13,8 +13,8 @@
  * A side that is still sending when the splice is done (the far side closed the stream after its answer: an
  * HTTP server refusing a request whose body is still coming) is not destroyed with bytes unread: its kernel
  * would answer them with a reset, and a reset makes the peer's kernel drop what it has not read yet, our last
- * answer included. It is read and dropped (after our end-of-write, already sent) until it ends too, LINGER_MS
- * at most, as HTTP servers do ("lingering close").
+ * answer included. Such a side (SpliceOptions.linger) is read and dropped (after our end-of-write, already sent)
+ * until it ends too, LINGER_MS and LINGER_MAX_BYTES at most, as HTTP servers do ("lingering close").
  *
  * Each side must be created with allowHalfOpen (net and TLS sockets default to ending their write side when
  * the read side ends).
@@ -46,6 +46,12 @@ export interface SpliceOptions {
    * carries one write at a time and completes it on the next setImmediate).
    */
   coalesce?: Direction[];
+  /**
+   * Sides that are a connection to a peer who may still be sending when the splice is done (the local client,
+   * the platform): read and dropped for a moment instead of destroyed (LINGER_MS). Not for a side that is a
+   * channel of a shared tunnel: lingering there would keep its sender streaming into nothing.
+   */
+  linger?: ('downstream' | 'upstream')[];
 }
 
 export type SpliceEnd = 'done' | 'idle' | 'error' | 'closed';
@@ -104,19 +110,29 @@ const endWithFinish: EndWrites = (side, flushed) => {
 
 /** How long a side still sending after the splice is done is read and dropped before it is destroyed. */
 export const LINGER_MS = 2000;
+/** How much such a side may send meanwhile before it is destroyed all the same. */
+export const LINGER_MAX_BYTES = 16 * 1024 * 1024;
 
-/** Destroys `side` once it has ended (read and dropped meanwhile), LINGER_MS at most; at once when it ended. */
-function linger(side: Duplex): void {
+/**
+ * Destroys `side` once it has ended (read and dropped meanwhile), LINGER_MS and LINGER_MAX_BYTES at most; at once
+ * when it ended already or when it may not linger.
+ */
+function linger(side: Duplex, may: boolean): void {
   if (side.destroyed) return;
-  if (side.readableEnded) {
+  if (!may || side.readableEnded) {
     side.destroy();
     return;
   }
   const timer = setTimeout(() => side.destroy(), LINGER_MS);
   timer.unref();
+  let dropped = 0;
+  side.on('data', (chunk: Buffer) => {
+    dropped += chunk.length; // the splice's own 'data' listener ignores it now
+    if (dropped > LINGER_MAX_BYTES) side.destroy();
+  });
   side.once('end', () => side.destroy());
   side.once('close', () => clearTimeout(timer));
-  side.resume(); // the splice's own 'data' listener drops what comes now
+  side.resume();
 }
 
 export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOptions = {}): Splice {
@@ -138,8 +154,8 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
     clearTimeout(idle);
     if (end === 'done') {
       // Both directions flushed; a side whose own end has not come yet is still sending: see LINGER_MS.
-      linger(downstream);
-      linger(upstream);
+      linger(downstream, options.linger?.includes('downstream') ?? false);
+      linger(upstream, options.linger?.includes('upstream') ?? false);
     } else {
       downstream.destroy();
       upstream.destroy();

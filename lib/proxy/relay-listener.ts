@@ -340,6 +340,8 @@ export class RelayListener {
       onBytes: (d, n) => events.bytes(d, n),
       ...(tap ? { tap } : {}),
       endUpstream: (_channel, flushed) => endChannelWrites(opened.channel, flushed),
+      // The platform may still be sending when the gateway has answered and closed: no reset over its answer.
+      linger: ['downstream'],
     });
     const stream: ActiveStream = {
       id: this.#nextStream++,

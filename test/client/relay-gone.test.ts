@@ -107,4 +107,20 @@ describe('a relay cut by the proxy while it waited is a relay gone', () => {
     assert.equal(await back, 'again');
     again.socket.destroy();
   });
+
+  it('a held session cut after its GO carried bytes is not dialled again: the target may have them already', async () => {
+    const grant = await tcpGrant();
+    (await dialViaProxy(grant, grant.proxies[0]!, 'tcp', opts)).socket.destroy();
+    const relay = await holdInner(await openRelay(grant, grant.proxies[0]!, opts), 'tcp', opts);
+    const request = Buffer.from('INSERT INTO t VALUES (1);');
+    // GO and the request are written before completeStream's first await; the cut follows at once.
+    const stream = completeStream(relay, 'tcp', { ...opts, firstBytes: () => request });
+    assert.equal(cutAtProxy(), 1);
+    const err = await stream.then(
+      () => assert.fail('a stream opened on a relay the proxy had cut'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ConnectError, String(err));
+    assert.equal(gatewayAnswered(err), true, `not dialled again once bytes went (${err.describe()})`);
+  });
 });

@@ -139,7 +139,7 @@ test('coalesce: a gather never grows past 256 KiB, and backpressure still pauses
 
 test('a side still sending when the splice is done is read and dropped until it ends: its peer gets the answer and an end, not a reset', {
   timeout: 20_000,
-}, async () => {
+}, async (t) => {
   // The far side answers and closes while the client is still sending (an HTTP refusal while the request body
   // is still coming). Destroyed with bytes unread, the local socket would make its kernel answer with a reset,
   // and the client's kernel then drops what it had not read yet: the answer.
@@ -149,10 +149,15 @@ test('a side still sending when the splice is done is read and dropped until it 
   const port = (server.address() as AddressInfo).port;
   const accepted = once(server, 'connection') as Promise<[net.Socket]>;
   const client = net.connect(port, '127.0.0.1');
+  t.after(() => {
+    client.destroy();
+    server.close();
+  });
   const [local] = await accepted;
   const far = new Side();
-  const s = splice(local, far);
-  // The client sends 8 MiB and does not read until it has sent it all: far more than the socket buffers hold.
+  const s = splice(local, far, { linger: ['downstream'] });
+  // The client sends 8 MiB (under LINGER_MAX_BYTES, far more than the sockets buffer) and reads its answer as it
+  // comes: the local socket still has bytes coming when the splice is done.
   let sent = 0;
   const body = Buffer.alloc(64 * 1024, 0x61);
   const pump = () => {
