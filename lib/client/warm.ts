@@ -50,6 +50,7 @@ interface Slot {
   relay: OpenRelay;
   timer: NodeJS.Timeout;
   onClose: () => void;
+  onEnd: () => void;
 }
 
 interface Opening {
@@ -162,17 +163,19 @@ export class WarmRelay {
     relay.outer.once('close', onClose);
     // Half-open, a relay the proxy ended is not closed: it is no use any more (its inner handshake would wait
     // for a gateway that can no longer answer). A held one ends both its sockets itself (dial.ts holdInner).
-    relay.outer.once('end', () => {
+    const onEnd = () => {
       if (this.#slot?.relay === relay) this.#discard();
-    });
+    };
+    relay.outer.once('end', onEnd);
     const timer = setTimeout(() => this.#discard(), this.#o.maxAgeMs ?? DEFAULT_WARM_MAX_AGE_MS);
     timer.unref();
-    this.#slot = { relay, timer, onClose };
+    this.#slot = { relay, timer, onClose, onEnd };
   }
 
   #release(slot: Slot): void {
     clearTimeout(slot.timer);
     slot.relay.outer.off('close', slot.onClose);
+    slot.relay.outer.off('end', slot.onEnd);
     this.#slot = undefined;
   }
 

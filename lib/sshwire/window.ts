@@ -11,15 +11,16 @@
  *  - an idle channel, or one opened and never read, grants what ssh2 grants: nothing more per idle tunnel, and
  *    a reader that is paused from the start receives 2 MiB (+ the 1 MiB ssh2 re-opens), as before;
  *  - a channel stops being topped up as soon as its reader falls behind (splice pauses it, or its buffer
- *    grows), so the window shrinks back to 2 MiB as the bytes already granted arrive;
+ *    grows), so the window shrinks back to 2 MiB as the bytes already granted arrive; it keeps its grown slot
+ *    until what it was granted and holds unread is back within 2 MiB;
  *  - what a receiver can hold for one stream is at most GROWN_WINDOW (a stream that was read at full speed
  *    and then stops), where it was 3 MiB; at most GROWN_PER_CONNECTION channels of a connection hold a grown
  *    window at once, so a tunnel with many streams holds at most 24 MiB more than before, not 6 MiB a stream.
  * The sending side is unchanged: lib/sshwire/pacing.ts still bounds what each channel queues in the socket.
  *
  * Used by the gateway (the receiver of the upload direction), where the wait was measured and the gain shown.
- * Not by the proxy: there the splice pauses the channel at each packet (the platform's TLS socket holds 16
- * KiB), so the window rarely grew, and alternated runs showed no gain for the download (docs/performance.md).
+ * Not by the proxy: there the window grown at its channels showed no gain for the download in alternated runs
+ * (docs/performance.md), also after its platform TLS socket was let hold 1 MiB (relay-listener.ts).
  */
 import type { Duplex } from 'node:stream';
 
@@ -50,6 +51,8 @@ export function growWindowWhileRead(channel: Duplex): void {
   const base = Math.min(state._maxWindow, SSH2_WINDOW);
   const grown = grownOn.get(state._client) ?? new Set<Duplex>();
   grownOn.set(state._client, grown);
+  const held = (): number =>
+    ((channel as unknown as { incoming?: { window?: number } }).incoming?.window ?? 0) + channel.readableLength;
   Object.defineProperty(channel, '_maxWindow', {
     get: () => {
       const reading = channel.readableFlowing === true && channel.readableLength < READ_BEHIND;
@@ -57,7 +60,10 @@ export function growWindowWhileRead(channel: Duplex): void {
         grown.add(channel);
         return GROWN_WINDOW;
       }
-      grown.delete(channel);
+      // Its slot frees only once what it may still receive or holds unread is back within the base: a reader
+      // that stalled after growing holds up to GROWN_WINDOW, and another channel growing meanwhile would add
+      // as much again, however many stall in turn.
+      if (held() <= base) grown.delete(channel);
       return base;
     },
     set: () => undefined,

@@ -131,6 +131,35 @@ describe('SSH window grown while the channel is read', () => {
     }
   });
 
+  it('a channel that grew and stalled keeps its slot while it holds more than ssh2 would have granted', () => {
+    const client = {};
+    const channel = () => {
+      const c = Object.assign(new PassThrough({ highWaterMark: 64 * MiB }), {
+        _maxWindow: 2 * MiB,
+        _client: client,
+        incoming: { window: 2 * MiB },
+      });
+      growWindowWhileRead(c);
+      c.resume();
+      return c;
+    };
+    const max = (c: PassThrough) => (c as unknown as { _maxWindow: number })._maxWindow;
+    const grown = Array.from({ length: GROWN_PER_CONNECTION }, channel);
+    for (const c of grown) assert.equal(max(c), GROWN_WINDOW);
+    // One stalls after growing: its reader paused, 6 MiB unread, 2 MiB more still granted to its sender.
+    const stalled = grown[0]!;
+    stalled.pause();
+    stalled.write(Buffer.alloc(6 * MiB));
+    assert.equal(max(stalled), 2 * MiB, 'no more growth while stalled');
+    const next = channel();
+    assert.equal(max(next), 2 * MiB, 'the stalled channel still holds its slot: no fifth grown window');
+    // Read again: what it holds is back within 2 MiB, its slot frees.
+    stalled.read();
+    stalled.incoming.window = 0;
+    assert.equal(max(stalled), 2 * MiB);
+    assert.equal(max(next), GROWN_WINDOW);
+  });
+
   it('leaves a stream that is not an ssh2 channel alone', () => {
     const s = new PassThrough();
     growWindowWhileRead(s);
