@@ -5,50 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import ssh2 from 'ssh2';
-import { Client, type ClientChannel, Server, type ServerChannel } from '../../lib/sshwire/ssh2.js';
+import type { ServerChannel } from '../../lib/sshwire/ssh2.js';
 import { GROWN_PER_CONNECTION, GROWN_WINDOW, growWindowWhileRead } from '../../lib/sshwire/window.js';
+import { pair } from './pair.js';
 
-const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
 const MiB = 2 ** 20;
-
-/** A server opens one forwarded-tcpip channel to a client: `up` writes (server side), `down` receives. */
-async function pair() {
-  const server = new Server({ hostKeys: [hostKey] }, (conn) => {
-    conn.on('authentication', (ctx) => ctx.accept());
-    conn.on('request', (accept) => {
-      accept?.(1);
-      server.emit('forward', conn);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const client = new Client();
-  const ready = once(client, 'ready');
-  client.connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, username: 'u' });
-  await ready;
-  const forwarded = once(server, 'forward');
-  client.forwardIn('gw', 0, () => {});
-  const [conn] = (await forwarded) as [import('ssh2').Connection];
-  const accepted = new Promise<ClientChannel>((resolve) =>
-    client.once('tcp connection', (_i, accept) => resolve(accept())),
-  );
-  const up = await new Promise<ServerChannel>((resolve, reject) =>
-    conn.forwardOut('gw', 1, '192.0.2.1', 5, (err, ch) => (err ? reject(err) : resolve(ch))),
-  );
-  const down = await accepted;
-  return {
-    up,
-    down,
-    close: () => {
-      client.end();
-      server.close();
-    },
-  };
-}
 
 const window = (ch: unknown) => (ch as { outgoing: { window: number } }).outgoing.window;
 
