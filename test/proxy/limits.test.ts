@@ -15,11 +15,13 @@ const world = new World();
 const outer = () => world.platformOuter({ orgId: 'org-a', gatewayId: 'gw-1', scope: 'instance' });
 const MiB = 1024 * 1024;
 
-describe('backpressure', () => {
+/**
+ * For the enclosing suite: a proxy and one gateway connected to it; `onStream` sees each channel the proxy opens
+ * to the gateway. Read the proxy through the returned getter once the suite's before() has run.
+ */
+function proxyWithGateway(onStream: (ch: ClientChannel) => void): () => ProxyServer {
   let proxy: ProxyServer;
   let gw: TestGateway;
-  let stalled: ClientChannel | undefined;
-
   before(async () => {
     proxy = await startProxy(world, { scope: 'instance' });
     gw = await connectGateway(world, proxy, {
@@ -28,8 +30,7 @@ describe('backpressure', () => {
       scope: 'instance',
       onStream: (ch) => {
         ch.on('error', () => {});
-        ch.pause(); // the gateway stops reading: the SSH window closes
-        stalled = ch;
+        onStream(ch);
       },
     });
   });
@@ -37,8 +38,18 @@ describe('backpressure', () => {
     gw.close();
     await proxy.stop();
   });
+  return () => proxy;
+}
+
+describe('backpressure', () => {
+  let stalled: ClientChannel | undefined;
+  const deployed = proxyWithGateway((ch) => {
+    ch.pause(); // the gateway stops reading: the SSH window closes
+    stalled = ch;
+  });
 
   it('a stalled gateway stalls the platform; the proxy holds a bounded amount', async () => {
+    const proxy = deployed();
     const { status, socket } = await dialProxy(world, proxy, outer());
     assert.ok(status.ok);
     const chunk = Buffer.alloc(64 * 1024, 1);
@@ -80,28 +91,13 @@ describe('backpressure', () => {
 });
 
 describe('backpressure, the download direction', () => {
-  let proxy: ProxyServer;
-  let gw: TestGateway;
   let sending: ClientChannel | undefined;
-
-  before(async () => {
-    proxy = await startProxy(world, { scope: 'instance' });
-    gw = await connectGateway(world, proxy, {
-      orgId: 'org-a',
-      gatewayId: 'gw-1',
-      scope: 'instance',
-      onStream: (ch) => {
-        ch.on('error', () => {});
-        sending = ch;
-      },
-    });
-  });
-  after(async () => {
-    gw.close();
-    await proxy.stop();
+  const deployed = proxyWithGateway((ch) => {
+    sending = ch;
   });
 
   it('a platform that stops reading stalls the gateway; the proxy holds a bounded amount', async () => {
+    const proxy = deployed();
     const { status, socket } = await dialProxy(world, proxy, outer());
     assert.ok(status.ok);
     socket.pause(); // the platform stops reading
