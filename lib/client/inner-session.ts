@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Verdict } from '../errors/codes.js';
-import type { VerifiedPeer } from '../pki/verify.js';
+import { type VerifiedPeer, verifyAgain } from '../pki/verify.js';
 import { GO_BYTE, goAlpnOf, isGoAlpn, type ModeAlpn, modeHasStatus } from '../protocol/relay.js';
 import { ConnectError } from './errors.js';
 import type { ClientGrant } from './grant.js';
@@ -92,8 +92,10 @@ export async function handshakeInner(
       gatewayLeaf = leaf;
       if (ticket && leaf) material.innerSession = { ticket, peerLeaf: leaf };
     });
-    // The same judgement, with the clock of a later moment: a session held ahead is judged again when used.
+    // The same judgement, with the clock of a later moment: a session held ahead is judged again when used, on
+    // the certificate verified now (THE verifier's verifyAgain: a session's certificate cannot change).
     const rejudge = () =>
+      verifyAgain(inner.peer, { anchors: material.gatewayTrust.anchors, now: step.now() }) ??
       verifyPeer(
         socket,
         material.gatewayTrust,

@@ -12,7 +12,7 @@
 import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { type AccessGrant, checkGrant, type GrantMode, type GrantTarget } from '../pki/grant.js';
 import type { TrustAnchors, VerifiedPeer } from '../pki/verify.js';
-import { verifyCertificateChain } from '../pki/verify.js';
+import { verifyAgain, verifyCertificateChain } from '../pki/verify.js';
 import { MODE_ALPNS, type ModeAlpn, modeOfAlpn } from '../protocol/relay.js';
 import type { RevocationSet } from './revocations.js';
 
@@ -58,7 +58,37 @@ export function admitStream(
     isRevoked: (serial) => ctx.revoked.has('certificate', serial),
   });
   if (!verified.ok) return verified;
-  const peer = verified.value;
+  return admitGrant(verified.value, mode as ModeAlpn, ctx, requested);
+}
+
+/**
+ * A stream admitted on this inner session before (held ahead of need until its GO: lib/gateway/inner.ts), judged
+ * again with the clock and the revocations of `ctx`: the same decision as admitStream on the same certificate,
+ * the certificate's part through THE verifier's verifyAgain (validity and revocation of every certificate of the
+ * path; nothing else a session can change), then the same grant checks. Undefined when the anchors are not the
+ * ones it was admitted under (a reload since): admit it in full then (admitStream).
+ */
+export function admitAgain(admitted: Admitted, ctx: AdmissionContext): Verdict<Admitted> | undefined {
+  const verified = verifyAgain(admitted.peer, {
+    anchors: ctx.anchors,
+    now: ctx.now,
+    isRevoked: (serial) => ctx.revoked.has('certificate', serial),
+  });
+  if (!verified) return undefined;
+  if (ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) {
+    return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
+  }
+  if (!verified.ok) return verified;
+  return admitGrant(verified.value, admitted.mode, ctx);
+}
+
+/** The grant a verified inner client certificate carries, held to this org, gateway, target, mode and clock. */
+function admitGrant(
+  peer: VerifiedPeer,
+  mode: ModeAlpn,
+  ctx: AdmissionContext,
+  requested?: GrantTarget,
+): Verdict<Admitted> {
   const grant = peer.grant!;
   const decided = checkGrant(grant, {
     orgId: ctx.orgId,

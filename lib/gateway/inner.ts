@@ -25,7 +25,7 @@ import {
   modeOfAlpn,
   type RelayStatus,
 } from '../protocol/relay.js';
-import { type Admitted, admitChannel, admitStream } from './admission.js';
+import { type AdmissionContext, type Admitted, admitAgain, admitChannel, admitStream } from './admission.js';
 import { type Allowlist, type Resolver, resolveTarget } from './allowlist.js';
 import { type DisclosureContext, refusalStatus } from './disclosure.js';
 import {
@@ -270,7 +270,8 @@ export class InnerServer {
         return serve(admitted);
       }
       // Held until GO: the mode runs (tcp: the target dial) only for a stream the platform asked for, and the
-      // grant is judged again at GO (revocations, validity by the clock then): nothing decided now is used later.
+      // grant is judged again at GO (revocations, validity by the clock then): nothing decided now that can
+      // change is taken for granted later.
       held = true;
       const { grant, mode } = admitted.value;
       heldWho = { actor: grant.actor, grantId: grant.grantId, mode };
@@ -285,7 +286,9 @@ export class InnerServer {
         if (first[0] !== GO_BYTE) {
           return refuse('E_STREAM_CLOSED', `expected go (0x01) first, got 0x${first[0]!.toString(16)}`, heldWho, {});
         }
-        serve(this.#admit(socket, this.#loaded, now()));
+        // Judged again by the clock and revocations of now on what was verified at the handshake (the session's
+        // certificate cannot change); in full when a reload brought other anchors meanwhile.
+        serve(this.#admitAgain(admitted.value, now()) ?? this.#admit(socket, this.#loaded, now()));
       };
       socket.on('readable', onGo);
     });
@@ -354,14 +357,23 @@ export class InnerServer {
 
   /** THE admission decision, on the peer's leaf alone first (lib/pki/tls decideLeafFirst: the same verdict). */
   #admit(socket: tls.TLSSocket, loaded: Loaded, now: Date): Verdict<Admitted> {
-    const ctx = {
+    const ctx = this.#context(loaded, now);
+    return decideLeafFirst(socket, (chain) => admitStream(chain, socket.alpnProtocol, ctx));
+  }
+
+  /** A held session at its GO: undefined when the anchors changed since its admission (then #admit). */
+  #admitAgain(admitted: Admitted, now: Date): Verdict<Admitted> | undefined {
+    return admitAgain(admitted, this.#context(this.#loaded, now));
+  }
+
+  #context(loaded: Loaded, now: Date): AdmissionContext {
+    return {
       orgId: this.#opts.orgId,
       gatewayId: this.#opts.gatewayId,
       anchors: loaded.anchors,
       revoked: this.#opts.revoked,
       now,
     };
-    return decideLeafFirst(socket, (chain) => admitStream(chain, socket.alpnProtocol, ctx));
   }
 }
 

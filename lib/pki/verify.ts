@@ -9,7 +9,7 @@
  * parse and signatures only: every other check runs on every call).
  */
 import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
-import { type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
+import { accept, type ErrorCode, refuse, type Verdict } from '../errors/codes.js';
 import { ipBytes } from './build.js';
 import { DerError } from './der.js';
 import {
@@ -161,7 +161,38 @@ export function verifyCertificateChain(opts: VerifyOptions): Verdict<VerifiedPee
   const verdict = finish(path[0]!, full, opts);
   // Kept only once the whole verdict was ok: an expired, revoked or misused chain never takes a place.
   if (!cached && verdict.ok) rememberPath(key, built);
+  if (verdict.ok) judged.set(verdict.value, { full, anchors, skewSec: opts.skewSec ?? DEFAULT_SKEW_SEC });
   return verdict;
+}
+
+/** What verifyAgain needs of a verdict given here: the path it was given on, the anchors and the skew. */
+interface Judged {
+  full: ParsedCert[];
+  anchors: TrustAnchors;
+  skewSec: number;
+}
+const judged = new WeakMap<VerifiedPeer, Judged>();
+
+/**
+ * A peer this verifier accepted, judged again at a later moment of the same TLS session (an inner session held
+ * ahead of need and used later): what depends on the clock and on the revocations runs again, on the path the
+ * first verdict was built on: every certificate's validity (same skew) and every serial's revocation. The rest
+ * (parse, path, signatures, key strength, critical extensions, CA constraints, the leaf's usage and identity, its
+ * grant or route) depends only on the certificate bytes, the anchors and the expectations, none of which a
+ * session can change: TLS 1.3 has no renegotiation, and the caller judges by the same expectations as the first
+ * time (this takes none). The same verdict as verifyCertificateChain on the same chain at `now`, for a fraction
+ * of the work (no certificate read from the socket, no hashing, no grant decoding).
+ *
+ * Undefined when `peer` is not a verdict of this verifier, or was given under other anchors than these very ones
+ * (a reload since): the caller then verifies the chain in full.
+ */
+export function verifyAgain(
+  peer: VerifiedPeer,
+  again: { anchors: VerifyOptions['anchors']; now: Date; isRevoked?: VerifyOptions['isRevoked'] },
+): Verdict<VerifiedPeer> | undefined {
+  const j = judged.get(peer);
+  if (!j || j.anchors !== again.anchors) return undefined;
+  return checkValidity(j.full, again.now, j.skewSec) ?? checkRevocation(j.full, again.isRevoked) ?? accept(peer);
 }
 
 function isTrustAnchors(a: VerifyOptions['anchors']): a is TrustAnchors {

@@ -6,7 +6,8 @@
  *   - a gateway offered [`<mode>+go`, `<mode>`] picks the held variant; before GO the target sees no connection
  *     (tcp) and nothing is echoed (ping); at GO the mode runs and the bytes after GO are its first bytes;
  *   - the grant is judged again at GO: revoked while held, it is refused then (E_CERT_REVOKED), no target dial,
- *     no stream recorded;
+ *     no stream recorded; so is its certificate (expired by the clock then, its serial revoked), and across a
+ *     reload that changed the client CAs it is judged in full on the new ones (lib/pki/verify.ts verifyAgain);
  *   - a session ended before GO is no refusal, no target connection, no stream record, and stops being pending;
  *   - a session held past the handshake timeout is refused E_TIMEOUT, no target connection;
  *   - a gateway with hold_inner_sessions off (InnerServer holdSessions false, or turned off by reload) offers
@@ -50,6 +51,8 @@ const client = (o: Parameters<World['platformInner']>[0] extends infer P ? Parti
   world.platformInner({ orgId: ORG, gatewayId: GW, target: { host: '127.0.0.1', port: echo.port }, ...o });
 const GO = Buffer.from([0x01]);
 const settle = () => new Promise((r) => setTimeout(r, 200));
+/** Past every certificate's end in this world (the longest lives 30 days). */
+const LATER_MS = 60 * 86400_000;
 
 async function refusedWith(socket: tls.TLSSocket, code: string): Promise<void> {
   const status = await readGatewayStatus(socket);
@@ -162,6 +165,56 @@ describe('inner server: <mode>+go', () => {
       assert.equal(echo.connections(), connections, 'the target saw no connection');
       await settle();
       assert.equal(recordsOf(h, c.grant.grantId).length, 0, 'no stream recorded');
+    });
+
+    it(`${alpn}: judges the certificate again at GO: expired or its serial revoked while held, refused then`, async () => {
+      const connections = echo.connections();
+      const expiring = cred();
+      const socket = await dialInner(world, h.port, expiring, alpn, id);
+      await settle();
+      // The clock passes the certificate's end (and its grant's) while the session is held. The platform is told
+      // its grant expired (the inner certificate is the grant: disclosure.ts); the record keeps the certificate's.
+      const before = h.refusals.length;
+      world.advance(LATER_MS);
+      try {
+        socket.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
+        await refusedWith(socket, 'E_GRANT_EXPIRED');
+      } finally {
+        world.advance(-LATER_MS);
+      }
+      await waitFor(() => h.refusals.length > before, 5000, 'refusal record');
+      assert.equal(h.refusals.at(-1)?.code, 'E_CERT_EXPIRED');
+      const revoking = cred();
+      const other = await dialInner(world, h.port, revoking, alpn, id);
+      await settle();
+      h.revoked.add({ kind: 'certificate', subject: revoking.issued.serialHex });
+      other.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
+      await refusedWith(other, 'E_CERT_REVOKED');
+      assert.equal(echo.connections(), connections, 'the target saw no connection');
+      await settle();
+      assert.equal(recordsOf(h, expiring.grant.grantId).length + recordsOf(h, revoking.grant.grantId).length, 0);
+    });
+
+    it(`${alpn}: held across a reload that changed the client CAs, judged in full on the new ones at GO`, async () => {
+      const r = await startHarness(world, { orgId: ORG, gatewayId: GW, ports: [echo.port] });
+      try {
+        const connections = echo.connections();
+        const socket = await dialInner(world, r.port, cred(), alpn, id);
+        await settle();
+        const server = world.gatewayInnerTls({ orgId: ORG, gatewayId: GW });
+        // Another org's gateway client CA only: this org's inner client certificates chain to nothing now.
+        const otherCa = world.org('org-other').gatewayClient.pem;
+        r.inner.reload({ credentials: { key: server.keyPem, chain: server.certPem, clientCaPems: [otherCa] } });
+        const before = r.refusals.length;
+        socket.write(Buffer.concat([GO, Buffer.from('must not arrive')]));
+        // A certificate not from this org's CAs is told nothing (disclosure.ts): the session just closes.
+        assert.equal(await readGatewayStatus(socket), 'closed');
+        await waitFor(() => r.refusals.length > before, 5000, 'refusal record');
+        assert.equal(r.refusals.at(-1)?.code, 'E_CERT_UNTRUSTED');
+        assert.equal(echo.connections(), connections, 'the target saw no connection');
+      } finally {
+        await r.close();
+      }
     });
 
     it(`${alpn}: a session ended before GO is no refusal, no target connection, no stream`, async () => {

@@ -18,7 +18,7 @@ import {
   issuePlatformOuterClientCert,
   issueProxyServerCert,
 } from '../../lib/pki/profiles.js';
-import { loadTrustAnchors, type VerifyOptions, verifyCertificateChain } from '../../lib/pki/verify.js';
+import { loadTrustAnchors, type VerifyOptions, verifyAgain, verifyCertificateChain } from '../../lib/pki/verify.js';
 import { parseCertificate, toPem } from '../../lib/pki/x509.js';
 import { createIntermediateCa, hierarchy, T0, TD } from './fixtures.js';
 
@@ -327,4 +327,52 @@ test('refuses malformed input', () => {
   // Trailing garbage after a DER cert is not a cert.
   refused(run(Buffer.concat([gwCert.der, Buffer.from([0])])), 'E_CERT_MALFORMED');
   assert.match(toPem(gwCert.der), /^-----BEGIN CERTIFICATE-----\n/);
+});
+
+test('verifyAgain: the verdict verifyCertificateChain gives at a later moment, on the path judged before', () => {
+  const opts = { purpose: 'clientAuth' as const, expectedUri: ACTOR, requireGrant: true };
+  const first = run(inner, opts);
+  assert.ok(first.ok, !first.ok ? first.reason : '');
+  const peer = first.value;
+  const again = (over: { now?: Date; isRevoked?: VerifyOptions['isRevoked']; anchors?: VerifyOptions['anchors'] }) =>
+    verifyAgain(peer, { anchors, now: T0, ...over });
+  // Every moment around the leaf's and the intermediate's ends, with and without the skew: the same verdict.
+  const edges = [inner.notBefore, inner.notAfter, h.inter.notAfter].map((d) => d.getTime());
+  for (const edge of edges) {
+    for (const delta of [-61_000, -60_000, -1, 0, 1, 59_999, 60_000, 60_001, 3_600_000]) {
+      const now = new Date(edge + delta);
+      const full = run(inner, { ...opts, now });
+      const judged = again({ now });
+      assert.ok(judged, 'judged again');
+      assert.equal(judged.ok, full.ok, `at ${now.toISOString()}`);
+      if (!judged.ok && !full.ok) assert.equal(judged.code, full.code);
+      if (judged.ok) assert.equal(judged.value, peer, 'the same peer');
+    }
+  }
+  // Revoked since: the leaf, or the intermediate that signed it.
+  const leafRevoked = again({ isRevoked: (s) => s === inner.serialHex });
+  assert.ok(leafRevoked);
+  refused(leafRevoked, 'E_CERT_REVOKED');
+  const interRevoked = again({ isRevoked: (s) => s === h.inter.serialHex });
+  assert.ok(interRevoked);
+  refused(interRevoked, 'E_CERT_REVOKED');
+  assert.ok(again({ isRevoked: () => false })?.ok);
+});
+
+test('verifyAgain: nothing to judge again under other anchors, or for a peer this verifier did not accept', () => {
+  const first = run(inner, { purpose: 'clientAuth', requireGrant: true });
+  assert.ok(first.ok);
+  // The same CA loaded again is another anchor set object (a reload): verified in full by the caller.
+  assert.equal(verifyAgain(first.value, { anchors: unwrap(loadTrustAnchors(h.root.pem)), now: T0 }), undefined);
+  assert.equal(verifyAgain(first.value, { anchors: h.root.pem, now: T0 }), undefined);
+  assert.equal(verifyAgain({ ...first.value }, { anchors, now: T0 }), undefined, 'a copy is not a verdict');
+  // A verdict given on anchors passed as PEM (loaded inside) has no anchor object to be judged again under.
+  const fromPem = verifyCertificateChain({
+    chain: [inner.der, h.inter.der],
+    anchors: h.root.pem,
+    now: T0,
+    purpose: 'clientAuth',
+  });
+  assert.ok(fromPem.ok);
+  assert.equal(verifyAgain(fromPem.value, { anchors, now: T0 }), undefined);
 });
