@@ -32,7 +32,10 @@ if (dir) {
   const stamp = (k: string, s: net.Socket, n = 0): void => {
     if (out.length > 500_000) return;
     let id = ids.get(s);
-    if (id === undefined) ids.set(s, (id = next++));
+    if (id === undefined) {
+      id = next++;
+      ids.set(s, id);
+    }
     const e: HopEvent = {
       t: Number(process.hrtime.bigint() / 1000n),
       k,
