@@ -6,7 +6,7 @@
  *   - at max_held_sessions the next session is not held: offered [`tcp+go`, `tcp`] it gets the plain mode (a stream
  *     now, as with hold_inner_sessions off), offered only `tcp+go` (a session to hold ahead of need, as
  *     lib/client dial.ts holdInner offers it) its handshake fails: no target dial, no refusal audited, one
- *     limit refusal counted (limit max_held_sessions); a slot given back holds again;
+ *     limit refusal counted (limit max_held_sessions); a slot given back holds again; the bound is live (reload);
  *   - GO, an end before GO, a refusal at GO, a byte other than GO, the handshake timeout and a channel closing
  *     each give a held slot back exactly once: with a session kept held through the others, the count is back to
  *     exactly 1, then 0.
@@ -124,7 +124,17 @@ describe('max_held_sessions', () => {
       const again = await dialInner(world, h.port, client(), [GO_ALPNS.tcp], id);
       assert.equal(again.alpnProtocol, GO_ALPNS.tcp, 'below the bound again: held');
       assert.equal(h.inner.heldSessions, 2);
-      for (const s of [...held, again]) s.destroy();
+
+      // Live (SIGHUP): a lower bound applies to new sessions, the held ones stay; a higher one holds again.
+      h.inner.reload({ maxHeldSessions: 1 });
+      assert.equal(h.inner.settings.maxHeldSessions, 1);
+      await assert.rejects(dialInner(world, h.port, client(), [GO_ALPNS.tcp], id), /no application protocol/);
+      assert.equal(h.inner.heldSessions, 2, 'sessions held already stay held');
+      h.inner.reload({ maxHeldSessions: 3 });
+      const raised = await dialInner(world, h.port, client(), [GO_ALPNS.tcp], id);
+      assert.equal(raised.alpnProtocol, GO_ALPNS.tcp, 'raised: held again');
+      assert.equal(h.inner.heldSessions, 3);
+      for (const s of [...held, again, raised]) s.destroy();
       await waitFor(() => h.inner.heldSessions === 0, 5000, 'the held slots back');
     } finally {
       await h.close();
