@@ -208,8 +208,8 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
  * negotiated `<mode>+go` before (grant-tls.ts innerGo): the mode starts (tcp: nothing reaches the target) only
  * when completeStream writes GO, and the gateway judges the grant again then. Only `<mode>+go` is offered: a
  * gateway that does not hold this session (at its max_held_sessions, or its operator turned held sessions off)
- * fails the handshake before it admits anything, where offered the plain mode too it would start the mode (tcp:
- * a target dial nobody asked for). The relay is then gone and this throws (warm.ts holds none: the next stream
+ * fails the handshake before it admits anything; offered the plain mode too, it would pick that and start the
+ * mode as soon as it completed the handshake (tcp: a target dial nobody asked for). The relay is then gone and this throws (warm.ts holds none: the next stream
  * is dialled in full), and no relay of this grant is held ahead again until a stream negotiates `<mode>+go`.
  */
 export async function holdInner(relay: OpenRelay, mode: ModeAlpn, opts: DialOptions = {}): Promise<OpenRelay> {
