@@ -126,6 +126,7 @@ await globalOptions(yargs(hideBin(process.argv)))
             'handshake_timeout',
             'hold_inner_sessions',
             'max_pending_channels',
+            'max_held_sessions',
             'connect_timeout',
             'revocation_poll',
             'feed_wait',

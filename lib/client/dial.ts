@@ -206,9 +206,11 @@ export async function completeStream(relay: OpenRelay, mode: ModeAlpn, opts: Dia
 /**
  * The inner handshake of a relay opened ahead of need, run ahead too, for a tcp or ping grant whose gateway
  * negotiated `<mode>+go` before (grant-tls.ts innerGo): the mode starts (tcp: nothing reaches the target) only
- * when completeStream writes GO, and the gateway judges the grant again then. When the gateway does not
- * negotiate `<mode>+go` this time (an older gateway after all, or one whose operator turned held sessions off),
- * the relay cannot be held: it is ended and this throws (warm.ts then holds none).
+ * when completeStream writes GO, and the gateway judges the grant again then. Only `<mode>+go` is offered: a
+ * gateway that does not hold this session (at its max_held_sessions, or its operator turned held sessions off)
+ * fails the handshake before it admits anything; offered the plain mode too, it would pick that and start the
+ * mode as soon as it completed the handshake (tcp: a target dial nobody asked for). The relay is then gone and this throws (warm.ts holds none: the next stream
+ * is dialled in full), and no relay of this grant is held ahead again until a stream negotiates `<mode>+go`.
  */
 export async function holdInner(relay: OpenRelay, mode: ModeAlpn, opts: DialOptions = {}): Promise<OpenRelay> {
   const { grant, proxy } = relay;
@@ -231,7 +233,13 @@ export async function holdInner(relay: OpenRelay, mode: ModeAlpn, opts: DialOpti
     relay.outer.destroy();
     throw step.fail('E_TARGET_NOT_ALLOWED', 'local', `mode ${mode} has no held variant: nothing held ahead`);
   }
-  const inner = await handshakeInner(relay.outer, relay.rest, grant, material, mode, step);
+  let inner: InnerStream;
+  try {
+    inner = await handshakeInner(relay.outer, relay.rest, grant, material, mode, step, true);
+  } catch (err) {
+    material.innerGo = false;
+    throw err;
+  }
   if (inner.socket.alpnProtocol !== go) {
     inner.socket.destroy();
     throw step.fail('E_TARGET_NOT_ALLOWED', 'gateway', `the gateway did not negotiate ${go}: nothing held ahead`);

@@ -45,7 +45,11 @@ export interface InnerStream {
   rejudge?: () => Verdict<VerifiedPeer>;
 }
 
-/** Step 3: the inner handshake, the gateway's certificate judged and its ALPN checked; nothing written yet. */
+/**
+ * Step 3: the inner handshake, the gateway's certificate judged and its ALPN checked; nothing written yet. With
+ * `holdOnly` (a session to hold ahead of need: dial.ts holdInner) only `<mode>+go` is offered, so a gateway that
+ * will not hold it (at its max_held_sessions, or holding none) fails the handshake instead of starting the mode.
+ */
 export async function handshakeInner(
   outer: tls.TLSSocket,
   rest: Buffer,
@@ -53,6 +57,7 @@ export async function handshakeInner(
   material: GrantTls,
   mode: ModeAlpn,
   step: InnerStep,
+  holdOnly = false,
 ): Promise<InnerStream> {
   const { timeout, fail } = step;
   // A relay whose end came while it waited (the proxy cut it) carries no handshake: the inner session would wrap a
@@ -66,7 +71,7 @@ export async function handshakeInner(
     socket: outer as Duplex,
     secureContext: material.inner,
     // A new gateway picks `<mode>+go` (its preference), an older one (or one not holding sessions) the mode.
-    ALPNProtocols: go ? [go, mode] : [mode],
+    ALPNProtocols: go ? (holdOnly ? [go] : [go, mode]) : [mode],
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
     ...(offered ? { session: offered.ticket } : {}),

@@ -121,3 +121,16 @@ export function admitChannel(pendingFromProxy: number, maxPending: number, proxy
   }
   return accept(undefined);
 }
+
+/**
+ * A session whose handshake would pick `<mode>+go`, before it is picked: not held (E_LIMIT) when that proxy
+ * already has `maxHeld` sessions held for their GO. Held sessions are authenticated and admitted (no longer
+ * pending), but each is a TLS session and a timer kept for a stream that may never come, so they are bounded
+ * apart; at the bound the platform gets the plain mode, or no session when it offered only `<mode>+go`.
+ */
+export function admitHold(heldFromProxy: number, maxHeld: number, proxyId: string): Verdict<void> {
+  if (heldFromProxy >= maxHeld) {
+    return refuse('E_LIMIT', `proxy ${proxyId} already has ${maxHeld} sessions held for their go`);
+  }
+  return accept(undefined);
+}

@@ -135,6 +135,13 @@ export const gatewayConfigSchema = defineSchema(
         'Channels one proxy may have open here whose inner TLS handshake is not complete; more channel opens are rejected at once (counted in infisical_gateway_limit_refusals_total).',
       validate: intRange(1, 100_000),
     }),
+    max_held_sessions: keys.int({
+      reload: 'live',
+      default: 1024,
+      description:
+        'Inner sessions one proxy may have held here for their go (tcp+go, ping+go: authenticated and admitted, no longer pending); past it a session is not held: a stream gets the plain mode at once, a session offered ahead of need is not opened (the client dials its stream in full). Counted in infisical_gateway_limit_refusals_total. The default holds one session for each of 1024 busy clients per proxy (an infisical-connect holds at most one, for --warm-relay seconds), four times max_pending_channels: a held session is authenticated and lives seconds where a pending one lives milliseconds, but each still keeps a TLS session and a timer.',
+      validate: intRange(1, 1_000_000),
+    }),
     connect_timeout: keys.duration({
       reload: 'live',
       default: 10_000,

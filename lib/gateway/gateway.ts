@@ -8,7 +8,7 @@ import { lookup } from 'node:dns/promises';
 import { FeedFollower, type FeedHealth, type FeedTiming, isSelfRefusal, selfRefusalReason } from '../enrolled/feed.js';
 import { RenewalScheduler, type RenewalWindow } from '../enrolled/renewal.js';
 import { rotationFollower } from '../enrolled/rotation.js';
-import { type ErrorCode, GatewayError, unwrap } from '../errors/codes.js';
+import { GatewayError, unwrap } from '../errors/codes.js';
 import { parseIdentity } from '../pki/identity.js';
 import { loadPrivateKey } from '../pki/keys.js';
 import type { FeedProxyList, RevocationEntry } from '../protocol/api.js';
@@ -18,7 +18,7 @@ import { parseCertificate, parsePublicKey, type SshCertificate } from '../sshcer
 import { type Allowlist, type AllowlistConfig, parseAllowlist, type Resolver } from './allowlist.js';
 import type { BackoffPolicy } from './backoff.js';
 import { renew } from './enroll.js';
-import { InnerServer, type Refusal } from './inner.js';
+import { InnerServer, type LimitRefusal, type Refusal } from './inner.js';
 import type { ModeLimits, UpstreamTls } from './modes.js';
 import { type PoolLog, type PoolStatus, TunnelPool } from './pool.js';
 import { type Revocation, RevocationSet } from './revocations.js';
@@ -39,6 +39,8 @@ export interface GatewaySettings {
   holdInnerSessions?: boolean;
   /** Channels per proxy waiting for their inner handshake (default 256); more are rejected at the open. */
   maxPendingChannels?: number;
+  /** Sessions per proxy held for their GO (default 1024); past it, a session is not held. */
+  maxHeldSessions?: number;
   limits?: Partial<ModeLimits>;
   /** Retry interval of the revocation feed while the CA cannot be reached (and the poll interval without
    * long-polling); 0: never read the feed. */
@@ -63,8 +65,11 @@ export interface GatewayHooks {
   onTunnels?: (status: PoolStatus) => void;
   onStreamEnd?: (record: StreamRecord) => void;
   onRefused?: (refusal: Refusal) => void;
-  /** A channel open rejected by max_pending_channels (not audited: nobody has authenticated yet). */
-  onChannelRefused?: (r: { proxyId: string; code: ErrorCode; reason: string }) => void;
+  /**
+   * A channel open rejected by max_pending_channels, or a session not held by max_held_sessions (not audited:
+   * nobody has authenticated yet).
+   */
+  onChannelRefused?: (r: LimitRefusal) => void;
   /** This gateway learned it is revoked (or its certificate superseded): tunnels are closed already. */
   onRevokedSelf?: (reason: string) => void;
   version?: string;
@@ -113,6 +118,7 @@ export class Gateway {
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
       ...(settings.holdInnerSessions !== undefined ? { holdSessions: settings.holdInnerSessions } : {}),
       ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
+      ...(settings.maxHeldSessions !== undefined ? { maxHeldSessions: settings.maxHeldSessions } : {}),
       ...(hooks.onChannelRefused ? { onChannelRefused: hooks.onChannelRefused } : {}),
       ...(settings.limits ? { limits: settings.limits } : {}),
       ...(settings.upstreamTls ? { upstreamTls: settings.upstreamTls } : {}),
@@ -248,6 +254,7 @@ export class Gateway {
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
       holdSessions: settings.holdInnerSessions ?? true,
       ...(settings.maxPendingChannels !== undefined ? { maxPendingChannels: settings.maxPendingChannels } : {}),
+      ...(settings.maxHeldSessions !== undefined ? { maxHeldSessions: settings.maxHeldSessions } : {}),
       ...(settings.limits ? { limits: settings.limits } : {}),
     });
     const sshChanged = JSON.stringify(state.sshCertificates) !== JSON.stringify(this.#state.sshCertificates);

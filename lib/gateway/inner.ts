@@ -9,6 +9,14 @@
  * A channel is pending from its open until its inner handshake completes; each proxy may hold at most
  * `maxPendingChannels` of them (admitChannel, asked by the tunnel before it accepts a channel), so a flood
  * of channel opens is rejected at the open instead of costing a TLS session and a timer each.
+ *
+ * A session held for its GO (`tcp+go`, `ping+go`) has finished its handshake and been admitted: it is no longer
+ * pending but held, counted apart per proxy and bounded by `maxHeldSessions` (admitHold). Its slot is taken when
+ * the handshake's ALPN selection picks `<mode>+go` (so the bound holds however many handshakes run at once) and
+ * given back once: at GO, or when the session is refused, ends or closes. At the bound the selection does not
+ * pick `<mode>+go`: a platform that offered the plain mode too gets it (a stream dialled now, as with
+ * hold_inner_sessions off), one that offered only `<mode>+go` (lib/client dial.ts holdInner: a session to hold
+ * ahead of need) finds no common mode and its handshake fails before anything is admitted or dialled.
  */
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
@@ -25,7 +33,7 @@ import {
   modeOfAlpn,
   type RelayStatus,
 } from '../protocol/relay.js';
-import { type AdmissionContext, type Admitted, admitAgain, admitChannel, admitStream } from './admission.js';
+import { type AdmissionContext, type Admitted, admitAgain, admitChannel, admitHold, admitStream } from './admission.js';
 import { type Allowlist, type Resolver, resolveTarget } from './allowlist.js';
 import { type DisclosureContext, refusalStatus } from './disclosure.js';
 import {
@@ -76,8 +84,13 @@ export interface InnerServerOptions {
   handshakeTimeoutMs?: number;
   /** Channels per proxy whose inner handshake is not complete yet; more are rejected at the open. */
   maxPendingChannels?: number;
-  /** A channel rejected at the open by maxPendingChannels (counted and logged sampled: never audited). */
-  onChannelRefused?: (r: { proxyId: string; code: ErrorCode; reason: string }) => void;
+  /** Sessions per proxy held for their GO (`tcp+go`, `ping+go`); past it, a session is not held. */
+  maxHeldSessions?: number;
+  /**
+   * A channel rejected at the open by maxPendingChannels, or a session not held by maxHeldSessions (counted and
+   * logged sampled: never audited, nobody has authenticated yet).
+   */
+  onChannelRefused?: (r: LimitRefusal) => void;
   limits?: Partial<ModeLimits>;
   /** TLS to targets in http mode (config http_upstream_tls / http_upstream_ca). */
   upstreamTls?: UpstreamTls;
@@ -86,6 +99,14 @@ export interface InnerServerOptions {
    * default true). Off: only the plain modes are offered, so platforms hold no inner session here.
    */
   holdSessions?: boolean;
+}
+
+/** A channel or a hold refused by a limit, named by its config key. */
+export interface LimitRefusal {
+  limit: 'max_pending_channels' | 'max_held_sessions';
+  proxyId: string;
+  code: ErrorCode;
+  reason: string;
 }
 
 /** Built once per credentials and offered modes (construction, reload) and shared by every channel. */
@@ -100,6 +121,8 @@ interface Loaded {
 const REFUSAL_GRACE_MS = 2000;
 
 export const DEFAULT_MAX_PENDING_CHANNELS = 256;
+/** Config max_held_sessions' default: see its description in config.ts. */
+export const DEFAULT_MAX_HELD_SESSIONS = 1024;
 
 /** How long an inner session ticket is accepted: a grant's default lifetime (its expiry is judged anyway). */
 const INNER_TICKET_LIFETIME_SEC = 300;
@@ -112,10 +135,13 @@ export class InnerServer {
   #allowlist: Allowlist;
   #upstreamTls: UpstreamTls | undefined;
   #maxPendingChannels: number;
+  #maxHeldSessions: number;
   #handshakeTimeoutMs: number;
   readonly #limits: ModeLimits;
   /** Channels whose inner handshake is not complete, per proxy id. */
   readonly #pending = new Map<string, number>();
+  /** Sessions held for their GO (or whose handshake picked `<mode>+go`), per proxy id. */
+  readonly #held = new Map<string, number>();
 
   constructor(opts: InnerServerOptions) {
     this.#opts = opts;
@@ -125,6 +151,7 @@ export class InnerServer {
     this.#allowlist = opts.allowlist;
     this.#upstreamTls = opts.upstreamTls;
     this.#maxPendingChannels = opts.maxPendingChannels ?? DEFAULT_MAX_PENDING_CHANNELS;
+    this.#maxHeldSessions = opts.maxHeldSessions ?? DEFAULT_MAX_HELD_SESSIONS;
     this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     this.#limits = { ...DEFAULT_MODE_LIMITS, ...opts.limits };
   }
@@ -133,12 +160,14 @@ export class InnerServer {
   get settings(): {
     handshakeTimeoutMs: number;
     maxPendingChannels: number;
+    maxHeldSessions: number;
     limits: Readonly<ModeLimits>;
     holdSessions: boolean;
   } {
     return {
       handshakeTimeoutMs: this.#handshakeTimeoutMs,
       maxPendingChannels: this.#maxPendingChannels,
+      maxHeldSessions: this.#maxHeldSessions,
       limits: this.#limits,
       holdSessions: this.#holdSessions,
     };
@@ -146,15 +175,25 @@ export class InnerServer {
 
   /** Channels waiting for their inner handshake now, over every proxy. */
   get pendingChannels(): number {
-    let n = 0;
-    for (const v of this.#pending.values()) n += v;
-    return n;
+    return total(this.#pending);
+  }
+
+  /** Sessions held for their GO now, over every proxy. */
+  get heldSessions(): number {
+    return total(this.#held);
   }
 
   /** May `proxyId` open one more channel now? A refusal is reported (onChannelRefused) and the open rejected. */
   admitChannel(proxyId: string): boolean {
     const verdict = admitChannel(this.#pending.get(proxyId) ?? 0, this.#maxPendingChannels, proxyId);
-    if (!verdict.ok) this.#opts.onChannelRefused?.({ proxyId, code: verdict.code, reason: verdict.reason });
+    if (!verdict.ok) {
+      this.#opts.onChannelRefused?.({
+        limit: 'max_pending_channels',
+        proxyId,
+        code: verdict.code,
+        reason: verdict.reason,
+      });
+    }
     return verdict.ok;
   }
 
@@ -167,6 +206,7 @@ export class InnerServer {
     allowlist?: Allowlist;
     upstreamTls?: UpstreamTls | undefined;
     maxPendingChannels?: number;
+    maxHeldSessions?: number;
     handshakeTimeoutMs?: number;
     limits?: Partial<ModeLimits>;
     holdSessions?: boolean;
@@ -178,6 +218,7 @@ export class InnerServer {
     this.#credentials = credentials;
     this.#holdSessions = holdSessions;
     if (update.maxPendingChannels !== undefined) this.#maxPendingChannels = update.maxPendingChannels;
+    if (update.maxHeldSessions !== undefined) this.#maxHeldSessions = update.maxHeldSessions;
     if (update.handshakeTimeoutMs !== undefined) this.#handshakeTimeoutMs = update.handshakeTimeoutMs;
     // In place: streams already running read the same object, new ones see the new values at once.
     if (update.limits) Object.assign(this.#limits, update.limits);
@@ -189,25 +230,59 @@ export class InnerServer {
   handle(channel: Duplex, meta: { proxyId: string }): void {
     const now = this.#opts.now ?? (() => new Date());
     const loaded = this.#loaded;
+    const { proxyId } = meta;
+    // Pending until the inner handshake completes (or the channel goes); counted per proxy for admitChannel.
+    this.#pending.set(proxyId, (this.#pending.get(proxyId) ?? 0) + 1);
+    let pending = true;
+    const settle = () => {
+      if (!pending) return;
+      pending = false;
+      decrement(this.#pending, proxyId);
+    };
+    // A held slot: taken when the handshake picks `<mode>+go`, given back once (GO, refusal, end, close).
+    let holding = false;
+    const release = () => {
+      if (!holding) return;
+      holding = false;
+      decrement(this.#held, proxyId);
+    };
+    // The bound declined `<mode>+go` and the platform offered no plain mode: its handshake fails, counted as such.
+    let holdRefused = false;
     const socket = new tls.TLSSocket(channel, {
       isServer: true,
       secureContext: loaded.context,
       requestCert: true,
       rejectUnauthorized: false, // THE verifier decides, below
-      ALPNProtocols: [...loaded.alpns],
+      // Our order of preference (loaded.alpns), `<mode>+go` only while this proxy's held sessions are below the bound.
+      ALPNCallback: ({ protocols }) => {
+        release(); // a second ClientHello (after a HelloRetryRequest) is selected for afresh
+        holdRefused = false;
+        for (const alpn of loaded.alpns) {
+          if (!protocols.includes(alpn)) continue;
+          if (!isGoAlpn(alpn)) return alpn;
+          const verdict = admitHold(this.#held.get(proxyId) ?? 0, this.#maxHeldSessions, proxyId);
+          if (verdict.ok) {
+            holding = true;
+            this.#held.set(proxyId, (this.#held.get(proxyId) ?? 0) + 1);
+            return alpn;
+          }
+          if (!holdRefused) {
+            holdRefused = true;
+            this.#opts.onChannelRefused?.({
+              limit: 'max_held_sessions',
+              proxyId,
+              code: verdict.code,
+              reason: verdict.reason,
+            });
+          }
+        }
+        return undefined;
+      },
     });
-    // Pending until the inner handshake completes (or the channel goes); counted per proxy for admitChannel.
-    this.#pending.set(meta.proxyId, (this.#pending.get(meta.proxyId) ?? 0) + 1);
-    let pending = true;
-    const settle = () => {
-      if (!pending) return;
-      pending = false;
-      const n = (this.#pending.get(meta.proxyId) ?? 1) - 1;
-      if (n > 0) this.#pending.set(meta.proxyId, n);
-      else this.#pending.delete(meta.proxyId);
-    };
     socket.once('close', settle);
     channel.once('close', settle);
+    socket.once('close', release);
+    channel.once('close', release);
     let closing = false;
     const cleanup = () => {
       socket.destroy();
@@ -231,10 +306,18 @@ export class InnerServer {
       tellAndClose(told ? refusalStatus(code, reason, told) : undefined, extra.mode);
     };
     socket.on('error', (err) => {
-      if (!secured) refuse(...handshakeRefusal(err));
+      if (secured) return;
+      // Offered only `<mode>+go` at the held bound: a session to hold ahead of need, not opened; no stream was
+      // asked for yet (the platform dials it in full when one is), so nothing is audited (counted above).
+      if (holdRefused && /APPLICATION_PROTOCOL/.test((err as NodeJS.ErrnoException).code ?? '')) {
+        closing = true;
+        return cleanup();
+      }
+      refuse(...handshakeRefusal(err));
     });
     let secured = false;
-    // `tcp+go`, `ping+go`: secured and admitted, waiting for the platform's GO byte (still pending, same timer).
+    // `tcp+go`, `ping+go`: secured and admitted, waiting for the platform's GO byte (held, no longer pending; the
+    // same timer bounds it).
     let held = false;
     const handshakeTimeoutMs = this.#handshakeTimeoutMs;
     const timer = setTimeout(
@@ -258,14 +341,15 @@ export class InnerServer {
     socket.once('end', gaveUp);
     socket.once('secure', () => {
       secured = true;
+      settle();
       if (socket.getProtocol() !== 'TLSv1.3') {
-        settle();
+        release();
         clearTimeout(timer);
         return refuse('E_CERT_WEAK_ALGORITHM', `${socket.getProtocol()} refused`);
       }
       const admitted = this.#admit(socket, loaded, now());
       if (!admitted.ok || !isGoAlpn(socket.alpnProtocol)) {
-        settle();
+        release();
         clearTimeout(timer);
         return serve(admitted);
       }
@@ -280,7 +364,7 @@ export class InnerServer {
         if (first === null) return;
         socket.off('readable', onGo);
         held = false;
-        settle();
+        release();
         clearTimeout(timer);
         socket.pause();
         if (first[0] !== GO_BYTE) {
@@ -375,6 +459,18 @@ export class InnerServer {
       now,
     };
   }
+}
+
+function total(counts: Map<string, number>): number {
+  let n = 0;
+  for (const v of counts.values()) n += v;
+  return n;
+}
+
+function decrement(counts: Map<string, number>, key: string): void {
+  const n = (counts.get(key) ?? 1) - 1;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
 }
 
 /** A failed handshake, as a refusal code: no common mode, too old a protocol, or anything else. */

@@ -58,6 +58,7 @@ export function settingsFrom(config: GatewayConfig): GatewaySettings {
     handshakeTimeoutMs: config.handshake_timeout,
     holdInnerSessions: config.hold_inner_sessions,
     maxPendingChannels: config.max_pending_channels,
+    maxHeldSessions: config.max_held_sessions,
     limits: { connectTimeoutMs: config.connect_timeout },
     revocationPollMs: config.revocation_poll,
     feedWaitSec: Math.round(config.feed_wait / 1000),
@@ -165,7 +166,7 @@ export async function serve(
   const bytes = metrics.counter(`${p}stream_bytes_total`, 'Bytes carried, by direction', ['direction']);
   const limitRefusals = metrics.counter(
     `${p}limit_refusals_total`,
-    'Channel opens refused by an abuse limit, by limit (its config key) and proxy',
+    'Channel opens refused (and sessions not held) by an abuse limit, by limit (its config key) and proxy',
     ['limit', 'proxy'],
   );
   // A flood of channel opens must not become a flood of log lines (nor of audit rows: nobody authenticated).
@@ -192,11 +193,11 @@ export async function serve(
     },
     onRefused: (r) => refusals.inc({ code: r.code }),
     onChannelRefused: (r) => {
-      limitRefusals.inc({ limit: 'max_pending_channels', proxy: r.proxyId });
+      limitRefusals.inc({ limit: r.limit, proxy: r.proxyId });
       warnSampled(
-        `max_pending_channels:${r.proxyId}`,
-        { code: r.code, limit: 'max_pending_channels', proxyId: r.proxyId, reason: r.reason },
-        'channel refused by a limit',
+        `${r.limit}:${r.proxyId}`,
+        { code: r.code, limit: r.limit, proxyId: r.proxyId, reason: r.reason },
+        r.limit === 'max_held_sessions' ? 'session not held: at a limit' : 'channel refused by a limit',
       );
     },
     onRevokedSelf: (reason) => notifier.status(`REVOKED: ${reason}; every tunnel closed; enroll again`),
@@ -206,6 +207,9 @@ export async function serve(
   metrics.gauge(`${p}streams_active`, 'Streams open now', [], (g) => g.set(gateway.registry.size));
   metrics.gauge(`${p}channels_pending`, 'Channels waiting for their inner TLS handshake now', [], (g) =>
     g.set(gateway.inner.pendingChannels),
+  );
+  metrics.gauge(`${p}sessions_held`, 'Inner sessions held for their go (tcp+go, ping+go) now', [], (g) =>
+    g.set(gateway.inner.heldSessions),
   );
   const standing = {
     revoked: () => gateway.revokedReason,
@@ -243,6 +247,7 @@ export async function serve(
         handshake_timeout: inner.handshakeTimeoutMs,
         hold_inner_sessions: inner.holdSessions,
         max_pending_channels: inner.maxPendingChannels,
+        max_held_sessions: inner.maxHeldSessions,
         connect_timeout: inner.limits.connectTimeoutMs,
         revocation_poll: feed?.running ? feed.retryMs : 0,
         feed_wait: (feed?.waitSec ?? feedWaitSec ?? 0) * 1000,

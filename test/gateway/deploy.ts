@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { dialViaProxy } from '../../lib/client/dial.js';
 import { type ClientGrant, type ProxyEndpoint as ClientProxy, obtainGrant } from '../../lib/client/grant.js';
 import { Gateway, type GatewaySettings } from '../../lib/gateway/gateway.js';
-import type { Refusal } from '../../lib/gateway/inner.js';
+import type { LimitRefusal, Refusal } from '../../lib/gateway/inner.js';
 import { type GatewayState, GatewayStore } from '../../lib/gateway/state.js';
 import type { StreamRecord } from '../../lib/gateway/streams.js';
 import type { GrantMode, GrantTarget } from '../../lib/pki/grant.js';
@@ -98,18 +98,20 @@ export function startGateway(
   state: GatewayState,
   s: GatewaySettings,
   now: () => Date = world.now,
-): { gateway: Gateway; records: StreamRecord[]; refusals: Refusal[] } {
+): { gateway: Gateway; records: StreamRecord[]; refusals: Refusal[]; limits: LimitRefusal[] } {
   const records: StreamRecord[] = [];
   const refusals: Refusal[] = [];
+  const limits: LimitRefusal[] = [];
   const gateway = new Gateway(state, s, {
     audit: () => {},
     log: quiet,
     now,
     onStreamEnd: (r) => records.push(r),
     onRefused: (r) => refusals.push(r),
+    onChannelRefused: (r) => limits.push(r),
   });
   gateway.start();
-  return { gateway, records, refusals };
+  return { gateway, records, refusals, limits };
 }
 
 export function clientProxies(proxies: RunningProxy[]): ClientProxy[] {

@@ -8,7 +8,8 @@
  *   - the grant is judged again at GO: revoked while held, it is refused then (E_CERT_REVOKED), no target dial,
  *     no stream recorded; so is its certificate (expired by the clock then, its serial revoked), and across a
  *     reload that changed the client CAs it is judged in full on the new ones (lib/pki/verify.ts verifyAgain);
- *   - a session ended before GO is no refusal, no target connection, no stream record, and stops being pending;
+ *   - a held session is counted held, not pending; GO, an end before GO and the timeout each release its slot;
+ *   - a session ended before GO is no refusal, no target connection, no stream record;
  *   - a session held past the handshake timeout is refused E_TIMEOUT, no target connection;
  *   - a gateway with hold_inner_sessions off (InnerServer holdSessions false, or turned off by reload) offers
  *     the plain modes only: nothing is held, streams run as before.
@@ -73,6 +74,9 @@ function firstBytes(socket: tls.TLSSocket, n: number): Promise<string> {
   });
 }
 
+/** Channels pending and sessions held at a harness now. */
+const counts = (harness: Harness) => ({ pending: harness.inner.pendingChannels, held: harness.inner.heldSessions });
+
 /** A grant for `mode`, its stream records at the harness so far. */
 const recordsOf = (harness: Harness, grantId: string) => harness.records.filter((r) => r.grantId === grantId);
 
@@ -109,13 +113,13 @@ describe('inner server: <mode>+go', () => {
     assert.equal(socket.alpnProtocol, GO_ALPNS.tcp);
     await settle();
     assert.equal(echo.connections(), connections, 'no target connection before GO');
-    assert.equal(h.inner.pendingChannels, 1, 'held: one pending channel');
+    assert.deepEqual(counts(h), { pending: 0, held: 1 }, 'held: one held session, not pending');
     socket.write(Buffer.concat([GO, Buffer.from('hello')]));
     const status = await readGatewayStatus(socket);
     assert.deepEqual(status, { ok: true });
     assert.equal(await firstBytes(socket, 5), 'hello');
     assert.equal(echo.connections(), connections + 1);
-    assert.equal(h.inner.pendingChannels, 0);
+    assert.deepEqual(counts(h), { pending: 0, held: 0 }, 'GO released the held slot');
     socket.end();
     await waitFor(() => recordsOf(h, cred.grant.grantId).length > 0, 5000, 'stream record');
     assert.equal(recordsOf(h, cred.grant.grantId)[0]?.mode, 'tcp', 'audited as mode tcp');
@@ -134,12 +138,12 @@ describe('inner server: <mode>+go', () => {
     await settle();
     socket.off('data', countEarly);
     assert.equal(early, 0, 'no status line and no echo before GO');
-    assert.equal(h.inner.pendingChannels, 1, 'held: one pending channel');
+    assert.deepEqual(counts(h), { pending: 0, held: 1 }, 'held: one held session, not pending');
     assert.equal(recordsOf(h, cred.grant.grantId).length, 0, 'no stream before GO');
     socket.write(Buffer.concat([GO, Buffer.from('probe')]));
     assert.deepEqual(await readGatewayStatus(socket), { ok: true });
     assert.equal(await firstBytes(socket, 5), 'probe', 'the probe sent with GO is echoed');
-    assert.equal(h.inner.pendingChannels, 0);
+    assert.deepEqual(counts(h), { pending: 0, held: 0 }, 'GO released the held slot');
     assert.equal(echo.connections(), connections, 'ping mode dials no target');
     socket.end();
     await waitFor(() => recordsOf(h, cred.grant.grantId).length > 0, 5000, 'stream record');
@@ -223,10 +227,11 @@ describe('inner server: <mode>+go', () => {
       const c = cred();
       const socket = await dialInner(world, h.port, c, alpn, id);
       await settle();
-      assert.equal(h.inner.pendingChannels, 1);
+      assert.deepEqual(counts(h), { pending: 0, held: 1 });
       socket.end();
       await readAll(socket);
-      await waitFor(() => h.inner.pendingChannels === 0, 5000, 'the held session to go');
+      await waitFor(() => h.inner.heldSessions === 0, 5000, 'the held session to go');
+      assert.equal(h.inner.pendingChannels, 0);
       await settle();
       assert.equal(h.refusals.length, before, 'a platform that gave up is no refusal');
       assert.equal(echo.connections(), connections, 'the target saw no connection');
@@ -240,7 +245,8 @@ describe('inner server: <mode>+go', () => {
       await readAll(socket);
       await waitFor(() => slow.refusals.length > before, 5000, 'refusal record');
       assert.equal(slow.refusals.at(-1)?.code, 'E_TIMEOUT');
-      await waitFor(() => slow.inner.pendingChannels === 0, 5000, 'the held session to stop being pending');
+      await waitFor(() => slow.inner.heldSessions === 0, 5000, 'the held session to be released');
+      assert.equal(slow.inner.pendingChannels, 0);
       assert.equal(echo.connections(), connections, 'the target saw no connection');
     });
   }

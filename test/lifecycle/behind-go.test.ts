@@ -18,11 +18,11 @@ import { halfCloseExchange, startReplyTarget } from './transfer.js';
 
 const KiB = 1024;
 const FEED = ['--revocation-poll', '1s'];
-const PENDING = 'infisical_gateway_channels_pending';
+const HELD = 'infisical_gateway_sessions_held';
 
 const opened = (c: ConnectHandle) => c.events().filter((e) => e['event'] === 'opened');
-const pendingIs = (gw: GatewayHandle, n: number, what: string) =>
-  waitFor(async () => (await gw.metric(PENDING)) === n, { timeoutMs: 10_000, what });
+const heldIs = (gw: GatewayHandle, n: number, what: string) =>
+  waitFor(async () => (await gw.metric(HELD)) === n, { timeoutMs: 10_000, what });
 
 test('bytes written while a held session awaits the status line follow GO: byte-exact, sent again on a new grant, half-close whole', async (t) => {
   const reply = await startReplyTarget(256 * KiB);
@@ -42,7 +42,7 @@ test('bytes written while a held session awaits the status line follow GO: byte-
     const c = await d.connect({ args: ['--warm-relay', '8'] });
     assertByteExact(await d.transfer(c, 256 * KiB), 'the first stream, dialled in full');
     for (let i = 0; i < 4; i++) {
-      await pendingIs(gw, 1, 'a held session to wait at the gateway');
+      await heldIs(gw, 1, 'a held session to wait at the gateway');
       assertByteExact(await d.transfer(c, 256 * KiB), `held stream ${i + 1}`);
     }
     const held = opened(c).filter((e) => e['held'] === true);
@@ -59,7 +59,7 @@ test('bytes written while a held session awaits the status line follow GO: byte-
     );
 
     // The grant revoked while a session is held: refused at GO after bytes went behind it, sent again on a new grant.
-    await pendingIs(gw, 1, 'a held session to wait at the gateway');
+    await heldIs(gw, 1, 'a held session to wait at the gateway');
     const grantId = String(c.events().find((e) => e['event'] === 'grant')?.['grantId']);
     const revokedAt = Date.now();
     await d.revoke('grant', grantId);
@@ -83,10 +83,10 @@ test('bytes written while a held session awaits the status line follow GO: byte-
 
     // Request and FIN at once on a held session: the end stays behind the bytes; the whole reply comes back.
     await c.stop();
-    await pendingIs(gw, 0, 'the first connect to end its held session');
+    await heldIs(gw, 0, 'the first connect to end its held session');
     const rc = await d.connect({ target: reply.address, args: ['--warm-relay', '8'] });
     for (let i = 0; i < 3; i++) {
-      if (i > 0) await pendingIs(gw, 1, 'a held session for the request-reply connect');
+      if (i > 0) await heldIs(gw, 1, 'a held session for the request-reply connect');
       const x = await halfCloseExchange({ port: rc.port, requestBytes: 2 * KiB });
       assert.equal(x.error, undefined, x.error);
       assert.equal(x.replySha256, reply.replySha256, `exchange ${i}: the whole reply came back`);

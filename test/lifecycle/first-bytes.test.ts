@@ -78,7 +78,8 @@ test("a connection's first bytes go with the inner handshake: byte-exact, refusa
 
     // The grant revoked while a relay waits: the gateway refuses the stream after its first bytes went (the
     // resumed session is judged at admission), and the stream goes through on a fresh grant, sending them again.
-    await waitFor(async () => (await d.gateways[0]!.metric('infisical_gateway_channels_pending')) === 1, {
+    // Its inner session held (tcp+go learnt on the first stream): a held session, not a pending channel.
+    await waitFor(async () => (await d.gateways[0]!.metric('infisical_gateway_sessions_held')) === 1, {
       what: 'the relay opened ahead to wait at the gateway',
     });
     const grantId = String(c.events().find((e) => e['event'] === 'grant')?.['grantId']);

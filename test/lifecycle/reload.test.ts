@@ -195,6 +195,7 @@ test('SIGHUP applies every live key to the running CA, proxy and gateway, and lo
       handshake_timeout: '7s',
       hold_inner_sessions: 'false',
       max_pending_channels: '33',
+      max_held_sessions: '5',
       connect_timeout: '6s',
       revocation_poll: '2s',
       feed_wait: '5s',

@@ -1,7 +1,7 @@
 /**
  * The relay `infisical-connect` opens ahead of need (lib/client/warm.ts, `--warm-relay`), through real processes:
- *   - after a stream opened, the next relay waits as one pending channel at the gateway, and the next stream
- *     runs on it, byte-exact;
+ *   - after a stream opened, the next relay waits at the gateway (a pending channel, or, its inner session held,
+ *     a held session), and the next stream runs on it, byte-exact;
  *   - the second stream of a grant resumes the grant's inner TLS session (lib/client/grant-tls.ts);
  *   - neither decides anything ahead: with the grant revoked while a relay waits, the gateway refuses the
  *     resumed inner session (E_CERT_REVOKED, hop gateway), and the stream goes through, byte-exact, on a new
@@ -18,6 +18,9 @@ import { assertByteExact, type ConnectHandle, type GatewayHandle, startDeploymen
 
 const FEED = ['--revocation-poll', '1s'];
 const PENDING = 'infisical_gateway_channels_pending';
+const HELD = 'infisical_gateway_sessions_held';
+/** Relays waiting at the gateway: channels in their handshake, and sessions held for their GO. */
+const waiting = async (gw: GatewayHandle) => ((await gw.metric(PENDING)) ?? 0) + ((await gw.metric(HELD)) ?? 0);
 
 const grantIds = (c: ConnectHandle) =>
   c
@@ -53,7 +56,7 @@ async function refusals(gw: GatewayHandle): Promise<number> {
 }
 
 const pendingIs = (gw: GatewayHandle, n: number, what: string) =>
-  waitFor(async () => (await gw.metric(PENDING)) === n, { timeoutMs: 10_000, what });
+  waitFor(async () => (await waiting(gw)) === n, { timeoutMs: 10_000, what });
 
 test('a relay opened ahead and a resumed inner session carry the next stream, are refused once the grant is revoked; an unused relay ends quietly', async (t) => {
   const d = await startDeployment({ proxies: 1, gateways: 1, proxyArgs: FEED, gatewayArgs: FEED });
@@ -63,7 +66,7 @@ test('a relay opened ahead and a resumed inner session carry the next stream, ar
     // Held up to 8 s (the most --warm-relay takes): long enough for the revocation to reach the gateway while it waits.
     const c = await d.connect({ args: ['--warm-relay', '8'] });
     assertByteExact(await d.transfer(c, 256 * 1024), 'the first stream, dialled in full');
-    await pendingIs(gw, 1, 'the relay opened ahead to wait at the gateway as one pending channel');
+    await pendingIs(gw, 1, 'the relay opened ahead to wait at the gateway');
     assertByteExact(await d.transfer(c, 256 * 1024), 'the second stream');
     assert.deepEqual(warmFlags(c), [false, true], 'the second stream ran on the relay opened ahead');
     assert.deepEqual(resumedFlags(c), [false, true], "the second stream resumed the grant's inner session");
@@ -84,7 +87,7 @@ test('a relay opened ahead and a resumed inner session carry the next stream, ar
       },
     );
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(await gw.metric(PENDING), 1, 'the relay for the revoked grant is still waiting');
+    assert.equal(await gw.metric(HELD), 1, 'the relay for the revoked grant is still waiting, held');
     assertByteExact(await d.transfer(c, 256 * 1024), 'the stream after the revocation, on a new grant');
     const dropped = c.events().filter((e) => e['event'] === 'grant-dropped');
     assert.equal(dropped.length, 1, JSON.stringify(dropped));
@@ -109,7 +112,7 @@ test('a relay opened ahead and a resumed inner session carry the next stream, ar
     await c.stop();
     await pendingIs(gw, 0, 'the unused relays to be ended');
     await new Promise((r) => setTimeout(r, 1500));
-    assert.equal(await gw.metric(PENDING), 0, 'an idle connect holds nothing open');
+    assert.equal(await waiting(gw), 0, 'an idle connect holds nothing open');
     assert.equal(await refusals(gw), refusedNow, 'an ended relay is no refusal');
     assert.equal(d.target.connections.length, targetConnections, 'a held session never used made no target connection');
     assertByteExact(await d.transfer(quick, 64 * 1024), 'the next stream, dialled in full');
