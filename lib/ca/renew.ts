@@ -73,7 +73,7 @@ export function authenticatePeer(
     return refuse('E_SUBJECT_REVOKED', `org ${orgId} does not exist or was deleted`);
   }
   let retiredAt: number | undefined;
-  const purpose = who.kind === 'gateway' ? 'gateway-server' : 'proxy-pki-server';
+  const purpose = tlsPurposeOf(who.kind);
   const verified = verifyCertificateChain({
     chain: req.certificate,
     anchors: ctx.keyring.x509Pems(orgId, purpose),
@@ -142,18 +142,25 @@ function subjectStanding(
   return ok(undefined);
 }
 
+/** The CA that signs a component's TLS certificate, by which its signed requests are judged. */
+const tlsPurposeOf = (kind: Peer['kind']) => (kind === 'gateway' ? 'gateway-server' : 'proxy-pki-server');
+
 /**
  * A renewal judged again as the first step of its write transaction, under the writers' lock, on what the store
- * holds now: another CA replica (or the admin CLI) may have revoked the component or its certificate, or renewed
- * it, since the request was authenticated. A concurrent renewal of the same certificate turns this one into a
- * retry when it asks for the same key (a client that timed out and asked again), and refuses it otherwise (a
- * stolen copy renewing beside the real component).
+ * holds now: another CA replica (or the admin CLI) may have revoked the component or its certificate, renewed
+ * it, or completed a rotation that retired the CA of its certificate, since the request was authenticated. A
+ * concurrent renewal of the same certificate turns this one into a retry when it asks for the same key (a client
+ * that timed out and asked again), and refuses it otherwise (a stolen copy renewing beside the real component).
  */
 function judgedAgain(ctx: AuthorityContext, peer: Peer, csrKey: KeyObject): Verdict<'renew' | 'retry'> {
   const subject = subjectStanding(ctx, peer);
   if (!subject.ok) return subject;
   const r = ctx.store.generations.certificateRevocation(peer.orgId, peer.serial);
   if (r && r.revokedBy !== RETIRED_BY) return refuse('E_CERT_REVOKED', `certificate ${peer.serial} was revoked`);
+  // The bundle is signed by the CA of the phase read now; the certificate presented was judged against the CAs
+  // trusted then. A certificate of a CA that a rotation has since retired renews no more than it authenticates.
+  const missed = missedRotation(ctx, peer.serial, peer.orgId, tlsPurposeOf(peer.kind));
+  if (missed) return missed;
   const ref = componentOf(peer);
   const standing = standingOf(ctx, ref, peer.serial, r?.at);
   if (!standing.ok) return standing;

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
+import { advance } from '../../lib/ca/rotation.js';
 import { unwrap } from '../../lib/errors/codes.js';
 import { parseCertificate } from '../../lib/pki/x509.js';
 import { clientKeys, csrFor, type Fixture, newAuthority, newOrg, replicaOf, sharedStore } from './helpers.js';
@@ -297,4 +298,40 @@ test('enrolling an id again replaces the component: the old enrollment is retire
   assert.deepEqual(revokedCerts(f), [...gatewaySerials].sort(), 'the old TLS leaf and both SSH certificates');
   refused(feedRead(f, gateway), 'E_CERT_SUPERSEDED', 'the old host reading the feed');
   refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_CERT_SUPERSEDED', 'the old host renewing');
+});
+
+test("a rotation completed at another replica between a renewal's judgement and its transaction: the certificate of the retired CA is refused E_ROTATION_MISSED", async (t) => {
+  const shared = sharedStore();
+  t.after(shared.cleanup);
+  const sealKey = randomBytes(32);
+  const { f, gateway, proxy } = await enrolled({ db: shared.location, sealKey });
+  const other = replicaOf(f, shared.location, sealKey);
+  // Both rotations at B up to update_servers: the components were away (offline: not waited for), so their
+  // certificates are still of the old CAs, which are trusted until standby.
+  const scopes = [
+    { scope: { orgId: 'acme' }, authority: 'gateway-server' },
+    { scope: { instance: true }, authority: 'proxy-pki-server' },
+  ] as const;
+  for (const { scope, authority } of scopes) {
+    for (const action of ['start', 'next', 'next'] as const) advance(other.ctx, scope, authority, action);
+  }
+  const standby = (i: number) => () => {
+    const { scope, authority } = scopes[i]!;
+    assert.equal(advance(other.ctx, scope, authority, 'next').to, 'standby');
+  };
+  // A renews the gateway (judged: its certificate of a CA trusted in update_servers); B completes the rotation
+  // right before A's transaction. A request a moment later is refused E_ROTATION_MISSED: this one is too.
+  beforeNextTransaction(f, standby(0));
+  let reason = refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_ROTATION_MISSED', 'gateway at A');
+  assert.match(reason, /signed by org:acme:gateway-server, which a rotation of org:acme:gateway-server retired/);
+  beforeNextTransaction(f, standby(1));
+  reason = refused(f.ca.renewProxy(renewal(f, proxy, clientKeys())), 'E_ROTATION_MISSED', 'proxy at A');
+  assert.match(reason, /signed by instance:proxy-pki-server, which a rotation/);
+  refused(f.ca.renewGateway(renewal(f, gateway, clientKeys())), 'E_ROTATION_MISSED', 'the same, judged after');
+  const audit = unwrap(f.ca.audit(f.admin, 0)).entries.filter((e) => e.action.endsWith('.renew'));
+  assert.deepEqual(
+    audit.map((e) => `${e.action}:${e.outcome}:${e.code}`),
+    ['gateway.renew:refused:E_ROTATION_MISSED', 'proxy.renew:refused:E_ROTATION_MISSED'],
+    'nothing issued',
+  );
 });

@@ -4,8 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -13,10 +14,46 @@ const HERE = fileURLToPath(import.meta.url); // build/test/runtime/v8-flags.test
 const MODULE = resolve(HERE, '../../../lib/runtime/v8-flags.js');
 const DAEMONS = resolve(HERE, '../../../daemons');
 
+/**
+ * V8's own flag list with the values the flags hold NOW: `v8.setFlagsFromString('--help')` prints every flag,
+ * its "default:" column being the current value (V8 prints the variable), then exits the process. A read-back
+ * of the flag itself, not a GC timing: the same answer every run.
+ */
+const PRINT_FLAGS = "v8.setFlagsFromString('--help');";
+
+/** The value V8 holds for `name` in the flag list `out`: "--no-concurrent-array-buffer-sweeping", "--x=400". */
+function flagValue(out: string, name: string): string {
+  const m = new RegExp(`^  --${name} \\(.*\\)\\n\\s+type: \\S+\\s+default: (\\S+)$`, 'm').exec(out);
+  assert.ok(m, `--${name} is not in V8's flag list`);
+  return m[1]!;
+}
+
+/**
+ * Runs node with `args`, without NODE_OPTIONS (as the systemd units run it: flags come from the program only),
+ * its stdout a file: V8 prints the flag list (~100 KB) with plain writes, which a pipe that node made
+ * non-blocking would cut short when full.
+ */
+function node(args: string[]): string {
+  const { NODE_OPTIONS: _, ...env } = process.env;
+  const dir = mkdtempSync(join(tmpdir(), 'v8-flags-'));
+  try {
+    const fd = openSync(join(dir, 'stdout'), 'w+');
+    try {
+      execFileSync(process.execPath, args, { env, stdio: ['ignore', fd, 'pipe'] });
+    } finally {
+      closeSync(fd);
+    }
+    return readFileSync(join(dir, 'stdout'), 'utf8');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 test('array buffers are swept within the young-generation GC once the module is loaded', () => {
-  // 32 MiB of buffers dropped, then a minor GC: swept in the pause, none is counted after it. Without the
-  // setting a background task frees them later, and the count right after the GC often still holds them.
+  // 32 MiB of buffers dropped, then a minor GC: swept in the pause, none is counted after it (without the flag a
+  // background task frees them later: counted or not after the pause is a race, so the flag is read back too).
   const script = `
+    import v8 from 'node:v8';
     await import(${JSON.stringify(pathToFileURL(MODULE).href)});
     const after = [];
     for (let round = 0; round < 8; round++) {
@@ -26,12 +63,25 @@ test('array buffers are swept within the young-generation GC once the module is 
       globalThis.gc({ type: 'minor' });
       after.push(process.memoryUsage().arrayBuffers);
     }
-    process.stdout.write(JSON.stringify(after));`;
-  const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
-    encoding: 'utf8',
-  });
-  const after = JSON.parse(out) as number[];
+    process.stdout.write(JSON.stringify(after) + '\\n');
+    ${PRINT_FLAGS}`;
+  const out = node(['--expose-gc', '--input-type=module', '-e', script]);
+  assert.equal(flagValue(out, 'concurrent-array-buffer-sweeping'), '--no-concurrent-array-buffer-sweeping');
+  const after = JSON.parse(out.slice(0, out.indexOf('\n'))) as number[];
   for (const bytes of after) assert.ok(bytes < 4 * 2 ** 20, `still counted after the GC: ${after.join(', ')} bytes`);
+});
+
+test('proxy, gateway and connect run with the flags: read back from V8 in each daemon started through its CLI', () => {
+  // Read at exit, after the daemon's own code ran (here its --help): whatever it imported has set its flags.
+  const readBack = `data:text/javascript,import v8 from 'node:v8'; process.on('exit', () => { ${PRINT_FLAGS} });`;
+  const plain = node(['--import', readBack, '-e', '0']);
+  assert.equal(flagValue(plain, 'concurrent-array-buffer-sweeping'), '--concurrent-array-buffer-sweeping', 'node');
+  assert.equal(flagValue(plain, 'heap-growing-percent'), '--heap-growing-percent=0', "node's own");
+  for (const daemon of ['proxy', 'gateway', 'connect']) {
+    const out = node(['--import', readBack, resolve(DAEMONS, `${daemon}.js`), '--help']);
+    assert.equal(flagValue(out, 'concurrent-array-buffer-sweeping'), '--no-concurrent-array-buffer-sweeping', daemon);
+    assert.match(flagValue(out, 'heap-growing-percent'), /^--heap-growing-percent=[1-9]\d*$/, daemon);
+  }
 });
 
 test('proxy, gateway and connect load the settings first', () => {
