@@ -25,40 +25,52 @@ process.env['BENCH_HOP_TRACE_DIR'] = dir;
 const saved = process.env['NODE_OPTIONS'];
 process.env['NODE_OPTIONS'] = `${saved ?? ''} --import=${new URL('./hop-trace.js', import.meta.url).href}`.trim();
 const d = await startDeployment({ proxies: 1, gateways: 1, logLevel: 'warn' });
-const c = await d.connect();
-if (saved === undefined) delete process.env['NODE_OPTIONS'];
-else process.env['NODE_OPTIONS'] = saved;
+let port = 0;
 
 const one = () =>
   new Promise<void>((resolve, reject) => {
-    const s = net.connect(c.port, '127.0.0.1');
+    const s = net.connect(port, '127.0.0.1');
+    const timer = setTimeout(() => s.destroy(new Error('no echo within 10 s')), 10_000);
     s.setNoDelay(true);
     s.once('connect', () => s.write(Buffer.from([0x2a])));
     s.once('data', () => {
+      clearTimeout(timer);
       s.destroy();
       resolve();
     });
     s.once('error', reject);
+    s.once('close', () => reject(new Error('closed before its echo')));
   });
-for (let i = 0; i < WARMUP + STREAMS; i++) {
-  await one();
-  await new Promise((r) => setTimeout(r, GAP_MS));
+try {
+  port = (await d.connect()).port;
+  if (saved === undefined) delete process.env['NODE_OPTIONS'];
+  else process.env['NODE_OPTIONS'] = saved;
+  for (let i = 0; i < WARMUP + STREAMS; i++) {
+    await one();
+    await new Promise((r) => setTimeout(r, GAP_MS));
+  }
+} finally {
+  // The daemons write their stamps at exit (SIGTERM: a clean exit).
+  await d.close();
 }
-await d.close();
 
 type Stamped = HopEvent & { p: string };
 const events: Stamped[] = [];
-for (const f of readdirSync(dir)) {
+const files = readdirSync(dir);
+for (const p of ['connect-tcp', 'proxy-serve', 'gateway-serve']) {
+  if (!files.some((f) => f.startsWith(`${p}-`))) console.error(`no trace from ${p}: its events are missing below`);
+}
+for (const f of files) {
   if (!/^(connect-tcp|proxy-serve|gateway-serve)-/.test(f)) continue;
   const p = f.split('-')[0]!;
   for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) if (line) events.push({ p, ...JSON.parse(line) });
 }
 events.sort((a, b) => a.t - b.t);
 // The local client's streams are seen from infisical-connect's side: its accept on the listener port.
-const accepts = events.filter((e) => e.p === 'connect' && e.k === 'accept' && e.lp === c.port).slice(WARMUP);
-const streams = accepts.map((a) => {
+const accepts = events.filter((e) => e.p === 'connect' && e.k === 'accept' && e.lp === port).slice(WARMUP);
+const streams = accepts.flatMap((a) => {
   const back = events.find((e) => e.p === 'connect' && e.k === 'w' && e.id === a.id && e.t > a.t);
-  return { t0: a.t, end: back?.t ?? a.t, us: (back?.t ?? a.t) - a.t };
+  return back ? [{ t0: a.t, end: back.t, us: back.t - a.t }] : [];
 });
 const sorted = [...streams].sort((a, b) => a.us - b.us);
 const show = (label: string, s: (typeof streams)[number] | undefined) => {

@@ -99,15 +99,14 @@ export async function handshakeInner(
     });
     // The same judgement, with the clock of a later moment: a session held ahead is judged again when used, on
     // the certificate verified now (THE verifier's verifyAgain: a session's certificate cannot change).
-    const rejudge = () =>
-      verifyAgain(inner.peer, { anchors: material.gatewayTrust.anchors, now: step.now() }) ??
-      verifyPeer(
-        socket,
-        material.gatewayTrust,
-        { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
-        step.now(),
-        offered,
+    const expected = gatewayCert(grant);
+    const rejudge = () => {
+      const now = step.now();
+      return (
+        verifyAgain(inner.peer, { ...expected, anchors: material.gatewayTrust.anchors, now }) ??
+        verifyPeer(socket, material.gatewayTrust, expected, now, offered)
       );
+    };
     return { ...inner, rejudge };
   } catch (err) {
     if (err instanceof ConnectError) GATEWAY_ANSWERED.add(err);
@@ -134,6 +133,11 @@ export function gatewayAnswered(err: unknown): boolean {
   return err instanceof ConnectError && GATEWAY_ANSWERED.has(err);
 }
 
+/** What THE verifier is asked of the gateway's inner certificate, at the handshake and again when used. */
+function gatewayCert(grant: ClientGrant) {
+  return { purpose: 'serverAuth', expectedUri: grant.gatewayUri } as const;
+}
+
 function judgeGateway(
   socket: tls.TLSSocket,
   grant: ClientGrant,
@@ -145,13 +149,7 @@ function judgeGateway(
 ): InnerStream {
   const { now, fail } = step;
   // EXACT identity: a cert of another gateway, or of another org's CA, is refused here.
-  const v = verifyPeer(
-    socket,
-    material.gatewayTrust,
-    { purpose: 'serverAuth', expectedUri: grant.gatewayUri },
-    now(),
-    offered,
-  );
+  const v = verifyPeer(socket, material.gatewayTrust, gatewayCert(grant), now(), offered);
   if (!v.ok) {
     socket.destroy();
     // A resumed session judged on its stored certificate and refused: not offered again (a full handshake sees

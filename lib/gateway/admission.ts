@@ -11,7 +11,7 @@
 
 import { accept, refuse, type Verdict } from '../errors/codes.js';
 import { type AccessGrant, checkGrant, type GrantMode, type GrantTarget } from '../pki/grant.js';
-import type { TrustAnchors, VerifiedPeer } from '../pki/verify.js';
+import type { TrustAnchors, VerifiedPeer, VerifyOptions } from '../pki/verify.js';
 import { verifyAgain, verifyCertificateChain } from '../pki/verify.js';
 import { MODE_ALPNS, type ModeAlpn, modeOfAlpn } from '../protocol/relay.js';
 import type { RevocationSet } from './revocations.js';
@@ -41,45 +41,50 @@ export function admitStream(
   ctx: AdmissionContext,
   requested?: GrantTarget,
 ): Verdict<Admitted> {
-  if (ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) {
-    return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
-  }
+  const gateway = gatewayRevoked(ctx);
+  if (gateway) return gateway;
   // `<mode>+go` is that mode for the grant (lib/protocol/relay.ts modeOfAlpn): it never allows more than it.
   const mode = modeOfAlpn(alpn);
   if (!mode) {
     return refuse('E_TARGET_NOT_ALLOWED', `no mode selected: offer one of ${MODE_ALPNS.join(', ')} by ALPN`);
   }
-  const verified = verifyCertificateChain({
-    chain: [...chain],
+  const verified = verifyCertificateChain({ ...innerClientCert(ctx), chain: [...chain] });
+  if (!verified.ok) return verified;
+  return admitGrant(verified.value, mode, ctx, requested);
+}
+
+/**
+ * A stream admitted on this inner session before (held ahead of need until its GO: lib/gateway/inner.ts), judged
+ * again with the clock and the revocations of `ctx`: the same decision as admitStream on the same certificate
+ * (the same steps in the same order), the certificate's part through THE verifier's verifyAgain (validity and
+ * revocation of every certificate of the path, asked with the same options; nothing else a session can change).
+ * Undefined when the verifier cannot judge it again (other anchors since: a reload that brought other client
+ * CAs): admit it in full then (admitStream).
+ */
+export function admitAgain(admitted: Admitted, ctx: AdmissionContext): Verdict<Admitted> | undefined {
+  const verified = verifyAgain(admitted.peer, innerClientCert(ctx));
+  if (!verified) return undefined;
+  const gateway = gatewayRevoked(ctx);
+  if (gateway) return gateway;
+  if (!verified.ok) return verified;
+  return admitGrant(verified.value, admitted.mode, ctx);
+}
+
+/** The first step of every admission: a revoked gateway admits nothing. */
+function gatewayRevoked(ctx: AdmissionContext): Verdict<never> | undefined {
+  if (!ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) return undefined;
+  return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
+}
+
+/** What THE verifier is asked of an inner client certificate, at its handshake and again at GO. */
+function innerClientCert(ctx: AdmissionContext): Omit<VerifyOptions, 'chain'> {
+  return {
     anchors: ctx.anchors,
     now: ctx.now,
     purpose: 'clientAuth',
     requireGrant: true,
     isRevoked: (serial) => ctx.revoked.has('certificate', serial),
-  });
-  if (!verified.ok) return verified;
-  return admitGrant(verified.value, mode as ModeAlpn, ctx, requested);
-}
-
-/**
- * A stream admitted on this inner session before (held ahead of need until its GO: lib/gateway/inner.ts), judged
- * again with the clock and the revocations of `ctx`: the same decision as admitStream on the same certificate,
- * the certificate's part through THE verifier's verifyAgain (validity and revocation of every certificate of the
- * path; nothing else a session can change), then the same grant checks. Undefined when the anchors are not the
- * ones it was admitted under (a reload since): admit it in full then (admitStream).
- */
-export function admitAgain(admitted: Admitted, ctx: AdmissionContext): Verdict<Admitted> | undefined {
-  const verified = verifyAgain(admitted.peer, {
-    anchors: ctx.anchors,
-    now: ctx.now,
-    isRevoked: (serial) => ctx.revoked.has('certificate', serial),
-  });
-  if (!verified) return undefined;
-  if (ctx.revoked.has('gateway', ctx.gatewayId, ctx.orgId)) {
-    return refuse('E_SUBJECT_REVOKED', `gateway ${ctx.gatewayId} has been revoked`);
-  }
-  if (!verified.ok) return verified;
-  return admitGrant(verified.value, admitted.mode, ctx);
+  };
 }
 
 /** The grant a verified inner client certificate carries, held to this org, gateway, target, mode and clock. */

@@ -139,7 +139,7 @@ export const gatewayConfigSchema = defineSchema(
       reload: 'live',
       default: 1024,
       description:
-        'Inner sessions one proxy may have held here for their go (tcp+go, ping+go: authenticated and admitted, no longer pending); past it a session is not held: a stream gets the plain mode at once, a session offered ahead of need is not opened (the client dials its stream in full). Counted in infisical_gateway_limit_refusals_total. The default holds one session for each of 1024 busy clients per proxy (an infisical-connect holds at most one, for --warm-relay seconds), four times max_pending_channels: a held session is authenticated and lives seconds where a pending one lives milliseconds, but each still keeps a TLS session and a timer.',
+        'Inner sessions one proxy may have held here for their go (tcp+go, ping+go: a slot is taken when the handshake picks tcp+go or ping+go, so it also counts handshakes still under way; once authenticated and admitted a held session is no longer pending); past it a session is not held: a stream gets the plain mode at once, a session offered ahead of need is not opened (the client dials its stream in full). Counted in infisical_gateway_limit_refusals_total. The default holds one session for each of 1024 busy clients per proxy (an infisical-connect holds at most one, for --warm-relay seconds), four times max_pending_channels: a held session is authenticated and lives seconds where a pending one lives milliseconds, but each still keeps a TLS session and a timer.',
       validate: intRange(1, 1_000_000),
     }),
     connect_timeout: keys.duration({

@@ -213,8 +213,11 @@ export class InnerServer {
   }): void {
     const holdSessions = update.holdSessions ?? this.#holdSessions;
     const credentials = update.credentials ?? this.#credentials;
-    // A new context for new credentials or another list of modes; sessions held already keep theirs until GO.
-    if (update.credentials || holdSessions !== this.#holdSessions) this.#loaded = load(credentials, holdSessions);
+    // A new context for new credentials or another list of modes; sessions held already keep theirs until GO
+    // (and are judged in full there: other anchors). The same credentials again (every SIGHUP passes them) keep
+    // the context, so sessions held across a reload that changed nothing of it are judged again cheaply.
+    const changed = update.credentials !== undefined && !sameCredentials(update.credentials, this.#credentials);
+    if (changed || holdSessions !== this.#holdSessions) this.#loaded = load(credentials, holdSessions);
     this.#credentials = credentials;
     this.#holdSessions = holdSessions;
     if (update.maxPendingChannels !== undefined) this.#maxPendingChannels = update.maxPendingChannels;
@@ -246,8 +249,9 @@ export class InnerServer {
       holding = false;
       decrement(this.#held, proxyId);
     };
-    // The bound declined `<mode>+go` and the platform offered no plain mode: its handshake fails, counted as such.
-    let holdRefused = false;
+    // `<mode>+go` declined (at the bound, or not offered with holding off) and the platform offered no plain mode:
+    // its handshake fails, quietly (a session to hold ahead, not a stream).
+    let holdDeclined = false;
     const socket = new tls.TLSSocket(channel, {
       isServer: true,
       secureContext: loaded.context,
@@ -256,7 +260,7 @@ export class InnerServer {
       // Our order of preference (loaded.alpns), `<mode>+go` only while this proxy's held sessions are below the bound.
       ALPNCallback: ({ protocols }) => {
         release(); // a second ClientHello (after a HelloRetryRequest) is selected for afresh
-        holdRefused = false;
+        holdDeclined = false;
         for (const alpn of loaded.alpns) {
           if (!protocols.includes(alpn)) continue;
           if (!isGoAlpn(alpn)) return alpn;
@@ -266,8 +270,8 @@ export class InnerServer {
             this.#held.set(proxyId, (this.#held.get(proxyId) ?? 0) + 1);
             return alpn;
           }
-          if (!holdRefused) {
-            holdRefused = true;
+          if (!holdDeclined) {
+            holdDeclined = true;
             this.#opts.onChannelRefused?.({
               limit: 'max_held_sessions',
               proxyId,
@@ -276,6 +280,10 @@ export class InnerServer {
             });
           }
         }
+        // Offered `<mode>+go` alone where none is offered (hold_inner_sessions off, by config or a reload since
+        // the client last negotiated one): a session to hold ahead of need, declined as at the bound; the client
+        // then holds none and dials its next stream in full.
+        if (!holdDeclined && protocols.length > 0 && protocols.every(isGoAlpn)) holdDeclined = true;
         return undefined;
       },
     });
@@ -307,9 +315,10 @@ export class InnerServer {
     };
     socket.on('error', (err) => {
       if (secured) return;
-      // Offered only `<mode>+go` at the held bound: a session to hold ahead of need, not opened; no stream was
-      // asked for yet (the platform dials it in full when one is), so nothing is audited (counted above).
-      if (holdRefused && /APPLICATION_PROTOCOL/.test((err as NodeJS.ErrnoException).code ?? '')) {
+      // Offered only `<mode>+go` at the held bound (counted above) or with holding off: a session to hold ahead
+      // of need, not opened; no stream was asked for yet (the platform dials it in full when one is), so nothing
+      // is audited.
+      if (holdDeclined && /APPLICATION_PROTOCOL/.test((err as NodeJS.ErrnoException).code ?? '')) {
         closing = true;
         return cleanup();
       }
@@ -471,6 +480,15 @@ function decrement(counts: Map<string, number>, key: string): void {
   const n = (counts.get(key) ?? 1) - 1;
   if (n > 0) counts.set(key, n);
   else counts.delete(key);
+}
+
+function sameCredentials(a: InnerCredentials, b: InnerCredentials): boolean {
+  return (
+    a.key === b.key &&
+    a.chain === b.chain &&
+    a.clientCaPems.length === b.clientCaPems.length &&
+    a.clientCaPems.every((pem, i) => pem === b.clientCaPems[i])
+  );
 }
 
 /** A failed handshake, as a refusal code: no common mode, too old a protocol, or anything else. */

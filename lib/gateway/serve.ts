@@ -208,8 +208,11 @@ export async function serve(
   metrics.gauge(`${p}channels_pending`, 'Channels waiting for their inner TLS handshake now', [], (g) =>
     g.set(gateway.inner.pendingChannels),
   );
-  metrics.gauge(`${p}sessions_held`, 'Inner sessions held for their go (tcp+go, ping+go) now', [], (g) =>
-    g.set(gateway.inner.heldSessions),
+  metrics.gauge(
+    `${p}sessions_held`,
+    'Inner sessions held for their go (tcp+go, ping+go) now, with the handshakes that picked one and are still under way',
+    [],
+    (g) => g.set(gateway.inner.heldSessions),
   );
   const standing = {
     revoked: () => gateway.revokedReason,

@@ -12,7 +12,9 @@
  * the caller checks after) is judged by the verifier on every call, hit or not.
  *
  * Only paths that verified are kept: a refused chain is judged in full each time, and a peer without a
- * certificate from our CAs cannot fill the cache. Bounded, least recently used first out. A module-level
+ * certificate from our CAs cannot fill the cache. Beside it, with each verdict object the path it was given on
+ * (rememberVerdictPath): what lets verify.ts `verifyAgain` judge that verdict again later in the same TLS session
+ * (validity and revocations by then) without reading the certificate again. Bounded, least recently used first out. A module-level
  * singleton on purpose: every listener and dialer of a process shares it through the verifier, and nothing
  * outside lib/pki reaches it except for its counters.
  */
@@ -76,6 +78,22 @@ function trim(): void {
   }
 }
 
+/**
+ * The path a verdict was given on, for verify.ts `verifyAgain` (a verdict judged again later in the same TLS
+ * session): kept with the verdict object itself (a WeakMap: it goes when the verdict goes), not by key, so only
+ * the holder of that very verdict can ask. Nothing is kept while the cache is off (capacity 0): then every
+ * judgement is made in full, as the setup bench's comparison means it.
+ */
+let verdictPaths = new WeakMap<object, unknown>();
+
+export function rememberVerdictPath<J>(verdict: object, judged: J): void {
+  if (capacity > 0) verdictPaths.set(verdict, judged);
+}
+
+export function verdictPath<J>(verdict: object): J | undefined {
+  return capacity > 0 ? (verdictPaths.get(verdict) as J | undefined) : undefined;
+}
+
 /** Sets how many paths are kept (0: none, every chain judged in full); tests and the setup bench's comparison. */
 export function setPathCacheCapacity(n: number): void {
   capacity = Math.max(0, Math.floor(n));
@@ -89,6 +107,7 @@ export function pathCacheStats(): PathCacheStats {
 /** Empties the cache (tests; nothing in the daemons needs it: keys carry the anchor set). */
 export function clearPathCache(): void {
   entries.clear();
+  verdictPaths = new WeakMap();
   hits = 0;
   misses = 0;
 }

@@ -29,7 +29,7 @@ import {
   SIG_ALGS,
   WEAK_SIG_ALGS,
 } from './keys.js';
-import { cachedPath, pathKey, rememberPath } from './path-cache.js';
+import { cachedPath, pathKey, rememberPath, rememberVerdictPath, verdictPath } from './path-cache.js';
 import { certificateInputs, OID, type ParsedCert, parseCertificate } from './x509.js';
 
 export type Purpose = 'serverAuth' | 'clientAuth';
@@ -161,38 +161,80 @@ export function verifyCertificateChain(opts: VerifyOptions): Verdict<VerifiedPee
   const verdict = finish(path[0]!, full, opts);
   // Kept only once the whole verdict was ok: an expired, revoked or misused chain never takes a place.
   if (!cached && verdict.ok) rememberPath(key, built);
-  if (verdict.ok) judged.set(verdict.value, { full, anchors, skewSec: opts.skewSec ?? DEFAULT_SKEW_SEC });
+  if (verdict.ok) {
+    const judged: Judged = { full, anchors, expectations: expectationsOf(opts) };
+    rememberVerdictPath(frozen(verdict.value), judged);
+  }
   return verdict;
 }
 
-/** What verifyAgain needs of a verdict given here: the path it was given on, the anchors and the skew. */
+/** What a verdict depends on besides the bytes and the anchors: a later judgement must ask the same. */
+interface Expectations {
+  purpose: Purpose;
+  expectedUri: string | undefined;
+  expectedHost: string | undefined;
+  requireGrant: boolean;
+  requireRoute: boolean;
+}
+
+function expectationsOf(o: Omit<VerifyOptions, 'chain'>): Expectations {
+  return {
+    purpose: o.purpose,
+    expectedUri: o.expectedUri,
+    expectedHost: o.expectedHost,
+    requireGrant: o.requireGrant === true,
+    requireRoute: o.requireRoute === true,
+  };
+}
+
+/** What verifyAgain needs of a verdict given here (path-cache.ts keeps it with the verdict object). */
 interface Judged {
   full: ParsedCert[];
   anchors: TrustAnchors;
-  skewSec: number;
+  expectations: Expectations;
 }
-const judged = new WeakMap<VerifiedPeer, Judged>();
+
+/** A verdict is read, never changed: frozen, so what is judged again later is what was judged first. */
+function frozen(peer: VerifiedPeer): VerifiedPeer {
+  for (const list of [peer.uris, peer.dns, peer.ips]) Object.freeze(list);
+  if (peer.grant) Object.freeze(Object.freeze(peer.grant).target);
+  if (peer.route) Object.freeze(peer.route);
+  return Object.freeze(peer);
+}
 
 /**
  * A peer this verifier accepted, judged again at a later moment of the same TLS session (an inner session held
- * ahead of need and used later): what depends on the clock and on the revocations runs again, on the path the
- * first verdict was built on: every certificate's validity (same skew) and every serial's revocation. The rest
- * (parse, path, signatures, key strength, critical extensions, CA constraints, the leaf's usage and identity, its
- * grant or route) depends only on the certificate bytes, the anchors and the expectations, none of which a
- * session can change: TLS 1.3 has no renegotiation, and the caller judges by the same expectations as the first
- * time (this takes none). The same verdict as verifyCertificateChain on the same chain at `now`, for a fraction
- * of the work (no certificate read from the socket, no hashing, no grant decoding).
+ * ahead of need and used later), asked with the same options as the first time but the clock and revocations of
+ * now: what depends on those runs again on the path the first verdict was built on (every certificate's validity,
+ * with this call's skew; every serial's revocation, with this call's `isRevoked`). The rest (parse, path,
+ * signatures, key strength, critical extensions, CA constraints, the leaf's usage and identity, its grant or
+ * route) depends only on the certificate bytes, the anchors and the expectations, and a session can change none:
+ * TLS 1.3 has no renegotiation, the anchors must be the very same object, and the expectations (purpose, expected
+ * URI and host, requireGrant, requireRoute) the same values. So the verdict is the one verifyCertificateChain would
+ * give on the same chain with these options, for a fraction of the work (no certificate read from the socket, no
+ * hashing, no grant decoding). The verdict objects are frozen: the one returned is the one judged.
  *
- * Undefined when `peer` is not a verdict of this verifier, or was given under other anchors than these very ones
- * (a reload since): the caller then verifies the chain in full.
+ * Undefined when `peer` is not a verdict of this verifier, was given under other anchors or other expectations,
+ * or the path cache is off: the caller then verifies the chain in full.
  */
-export function verifyAgain(
-  peer: VerifiedPeer,
-  again: { anchors: VerifyOptions['anchors']; now: Date; isRevoked?: VerifyOptions['isRevoked'] },
-): Verdict<VerifiedPeer> | undefined {
-  const j = judged.get(peer);
-  if (!j || j.anchors !== again.anchors) return undefined;
-  return checkValidity(j.full, again.now, j.skewSec) ?? checkRevocation(j.full, again.isRevoked) ?? accept(peer);
+export function verifyAgain(peer: VerifiedPeer, opts: Omit<VerifyOptions, 'chain'>): Verdict<VerifiedPeer> | undefined {
+  const j = verdictPath<Judged>(peer);
+  if (!j || j.anchors !== opts.anchors || !sameExpectations(j.expectations, expectationsOf(opts))) return undefined;
+  return (
+    checkValidity(j.full, opts.now, opts.skewSec ?? DEFAULT_SKEW_SEC) ??
+    checkRevocation(j.full, opts.isRevoked) ??
+    accept(peer)
+  );
+}
+
+function sameExpectations(a: Expectations, b: Expectations): boolean {
+  return (
+    a.purpose === b.purpose &&
+    a.expectedUri === b.expectedUri &&
+    a.expectedHost === b.expectedHost &&
+    a.requireGrant === b.requireGrant &&
+    a.requireRoute === b.requireRoute
+  );
 }
 
 function isTrustAnchors(a: VerifyOptions['anchors']): a is TrustAnchors {

@@ -266,9 +266,20 @@ describe('inner server: hold_inner_sessions off', () => {
     }
   });
 
-  it('a platform offering only a held variant finds no common mode', async () => {
+  it('a platform offering only a held variant (a session to hold ahead) finds no common mode, quietly', async () => {
     const before = plain.refusals.length;
+    const connections = echo.connections();
     await assert.rejects(dialInner(world, plain.port, client(), GO_ALPNS.tcp, id));
+    await waitFor(() => plain.inner.pendingChannels === 0, 5000, 'the channel to go');
+    await settle();
+    // Not a stream (the client dials its next stream in full, offering the plain mode too): nothing audited.
+    assert.equal(plain.refusals.length, before, 'no refusal recorded');
+    assert.equal(echo.connections(), connections, 'the target saw no connection');
+  });
+
+  it('a platform offering a plain mode it has no grant for beside a held variant is still refused and audited', async () => {
+    const before = plain.refusals.length;
+    await assert.rejects(dialInner(world, plain.port, client(), [GO_ALPNS.tcp, 'no-such-mode'], id));
     await waitFor(() => plain.refusals.length > before, 5000, 'refusal record');
     assert.equal(plain.refusals.at(-1)?.code, 'E_TARGET_NOT_ALLOWED');
   });

@@ -55,9 +55,10 @@ test('a chain verified once is found again, with the same verdict', () => {
   assert.deepEqual(second, first);
   // The chain as PEM is the same bytes, so the same entry.
   onHit(() => run({ chain: [gwCert.pem, h.inter.pem] }));
-  // A caller changing what it was given does not change the next caller's answer.
+  // A caller cannot change what it was given (verdicts are frozen), and what it can (a Date's time) does not
+  // change the next caller's answer.
   assert.ok(second.ok);
-  second.value.uris.push('spiffe://evil');
+  assert.throws(() => (second.value.uris as string[]).push('spiffe://evil'), TypeError);
   second.value.notAfter.setTime(0);
   assert.deepEqual(
     onHit(() => run()),

@@ -12,6 +12,7 @@ import {
 } from '../../lib/pki/grant.js';
 import { gatewayUri, identityUri, instanceProxyUri } from '../../lib/pki/identity.js';
 import { generateKeyPairSync, signatureAlgorithmFor } from '../../lib/pki/keys.js';
+import { PATH_CACHE_CAPACITY, setPathCacheCapacity } from '../../lib/pki/path-cache.js';
 import {
   issueGatewayServerCert,
   issuePlatformInnerClientCert,
@@ -334,8 +335,7 @@ test('verifyAgain: the verdict verifyCertificateChain gives at a later moment, o
   const first = run(inner, opts);
   assert.ok(first.ok, !first.ok ? first.reason : '');
   const peer = first.value;
-  const again = (over: { now?: Date; isRevoked?: VerifyOptions['isRevoked']; anchors?: VerifyOptions['anchors'] }) =>
-    verifyAgain(peer, { anchors, now: T0, ...over });
+  const again = (over: Partial<VerifyOptions>) => verifyAgain(peer, { ...opts, anchors, now: T0, ...over });
   // Every moment around the leaf's and the intermediate's ends, with and without the skew: the same verdict.
   const edges = [inner.notBefore, inner.notAfter, h.inter.notAfter].map((d) => d.getTime());
   for (const edge of edges) {
@@ -359,20 +359,40 @@ test('verifyAgain: the verdict verifyCertificateChain gives at a later moment, o
   assert.ok(again({ isRevoked: () => false })?.ok);
 });
 
-test('verifyAgain: nothing to judge again under other anchors, or for a peer this verifier did not accept', () => {
-  const first = run(inner, { purpose: 'clientAuth', requireGrant: true });
+test('verifyAgain: nothing to judge again under other anchors or expectations, for a copy, or with the cache off', () => {
+  const asked = { purpose: 'clientAuth' as const, requireGrant: true };
+  const first = run(inner, asked);
   assert.ok(first.ok);
+  const peer = first.value;
+  assert.ok(verifyAgain(peer, { ...asked, anchors, now: T0 })?.ok, 'the same options: judged again');
   // The same CA loaded again is another anchor set object (a reload): verified in full by the caller.
-  assert.equal(verifyAgain(first.value, { anchors: unwrap(loadTrustAnchors(h.root.pem)), now: T0 }), undefined);
-  assert.equal(verifyAgain(first.value, { anchors: h.root.pem, now: T0 }), undefined);
-  assert.equal(verifyAgain({ ...first.value }, { anchors, now: T0 }), undefined, 'a copy is not a verdict');
-  // A verdict given on anchors passed as PEM (loaded inside) has no anchor object to be judged again under.
-  const fromPem = verifyCertificateChain({
-    chain: [inner.der, h.inter.der],
-    anchors: h.root.pem,
-    now: T0,
-    purpose: 'clientAuth',
+  assert.equal(verifyAgain(peer, { ...asked, anchors: unwrap(loadTrustAnchors(h.root.pem)), now: T0 }), undefined);
+  assert.equal(verifyAgain(peer, { ...asked, anchors: h.root.pem, now: T0 }), undefined);
+  // Other expectations than the first verdict's: a full verification would judge them, so nothing is judged again.
+  for (const other of [
+    { purpose: 'serverAuth' as const, requireGrant: true },
+    { purpose: 'clientAuth' as const },
+    { ...asked, requireRoute: true },
+    { ...asked, expectedUri: ACTOR },
+    { ...asked, expectedHost: 'db.internal' },
+  ]) {
+    assert.equal(verifyAgain(peer, { ...other, anchors, now: T0 }), undefined, JSON.stringify(other));
+  }
+  assert.equal(verifyAgain({ ...peer }, { ...asked, anchors, now: T0 }), undefined, 'a copy is not a verdict');
+  // The verdict judged again is the one given: it cannot be changed in between.
+  assert.ok(Object.isFrozen(peer) && Object.isFrozen(peer.uris) && Object.isFrozen(peer.grant));
+  assert.throws(() => {
+    (peer.uris as string[]).push('spiffe://other');
   });
+  // A verdict given on anchors passed as PEM (loaded inside) has no anchor object to be judged again under.
+  const fromPem = verifyCertificateChain({ chain: [inner.der, h.inter.der], anchors: h.root.pem, now: T0, ...asked });
   assert.ok(fromPem.ok);
-  assert.equal(verifyAgain(fromPem.value, { anchors, now: T0 }), undefined);
+  assert.equal(verifyAgain(fromPem.value, { ...asked, anchors, now: T0 }), undefined);
+  // The path cache off (the setup bench's comparison): every judgement in full, none judged again.
+  setPathCacheCapacity(0);
+  try {
+    assert.equal(verifyAgain(peer, { ...asked, anchors, now: T0 }), undefined);
+  } finally {
+    setPathCacheCapacity(PATH_CACHE_CAPACITY);
+  }
 });
