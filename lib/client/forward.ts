@@ -80,6 +80,10 @@ export interface ForwarderOptions {
 export class LocalForwarder {
   readonly #o: ForwarderOptions;
   readonly #server: net.Server;
+  /**
+   * Every local connection until it closes: one whose stream is done but that still lingers (splice.ts LINGER_MS)
+   * included, so that close() destroys it at once (test/client/linger.test.ts).
+   */
   readonly #live = new Set<net.Socket>();
   #nextId = 1;
   /** Totals for status output. */
