@@ -24,6 +24,20 @@ import { splice } from '../protocol/splice.js';
 import type { GatewayConnector } from './connector.js';
 import type { RelayedStream } from './dial.js';
 import { atHop, ConnectError } from './errors.js';
+import { EARLY_BYTES_MAX } from './inner-session.js';
+
+/**
+ * How far a tcp-mode local connection is read ahead (its readable high-water mark; the writable one follows): the
+ * early bytes that may go before the gateway's status line (EARLY_BYTES_MAX). A socket stops reading once its
+ * buffer reaches the mark, and emits 'readable' for new bytes (what watchLocal follows) only while the buffer is
+ * below it. With Node 20's default (16 KiB) a client whose bytes came in pieces sent 16 KiB and what one read
+ * brought after the next peek before the line (the cap only when the kernel had gathered the rest meanwhile), the
+ * rest a round trip later. The cost: a pending local connection holds less than 128 KiB (the mark plus one read of
+ * at most 64 KiB) where it held less than 80 KiB, 32 MiB at most for maxConnections' 256 (20 MiB); an open
+ * stream's local socket queues up to 64 KiB towards a slow reader before the inner session is paused. Node 22's
+ * default mark is 64 KiB too.
+ */
+const LOCAL_READ_AHEAD = EARLY_BYTES_MAX;
 
 export type ForwardEvent =
   | { type: 'accepted'; id: number; from: string }
@@ -66,6 +80,10 @@ export interface ForwarderOptions {
 export class LocalForwarder {
   readonly #o: ForwarderOptions;
   readonly #server: net.Server;
+  /**
+   * Every local connection until it closes: one whose stream is done but that still lingers (splice.ts LINGER_MS)
+   * included, so that close() destroys it at once (test/client/linger.test.ts).
+   */
   readonly #live = new Set<net.Socket>();
   #nextId = 1;
   /** Totals for status output. */
@@ -73,7 +91,10 @@ export class LocalForwarder {
 
   constructor(o: ForwarderOptions) {
     this.#o = o;
-    this.#server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (local) => this.#serve(local));
+    this.#server = net.createServer(
+      { pauseOnConnect: true, allowHalfOpen: true, ...(o.mode === 'tcp' ? { highWaterMark: LOCAL_READ_AHEAD } : {}) },
+      (local) => this.#serve(local),
+    );
   }
 
   /**
@@ -112,7 +133,7 @@ export class LocalForwarder {
     emit({ type: 'accepted', id, from: `${local.remoteAddress}:${local.remotePort}` });
     const t0 = performance.now();
     const early = this.#o.mode === 'tcp';
-    // Starts reading into the socket's buffer (up to its high-water mark) without consuming: see peekFirst.
+    // Starts reading into the socket's buffer (up to LOCAL_READ_AHEAD) without consuming: see peekFirst.
     if (early) local.read(0);
     const opts = {
       allowHalfOpen: true,

@@ -29,7 +29,8 @@ interface InnerStep {
 /**
  * At most this many of the caller's early bytes go before the gateway's status line (first bytes and those that
  * follow them meanwhile); the rest waits for the line. The gateway holds them unread until the target accepted
- * the connection (lib/gateway/inner.ts), and they stay in the caller's buffer until the stream opened.
+ * the connection (lib/gateway/inner.ts), and they stay in the caller's buffer until the stream opened: forward.ts
+ * reads its local connections this far ahead (LOCAL_READ_AHEAD), so a client that sends more gets to the cap.
  */
 export const EARLY_BYTES_MAX = 64 * 1024;
 

@@ -14,7 +14,8 @@
  * HTTP server refusing a request whose body is still coming) is not destroyed with bytes unread: its kernel
  * would answer them with a reset, and a reset makes the peer's kernel drop what it has not read yet, our last
  * answer included. Such a side (SpliceOptions.linger) is read and dropped (after our end-of-write, already sent)
- * until it ends too, LINGER_MS and LINGER_MAX_BYTES at most, as HTTP servers do ("lingering close").
+ * until it ends too, LINGER_MS and LINGER_MAX_BYTES at most, as HTTP servers do ("lingering close"). It stays
+ * the caller's meanwhile: close() cuts it at once (revocation, shutdown), and `settled` says when it is gone.
  *
  * Each side must be created with allowHalfOpen (net and TLS sockets default to ending their write side when
  * the read side ends).
@@ -61,9 +62,14 @@ export interface Splice {
   readonly bytes: Record<Direction, number>;
   /** Bytes held for this stream now (both sides' unread and unwritten buffers). */
   buffered(): number;
-  /** Ends the stream now (revocation, expiry, drain). */
+  /**
+   * Ends the stream now (revocation, expiry, drain); once it is done, destroys a side that still lingers
+   * (SpliceOptions.linger) instead: a revoked peer's socket must not stay open reading into nothing.
+   */
   close(reason: string): void;
   readonly done: Promise<{ end: SpliceEnd; reason: string }>;
+  /** Resolves once both sides are gone: at `done`, or when the last lingering side closed (LINGER_MS at most). */
+  readonly settled: Promise<void>;
 }
 
 const GATHER_MAX = 256 * 1024;
@@ -115,14 +121,16 @@ export const LINGER_MAX_BYTES = 16 * 1024 * 1024;
 
 /**
  * Destroys `side` once it has ended (read and dropped meanwhile), LINGER_MS and LINGER_MAX_BYTES at most; at once
- * when it ended already or when it may not linger.
+ * when it ended already or when it may not linger. Returns its close while it lingers (a lingering side emits
+ * 'close' when destroyed, as net and TLS sockets do).
  */
-function linger(side: Duplex, may: boolean): void {
-  if (side.destroyed) return;
+function linger(side: Duplex, may: boolean): Promise<void> | undefined {
+  if (side.destroyed) return undefined;
   if (!may || side.readableEnded) {
     side.destroy();
-    return;
+    return undefined;
   }
+  const gone = new Promise<void>((resolve) => side.once('close', () => resolve()));
   const timer = setTimeout(() => side.destroy(), LINGER_MS);
   timer.unref();
   let dropped = 0;
@@ -133,6 +141,7 @@ function linger(side: Duplex, may: boolean): void {
   side.once('end', () => side.destroy());
   side.once('close', () => clearTimeout(timer));
   side.resume();
+  return gone;
 }
 
 export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOptions = {}): Splice {
@@ -141,6 +150,10 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
   let resolveDone!: (v: { end: SpliceEnd; reason: string }) => void;
   const done = new Promise<{ end: SpliceEnd; reason: string }>((r) => {
     resolveDone = r;
+  });
+  let resolveSettled!: () => void;
+  const settled = new Promise<void>((r) => {
+    resolveSettled = r;
   });
   const idle =
     options.idleTimeoutMs === undefined
@@ -154,11 +167,15 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
     clearTimeout(idle);
     if (end === 'done') {
       // Both directions flushed; a side whose own end has not come yet is still sending: see LINGER_MS.
-      linger(downstream, options.linger?.includes('downstream') ?? false);
-      linger(upstream, options.linger?.includes('upstream') ?? false);
+      const lingering = [
+        linger(downstream, options.linger?.includes('downstream') ?? false),
+        linger(upstream, options.linger?.includes('upstream') ?? false),
+      ];
+      void Promise.all(lingering).then(resolveSettled);
     } else {
       downstream.destroy();
       upstream.destroy();
+      resolveSettled();
     }
     resolveDone({ end, reason });
   };
@@ -216,7 +233,12 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
     bytes,
     buffered: () =>
       downstream.readableLength + downstream.writableLength + upstream.readableLength + upstream.writableLength,
-    close: (reason) => finish('closed', reason),
+    close: (reason) => {
+      if (!finished) return finish('closed', reason);
+      downstream.destroy(); // a side destroyed already (done, not lingering) is left as it is
+      upstream.destroy();
+    },
     done,
+    settled,
   };
 }

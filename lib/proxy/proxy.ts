@@ -166,7 +166,11 @@ export class ProxyServer {
         tunnelDown: (t, reason) => {
           // Streams ride on the tunnel's channels; close them now rather than wait for ssh2 to notice.
           // Reset, not ended: the gateway side is gone, the platform must see its stream fail, not complete.
-          this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`, { reset: true });
+          // A stream done already (its platform socket lingering) rides on nothing: left alone.
+          this.relay.closeStreams((s) => s.tunnelId === t.id, `tunnel closed: ${reason}`, {
+            reset: true,
+            lingering: false,
+          });
           this.#log?.info(
             { tunnel: t.id, gateway: t.gateway.uri, replica: t.gateway.replica ?? null, reason },
             'tunnel down',
@@ -271,7 +275,10 @@ export class ProxyServer {
     }
   }
 
-  /** Applies a revocation: future logins and streams are refused; live tunnels and streams it hits close. */
+  /**
+   * Applies a revocation: future logins and streams are refused; live tunnels and streams it hits close, and a
+   * platform socket of a stream it hits that still lingers after the stream was done is destroyed.
+   */
   revoke(entry: Revocation): { tunnels: number; streams: number } {
     this.revocations.add(entry);
     this.#metrics?.revocation(entry.kind);
@@ -332,7 +339,10 @@ export class ProxyServer {
     await closing;
   }
 
-  /** Closes every stream and tunnel now (listeners must be stopped separately or by drain). */
+  /**
+   * Closes every stream and tunnel now, a platform socket still lingering after its stream was done included
+   * (listeners must be stopped separately or by drain).
+   */
   close(): void {
     this.relay.closeStreams(() => true, 'proxy stopping');
     for (const t of this.table.all()) t.handle.close('proxy stopping');

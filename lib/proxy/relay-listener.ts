@@ -110,6 +110,11 @@ export class RelayListener {
   /** Built once per credentials (construction, reload) and shared by every handshake. */
   #context: SecureContext;
   readonly #streams = new Map<number, ActiveStream>();
+  /**
+   * Streams already done whose platform socket still lingers (splice.ts LINGER_MS: the platform's late bytes read
+   * and dropped, not answered with a reset): still ours, so that closeStreams and stop() reach them.
+   */
+  readonly #lingering = new Set<ActiveStream>();
   #nextStream = 1;
   readonly #sockets = new Set<Socket>();
   limits: RelayLimits;
@@ -173,16 +178,25 @@ export class RelayListener {
     return new Promise((resolve) => this.#net.close(() => resolve()));
   }
 
-  /** Closes every stream matching `predicate`; returns how many. */
-  /** Closes the streams `predicate` picks; `reset`: with a TCP reset towards the platform (ActiveStream.reset). */
-  closeStreams(predicate: (s: ActiveStream) => boolean, reason: string, o: { reset?: boolean } = {}): number {
+  /**
+   * Closes the streams `predicate` picks and returns how many were carried; `reset`: with a TCP reset towards the
+   * platform (ActiveStream.reset). Those already done whose platform socket lingers are cut too (a revocation, a
+   * shutdown), unless `lingering` is false (a tunnel that died: a stream done owes it nothing, and a reset would
+   * make the platform drop the answer it has not read yet).
+   */
+  closeStreams(
+    predicate: (s: ActiveStream) => boolean,
+    reason: string,
+    o: { reset?: boolean; lingering?: boolean } = {},
+  ): number {
+    const cut = (s: ActiveStream): void => (o.reset ? s.reset(reason) : s.splice.close(reason));
     let n = 0;
     for (const s of [...this.#streams.values()]) {
       if (!predicate(s)) continue;
-      if (o.reset) s.reset(reason);
-      else s.splice.close(reason);
+      cut(s);
       n++;
     }
+    if (o.lingering !== false) for (const s of [...this.#lingering]) if (predicate(s)) cut(s);
     return n;
   }
 
@@ -372,12 +386,16 @@ export class RelayListener {
       expiry.unref();
     };
     armExpiry();
-    void s.done.then(({ end, reason }) => {
-      clearTimeout(expiry);
-      this.#streams.delete(stream.id);
-      this.#o.table.streamClosed(opened.tunnel.id);
-      events.streamClosed(stream, end, reason);
-    });
+    void s.done
+      .then(({ end, reason }) => {
+        clearTimeout(expiry);
+        this.#streams.delete(stream.id);
+        this.#lingering.add(stream);
+        this.#o.table.streamClosed(opened.tunnel.id);
+        events.streamClosed(stream, end, reason);
+        return s.settled;
+      })
+      .then(() => this.#lingering.delete(stream));
   }
 }
 

@@ -174,10 +174,21 @@ export async function startRelay(o: {
   });
 }
 
+/** What a gateway with `lineAfter` read on one connection. */
+export interface EarlyRead {
+  grantId: string;
+  /** Bytes read before its status line was written. */
+  beforeLine: number;
+  /** Everything read, in order. */
+  received: Buffer[];
+}
+
 /**
  * A gateway inner-TLS server: grant required; `tcp` and `ping` echo. In tcp, ping and health it writes the
  * gateway's status line first (lib/protocol/relay.ts): `respond` picks it per grant (default ok), 'close'
- * for a refusal without a word, or 'silent' for a gateway that never writes its line.
+ * for a refusal without a word, or 'silent' for a gateway that never writes its line. With `lineAfter` the line
+ * is late (a slow target dial): written once `bytes` came from the client (or `ms` passed), what came before it
+ * recorded in `early` and then echoed (ok) or dropped (a refusal).
  */
 export async function startGateway(o: {
   world: World;
@@ -185,6 +196,8 @@ export async function startGateway(o: {
   gatewayId: string;
   credentials?: TlsCredentials;
   respond?: (grant: AccessGrant) => RelayStatus | 'close' | 'silent';
+  lineAfter?: { bytes: number; ms: number };
+  early?: EarlyRead[];
 }): Promise<Listening> {
   const creds = o.credentials ?? o.world.gatewayInnerTls({ orgId: o.orgId, gatewayId: o.gatewayId });
   const anchors = [o.world.org(o.orgId).gatewayClient.pem];
@@ -198,6 +211,7 @@ export async function startGateway(o: {
     if (status === 'close') return socket.destroy();
     if (status === 'silent') return;
     const withLine = modeHasStatus(String(socket.alpnProtocol));
+    if (o.lineAfter && withLine) return lateLine(socket, status, o.lineAfter, peer.grant!.grantId, o.early);
     if (!status.ok) {
       if (withLine) socket.end(encodeStatus(status));
       else socket.destroy();
@@ -208,6 +222,44 @@ export async function startGateway(o: {
   });
   const port = await listen(server);
   return tracked(server, port, { connections: 0 });
+}
+
+/** The gateway's status line once `after.bytes` came (or `after.ms` passed); see startGateway's `lineAfter`. */
+function lateLine(
+  socket: tls.TLSSocket,
+  status: RelayStatus,
+  after: { bytes: number; ms: number },
+  grantId: string,
+  early: EarlyRead[] = [],
+): void {
+  const read: EarlyRead = { grantId, beforeLine: 0, received: [] };
+  early.push(read);
+  let answered = false;
+  const answer = (): void => {
+    if (answered || socket.destroyed) return;
+    answered = true;
+    clearTimeout(timer);
+    if (!status.ok) {
+      socket.end(encodeStatus(status));
+      socket.resume(); // the bytes that came with the request are dropped with the refusal
+      return;
+    }
+    socket.write(encodeStatus(status));
+    for (const chunk of read.received) socket.write(chunk);
+  };
+  const timer = setTimeout(answer, after.ms);
+  socket.on('data', (chunk: Buffer) => {
+    read.received.push(chunk);
+    if (!answered) {
+      read.beforeLine += chunk.length;
+      if (read.beforeLine >= after.bytes) answer();
+    } else if (status.ok) socket.write(chunk);
+  });
+  socket.on('end', () => {
+    answer();
+    socket.end();
+  });
+  socket.on('close', () => clearTimeout(timer));
 }
 
 /** An intermediate CA under `parent` (its `pem` is the intermediate only: peers send it after their leaf). */

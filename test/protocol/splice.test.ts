@@ -185,3 +185,50 @@ test('a side still sending when the splice is done is read and dropped until it 
   assert.equal(error, undefined, `the client saw ${error?.message}`);
   assert.match(Buffer.concat(got).toString(), /^HTTP\/1\.1 403 Forbidden\r\n/);
 });
+
+test("a lingering side stays the caller's: close() after done destroys it at once, and `settled` follows its close", {
+  timeout: 20_000,
+}, async (t) => {
+  const server = net.createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  client.on('error', () => {});
+  t.after(() => {
+    client.destroy();
+    server.close();
+  });
+  const [local] = await accepted;
+  const far = new Side();
+  const s = splice(local, far, { linger: ['downstream'] });
+  let settled = false;
+  void s.settled.then(() => {
+    settled = true;
+  });
+  client.write('request, its body still coming');
+  client.resume();
+  far.push('refused');
+  far.push(null);
+  await tick();
+  far.destroy();
+  assert.equal((await s.done).end, 'done');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(local.destroyed, false, 'the local side lingers: the client has not ended');
+  assert.equal(settled, false, 'not settled while a side lingers');
+  s.close('revoked');
+  assert.equal(local.destroyed, true, 'close() after done destroys the lingering side at once');
+  await s.settled;
+});
+
+test('settled resolves with done when no side lingers', async () => {
+  const client = new Side();
+  const target = new Side();
+  const s = splice(client, target, { linger: ['downstream'] });
+  client.push(null);
+  target.push(null);
+  assert.equal((await s.done).end, 'done');
+  await s.settled;
+  assert.ok(client.destroyed && target.destroyed);
+});

@@ -127,9 +127,17 @@ export async function dialProxy(
   world: World,
   proxy: ProxyServer,
   outer: TlsCredentials,
-  o: { alpn?: string[] | null; scope?: Scope; orgId?: string; onSession?: (session: Buffer) => void } = {},
+  o: {
+    alpn?: string[] | null;
+    scope?: Scope;
+    orgId?: string;
+    onSession?: (session: Buffer) => void;
+    /** Keep the write side open after the proxy's end (a platform still sending after the answer). */
+    allowHalfOpen?: boolean;
+  } = {},
 ): Promise<Dialled> {
   const socket = tls.connect({
+    ...(o.allowHalfOpen ? { allowHalfOpen: true } : {}),
     host: '127.0.0.1',
     port: proxy.tlsPort,
     key: outer.keyPem,
