@@ -103,14 +103,21 @@ async function sink() {
   };
 }
 
-/** Writes CHUNK into `s` whenever it drains, until `stopped()`. */
+/**
+ * Writes CHUNK into `s` whenever it drains, until `stopped()`. After a drain the writes resume on the next turn of
+ * the event loop, not inside the drain: on loopback a write often completes at once, and its completion (a
+ * nextTick) emits the next drain, so 1,000 writers resuming inside their drains chained write after write for
+ * seconds without letting the loop reach its timers or the proxy's and gateway's sockets (profiled: 1.4 s of the
+ * process in this cascade while its 5 ms timer ran 1.66 s late, and the window after it moved a fifth of the
+ * bytes). A platform is its own process (infisical-connect): its writes never hold the proxy's or gateway's loop.
+ */
 function pump(s: Duplex, stopped: () => boolean): void {
   s.on('error', () => {});
   const go = (): void => {
     while (!stopped()) {
       if (TRACE) add(hops.platform, s, CHUNK.length);
       if (!s.write(CHUNK)) {
-        s.once('drain', go);
+        s.once('drain', () => setImmediate(go));
         return;
       }
     }
