@@ -22,21 +22,20 @@ import type { StreamRecord } from '../../lib/gateway/streams.js';
 import { GO_ALPNS } from '../../lib/protocol/relay.js';
 import {
   clientProxies,
+  type EchoPair,
   GW,
-  gatewayState,
   ORG,
   platformGrant,
   type RunningProxy,
-  settings,
-  startGateway,
-  startRealProxy,
+  startEchoPair,
 } from '../gateway/deploy.js';
-import { echoServer, waitFor } from '../gateway/harness.js';
+import { waitFor } from '../gateway/harness.js';
 import { World } from '../helpers/world.js';
 import { FakeGrantSource } from './fixtures.js';
 
 const world = new World();
-let echo: Awaited<ReturnType<typeof echoServer>>;
+let pair: EchoPair;
+let echo: EchoPair['echo'];
 let proxy: RunningProxy;
 let gateway: Gateway;
 let refusals: Refusal[];
@@ -46,20 +45,10 @@ const opts = { stepTimeoutMs: 5000 };
 const settle = () => new Promise((r) => setTimeout(r, 200));
 
 before(async () => {
-  echo = await echoServer();
-  proxy = await startRealProxy(world, 'p1');
-  ({ gateway, refusals, limits, records } = startGateway(
-    world,
-    gatewayState(world, [proxy]),
-    settings([echo.port], { maxHeldSessions: 1 }),
-  ));
-  await gateway.pool.whenUp(10_000);
+  pair = await startEchoPair(world, { maxHeldSessions: 1 });
+  ({ echo, proxy, gateway, refusals, limits, records } = pair);
 });
-after(async () => {
-  await gateway?.close();
-  await proxy?.server.stop();
-  await echo?.close();
-});
+after(() => pair?.close());
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

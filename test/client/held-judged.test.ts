@@ -12,42 +12,23 @@ import { completeStream, dialViaProxy, holdInner, openRelay } from '../../lib/cl
 import { ConnectError } from '../../lib/client/errors.js';
 import type { ClientGrant } from '../../lib/client/grant.js';
 import { gatewayAnswered } from '../../lib/client/inner-session.js';
-import type { Gateway } from '../../lib/gateway/gateway.js';
-import {
-  GW,
-  gatewayState,
-  platformGrant,
-  type RunningProxy,
-  settings,
-  startGateway,
-  startRealProxy,
-} from '../gateway/deploy.js';
-import { echoServer } from '../gateway/harness.js';
+import { type EchoPair, startEchoPair } from '../gateway/deploy.js';
 import { World } from '../helpers/world.js';
 
 const world = new World();
-let echo: Awaited<ReturnType<typeof echoServer>>;
-let proxy: RunningProxy;
-let gateway: Gateway;
+let pair: EchoPair;
 const opts = { stepTimeoutMs: 5000, allowHalfOpen: true };
 /** Past every certificate's end in this world (the longest lives 30 days). */
 const LATER_MS = 60 * 86400_000;
 
 before(async () => {
-  echo = await echoServer();
-  proxy = await startRealProxy(world, 'p1');
-  ({ gateway } = startGateway(world, gatewayState(world, [proxy]), settings([echo.port])));
-  await gateway.pool.whenUp(10_000);
+  pair = await startEchoPair(world);
 });
-after(async () => {
-  await gateway?.close();
-  await proxy?.server.stop();
-  await echo?.close();
-});
+after(() => pair?.close());
 
 /** A tcp grant whose gateway has negotiated tcp+go once (so the next relay's inner session can be held). */
 async function learntGrant(): Promise<ClientGrant> {
-  const grant = await platformGrant(world, [proxy], { host: '127.0.0.1', port: echo.port }, 'tcp', GW);
+  const grant = await pair.grant();
   (await dialViaProxy(grant, grant.proxies[0]!, 'tcp', opts)).socket.destroy();
   return grant;
 }
@@ -62,7 +43,7 @@ describe('a held inner session is judged again when used', () => {
     const clocked = { ...opts, now: () => new Date(Date.now() + offset) };
     const relay = await holdInner(await openRelay(grant, grant.proxies[0]!, clocked), 'tcp', clocked);
     assert.ok(relay.held, 'held');
-    const connections = echo.connections();
+    const connections = pair.echo.connections();
     offset = LATER_MS;
     const err = await completeStream(relay, 'tcp', clocked).then(
       () => assert.fail('a stream opened on a gateway certificate past its end'),
@@ -73,7 +54,7 @@ describe('a held inner session is judged again when used', () => {
     assert.equal(err.hop, 'gateway');
     assert.equal(gatewayAnswered(err), true, 'the answer about this gateway: not dialled again as a relay gone');
     await new Promise((r) => setTimeout(r, 200));
-    assert.equal(echo.connections(), connections, 'no GO went: the target saw no connection');
+    assert.equal(pair.echo.connections(), connections, 'no GO went: the target saw no connection');
   });
 
   it('by the clock of now: the same held session carries the stream, every byte back', async () => {

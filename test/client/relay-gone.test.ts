@@ -13,40 +13,21 @@ import { completeStream, dialViaProxy, holdInner, openRelay } from '../../lib/cl
 import { ConnectError } from '../../lib/client/errors.js';
 import type { ClientGrant } from '../../lib/client/grant.js';
 import { gatewayAnswered } from '../../lib/client/inner-session.js';
-import type { Gateway } from '../../lib/gateway/gateway.js';
-import {
-  GW,
-  gatewayState,
-  platformGrant,
-  type RunningProxy,
-  settings,
-  startGateway,
-  startRealProxy,
-} from '../gateway/deploy.js';
-import { echoServer } from '../gateway/harness.js';
+import { type EchoPair, startEchoPair } from '../gateway/deploy.js';
 import { World } from '../helpers/world.js';
 
 const world = new World();
-let echo: Awaited<ReturnType<typeof echoServer>>;
-let proxy: RunningProxy;
-let gateway: Gateway;
+let pair: EchoPair;
 /** The step bound of these dials: a relay gone must be seen well before it. */
 const STEP_MS = 4000;
 const opts = { stepTimeoutMs: STEP_MS, allowHalfOpen: true };
 
 before(async () => {
-  echo = await echoServer();
-  proxy = await startRealProxy(world, 'p1');
-  ({ gateway } = startGateway(world, gatewayState(world, [proxy]), settings([echo.port])));
-  await gateway.pool.whenUp(10_000);
+  pair = await startEchoPair(world);
 });
-after(async () => {
-  await gateway?.close();
-  await proxy?.server.stop();
-  await echo?.close();
-});
+after(() => pair?.close());
 
-const cutAtProxy = (): number => proxy.server.relay.closeStreams(() => true, 'cut for the test');
+const cutAtProxy = (): number => pair.proxy.server.relay.closeStreams(() => true, 'cut for the test');
 
 async function goneAtOnce(p: Promise<unknown>): Promise<void> {
   const t0 = performance.now();
@@ -63,7 +44,7 @@ async function goneAtOnce(p: Promise<unknown>): Promise<void> {
 }
 
 async function tcpGrant(): Promise<ClientGrant> {
-  return platformGrant(world, [proxy], { host: '127.0.0.1', port: echo.port }, 'tcp', GW);
+  return pair.grant();
 }
 
 describe('a relay cut by the proxy while it waited is a relay gone', () => {

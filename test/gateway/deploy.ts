@@ -21,6 +21,7 @@ import { FakeGrantSource } from '../client/fixtures.js';
 import { freePort } from '../helpers/openssh.js';
 import type { World } from '../helpers/world.js';
 import { proxyCredentials } from '../proxy/harness.js';
+import { echoServer } from './harness.js';
 
 export const ORG = 'org-a';
 export const GW = 'gw-e2e';
@@ -112,6 +113,38 @@ export function startGateway(
   });
   gateway.start();
   return { gateway, records, refusals, limits };
+}
+
+/** One real proxy and one gateway with its tunnel up, in front of an echo target: what most e2e files start. */
+export interface EchoPair {
+  echo: Awaited<ReturnType<typeof echoServer>>;
+  proxy: RunningProxy;
+  gateway: Gateway;
+  records: StreamRecord[];
+  refusals: Refusal[];
+  limits: LimitRefusal[];
+  /** A tcp grant to the echo target through this gateway (one proxy). */
+  grant(mode?: GrantMode): Promise<ClientGrant>;
+  close(): Promise<void>;
+}
+
+/** Starts an EchoPair (`over`: gateway settings beside the echo port's allowlist); close() stops all three. */
+export async function startEchoPair(world: World, over: Partial<GatewaySettings> = {}): Promise<EchoPair> {
+  const echo = await echoServer();
+  const proxy = await startRealProxy(world, 'p1');
+  const started = startGateway(world, gatewayState(world, [proxy]), settings([echo.port], over));
+  await started.gateway.pool.whenUp(10_000);
+  return {
+    echo,
+    proxy,
+    ...started,
+    grant: (mode = 'tcp') => platformGrant(world, [proxy], { host: '127.0.0.1', port: echo.port }, mode, GW),
+    close: async () => {
+      await started.gateway.close();
+      await proxy.server.stop();
+      await echo.close();
+    },
+  };
 }
 
 export function clientProxies(proxies: RunningProxy[]): ClientProxy[] {

@@ -137,23 +137,32 @@ test('coalesce: a gather never grows past 256 KiB, and backpressure still pauses
   s.close('test over');
 });
 
+/** A TCP connection on loopback: the client's socket and the accepted one (`local`), closed after the test. */
+async function loopback(
+  t: { after: (fn: () => void) => void },
+  clientOptions: { allowHalfOpen?: boolean } = {},
+): Promise<{ client: net.Socket; local: net.Socket; server: net.Server }> {
+  const server = net.createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect({ port, host: '127.0.0.1', ...clientOptions });
+  t.after(() => {
+    client.destroy();
+    server.close();
+  });
+  const [local] = await accepted;
+  return { client, local, server };
+}
+
 test('a side still sending when the splice is done is read and dropped until it ends: its peer gets the answer and an end, not a reset', {
   timeout: 20_000,
 }, async (t) => {
   // The far side answers and closes while the client is still sending (an HTTP refusal while the request body
   // is still coming). Destroyed with bytes unread, the local socket would make its kernel answer with a reset,
   // and the client's kernel then drops what it had not read yet: the answer.
-  const server = net.createServer({ allowHalfOpen: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-  const client = net.connect(port, '127.0.0.1');
-  t.after(() => {
-    client.destroy();
-    server.close();
-  });
-  const [local] = await accepted;
+  const { client, local, server } = await loopback(t);
   const far = new Side();
   const s = splice(local, far, { linger: ['downstream'] });
   // The client sends 8 MiB (under LINGER_MAX_BYTES, far more than the sockets buffer) and reads its answer as it
@@ -189,18 +198,8 @@ test('a side still sending when the splice is done is read and dropped until it 
 test("a lingering side stays the caller's: close() after done destroys it at once, and `settled` follows its close", {
   timeout: 20_000,
 }, async (t) => {
-  const server = net.createServer({ allowHalfOpen: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-  const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  const { client, local } = await loopback(t, { allowHalfOpen: true });
   client.on('error', () => {});
-  t.after(() => {
-    client.destroy();
-    server.close();
-  });
-  const [local] = await accepted;
   const far = new Side();
   const s = splice(local, far, { linger: ['downstream'] });
   let settled = false;
