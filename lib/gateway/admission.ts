@@ -58,8 +58,8 @@ export function admitStream(
  * again with the clock and the revocations of `ctx`: the same decision as admitStream on the same certificate
  * (the same steps in the same order), the certificate's part through THE verifier's verifyAgain (validity and
  * revocation of every certificate of the path, asked with the same options; nothing else a session can change).
- * Undefined when the verifier cannot judge it again (other anchors since: a reload that brought other client
- * CAs): admit it in full then (admitStream).
+ * Undefined when the verifier cannot judge it again (other anchors since: a reload that changed the gateway's
+ * inner credentials, its certificate or its client CAs): admit it in full then (admitStream).
  */
 export function admitAgain(admitted: Admitted, ctx: AdmissionContext): Verdict<Admitted> | undefined {
   const verified = verifyAgain(admitted.peer, innerClientCert(ctx));
