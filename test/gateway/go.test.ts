@@ -17,6 +17,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type tls from 'node:tls';
+import { pathCacheStats } from '../../lib/pki/path-cache.js';
 import { GO_ALPNS, GO_MODES, type GoMode, MODE_ALPNS, type RelayStatus } from '../../lib/protocol/relay.js';
 import { World } from '../helpers/world.js';
 import { dialInner, echoServer, type Harness, readAll, readGatewayStatus, startHarness, waitFor } from './harness.js';
@@ -216,6 +217,26 @@ describe('inner server: <mode>+go', () => {
         await waitFor(() => r.refusals.length > before, 5000, 'refusal record');
         assert.equal(r.refusals.at(-1)?.code, 'E_CERT_UNTRUSTED');
         assert.equal(echo.connections(), connections, 'the target saw no connection');
+      } finally {
+        await r.close();
+      }
+    });
+
+    it(`${alpn}: held across a reload that changed nothing of its credentials, judged again without a new verification`, async () => {
+      const r = await startHarness(world, { orgId: ORG, gatewayId: GW, ports: [echo.port] });
+      try {
+        const socket = await dialInner(world, r.port, cred(), alpn, id);
+        await settle();
+        // Every SIGHUP passes the credentials again: the same ones keep the TLS context and its anchors, so the
+        // held session is judged again on what was verified at its handshake (verifyAgain), not verified anew (a
+        // new verification would look its chain up in the verifier's path cache: none is looked up here).
+        r.inner.reload({ credentials: { ...r.credentials, clientCaPems: [...r.credentials.clientCaPems] } });
+        const lookups = () => pathCacheStats().hits + pathCacheStats().misses;
+        const before = lookups();
+        socket.write(Buffer.concat([GO, Buffer.from(alpn === 'ping+go' ? 'p' : 'x')]));
+        assert.deepEqual(await readGatewayStatus(socket), { ok: true });
+        assert.equal(lookups(), before, 'no chain verified anew at GO');
+        socket.destroy();
       } finally {
         await r.close();
       }

@@ -9,7 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { unwrap } from '../../lib/errors/codes.js';
 import { parseAllowlist } from '../../lib/gateway/allowlist.js';
-import { InnerServer, type InnerServerOptions, type Refusal } from '../../lib/gateway/inner.js';
+import { type InnerCredentials, InnerServer, type InnerServerOptions, type Refusal } from '../../lib/gateway/inner.js';
 import { RevocationSet } from '../../lib/gateway/revocations.js';
 import { type StreamRecord, StreamRegistry } from '../../lib/gateway/streams.js';
 import { checkPeer, mtlsClientOptions } from '../../lib/pki/tls.js';
@@ -18,6 +18,8 @@ import type { TlsCredentials, World } from '../helpers/world.js';
 
 export interface Harness {
   inner: InnerServer;
+  /** What the inner server was started with (a reload passing these again changes nothing). */
+  credentials: InnerCredentials;
   registry: StreamRegistry;
   revoked: RevocationSet;
   refusals: Refusal[];
@@ -53,10 +55,15 @@ export async function startHarness(
     now: world.nowMs,
     ...(o.maxStreams === undefined ? {} : { maxStreams: o.maxStreams }),
   });
+  const credentials = {
+    key: server.keyPem,
+    chain: server.certPem,
+    clientCaPems: [world.org(o.orgId).gatewayClient.pem],
+  };
   const inner = new InnerServer({
     orgId: o.orgId,
     gatewayId: o.gatewayId,
-    credentials: { key: server.keyPem, chain: server.certPem, clientCaPems: [world.org(o.orgId).gatewayClient.pem] },
+    credentials,
     allowlist: unwrap(
       parseAllowlist({
         cidrs: ['127.0.0.0/8'],
@@ -83,6 +90,7 @@ export async function startHarness(
   await once(tunnel, 'listening');
   return {
     inner,
+    credentials,
     registry,
     revoked,
     refusals,
